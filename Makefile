@@ -1,0 +1,36 @@
+# The two commands of README.md: `make run` and `make test`.
+CARGO ?= cargo
+AGENT_TARGET := x86_64-unknown-linux-gnu
+AGENT_BIN := target/$(AGENT_TARGET)/release/den-agent
+
+.PHONY: run test deps build agent lint bench clean
+
+## run: install missing Debian packages, build Den, build the default guest images, check the host
+run: deps build
+	./target/release/den up
+
+## test: the whole test suite (lint, unit tests, end-to-end tests with real QEMU guests)
+test: deps agent lint
+	$(CARGO) build --workspace
+	$(CARGO) test --workspace -- --test-threads=1
+
+deps:
+	@./scripts/install-deps.sh
+
+build: agent
+	$(CARGO) build --release --workspace
+
+# den-agent runs as PID 1 of guests: it must be statically linked.
+agent:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p den-agent --target $(AGENT_TARGET)
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## bench: image build and agent channel numbers, printed as a table
+bench: deps build
+	./bench/agent-bench.sh
+
+clean:
+	$(CARGO) clean

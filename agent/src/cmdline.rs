@@ -1,0 +1,75 @@
+//! The `den.*` settings the host passes on the kernel command line.
+
+use std::collections::BTreeMap;
+
+/// Settings read from `/proc/cmdline`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cmdline {
+    /// `den.root=/dev/vda`: root disk to mount and switch to.
+    pub root: Option<String>,
+    /// `den.rootfstype=ext4` (default ext4).
+    pub rootfstype: String,
+    /// `den.ro`: mount the root disk read-only.
+    pub read_only: bool,
+    /// `den.init=/lib/systemd/systemd`: hand PID 1 to this program after switching root.
+    pub init: Option<String>,
+    /// `den.hostname=name`.
+    pub hostname: Option<String>,
+    /// `den.ip=10.0.0.2/24`: address of the first Ethernet interface.
+    pub ip: Option<String>,
+    /// `den.gw=10.0.0.1`: default gateway.
+    pub gateway: Option<String>,
+    /// `den.vsock_port=1024`: vsock port the agent listens on.
+    pub vsock_port: u32,
+    /// Every `key=value` seen, for diagnostics.
+    pub all: BTreeMap<String, String>,
+}
+
+/// Default vsock port of the agent.
+pub const DEFAULT_VSOCK_PORT: u32 = 1024;
+
+impl Cmdline {
+    /// Parses a kernel command line; unknown words are kept in `all` only.
+    pub fn parse(line: &str) -> Cmdline {
+        let mut c = Cmdline { rootfstype: "ext4".into(), vsock_port: DEFAULT_VSOCK_PORT, ..Default::default() };
+        for word in line.split_whitespace() {
+            let (k, v) = word.split_once('=').unwrap_or((word, ""));
+            let v = v.to_string();
+            match k {
+                "den.root" if !v.is_empty() => c.root = Some(v.clone()),
+                "den.rootfstype" if !v.is_empty() => c.rootfstype = v.clone(),
+                "den.ro" => c.read_only = true,
+                "den.init" if !v.is_empty() => c.init = Some(v.clone()),
+                "den.hostname" if !v.is_empty() => c.hostname = Some(v.clone()),
+                "den.ip" if !v.is_empty() => c.ip = Some(v.clone()),
+                "den.gw" if !v.is_empty() => c.gateway = Some(v.clone()),
+                "den.vsock_port" => c.vsock_port = v.parse().unwrap_or(DEFAULT_VSOCK_PORT),
+                _ => {}
+            }
+            c.all.insert(k.to_string(), v);
+        }
+        c
+    }
+
+    /// Reads `/proc/cmdline` (empty settings when it cannot be read).
+    pub fn from_proc() -> Cmdline {
+        Cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_den_keys_and_ignores_others() {
+        let c = Cmdline::parse("console=ttyS0 den.root=/dev/vda den.ro den.hostname=web1 den.vsock_port=x quiet");
+        assert_eq!(c.root.as_deref(), Some("/dev/vda"));
+        assert!(c.read_only);
+        assert_eq!(c.hostname.as_deref(), Some("web1"));
+        assert_eq!(c.rootfstype, "ext4");
+        assert_eq!(c.vsock_port, DEFAULT_VSOCK_PORT);
+        assert_eq!(c.init, None);
+        assert_eq!(c.all.get("console").map(String::as_str), Some("ttyS0"));
+    }
+}

@@ -1,0 +1,107 @@
+//! Services that PID 1 runs and restarts, declared as TOML files in `/etc/den/services/`.
+//!
+//! ```toml
+//! exec = ["/usr/sbin/sshd", "-D", "-e"]
+//! restart = "always"          # always | on-failure | never
+//! user = "root"
+//! env = { LANG = "C.UTF-8" }
+//! before = ["mkdir -p /run/sshd"]   # shell commands run once, in order, before the first start
+//! ```
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Directory scanned for service files.
+pub const SERVICE_DIR: &str = "/etc/den/services";
+
+/// When a service is started again after it ends.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    /// Always (the default).
+    #[default]
+    Always,
+    /// Only when it exited non-zero or was killed.
+    OnFailure,
+    /// Never.
+    Never,
+}
+
+/// One service definition.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Name (the file name without `.toml`).
+    #[serde(skip)]
+    pub name: String,
+    /// Program and arguments.
+    pub exec: Vec<String>,
+    /// Restart policy.
+    #[serde(default)]
+    pub restart: Restart,
+    /// User to run as.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Extra environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Shell commands run before the first start.
+    #[serde(default)]
+    pub before: Vec<String>,
+}
+
+/// Reads every `*.toml` in `dir`, sorted by name; broken files are reported and skipped.
+pub fn load(dir: &Path) -> Vec<Service> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
+    let mut paths: Vec<_> =
+        rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
+    paths.sort();
+    let mut out = vec![];
+    for p in paths {
+        let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let parsed = std::fs::read_to_string(&p)
+            .map_err(|e| e.to_string())
+            .and_then(|t| toml::from_str::<Service>(&t).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(mut s) if !s.exec.is_empty() => {
+                s.name = name;
+                out.push(s);
+            }
+            Ok(_) => eprintln!("den-agent: service {}: `exec` is empty", p.display()),
+            Err(e) => eprintln!("den-agent: service {}: {e}", p.display()),
+        }
+    }
+    out
+}
+
+/// Whether a service that ended with `status` (0 = success) is started again.
+pub fn should_restart(policy: Restart, success: bool) -> bool {
+    match policy {
+        Restart::Always => true,
+        Restart::OnFailure => !success,
+        Restart::Never => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_services_and_reports_bad_ones() {
+        let d = std::env::temp_dir().join(format!("den-svc-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("b.toml"), "exec = [\"/bin/sleep\", \"1\"]\nrestart = \"on-failure\"\n").unwrap();
+        std::fs::write(d.join("a.toml"), "exec = [\"/usr/sbin/sshd\", \"-D\"]\n").unwrap();
+        std::fs::write(d.join("c.toml"), "exec = [\"x\"]\nbogus = 1\n").unwrap();
+        let s = load(&d);
+        assert_eq!(s.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(s[0].restart, Restart::Always);
+        assert_eq!(s[1].restart, Restart::OnFailure);
+        assert!(should_restart(Restart::OnFailure, false));
+        assert!(!should_restart(Restart::OnFailure, true));
+        assert!(!should_restart(Restart::Never, false));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -1,0 +1,105 @@
+//! User lookup from `/etc/passwd` and `/etc/group` (no NSS inside minimal guests).
+
+use std::path::Path;
+
+/// A resolved account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Login name.
+    pub name: String,
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary group ids.
+    pub groups: Vec<u32>,
+    /// Home directory.
+    pub home: String,
+    /// Login shell.
+    pub shell: String,
+}
+
+/// Finds `who` (a name or a numeric uid) under `root` (normally `/`).
+pub fn lookup(root: &Path, who: &str) -> Option<Account> {
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+    let by_uid = who.parse::<u32>().ok();
+    let mut acct = passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() < 7 {
+            return None;
+        }
+        let uid = f[2].parse().ok()?;
+        let gid = f[3].parse().ok()?;
+        let hit = f[0] == who || by_uid == Some(uid);
+        hit.then(|| Account { name: f[0].into(), uid, gid, groups: vec![], home: f[5].into(), shell: f[6].into() })
+    });
+    if acct.is_none() && who == "root" {
+        acct = Some(Account {
+            name: "root".into(),
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+            home: "/root".into(),
+            shell: "/bin/sh".into(),
+        });
+    }
+    if acct.is_none() {
+        let uid = by_uid?;
+        acct = Some(Account {
+            name: who.into(),
+            uid,
+            gid: uid,
+            groups: vec![],
+            home: "/".into(),
+            shell: "/bin/sh".into(),
+        });
+    }
+    let mut acct = acct?;
+    let group = std::fs::read_to_string(root.join("etc/group")).unwrap_or_default();
+    for line in group.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() >= 4 && f[3].split(',').any(|m| m == acct.name) {
+            if let Ok(g) = f[2].parse() {
+                acct.groups.push(g);
+            }
+        }
+    }
+    Some(acct)
+}
+
+/// Switches the calling process to `acct` (supplementary groups, gid, then uid).
+/// Meant for `pre_exec`, between fork and exec: only async-signal-safe calls.
+pub fn become_user(acct: &Account) -> std::io::Result<()> {
+    let groups: Vec<libc::gid_t> = acct.groups.iter().copied().chain([acct.gid]).collect();
+    // SAFETY: plain system calls with valid pointers and lengths.
+    unsafe {
+        if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+            || libc::setgid(acct.gid) != 0
+            || libc::setuid(acct.uid) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_users_by_name_and_uid_with_groups() {
+        let d = std::env::temp_dir().join(format!("den-users-{}", std::process::id()));
+        std::fs::create_dir_all(d.join("etc")).unwrap();
+        std::fs::write(d.join("etc/passwd"), "root:x:0:0:root:/root:/bin/bash\ndev:x:1000:1000::/home/dev:/bin/bash\n")
+            .unwrap();
+        std::fs::write(d.join("etc/group"), "sudo:x:27:dev\ndev:x:1000:\n").unwrap();
+        let a = lookup(&d, "dev").unwrap();
+        assert_eq!((a.uid, a.gid, a.home.as_str()), (1000, 1000, "/home/dev"));
+        assert_eq!(a.groups, vec![27]);
+        assert_eq!(lookup(&d, "1000").unwrap().name, "dev");
+        assert_eq!(lookup(&d, "4242").unwrap().uid, 4242);
+        assert!(lookup(&d, "nobody-here").is_none());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -1,0 +1,67 @@
+//! `den`: Den's command-line client. Nouns and verbs: `den doctor`, `den image build|ls|rm|gc|...`,
+//! `den up`. Human tables by default, `--json` everywhere; exit codes 0 ok, 1 error, 2 usage.
+
+mod doctor;
+mod image;
+mod paths;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Den: a developer-mode hypervisor manager for home microservers.
+#[derive(Parser)]
+#[command(name = "den", version, about, long_about = None)]
+struct Cli {
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Cache directory for guest artifacts (default: $DEN_CACHE_DIR or ~/.cache/den).
+    #[arg(long, global = true, env = "DEN_CACHE_DIR")]
+    cache_dir: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Report what this host can run and what to install or change.
+    Doctor,
+    /// Guest images: build, list, inspect, verify, remove, garbage-collect.
+    #[command(subcommand)]
+    Image(image::ImageCmd),
+    /// Get Den ready on this host: check it, then build the default guest images.
+    Up,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let paths = paths::Paths::new(cli.cache_dir.clone());
+    let res = match cli.cmd {
+        Cmd::Doctor => doctor::run(&paths, cli.json),
+        Cmd::Image(c) => image::run(c, &paths, cli.json),
+        Cmd::Up => up(&paths, cli.json),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("den: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn up(paths: &paths::Paths, json: bool) -> anyhow::Result<ExitCode> {
+    let report = doctor::collect(paths);
+    if !json {
+        doctor::print(&report);
+        println!();
+    }
+    let names: Vec<String> = den_images::spec::BUILTIN.iter().map(|(n, _)| n.to_string()).collect();
+    let code = image::run(image::ImageCmd::Build(image::BuildArgs { specs: names, agent: None }), paths, json)?;
+    if !json {
+        println!("\nDen's guest images are ready. The daemon (dend) and VM commands arrive with the next releases;");
+        println!("`den image ls` shows what was built, `den doctor` what this host can run.");
+    }
+    Ok(code)
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Den needs, only when something is missing.
+set -euo pipefail
+need=()
+check() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] || need+=("$2"); }
+check qemu-system-x86_64 qemu-system-x86
+check qemu-img qemu-utils
+check mmdebstrap mmdebstrap
+check mkfs.ext4 e2fsprogs
+check debugfs e2fsprogs
+check dpkg-deb dpkg
+check cpio cpio
+check nft nftables
+check ip iproute2
+check tar tar
+[ -x /bin/busybox ] || need+=(busybox-static)
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "den: installing Debian packages: ${need[*]}"
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${need[@]}"

@@ -1,0 +1,48 @@
+//! Finding the static agent and building the default images for tests.
+
+use den_images::{Builder, ImageRecord, ImageSpec, SilentProgress, Store};
+use std::path::PathBuf;
+
+/// The workspace's `target/` directory.
+pub fn target_dir() -> PathBuf {
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(t);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target")
+}
+
+/// The statically linked agent built by `make agent` (or `$DEN_AGENT_BIN`).
+pub fn agent_binary() -> PathBuf {
+    let p = std::env::var_os("DEN_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("x86_64-unknown-linux-gnu/release/den-agent"));
+    assert!(
+        p.is_file(),
+        "static den-agent not found at {}: run `make agent` (or `make test`, which builds it)",
+        p.display()
+    );
+    p
+}
+
+/// Download caches shared by all test stores (Debian packages), so a cold store build is
+/// measured without re-downloading.
+pub fn download_cache() -> PathBuf {
+    std::env::var_os("DEN_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/den"))
+}
+
+/// The store the tests share across runs (content-addressed, so it is safe to reuse).
+pub fn shared_store() -> Store {
+    let root = download_cache().join("test-store");
+    Store::open(&root).unwrap_or_else(|e| panic!("cannot open test store {}: {e}", root.display()))
+}
+
+/// Builds a built-in image into `store` and returns its record and the store.
+pub fn build_builtin(store: &Store, name: &str) -> ImageRecord {
+    let text = den_images::spec::BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).expect("built-in spec");
+    let spec = ImageSpec::parse(text, name).expect("built-in spec parses");
+    Builder::new(store.clone(), &download_cache(), &agent_binary(), &SilentProgress)
+        .build(&spec, text)
+        .unwrap_or_else(|e| panic!("building {name}: {e}"))
+}

@@ -1,0 +1,10 @@
+//! Harness for Den's end-to-end tests: builds guest images through `den-images`, boots them under
+//! QEMU (TCG on hosts without usable KVM), and connects to the real agent.
+//!
+//! Every guest is killed when its [`Guest`] is dropped, and also when the thread that started it
+//! ends (`PR_SET_PDEATHSIG`), so no VM outlives its test.
+
+pub mod guest;
+pub mod images;
+
+pub use guest::{Guest, GuestOptions};
