@@ -185,6 +185,15 @@ fn meminfo(text: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether PID 1 runs this very binary (den-agent's init), rather than systemd or another init.
+fn agent_is_init() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata("/proc/1/exe"), std::fs::metadata("/proc/self/exe")) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
 /// Collects [`Info`] from `/proc` and the interfaces.
 pub fn info() -> Info {
     let mem = read("/proc/meminfo");
@@ -217,7 +226,7 @@ pub fn info() -> Info {
         mem_total_kib: meminfo(&mem, "MemTotal"),
         mem_available_kib: meminfo(&mem, "MemAvailable"),
         addresses,
-        pid1: std::os::unix::process::parent_id() == 1 || std::process::id() == 1,
+        pid1: agent_is_init(),
     }
 }
 

@@ -46,3 +46,37 @@ pub fn build_builtin(store: &Store, name: &str) -> ImageRecord {
         .build(&spec, text)
         .unwrap_or_else(|e| panic!("building {name}: {e}"))
 }
+
+/// The `den` CLI binary built by `cargo build --workspace`.
+pub fn den_cli() -> PathBuf {
+    let p = target_dir().join("debug/den");
+    assert!(p.is_file(), "den CLI not found at {}: run `cargo build --workspace` (or `make test`)", p.display());
+    p
+}
+
+/// Records which stages were cache hits, and warnings.
+#[derive(Default)]
+pub struct Recorder {
+    /// (stage, cached, seconds) per finished stage.
+    pub ends: std::sync::Mutex<Vec<(String, bool, f64)>>,
+    /// Warnings.
+    pub warnings: std::sync::Mutex<Vec<String>>,
+}
+
+impl den_images::Progress for Recorder {
+    fn begin(&self, _: &str, _: &str) {}
+    fn line(&self, _: &str, _: &str) {}
+    fn end(&self, stage: &str, cached: bool, secs: f64) {
+        self.ends.lock().unwrap_or_else(|p| p.into_inner()).push((stage.into(), cached, secs));
+    }
+    fn warn(&self, msg: &str) {
+        self.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(msg.into());
+    }
+}
+
+/// Builds `name` into `store`, reporting to `rec`.
+pub fn build_recorded(store: &Store, name: &str, rec: &Recorder) -> Result<ImageRecord, den_images::ImageError> {
+    let text = den_images::spec::BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).expect("built-in spec");
+    let spec = ImageSpec::parse(text, name)?;
+    Builder::new(store.clone(), &download_cache(), &agent_binary(), rec).build(&spec, text)
+}
