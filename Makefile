@@ -12,7 +12,7 @@ run: deps build
 ## test: the whole test suite (lint, unit tests, end-to-end tests with real QEMU guests)
 test: deps agent lint
 	$(CARGO) build --workspace
-	$(CARGO) test --workspace -- --test-threads=1
+	./scripts/test.sh
 
 deps:
 	@./scripts/install-deps.sh

@@ -13,6 +13,7 @@ check cpio cpio
 check nft nftables
 check ip iproute2
 check tar tar
+check bc bc
 [ -x /bin/busybox ] || need+=(busybox-static)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

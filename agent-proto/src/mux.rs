@@ -69,6 +69,9 @@ struct Slot {
     unconsumed: Arc<AtomicUsize>,
 }
 
+/// The reader-side handles of a registered stream: its events, send credit, unconsumed bytes.
+type SlotHandles = (mpsc::UnboundedReceiver<Event>, Arc<Semaphore>, Arc<AtomicUsize>);
+
 struct Shared {
     role: Role,
     out: mpsc::UnboundedSender<Frame>,
@@ -110,13 +113,20 @@ impl Shared {
         }
     }
 
-    fn new_slot(&self, id: u32) -> (mpsc::UnboundedReceiver<Event>, Arc<Semaphore>, Arc<AtomicUsize>) {
+    /// Registers a stream. Fails once the session is closed: the closed flag is checked under
+    /// the same lock `fail_all` takes after setting it, so no stream can miss its end.
+    fn new_slot(&self, id: u32) -> Result<SlotHandles, MuxError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let credit = Arc::new(Semaphore::new(WINDOW));
         let unconsumed = Arc::new(AtomicUsize::new(0));
         let slot = Slot { events: tx, credit: credit.clone(), unconsumed: unconsumed.clone() };
-        self.slots().insert(id, slot);
-        (rx, credit, unconsumed)
+        let mut slots = self.slots();
+        if self.closed.borrow().is_some() {
+            drop(slots);
+            return Err(self.closed_error());
+        }
+        slots.insert(id, slot);
+        Ok((rx, credit, unconsumed))
     }
 }
 
@@ -183,7 +193,7 @@ impl Session {
     /// Opens a new stream with `request`.
     pub fn open(&self, request: &Request) -> Result<Stream, MuxError> {
         let id = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
-        let (events, credit, unconsumed) = self.shared.new_slot(id);
+        let (events, credit, unconsumed) = self.shared.new_slot(id)?;
         let stream = Stream::new(self.shared.clone(), id, events, credit, unconsumed);
         self.shared.send(Frame::json(id, Kind::Open, request))?;
         Ok(stream)
@@ -367,7 +377,7 @@ fn on_open(shared: &Arc<Shared>, incoming: &mpsc::UnboundedSender<Incoming>, id:
             return;
         }
     };
-    let (events, credit, unconsumed) = shared.new_slot(id);
+    let Ok((events, credit, unconsumed)) = shared.new_slot(id) else { return };
     let stream = Stream::new(shared.clone(), id, events, credit, unconsumed);
     let _ = incoming.send(Incoming { request, stream });
 }

@@ -53,6 +53,16 @@ pub fn run() -> ! {
     if let Err(e) = boot::link_up("lo") {
         eprintln!("den-agent: loopback: {e}");
     }
+    if let Some(ip) = &cmd.ip {
+        match crate::net::first_ethernet(Duration::from_secs(5)) {
+            Some(ifname) => {
+                if let Err(e) = crate::net::configure(&ifname, ip, cmd.gateway.as_deref()) {
+                    eprintln!("den-agent: network: {e}");
+                }
+            }
+            None => eprintln!("den-agent: den.ip={ip} given but the guest has no network interface"),
+        }
+    }
     let _ = nix::sys::reboot::set_cad_enabled(false);
     let set = block_signals();
     let mut sup = Supervisor { services: HashMap::new(), running: HashMap::new(), pending: vec![] };

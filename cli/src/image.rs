@@ -105,7 +105,7 @@ pub fn run(cmd: ImageCmd, paths: &Paths, json: bool) -> anyhow::Result<ExitCode>
                 let (spec, text) = load_spec(s)?;
                 let progress = TermProgress::new(&spec.name);
                 let t = Instant::now();
-                let rec = Builder::new(store.clone(), &paths.cache, &agent, &progress)
+                let rec = Builder::new(store.clone(), &paths.downloads, &agent, &progress)
                     .build(&spec, &text)
                     .with_context(|| format!("building image `{}`", spec.name))?;
                 let secs = t.elapsed().as_secs_f64();

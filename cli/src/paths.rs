@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 pub struct Paths {
     /// Cache root (`~/.cache/den`).
     pub cache: PathBuf,
+    /// Downloaded Debian packages (`$DEN_DOWNLOAD_DIR`, default: the cache root).
+    pub downloads: PathBuf,
 }
 
 impl Paths {
@@ -16,7 +18,8 @@ impl Paths {
             let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
             home.join(".cache/den")
         });
-        Paths { cache }
+        let downloads = std::env::var_os("DEN_DOWNLOAD_DIR").map(PathBuf::from).unwrap_or_else(|| cache.clone());
+        Paths { cache, downloads }
     }
 
     /// The image store.

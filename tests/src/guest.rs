@@ -22,6 +22,8 @@ pub struct GuestOptions {
     pub stall: Duration,
     /// Boot attempts before giving up.
     pub attempts: u32,
+    /// Give the guest a NIC on QEMU's isolated user network (`restrict=on`: nothing leaves the VM).
+    pub isolated_nic: bool,
 }
 
 impl Default for GuestOptions {
@@ -33,6 +35,7 @@ impl Default for GuestOptions {
             agent_timeout: Duration::from_secs(120),
             stall: Duration::from_secs(30),
             attempts: 3,
+            isolated_nic: false,
         }
     }
 }
@@ -109,6 +112,9 @@ impl Guest {
             let _ = std::fs::set_permissions(&disk, std::os::unix::fs::PermissionsExt::from_mode(0o644));
             cmd.arg("-drive").arg(format!("id=root,file={},format=raw,if=none", disk.display()));
             cmd.args(["-device", "virtio-blk-device,drive=root"]);
+        }
+        if opts.isolated_nic {
+            cmd.args(["-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-device,netdev=n0"]);
         }
         cmd.args(["-device", "virtio-serial-device"])
             .arg("-chardev")

@@ -24,7 +24,12 @@ async fn sh(c: &AgentClient, script: &str) -> den_agent_proto::ExecOutput {
 async fn base_guest_agent_end_to_end() {
     let store = images::shared_store();
     let image = images::build_builtin(&store, "base");
-    let (mut guest, c) = Guest::boot(&store, &image, GuestOptions::default()).await;
+    let opts = GuestOptions {
+        isolated_nic: true,
+        extra_cmdline: "den.hostname=base-test den.ip=10.0.2.15/24 den.gw=10.0.2.2".into(),
+        ..Default::default()
+    };
+    let (mut guest, c) = Guest::boot(&store, &image, opts).await;
     eprintln!("base guest answered after {:.1}s ({} retries)", guest.boot_secs, guest.retries);
 
     // info
@@ -33,6 +38,11 @@ async fn base_guest_agent_end_to_end() {
     assert!(info.pid1, "the agent's init is PID 1 in a microVM");
     assert!(info.mem_total_kib > 256 * 1024, "{info:?}");
     assert!(info.addresses.get("lo").is_some_and(|a| a.iter().any(|x| x == "127.0.0.1/8")), "{info:?}");
+    assert_eq!(info.hostname, "base-test");
+    // network settings from the kernel command line
+    assert!(info.addresses.values().flatten().any(|a| a == "10.0.2.15/24"), "{info:?}");
+    let routes = c.exec_output(&["ip", "route"], Bytes::new()).await.unwrap();
+    assert!(String::from_utf8_lossy(&routes.stdout).contains("default via 10.0.2.2"), "{routes:?}");
 
     // exec: output, exit codes, stderr
     let out = c.exec_output(&["uname", "-r"], Bytes::new()).await.unwrap();

@@ -1,0 +1,150 @@
+//! The multiplexer over an in-memory pipe: flow control, isolation of streams, hostile peers.
+
+use bytes::{Bytes, BytesMut};
+use den_agent_proto::frame::{Frame, FrameCodec, Kind, CHAN_STDIO, MAX_PAYLOAD};
+use den_agent_proto::msg::{Control, ForwardTarget, Hello, Request};
+use den_agent_proto::mux::{Event, Role, Session, WINDOW};
+use den_agent_proto::AgentClient;
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+use tokio_util::codec::Framed;
+
+/// A fake agent: every `forward` stream echoes its bytes back.
+fn echo_agent(io: tokio::io::DuplexStream) {
+    let (_session, mut incoming) = Session::start(io, Role::Agent, "fake-agent");
+    tokio::spawn(async move {
+        let _keep = _session;
+        while let Some(inc) = incoming.recv().await {
+            tokio::spawn(async move {
+                let (tx, mut rx) = inc.stream.split();
+                tx.control(&Control::Started { pid: None }).unwrap();
+                loop {
+                    match rx.recv().await {
+                        Event::Data { bytes, .. } => {
+                            if tx.data(CHAN_STDIO, bytes).await.is_err() {
+                                return;
+                            }
+                        }
+                        Event::Eof { .. } => {
+                            let _ = tx.eof(CHAN_STDIO);
+                        }
+                        Event::Closed(_) => return,
+                        Event::Control(_) => {}
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn tcp() -> ForwardTarget {
+    ForwardTarget::Tcp { host: "127.0.0.1".into(), port: 1 }
+}
+
+#[tokio::test]
+async fn large_transfer_through_a_small_pipe_is_intact() {
+    let (a, b) = tokio::io::duplex(4096);
+    echo_agent(b);
+    let c = AgentClient::over(a, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(c.peer().software, "fake-agent");
+    let stream = c.forward(tcp()).await.unwrap();
+    let (tx, mut rx) = stream.split();
+    let data: Bytes = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
+    let send = {
+        let data = data.clone();
+        tokio::spawn(async move {
+            tx.data(CHAN_STDIO, data).await.unwrap();
+            tx.eof(CHAN_STDIO).unwrap();
+            tx
+        })
+    };
+    let mut got = BytesMut::new();
+    loop {
+        match rx.recv().await {
+            Event::Data { bytes, .. } => got.extend_from_slice(&bytes),
+            Event::Eof { .. } => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got.freeze(), data);
+    drop(send.await.unwrap());
+}
+
+#[tokio::test]
+async fn a_stalled_stream_does_not_block_others() {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    echo_agent(b);
+    let c = AgentClient::over(a, Duration::from_secs(5)).await.unwrap();
+    // Stream 1: send far more than a window and never read the echo.
+    let stalled = c.forward(tcp()).await.unwrap();
+    let filler = tokio::spawn({
+        let tx = stalled.tx.clone();
+        async move { tx.data(CHAN_STDIO, Bytes::from(vec![1u8; 4 * WINDOW])).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!filler.is_finished(), "the sender must be held back by the window");
+    // Stream 2 still round-trips.
+    let mut other = c.forward(tcp()).await.unwrap();
+    other.tx.data(CHAN_STDIO, Bytes::from_static(b"ping")).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), other.rx.recv()).await.unwrap() {
+        Event::Data { bytes, .. } => assert_eq!(&bytes[..], b"ping"),
+        e => panic!("{e:?}"),
+    }
+    drop(stalled);
+    filler.abort();
+}
+
+#[tokio::test]
+async fn a_peer_overrunning_the_window_loses_only_that_stream() {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    echo_agent(b);
+    // Play a hostile host by hand.
+    let mut io = Framed::new(a, FrameCodec::default());
+    io.send(Frame::json(0, Kind::Hello, &Hello::ours("raw"))).await.unwrap();
+    let open = |id| Frame::json(id, Kind::Open, &Request::Forward { target: tcp() });
+    io.send(open(1)).await.unwrap();
+    io.send(open(3)).await.unwrap();
+    // Flood stream 1 with more than a window, never returning credit for the echo.
+    for _ in 0..(WINDOW / MAX_PAYLOAD + 2) {
+        io.send(Frame::new(1, Kind::Data, CHAN_STDIO, vec![0u8; MAX_PAYLOAD])).await.unwrap();
+    }
+    io.send(Frame::new(3, Kind::Data, CHAN_STDIO, &b"ok"[..])).await.unwrap();
+    let mut closed_1 = false;
+    let mut echoed_3 = false;
+    while !(closed_1 && echoed_3) {
+        let f = tokio::time::timeout(Duration::from_secs(5), io.next()).await.unwrap().unwrap().unwrap().unwrap();
+        match (f.stream, f.kind) {
+            (1, Kind::Close) => {
+                let e: serde_json::Value = serde_json::from_slice(&f.payload).unwrap();
+                assert_eq!(e["code"], "protocol", "{e}");
+                closed_1 = true;
+            }
+            (3, Kind::Data) => {
+                assert_eq!(&f.payload[..], b"ok");
+                echoed_3 = true;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn losing_the_channel_fails_every_stream_at_once() {
+    let (a, b) = tokio::io::duplex(4096);
+    echo_agent(b);
+    let c = AgentClient::over(a, Duration::from_secs(5)).await.unwrap();
+    let mut s = c.forward(tcp()).await.unwrap();
+    c.close();
+    match tokio::time::timeout(Duration::from_secs(5), s.rx.recv()).await.unwrap() {
+        Event::Closed(Some(e)) => assert_eq!(e.code, "channel_lost"),
+        e => panic!("{e:?}"),
+    }
+    assert!(c.info().await.is_err());
+}
+
+#[tokio::test]
+async fn a_silent_peer_times_out_the_handshake() {
+    let (a, _b) = tokio::io::duplex(4096);
+    let err = AgentClient::over(a, Duration::from_millis(300)).await.err().expect("no agent, no client");
+    assert!(err.to_string().contains("did not answer"), "{err}");
+}
