@@ -105,33 +105,3 @@ pub fn set_hostname(name: &str) {
         eprintln!("den-agent: hostname {name}: {e}");
     }
 }
-
-/// Brings an interface up (SIOCSIFFLAGS).
-pub fn link_up(ifname: &str) -> std::io::Result<()> {
-    let sock = nix::sys::socket::socket(
-        nix::sys::socket::AddressFamily::Inet,
-        nix::sys::socket::SockType::Datagram,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    // SAFETY: ifreq is plain old data; zeroed is a valid starting value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    let name = ifname.as_bytes();
-    if name.len() >= req.ifr_name.len() {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "interface name too long"));
-    }
-    for (d, s) in req.ifr_name.iter_mut().zip(name) {
-        *d = *s as libc::c_char;
-    }
-    // SAFETY: valid socket and a properly initialised ifreq for SIOCGIFFLAGS/SIOCSIFFLAGS.
-    unsafe {
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}

@@ -38,7 +38,7 @@ pub async fn run(req: ExecRequest, stream: Stream) -> Result<(), Failed> {
     };
     let mut cmd = std::process::Command::new(prog);
     cmd.args(&req.argv[1..]).env_clear();
-    cmd.env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    cmd.env("PATH", crate::init::DEFAULT_PATH);
     cmd.env("HOME", &acct.home).env("USER", &acct.name).env("LOGNAME", &acct.name).env("SHELL", &acct.shell);
     if req.tty.is_some() {
         cmd.env("TERM", "xterm-256color");
@@ -77,8 +77,9 @@ pub async fn run(req: ExecRequest, stream: Stream) -> Result<(), Failed> {
         }
     };
     if !is_root {
-        // SAFETY: become_user only makes async-signal-safe system calls.
-        unsafe { cmd.pre_exec(move || users::become_user(&acct)) };
+        let creds = acct.credentials();
+        // SAFETY: Credentials::apply only makes async-signal-safe system calls.
+        unsafe { cmd.pre_exec(move || creds.apply()) };
     }
     let mut child = match tokio::process::Command::from(cmd).kill_on_drop(true).spawn() {
         Ok(c) => c,

@@ -33,8 +33,13 @@ struct Supervisor {
     pending: Vec<(Instant, String, u32)>,
 }
 
+/// `PATH` of everything init starts (the kernel hands init almost no environment).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Runs as PID 1; never returns.
 pub fn run() -> ! {
+    // Still single-threaded: nothing else can be reading the environment.
+    std::env::set_var("PATH", DEFAULT_PATH);
     boot::mount_basics();
     let cmd = Cmdline::from_proc();
     boot::load_modules();
@@ -50,7 +55,7 @@ pub fn run() -> ! {
     if let Some(h) = &cmd.hostname {
         boot::set_hostname(h);
     }
-    if let Err(e) = boot::link_up("lo") {
+    if let Err(e) = crate::net::link_up("lo") {
         eprintln!("den-agent: loopback: {e}");
     }
     if let Some(ip) = &cmd.ip {
@@ -168,8 +173,9 @@ impl Supervisor {
         if let Some(user) = &svc.user {
             match crate::users::lookup(std::path::Path::new("/"), user) {
                 Some(acct) => {
-                    // SAFETY: become_user only makes async-signal-safe system calls.
-                    unsafe { cmd.pre_exec(move || crate::users::become_user(&acct)) };
+                    let creds = acct.credentials();
+                    // SAFETY: Credentials::apply only makes async-signal-safe system calls.
+                    unsafe { cmd.pre_exec(move || creds.apply()) };
                 }
                 None => {
                     eprintln!("den-agent: service {name}: unknown user {user}");

@@ -45,6 +45,19 @@ fn ioctl<T>(fd: &OwnedFd, req: libc::c_ulong, arg: &T) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Brings an interface up (SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP).
+pub fn link_up(ifname: &str) -> std::io::Result<()> {
+    let fd = sock()?;
+    let mut req = ifreq(ifname)?;
+    // SAFETY: SIOCGIFFLAGS fills the flags of a valid ifreq.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the flags member is the one SIOCGIFFLAGS just set.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    ioctl(&fd, libc::SIOCSIFFLAGS, &req)
+}
+
 /// Parses `a.b.c.d/len` into address and netmask.
 pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, Ipv4Addr)> {
     let (ip, len) = s.split_once('/').unwrap_or((s, "24"));
@@ -85,7 +98,7 @@ pub fn configure(ifname: &str, cidr: &str, gw: Option<&str>) -> Result<(), Strin
     ioctl(&fd, libc::SIOCSIFADDR, &req).map_err(|e| format!("{ifname}: set address {ip}: {e}"))?;
     req.ifr_ifru.ifru_netmask = sockaddr(mask);
     ioctl(&fd, libc::SIOCSIFNETMASK, &req).map_err(|e| format!("{ifname}: set netmask {mask}: {e}"))?;
-    crate::boot::link_up(ifname).map_err(|e| format!("{ifname}: up: {e}"))?;
+    link_up(ifname).map_err(|e| format!("{ifname}: up: {e}"))?;
     if let Some(gw) = gw {
         let gw: Ipv4Addr = gw.parse().map_err(|_| format!("den.gw=`{gw}` is not an IPv4 address"))?;
         // SAFETY: rtentry is plain old data.

@@ -67,20 +67,36 @@ pub fn lookup(root: &Path, who: &str) -> Option<Account> {
     Some(acct)
 }
 
-/// Switches the calling process to `acct` (supplementary groups, gid, then uid).
-/// Meant for `pre_exec`, between fork and exec: only async-signal-safe calls.
-pub fn become_user(acct: &Account) -> std::io::Result<()> {
-    let groups: Vec<libc::gid_t> = acct.groups.iter().copied().chain([acct.gid]).collect();
-    // SAFETY: plain system calls with valid pointers and lengths.
-    unsafe {
-        if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-            || libc::setgid(acct.gid) != 0
-            || libc::setuid(acct.uid) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
+/// What a child process switches to before exec, computed before the fork.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
+}
+
+impl Account {
+    /// The credentials to become this account.
+    pub fn credentials(&self) -> Credentials {
+        Credentials { uid: self.uid, gid: self.gid, groups: self.groups.iter().copied().chain([self.gid]).collect() }
     }
-    Ok(())
+}
+
+impl Credentials {
+    /// Switches the calling process (supplementary groups, gid, then uid). Meant for
+    /// `pre_exec`, between fork and exec: it only makes system calls, it does not allocate.
+    pub fn apply(&self) -> std::io::Result<()> {
+        // SAFETY: plain system calls with valid pointers and lengths.
+        unsafe {
+            if libc::setgroups(self.groups.len(), self.groups.as_ptr()) != 0
+                || libc::setgid(self.gid) != 0
+                || libc::setuid(self.uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

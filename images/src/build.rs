@@ -67,6 +67,11 @@ impl<'a> Builder<'a> {
         Builder { store, cache: cache.to_path_buf(), agent: agent.to_path_buf(), progress }
     }
 
+    /// A Debian package at its candidate version (remembered while apt's lists are unchanged).
+    fn package(&self, name: &str, context: &str) -> Result<deb::Package, ImageError> {
+        deb::resolve_cached(name, context, &self.cache.join("apt-resolved.json"))
+    }
+
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
@@ -123,7 +128,7 @@ impl<'a> Builder<'a> {
         let agent_digest = hash_file(&self.agent)?;
         let mut artifacts = BTreeMap::new();
 
-        let kpkg = kernel::resolve(&spec.kernel.package)?;
+        let kpkg = kernel::resolve(&spec.kernel.package, &|n, ctx| self.package(n, ctx))?;
         let mut modules = spec.kernel.modules.clone();
         modules.sort();
         let kkey = key(&["kernel", &kpkg.name, &kpkg.version, &modules.join(","), &spec.kernel.vmlinux.to_string()]);
@@ -208,7 +213,7 @@ impl<'a> Builder<'a> {
 
     /// busybox-static: (binary, applet list).
     fn busybox(&self) -> Result<(Digest256, Digest256), ImageError> {
-        let pkg = deb::resolve("busybox-static", "init.busybox")?;
+        let pkg = self.package("busybox-static", "init.busybox")?;
         let bkey = key(&["busybox", &pkg.name, &pkg.version]);
         let debs = self.cache.join("debs");
         let rec = self.ensure("busybox", &format!("busybox-static {}", pkg.version), &bkey, |work| {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A package at an exact version.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Package {
     /// Name.
     pub name: String,
@@ -40,6 +40,54 @@ pub fn resolve(name: &str, context: &str) -> Result<Package, ImageError> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// A fingerprint of the host's apt state (package lists, preferences): `apt-cache`'s answers can
+/// only change when it does.
+pub fn apt_state() -> String {
+    let mut parts = vec![];
+    for dir in ["/var/lib/apt/lists", "/etc/apt/preferences.d", "/etc/apt/sources.list.d"] {
+        let mut entries: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let m = e.metadata().ok()?;
+                let t = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+                Some(format!("{}:{}:{t}", e.file_name().to_string_lossy(), m.len()))
+            })
+            .collect();
+        entries.sort();
+        parts.push(entries.join(","));
+    }
+    crate::store::hash_bytes(parts.join("|").as_bytes()).0
+}
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Memo {
+    state: String,
+    packages: std::collections::BTreeMap<String, Package>,
+}
+
+/// [`resolve`], remembered in `memo` (a JSON file) for as long as [`apt_state`] is unchanged:
+/// each `apt-cache` call costs about half a second, which a warm build cannot afford.
+pub fn resolve_cached(name: &str, context: &str, memo: &Path) -> Result<Package, ImageError> {
+    let state = apt_state();
+    let mut m: Memo = std::fs::read(memo).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    if m.state == state {
+        if let Some(p) = m.packages.get(name) {
+            return Ok(p.clone());
+        }
+    } else {
+        m = Memo { state, packages: Default::default() };
+    }
+    let pkg = resolve(name, context)?;
+    m.packages.insert(name.to_string(), pkg.clone());
+    if let Ok(body) = serde_json::to_vec_pretty(&m) {
+        // Only a cache: failing to write it costs time, not correctness.
+        let _ = crate::store::write_atomic(memo, &body);
+    }
+    Ok(pkg)
 }
 
 /// Downloads `pkg` into `cache` unless it is already there; returns the `.deb` path.

@@ -24,9 +24,10 @@ pub struct KernelParts {
     pub vmlinux: Option<Vec<u8>>,
 }
 
-/// Follows a metapackage (`linux-image-cloud-amd64`) to the real kernel package.
-pub fn resolve(name: &str) -> Result<Package, ImageError> {
-    let mut pkg = deb::resolve(name, "kernel.package")?;
+/// Follows a metapackage (`linux-image-cloud-amd64`) to the real kernel package, looking
+/// packages up with `lookup` (e.g. [`deb::resolve_cached`]).
+pub fn resolve(name: &str, lookup: &dyn Fn(&str, &str) -> Result<Package, ImageError>) -> Result<Package, ImageError> {
+    let mut pkg = lookup(name, "kernel.package")?;
     for _ in 0..4 {
         let real = pkg.name.strip_prefix("linux-image-").is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
         if real {
@@ -39,7 +40,7 @@ pub fn resolve(name: &str) -> Result<Package, ImageError> {
             .find(|d| d.starts_with("linux-image-"))
             .map(str::to_string);
         match next {
-            Some(n) => pkg = deb::resolve(&n, "kernel.package dependency")?,
+            Some(n) => pkg = lookup(&n, "kernel.package dependency")?,
             None => break,
         }
     }

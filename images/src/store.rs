@@ -149,14 +149,14 @@ impl Store {
             fs::create_dir_all(root.join(d)).map_err(io_at(root))?;
         }
         let tmp = root.join("tmp");
-        if tmp.exists() {
-            // Only entries older than a minute: a concurrent build may be using fresh ones.
-            if let Ok(rd) = fs::read_dir(&tmp) {
-                for e in rd.flatten() {
-                    let old = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
-                    if old.is_some_and(|age| age.as_secs() > 60) {
-                        let _ = remove_any(&e.path());
-                    }
+        if let Ok(rd) = fs::read_dir(&tmp) {
+            // Work directories are named `<what>-<pid>-...`: remove those whose builder is gone.
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid = name.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+                let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+                if !alive {
+                    let _ = remove_any(&e.path());
                 }
             }
         }
@@ -172,7 +172,8 @@ impl Store {
     /// A fresh temporary directory inside the store (same file system, so renames are atomic).
     pub fn temp_dir(&self, what: &str) -> Result<tempfile::TempDir, ImageError> {
         let tmp = self.root.join("tmp");
-        tempfile::Builder::new().prefix(&format!("{what}-")).tempdir_in(&tmp).map_err(io_at(&tmp))
+        let prefix = format!("{what}-{}-", std::process::id());
+        tempfile::Builder::new().prefix(&prefix).tempdir_in(&tmp).map_err(io_at(&tmp))
     }
 
     /// Path of an object (whether or not it exists).
@@ -427,6 +428,18 @@ mod tests {
         assert!(matches!(store.get(&d, false), Err(ImageError::MissingObject { .. })));
         assert!(store.remove_image("base").unwrap());
         assert_eq!(store.gc().unwrap().0, 1);
+    }
+
+    #[test]
+    fn open_clears_work_of_dead_builders_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let live = store.temp_dir("rootfs").unwrap();
+        let dead = dir.path().join("tmp/disk-4294967295-abc");
+        fs::create_dir_all(&dead).unwrap();
+        Store::open(dir.path()).unwrap();
+        assert!(live.path().exists(), "a running build keeps its work directory");
+        assert!(!dead.exists(), "a crashed build's leftovers are removed");
     }
 
     #[test]
