@@ -62,6 +62,35 @@ impl AgentClient {
         AgentClient::over(sock, timeout).await
     }
 
+    /// Connects through a Firecracker-style vsock Unix socket (den-vmm): writes
+    /// `CONNECT <port>\n`, expects `OK <host port>\n`, then performs the handshake.
+    pub async fn connect_vsock(uds: &Path, port: u32, timeout: Duration) -> Result<AgentClient, ClientError> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let connect = |source| ClientError::Connect { path: uds.display().to_string(), source };
+        let mut sock = tokio::net::UnixStream::connect(uds).await.map_err(connect)?;
+        sock.write_all(format!("CONNECT {port}\n").as_bytes()).await.map_err(connect)?;
+        // Read the reply byte by byte: nothing after its newline may be consumed here.
+        let mut line = Vec::new();
+        let read = async {
+            let mut reader = tokio::io::BufReader::with_capacity(1, &mut sock);
+            reader.read_until(b'\n', &mut line).await
+        };
+        match tokio::time::timeout(timeout, read).await {
+            Err(_) => return Err(ClientError::Timeout(timeout)),
+            Ok(Err(e)) => return Err(connect(e)),
+            Ok(Ok(_)) => {}
+        }
+        let reply = String::from_utf8_lossy(&line);
+        if !reply.starts_with("OK ") {
+            return Err(ClientError::Unexpected(format!(
+                "vsock port {port} via {}: the VMM answered {:?} instead of `OK <port>` (is the agent listening?)",
+                uds.display(),
+                reply.trim_end()
+            )));
+        }
+        AgentClient::over(sock, timeout).await
+    }
+
     /// Runs the protocol over any byte channel.
     pub async fn over<T>(io: T, timeout: Duration) -> Result<AgentClient, ClientError>
     where

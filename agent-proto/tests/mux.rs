@@ -148,3 +148,38 @@ async fn a_silent_peer_times_out_the_handshake() {
     let err = AgentClient::over(a, Duration::from_millis(300)).await.err().expect("no agent, no client");
     assert!(err.to_string().contains("did not answer"), "{err}");
 }
+
+#[tokio::test]
+async fn vsock_connect_handshake_then_protocol() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = std::env::temp_dir().join(format!("den-vsock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let uds = dir.join("v.sock");
+    let listener = tokio::net::UnixListener::bind(&uds).unwrap();
+    // A fake VMM: answers CONNECT for port 1024, refuses other ports by closing.
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut line = Vec::new();
+            let mut b = [0u8; 1];
+            while s.read_exact(&mut b).await.is_ok() && b[0] != b'\n' {
+                line.push(b[0]);
+            }
+            if line == b"CONNECT 1024" {
+                s.write_all(b"OK 1073741824\n").await.unwrap();
+                let (a, b) = tokio::io::duplex(4096);
+                echo_agent(b);
+                tokio::spawn(async move {
+                    let mut a = a;
+                    let _ = tokio::io::copy_bidirectional(&mut s, &mut a).await;
+                });
+            }
+        }
+    });
+    let c = AgentClient::connect_vsock(&uds, 1024, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(c.peer().software, "fake-agent");
+    let err = AgentClient::connect_vsock(&uds, 9, Duration::from_secs(5)).await.err().expect("refused port");
+    assert!(err.to_string().contains("port 9"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
