@@ -1,0 +1,38 @@
+//! den-vmm: Den's KVM microVM monitor (issue 3, first slice).
+//!
+//! - [`host`]: what this host's `/dev/kvm` can run (a PVM-backed KVM cannot run stock kernels);
+//! - [`tiny`]: runs tiny hand-made real-mode guests and collects their port I/O, the plumbing
+//!   every later device builds on, and the way den-vmm is tested on hosts that cannot run Linux.
+
+pub mod host;
+pub mod tiny;
+
+/// Errors of the VMM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// A KVM ioctl failed.
+    #[error("KVM {op}: {source}")]
+    Kvm {
+        /// Which operation.
+        op: &'static str,
+        /// Cause.
+        source: kvm_ioctls::Error,
+    },
+    /// Guest memory could not be set up or written.
+    #[error("guest memory: {0}")]
+    Memory(String),
+    /// The guest did something the tiny runner does not model.
+    #[error("guest stopped with an unhandled exit: {0}")]
+    UnhandledExit(String),
+    /// The guest ran longer than allowed.
+    #[error("guest did not halt within {0} exits")]
+    TooManyExits(u64),
+    /// The host cannot run this guest.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Maps a KVM error with the name of the operation.
+pub(crate) fn kvm(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
+    move |source| VmmError::Kvm { op, source }
+}

@@ -1,0 +1,106 @@
+//! Tiny hand-made guests: flat real-mode code loaded at 0x1000, one vCPU, run until `hlt`.
+//! Port writes are collected per port; everything else the guest does ends the run with an error
+//! instead of a panic. This is the exit plumbing later devices build on, and what runs on a
+//! `/dev/kvm` that cannot run Linux.
+
+use crate::{kvm, VmmError};
+use kvm_ioctls::{Kvm, VcpuExit};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+/// Where the code is loaded and where the vCPU starts.
+pub const LOAD_ADDR: u64 = 0x1000;
+
+/// What a tiny guest did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TinyRun {
+    /// Bytes written to each I/O port, in order.
+    pub port_writes: BTreeMap<u16, Vec<u8>>,
+    /// Exits by kind (`io_out`, `io_in`, `hlt`).
+    pub exits: BTreeMap<&'static str, u64>,
+    /// Time from the start of `run` (VM creation) to the first exit of the guest.
+    pub first_exit: Option<Duration>,
+}
+
+/// Runs `code` with `mem_size` bytes of guest memory, for at most `max_exits` exits.
+pub fn run(code: &[u8], mem_size: usize, max_exits: u64) -> Result<TinyRun, VmmError> {
+    let start = Instant::now();
+    if code.len() as u64 + LOAD_ADDR > mem_size as u64 {
+        return Err(VmmError::Memory(format!("{} bytes of code do not fit in {mem_size} bytes of memory", code.len())));
+    }
+    let kvm_fd = Kvm::new().map_err(kvm("open /dev/kvm"))?;
+    let vm = kvm_fd.create_vm().map_err(kvm("create VM"))?;
+    let mem: GuestMemoryMmap<()> =
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), mem_size)]).map_err(|e| VmmError::Memory(e.to_string()))?;
+    for (slot, region) in mem.iter().enumerate() {
+        let host = mem.get_host_address(region.start_addr()).map_err(|e| VmmError::Memory(e.to_string()))?;
+        let r = kvm_bindings::kvm_userspace_memory_region {
+            slot: slot as u32,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+            flags: 0,
+        };
+        // SAFETY: the region stays mapped for as long as the VM (both live in this function).
+        unsafe { vm.set_user_memory_region(r) }.map_err(kvm("set memory region"))?;
+    }
+    mem.write_slice(code, GuestAddress(LOAD_ADDR)).map_err(|e| VmmError::Memory(e.to_string()))?;
+
+    let mut vcpu = vm.create_vcpu(0).map_err(kvm("create vCPU"))?;
+    let mut sregs = vcpu.get_sregs().map_err(kvm("get sregs"))?;
+    sregs.cs.base = 0;
+    sregs.cs.selector = 0;
+    vcpu.set_sregs(&sregs).map_err(kvm("set sregs"))?;
+    let regs = kvm_bindings::kvm_regs { rip: LOAD_ADDR, rflags: 2, ..Default::default() };
+    vcpu.set_regs(&regs).map_err(kvm("set regs"))?;
+
+    let mut out = TinyRun::default();
+    for _ in 0..max_exits {
+        let exit = vcpu.run().map_err(kvm("run vCPU"))?;
+        if out.first_exit.is_none() {
+            out.first_exit = Some(start.elapsed());
+        }
+        match exit {
+            VcpuExit::IoOut(port, data) => {
+                *out.exits.entry("io_out").or_default() += 1;
+                out.port_writes.entry(port).or_default().extend_from_slice(data);
+            }
+            VcpuExit::IoIn(_, data) => {
+                *out.exits.entry("io_in").or_default() += 1;
+                data.fill(0xff);
+            }
+            VcpuExit::Hlt => {
+                *out.exits.entry("hlt").or_default() += 1;
+                return Ok(out);
+            }
+            other => return Err(VmmError::UnhandledExit(format!("{other:?}"))),
+        }
+    }
+    Err(VmmError::TooManyExits(max_exits))
+}
+
+/// Real-mode code that writes `text` to `port` byte by byte, then halts.
+pub fn print_program(port: u16, text: &[u8]) -> Vec<u8> {
+    let mut code = vec![0xBA, port as u8, (port >> 8) as u8]; // mov dx, port
+    for &b in text {
+        code.extend_from_slice(&[0xB0, b, 0xEE]); // mov al, b; out dx, al
+    }
+    code.push(0xF4); // hlt
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn program_encoding() {
+        assert_eq!(print_program(0x3f8, b"A"), vec![0xBA, 0xF8, 0x03, 0xB0, b'A', 0xEE, 0xF4]);
+    }
+
+    #[test]
+    fn oversized_code_is_refused_before_touching_kvm() {
+        assert!(matches!(run(&[0x90; 64], 32, 10), Err(VmmError::Memory(_))));
+    }
+}
