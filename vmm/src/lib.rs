@@ -1,9 +1,11 @@
 //! den-vmm: Den's KVM microVM monitor (issue 3, first slice).
 //!
 //! - [`host`]: what this host's `/dev/kvm` can run (a PVM-backed KVM cannot run stock kernels);
+//! - [`devices`]: device models (the 8250 serial console so far);
 //! - [`tiny`]: runs tiny hand-made real-mode guests and collects their port I/O, the plumbing
 //!   every later device builds on, and the way den-vmm is tested on hosts that cannot run Linux.
 
+pub mod devices;
 pub mod host;
 pub mod tiny;
 

@@ -28,8 +28,8 @@ enum Cmd {
         #[arg(long, default_value = "console=ttyS0")]
         cmdline: String,
     },
-    /// Run a flat real-mode test guest (loaded at 0x1000) until it halts; prints what it wrote
-    /// to each I/O port and the exit counts.
+    /// Run a flat real-mode test guest (loaded at 0x1000) until it halts; prints its serial
+    /// console (COM1, an emulated 8250), what it wrote to other I/O ports, and the exit counts.
     TinyTestGuest {
         /// The guest code.
         code: PathBuf,
@@ -68,6 +68,7 @@ fn main() -> ExitCode {
             };
             match den_vmm::tiny::run(&bytes, memory_mib << 20, 1_000_000) {
                 Ok(run) => {
+                    println!("console: {}", String::from_utf8_lossy(&run.console));
                     for (port, data) in &run.port_writes {
                         println!("port {port:#x}: {}", String::from_utf8_lossy(data));
                     }

@@ -1,8 +1,10 @@
 //! Tiny hand-made guests: flat real-mode code loaded at 0x1000, one vCPU, run until `hlt`.
-//! Port writes are collected per port; everything else the guest does ends the run with an error
+//! COM1 is an emulated 8250 (its output lands in [`TinyRun::console`]); writes to other ports
+//! are collected per port; everything else the guest does ends the run with an error
 //! instead of a panic. This is the exit plumbing later devices build on, and what runs on a
 //! `/dev/kvm` that cannot run Linux.
 
+use crate::devices::serial::{SerialPort, COM1, DEFAULT_RING};
 use crate::{kvm, VmmError};
 use kvm_ioctls::{Kvm, VcpuExit};
 use std::collections::BTreeMap;
@@ -15,7 +17,9 @@ pub const LOAD_ADDR: u64 = 0x1000;
 /// What a tiny guest did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TinyRun {
-    /// Bytes written to each I/O port, in order.
+    /// What the guest printed on the serial console (COM1).
+    pub console: Vec<u8>,
+    /// Bytes written to each other I/O port, in order.
     pub port_writes: BTreeMap<u16, Vec<u8>>,
     /// Exits by kind (`io_out`, `io_in`, `hlt`).
     pub exits: BTreeMap<&'static str, u64>,
@@ -55,7 +59,20 @@ pub fn run(code: &[u8], mem_size: usize, max_exits: u64) -> Result<TinyRun, VmmE
     let regs = kvm_bindings::kvm_regs { rip: LOAD_ADDR, rflags: 2, ..Default::default() };
     vcpu.set_regs(&regs).map_err(kvm("set regs"))?;
 
+    let mut serial = SerialPort::new(COM1, DEFAULT_RING, None);
     let mut out = TinyRun::default();
+    let result = exit_loop(&mut vcpu, &mut serial, &mut out, max_exits, start);
+    out.console = serial.recent();
+    result.map(|()| out)
+}
+
+fn exit_loop(
+    vcpu: &mut kvm_ioctls::VcpuFd,
+    serial: &mut SerialPort,
+    out: &mut TinyRun,
+    max_exits: u64,
+    start: Instant,
+) -> Result<(), VmmError> {
     for _ in 0..max_exits {
         let exit = vcpu.run().map_err(kvm("run vCPU"))?;
         if out.first_exit.is_none() {
@@ -64,20 +81,41 @@ pub fn run(code: &[u8], mem_size: usize, max_exits: u64) -> Result<TinyRun, VmmE
         match exit {
             VcpuExit::IoOut(port, data) => {
                 *out.exits.entry("io_out").or_default() += 1;
-                out.port_writes.entry(port).or_default().extend_from_slice(data);
+                if serial.claims(port) {
+                    serial.pio_write(port, data);
+                } else {
+                    out.port_writes.entry(port).or_default().extend_from_slice(data);
+                }
             }
-            VcpuExit::IoIn(_, data) => {
+            VcpuExit::IoIn(port, data) => {
                 *out.exits.entry("io_in").or_default() += 1;
-                data.fill(0xff);
+                if serial.claims(port) {
+                    serial.pio_read(port, data);
+                } else {
+                    data.fill(0xff);
+                }
             }
             VcpuExit::Hlt => {
                 *out.exits.entry("hlt").or_default() += 1;
-                return Ok(out);
+                return Ok(());
             }
             other => return Err(VmmError::UnhandledExit(format!("{other:?}"))),
         }
     }
     Err(VmmError::TooManyExits(max_exits))
+}
+
+/// Real-mode code that prints `text` on COM1 the way a driver does: for each byte, poll the line
+/// status register until the transmitter is empty, then write the byte. Then halts.
+pub fn serial_print_program(text: &[u8]) -> Vec<u8> {
+    let mut code = vec![];
+    for &b in text {
+        code.extend_from_slice(&[0xBA, 0xFD, 0x03]); // mov dx, 0x3fd (LSR)
+        code.extend_from_slice(&[0xEC, 0xA8, 0x20, 0x74, 0xFB]); // in al, dx; test al, 0x20; jz back to in
+        code.extend_from_slice(&[0xBA, 0xF8, 0x03, 0xB0, b, 0xEE]); // mov dx, 0x3f8; mov al, b; out dx, al
+    }
+    code.push(0xF4); // hlt
+    code
 }
 
 /// Real-mode code that writes `text` to `port` byte by byte, then halts.

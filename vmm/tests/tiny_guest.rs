@@ -5,12 +5,21 @@ use den_vmm::tiny;
 use std::process::Command;
 
 #[test]
-fn tiny_guest_writes_to_the_serial_port_and_halts() {
-    let run = tiny::run(&tiny::print_program(0x3f8, b"hello from a tiny guest\n"), 16 << 20, 10_000)
-        .expect("tiny guest runs");
-    assert_eq!(run.port_writes.get(&0x3f8).map(Vec::as_slice), Some(&b"hello from a tiny guest\n"[..]));
-    assert_eq!(run.exits.get("io_out"), Some(&24));
+fn tiny_guest_prints_on_the_8250_console_and_halts() {
+    let text = b"hello from a tiny guest\n";
+    let run = tiny::run(&tiny::serial_print_program(text), 16 << 20, 10_000).expect("tiny guest runs");
+    assert_eq!(run.console, text);
+    assert!(run.port_writes.is_empty(), "{:?}", run.port_writes);
+    assert_eq!(run.exits.get("io_out"), Some(&(text.len() as u64)));
+    assert!(run.exits.get("io_in").is_some_and(|n| *n >= text.len() as u64), "LSR polled: {:?}", run.exits);
     assert_eq!(run.exits.get("hlt"), Some(&1));
+}
+
+#[test]
+fn writes_to_other_ports_are_collected() {
+    let run = tiny::run(&tiny::print_program(0x80, b"\x01\x02"), 1 << 20, 100).expect("runs");
+    assert_eq!(run.port_writes.get(&0x80).map(Vec::as_slice), Some(&[1u8, 2][..]));
+    assert!(run.console.is_empty());
 }
 
 #[test]
@@ -43,10 +52,10 @@ fn cli_runs_a_tiny_guest_from_a_file() {
     let dir = std::env::temp_dir().join(format!("den-vmm-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let code = dir.join("guest.bin");
-    std::fs::write(&code, tiny::print_program(0x3f8, b"ok")).unwrap();
+    std::fs::write(&code, tiny::serial_print_program(b"ok")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_den-vmm")).arg("tiny-test-guest").arg(&code).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("port 0x3f8: ok") && stdout.contains("\"hlt\": 1"), "{stdout}");
+    assert!(stdout.contains("console: ok") && stdout.contains("\"hlt\": 1"), "{stdout}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
