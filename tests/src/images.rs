@@ -1,6 +1,6 @@
 //! Finding the static agent and building the default images for tests.
 
-use den_images::{Builder, ImageRecord, ImageSpec, SilentProgress, Store};
+use den_images::{Builder, ImageRecord, ImageSpec, Progress, SilentProgress, Store};
 use std::path::PathBuf;
 
 /// The workspace's `target/` directory.
@@ -40,11 +40,7 @@ pub fn shared_store() -> Store {
 
 /// Builds a built-in image into `store` and returns its record and the store.
 pub fn build_builtin(store: &Store, name: &str) -> ImageRecord {
-    let text = den_images::spec::BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).expect("built-in spec");
-    let spec = ImageSpec::parse(text, name).expect("built-in spec parses");
-    Builder::new(store.clone(), &download_cache(), &agent_binary(), &SilentProgress)
-        .build(&spec, text)
-        .unwrap_or_else(|e| panic!("building {name}: {e}"))
+    build_with(store, name, &SilentProgress).unwrap_or_else(|e| panic!("building {name}: {e}"))
 }
 
 /// The `den` CLI binary built by `cargo build --workspace`.
@@ -63,7 +59,7 @@ pub struct Recorder {
     pub warnings: std::sync::Mutex<Vec<String>>,
 }
 
-impl den_images::Progress for Recorder {
+impl Progress for Recorder {
     fn begin(&self, _: &str, _: &str) {}
     fn line(&self, _: &str, _: &str) {}
     fn end(&self, stage: &str, cached: bool, secs: f64) {
@@ -74,9 +70,13 @@ impl den_images::Progress for Recorder {
     }
 }
 
-/// Builds `name` into `store`, reporting to `rec`.
+/// Builds the built-in image `name` into `store`, reporting to `rec`.
 pub fn build_recorded(store: &Store, name: &str, rec: &Recorder) -> Result<ImageRecord, den_images::ImageError> {
+    build_with(store, name, rec)
+}
+
+fn build_with(store: &Store, name: &str, progress: &dyn Progress) -> Result<ImageRecord, den_images::ImageError> {
     let text = den_images::spec::BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).expect("built-in spec");
     let spec = ImageSpec::parse(text, name)?;
-    Builder::new(store.clone(), &download_cache(), &agent_binary(), rec).build(&spec, text)
+    Builder::new(store.clone(), &download_cache(), &agent_binary(), progress).build(&spec, text)
 }
