@@ -20,9 +20,9 @@ deps:
 build: agent
 	$(CARGO) build --release --workspace
 
-# den-agent runs as PID 1 of guests: it must be statically linked.
+# den-agent runs as PID 1 of guests and den-vmm runs inside the KVM lab guest: both are linked statically.
 agent:
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p den-agent --target $(AGENT_TARGET)
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p den-agent -p den-vmm --target $(AGENT_TARGET)
 
 lint:
 	$(CARGO) fmt --all -- --check

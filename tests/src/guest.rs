@@ -14,6 +14,8 @@ pub struct GuestOptions {
     pub memory_mib: u32,
     /// vCPUs.
     pub cpus: u32,
+    /// QEMU's `-cpu` model (`max`; the KVM lab adds `+svm`).
+    pub cpu: String,
     /// Extra kernel command line words.
     pub extra_cmdline: String,
     /// How long the agent may take to answer.
@@ -31,6 +33,7 @@ impl Default for GuestOptions {
         GuestOptions {
             memory_mib: 512,
             cpus: 2,
+            cpu: "max".into(),
             extra_cmdline: String::new(),
             agent_timeout: Duration::from_secs(120),
             stall: Duration::from_secs(30),
@@ -92,7 +95,7 @@ impl Guest {
         let agent_sock = dir.path().join("agent.sock");
         let console = dir.path().join("console.log");
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-M", "microvm,x-option-roms=off,rtc=off,isa-serial=on", "-accel", "tcg", "-cpu", "max"])
+        cmd.args(["-M", "microvm,x-option-roms=off,rtc=off,isa-serial=on", "-accel", "tcg", "-cpu", &opts.cpu])
             .args(["-m", &opts.memory_mib.to_string(), "-smp", &opts.cpus.to_string()])
             .args(["-nographic", "-nodefaults", "-no-reboot"])
             .arg("-serial")

@@ -13,12 +13,21 @@ pub fn target_dir() -> PathBuf {
 
 /// The statically linked agent built by `make agent` (or `$DEN_AGENT_BIN`).
 pub fn agent_binary() -> PathBuf {
-    let p = std::env::var_os("DEN_AGENT_BIN")
+    static_binary("den-agent", "DEN_AGENT_BIN")
+}
+
+/// The statically linked den-vmm built by `make agent` (or `$DEN_VMM_STATIC_BIN`), for the KVM lab.
+pub fn vmm_static_binary() -> PathBuf {
+    static_binary("den-vmm", "DEN_VMM_STATIC_BIN")
+}
+
+fn static_binary(name: &str, env: &str) -> PathBuf {
+    let p = std::env::var_os(env)
         .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("x86_64-unknown-linux-gnu/release/den-agent"));
+        .unwrap_or_else(|| target_dir().join("x86_64-unknown-linux-gnu/release").join(name));
     assert!(
         p.is_file(),
-        "static den-agent not found at {}: run `make agent` (or `make test`, which builds it)",
+        "static {name} not found at {}: run `make agent` (or `make test`, which builds it)",
         p.display()
     );
     p
@@ -77,6 +86,16 @@ pub fn build_recorded(store: &Store, name: &str, rec: &Recorder) -> Result<Image
 
 fn build_with(store: &Store, name: &str, progress: &dyn Progress) -> Result<ImageRecord, den_images::ImageError> {
     let text = den_images::spec::BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).expect("built-in spec");
-    let spec = ImageSpec::parse(text, name)?;
+    build_spec_text(store, text, name, progress)
+}
+
+/// Builds an image from spec text (`origin` names it in errors).
+pub fn build_spec_text(
+    store: &Store,
+    text: &str,
+    origin: &str,
+    progress: &dyn Progress,
+) -> Result<ImageRecord, den_images::ImageError> {
+    let spec = ImageSpec::parse(text, origin)?;
     Builder::new(store.clone(), &download_cache(), &agent_binary(), progress).build(&spec, text)
 }

@@ -6,5 +6,6 @@
 
 pub mod guest;
 pub mod images;
+pub mod lab;
 
 pub use guest::{Guest, GuestOptions};

@@ -28,6 +28,9 @@ enum Cmd {
         #[arg(long, default_value = "console=ttyS0")]
         cmdline: String,
     },
+    /// Say what this host's /dev/kvm can run (`hardware`, `pvm`, or `missing: <why>`); exit 0 only
+    /// for hardware virtualization.
+    Probe,
     /// Run a flat real-mode test guest (loaded at 0x1000) until it halts; prints its serial
     /// console (COM1, an emulated 8250), what it wrote to other I/O ports, and the exit counts.
     TinyTestGuest {
@@ -44,6 +47,20 @@ const EXIT_UNSUPPORTED: u8 = 3;
 
 fn main() -> ExitCode {
     match Cli::parse().cmd {
+        Cmd::Probe => match kvm_kind(Path::new("/sys"), Path::new("/dev/kvm")) {
+            KvmKind::Hardware => {
+                println!("hardware");
+                ExitCode::SUCCESS
+            }
+            KvmKind::Pvm => {
+                println!("pvm");
+                ExitCode::from(EXIT_UNSUPPORTED)
+            }
+            KvmKind::Missing(why) => {
+                println!("missing: {why}");
+                ExitCode::from(EXIT_UNSUPPORTED)
+            }
+        },
         Cmd::Boot { kernel, .. } => match kvm_kind(Path::new("/sys"), Path::new("/dev/kvm")) {
             KvmKind::Pvm => {
                 eprintln!("{PVM_REFUSAL}");

@@ -1,0 +1,92 @@
+//! The KVM lab: a QEMU TCG guest with an emulated AMD SVM (`-cpu max,+svm`) whose kernel loads
+//! kvm-amd, so den-vmm runs against a real `/dev/kvm` with hardware-virtualization semantics on a
+//! host whose own `/dev/kvm` cannot run Linux. The outer guest's init is den-agent; the harness
+//! copies den-vmm and the inner guest's files in over the agent channel and runs scenarios with
+//! agent exec, returning their output to the test. Stalled outer boots are retried by [`Guest`].
+
+use crate::images;
+use crate::{Guest, GuestOptions};
+use bytes::Bytes;
+use den_agent_proto::{AgentClient, ExecOutput};
+use den_images::SilentProgress;
+use den_images::{ImageRecord, Store};
+use std::path::Path;
+use std::time::Duration;
+
+/// The outer guest's image spec.
+pub const OUTER_SPEC: &str = include_str!("../lab/outer.yml");
+
+/// Where den-vmm lives inside the outer guest.
+pub const VMM: &str = "/lab/den-vmm";
+
+/// A running lab: the outer guest and its agent.
+pub struct Lab {
+    /// The outer guest (killed on drop).
+    pub guest: Guest,
+    /// Its agent.
+    pub agent: AgentClient,
+    /// The image store the lab's images come from.
+    pub store: Store,
+}
+
+impl Lab {
+    /// Builds (or finds) the outer image, boots it and copies den-vmm in.
+    pub async fn start() -> Lab {
+        let store = images::shared_store();
+        let outer = images::build_spec_text(&store, OUTER_SPEC, "tests/lab/outer.yml", &SilentProgress)
+            .unwrap_or_else(|e| panic!("building the lab's outer image: {e}"));
+        let opts = GuestOptions {
+            cpu: "max,+svm".into(),
+            memory_mib: 2048,
+            cpus: 2,
+            agent_timeout: Duration::from_secs(180),
+            ..Default::default()
+        };
+        let (guest, agent) = Guest::boot(&store, &outer, opts).await;
+        eprintln!("lab: outer guest answered after {:.1}s ({} retries)", guest.boot_secs, guest.retries);
+        let lab = Lab { guest, agent, store };
+        let kvm = lab.sh("ls -l /dev/kvm && grep -c svm /proc/cpuinfo").await;
+        assert_eq!(kvm.code, Some(0), "the lab guest has no /dev/kvm: {}", lab.describe(&kvm));
+        lab.put(&images::vmm_static_binary(), VMM, 0o755).await;
+        lab
+    }
+
+    /// Copies a host file into the outer guest.
+    pub async fn put(&self, host: &Path, guest: &str, mode: u32) {
+        let bytes = std::fs::read(host).unwrap_or_else(|e| panic!("reading {}: {e}", host.display()));
+        self.sh(&format!("mkdir -p \"$(dirname {guest})\"")).await;
+        self.agent
+            .put_file(guest, mode, Bytes::from(bytes))
+            .await
+            .unwrap_or_else(|e| panic!("copying {} to the lab as {guest}: {e}", host.display()));
+    }
+
+    /// Copies an image's kernel and initramfs to `<dir>/kernel` and `<dir>/initramfs`.
+    pub async fn put_image(&self, image: &ImageRecord, dir: &str) {
+        for role in ["kernel", "initramfs"] {
+            let digest = image.artifacts.get(role).unwrap_or_else(|| panic!("image {} has no {role}", image.name));
+            let path = self.store.get(digest, false).unwrap_or_else(|e| panic!("{role} of {}: {e}", image.name));
+            self.put(&path, &format!("{dir}/{role}"), 0o644).await;
+        }
+    }
+
+    /// Runs a shell script in the outer guest.
+    pub async fn sh(&self, script: &str) -> ExecOutput {
+        self.agent
+            .exec_output(&["/bin/sh", "-c", script], Bytes::new())
+            .await
+            .unwrap_or_else(|e| panic!("lab exec `{script}`: {e}"))
+    }
+
+    /// Output and the outer console's tail, for assertion messages.
+    pub fn describe(&self, out: &ExecOutput) -> String {
+        format!(
+            "exit {:?} signal {:?}\nstdout:\n{}\nstderr:\n{}\nouter console:\n{}",
+            out.code,
+            out.signal,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.guest.console_tail(20)
+        )
+    }
+}
