@@ -5,9 +5,16 @@
 //! - [`tiny`]: runs tiny hand-made real-mode guests and collects their port I/O, the plumbing
 //!   every later device builds on, and the way den-vmm is tested on hosts that cannot run Linux.
 
+pub mod boot;
+pub mod config;
 pub mod devices;
+pub mod exit;
 pub mod host;
+pub mod layout;
+pub mod machine;
+pub mod memory;
 pub mod tiny;
+pub mod vcpu;
 
 /// Errors of the VMM.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +36,12 @@ pub enum VmmError {
     /// The guest ran longer than allowed.
     #[error("guest did not halt within {0} exits")]
     TooManyExits(u64),
+    /// A host system call failed.
+    #[error("{0}: {1}")]
+    Io(&'static str, #[source] std::io::Error),
+    /// A file or setting given to the VMM is unusable.
+    #[error("{0}")]
+    Input(String),
     /// The host cannot run this guest.
     #[error("{0}")]
     Unsupported(String),

@@ -2,7 +2,9 @@
 //! `/dev/kvm` cannot run them and runs tiny hand-made test guests.
 
 use clap::{Parser, Subcommand};
+use den_vmm::config::{Console, VmConfig};
 use den_vmm::host::{kvm_kind, KvmKind, PVM_REFUSAL};
+use den_vmm::machine::Machine;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -16,17 +18,31 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Boot a Linux kernel (bzImage or ELF vmlinux).
+    /// Boot a Linux kernel (bzImage or ELF vmlinux) with an initramfs. Exit codes: 0 the guest
+    /// powered off (or was stopped), 1 den-vmm failed, 2 usage, 3 this host cannot run Linux
+    /// guests, 4 the guest crashed, 10 the guest rebooted (restart den-vmm to boot it again).
     Boot {
-        /// Kernel image.
+        /// A JSON VM configuration (see `den_vmm::config::VmConfig`); flags are ignored with it.
         #[arg(long)]
-        kernel: PathBuf,
+        config: Option<PathBuf>,
+        /// Kernel image.
+        #[arg(long, required_unless_present = "config")]
+        kernel: Option<PathBuf>,
         /// Initramfs.
         #[arg(long)]
         initrd: Option<PathBuf>,
         /// Kernel command line.
         #[arg(long, default_value = "console=ttyS0")]
         cmdline: String,
+        /// vCPUs.
+        #[arg(long, default_value_t = 1)]
+        cpus: u8,
+        /// Memory in MiB.
+        #[arg(long, default_value_t = 256)]
+        memory_mib: u64,
+        /// Serial console: `stdio`, `none`, or a file path to append to.
+        #[arg(long, default_value = "stdio")]
+        console: String,
     },
     /// Say what this host's /dev/kvm can run (`hardware`, `pvm`, or `missing: <why>`); exit 0 only
     /// for hardware virtualization.
@@ -45,6 +61,65 @@ enum Cmd {
 /// Exit code when the host cannot run the requested guest.
 const EXIT_UNSUPPORTED: u8 = 3;
 
+fn read_config(path: &Path) -> Result<VmConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+}
+
+fn boot(cfg: VmConfig) -> ExitCode {
+    match kvm_kind(Path::new("/sys"), Path::new("/dev/kvm")) {
+        KvmKind::Pvm => {
+            eprintln!("{PVM_REFUSAL}");
+            return ExitCode::from(EXIT_UNSUPPORTED);
+        }
+        KvmKind::Missing(why) => {
+            eprintln!("den-vmm: no usable KVM ({why}); load kvm_intel or kvm_amd");
+            return ExitCode::from(EXIT_UNSUPPORTED);
+        }
+        KvmKind::Hardware => {}
+    }
+    if let Err(e) = cfg.validate() {
+        eprintln!("den-vmm: {e}");
+        return ExitCode::from(2);
+    }
+    let mut machine = match Machine::build(&cfg) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("den-vmm: cannot build the VM: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if cfg.console == Console::Stdio {
+        forward_stdin(machine.serial.clone());
+    }
+    if let Err(e) = machine.start() {
+        eprintln!("den-vmm: cannot start the VM: {e}");
+        return ExitCode::from(1);
+    }
+    let reason = machine.wait();
+    eprintln!("den-vmm: guest ended: {reason:?} after {:.3}s", machine.started.elapsed().as_secs_f64());
+    ExitCode::from(reason.code())
+}
+
+/// Copies stdin to the serial console, waiting while the guest's receive FIFO is full.
+fn forward_stdin(serial: std::sync::Arc<std::sync::Mutex<den_vmm::devices::serial::SerialPort>>) {
+    let _ = std::thread::Builder::new().name("stdin".into()).spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 256];
+        let mut stdin = std::io::stdin();
+        while let Ok(n @ 1..) = stdin.read(&mut buf) {
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                let done = serial.lock().unwrap_or_else(|p| p.into_inner()).enqueue_input(rest);
+                rest = &rest[done..];
+                if done == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        }
+    });
+}
+
 fn main() -> ExitCode {
     match Cli::parse().cmd {
         Cmd::Probe => match kvm_kind(Path::new("/sys"), Path::new("/dev/kvm")) {
@@ -61,20 +136,30 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_UNSUPPORTED)
             }
         },
-        Cmd::Boot { kernel, .. } => match kvm_kind(Path::new("/sys"), Path::new("/dev/kvm")) {
-            KvmKind::Pvm => {
-                eprintln!("{PVM_REFUSAL}");
-                ExitCode::from(EXIT_UNSUPPORTED)
-            }
-            KvmKind::Missing(why) => {
-                eprintln!("den-vmm: no usable KVM ({why}); load kvm_intel or kvm_amd");
-                ExitCode::from(EXIT_UNSUPPORTED)
-            }
-            KvmKind::Hardware => {
-                eprintln!("den-vmm: booting Linux ({}) lands in a later slice of issue 3", kernel.display());
-                ExitCode::from(1)
-            }
-        },
+        Cmd::Boot { config, kernel, initrd, cmdline, cpus, memory_mib, console } => {
+            let cfg = match config {
+                Some(p) => match read_config(&p) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("den-vmm: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => VmConfig {
+                    cpus,
+                    memory_mib,
+                    kernel: kernel.unwrap_or_default(),
+                    initrd,
+                    cmdline,
+                    console: match console.as_str() {
+                        "stdio" => Console::Stdio,
+                        "none" => Console::None,
+                        path => Console::File(path.into()),
+                    },
+                },
+            };
+            boot(cfg)
+        }
         Cmd::TinyTestGuest { code, memory_mib } => {
             let bytes = match std::fs::read(&code) {
                 Ok(b) => b,

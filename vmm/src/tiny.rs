@@ -4,12 +4,15 @@
 //! instead of a panic. This is the exit plumbing later devices build on, and what runs on a
 //! `/dev/kvm` that cannot run Linux.
 
+use crate::devices::bus::Bus;
+use crate::devices::irq::IrqLine;
 use crate::devices::serial::{SerialPort, COM1, DEFAULT_RING};
 use crate::{kvm, VmmError};
 use kvm_ioctls::{Kvm, VcpuExit};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress};
 
 /// Where the code is loaded and where the vCPU starts.
 pub const LOAD_ADDR: u64 = 0x1000;
@@ -35,20 +38,7 @@ pub fn run(code: &[u8], mem_size: usize, max_exits: u64) -> Result<TinyRun, VmmE
     }
     let kvm_fd = Kvm::new().map_err(kvm("open /dev/kvm"))?;
     let vm = kvm_fd.create_vm().map_err(kvm("create VM"))?;
-    let mem: GuestMemoryMmap<()> =
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), mem_size)]).map_err(|e| VmmError::Memory(e.to_string()))?;
-    for (slot, region) in mem.iter().enumerate() {
-        let host = mem.get_host_address(region.start_addr()).map_err(|e| VmmError::Memory(e.to_string()))?;
-        let r = kvm_bindings::kvm_userspace_memory_region {
-            slot: slot as u32,
-            guest_phys_addr: region.start_addr().0,
-            memory_size: region.len(),
-            userspace_addr: host as u64,
-            flags: 0,
-        };
-        // SAFETY: the region stays mapped for as long as the VM (both live in this function).
-        unsafe { vm.set_user_memory_region(r) }.map_err(kvm("set memory region"))?;
-    }
+    let mem = crate::memory::create(&vm, &[(0, mem_size as u64)])?;
     mem.write_slice(code, GuestAddress(LOAD_ADDR)).map_err(|e| VmmError::Memory(e.to_string()))?;
 
     let mut vcpu = vm.create_vcpu(0).map_err(kvm("create vCPU"))?;
@@ -59,16 +49,18 @@ pub fn run(code: &[u8], mem_size: usize, max_exits: u64) -> Result<TinyRun, VmmE
     let regs = kvm_bindings::kvm_regs { rip: LOAD_ADDR, rflags: 2, ..Default::default() };
     vcpu.set_regs(&regs).map_err(kvm("set regs"))?;
 
-    let mut serial = SerialPort::new(COM1, DEFAULT_RING, None);
+    let serial = Arc::new(Mutex::new(SerialPort::new(IrqLine::counting(), DEFAULT_RING, None)));
+    let mut pio = Bus::new();
+    pio.insert(u64::from(COM1), 8, serial.clone()).map_err(|e| VmmError::Memory(e.to_string()))?;
     let mut out = TinyRun::default();
-    let result = exit_loop(&mut vcpu, &mut serial, &mut out, max_exits, start);
-    out.console = serial.recent();
+    let result = exit_loop(&mut vcpu, &pio, &mut out, max_exits, start);
+    out.console = serial.lock().unwrap_or_else(|p| p.into_inner()).recent();
     result.map(|()| out)
 }
 
 fn exit_loop(
     vcpu: &mut kvm_ioctls::VcpuFd,
-    serial: &mut SerialPort,
+    pio: &Bus,
     out: &mut TinyRun,
     max_exits: u64,
     start: Instant,
@@ -81,19 +73,13 @@ fn exit_loop(
         match exit {
             VcpuExit::IoOut(port, data) => {
                 *out.exits.entry("io_out").or_default() += 1;
-                if serial.claims(port) {
-                    serial.pio_write(port, data);
-                } else {
+                if !pio.write(u64::from(port), data) {
                     out.port_writes.entry(port).or_default().extend_from_slice(data);
                 }
             }
             VcpuExit::IoIn(port, data) => {
                 *out.exits.entry("io_in").or_default() += 1;
-                if serial.claims(port) {
-                    serial.pio_read(port, data);
-                } else {
-                    data.fill(0xff);
-                }
+                pio.read(u64::from(port), data);
             }
             VcpuExit::Hlt => {
                 *out.exits.entry("hlt").or_default() += 1;

@@ -1,13 +1,17 @@
 //! The 8250 serial console (vm-superio's `Serial`) on the legacy COM1 ports, with a ring buffer of
 //! recent output that `dend` and the web console can read back, and an optional live sink.
 
+use super::bus::BusDevice;
+use super::irq::IrqLine;
 use std::collections::VecDeque;
 use std::io::Write;
 use vm_superio::serial::NoEvents;
-use vm_superio::{Serial, Trigger};
+use vm_superio::Serial;
 
 /// COM1's base port.
 pub const COM1: u16 = 0x3f8;
+/// COM1's interrupt line (GSI).
+pub const COM1_GSI: u32 = 4;
 /// Bytes of recent output kept by default.
 pub const DEFAULT_RING: usize = 64 * 1024;
 
@@ -63,64 +67,27 @@ impl Write for ConsoleOut {
     }
 }
 
-/// Interrupt line of the serial port. The tiny runner has no interrupt controller yet, so this
-/// counts raised interrupts; an irqfd takes its place with the in-kernel irqchip.
-#[derive(Debug, Default)]
-pub struct CountingIrq(std::sync::atomic::AtomicU64);
-
-impl CountingIrq {
-    /// Interrupts raised so far.
-    pub fn count(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-impl Trigger for CountingIrq {
-    type E = std::io::Error;
-
-    fn trigger(&self) -> Result<(), Self::E> {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
-    }
-}
-
-/// COM1 on the port I/O bus.
+/// COM1: an 8250 UART on the port I/O bus.
 pub struct SerialPort {
-    inner: Serial<CountingIrq, NoEvents, ConsoleOut>,
-    base: u16,
+    inner: Serial<IrqLine, NoEvents, ConsoleOut>,
 }
 
 impl SerialPort {
-    /// A port at `base` keeping `ring` bytes of output, copying it live to `sink` if given.
-    pub fn new(base: u16, ring: usize, sink: Option<Box<dyn Write + Send>>) -> SerialPort {
+    /// A port raising `irq`, keeping `ring` bytes of output, copying it live to `sink` if given.
+    pub fn new(irq: IrqLine, ring: usize, sink: Option<Box<dyn Write + Send>>) -> SerialPort {
         let out = ConsoleOut { ring: Ring::new(ring), sink };
-        SerialPort { inner: Serial::new(CountingIrq::default(), out), base }
+        SerialPort { inner: Serial::new(irq, out) }
     }
 
-    fn offset(&self, port: u16) -> Option<u8> {
-        port.checked_sub(self.base).filter(|o| *o < 8).map(|o| o as u8)
+    /// Queues console input for the guest; returns how many bytes fit in the receive FIFO.
+    pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
+        let room = self.inner.fifo_capacity().min(bytes.len());
+        self.inner.enqueue_raw_bytes(&bytes[..room]).unwrap_or(0)
     }
 
-    /// Whether `port` belongs to this device.
-    pub fn claims(&self, port: u16) -> bool {
-        self.offset(port).is_some()
-    }
-
-    /// A guest `out` to one of our ports (only the first byte of a wider access counts).
-    pub fn pio_write(&mut self, port: u16, data: &[u8]) {
-        if let (Some(off), Some(&b)) = (self.offset(port), data.first()) {
-            // Register writes cannot fail except through the interrupt line, which cannot fail.
-            let _ = self.inner.write(off, b);
-        }
-    }
-
-    /// A guest `in` from one of our ports.
-    pub fn pio_read(&mut self, port: u16, data: &mut [u8]) {
-        let v = self.offset(port).map(|off| self.inner.read(off)).unwrap_or(0xff);
-        data.fill(0);
-        if let Some(first) = data.first_mut() {
-            *first = v;
-        }
+    /// Free space in the receive FIFO.
+    pub fn input_room(&self) -> usize {
+        self.inner.fifo_capacity()
     }
 
     /// Recent output, oldest first.
@@ -128,9 +95,35 @@ impl SerialPort {
         self.inner.writer().ring.contents()
     }
 
+    /// Attaches (or replaces) the live output sink.
+    pub fn set_sink(&mut self, sink: Option<Box<dyn Write + Send>>) {
+        self.inner.writer_mut().sink = sink;
+    }
+
     /// Interrupts the device raised.
     pub fn interrupts(&self) -> u64 {
         self.inner.interrupt_evt().count()
+    }
+}
+
+impl BusDevice for SerialPort {
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if let (Ok(off @ 0..=7), Some(&b)) = (u8::try_from(offset), data.first()) {
+            // Only the interrupt line can make a register write fail; a lost interrupt is
+            // recovered by the guest driver's polling.
+            let _ = self.inner.write(off, b);
+        }
+    }
+
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let v = match u8::try_from(offset) {
+            Ok(off @ 0..=7) => self.inner.read(off),
+            _ => 0xff,
+        };
+        data.fill(0);
+        if let Some(first) = data.first_mut() {
+            *first = v;
+        }
     }
 }
 
@@ -150,15 +143,31 @@ mod tests {
 
     #[test]
     fn registers_are_bounds_checked() {
-        let mut s = SerialPort::new(COM1, 16, None);
-        assert!(s.claims(COM1) && s.claims(COM1 + 7) && !s.claims(COM1 + 8) && !s.claims(COM1 - 1));
-        s.pio_write(COM1, b"x");
-        s.pio_write(COM1, &[]);
-        s.pio_write(0x80, b"y");
+        let mut s = SerialPort::new(IrqLine::counting(), 16, None);
+        s.write(0, b"x");
+        s.write(0, &[]);
+        s.write(8, b"y");
+        s.write(u64::MAX, b"z");
         let mut lsr = [0u8; 4];
-        s.pio_read(COM1 + 5, &mut lsr);
+        s.read(5, &mut lsr);
         assert_ne!(lsr[0] & 0x20, 0, "transmitter empty");
         assert_eq!(&lsr[1..], &[0, 0, 0]);
+        let mut far = [0u8; 1];
+        s.read(1 << 40, &mut far);
+        assert_eq!(far, [0xff]);
         assert_eq!(s.recent(), b"x");
+    }
+
+    #[test]
+    fn input_reaches_the_receive_register_and_raises_the_irq() {
+        let mut s = SerialPort::new(IrqLine::counting(), 16, None);
+        s.write(1, &[0x01]); // IER: interrupt on received data
+        assert_eq!(s.enqueue_input(b"hi"), 2);
+        assert!(s.interrupts() >= 1);
+        let mut b = [0u8; 1];
+        s.read(0, &mut b);
+        assert_eq!(&b, b"h");
+        let huge = vec![b'a'; 10_000];
+        assert!(s.enqueue_input(&huge) < huge.len(), "the FIFO is bounded");
     }
 }

@@ -1,0 +1,147 @@
+//! Assembles a VM from its configuration: KVM VM with the in-kernel irqchip and PIT, guest RAM,
+//! the legacy devices (COM1, i8042, ACPI power), the kernel loaded with ACPI tables, and the
+//! vCPUs; then runs it until the guest or the controller ends it.
+
+use crate::boot::{acpi, cpu, loader};
+use crate::config::{Console, VmConfig};
+use crate::devices::bus::{Bus, SharedDevice};
+use crate::devices::i8042::{self, I8042};
+use crate::devices::irq::IrqLine;
+use crate::devices::power::{self, PowerDevice};
+use crate::devices::serial::{self, SerialPort, DEFAULT_RING};
+use crate::exit::{ExitReason, ExitSignal};
+use crate::vcpu::{self, ExitCounters, VcpuContext};
+use crate::{kvm, layout, memory, VmmError};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use vm_memory::GuestMemoryMmap;
+
+/// Address KVM needs for the TSS on Intel hosts (three pages just below the IOAPIC's neighbourhood).
+const TSS_ADDR: usize = 0xfffb_d000;
+
+/// A built VM, ready to start.
+pub struct Machine {
+    /// Where the VM's end is recorded.
+    pub exit: Arc<ExitSignal>,
+    /// COM1.
+    pub serial: Arc<Mutex<SerialPort>>,
+    /// The keyboard controller (Ctrl-Alt-Del).
+    pub i8042: Arc<Mutex<I8042>>,
+    /// vCPU exit counters.
+    pub counters: Arc<ExitCounters>,
+    /// When building started.
+    pub started: Instant,
+    vcpus: Vec<VcpuFd>,
+    pio: Bus,
+    mmio: Bus,
+    _mem: GuestMemoryMmap,
+    _vm: Arc<VmFd>,
+    _kvm: Kvm,
+}
+
+fn console_sink(c: &Console) -> Result<Option<Box<dyn Write + Send>>, VmmError> {
+    Ok(match c {
+        Console::Stdio => Some(Box::new(std::io::stdout())),
+        Console::File(p) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| VmmError::Input(format!("console file {}: {e}", p.display())))?;
+            Some(Box::new(f))
+        }
+        Console::None => None,
+    })
+}
+
+fn place(bus: &mut Bus, base: u64, len: u64, dev: SharedDevice) -> Result<(), VmmError> {
+    bus.insert(base, len, dev).map_err(|e| VmmError::Input(e.to_string()))
+}
+
+impl Machine {
+    /// Builds the VM described by `cfg`.
+    pub fn build(cfg: &VmConfig) -> Result<Machine, VmmError> {
+        let started = Instant::now();
+        cfg.validate().map_err(VmmError::Input)?;
+        let kvm_fd = Kvm::new().map_err(kvm("open /dev/kvm"))?;
+        let vm = Arc::new(kvm_fd.create_vm().map_err(kvm("create VM"))?);
+        vm.set_tss_address(TSS_ADDR).map_err(kvm("set TSS address"))?;
+        vm.create_irq_chip().map_err(kvm("create irqchip"))?;
+        let pit = kvm_bindings::kvm_pit_config { flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+        vm.create_pit2(pit).map_err(kvm("create PIT"))?;
+
+        let mem_bytes = cfg.memory_mib << 20;
+        let mem = memory::create(&vm, &layout::ram_ranges(mem_bytes))?;
+
+        let exit = Arc::new(ExitSignal::new());
+        let serial = Arc::new(Mutex::new(SerialPort::new(
+            IrqLine::irqfd(&vm, serial::COM1_GSI)?,
+            DEFAULT_RING,
+            console_sink(&cfg.console)?,
+        )));
+        let i8042 = Arc::new(Mutex::new(I8042::new(IrqLine::irqfd(&vm, i8042::KBD_GSI)?, exit.clone())));
+        let mut pio = Bus::new();
+        place(&mut pio, u64::from(serial::COM1), 8, serial.clone())?;
+        place(&mut pio, u64::from(i8042::I8042_PORT), i8042::I8042_LEN, i8042.clone())?;
+        let power = Arc::new(Mutex::new(PowerDevice::new(exit.clone())));
+        place(&mut pio, u64::from(power::POWER_PORT), power::POWER_LEN, power)?;
+        let mmio = Bus::new();
+
+        let loaded = loader::load(&mem, mem_bytes, &cfg.kernel, cfg.initrd.as_deref(), &cfg.cmdline)?;
+        acpi::write_tables(&mem, cfg.cpus, &[])?;
+        cpu::write_boot_tables(&mem)?;
+
+        let supported =
+            kvm_fd.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES).map_err(kvm("get supported CPUID"))?;
+        let mut vcpus = Vec::with_capacity(cfg.cpus as usize);
+        for i in 0..cfg.cpus {
+            let v = vm.create_vcpu(u64::from(i)).map_err(kvm("create vCPU"))?;
+            cpu::setup_vcpu(&v, &cpu::vcpu_cpuid(&supported, i, cfg.cpus))?;
+            if i == 0 {
+                cpu::setup_boot_vcpu(&v, loaded.entry.0)?;
+            }
+            vcpus.push(v);
+        }
+        Ok(Machine {
+            exit,
+            serial,
+            i8042,
+            counters: Arc::new(ExitCounters::default()),
+            started,
+            vcpus,
+            pio,
+            mmio,
+            _mem: mem,
+            _vm: vm,
+            _kvm: kvm_fd,
+        })
+    }
+
+    /// Starts the vCPU threads.
+    pub fn start(&mut self) -> Result<(), VmmError> {
+        for (i, v) in self.vcpus.drain(..).enumerate() {
+            let ctx = VcpuContext {
+                pio: self.pio.clone(),
+                mmio: self.mmio.clone(),
+                exit: self.exit.clone(),
+                counters: self.counters.clone(),
+            };
+            std::thread::Builder::new()
+                .name(format!("vcpu{i}"))
+                .spawn(move || vcpu::run(v, i as u8, ctx))
+                .map_err(|e| VmmError::Io("spawn vCPU thread", e))?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the VM ends.
+    pub fn wait(&self) -> ExitReason {
+        loop {
+            if let Some(r) = self.exit.wait_timeout(std::time::Duration::from_secs(3600)) {
+                return r;
+            }
+        }
+    }
+}
