@@ -38,8 +38,42 @@ pub struct VmConfig {
     /// Serial console.
     #[serde(default)]
     pub console: Console,
+    /// virtio-blk disks, in the order the guest sees them (`/dev/vda`, `/dev/vdb`, ...).
+    #[serde(default)]
+    pub disks: Vec<DiskConfig>,
+    /// Offer a virtio-rng entropy device.
+    #[serde(default = "yes")]
+    pub rng: bool,
 }
 
+/// A virtio-blk disk backed by a raw file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// The raw disk image.
+    pub path: PathBuf,
+    /// The guest may not write to it.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl DiskConfig {
+    /// Parses `PATH[,ro]` from the command line.
+    pub fn parse(s: &str) -> Result<DiskConfig, String> {
+        let (path, ro) = match s.strip_suffix(",ro") {
+            Some(p) => (p, true),
+            None => (s, false),
+        };
+        if path.is_empty() {
+            return Err(format!("disk `{s}`: expected PATH or PATH,ro"));
+        }
+        Ok(DiskConfig { path: path.into(), read_only: ro })
+    }
+}
+
+fn yes() -> bool {
+    true
+}
 fn one() -> u8 {
     1
 }
@@ -82,9 +116,28 @@ impl VmConfig {
                 crate::layout::CMDLINE_MAX - 1
             ));
         }
+        for (i, d) in self.disks.iter().enumerate() {
+            if !d.path.is_file() {
+                return Err(format!("disks[{i}]: {} is not a file", d.path.display()));
+            }
+        }
+        if self.virtio_count() > MAX_VIRTIO {
+            return Err(format!(
+                "{} virtio devices are more than the {MAX_VIRTIO} interrupt lines",
+                self.virtio_count()
+            ));
+        }
         Ok(())
     }
+
+    /// How many virtio devices the VM gets.
+    pub fn virtio_count(&self) -> usize {
+        self.disks.len() + usize::from(self.rng)
+    }
 }
+
+/// Virtio devices a VM can have (one IOAPIC line each).
+pub const MAX_VIRTIO: usize = (crate::layout::GSI_MAX - crate::layout::VIRTIO_GSI_BASE + 1) as usize;
 
 #[cfg(test)]
 mod tests {
@@ -105,5 +158,8 @@ mod tests {
         assert!(c.validate().unwrap_err().starts_with("kernel:"));
         let c: VmConfig = serde_json::from_str(r#"{"kernel": "k", "console": {"file": "/tmp/c"}}"#).unwrap();
         assert_eq!(c.console, Console::File("/tmp/c".into()));
+        assert_eq!(DiskConfig::parse("/d.img,ro").unwrap(), DiskConfig { path: "/d.img".into(), read_only: true });
+        assert!(!DiskConfig::parse("/d.img").unwrap().read_only);
+        assert!(DiskConfig::parse(",ro").is_err());
     }
 }

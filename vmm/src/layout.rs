@@ -6,7 +6,7 @@
 //! 0x0000_7000  zero page (boot_params)  0x0010_0000  kernel
 //! 0x0000_8ff0  boot stack top            ...         initramfs at the top of low RAM
 //! 0x0000_9000  page tables (PML4, PDPT, PDs: the first 4 GiB identity-mapped with 2 MiB pages)
-//! 0x0002_0000  kernel command line
+//! 0x0002_0000  kernel command line        0x000f_fff0  reset stub (reset vector)
 //! 0xd000_0000  MMIO hole: virtio-mmio devices, 4 KiB each; IOAPIC at 0xfec0_0000,
 //!              local APIC at 0xfee0_0000; RAM above the hole starts at 4 GiB.
 //! ```
@@ -31,6 +31,9 @@ pub const EBDA: u64 = 0x9fc00;
 pub const RSDP: u64 = 0xe0000;
 /// End of the ACPI table area.
 pub const ACPI_END: u64 = 0x100000;
+/// The x86 reset vector (real mode F000:FFF0). Linux's last-resort reboot on a hardware-reduced
+/// ACPI machine jumps here, as it would into a BIOS; den-vmm's stub asks for a reset instead.
+pub const RESET_VECTOR: u64 = 0xffff0;
 /// Where high memory (and the kernel) starts.
 pub const HIMEM: u64 = 0x100000;
 /// Start of the MMIO hole below 4 GiB.

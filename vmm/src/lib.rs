@@ -13,6 +13,7 @@ pub mod host;
 pub mod layout;
 pub mod machine;
 pub mod memory;
+pub mod signals;
 pub mod tiny;
 pub mod vcpu;
 

@@ -9,6 +9,10 @@ use crate::devices::i8042::{self, I8042};
 use crate::devices::irq::IrqLine;
 use crate::devices::power::{self, PowerDevice};
 use crate::devices::serial::{self, SerialPort, DEFAULT_RING};
+use crate::devices::virtio::block::Block;
+use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::{VirtioDevice, VirtioInterrupt};
 use crate::exit::{ExitReason, ExitSignal};
 use crate::vcpu::{self, ExitCounters, VcpuContext};
 use crate::{kvm, layout, memory, VmmError};
@@ -31,6 +35,8 @@ pub struct Machine {
     pub i8042: Arc<Mutex<I8042>>,
     /// vCPU exit counters.
     pub counters: Arc<ExitCounters>,
+    /// The virtio devices, in guest order.
+    pub transports: Vec<Arc<Mutex<MmioTransport>>>,
     /// When building started.
     pub started: Instant,
     vcpus: Vec<VcpuFd>,
@@ -87,11 +93,34 @@ impl Machine {
         place(&mut pio, u64::from(i8042::I8042_PORT), i8042::I8042_LEN, i8042.clone())?;
         let power = Arc::new(Mutex::new(PowerDevice::new(exit.clone())));
         place(&mut pio, u64::from(power::POWER_PORT), power::POWER_LEN, power)?;
-        let mmio = Bus::new();
+        let mut mmio = Bus::new();
+        let mut virtio: Vec<Box<dyn VirtioDevice>> = Vec::new();
+        for (i, d) in cfg.disks.iter().enumerate() {
+            let id = format!("den-disk-{i}");
+            virtio.push(Box::new(Block::open(&d.path, d.read_only, &id).map_err(|e| VmmError::Input(e.to_string()))?));
+        }
+        if cfg.rng {
+            virtio.push(Box::new(Rng::new()));
+        }
+        let mut slots = Vec::new();
+        let mut transports = Vec::new();
+        for (i, dev) in virtio.into_iter().enumerate() {
+            let slot = acpi::MmioSlot {
+                base: layout::VIRTIO_MMIO_BASE + i as u64 * layout::VIRTIO_MMIO_SIZE,
+                len: layout::VIRTIO_MMIO_SIZE,
+                gsi: layout::VIRTIO_GSI_BASE + i as u32,
+            };
+            let interrupt = Arc::new(VirtioInterrupt::new(IrqLine::irqfd(&vm, slot.gsi)?));
+            let t = Arc::new(Mutex::new(MmioTransport::new(dev, mem.clone(), interrupt)));
+            place(&mut mmio, slot.base, slot.len, t.clone())?;
+            transports.push(t);
+            slots.push(slot);
+        }
 
         let loaded = loader::load(&mem, mem_bytes, &cfg.kernel, cfg.initrd.as_deref(), &cfg.cmdline)?;
-        acpi::write_tables(&mem, cfg.cpus, &[])?;
+        acpi::write_tables(&mem, cfg.cpus, &slots)?;
         cpu::write_boot_tables(&mem)?;
+        cpu::write_reset_stub(&mem)?;
 
         let supported =
             kvm_fd.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES).map_err(kvm("get supported CPUID"))?;
@@ -109,6 +138,7 @@ impl Machine {
             serial,
             i8042,
             counters: Arc::new(ExitCounters::default()),
+            transports,
             started,
             vcpus,
             pio,
@@ -136,12 +166,30 @@ impl Machine {
         Ok(())
     }
 
-    /// Waits until the VM ends.
-    pub fn wait(&self) -> ExitReason {
-        loop {
-            if let Some(r) = self.exit.wait_timeout(std::time::Duration::from_secs(3600)) {
-                return r;
+    /// Exit and device counters on one line (`vcpu.io_out=12 vda.reads=3 ...`).
+    pub fn metrics_line(&self) -> String {
+        let mut parts: Vec<String> = self.counters.snapshot().iter().map(|(n, v)| format!("vcpu.{n}={v}")).collect();
+        for (i, t) in self.transports.iter().enumerate() {
+            let t = t.lock().unwrap_or_else(|p| p.into_inner());
+            for (n, v) in t.counters() {
+                parts.push(format!("virtio{i}/{}.{n}={v}", t.device_type()));
             }
         }
+        parts.join(" ")
+    }
+
+    /// Waits until the VM ends, then flushes the disks.
+    pub fn wait(&self) -> ExitReason {
+        let reason = loop {
+            if let Some(r) = self.exit.wait_timeout(std::time::Duration::from_secs(3600)) {
+                break r;
+            }
+        };
+        for t in &self.transports {
+            if let Err(e) = t.lock().unwrap_or_else(|p| p.into_inner()).flush() {
+                return ExitReason::Error(format!("flushing a disk: {e}"));
+            }
+        }
+        reason
     }
 }

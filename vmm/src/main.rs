@@ -2,7 +2,7 @@
 //! `/dev/kvm` cannot run them and runs tiny hand-made test guests.
 
 use clap::{Parser, Subcommand};
-use den_vmm::config::{Console, VmConfig};
+use den_vmm::config::{Console, DiskConfig, VmConfig};
 use den_vmm::host::{kvm_kind, KvmKind, PVM_REFUSAL};
 use den_vmm::machine::Machine;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,16 @@ enum Cmd {
         /// Serial console: `stdio`, `none`, or a file path to append to.
         #[arg(long, default_value = "stdio")]
         console: String,
+        /// A raw disk image as virtio-blk (`PATH` or `PATH,ro`); repeat for more disks.
+        #[arg(long = "disk", value_parser = DiskConfig::parse)]
+        disks: Vec<DiskConfig>,
+        /// Do not offer a virtio-rng device.
+        #[arg(long)]
+        no_rng: bool,
+        /// The kernel is a tiny hand-made test guest: boot it even on a /dev/kvm that cannot run
+        /// Linux (PVM-backed), where only tiny guests run (by emulation).
+        #[arg(long)]
+        tiny_test_guest: bool,
     },
     /// Say what this host's /dev/kvm can run (`hardware`, `pvm`, or `missing: <why>`); exit 0 only
     /// for hardware virtualization.
@@ -66,9 +76,9 @@ fn read_config(path: &Path) -> Result<VmConfig, String> {
     serde_json::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
 }
 
-fn boot(cfg: VmConfig) -> ExitCode {
+fn boot(cfg: VmConfig, tiny_test_guest: bool) -> ExitCode {
     match kvm_kind(Path::new("/sys"), Path::new("/dev/kvm")) {
-        KvmKind::Pvm => {
+        KvmKind::Pvm if !tiny_test_guest => {
             eprintln!("{PVM_REFUSAL}");
             return ExitCode::from(EXIT_UNSUPPORTED);
         }
@@ -76,7 +86,7 @@ fn boot(cfg: VmConfig) -> ExitCode {
             eprintln!("den-vmm: no usable KVM ({why}); load kvm_intel or kvm_amd");
             return ExitCode::from(EXIT_UNSUPPORTED);
         }
-        KvmKind::Hardware => {}
+        KvmKind::Hardware | KvmKind::Pvm => {}
     }
     if let Err(e) = cfg.validate() {
         eprintln!("den-vmm: {e}");
@@ -89,6 +99,10 @@ fn boot(cfg: VmConfig) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = den_vmm::signals::stop_on_signals(machine.exit.clone()) {
+        eprintln!("den-vmm: cannot set up signal handling: {e}");
+        return ExitCode::from(1);
+    }
     if cfg.console == Console::Stdio {
         forward_stdin(machine.serial.clone());
     }
@@ -98,6 +112,7 @@ fn boot(cfg: VmConfig) -> ExitCode {
     }
     let reason = machine.wait();
     eprintln!("den-vmm: guest ended: {reason:?} after {:.3}s", machine.started.elapsed().as_secs_f64());
+    eprintln!("den-vmm: {}", machine.metrics_line());
     ExitCode::from(reason.code())
 }
 
@@ -136,7 +151,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_UNSUPPORTED)
             }
         },
-        Cmd::Boot { config, kernel, initrd, cmdline, cpus, memory_mib, console } => {
+        Cmd::Boot { config, kernel, initrd, cmdline, cpus, memory_mib, console, disks, no_rng, tiny_test_guest } => {
             let cfg = match config {
                 Some(p) => match read_config(&p) {
                     Ok(c) => c,
@@ -156,9 +171,11 @@ fn main() -> ExitCode {
                         "none" => Console::None,
                         path => Console::File(path.into()),
                     },
+                    disks,
+                    rng: !no_rng,
                 },
             };
-            boot(cfg)
+            boot(cfg, tiny_test_guest)
         }
         Cmd::TinyTestGuest { code, memory_mib } => {
             let bytes = match std::fs::read(&code) {

@@ -46,6 +46,15 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// With `DEN_VMM_TRACE_UNCLAIMED=1`, writes to addresses no device owns are logged (a debugging
+/// aid for new guests; off by default because guests probe absent hardware on purpose).
+fn trace_unclaimed(kind: &str, addr: u64, data: &[u8]) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("DEN_VMM_TRACE_UNCLAIMED").is_some()) {
+        eprintln!("den-vmm: unclaimed {kind} {addr:#x} {data:02x?}");
+    }
+}
+
 /// What one vCPU thread needs.
 pub struct VcpuContext {
     /// Port I/O bus.
@@ -66,6 +75,7 @@ pub fn run(mut vcpu: VcpuFd, index: u8, ctx: VcpuContext) {
                 bump(&ctx.counters.io_out);
                 if !ctx.pio.write(u64::from(port), data) {
                     bump(&ctx.counters.unclaimed);
+                    trace_unclaimed("out", u64::from(port), data);
                 }
             }
             Ok(VcpuExit::IoIn(port, data)) => {
@@ -78,6 +88,7 @@ pub fn run(mut vcpu: VcpuFd, index: u8, ctx: VcpuContext) {
                 bump(&ctx.counters.mmio_write);
                 if !ctx.mmio.write(addr, data) {
                     bump(&ctx.counters.unclaimed);
+                    trace_unclaimed("mmio write", addr, data);
                 }
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {

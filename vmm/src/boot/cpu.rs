@@ -71,6 +71,17 @@ pub fn write_boot_tables(mem: &GuestMemoryMmap) -> Result<(), VmmError> {
     Ok(())
 }
 
+/// Real-mode code at the reset vector: write the reset value to the ACPI reset register, then
+/// halt. A guest that jumps to the reset vector (Linux does, after ACPI and keyboard-controller
+/// resets, when it believes it runs on EFI firmware) so resets the machine instead of running
+/// through zeroed memory forever.
+pub fn write_reset_stub(mem: &GuestMemoryMmap) -> Result<(), VmmError> {
+    let port = crate::devices::power::POWER_PORT + crate::devices::power::RESET as u16;
+    let [lo, hi] = port.to_le_bytes();
+    let stub = [0xba, lo, hi, 0xb0, crate::devices::power::RESET_VALUE, 0xee, 0xf4, 0xeb, 0xfd];
+    mem.write_slice(&stub, GuestAddress(layout::RESET_VECTOR)).map_err(mem_err("reset stub"))
+}
+
 /// Puts the boot vCPU in long mode at `entry` with the zero page in `rsi`.
 pub fn setup_boot_vcpu(vcpu: &VcpuFd, entry: u64) -> Result<(), VmmError> {
     let mut sregs = vcpu.get_sregs().map_err(kvm("get sregs"))?;

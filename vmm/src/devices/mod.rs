@@ -6,3 +6,4 @@ pub mod i8042;
 pub mod irq;
 pub mod power;
 pub mod serial;
+pub mod virtio;
