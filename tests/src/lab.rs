@@ -40,6 +40,7 @@ impl Lab {
             memory_mib: 2048,
             cpus: 2,
             agent_timeout: Duration::from_secs(180),
+            stall: Duration::from_secs(12),
             ..Default::default()
         };
         let (guest, agent) = Guest::boot(&store, &outer, opts).await;
@@ -88,5 +89,46 @@ impl Lab {
             String::from_utf8_lossy(&out.stderr),
             self.guest.console_tail(20)
         )
+    }
+}
+
+/// A cpio archive that, appended to an initramfs whose init is den-agent, makes the agent run
+/// `script` (with /bin/sh) as a one-shot service: the way lab scenarios run inside inner guests.
+pub fn scenario_cpio(script: &str) -> Vec<u8> {
+    let mut w = den_images::cpio::CpioWriter::new(Vec::new());
+    let service = b"exec = [\"/bin/sh\", \"/lab/scenario.sh\"]\nrestart = \"never\"\n";
+    let written = ["etc", "etc/den", "etc/den/services", "lab"]
+        .iter()
+        .try_for_each(|d| w.dir(d, 0o755))
+        .and_then(|()| w.file("lab/scenario.sh", 0o755, script.as_bytes()))
+        .and_then(|()| w.file("etc/den/services/scenario.toml", 0o644, service));
+    written.expect("writing a cpio archive to memory");
+    w.finish().expect("writing a cpio archive to memory")
+}
+
+impl Lab {
+    /// Copies the `base` image's kernel and initramfs to `/lab/base/` and writes
+    /// `/lab/<name>.img`: that initramfs with `script` appended as a scenario service.
+    pub async fn put_scenario(&self, name: &str, script: &str) -> ImageRecord {
+        let base = images::build_builtin(&self.store, "base");
+        if self.sh("test -f /lab/base/kernel").await.code != Some(0) {
+            self.put_image(&base, "/lab/base").await;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cpio = dir.path().join("scenario.cpio");
+        std::fs::write(&cpio, scenario_cpio(script)).expect("writing the scenario");
+        self.put(&cpio, &format!("/lab/{name}.cpio"), 0o644).await;
+        let out = self.sh(&format!("cat /lab/base/initramfs /lab/{name}.cpio > /lab/{name}.img")).await;
+        assert_eq!(out.code, Some(0), "{}", self.describe(&out));
+        base
+    }
+
+    /// Waits until `path` exists in the outer guest.
+    pub async fn wait_for_file(&self, path: &str, timeout: Duration) {
+        let start = std::time::Instant::now();
+        while self.sh(&format!("test -e {path}")).await.code != Some(0) {
+            assert!(start.elapsed() < timeout, "{path} did not appear within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }

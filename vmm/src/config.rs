@@ -13,6 +13,8 @@ pub enum Console {
     Stdio,
     /// Appended to a file.
     File(PathBuf),
+    /// Served on a Unix socket: clients get recent output, then live output, and send input.
+    Socket(PathBuf),
     /// Nowhere live (the ring buffer still keeps recent output for the API).
     None,
 }

@@ -5,16 +5,21 @@
 //! - [`tiny`]: runs tiny hand-made real-mode guests and collects their port I/O, the plumbing
 //!   every later device builds on, and the way den-vmm is tested on hosts that cannot run Linux.
 
+pub mod api;
 pub mod boot;
 pub mod config;
+pub mod console;
+pub mod control;
 pub mod devices;
 pub mod exit;
 pub mod host;
 pub mod layout;
 pub mod machine;
 pub mod memory;
+pub mod seccomp;
 pub mod signals;
 pub mod tiny;
+pub mod tiny_kernel;
 pub mod vcpu;
 
 /// Errors of the VMM.

@@ -2,9 +2,13 @@
 //! the legacy devices (COM1, i8042, ACPI power), the kernel loaded with ACPI tables, and the
 //! vCPUs; then runs it until the guest or the controller ends it.
 
+use crate::api::ApiState;
 use crate::boot::{acpi, cpu, loader};
 use crate::config::{Console, VmConfig};
+use crate::console::{self, ConsoleHub, HubWriter};
+use crate::control::RunControl;
 use crate::devices::bus::{Bus, SharedDevice};
+use crate::devices::debug_port::{self, DebugPort, Milestones};
 use crate::devices::i8042::{self, I8042};
 use crate::devices::irq::IrqLine;
 use crate::devices::power::{self, PowerDevice};
@@ -18,6 +22,8 @@ use crate::vcpu::{self, ExitCounters, VcpuContext};
 use crate::{kvm, layout, memory, VmmError};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use std::io::Write;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use vm_memory::GuestMemoryMmap;
@@ -35,6 +41,12 @@ pub struct Machine {
     pub i8042: Arc<Mutex<I8042>>,
     /// vCPU exit counters.
     pub counters: Arc<ExitCounters>,
+    /// Milestone codes the guest wrote to the debug port, timed from the process start.
+    pub milestones: Arc<Milestones>,
+    /// Pause and resume.
+    pub control: Arc<RunControl>,
+    /// Set once the API sent Ctrl-Alt-Del.
+    pub ctrl_alt_del: Arc<AtomicBool>,
     /// The virtio devices, in guest order.
     pub transports: Vec<Arc<Mutex<MmioTransport>>>,
     /// When building started.
@@ -58,7 +70,7 @@ fn console_sink(c: &Console) -> Result<Option<Box<dyn Write + Send>>, VmmError> 
                 .map_err(|e| VmmError::Input(format!("console file {}: {e}", p.display())))?;
             Some(Box::new(f))
         }
-        Console::None => None,
+        Console::None | Console::Socket(_) => None,
     })
 }
 
@@ -70,6 +82,7 @@ impl Machine {
     /// Builds the VM described by `cfg`.
     pub fn build(cfg: &VmConfig) -> Result<Machine, VmmError> {
         let started = Instant::now();
+        let milestones = Arc::new(Milestones::since_process_start());
         cfg.validate().map_err(VmmError::Input)?;
         let kvm_fd = Kvm::new().map_err(kvm("open /dev/kvm"))?;
         let vm = Arc::new(kvm_fd.create_vm().map_err(kvm("create VM"))?);
@@ -87,12 +100,19 @@ impl Machine {
             DEFAULT_RING,
             console_sink(&cfg.console)?,
         )));
+        if let Console::Socket(path) = &cfg.console {
+            let hub = Arc::new(ConsoleHub::default());
+            serial.lock().unwrap_or_else(|p| p.into_inner()).set_sink(Some(Box::new(HubWriter(hub.clone()))));
+            console::listen(path, hub, serial.clone())
+                .map_err(|e| VmmError::Input(format!("console socket {}: {e}", path.display())))?;
+        }
         let i8042 = Arc::new(Mutex::new(I8042::new(IrqLine::irqfd(&vm, i8042::KBD_GSI)?, exit.clone())));
         let mut pio = Bus::new();
         place(&mut pio, u64::from(serial::COM1), 8, serial.clone())?;
         place(&mut pio, u64::from(i8042::I8042_PORT), i8042::I8042_LEN, i8042.clone())?;
         let power = Arc::new(Mutex::new(PowerDevice::new(exit.clone())));
         place(&mut pio, u64::from(power::POWER_PORT), power::POWER_LEN, power)?;
+        place(&mut pio, debug_port::DEBUG_PORT.into(), 1, Arc::new(Mutex::new(DebugPort::new(milestones.clone()))))?;
         let mut mmio = Bus::new();
         let mut virtio: Vec<Box<dyn VirtioDevice>> = Vec::new();
         for (i, d) in cfg.disks.iter().enumerate() {
@@ -138,6 +158,9 @@ impl Machine {
             serial,
             i8042,
             counters: Arc::new(ExitCounters::default()),
+            milestones,
+            control: Arc::new(RunControl::new()),
+            ctrl_alt_del: Arc::new(AtomicBool::new(false)),
             transports,
             started,
             vcpus,
@@ -151,12 +174,14 @@ impl Machine {
 
     /// Starts the vCPU threads.
     pub fn start(&mut self) -> Result<(), VmmError> {
+        crate::control::install_kick_handler().map_err(|e| VmmError::Io("install the vCPU kick handler", e))?;
         for (i, v) in self.vcpus.drain(..).enumerate() {
             let ctx = VcpuContext {
                 pio: self.pio.clone(),
                 mmio: self.mmio.clone(),
                 exit: self.exit.clone(),
                 counters: self.counters.clone(),
+                control: self.control.clone(),
             };
             std::thread::Builder::new()
                 .name(format!("vcpu{i}"))
@@ -164,6 +189,42 @@ impl Machine {
                 .map_err(|e| VmmError::Io("spawn vCPU thread", e))?;
         }
         Ok(())
+    }
+
+    /// What the control API needs; `start` releases a VM built to wait for the API's start.
+    pub fn api_state(&self, cfg: &VmConfig, start: Option<Sender<()>>) -> ApiState {
+        let devices: Vec<serde_json::Value> = self
+            .transports
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let ty = t.lock().unwrap_or_else(|p| p.into_inner()).device_type();
+                serde_json::json!({
+                    "type": ty,
+                    "mmio_base": layout::VIRTIO_MMIO_BASE + i as u64 * layout::VIRTIO_MMIO_SIZE,
+                    "gsi": layout::VIRTIO_GSI_BASE + i as u32,
+                })
+            })
+            .collect();
+        ApiState {
+            exit: self.exit.clone(),
+            control: self.control.clone(),
+            i8042: self.i8042.clone(),
+            serial: self.serial.clone(),
+            counters: self.counters.clone(),
+            transports: self.transports.clone(),
+            facts: serde_json::json!({
+                "cpus": cfg.cpus,
+                "memory_mib": cfg.memory_mib,
+                "kernel": cfg.kernel,
+                "initrd": cfg.initrd,
+                "cmdline": cfg.cmdline,
+                "devices": devices,
+            }),
+            started: self.started,
+            ctrl_alt_del: self.ctrl_alt_del.clone(),
+            start: Mutex::new(start),
+        }
     }
 
     /// Exit and device counters on one line (`vcpu.io_out=12 vda.reads=3 ...`).
@@ -185,6 +246,7 @@ impl Machine {
                 break r;
             }
         };
+        self.control.wake_all();
         for t in &self.transports {
             if let Err(e) = t.lock().unwrap_or_else(|p| p.into_inner()).flush() {
                 return ExitReason::Error(format!("flushing a disk: {e}"));

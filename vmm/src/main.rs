@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use den_vmm::config::{Console, DiskConfig, VmConfig};
+use den_vmm::exit::ExitReason;
 use den_vmm::host::{kvm_kind, KvmKind, PVM_REFUSAL};
 use den_vmm::machine::Machine;
 use std::path::{Path, PathBuf};
@@ -40,7 +41,8 @@ enum Cmd {
         /// Memory in MiB.
         #[arg(long, default_value_t = 256)]
         memory_mib: u64,
-        /// Serial console: `stdio`, `none`, or a file path to append to.
+        /// Serial console: `stdio`, `none`, `socket:PATH` (a Unix socket clients attach to), or a
+        /// file path to append to.
         #[arg(long, default_value = "stdio")]
         console: String,
         /// A raw disk image as virtio-blk (`PATH` or `PATH,ro`); repeat for more disks.
@@ -53,6 +55,17 @@ enum Cmd {
         /// Linux (PVM-backed), where only tiny guests run (by emulation).
         #[arg(long)]
         tiny_test_guest: bool,
+        /// Serve the control API (JSON lines: start, pause, resume, ctrl_alt_del, stop, info,
+        /// metrics, console_recent) on this Unix socket.
+        #[arg(long)]
+        api_sock: Option<PathBuf>,
+        /// Build the VM but start its vCPUs only on the API's `start` request.
+        #[arg(long, requires = "api_sock")]
+        wait_start: bool,
+        /// Seccomp filters: `kill` (default) ends den-vmm on a refused syscall, `log` allows and
+        /// logs it to the kernel audit log, `off` runs without filters.
+        #[arg(long, default_value = "kill")]
+        seccomp: den_vmm::seccomp::Mode,
     },
     /// Say what this host's /dev/kvm can run (`hardware`, `pvm`, or `missing: <why>`); exit 0 only
     /// for hardware virtualization.
@@ -76,9 +89,17 @@ fn read_config(path: &Path) -> Result<VmConfig, String> {
     serde_json::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
 }
 
-fn boot(cfg: VmConfig, tiny_test_guest: bool) -> ExitCode {
+/// How `boot` runs, beyond the VM's configuration.
+struct BootOptions {
+    seccomp: den_vmm::seccomp::Mode,
+    tiny_test_guest: bool,
+    api_sock: Option<PathBuf>,
+    wait_start: bool,
+}
+
+fn boot(cfg: VmConfig, opts: BootOptions) -> ExitCode {
     match kvm_kind(Path::new("/sys"), Path::new("/dev/kvm")) {
-        KvmKind::Pvm if !tiny_test_guest => {
+        KvmKind::Pvm if !opts.tiny_test_guest => {
             eprintln!("{PVM_REFUSAL}");
             return ExitCode::from(EXIT_UNSUPPORTED);
         }
@@ -92,6 +113,7 @@ fn boot(cfg: VmConfig, tiny_test_guest: bool) -> ExitCode {
         eprintln!("den-vmm: {e}");
         return ExitCode::from(2);
     }
+    den_vmm::seccomp::set_mode(opts.seccomp);
     let mut machine = match Machine::build(&cfg) {
         Ok(m) => m,
         Err(e) => {
@@ -104,35 +126,40 @@ fn boot(cfg: VmConfig, tiny_test_guest: bool) -> ExitCode {
         return ExitCode::from(1);
     }
     if cfg.console == Console::Stdio {
-        forward_stdin(machine.serial.clone());
+        let serial = machine.serial.clone();
+        let _ = std::thread::Builder::new().name("stdin".into()).spawn(move || {
+            den_vmm::seccomp::enter(den_vmm::seccomp::ThreadKind::Console);
+            den_vmm::console::forward_input(std::io::stdin(), &serial)
+        });
+    }
+    let (start_tx, start_rx) = std::sync::mpsc::channel();
+    if let Some(sock) = &opts.api_sock {
+        let state = machine.api_state(&cfg, opts.wait_start.then_some(start_tx));
+        if let Err(e) = den_vmm::api::serve(sock, std::sync::Arc::new(state)) {
+            eprintln!("den-vmm: cannot serve the API on {}: {e}", sock.display());
+            return ExitCode::from(1);
+        }
+    }
+    if opts.wait_start && start_rx.recv().is_err() {
+        eprintln!("den-vmm: --wait-start needs --api-sock to receive the start request");
+        return ExitCode::from(2);
     }
     if let Err(e) = machine.start() {
         eprintln!("den-vmm: cannot start the VM: {e}");
         return ExitCode::from(1);
     }
-    let reason = machine.wait();
+    den_vmm::seccomp::enter(den_vmm::seccomp::ThreadKind::Main);
+    let mut reason = machine.wait();
+    if reason == ExitReason::Reset && machine.ctrl_alt_del.load(std::sync::atomic::Ordering::SeqCst) {
+        eprintln!("den-vmm: the guest reset after Ctrl-Alt-Del: a clean stop");
+        reason = ExitReason::Stopped;
+    }
     eprintln!("den-vmm: guest ended: {reason:?} after {:.3}s", machine.started.elapsed().as_secs_f64());
     eprintln!("den-vmm: {}", machine.metrics_line());
+    if let Some(m) = machine.milestones.line() {
+        eprintln!("den-vmm: guest milestones: {m}");
+    }
     ExitCode::from(reason.code())
-}
-
-/// Copies stdin to the serial console, waiting while the guest's receive FIFO is full.
-fn forward_stdin(serial: std::sync::Arc<std::sync::Mutex<den_vmm::devices::serial::SerialPort>>) {
-    let _ = std::thread::Builder::new().name("stdin".into()).spawn(move || {
-        use std::io::Read;
-        let mut buf = [0u8; 256];
-        let mut stdin = std::io::stdin();
-        while let Ok(n @ 1..) = stdin.read(&mut buf) {
-            let mut rest = &buf[..n];
-            while !rest.is_empty() {
-                let done = serial.lock().unwrap_or_else(|p| p.into_inner()).enqueue_input(rest);
-                rest = &rest[done..];
-                if done == 0 {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-            }
-        }
-    });
 }
 
 fn main() -> ExitCode {
@@ -151,7 +178,21 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_UNSUPPORTED)
             }
         },
-        Cmd::Boot { config, kernel, initrd, cmdline, cpus, memory_mib, console, disks, no_rng, tiny_test_guest } => {
+        Cmd::Boot {
+            config,
+            kernel,
+            initrd,
+            cmdline,
+            cpus,
+            memory_mib,
+            console,
+            disks,
+            no_rng,
+            tiny_test_guest,
+            api_sock,
+            wait_start,
+            seccomp,
+        } => {
             let cfg = match config {
                 Some(p) => match read_config(&p) {
                     Ok(c) => c,
@@ -169,13 +210,14 @@ fn main() -> ExitCode {
                     console: match console.as_str() {
                         "stdio" => Console::Stdio,
                         "none" => Console::None,
+                        s if s.starts_with("socket:") => Console::Socket(s["socket:".len()..].into()),
                         path => Console::File(path.into()),
                     },
                     disks,
                     rng: !no_rng,
                 },
             };
-            boot(cfg, tiny_test_guest)
+            boot(cfg, BootOptions { seccomp, tiny_test_guest, api_sock, wait_start })
         }
         Cmd::TinyTestGuest { code, memory_mib } => {
             let bytes = match std::fs::read(&code) {

@@ -22,11 +22,14 @@ pub fn stop_on_signals(exit: Arc<ExitSignal>) -> std::io::Result<()> {
         }
         set
     };
-    std::thread::Builder::new().name("signals".into()).spawn(move || loop {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: `set` is a valid signal set and `sig` a valid out pointer.
-        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-            exit.set(ExitReason::Stopped);
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        crate::seccomp::enter(crate::seccomp::ThreadKind::Signals);
+        loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` is a valid signal set and `sig` a valid out pointer.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                exit.set(ExitReason::Stopped);
+            }
         }
     })?;
     Ok(())

@@ -2,6 +2,7 @@
 //! the VM ends. Guest-caused failures (triple fault, entry failure, emulation failure) end the VM
 //! as a crash; nothing the guest does panics the thread.
 
+use crate::control::{self, RunControl};
 use crate::devices::bus::Bus;
 use crate::exit::{ExitReason, ExitSignal};
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -65,11 +66,20 @@ pub struct VcpuContext {
     pub exit: Arc<ExitSignal>,
     /// Shared exit counters.
     pub counters: Arc<ExitCounters>,
+    /// Pause and resume.
+    pub control: Arc<RunControl>,
 }
 
 /// Runs `vcpu` until the VM ends.
 pub fn run(mut vcpu: VcpuFd, index: u8, ctx: VcpuContext) {
+    crate::seccomp::enter(crate::seccomp::ThreadKind::Vcpu);
+    control::set_immediate_exit_ptr(&mut vcpu.get_kvm_run().immediate_exit);
+    ctx.control.register_current_thread();
     while ctx.exit.get().is_none() {
+        if ctx.control.is_paused() {
+            ctx.control.park_while_paused(&ctx.exit);
+            continue;
+        }
         match vcpu.run() {
             Ok(VcpuExit::IoOut(port, data)) => {
                 bump(&ctx.counters.io_out);
@@ -111,8 +121,12 @@ pub fn run(mut vcpu: VcpuFd, index: u8, ctx: VcpuContext) {
                 ctx.exit.set(ExitReason::Crash(format!("vCPU {index}: KVM internal error (emulation failure)")))
             }
             Ok(other) => ctx.exit.set(ExitReason::Crash(format!("vCPU {index}: unexpected exit {other:?}"))),
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => bump(&ctx.counters.other),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                vcpu.set_kvm_immediate_exit(0);
+                bump(&ctx.counters.other);
+            }
             Err(e) => ctx.exit.set(ExitReason::Error(format!("vCPU {index}: KVM_RUN: {e}"))),
         }
     }
+    control::set_immediate_exit_ptr(std::ptr::null_mut());
 }

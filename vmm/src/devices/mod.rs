@@ -2,6 +2,7 @@
 //! trusts a value the guest wrote.
 
 pub mod bus;
+pub mod debug_port;
 pub mod i8042;
 pub mod irq;
 pub mod power;

@@ -161,6 +161,11 @@ impl MmioTransport {
         self.device.flush()
     }
 
+    /// The VM is ending (see [`VirtioDevice::end`]).
+    pub fn end(&mut self) {
+        self.device.end();
+    }
+
     /// The device type.
     pub fn device_type(&self) -> u32 {
         self.device.device_type()

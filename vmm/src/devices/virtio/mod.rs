@@ -62,6 +62,8 @@ pub trait VirtioDevice: Send {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+    /// The VM is ending: release host-side resources (connections, listening socket files).
+    fn end(&mut self) {}
     /// I/O counters for the metrics API.
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()

@@ -5,9 +5,8 @@
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-const DESC: u64 = 0x1000;
-const AVAIL: u64 = 0x2000;
-const USED: u64 = 0x3000;
+/// Descriptor table of [`TestQueue::new`]'s queue (its rings follow in the next two pages).
+pub const DESC: u64 = 0x1000;
 /// First byte of memory free for buffers.
 pub const BUFFERS: u64 = 0x10000;
 /// Flag: the descriptor continues in `next`.
@@ -20,6 +19,9 @@ pub struct TestQueue {
     /// Guest memory (1 MiB).
     pub mem: GuestMemoryMmap,
     size: u16,
+    desc: u64,
+    avail: u64,
+    used: u64,
     next_desc: u16,
     avail_idx: u16,
 }
@@ -28,23 +30,29 @@ impl TestQueue {
     /// 1 MiB of guest memory with an empty queue of `size` entries.
     pub fn new(size: u16) -> TestQueue {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).expect("test memory");
-        TestQueue { mem, size, next_desc: 0, avail_idx: 0 }
+        TestQueue::at(mem, DESC, size)
+    }
+
+    /// A further queue in the same memory, its rings in the 12 KiB from `base` (for devices with
+    /// several queues; keep clear of [`DESC`]..[`BUFFERS`] and of the buffers the test uses).
+    pub fn at(mem: GuestMemoryMmap, base: u64, size: u16) -> TestQueue {
+        TestQueue { mem, size, desc: base, avail: base + 0x1000, used: base + 0x2000, next_desc: 0, avail_idx: 0 }
     }
 
     /// The device-side queue, ready.
     pub fn queue(&self) -> Queue {
         let mut q = Queue::new(self.size).expect("queue size");
         q.set_size(self.size);
-        q.set_desc_table_address(Some(DESC as u32), Some(0));
-        q.set_avail_ring_address(Some(AVAIL as u32), Some(0));
-        q.set_used_ring_address(Some(USED as u32), Some(0));
+        q.set_desc_table_address(Some(self.desc as u32), Some((self.desc >> 32) as u32));
+        q.set_avail_ring_address(Some(self.avail as u32), Some((self.avail >> 32) as u32));
+        q.set_used_ring_address(Some(self.used as u32), Some((self.used >> 32) as u32));
         q.set_ready(true);
         q
     }
 
     /// Writes one raw descriptor at `index`.
     pub fn put_desc(&self, index: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        let at = DESC + 16 * u64::from(index);
+        let at = self.desc + 16 * u64::from(index);
         self.mem.write_obj(addr, GuestAddress(at)).expect("desc");
         self.mem.write_obj(len, GuestAddress(at + 8)).expect("desc");
         self.mem.write_obj(flags, GuestAddress(at + 12)).expect("desc");
@@ -53,10 +61,10 @@ impl TestQueue {
 
     /// Publishes descriptor `head` on the available ring.
     pub fn publish(&mut self, head: u16) {
-        let slot = AVAIL + 4 + 2 * u64::from(self.avail_idx % self.size);
+        let slot = self.avail + 4 + 2 * u64::from(self.avail_idx % self.size);
         self.mem.write_obj(head, GuestAddress(slot)).expect("avail");
         self.avail_idx = self.avail_idx.wrapping_add(1);
-        self.mem.write_obj(self.avail_idx, GuestAddress(AVAIL + 2)).expect("avail idx");
+        self.mem.write_obj(self.avail_idx, GuestAddress(self.avail + 2)).expect("avail idx");
     }
 
     /// Adds a chain of (address, length, device-writable) buffers; returns its head.
@@ -75,12 +83,12 @@ impl TestQueue {
 
     /// Entries the device has put on the used ring.
     pub fn used_idx(&self) -> u16 {
-        self.mem.read_obj(GuestAddress(USED + 2)).expect("used idx")
+        self.mem.read_obj(GuestAddress(self.used + 2)).expect("used idx")
     }
 
     /// Used ring entry `i`: (head, length written).
     pub fn used(&self, i: u16) -> (u32, u32) {
-        let at = USED + 4 + 8 * u64::from(i % self.size);
+        let at = self.used + 4 + 8 * u64::from(i % self.size);
         (self.mem.read_obj(GuestAddress(at)).expect("used"), self.mem.read_obj(GuestAddress(at + 4)).expect("used"))
     }
 
