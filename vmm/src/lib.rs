@@ -12,6 +12,8 @@ pub mod console;
 pub mod control;
 pub mod devices;
 pub mod exit;
+#[cfg(any(test, feature = "testkit"))]
+pub mod fuzz;
 pub mod host;
 pub mod layout;
 pub mod machine;

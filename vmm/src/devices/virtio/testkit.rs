@@ -39,6 +39,11 @@ impl TestQueue {
         TestQueue { mem, size, desc: base, avail: base + 0x1000, used: base + 0x2000, next_desc: 0, avail_idx: 0 }
     }
 
+    /// Guest addresses of the descriptor table, available ring and used ring.
+    pub fn addresses(&self) -> (u64, u64, u64) {
+        (self.desc, self.avail, self.used)
+    }
+
     /// The device-side queue, ready.
     pub fn queue(&self) -> Queue {
         let mut q = Queue::new(self.size).expect("queue size");
