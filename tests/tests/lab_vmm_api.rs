@@ -108,4 +108,57 @@ async fn lab_den_vmm_api_console_pause_ctrl_alt_del() {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.starts_with("0\n"), "exit code after Ctrl-Alt-Del: {text}");
     assert!(text.contains("Ctrl-Alt-Del"), "{text}");
+
+    guest_garbage_does_not_bring_den_vmm_down(&lab).await;
+}
+
+/// Unbinds the virtio drivers, then writes random values to every device's registers, points
+/// queues at random guest memory and notifies them, over and over (busybox `devmem`).
+const GARBAGE: &str = r#"
+echo LAB-GARBAGE-START
+for d in /sys/bus/platform/drivers/virtio-mmio/LNRO0005:*; do echo ${d##*/} > /sys/bus/platform/drivers/virtio-mmio/unbind; done
+r() { echo $(( ((RANDOM << 17) ^ (RANDOM << 2) ^ RANDOM) & 0xffffffff )); }
+ram() { echo $(( (RANDOM % 4096) << 16 )); }
+for round in 1 2 3 4 5 6; do
+  for base in 0xd0000000 0xd0001000; do
+    for v in 0 3 1; do devmem $((base+0x70)) 32 $v; done
+    devmem $((base+0x24)) 32 1; devmem $((base+0x20)) 32 1; devmem $((base+0x70)) 32 11
+    devmem $((base+0x30)) 32 0; devmem $((base+0x38)) 32 $((1 << (RANDOM % 10)))
+    if [ $((round % 2)) = 0 ]; then
+      devmem $((base+0x80)) 32 $(ram); devmem $((base+0x90)) 32 $(ram); devmem $((base+0xa0)) 32 $(ram)
+    else
+      devmem $((base+0x80)) 32 $(r); devmem $((base+0x84)) 32 $(r); devmem $((base+0x90)) 32 $(r); devmem $((base+0xa0)) 32 $(r)
+    fi
+    devmem $((base+0x44)) 32 1; devmem $((base+0x70)) 32 15
+    for q in 0 1 2 7 255; do devmem $((base+0x50)) 32 $q; done
+    for off in 0x000 0x010 0x034 0x044 0x060 0x064 0x070 0x0fc 0x100 0x108 0x1f0 0xffc; do
+      devmem $((base+off)) 32 >/dev/null; devmem $((base+off)) 32 $(r); devmem $((base+off)) 8 $((RANDOM % 256))
+    done
+  done
+done
+echo LAB-GARBAGE-DONE
+kill -USR2 1
+"#;
+
+async fn guest_garbage_does_not_bring_den_vmm_down(lab: &Lab) {
+    lab.put_scenario("garbage", GARBAGE).await;
+    let out = lab
+        .sh(&format!(
+            "dd if=/dev/zero of=/lab/garbage.disk bs=1M count=4 2>/dev/null && \
+             timeout 180 {VMM} boot --kernel /lab/base/kernel --initrd /lab/garbage.img --memory-mib 256 \
+             --cmdline 'console=ttyS0 panic=-1 quiet' --disk /lab/garbage.disk --console /lab/garbage.log \
+             </dev/null; echo exit=$?; cat /lab/garbage.log"
+        ))
+        .await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    eprintln!("garbage guest:\n{text}\n{err}");
+    assert!(text.contains("LAB-GARBAGE-START"), "{}", lab.describe(&out));
+    // The guest may power off, or crash after the devices wrote into memory it was using: either
+    // way den-vmm itself must end in an orderly way (0 power-off, 4 guest crash, 10 reboot) and
+    // never be killed, panic or time out.
+    let code = text.lines().find_map(|l| l.strip_prefix("exit=")).unwrap_or("?").to_string();
+    assert!(["0", "4", "10"].contains(&code.as_str()), "den-vmm exit {code}: {}", lab.describe(&out));
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("den-vmm: guest ended"), "{err}");
 }
