@@ -65,32 +65,15 @@ impl AgentClient {
     /// Connects through a Firecracker-style vsock Unix socket (den-vmm): writes
     /// `CONNECT <port>\n`, expects `OK <host port>\n`, then performs the handshake.
     pub async fn connect_vsock(uds: &Path, port: u32, timeout: Duration) -> Result<AgentClient, ClientError> {
-        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
         let connect = |source| ClientError::Connect { path: uds.display().to_string(), source };
         let mut sock = tokio::net::UnixStream::connect(uds).await.map_err(connect)?;
-        sock.write_all(format!("CONNECT {port}\n").as_bytes()).await.map_err(connect)?;
-        // Read the reply byte by byte: nothing after its newline may be consumed here.
-        let mut line = Vec::new();
-        let read = async {
-            let mut reader = tokio::io::BufReader::with_capacity(1, &mut sock);
-            reader.read_until(b'\n', &mut line).await
-        };
-        match tokio::time::timeout(timeout, read).await {
-            Err(_) => return Err(ClientError::Timeout(timeout)),
-            Ok(Err(e)) => return Err(connect(e)),
-            Ok(Ok(_)) => {}
-        }
-        let reply = String::from_utf8_lossy(&line);
-        if !reply.starts_with("OK ") {
-            return Err(ClientError::Unexpected(format!(
-                "vsock port {port} via {}: the VMM answered {:?} instead of `OK <port>` (is the agent listening?)",
-                uds.display(),
-                reply.trim_end()
-            )));
-        }
+        vsock_connect(&mut sock, port, timeout).await.map_err(|e| match e {
+            ClientError::Unexpected(m) => ClientError::Unexpected(format!("{m} via {}", uds.display())),
+            ClientError::Connect { source, .. } => connect(source),
+            other => other,
+        })?;
         AgentClient::over(sock, timeout).await
     }
-
     /// Runs the protocol over any byte channel.
     pub async fn over<T>(io: T, timeout: Duration) -> Result<AgentClient, ClientError>
     where
@@ -225,6 +208,44 @@ impl AgentClient {
             }
         }
     }
+}
+
+/// Performs the Firecracker vsock handshake over any byte stream that reaches den-vmm's vsock
+/// Unix socket (directly, or forwarded): writes `CONNECT <port>\n` and reads the `OK <host
+/// port>\n` reply, consuming nothing after it. Returns the host-side port. The VMM closes the
+/// stream instead of answering when nothing listens on the guest port.
+pub async fn vsock_connect<T>(io: &mut T, port: u32, timeout: Duration) -> Result<u32, ClientError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io_err = |source| ClientError::Connect { path: "vsock stream".into(), source };
+    let exchange = async {
+        io.write_all(format!("CONNECT {port}\n").as_bytes()).await?;
+        io.flush().await?;
+        // Byte by byte: the agent protocol starts right after the newline.
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while line.len() < 64 && line.last() != Some(&b'\n') {
+            if io.read(&mut b).await? == 0 {
+                break;
+            }
+            line.push(b[0]);
+        }
+        Ok::<_, std::io::Error>(line)
+    };
+    let line = match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => return Err(ClientError::Timeout(timeout)),
+        Ok(Err(e)) => return Err(io_err(e)),
+        Ok(Ok(line)) => line,
+    };
+    let reply = String::from_utf8_lossy(&line);
+    reply.strip_prefix("OK ").and_then(|p| p.trim_end().parse().ok()).ok_or_else(|| {
+        ClientError::Unexpected(format!(
+            "vsock port {port}: the VMM answered {:?} instead of `OK <port>` (is the agent listening?)",
+            reply.trim_end()
+        ))
+    })
 }
 
 /// A running exec: write stdin, read output events, resize, signal.

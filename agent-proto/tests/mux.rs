@@ -181,5 +181,11 @@ async fn vsock_connect_handshake_then_protocol() {
     assert_eq!(c.peer().software, "fake-agent");
     let err = AgentClient::connect_vsock(&uds, 9, Duration::from_secs(5)).await.err().expect("refused port");
     assert!(err.to_string().contains("port 9"), "{err}");
+    // The handshake alone, over any stream: it returns the host-side port.
+    let mut s = tokio::net::UnixStream::connect(&uds).await.unwrap();
+    let port = den_agent_proto::vsock_connect(&mut s, 1024, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(port, 1 << 30);
+    let c = AgentClient::over(s, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(c.peer().software, "fake-agent");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,8 +1,15 @@
 //! den-vmm in the KVM lab (see `den_tests::lab`): real Linux guests on a real `/dev/kvm`.
 //! Slow (an outer TCG boot plus inner boots); all scenarios share one outer guest.
 
+use bytes::Bytes;
+use den_agent_proto::{AgentClient, ForwardTarget};
 use den_images::cpio::CpioWriter;
 use den_tests::{images, lab::Lab, lab::VMM};
+use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
+
+/// One outer lab guest at a time: each takes both host cores while it boots.
+static ONE_LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A cpio archive that, appended to the base image's initramfs, makes den-agent (PID 1) run
 /// `script` as a one-shot service.
@@ -23,6 +30,7 @@ fn scenario_cpio(script: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_den_vmm() {
+    let _one = ONE_LAB.lock().await;
     let lab = Lab::start().await;
     let out = lab.sh(&format!("{VMM} probe")).await;
     assert_eq!(out.code, Some(0), "{}", lab.describe(&out));
@@ -62,6 +70,94 @@ async fn lab_den_vmm() {
     eprintln!("boot 2:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("LAB-DISK=persisted"), "{}", lab.describe(&out));
     assert!(text.contains("exit=0"), "a clean power-off exits 0: {}", lab.describe(&out));
+}
+
+/// Where den-vmm's vsock listens inside the outer guest.
+const VSOCK_UDS: &str = "/lab/vsock.sock";
+
+/// One attempt to reach the inner agent: a stream to den-vmm's vsock socket (through the outer
+/// agent), the Firecracker `CONNECT 1024` handshake, then the agent protocol.
+async fn inner_agent_once(lab: &Lab) -> Result<(AgentClient, u32), String> {
+    let target = ForwardTarget::Unix { path: VSOCK_UDS.into() };
+    let mut io = lab.agent.forward_io(target).await.map_err(|e| format!("forward: {e}"))?;
+    let port =
+        den_agent_proto::vsock_connect(&mut io, 1024, Duration::from_secs(30)).await.map_err(|e| e.to_string())?;
+    let client = AgentClient::over(io, Duration::from_secs(30)).await.map_err(|e| format!("handshake: {e}"))?;
+    Ok((client, port))
+}
+
+/// Retries until the inner guest booted and its agent listens on vsock port 1024.
+async fn inner_agent(lab: &Lab) -> (AgentClient, u32) {
+    let start = Instant::now();
+    loop {
+        match inner_agent_once(lab).await {
+            Ok(c) => return c,
+            Err(e) if start.elapsed() < Duration::from_secs(150) => {
+                eprintln!("vsock: not yet ({:.1}s): {e}", start.elapsed().as_secs_f64());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("the inner agent never answered over vsock: {e}"),
+        }
+    }
+}
+
+/// den-vmm's virtio-vsock with the Firecracker host model: the test reaches den-agent (PID 1 of
+/// the inner guest, listening on vsock port 1024) through den-vmm's Unix socket, runs requests,
+/// streams data both ways, and powers the guest off over the same channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_den_vmm_vsock() {
+    let _one = ONE_LAB.lock().await;
+    let lab = Lab::start().await;
+    let base = images::build_builtin(&lab.store, "base");
+    lab.put_image(&base, "/lab/base").await;
+    let boot = format!(
+        "timeout 300 {VMM} boot --kernel /lab/base/kernel --initrd /lab/base/initramfs --cpus 2 --memory-mib 256 \
+         --cmdline 'console=ttyS0 panic=-1 quiet' --vsock 3,{VSOCK_UDS} --console /lab/console-vsock.log \
+         < /dev/null; echo exit=$?; test -e {VSOCK_UDS} && echo socket-left-behind; tail -c 2000 /lab/console-vsock.log"
+    );
+    let vmm = lab.sh(&boot);
+    let client = async {
+        let started = Instant::now();
+        let (inner, port) = inner_agent(&lab).await;
+        eprintln!(
+            "vsock: inner agent answered {:.1}s after den-vmm started (host port {port})",
+            started.elapsed().as_secs_f64()
+        );
+        assert!(port >= 1 << 30, "host-side port {port}");
+        let info = inner.info().await.expect("inner info");
+        assert!(info.pid1, "den-agent is init of the inner guest: {info:?}");
+        assert!(info.mem_total_kib < 300 * 1024, "the inner guest has 256 MiB: {info:?}");
+
+        // `cat` echoes 384 KiB: guest-bound and host-bound streams through vsock, intact.
+        let data: Vec<u8> = (0..384 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let t = Instant::now();
+        let out = inner.exec_output(&["cat"], Bytes::from(data.clone())).await.expect("inner exec cat");
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(out.code, Some(0), "{out:?}");
+        assert_eq!(out.stdout.len(), data.len());
+        assert_eq!(hex::encode(Sha256::digest(&out.stdout)), hex::encode(Sha256::digest(&data)));
+        eprintln!(
+            "vsock: cat echoed {} KiB each way in {secs:.2}s ({:.1} MiB/s both ways together)",
+            data.len() / 1024,
+            2.0 * data.len() as f64 / secs / (1 << 20) as f64
+        );
+
+        // A second connection at the same time works too.
+        let (second, port2) = inner_agent_once(&lab).await.expect("a second vsock connection");
+        assert_ne!(port, port2);
+        let out = second.exec_output(&["echo", "second"], Bytes::new()).await.expect("exec on the second connection");
+        assert_eq!(out.stdout, b"second\n");
+        second.close();
+
+        // Power off over vsock: the reply may or may not beat the power-off.
+        let _ = tokio::time::timeout(Duration::from_secs(30), inner.shutdown(false)).await;
+    };
+    let (out, ()) = tokio::join!(vmm, client);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("vsock boot:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("exit=0"), "a power-off over vsock ends den-vmm with 0: {}", lab.describe(&out));
+    assert!(!text.contains("socket-left-behind"), "den-vmm removes its vsock socket: {}", lab.describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("19.opened="), "vsock counters: {}", lab.describe(&out));
 }
 
 /// Runs as a den-agent service in the inner guest; markers go to the console.

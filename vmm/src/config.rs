@@ -46,6 +46,49 @@ pub struct VmConfig {
     /// Offer a virtio-rng entropy device.
     #[serde(default = "yes")]
     pub rng: bool,
+    /// A virtio-vsock device (Firecracker's Unix-socket model).
+    #[serde(default)]
+    pub vsock: Option<VsockConfig>,
+}
+
+/// A virtio-vsock device whose host side is a Unix socket (see den-vmm's README).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockConfig {
+    /// The guest's context ID (3 or more).
+    pub guest_cid: u32,
+    /// Where den-vmm listens for host clients; guest connections to host port P go to
+    /// `<uds_path>_P`.
+    pub uds_path: PathBuf,
+}
+
+/// Longest `uds_path`: `sun_path` is 108 bytes with the NUL, and `_<port>` may add 11.
+pub const MAX_UDS_PATH: usize = 108 - 1 - 11;
+
+impl VsockConfig {
+    /// Parses `CID,PATH` from the command line.
+    pub fn parse(s: &str) -> Result<VsockConfig, String> {
+        let (cid, path) = s.split_once(',').ok_or_else(|| format!("vsock `{s}`: expected CID,PATH"))?;
+        let guest_cid = cid.parse().map_err(|_| format!("vsock `{s}`: CID `{cid}` is not a number"))?;
+        Ok(VsockConfig { guest_cid, uds_path: path.into() })
+    }
+
+    /// Checks the CID and the socket path.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.guest_cid < 3 || self.guest_cid == u32::MAX {
+            return Err(format!("vsock.guest_cid: {} is reserved (use 3 to {})", self.guest_cid, u32::MAX - 1));
+        }
+        let p = &self.uds_path;
+        let len = p.as_os_str().len();
+        if len == 0 || len > MAX_UDS_PATH {
+            return Err(format!("vsock.uds_path: `{}` must be 1 to {MAX_UDS_PATH} bytes", p.display()));
+        }
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        if !parent.is_dir() || p.file_name().is_none() {
+            return Err(format!("vsock.uds_path: {} is not a path in an existing directory", p.display()));
+        }
+        Ok(())
+    }
 }
 
 /// A virtio-blk disk backed by a raw file.
@@ -123,6 +166,9 @@ impl VmConfig {
                 return Err(format!("disks[{i}]: {} is not a file", d.path.display()));
             }
         }
+        if let Some(v) = &self.vsock {
+            v.validate()?;
+        }
         if self.virtio_count() > MAX_VIRTIO {
             return Err(format!(
                 "{} virtio devices are more than the {MAX_VIRTIO} interrupt lines",
@@ -134,7 +180,7 @@ impl VmConfig {
 
     /// How many virtio devices the VM gets.
     pub fn virtio_count(&self) -> usize {
-        self.disks.len() + usize::from(self.rng)
+        self.disks.len() + usize::from(self.rng) + usize::from(self.vsock.is_some())
     }
 }
 
@@ -163,5 +209,29 @@ mod tests {
         assert_eq!(DiskConfig::parse("/d.img,ro").unwrap(), DiskConfig { path: "/d.img".into(), read_only: true });
         assert!(!DiskConfig::parse("/d.img").unwrap().read_only);
         assert!(DiskConfig::parse(",ro").is_err());
+    }
+
+    #[test]
+    fn vsock_flag_json_and_checks() {
+        let v = VsockConfig::parse("3,/tmp/v.sock").unwrap();
+        assert_eq!(v, VsockConfig { guest_cid: 3, uds_path: "/tmp/v.sock".into() });
+        v.validate().unwrap();
+        assert!(VsockConfig::parse("3").is_err());
+        assert!(VsockConfig::parse("x,/tmp/v").is_err());
+        for cid in [0, 1, 2, u32::MAX] {
+            let e = VsockConfig { guest_cid: cid, ..v.clone() }.validate().unwrap_err();
+            assert!(e.starts_with("vsock.guest_cid:"), "{e}");
+        }
+        for p in [String::new(), format!("/tmp/{}", "x".repeat(100)), "/nonexistent/dir/v.sock".into(), "/".into()] {
+            let e = VsockConfig { uds_path: p.into(), ..v.clone() }.validate().unwrap_err();
+            assert!(e.starts_with("vsock.uds_path:"), "{e}");
+        }
+        VsockConfig { uds_path: "v.sock".into(), ..v.clone() }.validate().unwrap();
+        let c: VmConfig =
+            serde_json::from_str(r#"{"kernel": "k", "vsock": {"guest_cid": 7, "uds_path": "/tmp/v"}}"#).unwrap();
+        assert_eq!(c.vsock.as_ref().map(|v| v.guest_cid), Some(7));
+        assert_eq!(c.virtio_count(), 2);
+        let c = VmConfig { kernel: "/proc/self/exe".into(), vsock: Some(VsockConfig { guest_cid: 2, ..v }), ..c };
+        assert!(c.validate().unwrap_err().starts_with("vsock.guest_cid:"));
     }
 }

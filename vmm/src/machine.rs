@@ -16,7 +16,9 @@ use crate::devices::serial::{self, SerialPort, DEFAULT_RING};
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::vsock::Vsock;
 use crate::devices::virtio::{VirtioDevice, VirtioInterrupt};
+use crate::event_loop::{EventLoop, EventTarget};
 use crate::exit::{ExitReason, ExitSignal};
 use crate::vcpu::{self, ExitCounters, VcpuContext};
 use crate::{kvm, layout, memory, VmmError};
@@ -54,6 +56,7 @@ pub struct Machine {
     vcpus: Vec<VcpuFd>,
     pio: Bus,
     mmio: Bus,
+    events: EventLoop,
     _mem: GuestMemoryMmap,
     _vm: Arc<VmFd>,
     _kvm: Kvm,
@@ -122,6 +125,15 @@ impl Machine {
         if cfg.rng {
             virtio.push(Box::new(Rng::new()));
         }
+        // Host sockets (vsock now) are watched by the event loop, bound to the device's transport.
+        let events = EventLoop::new().map_err(|e| VmmError::Io("create the event loop", e))?;
+        let mut bind = Vec::new();
+        if let Some(v) = &cfg.vsock {
+            let r = events.registrar();
+            let dev = Vsock::new(v.guest_cid, &v.uds_path, r.clone()).map_err(|e| VmmError::Input(e.to_string()))?;
+            virtio.push(Box::new(dev));
+            bind.push((virtio.len() - 1, r));
+        }
         let mut slots = Vec::new();
         let mut transports = Vec::new();
         for (i, dev) in virtio.into_iter().enumerate() {
@@ -135,6 +147,12 @@ impl Machine {
             place(&mut mmio, slot.base, slot.len, t.clone())?;
             transports.push(t);
             slots.push(slot);
+        }
+        for (i, r) in &bind {
+            if let Some(t) = transports.get(*i) {
+                let target: Arc<dyn EventTarget> = t.clone();
+                r.bind(&target);
+            }
         }
 
         let loaded = loader::load(&mem, mem_bytes, &cfg.kernel, cfg.initrd.as_deref(), &cfg.cmdline)?;
@@ -166,14 +184,17 @@ impl Machine {
             vcpus,
             pio,
             mmio,
+            events,
             _mem: mem,
             _vm: vm,
             _kvm: kvm_fd,
         })
     }
 
-    /// Starts the vCPU threads.
+    /// Starts the host event loop and the vCPU threads.
     pub fn start(&mut self) -> Result<(), VmmError> {
+        let events_filter = || crate::seccomp::enter(crate::seccomp::ThreadKind::Events);
+        self.events.start_with(events_filter).map_err(|e| VmmError::Io("start the event loop", e))?;
         crate::control::install_kick_handler().map_err(|e| VmmError::Io("install the vCPU kick handler", e))?;
         for (i, v) in self.vcpus.drain(..).enumerate() {
             let ctx = VcpuContext {
@@ -247,6 +268,9 @@ impl Machine {
             }
         };
         self.control.wake_all();
+        for t in &self.transports {
+            t.lock().unwrap_or_else(|p| p.into_inner()).end();
+        }
         for t in &self.transports {
             if let Err(e) = t.lock().unwrap_or_else(|p| p.into_inner()).flush() {
                 return ExitReason::Error(format!("flushing a disk: {e}"));

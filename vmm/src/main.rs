@@ -2,7 +2,7 @@
 //! `/dev/kvm` cannot run them and runs tiny hand-made test guests.
 
 use clap::{Parser, Subcommand};
-use den_vmm::config::{Console, DiskConfig, VmConfig};
+use den_vmm::config::{Console, DiskConfig, VmConfig, VsockConfig};
 use den_vmm::exit::ExitReason;
 use den_vmm::host::{kvm_kind, KvmKind, PVM_REFUSAL};
 use den_vmm::machine::Machine;
@@ -51,6 +51,10 @@ enum Cmd {
         /// Do not offer a virtio-rng device.
         #[arg(long)]
         no_rng: bool,
+        /// A virtio-vsock device for guest CID `CID`; den-vmm listens on the Unix socket `PATH`
+        /// (`CONNECT <port>` reaches guest ports; guest connections to host port P go to `PATH_P`).
+        #[arg(long, value_name = "CID,PATH", value_parser = VsockConfig::parse)]
+        vsock: Option<VsockConfig>,
         /// The kernel is a tiny hand-made test guest: boot it even on a /dev/kvm that cannot run
         /// Linux (PVM-backed), where only tiny guests run (by emulation).
         #[arg(long)]
@@ -188,6 +192,7 @@ fn main() -> ExitCode {
             console,
             disks,
             no_rng,
+            vsock,
             tiny_test_guest,
             api_sock,
             wait_start,
@@ -215,6 +220,7 @@ fn main() -> ExitCode {
                     },
                     disks,
                     rng: !no_rng,
+                    vsock,
                 },
             };
             boot(cfg, BootOptions { seccomp, tiny_test_guest, api_sock, wait_start })

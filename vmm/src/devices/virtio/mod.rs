@@ -11,6 +11,7 @@ pub mod mmio;
 pub mod rng;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod vsock;
 
 use super::irq::IrqLine;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -62,7 +63,7 @@ pub trait VirtioDevice: Send {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-    /// The VM is ending: release host-side resources (connections, listening socket files).
+    /// The VM is ending and the process exits next: remove host-side files (listening sockets).
     fn end(&mut self) {}
     /// I/O counters for the metrics API.
     fn counters(&self) -> Vec<(&'static str, u64)> {
