@@ -3,7 +3,7 @@ CARGO ?= cargo
 AGENT_TARGET := x86_64-unknown-linux-gnu
 AGENT_BIN := target/$(AGENT_TARGET)/release/den-agent
 
-.PHONY: run test deps build agent lint bench clean
+.PHONY: run test deps build agent lint bench bench-vmm clean
 
 ## run: install missing Debian packages, build Den, build the default guest images, check the host
 run: deps build
@@ -31,6 +31,10 @@ lint:
 ## bench: image build and agent channel numbers, printed as a table
 bench: deps build
 	./bench/agent-bench.sh
+
+## bench-vmm: den-vmm start-up, memory overhead and 50 VMs at once on this host's /dev/kvm, as a table
+bench-vmm: deps
+	./bench/vmm-bench.sh
 
 clean:
 	$(CARGO) clean
