@@ -49,6 +49,44 @@ pub struct VmConfig {
     /// A virtio-vsock device (Firecracker's Unix-socket model).
     #[serde(default)]
     pub vsock: Option<VsockConfig>,
+    /// virtio-net cards, each on a TAP interface.
+    #[serde(default)]
+    pub nets: Vec<NetConfig>,
+}
+
+/// A virtio-net card on a TAP interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// The TAP interface (created if missing, which needs CAP_NET_ADMIN).
+    pub tap: String,
+    /// The card's MAC (`52:54:00:12:34:56`); derived from the TAP name if absent.
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+impl NetConfig {
+    /// Parses `TAP[,mac=MAC]` from the command line.
+    pub fn parse(s: &str) -> Result<NetConfig, String> {
+        let (tap, mac) = match s.split_once(',') {
+            Some((t, rest)) => match rest.strip_prefix("mac=") {
+                Some(m) => (t, Some(m.to_string())),
+                None => return Err(format!("net `{s}`: expected TAP or TAP,mac=52:54:00:12:34:56")),
+            },
+            None => (s, None),
+        };
+        let c = NetConfig { tap: tap.into(), mac };
+        c.mac_bytes()?;
+        Ok(c)
+    }
+
+    /// The MAC to use.
+    pub fn mac_bytes(&self) -> Result<[u8; 6], String> {
+        match &self.mac {
+            Some(m) => crate::devices::virtio::tap::parse_mac(m),
+            None => Ok(crate::devices::virtio::tap::mac_for(&self.tap)),
+        }
+    }
 }
 
 /// A virtio-vsock device whose host side is a Unix socket (see den-vmm's README).
@@ -169,6 +207,12 @@ impl VmConfig {
         if let Some(v) = &self.vsock {
             v.validate()?;
         }
+        for (i, n) in self.nets.iter().enumerate() {
+            if n.tap.is_empty() || n.tap.len() >= libc::IFNAMSIZ {
+                return Err(format!("nets[{i}].tap: `{}` is not an interface name (1 to 15 bytes)", n.tap));
+            }
+            n.mac_bytes().map_err(|e| format!("nets[{i}].mac: {e}"))?;
+        }
         if self.virtio_count() > MAX_VIRTIO {
             return Err(format!(
                 "{} virtio devices are more than the {MAX_VIRTIO} interrupt lines",
@@ -180,7 +224,7 @@ impl VmConfig {
 
     /// How many virtio devices the VM gets.
     pub fn virtio_count(&self) -> usize {
-        self.disks.len() + usize::from(self.rng) + usize::from(self.vsock.is_some())
+        self.disks.len() + usize::from(self.rng) + usize::from(self.vsock.is_some()) + self.nets.len()
     }
 }
 
@@ -209,6 +253,10 @@ mod tests {
         assert_eq!(DiskConfig::parse("/d.img,ro").unwrap(), DiskConfig { path: "/d.img".into(), read_only: true });
         assert!(!DiskConfig::parse("/d.img").unwrap().read_only);
         assert!(DiskConfig::parse(",ro").is_err());
+        assert_eq!(NetConfig::parse("tap0").unwrap(), NetConfig { tap: "tap0".into(), mac: None });
+        assert_eq!(NetConfig::parse("tap1,mac=52:54:00:00:00:01").unwrap().mac_bytes().unwrap()[5], 1);
+        assert!(NetConfig::parse("tap1,mtu=9000").is_err());
+        assert!(NetConfig::parse("tap1,mac=01:00:00:00:00:00").is_err());
     }
 
     #[test]

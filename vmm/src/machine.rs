@@ -15,7 +15,9 @@ use crate::devices::power::{self, PowerDevice};
 use crate::devices::serial::{self, SerialPort, DEFAULT_RING};
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::net::Net;
 use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::tap::Tap;
 use crate::devices::virtio::vsock::Vsock;
 use crate::devices::virtio::{VirtioDevice, VirtioInterrupt};
 use crate::event_loop::{EventLoop, EventTarget};
@@ -125,13 +127,20 @@ impl Machine {
         if cfg.rng {
             virtio.push(Box::new(Rng::new()));
         }
-        // Host sockets (vsock now) are watched by the event loop, bound to the device's transport.
+        // Host sockets (vsock, TAP) are watched by the event loop, bound to the device's transport.
         let events = EventLoop::new().map_err(|e| VmmError::Io("create the event loop", e))?;
         let mut bind = Vec::new();
         if let Some(v) = &cfg.vsock {
             let r = events.registrar();
             let dev = Vsock::new(v.guest_cid, &v.uds_path, r.clone()).map_err(|e| VmmError::Input(e.to_string()))?;
             virtio.push(Box::new(dev));
+            bind.push((virtio.len() - 1, r));
+        }
+        for n in &cfg.nets {
+            let r = events.registrar();
+            let tap = Tap::open(&n.tap).map_err(|e| VmmError::Input(format!("TAP interface {}: {e}", n.tap)))?;
+            let mac = n.mac_bytes().map_err(VmmError::Input)?;
+            virtio.push(Box::new(Net::new(Box::new(tap), mac, r.clone())));
             bind.push((virtio.len() - 1, r));
         }
         let mut slots = Vec::new();

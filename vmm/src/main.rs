@@ -2,7 +2,7 @@
 //! `/dev/kvm` cannot run them and runs tiny hand-made test guests.
 
 use clap::{Parser, Subcommand};
-use den_vmm::config::{Console, DiskConfig, VmConfig, VsockConfig};
+use den_vmm::config::{Console, DiskConfig, NetConfig, VmConfig, VsockConfig};
 use den_vmm::exit::ExitReason;
 use den_vmm::host::{kvm_kind, KvmKind, PVM_REFUSAL};
 use den_vmm::machine::Machine;
@@ -17,6 +17,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once at start-up: the size of the `Boot` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Boot a Linux kernel (bzImage or ELF vmlinux) with an initramfs. Exit codes: 0 the guest
@@ -55,6 +57,10 @@ enum Cmd {
         /// (`CONNECT <port>` reaches guest ports; guest connections to host port P go to `PATH_P`).
         #[arg(long, value_name = "CID,PATH", value_parser = VsockConfig::parse)]
         vsock: Option<VsockConfig>,
+        /// A virtio-net card on a TAP interface (`TAP` or `TAP,mac=52:54:00:12:34:56`); repeat
+        /// for more cards.
+        #[arg(long = "net", value_parser = NetConfig::parse)]
+        nets: Vec<NetConfig>,
         /// The kernel is a tiny hand-made test guest: boot it even on a /dev/kvm that cannot run
         /// Linux (PVM-backed), where only tiny guests run (by emulation).
         #[arg(long)]
@@ -193,6 +199,7 @@ fn main() -> ExitCode {
             disks,
             no_rng,
             vsock,
+            nets,
             tiny_test_guest,
             api_sock,
             wait_start,
@@ -221,6 +228,7 @@ fn main() -> ExitCode {
                     disks,
                     rng: !no_rng,
                     vsock,
+                    nets,
                 },
             };
             boot(cfg, BootOptions { seccomp, tiny_test_guest, api_sock, wait_start })

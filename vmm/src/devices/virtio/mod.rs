@@ -8,7 +8,9 @@
 
 pub mod block;
 pub mod mmio;
+pub mod net;
 pub mod rng;
+pub mod tap;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod vsock;
