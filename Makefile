@@ -3,7 +3,7 @@ CARGO ?= cargo
 AGENT_TARGET := x86_64-unknown-linux-gnu
 AGENT_BIN := target/$(AGENT_TARGET)/release/den-agent
 
-.PHONY: run test deps build agent lint bench bench-vmm clean
+.PHONY: run test deps build agent lint bench bench-vmm bench-lab clean
 
 ## run: install missing Debian packages, build Den, build the default guest images, check the host
 run: deps build
@@ -35,6 +35,10 @@ bench: deps build
 ## bench-vmm: den-vmm start-up, memory overhead and 50 VMs at once on this host's /dev/kvm, as a table
 bench-vmm: deps
 	./bench/vmm-bench.sh
+
+## bench-lab: den-vmm against QEMU microvm with KVM in the KVM lab (boot to init), as a table
+bench-lab: deps
+	./bench/lab-bench.sh
 
 clean:
 	$(CARGO) clean

@@ -76,7 +76,7 @@ impl Lab {
         self.agent
             .exec_output(&["/bin/sh", "-c", script], Bytes::new())
             .await
-            .unwrap_or_else(|e| panic!("lab exec `{script}`: {e}"))
+            .unwrap_or_else(|e| panic!("lab exec `{script}`: {e}\nouter console:\n{}", self.guest.console_tail(40)))
     }
 
     /// Output and the outer console's tail, for assertion messages.
