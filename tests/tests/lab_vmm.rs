@@ -3,30 +3,12 @@
 
 use bytes::Bytes;
 use den_agent_proto::{AgentClient, ForwardTarget};
-use den_images::cpio::CpioWriter;
 use den_tests::{images, lab::Lab, lab::VMM};
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 
 /// One outer lab guest at a time: each takes both host cores while it boots.
 static ONE_LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A cpio archive that, appended to the base image's initramfs, makes den-agent (PID 1) run
-/// `script` as a one-shot service.
-fn scenario_cpio(script: &str) -> Vec<u8> {
-    let mut w = CpioWriter::new(Vec::new());
-    for d in ["etc", "etc/den", "etc/den/services", "lab"] {
-        w.dir(d, 0o755).unwrap();
-    }
-    w.file("lab/scenario.sh", 0o755, script.as_bytes()).unwrap();
-    w.file(
-        "etc/den/services/scenario.toml",
-        0o644,
-        b"exec = [\"/bin/sh\", \"/lab/scenario.sh\"]\nrestart = \"never\"\n",
-    )
-    .unwrap();
-    w.finish().unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_den_vmm() {
@@ -36,16 +18,12 @@ async fn lab_den_vmm() {
     assert_eq!(out.code, Some(0), "{}", lab.describe(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("hardware"), "{}", lab.describe(&out));
 
-    let base = images::build_builtin(&lab.store, "base");
-    lab.put_image(&base, "/lab/base").await;
+    lab.put_scenario("boot", SCENARIO).await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("scenario.cpio"), scenario_cpio(SCENARIO)).unwrap();
-    lab.put(&dir.path().join("scenario.cpio"), "/lab/scenario.cpio", 0o644).await;
     let disk = dir.path().join("disk.ext4");
     let st = std::process::Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&disk).arg("16M").status().unwrap();
     assert!(st.success(), "mkfs.ext4");
     lab.put(&disk, "/lab/disk.ext4", 0o644).await;
-    lab.sh("cat /lab/base/initramfs /lab/scenario.cpio > /lab/boot.img").await;
 
     // Boot 1: den-agent is init with 2 vCPUs, finds the rng and the disk, writes a file and
     // reboots: den-vmm exits 10 ("the guest rebooted").
@@ -70,6 +48,20 @@ async fn lab_den_vmm() {
     eprintln!("boot 2:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("LAB-DISK=persisted"), "{}", lab.describe(&out));
     assert!(text.contains("exit=0"), "a clean power-off exits 0: {}", lab.describe(&out));
+
+    // Boot 3: the guest kernel panics (and, with panic=-1, resets at once): pvpanic tells den-vmm,
+    // which exits 4 (crash), not 10 (reboot).
+    lab.put_scenario("panic", "echo LAB-PANIC-NOW\necho c > /proc/sysrq-trigger\n").await;
+    let out = lab
+        .sh(&format!(
+            "timeout 120 {VMM} boot --kernel /lab/base/kernel --initrd /lab/panic.img --memory-mib 256 \
+             --cmdline 'console=ttyS0 panic=-1 quiet' --console /lab/panic.log < /dev/null; echo exit=$?"
+        ))
+        .await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(text.contains("exit=4"), "a guest kernel panic exits 4: {}", lab.describe(&out));
+    assert!(err.contains("panicked"), "{err}");
 }
 
 /// Where den-vmm's vsock listens inside the outer guest.

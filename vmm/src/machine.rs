@@ -12,6 +12,7 @@ use crate::devices::debug_port::{self, DebugPort, Milestones};
 use crate::devices::i8042::{self, I8042};
 use crate::devices::irq::IrqLine;
 use crate::devices::power::{self, PowerDevice};
+use crate::devices::pvpanic::{self, PvPanic};
 use crate::devices::serial::{self, SerialPort, DEFAULT_RING};
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::MmioTransport;
@@ -117,6 +118,8 @@ impl Machine {
         place(&mut pio, u64::from(i8042::I8042_PORT), i8042::I8042_LEN, i8042.clone())?;
         let power = Arc::new(Mutex::new(PowerDevice::new(exit.clone())));
         place(&mut pio, u64::from(power::POWER_PORT), power::POWER_LEN, power)?;
+        let pvpanic = Arc::new(Mutex::new(PvPanic::new(exit.clone())));
+        place(&mut pio, u64::from(pvpanic::PVPANIC_PORT), 1, pvpanic)?;
         place(&mut pio, debug_port::DEBUG_PORT.into(), 1, Arc::new(Mutex::new(DebugPort::new(milestones.clone()))))?;
         let mut mmio = Bus::new();
         let mut virtio: Vec<Box<dyn VirtioDevice>> = Vec::new();

@@ -146,3 +146,45 @@ fn a_real_kernel_boot_is_refused_on_a_pvm_host_in_one_line() {
     assert_eq!(stderr.trim_end(), den_vmm::host::PVM_REFUSAL);
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn memory_above_the_mmio_hole_is_mapped_at_4_gib() {
+    let dir = tempfile::tempdir().unwrap();
+    // 4 GiB of guest RAM: 3.25 GiB below the MMIO hole, the rest from 4 GiB up (mapped lazily,
+    // so the test touches only a few pages).
+    let (_, r) = boot_report(dir.path(), &["--memory-mib", "4096"]);
+    let e820 = r.valid_e820();
+    let hole = den_vmm::layout::MMIO_HOLE;
+    let high = den_vmm::layout::FOUR_GIB;
+    assert_eq!(r.e820_entries, 4, "{e820:x?}");
+    assert!(e820.iter().any(|e| e.2 == 1 && e.0 + e.1 == hole), "low RAM ends at the hole: {e820:x?}");
+    assert!(e820.contains(&(high, (4u64 << 30) - hole, 1)), "the rest above 4 GiB: {e820:x?}");
+}
+
+#[test]
+fn a_json_configuration_boots_like_the_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = write(dir.path(), "kernel.elf", &tiny_kernel::report_kernel());
+    let console = dir.path().join("console.txt");
+    let cfg = serde_json::json!({
+        "kernel": kernel,
+        "cmdline": "console=ttyS0 from=json",
+        "memory_mib": 64,
+        "console": {"file": console},
+    });
+    let path = write(dir.path(), "vm.json", cfg.to_string().as_bytes());
+    let out = run(den_vmm().args(["boot", "--tiny-test-guest", "--config", &path]));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = BootReport::parse(&std::fs::read_to_string(&console).unwrap()).unwrap();
+    assert_eq!(r.cmdline, "console=ttyS0 from=json");
+
+    // A configuration with a mistake is refused with the field named, exit code 2.
+    let bad = write(dir.path(), "bad.json", br#"{"kernel": "/nonexistent", "cpus": 2}"#);
+    let out = run(den_vmm().args(["boot", "--tiny-test-guest", "--config", &bad]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kernel: /nonexistent is not a file"));
+    let typo = write(dir.path(), "typo.json", br#"{"kernel": "k", "memory": 64}"#);
+    let out = run(den_vmm().args(["boot", "--tiny-test-guest", "--config", &typo]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `memory`"));
+}

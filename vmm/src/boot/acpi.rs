@@ -3,7 +3,7 @@
 //! every virtio-mmio device as `LNRO0005` with its window and interrupt, which is how the Debian
 //! cloud kernel finds virtio-mmio devices.
 
-use crate::devices::{i8042, power, serial};
+use crate::devices::{i8042, power, pvpanic, serial};
 use crate::layout;
 use crate::VmmError;
 use acpi_tables::aml;
@@ -78,6 +78,7 @@ fn dsdt(virtio: &[MmioSlot]) -> Vec<u8> {
                 &edge_irq(i8042::KBD_GSI),
             ],
         ),
+        device("PEVT", &"QEMU0001", 0, vec![&aml::IO::new(pvpanic::PVPANIC_PORT, pvpanic::PVPANIC_PORT, 1, 1)]),
     ];
     for (i, s) in virtio.iter().enumerate() {
         let window = aml::Memory32Fixed::new(true, s.base as u32, s.len as u32);
@@ -184,7 +185,7 @@ mod tests {
             assert!(checksum_ok(&t), "{name} checksum");
             if name == "DSDT" {
                 let find = |needle: &[u8]| t.windows(needle.len()).any(|w| w == needle);
-                assert!(find(b"LNRO0005") && find(b"_S5_") && find(b"PS2K"));
+                assert!(find(b"LNRO0005") && find(b"_S5_") && find(b"PS2K") && find(b"QEMU0001"));
             }
         }
         assert_eq!(placed.iter().find(|(n, _)| n == "XSDT").map(|p| p.1), Some(xsdt_addr));

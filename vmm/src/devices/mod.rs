@@ -6,5 +6,6 @@ pub mod debug_port;
 pub mod i8042;
 pub mod irq;
 pub mod power;
+pub mod pvpanic;
 pub mod serial;
 pub mod virtio;
