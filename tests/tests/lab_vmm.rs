@@ -24,13 +24,15 @@ async fn lab_den_vmm() {
     let st = std::process::Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&disk).arg("16M").status().unwrap();
     assert!(st.success(), "mkfs.ext4");
     lab.put(&disk, "/lab/disk.ext4", 0o644).await;
+    assert_eq!(lab.sh("printf read-only > /lab/ro.img && truncate -s 1M /lab/ro.img").await.code, Some(0));
 
     // Boot 1: den-agent is init with 2 vCPUs, finds the rng and the disk, writes a file and
     // reboots: den-vmm exits 10 ("the guest rebooted").
     let run = |n: u32| {
         format!(
             "timeout 120 {VMM} boot --kernel /lab/base/kernel --initrd /lab/boot.img --cpus 2 --memory-mib 256 \
-             --cmdline 'console=ttyS0 panic=-1 quiet' --disk /lab/disk.ext4 --console /lab/console{n}.log \
+             --cmdline 'console=ttyS0 panic=-1 quiet' --disk /lab/disk.ext4 --disk /lab/ro.img,ro \
+             --console /lab/console{n}.log \
              < /dev/null; echo exit=$?; cat /lab/console{n}.log"
         )
     };
@@ -40,6 +42,11 @@ async fn lab_den_vmm() {
     assert!(text.contains("LAB-INIT-OK cpus=2"), "{}", lab.describe(&out));
     assert!(text.contains("LAB-RNG=virtio_rng"), "{}", lab.describe(&out));
     assert!(text.contains("LAB-WROTE"), "{}", lab.describe(&out));
+    assert!(
+        text.contains("LAB-VDB-RO=1 LAB-VDB-ID=den-disk-1 LAB-VDB=read-only"),
+        "a second, read-only disk with its serial: {}",
+        lab.describe(&out)
+    );
     assert!(text.contains("exit=10"), "a guest reboot exits 10: {}", lab.describe(&out));
 
     // Boot 2: the file is on the disk; the guest powers off: exit 0.
@@ -156,6 +163,7 @@ async fn lab_den_vmm_vsock() {
 const SCENARIO: &str = r#"
 echo LAB-INIT-OK cpus=$(grep -c ^processor /proc/cpuinfo)
 echo LAB-RNG=$(cat /sys/devices/virtual/misc/hw_random/rng_current)
+echo LAB-VDB-RO=$(cat /sys/block/vdb/ro) LAB-VDB-ID=$(cat /sys/block/vdb/serial) LAB-VDB=$(head -c 9 /dev/vdb)
 mkdir -p /mnt
 if mount -t ext4 /dev/vda /mnt; then
   if [ -f /mnt/hello ]; then
