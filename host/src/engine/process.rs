@@ -1,0 +1,325 @@
+//! Engine processes. They are started detached from `dend` (their own session, stdin from
+//! `/dev/null`, output appended to `engine.log`, no parent-death signal) so that they survive
+//! `kill -9 dend`; they are recognised again by pid and start time, and waited for with a pidfd,
+//! which works whether or not this `dend` is their parent. Children of this `dend` are also
+//! reaped here, so they leave no zombies and their exit status is kept.
+
+use super::EngineError;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::watch;
+
+/// A process, identified so that a reused pid does not match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Proc {
+    /// Process id.
+    pub pid: i32,
+    /// Start time (clock ticks after boot, `/proc/<pid>/stat` field 22).
+    pub start_time: u64,
+}
+
+/// How a process ended, when this `dend` was its parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Exit code, when it exited.
+    pub code: Option<i32>,
+    /// Signal number, when a signal ended it.
+    pub signal: Option<i32>,
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (Some(c), _) => write!(f, "exit code {c}"),
+            (None, Some(s)) => write!(f, "signal {s}"),
+            (None, None) => write!(f, "unknown status"),
+        }
+    }
+}
+
+/// What the reaper of one of our children has seen.
+#[derive(Debug, Clone, Copy)]
+enum Seen {
+    Running,
+    Ended(Option<ExitStatus>),
+}
+
+/// Children started by this process, with the exit status their reaper saw.
+static CHILDREN: LazyLock<Mutex<HashMap<Proc, watch::Receiver<Seen>>>> = LazyLock::new(Default::default);
+
+fn children() -> std::sync::MutexGuard<'static, HashMap<Proc, watch::Receiver<Seen>>> {
+    CHILDREN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Starts `cmd` detached: a new session, stdin `/dev/null`, stdout and stderr appended to
+/// `log`. A task reaps it and keeps its exit status for [`wait_exit`]. `what` names the
+/// binary in errors. Needs a tokio runtime.
+pub fn spawn(mut cmd: std::process::Command, what: &str, log: &Path) -> Result<Proc, EngineError> {
+    let open_err = |e| EngineError::Io(format!("cannot open engine log {}", log.display()), e);
+    let out = OpenOptions::new().create(true).append(true).open(log).map_err(open_err)?;
+    let err = out.try_clone().map_err(open_err)?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    // SAFETY: setsid is async-signal-safe and only affects the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(false);
+    let mut child = cmd.spawn().map_err(|source| EngineError::Spawn { what: what.into(), source })?;
+    let Some(pid) = child.id().map(|p| p as i32) else {
+        return Err(EngineError::Startup(format!("{what} ended before its pid could be read")));
+    };
+    // Not reaped yet (the reaper starts below), so /proc/<pid> exists even if it already exited.
+    let Some(start_time) = stat(pid).map(|s| s.start_time) else {
+        let _ = child.start_kill();
+        return Err(EngineError::Startup(format!("{what} (pid {pid}): cannot read /proc/{pid}/stat")));
+    };
+    let proc = Proc { pid, start_time };
+    let (tx, rx) = watch::channel(Seen::Running);
+    children().insert(proc, rx);
+    tokio::spawn(async move {
+        let status = child.wait().await.ok().map(|s| ExitStatus { code: s.code(), signal: s.signal() });
+        let _ = tx.send(Seen::Ended(status));
+    });
+    Ok(proc)
+}
+
+/// Fields of `/proc/<pid>/stat` that matter here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    state: char,
+    start_time: u64,
+}
+
+/// Parses a `/proc/<pid>/stat` line: the command name (field 2) is in parentheses and may hold
+/// spaces and parentheses, so fields are counted after the last `)`.
+fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (state); field 22 (starttime) is fields[19].
+    let state = fields.first()?.chars().next()?;
+    let start_time = fields.get(19)?.parse().ok()?;
+    Some(Stat { state, start_time })
+}
+
+fn stat(pid: i32) -> Option<Stat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The start time of process `pid`, if it exists.
+pub fn start_time(pid: i32) -> Option<u64> {
+    stat(pid).map(|s| s.start_time)
+}
+
+/// The process exists, is not a zombie, and is the one that started at `start_time`.
+pub fn alive(p: Proc) -> bool {
+    p.pid > 0 && matches!(stat(p.pid), Some(s) if s.start_time == p.start_time && !matches!(s.state, 'Z' | 'X' | 'x'))
+}
+
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sends `sig` to `p` if it is still that process (through a pidfd, so a pid reused between
+/// the check and the signal is not hit). Returns whether it was alive.
+pub fn signal(p: Proc, sig: i32) -> Result<bool, EngineError> {
+    let fd = match pidfd_open(p.pid) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(false),
+        Err(e) => return Err(EngineError::Io(format!("pidfd_open({})", p.pid), e)),
+    };
+    if !alive(p) {
+        return Ok(false);
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal with a valid pidfd, no siginfo, no flags.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0)
+    };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ESRCH) {
+            return Ok(false);
+        }
+        return Err(EngineError::Io(format!("signal {sig} to process {}", p.pid), e));
+    }
+    Ok(true)
+}
+
+/// Waits until `p` has ended. Returns its exit status when this process started it (and its
+/// reaper still runs); `None` when it was adopted, which says only that it ended.
+pub async fn wait_exit(p: Proc) -> Option<ExitStatus> {
+    let rx = children().get(&p).cloned();
+    if let Some(mut rx) = rx {
+        loop {
+            if let Seen::Ended(status) = *rx.borrow_and_update() {
+                return status;
+            }
+            if rx.changed().await.is_err() {
+                // The reaper is gone (its runtime ended): it may still have left a status.
+                if let Seen::Ended(status) = *rx.borrow() {
+                    return status;
+                }
+                break;
+            }
+        }
+    }
+    wait_pidfd(p).await;
+    None
+}
+
+/// Waits for a process that may not be our child: a pidfd becomes readable when it exits.
+async fn wait_pidfd(p: Proc) {
+    let fd = match pidfd_open(p.pid) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return,
+        Err(e) => {
+            tracing::warn!(pid = p.pid, "pidfd_open: {e}; polling /proc instead");
+            return poll_until_gone(p).await;
+        }
+    };
+    // Checked after opening: the descriptor refers to this process if it still has our start time.
+    if !alive(p) {
+        return;
+    }
+    // SAFETY: `fd` is an open pidfd that the AsyncFd owns (and closes) and nothing replaces.
+    match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
+        Ok(afd) => {
+            let _ = afd.readable().await;
+        }
+        Err(e) => {
+            tracing::warn!(pid = p.pid, "cannot watch pidfd: {e}; polling /proc instead");
+            poll_until_gone(p).await
+        }
+    }
+}
+
+async fn poll_until_gone(p: Proc) {
+    while alive(p) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends SIGKILL and waits up to `timeout` for the end. Returns the exit status when known.
+pub async fn kill(p: Proc, timeout: Duration) -> Result<Option<ExitStatus>, EngineError> {
+    signal(p, libc::SIGKILL)?;
+    tokio::time::timeout(timeout, wait_exit(p)).await.map_err(|_| {
+        EngineError::Io(
+            format!("process {} did not end within {timeout:?} after SIGKILL", p.pid),
+            std::io::ErrorKind::TimedOut.into(),
+        )
+    })
+}
+
+/// The last `lines` lines of a log file (at most its last 64 KiB), for error messages.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let read = || -> std::io::Result<String> {
+        let mut f = std::fs::File::open(path)?;
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    };
+    match read() {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("({}: {e})", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn sleeper(dir: &Path) -> Proc {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        spawn(cmd, "sleep", &dir.join("engine.log")).unwrap()
+    }
+
+    #[test]
+    fn stat_fields_are_counted_after_the_last_parenthesis() {
+        let line = "1234 (a) b) (c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(parse_stat(line), Some(Stat { state: 'S', start_time: 987654 }));
+        assert_eq!(parse_stat("1 (x) S 1"), None);
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[tokio::test]
+    async fn own_child_is_detached_reaped_and_its_status_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = sleeper(dir.path());
+        assert!(alive(p));
+        assert!(!alive(Proc { start_time: p.start_time + 1, ..p }), "another start time is another process");
+        // Its own session (setsid): session id = its pid.
+        assert_eq!(unsafe { libc::getsid(p.pid) }, p.pid);
+        let status = kill(p, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(status, Some(ExitStatus { code: None, signal: Some(libc::SIGKILL) }));
+        assert!(!alive(p));
+        // Reaped: no zombie left behind.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(start_time(p.pid).is_none(), "pid {} still in /proc (zombie?)", p.pid);
+        assert_eq!(wait_exit(p).await, status, "a second waiter sees the same status");
+        assert!(!signal(p, libc::SIGKILL).unwrap(), "signalling an ended process is a no-op");
+    }
+
+    #[tokio::test]
+    async fn output_goes_to_the_engine_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("engine.log");
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo out; echo err >&2; read x || echo stdin-closed; exit 3"]);
+        let p = spawn(cmd, "sh", &log).unwrap();
+        let st = tokio::time::timeout(Duration::from_secs(5), wait_exit(p)).await.unwrap();
+        assert_eq!(st, Some(ExitStatus { code: Some(3), signal: None }));
+        assert_eq!(log_tail(&log, 2), "err\nstdin-closed");
+        assert!(log_tail(&dir.path().join("nope"), 2).contains("nope"));
+    }
+
+    #[tokio::test]
+    async fn a_process_that_is_not_our_child_is_waited_for_with_a_pidfd() {
+        // A grandchild, re-parented away from us once `sh` exits: as after a dend restart.
+        let out = Command::new("sh").args(["-c", "setsid sleep 30 >/dev/null 2>&1 & echo $!"]).output().unwrap();
+        let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let p = Proc { pid, start_time: start_time(pid).unwrap() };
+        assert!(alive(p));
+        let waiter = tokio::spawn(wait_exit(p));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiter.is_finished());
+        assert!(signal(p, libc::SIGKILL).unwrap());
+        let st = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
+        assert_eq!(st, None, "the status of a process we did not start is unknown");
+    }
+
+    #[tokio::test]
+    async fn a_missing_binary_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = spawn(Command::new("/nonexistent/qemu"), "qemu", &dir.path().join("l")).unwrap_err();
+        assert!(err.to_string().starts_with("cannot start qemu:"), "{err}");
+    }
+}

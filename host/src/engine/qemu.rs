@@ -1,0 +1,319 @@
+//! The `qemu` engine: a `microvm` machine with direct kernel boot, virtio-mmio disks and NICs,
+//! the agent on a virtio-serial port, the serial console on a Unix socket (and logged to
+//! `console.log`), driven over QMP. `-accel kvm` where `/dev/kvm` has hardware virtualization,
+//! else TCG with a warning. `-no-reboot`: a guest reboot ends QEMU with the `SHUTDOWN` reason
+//! `guest-reset`, and `dend` starts it again.
+//!
+//! Files in the VM's directory: `qmp.sock`, `console.sock`, `console.log`, `agent.sock`,
+//! `engine.log` (QEMU's own output).
+
+use super::process::{self, Proc};
+use super::qmp::Qmp;
+use super::{EndReason, EngineError, EngineKind, LaunchSpec, Running, VmState};
+use den_vmm::host::{kvm_kind, KvmKind};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The QEMU binary.
+pub const QEMU_BIN: &str = "qemu-system-x86_64";
+/// How long QEMU may take to answer on QMP after it was started.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How QEMU runs guest code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// Hardware virtualization through `/dev/kvm`.
+    Kvm,
+    /// QEMU's software CPU (tens of times slower).
+    Tcg,
+}
+
+/// The accelerator chosen for this host, and what to tell people when it is TCG.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccelChoice {
+    /// The accelerator.
+    pub accel: Accel,
+    /// A one-line warning for `den doctor`, the API and the web console (TCG only).
+    pub warning: Option<String>,
+}
+
+/// Chooses the accelerator from what `/dev/kvm` can run (`den_vmm::host::kvm_kind`).
+pub fn choose_accel() -> AccelChoice {
+    accel_for(&kvm_kind(Path::new("/sys"), Path::new("/dev/kvm")))
+}
+
+/// The accelerator for a given kind of KVM.
+pub fn accel_for(kind: &KvmKind) -> AccelChoice {
+    let why = match kind {
+        KvmKind::Hardware => return AccelChoice { accel: Accel::Kvm, warning: None },
+        KvmKind::Pvm => "this host's /dev/kvm is PVM-backed (kvm_pvm) and cannot run stock Linux kernels".to_string(),
+        KvmKind::Missing(why) => format!("no usable /dev/kvm ({why})"),
+    };
+    AccelChoice {
+        accel: Accel::Tcg,
+        warning: Some(format!(
+            "QEMU runs VMs with TCG software emulation, much slower than hardware virtualization: {why}"
+        )),
+    }
+}
+
+/// Escapes a value for a QEMU `key=value,...` option (commas are doubled).
+fn opt(p: &Path) -> String {
+    p.display().to_string().replace(',', ",,")
+}
+
+/// QEMU's command line (without the binary) for `spec`.
+pub fn args(spec: &LaunchSpec, accel: Accel) -> Vec<OsString> {
+    let dir = &spec.dir;
+    let mut a: Vec<OsString> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+    let (accel_name, cpu) = match accel {
+        Accel::Kvm => ("kvm", "host"),
+        Accel::Tcg => ("tcg", "max"),
+    };
+    push(&["-name", &format!("den-{}", spec.id), "-M", "microvm,x-option-roms=off,rtc=off,isa-serial=on"]);
+    push(&["-accel", accel_name, "-cpu", cpu, "-m", &spec.memory_mib.to_string(), "-smp", &spec.cpus.to_string()]);
+    push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-msg", "timestamp=on"]);
+    push(&["-kernel"]);
+    a.push(spec.kernel.clone().into());
+    a.push("-initrd".into());
+    a.push(spec.initrd.clone().into());
+    a.push("-append".into());
+    a.push(spec.cmdline.clone().into());
+    let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+    let console = format!(
+        "socket,id=console,path={},server=on,wait=off,logfile={},logappend=on",
+        opt(&dir.join("console.sock")),
+        opt(&dir.join("console.log"))
+    );
+    push(&["-chardev", &console, "-serial", "chardev:console"]);
+    let qmp = format!("socket,id=qmp,path={},server=on,wait=off", opt(&dir.join("qmp.sock")));
+    push(&["-chardev", &qmp, "-mon", "chardev=qmp,mode=control"]);
+    for (i, d) in spec.disks.iter().enumerate() {
+        let ro = if d.read_only { ",readonly=on" } else { "" };
+        let drive = format!("id=disk{i},file={},format=raw,if=none,cache=writeback{ro}", opt(&d.path));
+        push(&["-drive", &drive, "-device", &format!("virtio-blk-device,drive=disk{i}")]);
+    }
+    for (i, n) in spec.nics.iter().enumerate() {
+        let netdev = format!("tap,id=net{i},ifname={},script=no,downscript=no", n.tap);
+        push(&["-netdev", &netdev, "-device", &format!("virtio-net-device,netdev=net{i},mac={}", n.mac)]);
+    }
+    let agent = format!("socket,id=agent,path={},server=on,wait=off", opt(&dir.join("agent.sock")));
+    push(&["-device", "virtio-serial-device", "-chardev", &agent]);
+    push(&["-device", "virtserialport,chardev=agent,name=den.agent"]);
+    a
+}
+
+/// A QEMU VM under control.
+pub struct Qemu {
+    qmp: Qmp,
+    accel: Accel,
+}
+
+/// Starts QEMU for `spec` and waits until it answers on QMP. On failure nothing is left running.
+pub async fn launch(spec: &LaunchSpec) -> Result<(Running, Qemu), EngineError> {
+    let choice = choose_accel();
+    if let Some(w) = &choice.warning {
+        tracing::warn!(vm = %spec.id, "{w}");
+    }
+    let dir = &spec.dir;
+    let running = Running {
+        engine: EngineKind::Qemu,
+        pid: 0,
+        start_time: 0,
+        console: dir.join("console.sock"),
+        control: dir.join("qmp.sock"),
+        agent: dir.join("agent.sock"),
+    };
+    super::refuse_live_socket(spec, &running.control).await?;
+    for f in [&running.console, &running.control, &running.agent] {
+        let _ = std::fs::remove_file(f);
+    }
+    let mut cmd = std::process::Command::new(QEMU_BIN);
+    cmd.args(args(spec, choice.accel)).current_dir(dir);
+    let log = dir.join("engine.log");
+    let p = process::spawn(cmd, QEMU_BIN, &log)?;
+    let running = Running { pid: p.pid, start_time: p.start_time, ..running };
+    match wait_qmp(p, &running.control, &log).await {
+        Ok(qmp) => Ok((running, Qemu { qmp, accel: choice.accel })),
+        Err(e) => {
+            let _ = process::kill(p, Duration::from_secs(5)).await;
+            Err(e)
+        }
+    }
+}
+
+async fn wait_qmp(p: Proc, path: &Path, log: &Path) -> Result<Qmp, EngineError> {
+    let start = Instant::now();
+    let mut last = String::new();
+    loop {
+        if !process::alive(p) {
+            let status = tokio::time::timeout(Duration::from_secs(1), process::wait_exit(p)).await.ok().flatten();
+            let how = status.map(|s| format!(" ({s})")).unwrap_or_default();
+            return Err(EngineError::Startup(format!(
+                "QEMU (pid {}) exited at start{how}; {}:\n{}",
+                p.pid,
+                log.display(),
+                process::log_tail(log, 20)
+            )));
+        }
+        if path.exists() {
+            match Qmp::connect(path, Duration::from_secs(5)).await {
+                Ok(q) => return Ok(q),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        if start.elapsed() > STARTUP_TIMEOUT {
+            return Err(EngineError::Startup(format!(
+                "QEMU (pid {}) did not answer on QMP within {STARTUP_TIMEOUT:?} ({last}); {}:\n{}",
+                p.pid,
+                log.display(),
+                process::log_tail(log, 20)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reconnects to a QEMU VM a previous `dend` started.
+pub async fn adopt(running: &Running) -> Result<Qemu, EngineError> {
+    let qmp = Qmp::connect(&running.control, Duration::from_secs(5)).await?;
+    let kvm = qmp.execute("query-kvm", None).await?;
+    let accel = if kvm.get("enabled").and_then(Value::as_bool) == Some(true) { Accel::Kvm } else { Accel::Tcg };
+    Ok(Qemu { qmp, accel })
+}
+
+impl Qemu {
+    /// The QMP connection (events, raw commands).
+    pub fn qmp(&self) -> &Qmp {
+        &self.qmp
+    }
+
+    /// The accelerator this QEMU runs with.
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    /// `query-status`.
+    pub async fn state(&self) -> Result<VmState, EngineError> {
+        let v = self.qmp.execute("query-status", None).await?;
+        let status = v.get("status").and_then(Value::as_str).unwrap_or("unknown");
+        Ok(match status {
+            "running" => VmState::Running,
+            "paused" => VmState::Paused,
+            "prelaunch" => VmState::Created,
+            "shutdown" | "guest-panicked" => VmState::ShutDown,
+            other => VmState::Other(other.to_string()),
+        })
+    }
+
+    /// Stops the vCPUs (`stop`).
+    pub async fn pause(&self) -> Result<(), EngineError> {
+        self.qmp.execute("stop", None).await.map(drop)
+    }
+
+    /// Continues (`cont`).
+    pub async fn resume(&self) -> Result<(), EngineError> {
+        self.qmp.execute("cont", None).await.map(drop)
+    }
+
+    /// Presses the ACPI power button (`system_powerdown`); guests with acpid/systemd power off.
+    pub async fn powerdown(&self) -> Result<(), EngineError> {
+        self.qmp.execute("system_powerdown", None).await.map(drop)
+    }
+
+    /// Ends QEMU now (`quit`; disks are flushed). A connection closed by the exit counts as done.
+    pub async fn quit(&self) -> Result<(), EngineError> {
+        match self.qmp.execute_timeout("quit", None, Duration::from_secs(5)).await {
+            Ok(_) => Ok(()),
+            Err(EngineError::Control { .. }) if self.qmp.closed_reason().is_some() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Recent serial console output (the tail of `console.log`, at most `max` bytes).
+    pub fn console_recent(running: &Running, max: usize) -> Result<String, EngineError> {
+        let path = running.console.with_file_name("console.log");
+        tail_bytes(&path, max).map_err(|e| EngineError::Io(format!("reading {}", path.display()), e))
+    }
+}
+
+/// What a QMP `SHUTDOWN` reason means for a QEMU run with `-no-reboot`.
+pub fn end_reason(reason: &str) -> EndReason {
+    match reason {
+        "guest-shutdown" => EndReason::PowerOff,
+        "guest-reset" => EndReason::Reboot,
+        "guest-panic" => EndReason::Crash,
+        r if r.starts_with("host-") => EndReason::HostStop,
+        _ => EndReason::Unknown,
+    }
+}
+
+fn tail_bytes(path: &Path, max: usize) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(max as u64)))?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{DiskSpec, NicSpec};
+    use std::path::PathBuf;
+
+    #[test]
+    fn command_line() {
+        let spec = LaunchSpec {
+            id: "vm1".into(),
+            dir: PathBuf::from("/run/den/vm,1"),
+            cpus: 2,
+            memory_mib: 512,
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            cmdline: "console=ttyS0 quiet".into(),
+            disks: vec![
+                DiskSpec { path: "/d/root.img".into(), read_only: false },
+                DiskSpec { path: "/d/seed.img".into(), read_only: true },
+            ],
+            nics: vec![NicSpec { tap: "den-tap0".into(), mac: "52:54:00:12:34:56".into() }],
+        };
+        let a: Vec<String> = args(&spec, Accel::Tcg).iter().map(|s| s.to_string_lossy().into_owned()).collect();
+        let line = a.join(" ");
+        for want in [
+            "-name den-vm1 -M microvm,x-option-roms=off,rtc=off,isa-serial=on -accel tcg -cpu max -m 512 -smp 2",
+            "-no-reboot",
+            "-kernel /k -initrd /i -append console=ttyS0 quiet",
+            "socket,id=console,path=/run/den/vm,,1/console.sock,server=on,wait=off,logfile=/run/den/vm,,1/console.log",
+            "-mon chardev=qmp,mode=control",
+            "-drive id=disk0,file=/d/root.img,format=raw,if=none,cache=writeback -device virtio-blk-device,drive=disk0",
+            "file=/d/seed.img,format=raw,if=none,cache=writeback,readonly=on",
+            "-netdev tap,id=net0,ifname=den-tap0,script=no,downscript=no",
+            "-device virtio-net-device,netdev=net0,mac=52:54:00:12:34:56",
+            "-device virtserialport,chardev=agent,name=den.agent",
+        ] {
+            assert!(line.contains(want), "missing `{want}` in {line}");
+        }
+        let append = a.iter().position(|x| x == "-append").unwrap();
+        assert_eq!(a[append + 1], "console=ttyS0 quiet", "the command line is one argument");
+        let kvm: Vec<String> = args(&spec, Accel::Kvm).iter().map(|s| s.to_string_lossy().into_owned()).collect();
+        assert!(kvm.join(" ").contains("-accel kvm -cpu host"));
+    }
+
+    #[test]
+    fn accel_follows_the_kind_of_kvm() {
+        assert_eq!(accel_for(&KvmKind::Hardware), AccelChoice { accel: Accel::Kvm, warning: None });
+        let pvm = accel_for(&KvmKind::Pvm);
+        assert_eq!(pvm.accel, Accel::Tcg);
+        assert!(pvm.warning.unwrap().contains("PVM"));
+        let none = accel_for(&KvmKind::Missing("/dev/kvm: No such file".into()));
+        assert!(none.warning.unwrap().contains("No such file"));
+    }
+}
