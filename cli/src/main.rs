@@ -1,10 +1,12 @@
 //! `den`: Den's command-line client. Nouns and verbs: `den doctor`, `den image build|ls|rm|gc|...`,
-//! `den up`. Human tables by default, `--json` everywhere; exit codes 0 ok, 1 error, 2 usage.
+//! `den up`, `den vm create|ls|inspect|start|stop|rm|exec` (through dend). Human tables by default, `--json` everywhere; exit codes 0 ok, 1 error, 2 usage.
 
+mod client;
 mod doctor;
 mod image;
 mod paths;
 mod progress;
+mod vm;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -19,6 +21,9 @@ struct Cli {
     /// Cache directory for guest artifacts (default: $DEN_CACHE_DIR or ~/.cache/den).
     #[arg(long, global = true, env = "DEN_CACHE_DIR")]
     cache_dir: Option<std::path::PathBuf>,
+    /// dend's API socket (default: $DEN_SOCKET or /run/den/dend.sock).
+    #[arg(long, global = true)]
+    socket: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -32,6 +37,9 @@ enum Cmd {
     Image(image::ImageCmd),
     /// Get Den ready on this host: check it, then build the default guest images.
     Up,
+    /// Virtual machines (through dend): create, ls, inspect, start, stop, rm, exec.
+    #[command(subcommand)]
+    Vm(vm::VmCmd),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +49,7 @@ fn main() -> ExitCode {
         Cmd::Doctor => doctor::run(&paths, cli.json),
         Cmd::Image(c) => image::run(c, &paths, cli.json),
         Cmd::Up => up(&paths, cli.json),
+        Cmd::Vm(c) => vm::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
     };
     match res {
         Ok(code) => code,

@@ -1,0 +1,112 @@
+//! A small blocking HTTP/1.1 client for dend's API on its Unix socket (one request per
+//! connection). The CLI needs nothing more, and stays free of an async runtime.
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The default socket (`$DEN_SOCKET`, else `/run/den/dend.sock`).
+pub fn default_socket() -> PathBuf {
+    std::env::var_os("DEN_SOCKET").map(PathBuf::from).unwrap_or_else(|| "/run/den/dend.sock".into())
+}
+
+/// A reply: status and JSON body.
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Body (`null` when empty).
+    pub body: Value,
+}
+
+impl Reply {
+    /// The body, or an error built from the API's `{code, message}`.
+    pub fn ok(self) -> anyhow::Result<Value> {
+        if (200..300).contains(&self.status) {
+            return Ok(self.body);
+        }
+        let msg = self.body.get("message").and_then(Value::as_str).unwrap_or("request failed");
+        let code = self.body.get("code").and_then(Value::as_str).unwrap_or("?");
+        bail!("{msg} ({code}, HTTP {})", self.status)
+    }
+}
+
+/// Sends one request.
+pub fn request(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Reply> {
+    let mut s = UnixStream::connect(socket).with_context(|| {
+        format!("cannot reach dend at {}: is it running? (start it with `dend`, or set DEN_SOCKET)", socket.display())
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(600)))?;
+    let payload = body.map(Value::to_string).unwrap_or_default();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: dend\r\nConnection: close\r\n");
+    if body.is_some() {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", payload.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(payload.as_bytes())?;
+    let mut r = BufReader::new(s);
+    let mut status_line = String::new();
+    r.read_line(&mut status_line)?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("dend sent a bad status line: {status_line:?}"))?;
+    let mut length: Option<usize> = None;
+    let mut chunked = false;
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            match k.to_ascii_lowercase().as_str() {
+                "content-length" => length = v.trim().parse().ok(),
+                "transfer-encoding" => chunked = v.to_ascii_lowercase().contains("chunked"),
+                _ => {}
+            }
+        }
+    }
+    let mut raw = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size)?;
+            let n = usize::from_str_radix(size.trim(), 16).context("bad chunk size from dend")?;
+            if n == 0 {
+                break;
+            }
+            let mut chunk = vec![0u8; n + 2];
+            r.read_exact(&mut chunk)?;
+            raw.extend_from_slice(&chunk[..n]);
+        }
+    } else if let Some(n) = length {
+        raw.resize(n, 0);
+        r.read_exact(&mut raw)?;
+    } else {
+        r.read_to_end(&mut raw)?;
+    }
+    let body = if raw.is_empty() { Value::Null } else { serde_json::from_slice(&raw).context("dend sent non-JSON")? };
+    Ok(Reply { status, body })
+}
+
+/// Waits for a task to end; fails with its error and log if it failed.
+pub fn wait_task(socket: &Path, task: &str) -> anyhow::Result<Value> {
+    loop {
+        let t = request(socket, "GET", &format!("/api/v1/tasks/{task}"), None)?.ok()?;
+        match t.get("status").and_then(Value::as_str) {
+            Some("running") => std::thread::sleep(Duration::from_millis(200)),
+            Some("ok") => return Ok(t),
+            _ => {
+                let err = t.get("error").and_then(Value::as_str).unwrap_or("failed");
+                let log = t.get("log").and_then(Value::as_str).unwrap_or("");
+                bail!("task {task} failed: {err}\n{log}")
+            }
+        }
+    }
+}

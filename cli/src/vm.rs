@@ -1,0 +1,185 @@
+//! `den vm ...`: VMs through dend's API.
+
+use crate::client::{request, wait_task};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// VM commands.
+#[derive(Subcommand)]
+pub enum VmCmd {
+    /// Create a VM from an image (waits for its disk unless --detach).
+    Create(CreateArgs),
+    /// List VMs.
+    Ls,
+    /// Show one VM.
+    Inspect {
+        /// VM name or id.
+        name: String,
+    },
+    /// Start a VM.
+    Start {
+        /// VM name or id.
+        name: String,
+        /// Return at once with the task id.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Stop a VM (the guest shuts down; hard stop after a timeout).
+    Stop {
+        /// VM name or id.
+        name: String,
+        /// Return at once with the task id.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Delete a stopped VM and its disks.
+    Rm {
+        /// VM name or id.
+        name: String,
+    },
+    /// Run a command in a running VM through its agent; exits with the command's status.
+    Exec {
+        /// VM name or id.
+        name: String,
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, required = true)]
+        argv: Vec<String>,
+    },
+}
+
+/// `den vm create`.
+#[derive(Args)]
+pub struct CreateArgs {
+    /// VM name (a-z, 0-9, -).
+    name: String,
+    /// Image name.
+    #[arg(long, default_value = "base")]
+    image: String,
+    /// vCPUs.
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
+    /// Memory in MiB.
+    #[arg(long, default_value_t = 512)]
+    memory: u64,
+    /// Engine: auto, vmm or qemu.
+    #[arg(long, default_value = "auto")]
+    engine: String,
+    /// Restart policy: always, on-failure or never.
+    #[arg(long, default_value = "on-failure")]
+    restart: String,
+    /// Start it once created.
+    #[arg(long)]
+    start: bool,
+    /// Return at once with the task id.
+    #[arg(long)]
+    detach: bool,
+}
+
+fn enc(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn run_task(socket: &Path, reply: Value, detach: bool, json: bool, done: &str) -> anyhow::Result<ExitCode> {
+    let task = reply.get("task").and_then(Value::as_str).context("dend's reply has no task")?.to_string();
+    if detach {
+        if json {
+            println!("{reply}");
+        } else {
+            println!("task {task}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let t = wait_task(socket, &task)?;
+    if json {
+        println!("{t}");
+    } else {
+        println!("{done}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a `den vm` command.
+pub fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    match cmd {
+        VmCmd::Create(a) => {
+            let spec = json!({"name": a.name, "image": a.image, "cpus": a.cpus, "memory_mib": a.memory,
+                              "engine": a.engine, "restart": a.restart});
+            let reply = request(socket, "POST", "/api/v1/vms", Some(&spec))?.ok()?;
+            let code = run_task(socket, reply, a.detach, json, &format!("created VM {}", a.name))?;
+            if a.start {
+                return run(VmCmd::Start { name: a.name, detach: a.detach }, socket, json);
+            }
+            Ok(code)
+        }
+        VmCmd::Ls => {
+            let vms = request(socket, "GET", "/api/v1/vms", None)?.ok()?;
+            if json {
+                println!("{vms}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<20} {:<10} {:<8} {:<6} {:>5} {:>8} {:>8}",
+                "NAME", "STATE", "IMAGE", "ENGINE", "CPUS", "MEM MiB", "PID"
+            );
+            for v in vms.as_array().into_iter().flatten() {
+                let s = &v["spec"];
+                println!(
+                    "{:<20} {:<10} {:<8} {:<6} {:>5} {:>8} {:>8}",
+                    s["name"].as_str().unwrap_or("?"),
+                    v["state"].as_str().unwrap_or("?"),
+                    s["image"].as_str().unwrap_or("?"),
+                    v["engine"].as_str().unwrap_or("?"),
+                    s["cpus"],
+                    s["memory_mib"],
+                    v["running"]["pid"].as_i64().map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Inspect { name } => {
+            let v = request(socket, "GET", &format!("/api/v1/vms/{}", enc(&name)), None)?.ok()?;
+            println!("{}", if json { v.to_string() } else { serde_json::to_string_pretty(&v)? });
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Start { name, detach } => {
+            let reply = request(socket, "POST", &format!("/api/v1/vms/{}/start", enc(&name)), None)?.ok()?;
+            run_task(socket, reply, detach, json, &format!("started VM {name}"))
+        }
+        VmCmd::Stop { name, detach } => {
+            let reply = request(socket, "POST", &format!("/api/v1/vms/{}/stop", enc(&name)), None)?.ok()?;
+            run_task(socket, reply, detach, json, &format!("stopped VM {name}"))
+        }
+        VmCmd::Rm { name } => {
+            let reply = request(socket, "DELETE", &format!("/api/v1/vms/{}", enc(&name)), None)?.ok()?;
+            run_task(socket, reply, false, json, &format!("deleted VM {name}"))
+        }
+        VmCmd::Exec { name, argv } => {
+            let out =
+                request(socket, "POST", &format!("/api/v1/vms/{}/exec", enc(&name)), Some(&json!({"argv": argv})))?
+                    .ok()?;
+            if json {
+                println!("{out}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            print!("{}", out["stdout"].as_str().unwrap_or(""));
+            eprint!("{}", out["stderr"].as_str().unwrap_or(""));
+            let code = out["code"].as_i64().unwrap_or(if out["signal"].is_null() {
+                1
+            } else {
+                128 + out["signal"].as_i64().unwrap_or(0)
+            });
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! API errors: JSON `{code, message, field?}` with a stable code and the right HTTP status.
+
+use crate::store::StoreError;
+use crate::vms::VmError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// An error reply.
+#[derive(Debug, Serialize)]
+pub struct ApiError {
+    /// HTTP status.
+    #[serde(skip)]
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// What was wrong and what to do.
+    pub message: String,
+    /// The request field at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'static str>,
+}
+
+impl ApiError {
+    /// A new error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), field: None }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(&self)).into_response()
+    }
+}
+
+impl From<VmError> for ApiError {
+    fn from(e: VmError) -> ApiError {
+        match e {
+            VmError::Invalid(f) => ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid_field",
+                message: format!("{}: {}", f.field, f.message),
+                field: Some(f.field),
+            },
+            VmError::Store(StoreError::NotFound { kind, name }) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{kind} `{name}` not found; `den vm ls` lists VMs"),
+            ),
+            VmError::Store(StoreError::Exists { kind, name }) => ApiError {
+                status: StatusCode::CONFLICT,
+                code: "exists",
+                message: format!("{kind} `{name}` already exists; pick another name"),
+                field: Some("name"),
+            },
+            VmError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "wrong_state", e.to_string()),
+            VmError::Store(_) | VmError::Images(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+            VmError::Engine(_) => ApiError::new(StatusCode::BAD_GATEWAY, "engine", e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        ApiError::from(VmError::Store(e))
+    }
+}

@@ -1,0 +1,82 @@
+//! The REST API under `/api/v1/` (served on the local Unix socket; HTTPS comes next). Every
+//! long operation answers 202 with the task's location; errors are JSON `{code, message, field?}`.
+
+mod body;
+mod error;
+mod vms;
+
+pub use error::ApiError;
+
+use crate::vms::Den;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Who is calling (from the Unix socket's peer credentials).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Den user name.
+    pub user: String,
+}
+
+/// The API's routes.
+pub fn router(den: Arc<Den>) -> Router {
+    Router::new()
+        .route("/api/v1/host", get(host))
+        .route("/api/v1/vms", get(vms::list).post(vms::create))
+        .route("/api/v1/vms/:name", get(vms::get).delete(vms::delete))
+        .route("/api/v1/vms/:name/start", post(vms::start))
+        .route("/api/v1/vms/:name/stop", post(vms::stop))
+        .route("/api/v1/vms/:name/exec", post(vms::exec))
+        .route("/api/v1/tasks", get(tasks))
+        .route("/api/v1/tasks/:id", get(task))
+        .route("/api/v1/events", get(events))
+        .fallback(|| async {
+            ApiError::new(axum::http::StatusCode::NOT_FOUND, "no_route", "no such API path; see /api/v1/host")
+        })
+        .with_state(den)
+}
+
+async fn host(State(den): State<Arc<Den>>) -> Json<serde_json::Value> {
+    let kvm = den_vmm::host::kvm_kind(std::path::Path::new("/sys"), std::path::Path::new("/dev/kvm"));
+    let mut warnings = vec![];
+    if kvm != den_vmm::host::KvmKind::Hardware {
+        warnings.push(
+            "this host's /dev/kvm cannot run Linux guests: VMs run on QEMU with TCG (software emulation), slowly"
+                .to_string(),
+        );
+    }
+    Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "kvm": format!("{kvm:?}"),
+        "max_cpus": den.limits.max_cpus,
+        "max_memory_mib": den.limits.max_memory_mib,
+        "warnings": warnings,
+    }))
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<u32>,
+}
+
+async fn tasks(State(den): State<Arc<Den>>, Query(q): Query<Limit>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(serde_json::to_value(den.store.tasks(q.limit.unwrap_or(50).min(1000))?).unwrap_or_default()))
+}
+
+async fn task(State(den): State<Arc<Den>>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(serde_json::to_value(den.store.task(&id)?).unwrap_or_default()))
+}
+
+#[derive(Deserialize)]
+struct After {
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn events(State(den): State<Arc<Den>>, Query(q): Query<After>) -> Result<Json<serde_json::Value>, ApiError> {
+    let ev = den.store.events(q.after.unwrap_or(0), q.limit.unwrap_or(500).min(5000))?;
+    Ok(Json(serde_json::to_value(ev).unwrap_or_default()))
+}

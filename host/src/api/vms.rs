@@ -1,0 +1,97 @@
+//! `/api/v1/vms`.
+
+use super::body::Body;
+use super::{ApiError, Caller};
+use crate::model::VmSpec;
+use crate::vms::Den;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+fn accepted(task: &str, extra: serde_json::Value) -> Response {
+    let location = format!("/api/v1/tasks/{task}");
+    let mut body = json!({"task": task, "location": location});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    (StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(body)).into_response()
+}
+
+/// `GET /api/v1/vms`.
+pub async fn list(State(den): State<Arc<Den>>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(serde_json::to_value(den.store.vms()?).unwrap_or_default()))
+}
+
+/// `GET /api/v1/vms/{name}`.
+pub async fn get(State(den): State<Arc<Den>>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(serde_json::to_value(den.store.vm(&name).map_err(crate::vms::VmError::from)?).unwrap_or_default()))
+}
+
+/// `POST /api/v1/vms`: 202 with the create task.
+pub async fn create(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Body(spec): Body<VmSpec>,
+) -> Result<Response, ApiError> {
+    let (task, vm) = den.create(spec, &caller.user)?;
+    Ok(accepted(&task, json!({"vm": vm})))
+}
+
+/// `POST /api/v1/vms/{name}/start`.
+pub async fn start(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(accepted(&den.start(&name, &caller.user)?, json!({})))
+}
+
+/// `POST /api/v1/vms/{name}/stop`.
+pub async fn stop(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(accepted(&den.stop(&name, &caller.user)?, json!({})))
+}
+
+/// `DELETE /api/v1/vms/{name}`.
+pub async fn delete(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(accepted(&den.delete(&name, &caller.user)?, json!({})))
+}
+
+/// An exec request.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecBody {
+    argv: Vec<String>,
+}
+
+/// `POST /api/v1/vms/{name}/exec`: runs a command through the guest agent; waits for it.
+pub async fn exec(
+    State(den): State<Arc<Den>>,
+    Path(name): Path<String>,
+    Body(req): Body<ExecBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if req.argv.is_empty() {
+        return Err(ApiError {
+            field: Some("argv"),
+            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", "argv: give the command to run")
+        });
+    }
+    let out = den.exec(&name, &req.argv).await?;
+    Ok(Json(json!({
+        "code": out.code,
+        "signal": out.signal,
+        "stdout": String::from_utf8_lossy(&out.stdout),
+        "stderr": String::from_utf8_lossy(&out.stderr),
+    })))
+}

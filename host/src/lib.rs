@@ -1,0 +1,18 @@
+//! dend: Den's host daemon. It owns the VMs, their state and who may touch them.
+//! Data flows one way: [`api`] -> [`vms`] -> [`engine`] -> VM processes.
+//!
+//! - [`api`]: the REST API (`/api/v1/`), JSON errors with stable codes;
+//! - [`server`]: serving it on the local Unix socket, callers from peer credentials;
+//! - [`vms`]: the VM service (tasks, lifecycle, watchers, reconciliation after a restart);
+//! - [`engine`]: starting, finding again, stopping VM processes (QEMU over QMP, den-vmm);
+//! - [`model`]: what a VM is (spec, state, record) and its validation;
+//! - [`store`]: the transactional state database (VMs, tasks, events);
+//! - [`paths`]: where everything lives.
+
+pub mod api;
+pub mod engine;
+pub mod model;
+pub mod paths;
+pub mod server;
+pub mod store;
+pub mod vms;

@@ -1,0 +1,63 @@
+//! `dend`: Den's host daemon. Owns the VMs and their state; serves the API on a Unix socket.
+
+use anyhow::Context;
+use clap::Parser;
+use den_host::model::Limits;
+use den_host::paths::{default_image_store, Paths};
+use den_host::store::Store;
+use den_host::vms::Den;
+use std::path::PathBuf;
+
+/// Den's host daemon.
+#[derive(Parser)]
+#[command(name = "dend", version, about)]
+struct Cli {
+    /// State directory (database, VM disks).
+    #[arg(long, env = "DEN_DATA_DIR", default_value = "/var/lib/den")]
+    data_dir: PathBuf,
+    /// Runtime directory (API socket, VM sockets); defaults to /run/den, or <data-dir>/run when
+    /// --data-dir is given.
+    #[arg(long, env = "DEN_RUN_DIR")]
+    run_dir: Option<PathBuf>,
+    /// The image store VMs are created from (default: the one `den image build` fills).
+    #[arg(long, env = "DEN_IMAGE_STORE")]
+    image_store: Option<PathBuf>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn host_limits() -> Limits {
+    // SAFETY: sysconf has no preconditions.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as u32;
+    // SAFETY: as above.
+    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) }.max(0) as u64;
+    // SAFETY: as above.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64;
+    Limits { max_cpus: cpus.max(1) * 4, max_memory_mib: ((pages * page) >> 20).max(64) }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if cli.log_json {
+        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let run = cli.run_dir.clone().unwrap_or_else(|| {
+        if cli.data_dir == std::path::Path::new("/var/lib/den") {
+            "/run/den".into()
+        } else {
+            cli.data_dir.join("run")
+        }
+    });
+    let paths = Paths::new(&cli.data_dir, &run, &cli.image_store.clone().unwrap_or_else(default_image_store));
+    paths.create().with_context(|| format!("creating {} and {}", paths.data.display(), paths.run.display()))?;
+    let store = Store::open(&paths.db()).with_context(|| format!("opening {}", paths.db().display()))?;
+    let den = Den::new(store, paths.clone(), host_limits());
+    den.reconcile().context("reconciling the state left by the previous dend")?;
+    tracing::info!(socket = %paths.socket().display(), "dend serving");
+    den_host::server::serve(den, &paths.socket()).await
+}

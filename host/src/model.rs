@@ -1,0 +1,223 @@
+//! What a VM is: its spec (what the user asked for), its state and its record. Validation lives
+//! here so the API and the CLI report the same field names.
+
+use crate::engine::{EngineKind, Running};
+use serde::{Deserialize, Serialize};
+
+/// What a VM is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A developer VM.
+    #[default]
+    Dev,
+    /// An app microVM.
+    App,
+    /// The business OS.
+    System,
+}
+
+/// Which engine to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// den-vmm where the host's KVM can run Linux, else QEMU.
+    #[default]
+    Auto,
+    /// den-vmm.
+    Vmm,
+    /// QEMU.
+    Qemu,
+}
+
+/// What happens when a VM's process ends without being asked to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Restart whenever it ends by itself.
+    Always,
+    /// Restart when it crashed or was killed.
+    #[default]
+    OnFailure,
+    /// Leave it stopped.
+    Never,
+}
+
+/// A VM as asked for (`POST /api/v1/vms`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSpec {
+    /// Unique name: lowercase letters, digits and `-`, 1 to 63 characters.
+    pub name: String,
+    /// Image name in the image store (`base`, `dev`, `docker`, ...).
+    pub image: String,
+    /// Kind.
+    #[serde(default)]
+    pub kind: Kind,
+    /// Engine.
+    #[serde(default)]
+    pub engine: EngineChoice,
+    /// vCPUs.
+    #[serde(default = "one")]
+    pub cpus: u32,
+    /// Memory in MiB.
+    #[serde(default = "default_memory")]
+    pub memory_mib: u64,
+    /// Restart policy.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Extra kernel command line words.
+    #[serde(default)]
+    pub cmdline_extra: String,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_memory() -> u64 {
+    512
+}
+
+/// A field-level validation failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field (`name`, `cpus`, ...).
+    pub field: &'static str,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+/// Upper bounds a host imposes.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most vCPUs per VM.
+    pub max_cpus: u32,
+    /// Most memory per VM in MiB.
+    pub max_memory_mib: u64,
+}
+
+/// Whether `name` is a valid VM name.
+pub fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_lowercase() | b[0].is_ascii_digit()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && !name.ends_with('-')
+}
+
+impl VmSpec {
+    /// Checks the spec against the host's limits; the first problem, naming the field.
+    pub fn validate(&self, limits: Limits) -> Result<(), FieldError> {
+        let err = |field, message: String| Err(FieldError { field, message });
+        if !valid_name(&self.name) {
+            return err("name", format!("`{}` is not a VM name: use a-z, 0-9 and -, 1 to 63 characters", self.name));
+        }
+        if self.image.is_empty() {
+            return err("image", "an image name is required (`den image ls` lists them)".into());
+        }
+        if self.cpus == 0 || self.cpus > limits.max_cpus {
+            return err("cpus", format!("{} vCPUs is not possible here (1 to {})", self.cpus, limits.max_cpus));
+        }
+        if self.memory_mib < 64 || self.memory_mib > limits.max_memory_mib {
+            return err(
+                "memory_mib",
+                format!("{} MiB is not possible here (64 to {})", self.memory_mib, limits.max_memory_mib),
+            );
+        }
+        if self.cmdline_extra.len() > 1024 || self.cmdline_extra.contains(['\n', '\0']) {
+            return err("cmdline_extra", "at most 1024 bytes on one line".into());
+        }
+        Ok(())
+    }
+}
+
+/// A VM's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmState {
+    /// Being created (disk copy in progress).
+    Creating,
+    /// No process.
+    Stopped,
+    /// Process starting.
+    Starting,
+    /// Running.
+    Running,
+    /// Paused (vCPUs stopped).
+    Paused,
+    /// Shutting down.
+    Stopping,
+    /// Its process ended unexpectedly and the restart policy did not restart it.
+    Crashed,
+    /// Being deleted.
+    Deleting,
+}
+
+impl VmState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Creating => "creating",
+            VmState::Stopped => "stopped",
+            VmState::Starting => "starting",
+            VmState::Running => "running",
+            VmState::Paused => "paused",
+            VmState::Stopping => "stopping",
+            VmState::Crashed => "crashed",
+            VmState::Deleting => "deleting",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<VmState> {
+        serde_json::from_value(serde_json::Value::String(s.into())).ok()
+    }
+}
+
+/// A VM as stored and reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmRecord {
+    /// Stable id.
+    pub id: String,
+    /// The spec it was created with.
+    pub spec: VmSpec,
+    /// Who created it.
+    pub owner: String,
+    /// State.
+    pub state: VmState,
+    /// The engine process, while one exists.
+    pub running: Option<Running>,
+    /// Engine in use (resolved from `auto` at creation).
+    pub engine: EngineKind,
+    /// Creation time (Unix seconds).
+    pub created: i64,
+    /// Last change (Unix seconds).
+    pub updated: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> VmSpec {
+        serde_json::from_value(serde_json::json!({"name": "web1", "image": "base"})).unwrap()
+    }
+
+    #[test]
+    fn names_and_limits() {
+        assert!(valid_name("web1") && valid_name("a") && valid_name("a-b-9"));
+        for bad in ["", "-a", "a-", "Web", "a_b", "a.b", &"x".repeat(64)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+        let limits = Limits { max_cpus: 2, max_memory_mib: 4096 };
+        assert!(spec().validate(limits).is_ok());
+        assert_eq!(VmSpec { cpus: 3, ..spec() }.validate(limits).unwrap_err().field, "cpus");
+        assert_eq!(VmSpec { memory_mib: 1 << 40, ..spec() }.validate(limits).unwrap_err().field, "memory_mib");
+        assert_eq!(VmSpec { name: "Bad".into(), ..spec() }.validate(limits).unwrap_err().field, "name");
+        let unknown: Result<VmSpec, _> = serde_json::from_str(r#"{"name":"a","image":"b","cpu":1}"#);
+        assert!(unknown.unwrap_err().to_string().contains("unknown field `cpu`"));
+        assert_eq!(VmState::parse("running"), Some(VmState::Running));
+        assert_eq!(VmState::parse("nope"), None);
+    }
+}

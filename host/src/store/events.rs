@@ -1,0 +1,75 @@
+//! The events log: every lifecycle change with the user who caused it. It is also the audit log,
+//! so it is kept (never rotated by dend).
+
+use super::{now, Store, StoreError};
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Sequence number (increasing).
+    pub seq: i64,
+    /// Unix seconds.
+    pub time: i64,
+    /// Who caused it (`dend` for the daemon itself).
+    pub user: String,
+    /// What happened (`vm.created`, `vm.started`, `vm.crashed`, ...).
+    pub kind: String,
+    /// On what (a VM name).
+    pub target: String,
+    /// Details.
+    pub detail: String,
+}
+
+impl Store {
+    /// Appends an event; returns it with its sequence number.
+    pub fn add_event(&self, user: &str, kind: &str, target: &str, detail: &str) -> Result<Event, StoreError> {
+        let time = now();
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO events (time, user, kind, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![time, user, kind, target, detail],
+        )?;
+        let seq = conn.last_insert_rowid();
+        Ok(Event { seq, time, user: user.into(), kind: kind.into(), target: target.into(), detail: detail.into() })
+    }
+
+    /// Events after `after_seq`, oldest first, at most `limit`.
+    pub fn events(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, time, user, kind, target, detail FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let v = stmt
+            .query_map(params![after_seq, limit], |r| {
+                Ok(Event {
+                    seq: r.get(0)?,
+                    time: r.get(1)?,
+                    user: r.get(2)?,
+                    kind: r.get(3)?,
+                    target: r.get(4)?,
+                    detail: r.get(5)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_ordered_and_paged() {
+        let s = Store::memory().unwrap();
+        for i in 0..5 {
+            s.add_event("root", "vm.started", &format!("vm{i}"), "").unwrap();
+        }
+        let all = s.events(0, 100).unwrap();
+        assert_eq!(all.len(), 5);
+        let later = s.events(all[2].seq, 100).unwrap();
+        assert_eq!(later.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(), ["vm3", "vm4"]);
+    }
+}

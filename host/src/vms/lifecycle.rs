@@ -1,0 +1,304 @@
+//! Create, start, stop, delete and exec, and the watcher that notices a VM process ending.
+
+use super::{new_id, Den, TaskHandle, VmError};
+use crate::engine::{self, DiskSpec, EngineKind, LaunchSpec, Running};
+use crate::model::{EngineChoice, RestartPolicy, VmRecord, VmSpec, VmState};
+use crate::store::now;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Boot attempts under QEMU TCG (see [`Den::boot`]).
+const TCG_BOOT_ATTEMPTS: u32 = 3;
+/// A TCG boot whose console has not moved past its first line for this long has stalled.
+const TCG_STALL: Duration = Duration::from_secs(25);
+
+/// Whether the guest's console stays at its first line (or empty) for [`TCG_STALL`]; returns as
+/// soon as the boot shows progress (or the process ends).
+async fn stalled_at_start(running: &Running) -> bool {
+    let t = std::time::Instant::now();
+    while t.elapsed() < TCG_STALL {
+        if !engine::is_alive(running) {
+            return false;
+        }
+        let console = engine::console_recent(running, 4096).await.unwrap_or_default();
+        if console.lines().filter(|l| !l.trim().is_empty()).count() > 1 {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    true
+}
+
+/// How long a guest gets to shut down before its engine is stopped hard.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn engine_for(choice: EngineChoice) -> EngineKind {
+    match choice {
+        EngineChoice::Qemu => EngineKind::Qemu,
+        EngineChoice::Vmm => EngineKind::Vmm,
+        EngineChoice::Auto => {
+            match den_vmm::host::kvm_kind(std::path::Path::new("/sys"), std::path::Path::new("/dev/kvm")) {
+                den_vmm::host::KvmKind::Hardware => EngineKind::Vmm,
+                _ => EngineKind::Qemu,
+            }
+        }
+    }
+}
+
+fn conflict(vm: &VmRecord, hint: &'static str) -> VmError {
+    VmError::Conflict { name: vm.spec.name.clone(), state: vm.state.as_str(), hint }
+}
+
+impl Den {
+    /// Validates `spec` and starts the create task: the VM's own copy of the image's root disk.
+    /// Nothing is written if validation fails.
+    pub fn create(self: &Arc<Self>, spec: VmSpec, user: &str) -> Result<(String, VmRecord), VmError> {
+        spec.validate(self.limits).map_err(VmError::Invalid)?;
+        let image =
+            self.images()?.image(&spec.image).map_err(|e| VmError::Images(e.to_string()))?.ok_or_else(|| {
+                VmError::Invalid(crate::model::FieldError {
+                    field: "image",
+                    message: format!(
+                        "image `{}` not found; `den image ls` lists images, `den image build` makes them",
+                        spec.image
+                    ),
+                })
+            })?;
+        let t = now();
+        let vm = VmRecord {
+            id: new_id(),
+            engine: engine_for(spec.engine),
+            spec,
+            owner: user.into(),
+            state: VmState::Creating,
+            running: None,
+            created: t,
+            updated: t,
+        };
+        self.store.insert_vm(&vm)?;
+        let den = self.clone();
+        let rec = vm.clone();
+        let task = self.spawn_task("vm.create", &vm.spec.name, user, move |task| async move {
+            let res = den.make_disks(&rec, &image, &task).await;
+            match &res {
+                Ok(()) => {
+                    den.store.set_vm_state(&rec.id, VmState::Stopped, None).map_err(|e| e.to_string())?;
+                    den.event(&rec.owner, "vm.created", &rec.spec.name, &format!("image {}", rec.spec.image));
+                }
+                Err(_) => den.remove_vm_files_and_record(&rec),
+            }
+            res
+        })?;
+        Ok((task, vm))
+    }
+
+    async fn make_disks(
+        &self,
+        vm: &VmRecord,
+        image: &den_images::ImageRecord,
+        task: &TaskHandle,
+    ) -> Result<(), String> {
+        let dir = self.paths.vm_data(&vm.id);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let Some(rootfs) = image.artifacts.get("rootfs") else {
+            task.log("image has no root disk: the VM runs from its initramfs");
+            return Ok(());
+        };
+        let src = self.images().map_err(|e| e.to_string())?.get(rootfs, false).map_err(|e| e.to_string())?;
+        let dst = dir.join("root.img");
+        task.log(format!("copying root disk {} (sparse)", src.display()));
+        let st = tokio::process::Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&src)
+            .arg(&dst)
+            .status()
+            .await
+            .map_err(|e| format!("cp: {e}"))?;
+        if !st.success() {
+            return Err(format!("copying {} to {} failed ({st})", src.display(), dst.display()));
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+        task.log("root disk ready");
+        Ok(())
+    }
+
+    /// Removes a VM's disks, runtime directory and record (a failed create, a delete).
+    pub(crate) fn remove_vm_files_and_record(&self, vm: &VmRecord) {
+        for d in [self.paths.vm_data(&vm.id), self.paths.vm_run(&vm.id)] {
+            if let Err(e) = std::fs::remove_dir_all(&d) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %d.display(), %e, "cannot remove");
+                }
+            }
+        }
+        if let Err(e) = self.store.delete_vm(&vm.id) {
+            tracing::error!(vm = %vm.spec.name, %e, "cannot delete the record");
+        }
+    }
+
+    fn launch_spec(&self, vm: &VmRecord) -> Result<LaunchSpec, String> {
+        let images = self.images().map_err(|e| e.to_string())?;
+        let image = images
+            .image(&vm.spec.image)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("image `{}` is gone from the image store; rebuild it", vm.spec.image))?;
+        let art = |role: &str| -> Result<std::path::PathBuf, String> {
+            let d = image.artifacts.get(role).ok_or_else(|| format!("image `{}` has no {role}", image.name))?;
+            images.get(d, false).map_err(|e| e.to_string())
+        };
+        let root = self.paths.vm_data(&vm.id).join("root.img");
+        let disks = if root.exists() { vec![DiskSpec { path: root, read_only: false }] } else { vec![] };
+        let dir = self.paths.vm_run(&vm.id);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let cmdline = format!("{} den.hostname={} {}", image.cmdline, vm.spec.name, vm.spec.cmdline_extra);
+        Ok(LaunchSpec {
+            id: vm.id.clone(),
+            dir,
+            cpus: vm.spec.cpus,
+            memory_mib: vm.spec.memory_mib,
+            kernel: art("kernel")?,
+            initrd: art("initramfs")?,
+            cmdline: cmdline.trim().to_string(),
+            disks,
+            nics: vec![],
+        })
+    }
+
+    /// Starts the start task.
+    pub fn start(self: &Arc<Self>, name: &str, user: &str) -> Result<String, VmError> {
+        let vm = self.store.vm(name)?;
+        if !matches!(vm.state, VmState::Stopped | VmState::Crashed) {
+            return Err(conflict(&vm, "only a stopped VM can be started"));
+        }
+        self.store.set_vm_state(&vm.id, VmState::Starting, None)?;
+        let den = self.clone();
+        let user = user.to_string();
+        self.spawn_task("vm.start", &vm.spec.name.clone(), &user.clone(), move |task| async move {
+            let res = den.boot(&vm, &task).await;
+            match &res {
+                Ok(()) => den.event(&user, "vm.started", &vm.spec.name, ""),
+                Err(e) => {
+                    let _ = den.store.set_vm_state(&vm.id, VmState::Stopped, None);
+                    den.event(&user, "vm.start_failed", &vm.spec.name, e);
+                }
+            }
+            res
+        })
+    }
+
+    /// Launches the VM's engine process and starts watching it. Under QEMU's TCG, a boot that
+    /// stalls at its very start (a known problem of TCG on these hosts: the kernel stops after
+    /// its first console line, at random) is killed and started again, a bounded number of times.
+    async fn boot(self: &Arc<Self>, vm: &VmRecord, task: &TaskHandle) -> Result<(), String> {
+        let spec = self.launch_spec(vm)?;
+        let tcg = vm.engine == EngineKind::Qemu && engine::qemu::choose_accel().accel == engine::qemu::Accel::Tcg;
+        for attempt in 1..=TCG_BOOT_ATTEMPTS {
+            task.log(format!("starting {:?} engine: {} vCPUs, {} MiB", vm.engine, spec.cpus, spec.memory_mib));
+            let running = engine::launch(vm.engine, &spec).await.map_err(|e| e.to_string())?;
+            self.store.set_vm_state(&vm.id, VmState::Starting, Some(&running)).map_err(|e| e.to_string())?;
+            if tcg && attempt < TCG_BOOT_ATTEMPTS && stalled_at_start(&running).await {
+                task.log("the guest stalled at the start of its boot (QEMU TCG); starting it again");
+                self.event("dend", "vm.boot_retried", &vm.spec.name, "TCG boot stalled at start");
+                let _ = engine::kill(&running).await;
+                continue;
+            }
+            self.store.set_vm_state(&vm.id, VmState::Running, Some(&running)).map_err(|e| e.to_string())?;
+            task.log(format!("engine process {} running", running.pid));
+            self.watch(vm.id.clone(), running);
+            return Ok(());
+        }
+        Err("the guest's boot stalled every time".into())
+    }
+
+    /// Watches a VM process: when it ends by itself, records it and applies the restart policy.
+    pub(crate) fn watch(self: &Arc<Self>, id: String, running: Running) {
+        let den = self.clone();
+        tokio::spawn(async move {
+            let _ = engine::wait_exit(&running).await;
+            if den.take_expected_exit(&id) {
+                return;
+            }
+            let Ok(vm) = den.store.vm(&id) else { return };
+            if vm.running.as_ref().map(|r| (r.pid, r.start_time)) != Some((running.pid, running.start_time)) {
+                return; // a newer process took over
+            }
+            den.event("dend", "vm.exited", &vm.spec.name, "the VM's engine process ended by itself");
+            let restart = matches!(vm.spec.restart, RestartPolicy::Always | RestartPolicy::OnFailure);
+            if restart {
+                let _ = den.store.set_vm_state(&id, VmState::Stopped, None);
+                match den.start(&id, "dend") {
+                    Ok(task) => {
+                        den.event("dend", "vm.restarted", &vm.spec.name, &format!("restart policy; task {task}"))
+                    }
+                    Err(e) => den.event("dend", "vm.restart_failed", &vm.spec.name, &e.to_string()),
+                }
+            } else {
+                let _ = den.store.set_vm_state(&id, VmState::Crashed, None);
+            }
+        });
+    }
+
+    fn expect_exit(&self, id: &str) {
+        *self.expected_exit.lock().unwrap_or_else(|p| p.into_inner()).entry(id.into()).or_default() += 1;
+    }
+
+    fn take_expected_exit(&self, id: &str) -> bool {
+        let mut m = self.expected_exit.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get_mut(id) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Starts the stop task: graceful shutdown, then hard after [`STOP_TIMEOUT`].
+    pub fn stop(self: &Arc<Self>, name: &str, user: &str) -> Result<String, VmError> {
+        let vm = self.store.vm(name)?;
+        let Some(running) = vm.running.clone().filter(|_| matches!(vm.state, VmState::Running | VmState::Paused))
+        else {
+            return Err(conflict(&vm, "only a running VM can be stopped"));
+        };
+        self.store.set_vm_state(&vm.id, VmState::Stopping, Some(&running))?;
+        self.expect_exit(&vm.id);
+        let den = self.clone();
+        let user = user.to_string();
+        self.spawn_task("vm.stop", &vm.spec.name.clone(), &user.clone(), move |task| async move {
+            task.log(format!("asking the guest to shut down ({}s before a hard stop)", STOP_TIMEOUT.as_secs()));
+            let res = engine::shutdown(&running, STOP_TIMEOUT).await.map_err(|e| e.to_string());
+            den.store.set_vm_state(&vm.id, VmState::Stopped, None).map_err(|e| e.to_string())?;
+            den.event(&user, "vm.stopped", &vm.spec.name, "");
+            res
+        })
+    }
+
+    /// Starts the delete task (the VM must be stopped): disks, runtime files and record go.
+    pub fn delete(self: &Arc<Self>, name: &str, user: &str) -> Result<String, VmError> {
+        let vm = self.store.vm(name)?;
+        if !matches!(vm.state, VmState::Stopped | VmState::Crashed) {
+            return Err(conflict(&vm, "stop it first (`den vm stop`)"));
+        }
+        self.store.set_vm_state(&vm.id, VmState::Deleting, None)?;
+        let den = self.clone();
+        let user = user.to_string();
+        self.spawn_task("vm.delete", &vm.spec.name.clone(), &user.clone(), move |task| async move {
+            task.log("removing disks and runtime files");
+            den.remove_vm_files_and_record(&vm);
+            den.event(&user, "vm.deleted", &vm.spec.name, "");
+            Ok(())
+        })
+    }
+
+    /// Runs a command in the guest through its agent.
+    pub async fn exec(&self, name: &str, argv: &[String]) -> Result<den_agent_proto::ExecOutput, VmError> {
+        let vm = self.store.vm(name)?;
+        let Some(running) = vm.running.clone().filter(|_| vm.state == VmState::Running) else {
+            return Err(conflict(&vm, "start it first (`den vm start`)"));
+        };
+        let agent = engine::agent(&running).await.map_err(|e| VmError::Engine(e.to_string()))?;
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        agent.exec_output(&args, bytes::Bytes::new()).await.map_err(|e| VmError::Engine(format!("agent: {e}")))
+    }
+}

@@ -1,0 +1,97 @@
+//! The VM service: creates, starts, stops and deletes VMs as tasks, watches their processes,
+//! applies restart policies and reconciles everything a crashed dend left behind. Data flows
+//! API -> here -> engines -> VM processes.
+
+mod lifecycle;
+mod reconcile;
+mod tasks;
+
+pub use tasks::TaskHandle;
+
+use crate::model::{FieldError, Limits};
+use crate::paths::Paths;
+use crate::store::{Event, Store, StoreError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// Service errors, mapped to API errors by the API layer.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// A request field is invalid.
+    #[error("{}: {}", .0.field, .0.message)]
+    Invalid(FieldError),
+    /// The state database failed or a record is missing/duplicate.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The VM is not in a state that allows this.
+    #[error("VM `{name}` is {state}: {hint}")]
+    Conflict {
+        /// The VM.
+        name: String,
+        /// Its state.
+        state: &'static str,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// The image store failed.
+    #[error("image store: {0}")]
+    Images(String),
+    /// The engine failed.
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// The service, shared by the API handlers and the background tasks.
+pub struct Den {
+    /// State database.
+    pub store: Store,
+    /// Directories.
+    pub paths: Paths,
+    /// Host limits for VM specs.
+    pub limits: Limits,
+    events: broadcast::Sender<Event>,
+    /// VMs whose process is being stopped or replaced on purpose (the watcher must not treat
+    /// the exit as a crash).
+    expected_exit: Mutex<HashMap<String, u64>>,
+}
+
+impl Den {
+    /// A service over `store` and `paths`.
+    pub fn new(store: Store, paths: Paths, limits: Limits) -> Arc<Den> {
+        let (events, _) = broadcast::channel(1024);
+        Arc::new(Den { store, paths, limits, events, expected_exit: Mutex::new(HashMap::new()) })
+    }
+
+    /// Records an event and tells subscribers.
+    pub fn event(&self, user: &str, kind: &str, target: &str, detail: &str) {
+        match self.store.add_event(user, kind, target, detail) {
+            Ok(e) => {
+                let _ = self.events.send(e);
+            }
+            Err(e) => tracing::error!(%e, kind, target, "cannot record an event"),
+        }
+    }
+
+    /// Live events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn images(&self) -> Result<den_images::Store, VmError> {
+        den_images::Store::open(&self.paths.images).map_err(|e| VmError::Images(e.to_string()))
+    }
+}
+
+/// A new random id (128 bits, hex).
+pub fn new_id() -> String {
+    let mut b = [0u8; 16];
+    // SAFETY: getrandom writes at most `len` bytes into the buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        // Fall back to time and pid: ids need uniqueness, not secrecy.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        b = (t ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
