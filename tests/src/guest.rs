@@ -58,6 +58,13 @@ pub struct Guest {
     pub boot_secs: f64,
 }
 
+/// Kernel words that keep TCG boots from stalling at their start (see
+/// `den_vmm::host::tcg_guest_cmdline`); measured once per test process.
+fn tcg_words() -> &'static str {
+    static WORDS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    WORDS.get_or_init(den_vmm::host::tcg_guest_cmdline)
+}
+
 fn kill_with_parent() -> std::io::Result<()> {
     // SAFETY: prctl(PR_SET_PDEATHSIG) only affects the calling (child) process.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
@@ -105,7 +112,7 @@ impl Guest {
             .arg("-initrd")
             .arg(art("initramfs")?)
             .arg("-append")
-            .arg(format!("{} {}", image.cmdline, opts.extra_cmdline));
+            .arg(format!("{} {} {}", image.cmdline, opts.extra_cmdline, tcg_words()));
         if image.artifacts.contains_key("rootfs") {
             let disk = dir.path().join("root.ext4");
             let st = Command::new("cp").arg("--sparse=always").arg(art("rootfs")?).arg(&disk).status();

@@ -61,6 +61,12 @@ pub fn accel_for(kind: &KvmKind) -> AccelChoice {
     }
 }
 
+/// Kernel command line words that keep TCG boots from stalling (measured once per process).
+fn tcg_words() -> &'static str {
+    static WORDS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    WORDS.get_or_init(den_vmm::host::tcg_guest_cmdline)
+}
+
 /// Escapes a value for a QEMU `key=value,...` option (commas are doubled).
 fn opt(p: &Path) -> String {
     p.display().to_string().replace(',', ",,")
@@ -83,7 +89,10 @@ pub fn args(spec: &LaunchSpec, accel: Accel) -> Vec<OsString> {
     a.push("-initrd".into());
     a.push(spec.initrd.clone().into());
     a.push("-append".into());
-    a.push(spec.cmdline.clone().into());
+    a.push(match accel {
+        Accel::Tcg => format!("{} {}", spec.cmdline, tcg_words()).trim_end().into(),
+        Accel::Kvm => spec.cmdline.clone().into(),
+    });
     let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
     let console = format!(
         "socket,id=console,path={},server=on,wait=off,logfile={},logappend=on",
@@ -302,7 +311,9 @@ mod tests {
             assert!(line.contains(want), "missing `{want}` in {line}");
         }
         let append = a.iter().position(|x| x == "-append").unwrap();
-        assert_eq!(a[append + 1], "console=ttyS0 quiet", "the command line is one argument");
+        assert!(a[append + 1].starts_with("console=ttyS0 quiet tsc_early_khz="), "one argument, TCG words added");
+        let kvm_append = args(&spec, Accel::Kvm).iter().position(|x| x == "-append").unwrap();
+        assert_eq!(args(&spec, Accel::Kvm)[kvm_append + 1], "console=ttyS0 quiet", "no TCG words under KVM");
         let kvm: Vec<String> = args(&spec, Accel::Kvm).iter().map(|s| s.to_string_lossy().into_owned()).collect();
         assert!(kvm.join(" ").contains("-accel kvm -cpu host"));
     }
