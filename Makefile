@@ -5,9 +5,11 @@ AGENT_BIN := target/$(AGENT_TARGET)/release/den-agent
 
 .PHONY: run test deps build agent lint bench bench-vmm bench-lab clean
 
-## run: install missing Debian packages, build Den, build the default guest images, check the host
+## run: install missing Debian packages, build Den, build the default guest images, check the host,
+## then run the daemon (dend) in the foreground
 run: deps build
 	./target/release/den up
+	./target/release/dend
 
 ## test: the whole test suite (lint, unit tests, end-to-end tests with real QEMU guests)
 test: deps agent lint

@@ -1,11 +1,13 @@
 //! `den`: Den's command-line client. Nouns and verbs: `den doctor`, `den image build|ls|rm|gc|...`,
-//! `den up`, `den vm create|ls|inspect|start|stop|rm|exec` (through dend). Human tables by default, `--json` everywhere; exit codes 0 ok, 1 error, 2 usage.
+//! `den up`, `den vm create|ls|inspect|start|stop|rm|exec`, `den task ls|log` (through dend).
+//! Human tables by default, `--json` everywhere; exit codes 0 ok, 1 error, 2 usage.
 
 mod client;
 mod doctor;
 mod image;
 mod paths;
 mod progress;
+mod task;
 mod vm;
 
 use clap::{Parser, Subcommand};
@@ -37,9 +39,12 @@ enum Cmd {
     Image(image::ImageCmd),
     /// Get Den ready on this host: check it, then build the default guest images.
     Up,
-    /// Virtual machines (through dend): create, ls, inspect, start, stop, rm, exec.
+    /// Virtual machines (through dend): create, ls, inspect, start, stop, pause, resume, console, rm, exec.
     #[command(subcommand)]
     Vm(vm::VmCmd),
+    /// dend's tasks: ls, log.
+    #[command(subcommand)]
+    Task(task::TaskCmd),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +55,7 @@ fn main() -> ExitCode {
         Cmd::Image(c) => image::run(c, &paths, cli.json),
         Cmd::Up => up(&paths, cli.json),
         Cmd::Vm(c) => vm::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
+        Cmd::Task(c) => task::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
     };
     match res {
         Ok(code) => code,
@@ -69,8 +75,8 @@ fn up(paths: &paths::Paths, json: bool) -> anyhow::Result<ExitCode> {
     let names: Vec<String> = den_images::spec::BUILTIN.iter().map(|(n, _)| n.to_string()).collect();
     let code = image::run(image::ImageCmd::Build(image::BuildArgs { specs: names, agent: None }), paths, json)?;
     if !json {
-        println!("\nDen's guest images are ready. The daemon (dend) and VM commands arrive with the next releases;");
-        println!("`den image ls` shows what was built, `den doctor` what this host can run.");
+        println!("\nDen's guest images are ready (`den image ls`). Start the daemon with `dend`, then");
+        println!("`den vm create web1 --image base --start` and `den vm exec web1 -- uname -a`.");
     }
     Ok(code)
 }

@@ -35,6 +35,21 @@ pub enum VmCmd {
         #[arg(long)]
         detach: bool,
     },
+    /// Pause a running VM (its vCPUs stop).
+    Pause {
+        /// VM name or id.
+        name: String,
+    },
+    /// Resume a paused VM.
+    Resume {
+        /// VM name or id.
+        name: String,
+    },
+    /// Print a VM's recent serial console output.
+    Console {
+        /// VM name or id.
+        name: String,
+    },
     /// Delete a stopped VM and its disks.
     Rm {
         /// VM name or id.
@@ -159,6 +174,25 @@ pub fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
         VmCmd::Stop { name, detach } => {
             let reply = request(socket, "POST", &format!("/api/v1/vms/{}/stop", enc(&name)), None)?.ok()?;
             run_task(socket, reply, detach, json, &format!("stopped VM {name}"))
+        }
+        VmCmd::Pause { name } => {
+            let v = request(socket, "POST", &format!("/api/v1/vms/{}/pause", enc(&name)), None)?.ok()?;
+            println!("{}", if json { v.to_string() } else { format!("paused VM {name}") });
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Resume { name } => {
+            let v = request(socket, "POST", &format!("/api/v1/vms/{}/resume", enc(&name)), None)?.ok()?;
+            println!("{}", if json { v.to_string() } else { format!("resumed VM {name}") });
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Console { name } => {
+            let v = request(socket, "GET", &format!("/api/v1/vms/{}/console", enc(&name)), None)?.ok()?;
+            if json {
+                println!("{v}");
+            } else {
+                print!("{}", v["output"].as_str().unwrap_or(""));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         VmCmd::Rm { name } => {
             let reply = request(socket, "DELETE", &format!("/api/v1/vms/{}", enc(&name)), None)?.ok()?;

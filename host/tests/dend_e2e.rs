@@ -3,123 +3,11 @@
 //! VM's engine (the restart policy acts and events record it), stop and delete leaving nothing
 //! behind, and the API's refusals of bad requests with no partial state.
 
+use den_tests::dend::{alive, Dend};
 use den_tests::images;
-use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use serde_json::json;
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// A dend in a temporary data directory; killed (with every VM process it started) on drop.
-struct Dend {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    pids: std::cell::RefCell<Vec<i32>>,
-}
-
-impl Dend {
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("run/dend.sock")
-    }
-
-    fn start(dir: tempfile::TempDir) -> Dend {
-        let mut d = Dend { child: None, dir, pids: Default::default() };
-        d.spawn();
-        d
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("dend.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_dend"))
-            .arg("--data-dir")
-            .arg(self.dir.path())
-            .arg("--image-store")
-            .arg(images::download_cache().join("test-store"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("dend starts");
-        self.child = Some(child);
-        let t = Instant::now();
-        while UnixStream::connect(self.socket()).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(30), "dend did not listen:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("dend.log")).unwrap_or_default()
-    }
-
-    fn den(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(images::den_cli()).arg("--socket").arg(self.socket()).args(args).output().unwrap();
-        let so = String::from_utf8_lossy(&out.stdout).to_string();
-        let se = String::from_utf8_lossy(&out.stderr).to_string();
-        (out.status.code().unwrap_or(-1), so, se)
-    }
-
-    fn vm(&self, name: &str) -> Value {
-        let (code, out, err) = self.den(&["--json", "vm", "inspect", name]);
-        assert_eq!(code, 0, "{err}");
-        let v: Value = serde_json::from_str(&out).unwrap();
-        if let Some(p) = v["running"]["pid"].as_i64() {
-            self.pids.borrow_mut().push(p as i32);
-        }
-        v
-    }
-
-    fn wait_state(&self, name: &str, state: &str, timeout: Duration) -> Value {
-        let t = Instant::now();
-        loop {
-            let v = self.vm(name);
-            if v["state"] == state {
-                return v;
-            }
-            assert!(t.elapsed() < timeout, "{name} never became {state}: {v}\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
-    /// Raw API call: (status, body).
-    fn api(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
-        let mut s = UnixStream::connect(self.socket()).unwrap();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: d\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        s.write_all(head.as_bytes()).unwrap();
-        let _ = s.write_all(body);
-        let mut raw = String::new();
-        let _ = s.read_to_string(&mut raw);
-        let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = raw.split("\r\n\r\n").nth(1).unwrap_or("");
-        (status, serde_json::from_str(body).unwrap_or(Value::Null))
-    }
-}
-
-impl Drop for Dend {
-    fn drop(&mut self) {
-        self.kill9();
-        for p in self.pids.borrow().iter() {
-            // SAFETY: kill(2) on pids this test started (through dend).
-            unsafe { libc::kill(*p, libc::SIGKILL) };
-        }
-    }
-}
-
-fn alive(pid: i64) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
-}
 
 fn exec_until_ready(d: &Dend, name: &str) -> String {
     let t = Instant::now();
@@ -141,7 +29,7 @@ fn exec_until_ready(d: &Dend, name: &str) -> String {
 fn dend_vm_lifecycle_survives_dend_and_engine_kills() {
     let store = images::shared_store();
     let image = images::build_builtin(&store, "base");
-    let mut d = Dend::start(tempfile::Builder::new().prefix("dend-e2e-").tempdir().unwrap());
+    let mut d = Dend::start(Path::new(env!("CARGO_BIN_EXE_dend")));
 
     // Bad requests: 4xx naming the problem, nothing left behind.
     let (s, b) = d.api("POST", "/api/v1/vms", b"{not json");
@@ -172,6 +60,17 @@ fn dend_vm_lifecycle_survives_dend_and_engine_kills() {
     let (code, _, _) = d.den(&["vm", "exec", "t1", "--", "false"]);
     assert_eq!(code, 1, "exit status of the guest command");
 
+    // Pause, resume, console.
+    let (code, _, err) = d.den(&["vm", "pause", "t1"]);
+    assert_eq!((code, d.vm("t1")["state"].as_str()), (0, Some("paused")), "{err}");
+    let (code, _, err) = d.den(&["vm", "start", "t1"]);
+    assert!(code == 1 && err.contains("is paused"), "a paused VM cannot be started: {err}");
+    let (code, _, err) = d.den(&["vm", "resume", "t1"]);
+    assert_eq!((code, d.vm("t1")["state"].as_str()), (0, Some("running")), "{err}");
+    assert_eq!(exec_until_ready(&d, "t1").trim(), image.kernel_release);
+    let (code, console, _) = d.den(&["vm", "console", "t1"]);
+    assert!(code == 0 && console.contains("agent"), "recent console output: {console}");
+
     // kill -9 dend: the VM keeps running; the next dend adopts it.
     d.kill9();
     assert!(alive(pid), "the VM outlives dend");
@@ -198,6 +97,11 @@ fn dend_vm_lifecycle_survives_dend_and_engine_kills() {
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
     }
     assert!(events.as_array().into_iter().flatten().any(|e| e["kind"] == "vm.created" && e["user"] == "root"));
+    let (code, tasks, _) = d.den(&["task", "ls"]);
+    assert!(
+        code == 0 && tasks.contains("vm.create") && tasks.contains("vm.start") && tasks.contains(" ok "),
+        "{tasks}"
+    );
     exec_until_ready(&d, "t1");
 
     // Stop and delete: no process, disk, runtime directory or record left.

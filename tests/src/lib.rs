@@ -4,6 +4,7 @@
 //! Every guest is killed when its [`Guest`] is dropped, and also when the thread that started it
 //! ends (`PR_SET_PDEATHSIG`), so no VM outlives its test.
 
+pub mod dend;
 pub mod guest;
 pub mod images;
 pub mod lab;

@@ -95,3 +95,29 @@ pub async fn exec(
         "stderr": String::from_utf8_lossy(&out.stderr),
     })))
 }
+
+/// `POST /api/v1/vms/{name}/pause`.
+pub async fn pause(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(serde_json::to_value(den.set_paused(&name, true, &caller.user).await?).unwrap_or_default()))
+}
+
+/// `POST /api/v1/vms/{name}/resume`.
+pub async fn resume(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(serde_json::to_value(den.set_paused(&name, false, &caller.user).await?).unwrap_or_default()))
+}
+
+/// `GET /api/v1/vms/{name}/console`: recent serial console output (up to 64 KiB).
+pub async fn console(
+    State(den): State<Arc<Den>>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!({"output": den.console(&name, 64 * 1024).await?})))
+}

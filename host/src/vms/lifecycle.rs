@@ -291,6 +291,36 @@ impl Den {
         })
     }
 
+    /// Pauses (`pause = true`) or resumes a running VM; quick, so not a task.
+    pub async fn set_paused(&self, name: &str, pause: bool, user: &str) -> Result<VmRecord, VmError> {
+        let vm = self.store.vm(name)?;
+        let (from, to) = if pause { (VmState::Running, VmState::Paused) } else { (VmState::Paused, VmState::Running) };
+        let Some(running) = vm.running.clone().filter(|_| vm.state == from) else {
+            return Err(conflict(
+                &vm,
+                if pause { "only a running VM can be paused" } else { "only a paused VM can be resumed" },
+            ));
+        };
+        let res = if pause { engine::pause(&running).await } else { engine::resume(&running).await };
+        res.map_err(|e| VmError::Engine(e.to_string()))?;
+        self.store.set_vm_state(&vm.id, to, Some(&running))?;
+        self.event(user, if pause { "vm.paused" } else { "vm.resumed" }, &vm.spec.name, "");
+        Ok(self.store.vm(&vm.id)?)
+    }
+
+    /// Recent serial console output of a VM that has (or had) a process.
+    pub async fn console(&self, name: &str, max: usize) -> Result<String, VmError> {
+        let vm = self.store.vm(name)?;
+        match &vm.running {
+            Some(r) => engine::console_recent(r, max).await.map_err(|e| VmError::Engine(e.to_string())),
+            None => {
+                let log = self.paths.vm_run(&vm.id).join("console.log");
+                let text = std::fs::read(&log).unwrap_or_default();
+                Ok(String::from_utf8_lossy(&text[text.len().saturating_sub(max)..]).into_owned())
+            }
+        }
+    }
+
     /// Runs a command in the guest through its agent.
     pub async fn exec(&self, name: &str, argv: &[String]) -> Result<den_agent_proto::ExecOutput, VmError> {
         let vm = self.store.vm(name)?;

@@ -1,0 +1,60 @@
+//! `den task ...`: dend's tasks (long operations with a log and a final status).
+
+use crate::client::request;
+use clap::Subcommand;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Task commands.
+#[derive(Subcommand)]
+pub enum TaskCmd {
+    /// List recent tasks, newest first.
+    Ls {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Show a task's log and outcome.
+    Log {
+        /// Task id.
+        id: String,
+    },
+}
+
+/// Runs a `den task` command.
+pub fn run(cmd: TaskCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TaskCmd::Ls { limit } => {
+            let tasks = request(socket, "GET", &format!("/api/v1/tasks?limit={limit}"), None)?.ok()?;
+            if json {
+                println!("{tasks}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("{:<32} {:<10} {:<20} {:<8} ERROR", "ID", "KIND", "TARGET", "STATUS");
+            for t in tasks.as_array().into_iter().flatten() {
+                println!(
+                    "{:<32} {:<10} {:<20} {:<8} {}",
+                    t["id"].as_str().unwrap_or("?"),
+                    t["kind"].as_str().unwrap_or("?"),
+                    t["target"].as_str().unwrap_or("?"),
+                    t["status"].as_str().unwrap_or("?"),
+                    t["error"].as_str().unwrap_or(""),
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TaskCmd::Log { id } => {
+            let t = request(socket, "GET", &format!("/api/v1/tasks/{id}"), None)?.ok()?;
+            if json {
+                println!("{t}");
+            } else {
+                print!("{}", t["log"].as_str().unwrap_or(""));
+                println!("status: {}", t["status"].as_str().unwrap_or("?"));
+                if let Some(e) = t["error"].as_str() {
+                    println!("error: {e}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

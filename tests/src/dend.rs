@@ -1,0 +1,132 @@
+//! A `dend` in a temporary data directory for end-to-end tests, driven through the real `den` CLI
+//! and its API socket; it and every VM process it started are killed when the test ends.
+
+use crate::images;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A dend in a temporary data directory; killed (with every VM process it started) on drop.
+pub struct Dend {
+    child: Option<Child>,
+    bin: PathBuf,
+    /// The data directory (runtime files in `run/`).
+    pub dir: tempfile::TempDir,
+    pids: std::sync::Mutex<Vec<i32>>,
+}
+
+impl Dend {
+    /// The API socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("run/dend.sock")
+    }
+
+    /// Starts `bin` (dend) on a new temporary data directory.
+    pub fn start(bin: &Path) -> Dend {
+        let dir = tempfile::Builder::new().prefix("dend-test-").tempdir().expect("temp dir");
+        let mut d = Dend { child: None, bin: bin.into(), dir, pids: Default::default() };
+        d.spawn();
+        d
+    }
+
+    /// (Re)starts dend on the same data directory and waits for its socket.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("dend.log")).unwrap();
+        let child = Command::new(&self.bin)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .arg("--image-store")
+            .arg(images::download_cache().join("test-store"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dend starts");
+        self.child = Some(child);
+        let t = Instant::now();
+        while UnixStream::connect(self.socket()).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(30), "dend did not listen:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `kill -9` dend (its VMs keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// dend's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dend.log")).unwrap_or_default()
+    }
+
+    /// Runs the `den` CLI against this dend: (exit code, stdout, stderr).
+    pub fn den(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(images::den_cli()).arg("--socket").arg(self.socket()).args(args).output().unwrap();
+        let so = String::from_utf8_lossy(&out.stdout).to_string();
+        let se = String::from_utf8_lossy(&out.stderr).to_string();
+        (out.status.code().unwrap_or(-1), so, se)
+    }
+
+    /// `den vm inspect` as JSON (remembers the VM's pid so drop can kill it).
+    pub fn vm(&self, name: &str) -> Value {
+        let (code, out, err) = self.den(&["--json", "vm", "inspect", name]);
+        assert_eq!(code, 0, "{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        if let Some(p) = v["running"]["pid"].as_i64() {
+            self.pids.lock().unwrap_or_else(|p| p.into_inner()).push(p as i32);
+        }
+        v
+    }
+
+    /// Waits until the VM is in `state`.
+    pub fn wait_state(&self, name: &str, state: &str, timeout: Duration) -> Value {
+        let t = Instant::now();
+        loop {
+            let v = self.vm(name);
+            if v["state"] == state {
+                return v;
+            }
+            assert!(t.elapsed() < timeout, "{name} never became {state}: {v}\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Raw API call: (status, body).
+    pub fn api(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+        let mut s = UnixStream::connect(self.socket()).unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: d\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let _ = s.write_all(body);
+        let mut raw = String::new();
+        let _ = s.read_to_string(&mut raw);
+        let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = raw.split("\r\n\r\n").nth(1).unwrap_or("");
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Dend {
+    fn drop(&mut self) {
+        self.kill9();
+        for p in self.pids.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            // SAFETY: kill(2) on pids this test started (through dend).
+            unsafe { libc::kill(*p, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Whether `pid` runs (zombies do not count).
+pub fn alive(pid: i64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+}
