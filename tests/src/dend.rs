@@ -53,6 +53,11 @@ impl Dend {
         }
     }
 
+    /// dend's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `kill -9` dend (its VMs keep running).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -26,6 +26,10 @@ pub struct GuestOptions {
     pub attempts: u32,
     /// Give the guest a NIC on QEMU's isolated user network (`restrict=on`: nothing leaves the VM).
     pub isolated_nic: bool,
+    /// Pass the host's TSC frequency to the guest kernel (`den_vmm::host::tcg_guest_cmdline`),
+    /// which keeps TCG boots from hanging in early TSC calibration. The KVM lab's outer guest
+    /// goes without: it hosts KVM guests, and was only ever tested as it was.
+    pub tsc_hint: bool,
 }
 
 impl Default for GuestOptions {
@@ -39,6 +43,7 @@ impl Default for GuestOptions {
             stall: Duration::from_secs(30),
             attempts: 3,
             isolated_nic: false,
+            tsc_hint: true,
         }
     }
 }
@@ -112,7 +117,7 @@ impl Guest {
             .arg("-initrd")
             .arg(art("initramfs")?)
             .arg("-append")
-            .arg(format!("{} {} {}", image.cmdline, opts.extra_cmdline, tcg_words()));
+            .arg(format!("{} {} {}", image.cmdline, opts.extra_cmdline, if opts.tsc_hint { tcg_words() } else { "" }));
         if image.artifacts.contains_key("rootfs") {
             let disk = dir.path().join("root.ext4");
             let st = Command::new("cp").arg("--sparse=always").arg(art("rootfs")?).arg(&disk).status();

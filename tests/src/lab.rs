@@ -16,6 +16,11 @@ use std::time::Duration;
 /// The outer guest's image spec.
 pub const OUTER_SPEC: &str = include_str!("../lab/outer.yml");
 
+/// The longest a lab script may run.
+pub const SH_LIMIT: Duration = Duration::from_secs(420);
+/// The longest an inner boot may take before the lab counts as wedged (see [`Lab::try_sh`]).
+pub const BOOT_LIMIT: Duration = Duration::from_secs(200);
+
 /// Where den-vmm lives inside the outer guest.
 pub const VMM: &str = "/lab/den-vmm";
 
@@ -41,6 +46,7 @@ impl Lab {
             cpus: 2,
             agent_timeout: Duration::from_secs(180),
             stall: Duration::from_secs(12),
+            tsc_hint: false,
             ..Default::default()
         };
         let (guest, agent) = Guest::boot(&store, &outer, opts).await;
@@ -71,12 +77,27 @@ impl Lab {
         }
     }
 
-    /// Runs a shell script in the outer guest.
+    /// Runs a shell script in the outer guest; a script that runs past [`SH_LIMIT`] fails the test
+    /// (with the outer console) instead of hanging it.
     pub async fn sh(&self, script: &str) -> ExecOutput {
-        self.agent
-            .exec_output(&["/bin/sh", "-c", script], Bytes::new())
-            .await
-            .unwrap_or_else(|e| panic!("lab exec `{script}`: {e}\nouter console:\n{}", self.guest.console_tail(40)))
+        self.try_sh(script, SH_LIMIT).await.unwrap_or_else(|wedged| panic!("{wedged}"))
+    }
+
+    /// Like [`Lab::sh`], but a script still running after `limit` is reported as `Err` (with the
+    /// outer console): the outer guest is wedged. Emulated SVM sometimes leaves an inner vCPU
+    /// running without ever exiting to the outer kernel ("soft lockup ... [vcpu0]"); tests that
+    /// boot inner VMs start a fresh lab and try again then.
+    pub async fn try_sh(&self, script: &str, limit: Duration) -> Result<ExecOutput, String> {
+        let argv = ["/bin/sh", "-c", script];
+        let run = self.agent.exec_output(&argv, Bytes::new());
+        match tokio::time::timeout(limit, run).await {
+            Ok(out) => Ok(out.unwrap_or_else(|e| {
+                panic!("lab exec `{script}`: {e}\nouter console:\n{}", self.guest.console_tail(40))
+            })),
+            Err(_) => {
+                Err(format!("lab exec `{script}` ran over {limit:?}; outer console:\n{}", self.guest.console_tail(40)))
+            }
+        }
     }
 
     /// Output and the outer console's tail, for assertion messages.

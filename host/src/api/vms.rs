@@ -22,8 +22,8 @@ fn accepted(task: &str, extra: serde_json::Value) -> Response {
 }
 
 /// `GET /api/v1/vms`.
-pub async fn list(State(den): State<Arc<Den>>) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(serde_json::to_value(den.store.vms()?).unwrap_or_default()))
+pub async fn list(State(den): State<Arc<Den>>) -> Result<Json<Vec<crate::model::VmRecord>>, ApiError> {
+    Ok(Json(den.store.vms()?))
 }
 
 /// `GET /api/v1/vms/{name}`.

@@ -54,6 +54,16 @@ fn launch_specs_are_validated_with_the_field_named() {
     assert!(e.contains("too long for Unix socket paths"), "{e}");
 }
 
+/// Kills a test's process when the test ends, also when it fails half-way.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on a process this test started.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
+}
+
 /// A process that ends with exit code 0 on SIGTERM, as den-vmm does.
 fn fake_vmm_process(dir: &Path) -> process::Proc {
     let mut cmd = std::process::Command::new("sh");
@@ -76,6 +86,7 @@ fn running_for(dir: &Path, p: process::Proc) -> Running {
 async fn a_vm_handle_over_a_fake_vmm() {
     let dir = tempfile::tempdir().unwrap();
     let p = fake_vmm_process(dir.path());
+    let _guard = KillOnDrop(p.pid);
     tokio::time::sleep(Duration::from_millis(100)).await; // let sh install its trap
     let seen = vmm::tests::fake_api(&dir.path().join("api.sock"), Some(p.pid));
     let running = running_for(dir.path(), p);
@@ -116,6 +127,7 @@ async fn a_vm_handle_over_a_fake_vmm() {
 async fn kill_and_wait_from_a_stored_record() {
     let dir = tempfile::tempdir().unwrap();
     let running = running_for(dir.path(), fake_vmm_process(dir.path()));
+    let _guard = KillOnDrop(running.pid);
     assert!(is_alive(&running));
     let waiter = tokio::spawn({
         let r = running.clone();
