@@ -39,7 +39,7 @@ enum Cmd {
     Image(image::ImageCmd),
     /// Get Den ready on this host: check it, then build the default guest images.
     Up,
-    /// Virtual machines (through dend): create, ls, inspect, start, stop, pause, resume, console, rm, exec.
+    /// Virtual machines (through dend): create, ls, inspect, start, stop, reboot, pause, resume, console, rm, exec.
     #[command(subcommand)]
     Vm(vm::VmCmd),
     /// dend's tasks: ls, log.

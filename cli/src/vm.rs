@@ -35,6 +35,14 @@ pub enum VmCmd {
         #[arg(long)]
         detach: bool,
     },
+    /// Reboot a VM: the guest shuts down, then starts again on the same disks.
+    Reboot {
+        /// VM name or id.
+        name: String,
+        /// Return at once with the task id.
+        #[arg(long)]
+        detach: bool,
+    },
     /// Pause a running VM (its vCPUs stop).
     Pause {
         /// VM name or id.
@@ -174,6 +182,10 @@ pub fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
         VmCmd::Stop { name, detach } => {
             let reply = request(socket, "POST", &format!("/api/v1/vms/{}/stop", enc(&name)), None)?.ok()?;
             run_task(socket, reply, detach, json, &format!("stopped VM {name}"))
+        }
+        VmCmd::Reboot { name, detach } => {
+            let reply = request(socket, "POST", &format!("/api/v1/vms/{}/reboot", enc(&name)), None)?.ok()?;
+            run_task(socket, reply, detach, json, &format!("rebooted VM {name}"))
         }
         VmCmd::Pause { name } => {
             let v = request(socket, "POST", &format!("/api/v1/vms/{}/pause", enc(&name)), None)?.ok()?;

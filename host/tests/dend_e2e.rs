@@ -104,6 +104,19 @@ fn dend_vm_lifecycle_survives_dend_and_engine_kills() {
     );
     exec_until_ready(&d, "t1");
 
+    // Reboot: a fresh engine process on the same disk; a file written before is still there.
+    let (code, _, err) = d.den(&["vm", "exec", "t1", "--", "sh", "-c", "echo kept > /root/mark && sync"]);
+    assert_eq!(code, 0, "{err}");
+    let before = new_pid;
+    let (code, _, err) = d.den(&["vm", "reboot", "t1"]);
+    assert_eq!(code, 0, "{err}\n{}", d.log());
+    let after = d.wait_state("t1", "running", Duration::from_secs(60));
+    let new_pid = after["running"]["pid"].as_i64().unwrap_or_default();
+    assert!(!alive(before) && alive(new_pid), "a new engine process");
+    exec_until_ready(&d, "t1");
+    let (code, out, err) = d.den(&["vm", "exec", "t1", "--", "cat", "/root/mark"]);
+    assert_eq!((code, out.trim()), (0, "kept"), "{err}");
+
     // Stop and delete: no process, disk, runtime directory or record left.
     let (code, _, err) = d.den(&["vm", "stop", "t1"]);
     assert_eq!(code, 0, "{err}");

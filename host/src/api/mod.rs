@@ -29,6 +29,7 @@ pub fn router(den: Arc<Den>) -> Router {
         .route("/api/v1/vms/:name", get(vms::get).delete(vms::delete))
         .route("/api/v1/vms/:name/start", post(vms::start))
         .route("/api/v1/vms/:name/stop", post(vms::stop))
+        .route("/api/v1/vms/:name/reboot", post(vms::reboot))
         .route("/api/v1/vms/:name/exec", post(vms::exec))
         .route("/api/v1/vms/:name/pause", post(vms::pause))
         .route("/api/v1/vms/:name/resume", post(vms::resume))

@@ -59,6 +59,15 @@ pub async fn stop(
     Ok(accepted(&den.stop(&name, &caller.user)?, json!({})))
 }
 
+/// `POST /api/v1/vms/{name}/reboot`.
+pub async fn reboot(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(accepted(&den.reboot(&name, &caller.user)?, json!({})))
+}
+
 /// `DELETE /api/v1/vms/{name}`.
 pub async fn delete(
     State(den): State<Arc<Den>>,

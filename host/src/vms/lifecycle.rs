@@ -274,6 +274,36 @@ impl Den {
         })
     }
 
+    /// Starts the reboot task: a graceful shutdown (hard after [`STOP_TIMEOUT`]), then a fresh
+    /// engine process on the same disks.
+    pub fn reboot(self: &Arc<Self>, name: &str, user: &str) -> Result<String, VmError> {
+        let vm = self.store.vm(name)?;
+        let Some(running) = vm.running.clone().filter(|_| matches!(vm.state, VmState::Running | VmState::Paused))
+        else {
+            return Err(conflict(&vm, "only a running VM can be rebooted"));
+        };
+        self.store.set_vm_state(&vm.id, VmState::Stopping, Some(&running))?;
+        self.expect_exit(&vm.id);
+        let den = self.clone();
+        let user = user.to_string();
+        self.spawn_task("vm.reboot", &vm.spec.name.clone(), &user.clone(), move |task| async move {
+            task.log("shutting the guest down");
+            if let Err(e) = engine::shutdown(&running, STOP_TIMEOUT).await {
+                task.log(format!("shutdown: {e}; starting again anyway"));
+            }
+            den.store.set_vm_state(&vm.id, VmState::Starting, None).map_err(|e| e.to_string())?;
+            let res = den.boot(&vm, &task).await;
+            match &res {
+                Ok(()) => den.event(&user, "vm.rebooted", &vm.spec.name, ""),
+                Err(e) => {
+                    let _ = den.store.set_vm_state(&vm.id, VmState::Stopped, None);
+                    den.event(&user, "vm.start_failed", &vm.spec.name, e);
+                }
+            }
+            res
+        })
+    }
+
     /// Starts the delete task (the VM must be stopped): disks, runtime files and record go.
     pub fn delete(self: &Arc<Self>, name: &str, user: &str) -> Result<String, VmError> {
         let vm = self.store.vm(name)?;
