@@ -146,10 +146,38 @@ impl Lab {
 
     /// Waits until `path` exists in the outer guest.
     pub async fn wait_for_file(&self, path: &str, timeout: Duration) {
+        self.try_wait_for_file(path, timeout).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Lab::wait_for_file`], but a dead or wedged outer guest is an `Err`.
+    pub async fn try_wait_for_file(&self, path: &str, timeout: Duration) -> Result<(), String> {
         let start = std::time::Instant::now();
-        while self.sh(&format!("test -e {path}")).await.code != Some(0) {
-            assert!(start.elapsed() < timeout, "{path} did not appear within {timeout:?}");
+        while self.try_sh(&format!("test -e {path}"), SH_LIMIT).await?.code != Some(0) {
+            if start.elapsed() > timeout {
+                return Err(format!(
+                    "{path} did not appear within {timeout:?}; outer console:\n{}",
+                    self.guest.console_tail(40)
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+
+    /// Runs `scenario` on a fresh lab; if the outer guest dies or wedges (emulated SVM is not
+    /// flawless: see [`Lab::try_sh`]), runs it once more on another fresh lab. Assertion failures
+    /// inside the scenario are not retried.
+    pub async fn run_with_retry<F, Fut>(scenario: F)
+    where
+        F: Fn(Lab) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        for attempt in 1..=2 {
+            match scenario(Lab::start().await).await {
+                Ok(()) => return,
+                Err(e) if attempt == 1 => eprintln!("the lab's outer guest died or wedged; a fresh lab: {e}"),
+                Err(e) => panic!("the lab's outer guest died or wedged twice: {e}"),
+            }
         }
     }
 }

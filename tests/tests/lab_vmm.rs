@@ -14,18 +14,11 @@ static ONE_LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_den_vmm() {
     let _one = ONE_LAB.lock().await;
-    for attempt in 1..=2 {
-        let lab = Lab::start().await;
-        match boots(&lab).await {
-            Ok(()) => return,
-            Err(wedged) if attempt == 1 => eprintln!("the lab wedged; starting a new one: {wedged}"),
-            Err(wedged) => panic!("the lab wedged twice: {wedged}"),
-        }
-    }
+    Lab::run_with_retry(boots).await;
 }
 
-/// Boot, reboot with a disk, power-off, panic: `Err` only when the outer guest wedged.
-async fn boots(lab: &Lab) -> Result<(), String> {
+/// Boot, reboot with a disk, power-off, panic: `Err` only when the outer guest died or wedged.
+async fn boots(lab: Lab) -> Result<(), String> {
     let out = lab.sh(&format!("{VMM} probe")).await;
     assert_eq!(out.code, Some(0), "{}", lab.describe(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("hardware"), "{}", lab.describe(&out));

@@ -1,7 +1,7 @@
 //! virtio-net in the KVM lab: two inner VMs under den-vmm, each on a TAP device attached to a
 //! bridge in the outer guest, reach each other (ping both ways, a TCP stream one way).
 
-use den_tests::lab::{Lab, VMM};
+use den_tests::lab::{Lab, SH_LIMIT, VMM};
 use std::time::Duration;
 
 const VM_A: &str = r#"
@@ -24,7 +24,10 @@ kill -USR2 1
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_two_vms_on_a_bridge_reach_each_other() {
-    let lab = Lab::start().await;
+    Lab::run_with_retry(two_vms).await;
+}
+
+async fn two_vms(lab: Lab) -> Result<(), String> {
     lab.put_scenario("net-a", VM_A).await;
     lab.put_scenario("net-b", VM_B).await;
     let setup = "brctl addbr br0 && ip link set br0 up && \
@@ -45,9 +48,10 @@ async fn lab_two_vms_on_a_bridge_reach_each_other() {
         assert_eq!(out.code, Some(0), "{}", lab.describe(&out));
     }
     for vm in ["a", "b"] {
-        lab.wait_for_file(&format!("/lab/net-{vm}.exit"), Duration::from_secs(240)).await;
+        lab.try_wait_for_file(&format!("/lab/net-{vm}.exit"), Duration::from_secs(240)).await?;
     }
-    let out = lab.sh("for v in a b; do cat /lab/net-$v.exit /lab/net-$v.log /lab/net-$v.err; done").await;
+    let out =
+        lab.try_sh("for v in a b; do cat /lab/net-$v.exit /lab/net-$v.log /lab/net-$v.err; done", SH_LIMIT).await?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     eprintln!("{text}");
     for marker in ["NET-A-PING-OK", "NET-B-PING-OK", "NET-B-GOT=hello-from-a"] {
@@ -55,4 +59,5 @@ async fn lab_two_vms_on_a_bridge_reach_each_other() {
     }
     assert!(text.contains("rx_packets="), "net counters in the metrics line: {text}");
     assert_eq!(lab.sh("cat /lab/net-a.exit /lab/net-b.exit").await.stdout, b"0\n0\n", "{text}");
+    Ok(())
 }
