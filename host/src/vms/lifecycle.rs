@@ -175,16 +175,28 @@ impl Den {
         let den = self.clone();
         let user = user.to_string();
         self.spawn_task("vm.start", &vm.spec.name.clone(), &user.clone(), move |task| async move {
-            let res = den.boot(&vm, &task).await;
-            match &res {
-                Ok(()) => den.event(&user, "vm.started", &vm.spec.name, ""),
-                Err(e) => {
-                    let _ = den.store.set_vm_state(&vm.id, VmState::Stopped, None);
-                    den.event(&user, "vm.start_failed", &vm.spec.name, e);
-                }
-            }
-            res
+            den.boot_recorded(&vm, &task, &user, "vm.started").await
         })
+    }
+
+    /// [`Den::boot`], then the event `done` on success, or the VM back to stopped and a
+    /// `vm.start_failed` event on failure.
+    async fn boot_recorded(
+        self: &Arc<Self>,
+        vm: &VmRecord,
+        task: &TaskHandle,
+        user: &str,
+        done: &str,
+    ) -> Result<(), String> {
+        let res = self.boot(vm, task).await;
+        match &res {
+            Ok(()) => self.event(user, done, &vm.spec.name, ""),
+            Err(e) => {
+                let _ = self.store.set_vm_state(&vm.id, VmState::Stopped, None);
+                self.event(user, "vm.start_failed", &vm.spec.name, e);
+            }
+        }
+        res
     }
 
     /// Launches the VM's engine process and starts watching it. Under QEMU's TCG, a boot that
@@ -254,15 +266,22 @@ impl Den {
         }
     }
 
-    /// Starts the stop task: graceful shutdown, then hard after [`STOP_TIMEOUT`].
-    pub fn stop(self: &Arc<Self>, name: &str, user: &str) -> Result<String, VmError> {
+    /// Marks a running (or paused) VM as stopping and its coming exit as intended; `hint` is the
+    /// conflict message for any other state.
+    fn begin_shutdown(&self, name: &str, hint: &'static str) -> Result<(VmRecord, Running), VmError> {
         let vm = self.store.vm(name)?;
         let Some(running) = vm.running.clone().filter(|_| matches!(vm.state, VmState::Running | VmState::Paused))
         else {
-            return Err(conflict(&vm, "only a running VM can be stopped"));
+            return Err(conflict(&vm, hint));
         };
         self.store.set_vm_state(&vm.id, VmState::Stopping, Some(&running))?;
         self.expect_exit(&vm.id);
+        Ok((vm, running))
+    }
+
+    /// Starts the stop task: graceful shutdown, then hard after [`STOP_TIMEOUT`].
+    pub fn stop(self: &Arc<Self>, name: &str, user: &str) -> Result<String, VmError> {
+        let (vm, running) = self.begin_shutdown(name, "only a running VM can be stopped")?;
         let den = self.clone();
         let user = user.to_string();
         self.spawn_task("vm.stop", &vm.spec.name.clone(), &user.clone(), move |task| async move {
@@ -277,13 +296,7 @@ impl Den {
     /// Starts the reboot task: a graceful shutdown (hard after [`STOP_TIMEOUT`]), then a fresh
     /// engine process on the same disks.
     pub fn reboot(self: &Arc<Self>, name: &str, user: &str) -> Result<String, VmError> {
-        let vm = self.store.vm(name)?;
-        let Some(running) = vm.running.clone().filter(|_| matches!(vm.state, VmState::Running | VmState::Paused))
-        else {
-            return Err(conflict(&vm, "only a running VM can be rebooted"));
-        };
-        self.store.set_vm_state(&vm.id, VmState::Stopping, Some(&running))?;
-        self.expect_exit(&vm.id);
+        let (vm, running) = self.begin_shutdown(name, "only a running VM can be rebooted")?;
         let den = self.clone();
         let user = user.to_string();
         self.spawn_task("vm.reboot", &vm.spec.name.clone(), &user.clone(), move |task| async move {
@@ -292,15 +305,7 @@ impl Den {
                 task.log(format!("shutdown: {e}; starting again anyway"));
             }
             den.store.set_vm_state(&vm.id, VmState::Starting, None).map_err(|e| e.to_string())?;
-            let res = den.boot(&vm, &task).await;
-            match &res {
-                Ok(()) => den.event(&user, "vm.rebooted", &vm.spec.name, ""),
-                Err(e) => {
-                    let _ = den.store.set_vm_state(&vm.id, VmState::Stopped, None);
-                    den.event(&user, "vm.start_failed", &vm.spec.name, e);
-                }
-            }
-            res
+            den.boot_recorded(&vm, &task, &user, "vm.rebooted").await
         })
     }
 

@@ -82,6 +82,15 @@ impl Bus {
     }
 }
 
+/// Answers a read of a byte-wide register: `v` in the first byte, zeros in the rest of a wider
+/// access.
+pub fn reply_byte(data: &mut [u8], v: u8) {
+    data.fill(0);
+    if let Some(first) = data.first_mut() {
+        *first = v;
+    }
+}
+
 /// Locks a device; a device whose lock was poisoned (a panic in another thread) is still used:
 /// its state is plain data and the VMM must keep serving the guest.
 pub fn lock(dev: &SharedDevice) -> std::sync::MutexGuard<'_, dyn BusDevice + 'static> {

@@ -2,7 +2,7 @@
 //! atkbd drivers to find a keyboard, for the guest to reset the machine (command 0xFE), and for
 //! den-vmm to send Ctrl-Alt-Del (scan code set 2, untranslated). No mouse (AUX) port.
 
-use super::bus::BusDevice;
+use super::bus::{reply_byte, BusDevice};
 use super::irq::IrqLine;
 use crate::exit::{ExitReason, ExitSignal};
 use std::collections::VecDeque;
@@ -152,10 +152,7 @@ impl BusDevice for I8042 {
             STATUS_COMMAND => self.status,
             _ => 0xff,
         };
-        data.fill(0);
-        if let Some(f) = data.first_mut() {
-            *f = v;
-        }
+        reply_byte(data, v);
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {

@@ -2,7 +2,7 @@
 //! QEMU offers too), so den-vmm can tell a crashed guest (exit code 4) from one that merely
 //! rebooted, even when the kernel's `panic=` makes it reset right after.
 
-use super::bus::BusDevice;
+use super::bus::{reply_byte, BusDevice};
 use crate::exit::{ExitReason, ExitSignal};
 use std::sync::Arc;
 
@@ -28,10 +28,7 @@ impl PvPanic {
 impl BusDevice for PvPanic {
     fn read(&mut self, _offset: u64, data: &mut [u8]) {
         // The events we understand.
-        data.fill(0);
-        if let Some(b) = data.first_mut() {
-            *b = PANICKED | CRASH_LOADED;
-        }
+        reply_byte(data, PANICKED | CRASH_LOADED);
     }
 
     fn write(&mut self, _offset: u64, data: &[u8]) {

@@ -1,7 +1,7 @@
 //! The 8250 serial console (vm-superio's `Serial`) on the legacy COM1 ports, with a ring buffer of
 //! recent output that `dend` and the web console can read back, and an optional live sink.
 
-use super::bus::BusDevice;
+use super::bus::{reply_byte, BusDevice};
 use super::irq::IrqLine;
 use std::collections::VecDeque;
 use std::io::Write;
@@ -120,10 +120,7 @@ impl BusDevice for SerialPort {
             Ok(off @ 0..=7) => self.inner.read(off),
             _ => 0xff,
         };
-        data.fill(0);
-        if let Some(first) = data.first_mut() {
-            *first = v;
-        }
+        reply_byte(data, v);
     }
 }
 

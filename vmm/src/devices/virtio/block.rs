@@ -2,7 +2,7 @@
 //! flag. Every request is checked against the disk's size before the file is touched; bad
 //! requests complete with an error status instead of reaching the file.
 
-use super::{complete, types, VirtioDevice};
+use super::{complete, read_config_window, types, VirtioDevice};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
@@ -198,14 +198,7 @@ impl VirtioDevice for Block {
         let mut cfg = [0u8; 16];
         cfg[..8].copy_from_slice(&self.sectors.to_le_bytes());
         cfg[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|j| cfg.get(j))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_window(&cfg, offset, data);
     }
 
     fn process_queue(&mut self, _index: usize, queues: &mut [Queue], mem: &GuestMemoryMmap) -> bool {

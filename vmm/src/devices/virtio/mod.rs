@@ -115,6 +115,14 @@ impl VirtioInterrupt {
     }
 }
 
+/// Answers a guest read of `data.len()` bytes at `offset` in a configuration space whose bytes
+/// are `cfg`; bytes past its end read as zero.
+pub fn read_config_window(cfg: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = usize::try_from(offset).ok().and_then(|o| o.checked_add(i)).and_then(|j| cfg.get(j)).copied().unwrap_or(0);
+    }
+}
+
 /// Puts a finished chain on the used ring; returns whether the driver wants an interrupt.
 /// Errors (a used ring the guest made unreachable) are reported as "interrupt", so that the
 /// driver notices something happened; nothing is written out of bounds.

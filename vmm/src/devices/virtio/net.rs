@@ -5,7 +5,7 @@
 //! (one frame) and the TAP is not watched until the guest adds buffers, so nothing spins.
 
 use super::tap::Frames;
-use super::{complete, types, VirtioDevice};
+use super::{complete, read_config_window, types, VirtioDevice};
 use crate::event_loop::{Interest, Registrar, Registration};
 use std::io::{ErrorKind, Read, Write};
 use virtio_queue::{Queue, QueueT};
@@ -159,14 +159,7 @@ impl VirtioDevice for Net {
         let mut cfg = [0u8; 10];
         cfg[..6].copy_from_slice(&self.mac);
         cfg[8] = 1;
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|j| cfg.get(j))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_window(&cfg, offset, data);
     }
 
     fn activate(&mut self, _features: u64) -> Result<(), String> {

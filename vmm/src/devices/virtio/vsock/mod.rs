@@ -17,7 +17,7 @@ pub mod packet;
 #[cfg(test)]
 mod tests;
 
-use super::{complete, types, VirtioDevice};
+use super::{complete, read_config_window, types, VirtioDevice};
 use crate::event_loop::{Interest, Registrar, Registration};
 use connection::{ConnKey, Connection, State};
 pub use host::VsockError;
@@ -423,14 +423,7 @@ impl VirtioDevice for Vsock {
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let cfg = self.guest_cid.to_le_bytes();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|j| cfg.get(j))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_window(&cfg, offset, data);
     }
 
     fn activate(&mut self, _features: u64) -> Result<(), String> {
