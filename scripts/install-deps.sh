@@ -11,6 +11,7 @@ check debugfs e2fsprogs
 check dpkg-deb dpkg
 check cpio cpio
 check nft nftables
+check dnsmasq dnsmasq-base
 check ip iproute2
 check tar tar
 check bc bc

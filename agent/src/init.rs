@@ -58,6 +58,19 @@ fn milestone(code: u8) {
 #[cfg(not(target_arch = "x86_64"))]
 fn milestone(_code: u8) {}
 
+/// The first Ethernet interface gets `den.ip` and `den.gw`, when given.
+fn configure_network(cmd: &Cmdline) {
+    let Some(ip) = &cmd.ip else { return };
+    match crate::net::first_ethernet(Duration::from_secs(5)) {
+        Some(ifname) => {
+            if let Err(e) = crate::net::configure(&ifname, ip, cmd.gateway.as_deref()) {
+                eprintln!("den-agent: network: {e}");
+            }
+        }
+        None => eprintln!("den-agent: den.ip={ip} given but the guest has no network interface"),
+    }
+}
+
 /// Runs as PID 1; never returns.
 pub fn run() -> ! {
     milestone(MILESTONE_INIT);
@@ -66,10 +79,18 @@ pub fn run() -> ! {
     boot::mount_basics();
     let cmd = Cmdline::from_proc();
     boot::load_modules();
+    // Before the switch: addresses and routes are kernel state and stay for a distribution's
+    // init, which then needs no DHCP client of its own.
+    configure_network(&cmd);
     if let Some(root) = &cmd.root {
         if let Err(e) = boot::switch_root(root, &cmd.rootfstype, cmd.read_only) {
             eprintln!("den-agent: cannot switch to the root disk: {e}");
             halt(Halt::PowerOff);
+        }
+    }
+    if let Some(dns) = cmd.dns.as_deref().filter(|_| !cmd.read_only) {
+        if let Err(e) = std::fs::write("/etc/resolv.conf", format!("nameserver {dns}\nsearch den\n")) {
+            eprintln!("den-agent: /etc/resolv.conf: {e}");
         }
     }
     if let Some(init) = &cmd.init {
@@ -83,16 +104,6 @@ pub fn run() -> ! {
     }
     if let Err(e) = crate::net::link_up("lo") {
         eprintln!("den-agent: loopback: {e}");
-    }
-    if let Some(ip) = &cmd.ip {
-        match crate::net::first_ethernet(Duration::from_secs(5)) {
-            Some(ifname) => {
-                if let Err(e) = crate::net::configure(&ifname, ip, cmd.gateway.as_deref()) {
-                    eprintln!("den-agent: network: {e}");
-                }
-            }
-            None => eprintln!("den-agent: den.ip={ip} given but the guest has no network interface"),
-        }
     }
     let _ = nix::sys::reboot::set_cad_enabled(false);
     let set = block_signals();

@@ -1,10 +1,11 @@
 //! `den`: Den's command-line client. Nouns and verbs: `den doctor`, `den image build|ls|rm|gc|...`,
-//! `den up`, `den vm create|ls|inspect|start|stop|rm|exec`, `den task ls|log` (through dend).
+//! `den up`, `den vm create|ls|inspect|start|stop|rm|exec`, `den net ls|create|rm`, `den task ls|log` (through dend).
 //! Human tables by default, `--json` everywhere; exit codes 0 ok, 1 error, 2 usage.
 
 mod client;
 mod doctor;
 mod image;
+mod net;
 mod paths;
 mod progress;
 mod task;
@@ -42,6 +43,9 @@ enum Cmd {
     /// Virtual machines (through dend): create, ls, inspect, start, stop, reboot, pause, resume, console, rm, exec.
     #[command(subcommand)]
     Vm(vm::VmCmd),
+    /// Networks (through dend): ls, create, rm.
+    #[command(subcommand)]
+    Net(net::NetCmd),
     /// dend's tasks: ls, log.
     #[command(subcommand)]
     Task(task::TaskCmd),
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Cmd::Image(c) => image::run(c, &paths, cli.json),
         Cmd::Up => up(&paths, cli.json),
         Cmd::Vm(c) => vm::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
+        Cmd::Net(c) => net::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
         Cmd::Task(c) => task::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
     };
     match res {

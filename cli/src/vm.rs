@@ -93,6 +93,15 @@ pub struct CreateArgs {
     /// Restart policy: always, on-failure or never.
     #[arg(long, default_value = "on-failure")]
     restart: String,
+    /// Network for a NIC (repeat for more NICs); default: one NIC on `default`.
+    #[arg(long = "network", value_name = "NAME")]
+    networks: Vec<String>,
+    /// No NIC at all.
+    #[arg(long, conflicts_with = "networks")]
+    no_network: bool,
+    /// Forward a host port to the VM: HOST:GUEST or HOST:GUEST/udp (repeatable).
+    #[arg(short = 'p', long = "publish", value_name = "HOST:GUEST")]
+    publish: Vec<String>,
     /// Start it once created.
     #[arg(long)]
     start: bool,
@@ -101,7 +110,8 @@ pub struct CreateArgs {
     detach: bool,
 }
 
-fn enc(name: &str) -> String {
+/// Percent-encodes a name for a URL path.
+pub fn enc(name: &str) -> String {
     name.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
@@ -136,8 +146,21 @@ fn run_task(socket: &Path, reply: Value, detach: bool, json: bool, done: &str) -
 pub fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
         VmCmd::Create(a) => {
+            let networks = match (a.no_network, a.networks.is_empty()) {
+                (true, _) => vec![],
+                (false, true) => vec!["default".to_string()],
+                (false, false) => a.networks,
+            };
+            let nics: Vec<Value> = networks.iter().map(|n| json!({"network": n})).collect();
+            let mut ports = vec![];
+            for p in &a.publish {
+                let (hp, rest) = p.split_once(':').with_context(|| format!("--publish {p}: write HOST:GUEST[/udp]"))?;
+                let (gp, proto) = rest.split_once('/').unwrap_or((rest, "tcp"));
+                let num = |s: &str| s.parse::<u16>().with_context(|| format!("--publish {p}: `{s}` is not a port"));
+                ports.push(json!({"host_port": num(hp)?, "guest_port": num(gp)?, "proto": proto}));
+            }
             let spec = json!({"name": a.name, "image": a.image, "cpus": a.cpus, "memory_mib": a.memory,
-                              "engine": a.engine, "restart": a.restart});
+                              "engine": a.engine, "restart": a.restart, "nics": nics, "ports": ports});
             let reply = request(socket, "POST", "/api/v1/vms", Some(&spec))?.ok()?;
             let code = run_task(socket, reply, a.detach, json, &format!("created VM {}", a.name))?;
             if a.start {
@@ -152,13 +175,15 @@ pub fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             println!(
-                "{:<20} {:<10} {:<8} {:<6} {:>5} {:>8} {:>8}",
+                "{:<20} {:<10} {:<8} {:<6} {:>5} {:>8} {:>8}  ADDRESS",
                 "NAME", "STATE", "IMAGE", "ENGINE", "CPUS", "MEM MiB", "PID"
             );
             for v in vms.as_array().into_iter().flatten() {
                 let s = &v["spec"];
+                let ips: Vec<&str> =
+                    v["nics"].as_array().into_iter().flatten().filter_map(|n| n["ip"].as_str()).collect();
                 println!(
-                    "{:<20} {:<10} {:<8} {:<6} {:>5} {:>8} {:>8}",
+                    "{:<20} {:<10} {:<8} {:<6} {:>5} {:>8} {:>8}  {}",
                     s["name"].as_str().unwrap_or("?"),
                     v["state"].as_str().unwrap_or("?"),
                     s["image"].as_str().unwrap_or("?"),
@@ -166,6 +191,7 @@ pub fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
                     s["cpus"],
                     s["memory_mib"],
                     v["running"]["pid"].as_i64().map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    if ips.is_empty() { "-".to_string() } else { ips.join(",") },
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -5,6 +5,7 @@
 //! - [`server`]: serving it on the local Unix socket, callers from peer credentials;
 //! - [`vms`]: the VM service (tasks, lifecycle, watchers, reconciliation after a restart);
 //! - [`engine`]: starting, finding again, stopping VM processes (QEMU over QMP, den-vmm);
+//! - [`net`]: bridges, TAPs, DHCP/DNS (dnsmasq), NAT, isolation and port forwards (nftables);
 //! - [`model`]: what a VM is (spec, state, record) and its validation;
 //! - [`store`]: the transactional state database (VMs, tasks, events);
 //! - [`paths`]: where everything lives.
@@ -12,6 +13,7 @@
 pub mod api;
 pub mod engine;
 pub mod model;
+pub mod net;
 pub mod paths;
 pub mod server;
 pub mod store;

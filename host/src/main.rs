@@ -22,6 +22,9 @@ struct Cli {
     /// The image store VMs are created from (default: the one `den image build` fills).
     #[arg(long, env = "DEN_IMAGE_STORE")]
     image_store: Option<PathBuf>,
+    /// Subnet of the `default` network (its bridge is `den-default`, with NAT to the uplink).
+    #[arg(long, env = "DEN_SUBNET", default_value = den_host::net::DEFAULT_SUBNET)]
+    subnet: String,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -56,8 +59,9 @@ async fn main() -> anyhow::Result<()> {
     let paths = Paths::new(&cli.data_dir, &run, &cli.image_store.clone().unwrap_or_else(default_image_store));
     paths.create().with_context(|| format!("creating {} and {}", paths.data.display(), paths.run.display()))?;
     let store = Store::open(&paths.db()).with_context(|| format!("opening {}", paths.db().display()))?;
-    let den = Den::new(store, paths.clone(), host_limits());
-    den.reconcile().context("reconciling the state left by the previous dend")?;
+    den_host::net::ipam::Subnet::parse(&cli.subnet).map_err(|e| anyhow::anyhow!("--subnet: {e}"))?;
+    let den = Den::new(store, paths.clone(), host_limits(), &cli.subnet);
+    den.reconcile().await.context("reconciling the state left by the previous dend")?;
     tracing::info!(socket = %paths.socket().display(), "dend serving");
     den_host::server::serve(den, &paths.socket()).await
 }

@@ -2,6 +2,7 @@
 //! here so the API and the CLI report the same field names.
 
 use crate::engine::{EngineKind, Running};
+use crate::net::{Nic, NicRequest, PortForward};
 use serde::{Deserialize, Serialize};
 
 /// What a VM is for.
@@ -69,6 +70,12 @@ pub struct VmSpec {
     /// Extra kernel command line words.
     #[serde(default)]
     pub cmdline_extra: String,
+    /// NICs, each on a network (`[]`: no network; the CLI adds one on `default`).
+    #[serde(default)]
+    pub nics: Vec<NicRequest>,
+    /// Host ports forwarded to the first NIC (like `docker -p`).
+    #[serde(default)]
+    pub ports: Vec<PortForward>,
 }
 
 fn one() -> u32 {
@@ -128,7 +135,7 @@ impl VmSpec {
         if self.cmdline_extra.len() > 1024 || self.cmdline_extra.contains(['\n', '\0']) {
             return err("cmdline_extra", "at most 1024 bytes on one line".into());
         }
-        Ok(())
+        crate::net::spec::validate_vm_net(&self.nics, &self.ports)
     }
 }
 
@@ -190,6 +197,9 @@ pub struct VmRecord {
     pub running: Option<Running>,
     /// Engine in use (resolved from `auto` at creation).
     pub engine: EngineKind,
+    /// NICs with their MAC, address and TAP (resolved at creation).
+    #[serde(default)]
+    pub nics: Vec<Nic>,
     /// Creation time (Unix seconds).
     pub created: i64,
     /// Last change (Unix seconds).

@@ -49,8 +49,19 @@ fn dend_vm_lifecycle_survives_dend_and_engine_kills() {
     assert_eq!(d.api("GET", "/api/v1/vms", b"").1, json!([]), "no partial records");
 
     // Create and start; exec through the agent.
-    let (code, _, err) =
-        d.den(&["vm", "create", "t1", "--image", "base", "--memory", "512", "--engine", "qemu", "--start"]);
+    let (code, _, err) = d.den(&[
+        "vm",
+        "create",
+        "t1",
+        "--image",
+        "base",
+        "--memory",
+        "512",
+        "--engine",
+        "qemu",
+        "--no-network",
+        "--start",
+    ]);
     assert_eq!(code, 0, "{err}\n{}", d.log());
     let (s, b) = d.api("POST", "/api/v1/vms", br#"{"name":"t1","image":"base"}"#);
     assert_eq!((s, b["code"].as_str()), (409, Some("exists")), "{b}");

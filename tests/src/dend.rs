@@ -16,6 +16,7 @@ pub struct Dend {
     /// The data directory (runtime files in `run/`).
     pub dir: tempfile::TempDir,
     pids: std::sync::Mutex<Vec<i32>>,
+    netns: Option<String>,
 }
 
 impl Dend {
@@ -26,8 +27,18 @@ impl Dend {
 
     /// Starts `bin` (dend) on a new temporary data directory.
     pub fn start(bin: &Path) -> Dend {
+        Dend::start_with(bin, None)
+    }
+
+    /// Starts `bin` (dend) inside network namespace `ns`: its bridges, TAPs, rules, dnsmasq
+    /// and VMs all live there.
+    pub fn start_in(bin: &Path, ns: &crate::netns::NetNs) -> Dend {
+        Dend::start_with(bin, Some(ns.name.clone()))
+    }
+
+    fn start_with(bin: &Path, netns: Option<String>) -> Dend {
         let dir = tempfile::Builder::new().prefix("dend-test-").tempdir().expect("temp dir");
-        let mut d = Dend { child: None, bin: bin.into(), dir, pids: Default::default() };
+        let mut d = Dend { child: None, bin: bin.into(), dir, pids: Default::default(), netns };
         d.spawn();
         d
     }
@@ -35,7 +46,15 @@ impl Dend {
     /// (Re)starts dend on the same data directory and waits for its socket.
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("dend.log")).unwrap();
-        let child = Command::new(&self.bin)
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        let child = cmd
             .arg("--data-dir")
             .arg(self.dir.path())
             .arg("--image-store")

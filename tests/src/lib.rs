@@ -8,5 +8,6 @@ pub mod dend;
 pub mod guest;
 pub mod images;
 pub mod lab;
+pub mod netns;
 
 pub use guest::{Guest, GuestOptions};

@@ -43,11 +43,14 @@ impl From<VmError> for ApiError {
                 message: format!("{}: {}", f.field, f.message),
                 field: Some(f.field),
             },
-            VmError::Store(StoreError::NotFound { kind, name }) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("{kind} `{name}` not found; `den vm ls` lists VMs"),
-            ),
+            VmError::Store(StoreError::NotFound { kind, name }) => {
+                let hint = match kind {
+                    "network" => "`den net ls` lists networks",
+                    "task" => "`den task ls` lists tasks",
+                    _ => "`den vm ls` lists VMs",
+                };
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{kind} `{name}` not found; {hint}"))
+            }
             VmError::Store(StoreError::Exists { kind, name }) => ApiError {
                 status: StatusCode::CONFLICT,
                 code: "exists",
@@ -59,6 +62,7 @@ impl From<VmError> for ApiError {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             }
             VmError::Engine(_) => ApiError::new(StatusCode::BAD_GATEWAY, "engine", e.to_string()),
+            VmError::Net(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "network", e.to_string()),
         }
     }
 }

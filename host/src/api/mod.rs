@@ -3,6 +3,7 @@
 
 mod body;
 mod error;
+mod networks;
 mod vms;
 
 pub use error::ApiError;
@@ -34,6 +35,8 @@ pub fn router(den: Arc<Den>) -> Router {
         .route("/api/v1/vms/:name/pause", post(vms::pause))
         .route("/api/v1/vms/:name/resume", post(vms::resume))
         .route("/api/v1/vms/:name/console", get(vms::console))
+        .route("/api/v1/networks", get(networks::list).post(networks::create))
+        .route("/api/v1/networks/:name", axum::routing::delete(networks::delete))
         .route("/api/v1/tasks", get(tasks))
         .route("/api/v1/tasks/:id", get(task))
         .route("/api/v1/events", get(events))

@@ -35,6 +35,12 @@ const MIGRATIONS: &[&str] = &[
         target TEXT NOT NULL,
         detail TEXT NOT NULL
      );",
+    // 2: networks other than the implicit `default` (and `default` when its subnet was set).
+    "CREATE TABLE networks (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        created INTEGER NOT NULL
+     );",
 ];
 
 /// The current schema version (0 for an empty database).

@@ -1,10 +1,11 @@
 //! dend's state: an embedded SQLite database in WAL mode (one file, transactional, survives
 //! `kill -9`), with numbered schema migrations applied at open. Tables: `vms` (records with their
 //! spec and, while a process exists, how to find it again), `tasks` (long operations with their
-//! log and outcome) and `events` (the lifecycle and audit log, kept).
+//! log and outcome) and `events` (the lifecycle and audit log, kept) and `networks`.
 
 mod events;
 mod migrations;
+mod networks;
 mod tasks;
 mod vms;
 

@@ -22,6 +22,8 @@ fn decode(raw: RawVm) -> Result<VmRecord, StoreError> {
     struct Stored {
         spec: VmSpec,
         engine: EngineKind,
+        #[serde(default)]
+        nics: Vec<crate::net::Nic>,
     }
     let stored: Stored = serde_json::from_str(&spec).map_err(|e| corrupt(&id, e))?;
     let state = VmState::parse(&state).ok_or_else(|| corrupt(&id, format!("unknown state `{state}`")))?;
@@ -29,7 +31,17 @@ fn decode(raw: RawVm) -> Result<VmRecord, StoreError> {
         Some(r) => Some(serde_json::from_str(&r).map_err(|e| corrupt(&id, e))?),
         None => None,
     };
-    Ok(VmRecord { id, spec: stored.spec, owner, state, running, engine: stored.engine, created, updated })
+    Ok(VmRecord {
+        id,
+        spec: stored.spec,
+        owner,
+        state,
+        running,
+        engine: stored.engine,
+        nics: stored.nics,
+        created,
+        updated,
+    })
 }
 
 const COLUMNS: &str = "id, owner, spec, state, running, created, updated";
@@ -37,7 +49,7 @@ const COLUMNS: &str = "id, owner, spec, state, running, created, updated";
 impl Store {
     /// Adds a new VM record; fails if the name is taken.
     pub fn insert_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
-        let spec = serde_json::json!({"spec": vm.spec, "engine": vm.engine}).to_string();
+        let spec = serde_json::json!({"spec": vm.spec, "engine": vm.engine, "nics": vm.nics}).to_string();
         let running = vm.running.as_ref().map(|r| serde_json::to_string(r).unwrap_or_default());
         let res = self.lock().execute(
             "INSERT INTO vms (id, name, owner, spec, state, running, created, updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
@@ -110,7 +122,10 @@ mod tests {
                 memory_mib: 256,
                 restart: RestartPolicy::Never,
                 cmdline_extra: String::new(),
+                nics: vec![],
+                ports: vec![],
             },
+            nics: vec![],
             owner: "root".into(),
             state: VmState::Stopped,
             running: None,

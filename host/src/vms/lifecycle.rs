@@ -3,6 +3,7 @@
 use super::{new_id, Den, TaskHandle, VmError};
 use crate::engine::{self, DiskSpec, EngineKind, LaunchSpec, Running};
 use crate::model::{EngineChoice, RestartPolicy, VmRecord, VmSpec, VmState};
+use crate::net::NetError;
 use crate::store::now;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,27 +66,39 @@ impl Den {
                 })
             })?;
         let t = now();
+        let id = new_id();
+        let guard = self.net.allocation_guard();
+        if self.store.vm(&spec.name).is_ok() {
+            return Err(VmError::Store(crate::store::StoreError::Exists { kind: "VM", name: spec.name }));
+        }
+        let nics = self.net.allocate(&self.store, &id, &spec)?;
         let vm = VmRecord {
-            id: new_id(),
+            id,
             engine: engine_for(spec.engine),
             spec,
             owner: user.into(),
             state: VmState::Creating,
             running: None,
+            nics,
             created: t,
             updated: t,
         };
         self.store.insert_vm(&vm)?;
+        drop(guard);
         let den = self.clone();
         let rec = vm.clone();
         let task = self.spawn_task("vm.create", &vm.spec.name, user, move |task| async move {
-            let res = den.make_disks(&rec, &image, &task).await;
+            let mut res = den.make_disks(&rec, &image, &task).await;
+            if res.is_ok() && !rec.nics.is_empty() {
+                task.log("network: address reservations and port forwards");
+                res = den.net.sync(&den.store).await.map_err(|e| e.to_string());
+            }
             match &res {
                 Ok(()) => {
                     den.store.set_vm_state(&rec.id, VmState::Stopped, None).map_err(|e| e.to_string())?;
                     den.event(&rec.owner, "vm.created", &rec.spec.name, &format!("image {}", rec.spec.image));
                 }
-                Err(_) => den.remove_vm_files_and_record(&rec),
+                Err(_) => den.remove_vm_files_and_record(&rec).await,
             }
             res
         })?;
@@ -123,8 +136,10 @@ impl Den {
         Ok(())
     }
 
-    /// Removes a VM's disks, runtime directory and record (a failed create, a delete).
-    pub(crate) fn remove_vm_files_and_record(&self, vm: &VmRecord) {
+    /// Removes a VM's disks, runtime directory, TAPs and record (a failed create, a delete),
+    /// then drops its address reservations and forwards from the host.
+    pub(crate) async fn remove_vm_files_and_record(&self, vm: &VmRecord) {
+        self.net.unplug(vm).await;
         for d in [self.paths.vm_data(&vm.id), self.paths.vm_run(&vm.id)] {
             if let Err(e) = std::fs::remove_dir_all(&d) {
                 if e.kind() != std::io::ErrorKind::NotFound {
@@ -134,6 +149,11 @@ impl Den {
         }
         if let Err(e) = self.store.delete_vm(&vm.id) {
             tracing::error!(vm = %vm.spec.name, %e, "cannot delete the record");
+        }
+        if !vm.nics.is_empty() {
+            if let Err(e) = self.net.sync(&self.store).await {
+                tracing::error!(vm = %vm.spec.name, %e, "cannot update the host network");
+            }
         }
     }
 
@@ -151,7 +171,11 @@ impl Den {
         let disks = if root.exists() { vec![DiskSpec { path: root, read_only: false }] } else { vec![] };
         let dir = self.paths.vm_run(&vm.id);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let cmdline = format!("{} den.hostname={} {}", image.cmdline, vm.spec.name, vm.spec.cmdline_extra);
+        let mut cmdline = format!("{} den.hostname={}", image.cmdline, vm.spec.name);
+        if let Some(n) = vm.nics.first() {
+            cmdline.push_str(&self.net_cmdline(n).map_err(|e| e.to_string())?);
+        }
+        cmdline = format!("{cmdline} {}", vm.spec.cmdline_extra);
         Ok(LaunchSpec {
             id: vm.id.clone(),
             dir,
@@ -161,8 +185,20 @@ impl Den {
             initrd: art("initramfs")?,
             cmdline: cmdline.trim().to_string(),
             disks,
-            nics: vec![],
+            nics: vm.nics.iter().map(|n| engine::NicSpec { tap: n.tap.clone(), mac: n.mac.clone() }).collect(),
         })
+    }
+
+    /// The kernel command line words that give the guest agent its first NIC's settings
+    /// directly (no DHCP round trip at boot; the DHCP server hands out the same address).
+    fn net_cmdline(&self, nic: &crate::net::Nic) -> Result<String, VmError> {
+        let nets = self.net.networks(&self.store)?;
+        let Some(net) = nets.iter().find(|x| x.name == nic.network) else {
+            return Err(VmError::Net(NetError::Bad(nic.network.clone(), "not found".into())));
+        };
+        let sub = net.subnet().map_err(|e| VmError::Net(NetError::Bad(net.name.clone(), e)))?;
+        let gw = if net.isolated { String::new() } else { format!(" den.gw={}", sub.gateway()) };
+        Ok(format!(" den.ip={}/{}{gw} den.dns={}", nic.ip, sub.prefix, sub.gateway()))
     }
 
     /// Starts the start task.
@@ -193,6 +229,7 @@ impl Den {
             Ok(()) => self.event(user, done, &vm.spec.name, ""),
             Err(e) => {
                 let _ = self.store.set_vm_state(&vm.id, VmState::Stopped, None);
+                self.net.unplug(vm).await;
                 self.event(user, "vm.start_failed", &vm.spec.name, e);
             }
         }
@@ -204,6 +241,10 @@ impl Den {
     /// its first console line, at random) is killed and started again, a bounded number of times.
     async fn boot(self: &Arc<Self>, vm: &VmRecord, task: &TaskHandle) -> Result<(), String> {
         let spec = self.launch_spec(vm)?;
+        if !vm.nics.is_empty() {
+            task.log(format!("network: {} TAP device(s)", vm.nics.len()));
+            self.net.plug(&self.store, vm).await.map_err(|e| e.to_string())?;
+        }
         let tcg = vm.engine == EngineKind::Qemu && engine::qemu::choose_accel().accel == engine::qemu::Accel::Tcg;
         for attempt in 1..=TCG_BOOT_ATTEMPTS {
             task.log(format!("starting {:?} engine: {} vCPUs, {} MiB", vm.engine, spec.cpus, spec.memory_mib));
@@ -247,6 +288,7 @@ impl Den {
                 }
             } else {
                 let _ = den.store.set_vm_state(&id, VmState::Crashed, None);
+                den.net.unplug(&vm).await;
             }
         });
     }
@@ -288,6 +330,7 @@ impl Den {
             task.log(format!("asking the guest to shut down ({}s before a hard stop)", STOP_TIMEOUT.as_secs()));
             let res = engine::shutdown(&running, STOP_TIMEOUT).await.map_err(|e| e.to_string());
             den.store.set_vm_state(&vm.id, VmState::Stopped, None).map_err(|e| e.to_string())?;
+            den.net.unplug(&vm).await;
             den.event(&user, "vm.stopped", &vm.spec.name, "");
             res
         })
@@ -319,8 +362,8 @@ impl Den {
         let den = self.clone();
         let user = user.to_string();
         self.spawn_task("vm.delete", &vm.spec.name.clone(), &user.clone(), move |task| async move {
-            task.log("removing disks and runtime files");
-            den.remove_vm_files_and_record(&vm);
+            task.log("removing disks, runtime files and network devices");
+            den.remove_vm_files_and_record(&vm).await;
             den.event(&user, "vm.deleted", &vm.spec.name, "");
             Ok(())
         })

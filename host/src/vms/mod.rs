@@ -9,6 +9,7 @@ mod tasks;
 pub use tasks::TaskHandle;
 
 use crate::model::{FieldError, Limits};
+use crate::net::{AllocError, Net, NetError};
 use crate::paths::Paths;
 use crate::store::{Event, Store, StoreError};
 use std::collections::HashMap;
@@ -40,6 +41,19 @@ pub enum VmError {
     /// The engine failed.
     #[error("{0}")]
     Engine(String),
+    /// Host networking failed.
+    #[error("network: {0}")]
+    Net(#[from] NetError),
+}
+
+impl From<AllocError> for VmError {
+    fn from(e: AllocError) -> VmError {
+        match e {
+            AllocError::Field(f) => VmError::Invalid(f),
+            AllocError::Net(NetError::Store(s)) => VmError::Store(s),
+            AllocError::Net(n) => VmError::Net(n),
+        }
+    }
 }
 
 /// The service, shared by the API handlers and the background tasks.
@@ -50,6 +64,8 @@ pub struct Den {
     pub paths: Paths,
     /// Host limits for VM specs.
     pub limits: Limits,
+    /// Networking.
+    pub net: Net,
     events: broadcast::Sender<Event>,
     /// VMs whose process is being stopped or replaced on purpose (the watcher must not treat
     /// the exit as a crash).
@@ -57,10 +73,11 @@ pub struct Den {
 }
 
 impl Den {
-    /// A service over `store` and `paths`.
-    pub fn new(store: Store, paths: Paths, limits: Limits) -> Arc<Den> {
+    /// A service over `store` and `paths`; the implicit `default` network uses `default_subnet`.
+    pub fn new(store: Store, paths: Paths, limits: Limits, default_subnet: &str) -> Arc<Den> {
         let (events, _) = broadcast::channel(1024);
-        Arc::new(Den { store, paths, limits, events, expected_exit: Mutex::new(HashMap::new()) })
+        let net = Net::new(&paths.run, default_subnet);
+        Arc::new(Den { store, paths, limits, net, events, expected_exit: Mutex::new(HashMap::new()) })
     }
 
     /// Records an event and tells subscribers.

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 impl Den {
     /// Reconciles the stored state with the processes that exist. Call once at start.
-    pub fn reconcile(self: &Arc<Self>) -> Result<(), super::VmError> {
+    pub async fn reconcile(self: &Arc<Self>) -> Result<(), super::VmError> {
+        self.reconcile_network().await?;
         for t in self.store.fail_interrupted_tasks()? {
             tracing::warn!(task = %t.id, kind = %t.kind, target = %t.target, "task interrupted by a dend restart");
         }
@@ -22,7 +23,7 @@ impl Den {
                         &vm.spec.name,
                         &format!("was {} when dend stopped", vm.state.as_str()),
                     );
-                    self.remove_vm_files_and_record(&vm);
+                    self.remove_vm_files_and_record(&vm).await;
                 }
                 (_, Some(r)) if engine::is_alive(&r) => {
                     let state = if vm.state == VmState::Stopping { VmState::Running } else { vm.state };
@@ -39,10 +40,29 @@ impl Den {
                         if let Err(e) = self.start(&vm.id, "dend") {
                             self.event("dend", "vm.restart_failed", &vm.spec.name, &e.to_string());
                         }
+                    } else {
+                        self.net.unplug(&vm).await;
                     }
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Brings the host network in line with the store and removes TAPs that no running VM
+    /// owns. A failure here is logged, not fatal: VMs without NICs must still be manageable.
+    async fn reconcile_network(&self) -> Result<(), super::VmError> {
+        if let Err(e) = self.net.sync(&self.store).await {
+            tracing::error!(%e, "cannot set up the host network; VMs with NICs will not start until it works");
+        }
+        let running: std::collections::HashSet<String> = self
+            .store
+            .vms()?
+            .into_iter()
+            .filter(|v| v.running.as_ref().is_some_and(engine::is_alive))
+            .flat_map(|v| v.nics.into_iter().map(|n| n.tap))
+            .collect();
+        self.net.sweep_taps(&running).await;
         Ok(())
     }
 }

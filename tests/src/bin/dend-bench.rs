@@ -59,7 +59,8 @@ fn main() {
 
     // create to agent-ready, base image under QEMU.
     let t = Instant::now();
-    let (code, _, err) = d.den(&["vm", "create", "ready", "--image", "base", "--engine", "qemu", "--start"]);
+    let (code, _, err) =
+        d.den(&["vm", "create", "ready", "--image", "base", "--engine", "qemu", "--no-network", "--start"]);
     assert_eq!(code, 0, "{err}");
     loop {
         if d.den(&["vm", "exec", "ready", "--", "true"]).0 == 0 {

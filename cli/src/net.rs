@@ -1,0 +1,76 @@
+//! `den net ...`: networks through dend's API.
+
+use crate::client::request;
+use crate::vm::enc;
+use clap::Subcommand;
+use serde_json::json;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Network commands.
+#[derive(Subcommand)]
+pub enum NetCmd {
+    /// List networks with their bridge, subnet and the VMs on them.
+    Ls,
+    /// Create a network (a host bridge with DHCP and DNS; NAT unless --isolated).
+    Create {
+        /// Name (a-z, 0-9, -; up to 11 characters).
+        name: String,
+        /// IPv4 subnet, e.g. 10.88.0.0/24.
+        #[arg(long)]
+        subnet: String,
+        /// VMs on it reach each other only: no NAT, no port forwards, no host services.
+        #[arg(long)]
+        isolated: bool,
+    },
+    /// Remove a network no VM uses.
+    Rm {
+        /// Network name.
+        name: String,
+    },
+}
+
+/// Runs a `den net` command.
+pub fn run(cmd: NetCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    match cmd {
+        NetCmd::Ls => {
+            let nets = request(socket, "GET", "/api/v1/networks", None)?.ok()?;
+            if json {
+                println!("{nets}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("{:<12} {:<14} {:<18} {:<9} {:>4}  VMS", "NAME", "BRIDGE", "SUBNET", "MODE", "UP");
+            for n in nets.as_array().into_iter().flatten() {
+                let vms: Vec<String> = n["vms"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| format!("{}={}", v["vm"].as_str().unwrap_or("?"), v["ip"].as_str().unwrap_or("?")))
+                    .collect();
+                println!(
+                    "{:<12} {:<14} {:<18} {:<9} {:>4}  {}",
+                    n["name"].as_str().unwrap_or("?"),
+                    n["bridge"].as_str().unwrap_or("?"),
+                    n["subnet"].as_str().unwrap_or("?"),
+                    if n["isolated"] == true { "isolated" } else { "nat" },
+                    if n["up"] == true { "yes" } else { "no" },
+                    if vms.is_empty() { "-".to_string() } else { vms.join(" ") },
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        NetCmd::Create { name, subnet, isolated } => {
+            let body = json!({"name": name, "subnet": subnet, "isolated": isolated});
+            let n = request(socket, "POST", "/api/v1/networks", Some(&body))?.ok()?;
+            println!("{}", if json { n.to_string() } else { format!("created network {name}") });
+            Ok(ExitCode::SUCCESS)
+        }
+        NetCmd::Rm { name } => {
+            request(socket, "DELETE", &format!("/api/v1/networks/{}", enc(&name)), None)?.ok()?;
+            if !json {
+                println!("removed network {name}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! `/api/v1/networks`.
+
+use super::body::Body;
+use super::{ApiError, Caller};
+use crate::net::NetworkSpec;
+use crate::vms::{Den, VmError};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// `GET /api/v1/networks`: each network with its bridge, whether it is up, and its VMs.
+pub async fn list(State(den): State<Arc<Den>>) -> Result<Json<Value>, ApiError> {
+    let mut leases = den.net.leases(&den.store)?;
+    let nets: Vec<Value> = den
+        .net
+        .networks(&den.store)?
+        .into_iter()
+        .map(|n| {
+            let vms: Vec<Value> = leases
+                .remove(&n.name)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(vm, nic)| json!({"vm": vm, "ip": nic.ip, "mac": nic.mac}))
+                .collect();
+            let bridge = n.bridge();
+            json!({"name": n.name, "subnet": n.subnet, "isolated": n.isolated, "bridge": bridge,
+                   "up": crate::net::link::index(&bridge).is_some(), "vms": vms})
+        })
+        .collect();
+    Ok(Json(Value::Array(nets)))
+}
+
+/// `POST /api/v1/networks`: 201 with the network.
+pub async fn create(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Body(spec): Body<NetworkSpec>,
+) -> Result<(StatusCode, Json<NetworkSpec>), ApiError> {
+    den.net.create_network(&den.store, &spec).map_err(VmError::from)?;
+    den.event(&caller.user, "network.created", &spec.name, &spec.subnet);
+    Ok((StatusCode::CREATED, Json(spec)))
+}
+
+/// `DELETE /api/v1/networks/{name}`.
+pub async fn delete(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    den.net.delete_network(&den.store, &name).map_err(VmError::from)?;
+    den.event(&caller.user, "network.deleted", &name, "");
+    Ok(Json(json!({"deleted": name})))
+}

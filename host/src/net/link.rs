@@ -1,0 +1,170 @@
+//! Network devices: bridges and their address (rtnetlink), persistent TAP devices (the TUN
+//! ioctls: the kernel creates TAPs no other way) and the per-namespace sysctls NAT needs.
+//! Lookups read `/sys/class/net`; changes go through netlink.
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+
+/// Device errors.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// A netlink request failed.
+    #[error("{what}: {source}")]
+    Netlink {
+        /// What was being done.
+        what: String,
+        /// The netlink error.
+        source: rtnetlink::Error,
+    },
+    /// A system call or file failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LinkError {
+    let what = what.into();
+    move |source| LinkError::Io { what, source }
+}
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
+    let what = what.into();
+    move |source| LinkError::Netlink { what, source }
+}
+
+fn handle() -> Result<rtnetlink::Handle, LinkError> {
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(io("open a netlink socket"))?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+/// The interface index of `name`, if the device exists.
+pub fn index(name: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex")).ok()?.trim().parse().ok()
+}
+
+/// The names of all network devices.
+pub fn names() -> Vec<String> {
+    std::fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Whether `name` is a TUN/TAP device.
+pub fn is_tap(name: &str) -> bool {
+    std::path::Path::new(&format!("/sys/class/net/{name}/tun_flags")).exists()
+}
+
+/// Makes sure bridge `name` exists, has `gateway/prefix`, is up, and lets host-local
+/// clients of port forwards through (`route_localnet`).
+pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<(), LinkError> {
+    let h = handle()?;
+    if index(name).is_none() {
+        h.link()
+            .add(rtnetlink::LinkBridge::new(name).build())
+            .execute()
+            .await
+            .map_err(nl(format!("create bridge {name}")))?;
+    }
+    let idx = index(name).ok_or_else(|| LinkError::Io {
+        what: format!("bridge {name} vanished right after it was made"),
+        source: std::io::ErrorKind::NotFound.into(),
+    })?;
+    h.address()
+        .add(idx, gateway.into(), prefix)
+        .replace()
+        .execute()
+        .await
+        .map_err(nl(format!("give {name} the address {gateway}/{prefix}")))?;
+    h.link()
+        .set(rtnetlink::LinkUnspec::new_with_index(idx).up().build())
+        .execute()
+        .await
+        .map_err(nl(format!("bring {name} up")))?;
+    sysctl(&format!("net/ipv4/conf/{name}/route_localnet"), "1")?;
+    Ok(())
+}
+
+/// Turns on IPv4 forwarding in this network namespace (NAT needs it).
+pub fn enable_forwarding() -> Result<(), LinkError> {
+    sysctl("net/ipv4/ip_forward", "1")
+}
+
+fn sysctl(key: &str, value: &str) -> Result<(), LinkError> {
+    let path = format!("/proc/sys/{key}");
+    if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == value) {
+        return Ok(());
+    }
+    std::fs::write(&path, value).map_err(io(format!("set {path} to {value}")))
+}
+
+/// Removes device `name` if it exists.
+pub async fn delete(name: &str) -> Result<(), LinkError> {
+    let Some(idx) = index(name) else { return Ok(()) };
+    match handle()?.link().del(idx).execute().await {
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(()),
+        other => other.map_err(nl(format!("delete {name}"))),
+    }
+}
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Creates persistent TAP `name` (if missing), puts it on `bridge` and brings it up. The VM's
+/// engine opens it by name later.
+pub async fn ensure_tap(name: &str, bridge: &str) -> Result<(), LinkError> {
+    if index(name).is_none() {
+        create_persistent_tap(name)?;
+    }
+    let idx = index(name).ok_or_else(|| LinkError::Io {
+        what: format!("TAP {name} vanished right after it was made"),
+        source: std::io::ErrorKind::NotFound.into(),
+    })?;
+    let br = index(bridge).ok_or_else(|| LinkError::Io {
+        what: format!("bridge {bridge} for TAP {name}"),
+        source: std::io::ErrorKind::NotFound.into(),
+    })?;
+    handle()?
+        .link()
+        .set(rtnetlink::LinkUnspec::new_with_index(idx).controller(br).up().build())
+        .execute()
+        .await
+        .map_err(nl(format!("attach {name} to {bridge}")))
+}
+
+fn create_persistent_tap(name: &str) -> Result<(), LinkError> {
+    let what = || format!("create TAP {name}");
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(LinkError::Io { what: what(), source: std::io::ErrorKind::InvalidInput.into() });
+    }
+    let tun =
+        std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun").map_err(io("open /dev/net/tun"))?;
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, _pad: [0; 22] };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: TUNSETIFF reads and writes an ifreq, which `req` is laid out as (40 bytes).
+    if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF as _, &mut req) } < 0 {
+        return Err(io(what())(std::io::Error::last_os_error()));
+    }
+    // SAFETY: TUNSETPERSIST takes an integer flag by value.
+    if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETPERSIST as _, 1 as libc::c_ulong) } < 0 {
+        return Err(io(format!("make TAP {name} persistent"))(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! VM networking: host bridges with NAT, DHCP and DNS; a TAP per NIC; isolated networks; host
+//! port forwards. Everything is derived from the store: [`Net::sync`] makes the host match the
+//! VMs that exist (bridges and dnsmasq for networks in use, one nftables table with NAT,
+//! isolation and forwards) and removes what nothing uses any more, so a `dend` killed halfway
+//! leaves nothing the next sync does not fix. TAPs exist while their VM's engine runs.
+
+pub mod dhcp;
+pub mod ipam;
+pub mod link;
+pub mod nft;
+pub mod spec;
+
+pub use spec::{NetworkSpec, Nic, NicRequest, PortForward, Proto, DEFAULT_NETWORK, DEFAULT_SUBNET};
+
+use crate::model::{FieldError, VmRecord, VmSpec};
+use crate::store::{Store, StoreError};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// Networking errors.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A device operation failed.
+    #[error(transparent)]
+    Link(#[from] link::LinkError),
+    /// nftables refused the rules.
+    #[error(transparent)]
+    Nft(#[from] nft::NftError),
+    /// dnsmasq failed.
+    #[error(transparent)]
+    Dhcp(#[from] dhcp::DhcpError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored network is unusable.
+    #[error("network `{0}`: {1}")]
+    Bad(String, String),
+}
+
+/// Host ports a forward may not take (dend's own HTTPS API and SSH gateway).
+const RESERVED_PORTS: [u16; 2] = [8006, 2222];
+
+/// The networking service.
+pub struct Net {
+    dir: PathBuf,
+    default_subnet: String,
+    /// Serialises address allocation with the record insert that claims it.
+    alloc: std::sync::Mutex<()>,
+    /// Serialises syncs and TAP changes.
+    apply: tokio::sync::Mutex<()>,
+}
+
+impl Net {
+    /// A service keeping its runtime files (dnsmasq state and logs) in `run_dir`, with the
+    /// implicit `default` network on `default_subnet`.
+    pub fn new(run_dir: &Path, default_subnet: &str) -> Net {
+        Net {
+            dir: run_dir.join("net"),
+            default_subnet: default_subnet.into(),
+            alloc: std::sync::Mutex::new(()),
+            apply: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Every network: the stored ones, plus `default` unless one is stored under that name.
+    pub fn networks(&self, store: &Store) -> Result<Vec<NetworkSpec>, StoreError> {
+        let mut nets = store.networks()?;
+        if !nets.iter().any(|n| n.name == DEFAULT_NETWORK) {
+            nets.insert(
+                0,
+                NetworkSpec { name: DEFAULT_NETWORK.into(), subnet: self.default_subnet.clone(), isolated: false },
+            );
+        }
+        Ok(nets)
+    }
+
+    /// Holds address allocation until dropped: take it before [`Net::allocate`] and keep it
+    /// until the VM record that claims the addresses is stored.
+    pub fn allocation_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.alloc.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves a new VM's NICs (network, MAC, address, TAP name) and checks its forwards
+    /// against every other VM's and the host's ports in use.
+    pub fn allocate(&self, store: &Store, vm_id: &str, spec: &VmSpec) -> Result<Vec<Nic>, AllocError> {
+        let nets = self.networks(store)?;
+        let vms = store.vms()?;
+        let mut nics = vec![];
+        for (i, req) in spec.nics.iter().enumerate() {
+            let Some(net) = nets.iter().find(|n| n.name == req.network) else {
+                return Err(field("nics", format!("network `{}` not found; `den net ls` lists networks", req.network)));
+            };
+            let sub = net.subnet().map_err(|e| NetError::Bad(net.name.clone(), e))?;
+            let mut used: HashSet<_> =
+                vms.iter().flat_map(|v| &v.nics).filter(|n| n.network == net.name).map(|n| n.ip).collect();
+            used.extend(nics.iter().filter(|n: &&Nic| n.network == net.name).map(|n| n.ip));
+            let Some(ip) = sub.next_free(&used) else {
+                return Err(field("nics", format!("network `{}` ({}) has no free address left", net.name, net.subnet)));
+            };
+            let mac = req.mac.clone().unwrap_or_else(|| ipam::mac_for(vm_id, i));
+            if vms.iter().flat_map(|v| &v.nics).any(|n| n.mac.eq_ignore_ascii_case(&mac)) {
+                return Err(field("nics", format!("MAC {mac} is already used by another VM")));
+            }
+            nics.push(Nic { network: net.name.clone(), mac, ip, tap: spec::tap_name(vm_id, i) });
+        }
+        if let Some(first) = nics.first() {
+            let isolated = nets.iter().any(|n| n.name == first.network && n.isolated);
+            if isolated && !spec.ports.is_empty() {
+                return Err(field(
+                    "ports",
+                    format!("network `{}` is isolated: no port forwards into it", first.network),
+                ));
+            }
+        }
+        for p in &spec.ports {
+            let taken =
+                vms.iter().find(|v| v.spec.ports.iter().any(|q| q.host_port == p.host_port && q.proto == p.proto));
+            if let Some(v) = taken {
+                return Err(field(
+                    "ports",
+                    format!(
+                        "host port {}/{} is already forwarded to VM `{}`",
+                        p.host_port,
+                        p.proto.as_str(),
+                        v.spec.name
+                    ),
+                ));
+            }
+            if RESERVED_PORTS.contains(&p.host_port) || !host_port_free(*p) {
+                return Err(field(
+                    "ports",
+                    format!("host port {}/{} is in use on this host; pick another", p.host_port, p.proto.as_str()),
+                ));
+            }
+        }
+        Ok(nics)
+    }
+
+    /// Makes the host match the store: bridges, DHCP and rules for the networks VMs use, and
+    /// none for the others.
+    pub async fn sync(&self, store: &Store) -> Result<(), NetError> {
+        let _g = self.apply.lock().await;
+        let nets = self.networks(store)?;
+        let vms = store.vms()?;
+        let used: HashSet<&str> = vms.iter().flat_map(|v| &v.nics).map(|n| n.network.as_str()).collect();
+        let mut rule_nets = vec![];
+        for net in &nets {
+            let sub = net.subnet().map_err(|e| NetError::Bad(net.name.clone(), e))?;
+            if !used.contains(net.name.as_str()) {
+                dhcp::stop(&self.dir, &net.name).await;
+                link::delete(&net.bridge()).await?;
+                continue;
+            }
+            link::ensure_bridge(&net.bridge(), sub.gateway(), sub.prefix).await?;
+            let hosts = vms
+                .iter()
+                .flat_map(|v| v.nics.iter().map(move |n| (v, n)))
+                .filter(|(_, n)| n.network == net.name)
+                .map(|(v, n)| (n.mac.clone(), n.ip, v.spec.name.clone()))
+                .collect();
+            let cfg = dhcp::DhcpConfig {
+                network: net.name.clone(),
+                bridge: net.bridge(),
+                gateway: sub.gateway(),
+                network_addr: sub.network,
+                prefix: sub.prefix,
+                isolated: net.isolated,
+                hosts,
+            };
+            dhcp::ensure(&self.dir, &cfg).await?;
+            rule_nets.push(nft::RuleNet { bridge: net.bridge(), subnet: sub, isolated: net.isolated });
+        }
+        if !rule_nets.is_empty() {
+            link::enable_forwarding()?;
+        }
+        let forwards: Vec<nft::RuleForward> = vms
+            .iter()
+            .filter_map(|v| v.nics.first().map(|n| (v, n)))
+            .flat_map(|(v, n)| {
+                v.spec.ports.iter().map(move |p| nft::RuleForward {
+                    proto: p.proto,
+                    host_port: p.host_port,
+                    ip: n.ip,
+                    guest_port: p.guest_port,
+                    vm: v.spec.name.clone(),
+                })
+            })
+            .collect();
+        // Skip the nft call entirely on hosts where Den has never had a network.
+        if rule_nets.is_empty() && !self.dir.join("nft").exists() {
+            return Ok(());
+        }
+        nft::apply(&nft::render(&rule_nets, &forwards)).await?;
+        let marker = self.dir.join("nft");
+        if rule_nets.is_empty() {
+            let _ = std::fs::remove_file(&marker);
+        } else {
+            std::fs::create_dir_all(&self.dir)
+                .and_then(|_| std::fs::write(&marker, b"den owns table ip den\n"))
+                .map_err(|source| link::LinkError::Io { what: format!("record {}", marker.display()), source })?;
+        }
+        Ok(())
+    }
+
+    /// Creates and attaches the TAPs of a VM about to start.
+    pub async fn plug(&self, store: &Store, vm: &VmRecord) -> Result<(), NetError> {
+        if vm.nics.is_empty() {
+            return Ok(());
+        }
+        self.sync(store).await?;
+        let _g = self.apply.lock().await;
+        for n in &vm.nics {
+            let net = self.networks(store)?.into_iter().find(|x| x.name == n.network);
+            let Some(net) = net else { return Err(NetError::Bad(n.network.clone(), "not found".into())) };
+            link::ensure_tap(&n.tap, &net.bridge()).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the TAPs of a VM whose engine has ended.
+    pub async fn unplug(&self, vm: &VmRecord) {
+        let _g = self.apply.lock().await;
+        for n in &vm.nics {
+            if let Err(e) = link::delete(&n.tap).await {
+                tracing::warn!(vm = %vm.spec.name, tap = %n.tap, %e, "cannot remove a TAP");
+            }
+        }
+    }
+
+    /// Removes Den TAPs that no running VM owns (left by a `dend` that died mid-start or
+    /// mid-stop). `running` are the TAP names in use.
+    pub async fn sweep_taps(&self, running: &HashSet<String>) {
+        let _g = self.apply.lock().await;
+        for name in link::names() {
+            if spec::is_den_tap(&name) && link::is_tap(&name) && !running.contains(&name) {
+                tracing::info!(tap = %name, "removing a TAP no running VM owns");
+                if let Err(e) = link::delete(&name).await {
+                    tracing::warn!(tap = %name, %e, "cannot remove a TAP");
+                }
+            }
+        }
+    }
+
+    /// Adds a network after checking its name and that its subnet overlaps no other.
+    pub fn create_network(&self, store: &Store, spec: &NetworkSpec) -> Result<(), AllocError> {
+        let _g = self.allocation_guard();
+        let nets = self.networks(store)?;
+        if nets.iter().any(|n| n.name == spec.name) {
+            return Err(AllocError::Net(NetError::Store(StoreError::Exists {
+                kind: "network",
+                name: spec.name.clone(),
+            })));
+        }
+        spec.validate(&nets).map_err(AllocError::Field)?;
+        Ok(store.insert_network(spec)?)
+    }
+
+    /// Removes a network that no VM uses.
+    pub fn delete_network(&self, store: &Store, name: &str) -> Result<(), AllocError> {
+        let _g = self.allocation_guard();
+        if let Some(v) = store.vms()?.into_iter().find(|v| v.nics.iter().any(|n| n.network == name)) {
+            return Err(field(
+                "name",
+                format!("network `{name}` is used by VM `{}`; delete that VM first", v.spec.name),
+            ));
+        }
+        if name == DEFAULT_NETWORK && !store.networks()?.iter().any(|n| n.name == name) {
+            return Err(field("name", "the default network is built in and cannot be removed".into()));
+        }
+        Ok(store.delete_network(name)?)
+    }
+
+    /// The address of each VM NIC on each network, for listings.
+    pub fn leases(&self, store: &Store) -> Result<BTreeMap<String, Vec<(String, Nic)>>, StoreError> {
+        let mut m: BTreeMap<String, Vec<(String, Nic)>> = BTreeMap::new();
+        for v in store.vms()? {
+            for n in v.nics {
+                m.entry(n.network.clone()).or_default().push((v.spec.name.clone(), n));
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// Why NICs could not be allocated.
+#[derive(Debug, thiserror::Error)]
+pub enum AllocError {
+    /// A request field is wrong.
+    #[error("{}: {}", .0.field, .0.message)]
+    Field(FieldError),
+    /// Something else failed.
+    #[error(transparent)]
+    Net(#[from] NetError),
+}
+
+impl From<StoreError> for AllocError {
+    fn from(e: StoreError) -> AllocError {
+        AllocError::Net(NetError::Store(e))
+    }
+}
+
+fn field(field: &'static str, message: String) -> AllocError {
+    AllocError::Field(FieldError { field, message })
+}
+
+/// Whether nothing on this host listens on `p` (a forward would hide it from outside).
+fn host_port_free(p: PortForward) -> bool {
+    let addr = std::net::SocketAddr::from(([0, 0, 0, 0], p.host_port));
+    match p.proto {
+        Proto::Tcp => std::net::TcpListener::bind(addr).is_ok(),
+        Proto::Udp => std::net::UdpSocket::bind(addr).is_ok(),
+    }
+}

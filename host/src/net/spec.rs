@@ -1,0 +1,218 @@
+//! What networks, NICs and port forwards are, as users ask for them and as dend resolves them.
+
+use super::ipam::{valid_mac, Subnet};
+use crate::model::FieldError;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+/// The network every VM joins unless told otherwise.
+pub const DEFAULT_NETWORK: &str = "default";
+/// The default network's subnet unless dend is told otherwise (`--subnet`).
+pub const DEFAULT_SUBNET: &str = "10.87.0.0/24";
+/// Most NICs per VM.
+pub const MAX_NICS: usize = 8;
+
+/// A network (`POST /api/v1/networks`): a host bridge with a subnet, DHCP and DNS, and NAT to
+/// the host's uplink unless it is isolated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// Name: a-z, 0-9 and `-`, 1 to 11 characters (the bridge is `den-<name>`).
+    pub name: String,
+    /// IPv4 subnet, e.g. `10.88.0.0/24`.
+    pub subnet: String,
+    /// Isolated: VMs reach each other and dend's DHCP/DNS only; no NAT, no forwards, no host.
+    #[serde(default)]
+    pub isolated: bool,
+}
+
+impl NetworkSpec {
+    /// The bridge device's name.
+    pub fn bridge(&self) -> String {
+        format!("den-{}", self.name)
+    }
+
+    /// The parsed subnet (validated specs always parse).
+    pub fn subnet(&self) -> Result<Subnet, String> {
+        Subnet::parse(&self.subnet)
+    }
+
+    /// Checks the name and subnet, and that the subnet overlaps none of `others`.
+    pub fn validate(&self, others: &[NetworkSpec]) -> Result<(), FieldError> {
+        let err = |field, message: String| Err(FieldError { field, message });
+        if self.name.len() > 11 || !crate::model::valid_name(&self.name) {
+            return err("name", format!("`{}` is not a network name: a-z, 0-9 and -, 1 to 11 characters", self.name));
+        }
+        let sub = self.subnet().map_err(|message| FieldError { field: "subnet", message })?;
+        for o in others.iter().filter(|o| o.name != self.name) {
+            if o.subnet().is_ok_and(|s| s.overlaps(sub)) {
+                return err("subnet", format!("{} overlaps network `{}` ({})", self.subnet, o.name, o.subnet));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A NIC as asked for in a VM spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicRequest {
+    /// Network name.
+    #[serde(default = "default_network")]
+    pub network: String,
+    /// MAC address; derived from the VM id when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+fn default_network() -> String {
+    DEFAULT_NETWORK.into()
+}
+
+/// A transport protocol of a port forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Proto {
+    /// `tcp` or `udp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// A host port forwarded to a port of the VM's first NIC (like `docker -p`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortForward {
+    /// Port on every host address (loopback included).
+    pub host_port: u16,
+    /// Port in the guest.
+    pub guest_port: u16,
+    /// Protocol.
+    #[serde(default)]
+    pub proto: Proto,
+}
+
+impl PortForward {
+    /// Parses the CLI form `8080:80` or `5353:53/udp`.
+    pub fn parse(s: &str) -> Result<PortForward, String> {
+        let bad = || format!("`{s}` is not a port forward: write HOST:GUEST, e.g. 8080:80 or 5353:53/udp");
+        let (ports, proto) = match s.rsplit_once('/') {
+            Some((p, "tcp")) => (p, Proto::Tcp),
+            Some((p, "udp")) => (p, Proto::Udp),
+            Some(_) => return Err(bad()),
+            None => (s, Proto::Tcp),
+        };
+        let (h, g) = ports.split_once(':').ok_or_else(bad)?;
+        Ok(PortForward { host_port: h.parse().map_err(|_| bad())?, guest_port: g.parse().map_err(|_| bad())?, proto })
+    }
+}
+
+/// Checks a VM's NIC requests and port forwards on their own (not against other VMs).
+pub fn validate_vm_net(nics: &[NicRequest], ports: &[PortForward]) -> Result<(), FieldError> {
+    let err = |field, message: String| Err(FieldError { field, message });
+    if nics.len() > MAX_NICS {
+        return err("nics", format!("{} NICs: at most {MAX_NICS}", nics.len()));
+    }
+    for n in nics {
+        if n.network.len() > 11 || !crate::model::valid_name(&n.network) {
+            return err("nics", format!("`{}` is not a network name (`den net ls` lists networks)", n.network));
+        }
+        if let Some(mac) = n.mac.as_deref().filter(|m| !valid_mac(m)) {
+            return err(
+                "nics",
+                format!("MAC `{mac}`: expected six hex pairs of a unicast address, like 02:de:00:00:00:01"),
+            );
+        }
+    }
+    if !ports.is_empty() && nics.is_empty() {
+        return err("ports", "port forwards need a NIC: add one (`nics`) or drop the forwards".into());
+    }
+    for (i, p) in ports.iter().enumerate() {
+        if p.host_port == 0 || p.guest_port == 0 {
+            return err("ports", "port 0 cannot be forwarded".into());
+        }
+        if ports[..i].iter().any(|q| q.host_port == p.host_port && q.proto == p.proto) {
+            return err("ports", format!("host port {}/{} is forwarded twice", p.host_port, p.proto.as_str()));
+        }
+    }
+    Ok(())
+}
+
+/// A NIC as resolved at create time: the VM keeps its MAC and address for its whole life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nic {
+    /// Network name.
+    pub network: String,
+    /// MAC address.
+    pub mac: String,
+    /// IPv4 address (DHCP reservation and the kernel command line).
+    pub ip: Ipv4Addr,
+    /// TAP device name while the VM runs.
+    pub tap: String,
+}
+
+/// The TAP name of NIC `index` of VM `id`: `dt` + 10 hex digits of the id + the index (13
+/// characters; Linux allows 15).
+pub fn tap_name(vm_id: &str, index: usize) -> String {
+    let short: String = vm_id.chars().filter(char::is_ascii_hexdigit).take(10).collect();
+    format!("dt{short:0>10}{index}")
+}
+
+/// Whether `name` looks like a TAP name dend makes.
+pub fn is_den_tap(name: &str) -> bool {
+    name.len() == 13 && name.starts_with("dt") && name[2..].chars().all(|c| c.is_ascii_hexdigit() || c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(name: &str, subnet: &str) -> NetworkSpec {
+        NetworkSpec { name: name.into(), subnet: subnet.into(), isolated: false }
+    }
+
+    #[test]
+    fn networks_validate() {
+        let d = net("default", DEFAULT_SUBNET);
+        assert!(d.validate(&[]).is_ok());
+        assert_eq!(d.bridge(), "den-default");
+        assert_eq!(net("averylongname", "10.1.0.0/24").validate(&[]).unwrap_err().field, "name");
+        assert_eq!(net("lab", "10.87.0.0/16").validate(std::slice::from_ref(&d)).unwrap_err().field, "subnet");
+        assert_eq!(net("lab", "10.87.0.5/24").validate(&[]).unwrap_err().field, "subnet");
+        assert!(net("lab", "10.88.0.0/24").validate(&[d]).is_ok());
+    }
+
+    #[test]
+    fn forwards_and_nics() {
+        assert_eq!(
+            PortForward::parse("5353:53/udp").unwrap(),
+            PortForward { host_port: 5353, guest_port: 53, proto: Proto::Udp }
+        );
+        assert_eq!(PortForward::parse("8080:80").unwrap().proto, Proto::Tcp);
+        for bad in ["8080", "a:80", "8080:80/sctp", "70000:80"] {
+            assert!(PortForward::parse(bad).is_err(), "{bad}");
+        }
+        let nic = NicRequest { network: "default".into(), mac: None };
+        let fwd = PortForward::parse("8080:80").unwrap();
+        assert!(validate_vm_net(std::slice::from_ref(&nic), &[fwd]).is_ok());
+        assert_eq!(validate_vm_net(&[], &[fwd]).unwrap_err().field, "ports");
+        assert_eq!(validate_vm_net(std::slice::from_ref(&nic), &[fwd, fwd]).unwrap_err().field, "ports");
+        let bad_mac = NicRequest { mac: Some("01:00:00:00:00:00".into()), ..nic };
+        assert_eq!(validate_vm_net(&[bad_mac], &[]).unwrap_err().field, "nics");
+        let t = tap_name("0123456789abcdef", 3);
+        assert_eq!(t, "dt01234567893");
+        assert!(is_den_tap(&t) && !is_den_tap("eth0"));
+        assert!(t.len() <= 15);
+    }
+}
