@@ -1,5 +1,5 @@
 //! `den`: Den's command-line client. Nouns and verbs: `den doctor`, `den image build|ls|rm|gc|...`,
-//! `den up`, `den vm create|ls|inspect|start|stop|rm|exec`, `den net ls|create|rm`, `den task ls|log` (through dend).
+//! `den up`, `den vm create|ls|inspect|start|stop|rm|exec`, `den net ls|create|rm`, `den user ...`, `den token ...`, `den task ls|log` (through dend).
 //! Human tables by default, `--json` everywhere; exit codes 0 ok, 1 error, 2 usage.
 
 mod client;
@@ -9,6 +9,7 @@ mod net;
 mod paths;
 mod progress;
 mod task;
+mod user;
 mod vm;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,12 @@ enum Cmd {
     /// Networks (through dend): ls, create, rm.
     #[command(subcommand)]
     Net(net::NetCmd),
+    /// Users (through dend): ls, add, rm, passwd, role, grant.
+    #[command(subcommand)]
+    User(user::UserCmd),
+    /// API tokens (through dend): create, ls, rm.
+    #[command(subcommand)]
+    Token(user::TokenCmd),
     /// dend's tasks: ls, log.
     #[command(subcommand)]
     Task(task::TaskCmd),
@@ -60,6 +67,8 @@ fn main() -> ExitCode {
         Cmd::Up => up(&paths, cli.json),
         Cmd::Vm(c) => vm::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
         Cmd::Net(c) => net::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
+        Cmd::User(c) => user::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
+        Cmd::Token(c) => user::run_token(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
         Cmd::Task(c) => task::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
     };
     match res {

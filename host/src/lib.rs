@@ -2,7 +2,9 @@
 //! Data flows one way: [`api`] -> [`vms`] -> [`engine`] -> VM processes.
 //!
 //! - [`api`]: the REST API (`/api/v1/`), JSON errors with stable codes;
-//! - [`server`]: serving it on the local Unix socket, callers from peer credentials;
+//! - [`auth`]: roles, per-VM grants, API tokens, argon2id passwords, login rate limiting;
+//! - [`server`]: serving it on the local Unix socket (callers from peer credentials) and on
+//!   HTTPS (bearer tokens), with [`tls`] holding the certificate;
 //! - [`vms`]: the VM service (tasks, lifecycle, watchers, reconciliation after a restart);
 //! - [`engine`]: starting, finding again, stopping VM processes (QEMU over QMP, den-vmm);
 //! - [`net`]: bridges, TAPs, DHCP/DNS (dnsmasq), NAT, isolation and port forwards (nftables);
@@ -11,10 +13,12 @@
 //! - [`paths`]: where everything lives.
 
 pub mod api;
+pub mod auth;
 pub mod engine;
 pub mod model;
 pub mod net;
 pub mod paths;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod vms;

@@ -25,6 +25,9 @@ struct Cli {
     /// Subnet of the `default` network (its bridge is `den-default`, with NAT to the uplink).
     #[arg(long, env = "DEN_SUBNET", default_value = den_host::net::DEFAULT_SUBNET)]
     subnet: String,
+    /// HTTPS address of the API (and later the web console); `off` serves only the Unix socket.
+    #[arg(long, env = "DEN_LISTEN", default_value = "0.0.0.0:8006")]
+    listen: String,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -61,7 +64,22 @@ async fn main() -> anyhow::Result<()> {
     let store = Store::open(&paths.db()).with_context(|| format!("opening {}", paths.db().display()))?;
     den_host::net::ipam::Subnet::parse(&cli.subnet).map_err(|e| anyhow::anyhow!("--subnet: {e}"))?;
     let den = Den::new(store, paths.clone(), host_limits(), &cli.subnet);
+    let _ = std::fs::remove_file(paths.run.join("https.addr"));
+    // Bound first: it also refuses to run next to another dend on the same directories.
+    let unix = den_host::server::bind_unix(&paths.socket()).await?;
     den.reconcile().await.context("reconciling the state left by the previous dend")?;
+    if cli.listen != "off" {
+        let tls = den_host::tls::server_config(&paths.data).context("loading dend's TLS certificate")?;
+        let tcp = tokio::net::TcpListener::bind(&cli.listen)
+            .await
+            .with_context(|| format!("--listen {}: cannot bind (is another dend or Proxmox on it?)", cli.listen))?;
+        let addr = tcp.local_addr()?;
+        // Tests and tools that asked for port 0 read the real address here.
+        std::fs::write(paths.run.join("https.addr"), addr.to_string())?;
+        tracing::info!(%addr, "HTTPS API listening");
+        tokio::spawn(den_host::server::serve_https(den.clone(), tcp, tls));
+    }
     tracing::info!(socket = %paths.socket().display(), "dend serving");
-    den_host::server::serve(den, &paths.socket()).await
+    den_host::server::serve_unix(den, unix).await;
+    Ok(())
 }

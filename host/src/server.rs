@@ -1,17 +1,34 @@
-//! Serving the API on the local Unix socket. The caller's identity comes from the socket's peer
-//! credentials: root (and dend's own user) is the local admin.
+//! Serving the API: on the local Unix socket, where the caller's identity comes from the socket's
+//! peer credentials (root, and dend's own user, are the local admin), and on HTTPS, where callers
+//! present a bearer token.
 
-use crate::api::{self, Caller};
+use crate::api::{self, Caller, Transport};
 use crate::vms::Den;
-use axum::Extension;
+use axum::{Extension, Router};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use tokio::net::UnixListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
 
-/// Binds the socket (refusing if another dend answers on it) and serves until the process ends.
-pub async fn serve(den: Arc<Den>, socket: &Path) -> anyhow::Result<()> {
+fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    router: Router,
+    transport: Transport,
+) {
+    let svc = TowerToHyperService::new(router.layer(Extension(transport)));
+    tokio::spawn(async move {
+        let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(%e, "API connection");
+        }
+    });
+}
+
+/// Binds the Unix socket (refusing if another dend answers on it).
+pub async fn bind_unix(socket: &Path) -> anyhow::Result<UnixListener> {
     if tokio::net::UnixStream::connect(socket).await.is_ok() {
         anyhow::bail!("another dend is already serving {}; stop it first", socket.display());
     }
@@ -19,6 +36,11 @@ pub async fn serve(den: Arc<Den>, socket: &Path) -> anyhow::Result<()> {
     let listener = UnixListener::bind(socket).map_err(|e| anyhow::anyhow!("binding {}: {e}", socket.display()))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves the Unix socket until the process ends.
+pub async fn serve_unix(den: Arc<Den>, listener: UnixListener) {
     let router = api::router(den);
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
@@ -36,11 +58,31 @@ pub async fn serve(den: Arc<Den>, socket: &Path) -> anyhow::Result<()> {
             continue; // the socket is 0600; anyone else reaching it is refused outright
         }
         let user = if uid == 0 { "root".to_string() } else { format!("uid{uid}") };
-        let svc = TowerToHyperService::new(router.clone().layer(Extension(Caller { user })));
+        serve_connection(stream, router.clone(), Transport::Local(Caller::local_admin(&user)));
+    }
+}
+
+/// Serves HTTPS on `listener` with `tls` until the process ends. A handshake gets 10 s.
+pub async fn serve_https(den: Arc<Den>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
+    let router = api::router(den);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, addr): (_, SocketAddr) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(%e, "accept on the HTTPS port");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let router = router.clone();
         tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = conn.await {
-                tracing::debug!(%e, "API connection");
+            match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => serve_connection(stream, router, Transport::Remote(addr)),
+                Ok(Err(e)) => tracing::debug!(%addr, %e, "TLS handshake"),
+                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
             }
         });
     }

@@ -59,6 +59,7 @@ impl Dend {
             .arg(self.dir.path())
             .arg("--image-store")
             .arg(images::download_cache().join("test-store"))
+            .args(["--listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -68,6 +69,19 @@ impl Dend {
         let t = Instant::now();
         while UnixStream::connect(self.socket()).is_err() {
             assert!(t.elapsed() < Duration::from_secs(30), "dend did not listen:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The HTTPS API's address (dend listens on a free loopback port).
+    pub fn https_addr(&self) -> String {
+        let t = Instant::now();
+        loop {
+            let a = std::fs::read_to_string(self.dir.path().join("run/https.addr")).unwrap_or_default();
+            if !a.trim().is_empty() {
+                return a.trim().to_string();
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "dend never wrote its HTTPS address:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -120,6 +134,26 @@ impl Dend {
             assert!(t.elapsed() < timeout, "{name} never became {state}: {v}\n{}", self.log());
             std::thread::sleep(Duration::from_millis(300));
         }
+    }
+
+    /// An HTTPS API call with the real `curl` (certificate not checked; see [`Dend::https_addr`]),
+    /// optionally with a bearer token: (status, body, response headers).
+    pub fn https(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value, String) {
+        let headers = self.dir.path().join("curl-headers");
+        let mut c = Command::new("curl");
+        c.args(["-sk", "-o", "-", "-w", "\n%{http_code}", "-X", method, "-D"]).arg(&headers);
+        c.args(["-H", "Content-Type: application/json", "--max-time", "30"]);
+        if let Some(t) = token {
+            c.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        if let Some(b) = body {
+            c.args(["--data-binary", b]);
+        }
+        let out = c.arg(format!("https://{}{path}", self.https_addr())).output().expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let head = std::fs::read_to_string(&headers).unwrap_or_default();
+        (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::Null), head)
     }
 
     /// Raw API call: (status, body).

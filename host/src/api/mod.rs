@@ -1,9 +1,11 @@
 //! The REST API under `/api/v1/` (served on the local Unix socket; HTTPS comes next). Every
 //! long operation answers 202 with the task's location; errors are JSON `{code, message, field?}`.
 
+pub mod auth;
 mod body;
 mod error;
 mod networks;
+mod users;
 mod vms;
 
 pub use error::ApiError;
@@ -15,12 +17,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use std::sync::Arc;
 
-/// Who is calling (from the Unix socket's peer credentials).
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// Den user name.
-    pub user: String,
-}
+pub use crate::auth::Caller;
+pub use auth::Transport;
 
 /// The API's routes.
 pub fn router(den: Arc<Den>) -> Router {
@@ -37,12 +35,22 @@ pub fn router(den: Arc<Den>) -> Router {
         .route("/api/v1/vms/:name/console", get(vms::console))
         .route("/api/v1/networks", get(networks::list).post(networks::create))
         .route("/api/v1/networks/:name", axum::routing::delete(networks::delete))
+        .route("/api/v1/login", post(users::login))
+        .route("/api/v1/whoami", get(users::whoami))
+        .route("/api/v1/users", get(users::list).post(users::create))
+        .route("/api/v1/users/:name", axum::routing::delete(users::delete))
+        .route("/api/v1/users/:name/password", axum::routing::put(users::password))
+        .route("/api/v1/users/:name/role", axum::routing::put(users::role))
+        .route("/api/v1/users/:name/grants/:vm", axum::routing::put(users::grant))
+        .route("/api/v1/tokens", get(users::tokens).post(users::create_token))
+        .route("/api/v1/tokens/:id", axum::routing::delete(users::revoke_token))
         .route("/api/v1/tasks", get(tasks))
         .route("/api/v1/tasks/:id", get(task))
         .route("/api/v1/events", get(events))
         .fallback(|| async {
             ApiError::new(axum::http::StatusCode::NOT_FOUND, "no_route", "no such API path; see /api/v1/host")
         })
+        .layer(axum::middleware::from_fn_with_state(den.clone(), auth::authenticate))
         .with_state(den)
 }
 

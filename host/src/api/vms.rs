@@ -21,9 +21,16 @@ fn accepted(task: &str, extra: serde_json::Value) -> Response {
     (StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(body)).into_response()
 }
 
-/// `GET /api/v1/vms`.
-pub async fn list(State(den): State<Arc<Den>>) -> Result<Json<Vec<crate::model::VmRecord>>, ApiError> {
-    Ok(Json(den.store.vms()?))
+/// `GET /api/v1/vms`: the VMs the caller may see.
+pub async fn list(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Vec<crate::model::VmRecord>>, ApiError> {
+    let mut vms = den.store.vms()?;
+    if !caller.has(crate::auth::Role::Viewer) || caller.token.as_ref().is_some_and(|t| t.vms.is_some()) {
+        vms.retain(|v| caller.role_on(&v.id, &v.spec.name, &v.owner).is_some());
+    }
+    Ok(Json(vms))
 }
 
 /// `GET /api/v1/vms/{name}`.

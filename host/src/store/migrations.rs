@@ -41,6 +41,29 @@ const MIGRATIONS: &[&str] = &[
         spec TEXT NOT NULL,
         created INTEGER NOT NULL
      );",
+    // 3: users, their per-VM grants, and API tokens (secrets stored as SHA-256 only).
+    "CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        password TEXT,
+        role TEXT,
+        created INTEGER NOT NULL
+     );
+     CREATE TABLE grants (
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        vm TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        role TEXT NOT NULL,
+        PRIMARY KEY (user, vm)
+     );
+     CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        hash TEXT NOT NULL,
+        name TEXT NOT NULL,
+        role TEXT,
+        vms TEXT,
+        created INTEGER NOT NULL,
+        expires INTEGER
+     );",
 ];
 
 /// The current schema version (0 for an empty database).

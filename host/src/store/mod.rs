@@ -1,16 +1,19 @@
 //! dend's state: an embedded SQLite database in WAL mode (one file, transactional, survives
 //! `kill -9`), with numbered schema migrations applied at open. Tables: `vms` (records with their
 //! spec and, while a process exists, how to find it again), `tasks` (long operations with their
-//! log and outcome) and `events` (the lifecycle and audit log, kept) and `networks`.
+//! log and outcome) and `events` (the lifecycle and audit log, kept), `networks`, and `users` with their
+//! `grants` and `tokens`.
 
 mod events;
 mod migrations;
 mod networks;
 mod tasks;
+mod users;
 mod vms;
 
 pub use events::Event;
 pub use tasks::{Task, TaskStatus};
+pub use users::{TokenRecord, UserAuth, UserRecord};
 
 use rusqlite::Connection;
 use std::path::Path;

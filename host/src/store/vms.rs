@@ -106,7 +106,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::{EngineChoice, Kind, RestartPolicy};
 

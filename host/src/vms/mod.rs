@@ -66,6 +66,8 @@ pub struct Den {
     pub limits: Limits,
     /// Networking.
     pub net: Net,
+    /// Users, logins and tokens.
+    pub accounts: crate::auth::Accounts,
     events: broadcast::Sender<Event>,
     /// VMs whose process is being stopped or replaced on purpose (the watcher must not treat
     /// the exit as a crash).
@@ -77,7 +79,15 @@ impl Den {
     pub fn new(store: Store, paths: Paths, limits: Limits, default_subnet: &str) -> Arc<Den> {
         let (events, _) = broadcast::channel(1024);
         let net = Net::new(&paths.run, default_subnet);
-        Arc::new(Den { store, paths, limits, net, events, expected_exit: Mutex::new(HashMap::new()) })
+        Arc::new(Den {
+            store,
+            paths,
+            limits,
+            net,
+            accounts: Default::default(),
+            events,
+            expected_exit: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Records an event and tells subscribers.

@@ -1,0 +1,154 @@
+//! Authentication and authorisation of every API request, in one place. Local callers (the Unix
+//! socket) arrive with their identity; remote ones (HTTPS) present `Authorization: Bearer
+//! den_...` (an API token or a login session). [`need`] says what each route requires; the
+//! middleware answers 401 or 403 before a handler runs.
+
+use super::ApiError;
+use crate::auth::{AuthError, Caller, Role};
+use crate::vms::Den;
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// How a request arrived (set by the server for each connection).
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// The local Unix socket, with the identity its peer credentials give.
+    Local(Caller),
+    /// A network connection from this address.
+    Remote(SocketAddr),
+}
+
+/// What a route requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    /// Nothing (login, the API description).
+    Public,
+    /// Any valid identity.
+    Anyone,
+    /// A global role of at least this.
+    Global(Role),
+    /// A role of at least this on the named VM.
+    Vm(String, Role),
+    /// Being this user, or an admin.
+    SelfOrAdmin(String),
+}
+
+/// What `method path` requires.
+pub fn need(method: &Method, path: &str) -> Need {
+    let segs: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').filter(|s| !s.is_empty()).collect();
+    let read = *method == Method::GET;
+    match segs.as_slice() {
+        ["login"] | ["openapi.json"] => Need::Public,
+        ["host"] | ["whoami"] | ["vms"] | ["networks"] | ["tokens"] | ["tokens", _] if read || segs[0] == "tokens" => {
+            Need::Anyone
+        }
+        ["vms"] => Need::Global(Role::Operator),
+        ["vms", name, ..] => Need::Vm(name.to_string(), if read { Role::Viewer } else { Role::Operator }),
+        ["tasks", ..] | ["events"] => Need::Global(Role::Viewer),
+        ["users", name, "password"] => Need::SelfOrAdmin(name.to_string()),
+        _ => Need::Global(Role::Admin),
+    }
+}
+
+fn unauthorized(msg: String) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", msg)
+}
+
+fn forbidden(msg: String) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", msg)
+}
+
+/// Whether `caller` may do what `need` asks.
+fn authorize(den: &Den, caller: &Caller, need: &Need) -> Result<(), ApiError> {
+    let ok = match need {
+        Need::Public | Need::Anyone => true,
+        Need::Global(r) => caller.has(*r),
+        Need::SelfOrAdmin(u) => *u == caller.user || caller.is_admin(),
+        Need::Vm(name, r) => match den.store.vm(name) {
+            Ok(vm) => caller.role_on(&vm.id, &vm.spec.name, &vm.owner).is_some_and(|have| have >= *r),
+            // Viewers learn that it does not exist (404 from the handler); others learn nothing.
+            Err(_) => caller.has(Role::Viewer),
+        },
+    };
+    if ok {
+        return Ok(());
+    }
+    let what = match need {
+        Need::Global(r) | Need::Vm(_, r) => format!("this needs the {} role", r.as_str()),
+        _ => "this is another user's".into(),
+    };
+    let on = if let Need::Vm(name, _) = need { format!(" on VM `{name}`") } else { String::new() };
+    Err(forbidden(format!("user `{}` may not do this: {what}{on}; an admin can grant it", caller.user)))
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        match e {
+            AuthError::Unauthorized(m) => unauthorized(m),
+            AuthError::Forbidden(m) => forbidden(m),
+            AuthError::RateLimited(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string()),
+            AuthError::Invalid(f) => ApiError {
+                field: Some(f.field),
+                ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", format!("{}: {}", f.field, f.message))
+            },
+            AuthError::Store(s) => ApiError::from(s),
+        }
+    }
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    v.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// The middleware: finds the caller, checks [`need`], and hands the [`Caller`] to the handler.
+pub async fn authenticate(State(den): State<Arc<Den>>, mut req: Request, next: Next) -> Response {
+    let need = need(req.method(), req.uri().path());
+    let caller = match req.extensions().get::<Transport>() {
+        Some(Transport::Local(c)) => c.clone(),
+        Some(Transport::Remote(_)) if need == Need::Public => return next.run(req).await,
+        Some(Transport::Remote(_)) => match bearer(&req) {
+            Some(t) => match den.accounts.verify_token(&den.store, t) {
+                Ok(c) => c,
+                Err(e) => return ApiError::from(e).into_response(),
+            },
+            None => {
+                let msg = "log in first: send `Authorization: Bearer <token>` (POST /api/v1/login gives one)";
+                return unauthorized(msg.into()).into_response();
+            }
+        },
+        None => return unauthorized("no transport identity".into()).into_response(),
+    };
+    if let Err(e) = authorize(&den, &caller, &need) {
+        return e.into_response();
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_needs() {
+        let n = |m: Method, p: &str| need(&m, p);
+        assert_eq!(n(Method::POST, "/api/v1/login"), Need::Public);
+        assert_eq!(n(Method::GET, "/api/v1/vms"), Need::Anyone);
+        assert_eq!(n(Method::POST, "/api/v1/vms"), Need::Global(Role::Operator));
+        assert_eq!(n(Method::GET, "/api/v1/vms/web1/console"), Need::Vm("web1".into(), Role::Viewer));
+        assert_eq!(n(Method::POST, "/api/v1/vms/web1/stop"), Need::Vm("web1".into(), Role::Operator));
+        assert_eq!(n(Method::DELETE, "/api/v1/vms/web1"), Need::Vm("web1".into(), Role::Operator));
+        assert_eq!(n(Method::POST, "/api/v1/networks"), Need::Global(Role::Admin));
+        assert_eq!(n(Method::GET, "/api/v1/users"), Need::Global(Role::Admin));
+        assert_eq!(n(Method::PUT, "/api/v1/users/bob/password"), Need::SelfOrAdmin("bob".into()));
+        assert_eq!(n(Method::POST, "/api/v1/tokens"), Need::Anyone);
+        assert_eq!(n(Method::DELETE, "/api/v1/tokens/abc"), Need::Anyone, "the handler checks ownership");
+        assert_eq!(n(Method::GET, "/api/v1/tasks/x"), Need::Global(Role::Viewer));
+        assert_eq!(n(Method::GET, "/api/v1/nonsense"), Need::Global(Role::Admin), "unknown paths need the most");
+    }
+}

@@ -1,0 +1,263 @@
+//! Users, per-VM grants and API tokens.
+
+use super::{now, Store, StoreError};
+use crate::auth::{Role, TokenScope};
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// A user as stored (without the password hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserRecord {
+    /// Name.
+    pub name: String,
+    /// Global role (`None`: only VMs they own or were granted).
+    pub role: Option<Role>,
+    /// Whether a password is set.
+    pub has_password: bool,
+    /// Roles on single VMs, by VM name.
+    pub grants: HashMap<String, Role>,
+    /// Creation time (Unix seconds).
+    pub created: i64,
+}
+
+/// What logging in and authorising need of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserAuth {
+    /// Global role.
+    pub role: Option<Role>,
+    /// argon2id PHC string, when a password is set.
+    pub password_hash: Option<String>,
+}
+
+/// A token as stored (without its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenRecord {
+    /// Id (the part after `den_`).
+    pub id: String,
+    /// Owner.
+    pub user: String,
+    /// What it is for.
+    pub name: String,
+    /// Its cap and VM list.
+    pub scope: TokenScope,
+    /// Creation time.
+    pub created: i64,
+    /// Expiry (Unix seconds), if any.
+    pub expires: Option<i64>,
+}
+
+fn exists(kind: &'static str, name: &str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    let name = name.to_string();
+    move |e| match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            StoreError::Exists { kind, name }
+        }
+        e => StoreError::Sql(e),
+    }
+}
+
+fn role_of(s: Option<String>) -> Option<Role> {
+    s.as_deref().and_then(Role::parse)
+}
+
+impl Store {
+    /// Adds a user.
+    pub fn insert_user(&self, name: &str, password_hash: Option<&str>, role: Option<Role>) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT INTO users (name, password, role, created) VALUES (?1, ?2, ?3, ?4)",
+                params![name, password_hash, role.map(Role::as_str), now()],
+            )
+            .map_err(exists("user", name))?;
+        Ok(())
+    }
+
+    /// A user's global role and password hash, if the user exists.
+    pub fn user_auth(&self, name: &str) -> Result<Option<UserAuth>, StoreError> {
+        let row = self
+            .lock()
+            .query_row("SELECT role, password FROM users WHERE name = ?1", [name], |r| {
+                Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .optional()?;
+        Ok(row.map(|(role, password_hash)| UserAuth { role: role_of(role), password_hash }))
+    }
+
+    /// All users with their grants, by name.
+    pub fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT name, role, password IS NOT NULL, created FROM users ORDER BY name")?;
+        let mut users: Vec<UserRecord> = stmt
+            .query_map([], |r| {
+                Ok(UserRecord {
+                    name: r.get(0)?,
+                    role: role_of(r.get(1)?),
+                    has_password: r.get(2)?,
+                    grants: HashMap::new(),
+                    created: r.get(3)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = conn.prepare_cached("SELECT g.user, v.name, g.role FROM grants g JOIN vms v ON v.id = g.vm")?;
+        let rows: Vec<(String, String, String)> =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+        for (user, vm, role) in rows {
+            if let (Some(u), Some(role)) = (users.iter_mut().find(|u| u.name == user), Role::parse(&role)) {
+                u.grants.insert(vm, role);
+            }
+        }
+        Ok(users)
+    }
+
+    /// Sets (`Some`) or clears a user's password hash.
+    pub fn set_password(&self, name: &str, hash: Option<&str>) -> Result<(), StoreError> {
+        self.update_user(name, "UPDATE users SET password = ?2 WHERE name = ?1", hash)
+    }
+
+    /// Sets a user's global role.
+    pub fn set_role(&self, name: &str, role: Option<Role>) -> Result<(), StoreError> {
+        self.update_user(name, "UPDATE users SET role = ?2 WHERE name = ?1", role.map(Role::as_str))
+    }
+
+    fn update_user(&self, name: &str, sql: &str, value: Option<&str>) -> Result<(), StoreError> {
+        if self.lock().execute(sql, params![name, value])? == 0 {
+            return Err(StoreError::NotFound { kind: "user", name: name.into() });
+        }
+        Ok(())
+    }
+
+    /// Removes a user (their grants and tokens go with them).
+    pub fn delete_user(&self, name: &str) -> Result<(), StoreError> {
+        if self.lock().execute("DELETE FROM users WHERE name = ?1", [name])? == 0 {
+            return Err(StoreError::NotFound { kind: "user", name: name.into() });
+        }
+        Ok(())
+    }
+
+    /// Grants `role` on VM `vm_id` (`None` revokes).
+    pub fn set_grant(&self, user: &str, vm_id: &str, role: Option<Role>) -> Result<(), StoreError> {
+        let conn = self.lock();
+        match role {
+            Some(r) => conn
+                .execute(
+                    "INSERT INTO grants (user, vm, role) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (user, vm) DO UPDATE SET role = excluded.role",
+                    params![user, vm_id, r.as_str()],
+                )
+                .map_err(|e| match e {
+                    rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                        StoreError::NotFound { kind: "user", name: user.into() }
+                    }
+                    e => StoreError::Sql(e),
+                })?,
+            None => conn.execute("DELETE FROM grants WHERE user = ?1 AND vm = ?2", params![user, vm_id])?,
+        };
+        Ok(())
+    }
+
+    /// A user's grants by VM id.
+    pub fn grants_of(&self, user: &str) -> Result<HashMap<String, Role>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached("SELECT vm, role FROM grants WHERE user = ?1")?;
+        let rows: Vec<(String, String)> =
+            stmt.query_map([user], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        Ok(rows.into_iter().filter_map(|(vm, r)| Some((vm, Role::parse(&r)?))).collect())
+    }
+
+    /// Stores a token (its secret's hash only).
+    pub fn insert_token(&self, t: &TokenRecord, hash: &str) -> Result<(), StoreError> {
+        let vms = t.scope.vms.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default());
+        self.lock()
+            .execute(
+                "INSERT INTO tokens (id, user, hash, name, role, vms, created, expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![t.id, t.user, hash, t.name, t.scope.role.map(Role::as_str), vms, t.created, t.expires],
+            )
+            .map_err(exists("token", &t.id))?;
+        Ok(())
+    }
+
+    /// A token and its hash by id.
+    pub fn token(&self, id: &str) -> Result<Option<(TokenRecord, String)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!("{TOKEN_SELECT} WHERE id = ?1"))?;
+        Ok(stmt.query_row([id], token_row).optional()?)
+    }
+
+    /// Tokens, of one user or all.
+    pub fn tokens(&self, user: Option<&str>) -> Result<Vec<TokenRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached(&format!("{TOKEN_SELECT} WHERE ?1 IS NULL OR user = ?1 ORDER BY created"))?;
+        let rows: Vec<(TokenRecord, String)> = stmt.query_map([user], token_row)?.collect::<Result<_, _>>()?;
+        Ok(rows.into_iter().map(|(t, _)| t).collect())
+    }
+
+    /// Revokes a token.
+    pub fn delete_token(&self, id: &str) -> Result<(), StoreError> {
+        if self.lock().execute("DELETE FROM tokens WHERE id = ?1", [id])? == 0 {
+            return Err(StoreError::NotFound { kind: "token", name: id.into() });
+        }
+        Ok(())
+    }
+
+    /// Removes expired tokens.
+    pub fn purge_expired_tokens(&self) -> Result<usize, StoreError> {
+        Ok(self.lock().execute("DELETE FROM tokens WHERE expires IS NOT NULL AND expires <= ?1", [now()])?)
+    }
+}
+
+const TOKEN_SELECT: &str = "SELECT id, user, hash, name, role, vms, created, expires FROM tokens";
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(TokenRecord, String)> {
+    let vms: Option<String> = r.get(5)?;
+    let scope =
+        TokenScope { id: r.get(0)?, role: role_of(r.get(4)?), vms: vms.and_then(|v| serde_json::from_str(&v).ok()) };
+    Ok((
+        TokenRecord { id: r.get(0)?, user: r.get(1)?, name: r.get(3)?, scope, created: r.get(6)?, expires: r.get(7)? },
+        r.get(2)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_grants_tokens() {
+        let s = Store::memory().unwrap();
+        s.insert_user("alice", Some("$hash"), Some(Role::Viewer)).unwrap();
+        assert!(matches!(s.insert_user("alice", None, None), Err(StoreError::Exists { .. })));
+        assert_eq!(
+            s.user_auth("alice").unwrap(),
+            Some(UserAuth { role: Some(Role::Viewer), password_hash: Some("$hash".into()) })
+        );
+        assert_eq!(s.user_auth("bob").unwrap(), None);
+        s.insert_vm(&crate::store::vms::tests::record("web1")).unwrap();
+        s.set_grant("alice", "id-web1", Some(Role::Operator)).unwrap();
+        assert!(s.set_grant("nobody", "id-web1", Some(Role::Operator)).is_err());
+        assert_eq!(s.grants_of("alice").unwrap().get("id-web1"), Some(&Role::Operator));
+        assert_eq!(s.users().unwrap()[0].grants.get("web1"), Some(&Role::Operator));
+        let t = TokenRecord {
+            id: "0123456789abcdef".into(),
+            user: "alice".into(),
+            name: "ci".into(),
+            scope: TokenScope {
+                id: "0123456789abcdef".into(),
+                role: Some(Role::Viewer),
+                vms: Some(vec!["web1".into()]),
+            },
+            created: 1,
+            expires: None,
+        };
+        s.insert_token(&t, "h").unwrap();
+        assert_eq!(s.token(&t.id).unwrap(), Some((t.clone(), "h".into())));
+        assert_eq!(s.tokens(Some("alice")).unwrap(), vec![t.clone()]);
+        assert!(s.tokens(Some("bob")).unwrap().is_empty());
+        s.delete_vm("id-web1").unwrap();
+        assert!(s.grants_of("alice").unwrap().is_empty(), "grants go with the VM");
+        s.delete_user("alice").unwrap();
+        assert_eq!(s.token(&t.id).unwrap(), None, "tokens go with the user");
+    }
+}
