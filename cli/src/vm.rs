@@ -63,6 +63,27 @@ pub enum VmCmd {
         /// VM name or id.
         name: String,
     },
+    /// Disk snapshots: create, ls, rollback, rm.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+    /// Clone a VM (its disks, settings and networks; new addresses, no port forwards).
+    Clone {
+        /// The VM to copy.
+        name: String,
+        /// The new VM's name.
+        new_name: String,
+        /// Return at once with the task id.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Grow a VM's root disk (a running QEMU VM sees it at once; then `resize2fs` in the guest).
+    Resize {
+        /// VM name or id.
+        name: String,
+        /// New size: MiB, or with a suffix M, G or T (e.g. 8G).
+        #[arg(long)]
+        disk: String,
+    },
     /// Run a command in a running VM through its agent; exits with the command's status.
     Exec {
         /// VM name or id.
@@ -71,6 +92,52 @@ pub enum VmCmd {
         #[arg(trailing_var_arg = true, required = true)]
         argv: Vec<String>,
     },
+}
+
+/// `den vm snapshot ...`.
+#[derive(Subcommand)]
+pub enum SnapshotCmd {
+    /// Snapshot a VM's disks (a running VM pauses for the copy).
+    Create {
+        /// VM name or id.
+        vm: String,
+        /// Snapshot name.
+        name: String,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List a VM's snapshots.
+    Ls {
+        /// VM name or id.
+        vm: String,
+    },
+    /// Put a stopped VM's disks back to a snapshot.
+    Rollback {
+        /// VM name or id.
+        vm: String,
+        /// Snapshot name.
+        name: String,
+    },
+    /// Delete a snapshot.
+    Rm {
+        /// VM name or id.
+        vm: String,
+        /// Snapshot name.
+        name: String,
+    },
+}
+
+/// Parses `4096`, `4096M`, `8G` or `1T` into MiB.
+pub fn parse_mib(s: &str) -> anyhow::Result<u64> {
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'M' | 'm')) => (&s[..i], 1),
+        Some((i, 'G' | 'g')) => (&s[..i], 1024),
+        Some((i, 'T' | 't')) => (&s[..i], 1024 * 1024),
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().with_context(|| format!("`{s}` is not a size: write MiB, or 512M, 8G, 1T"))?;
+    n.checked_mul(mult).with_context(|| format!("`{s}` is too large"))
 }
 
 /// `den vm create`.
@@ -87,6 +154,9 @@ pub struct CreateArgs {
     /// Memory in MiB.
     #[arg(long, default_value_t = 512)]
     memory: u64,
+    /// Root disk size (MiB, or 8G...; default: the image's).
+    #[arg(long)]
+    disk: Option<String>,
     /// Engine: auto, vmm or qemu.
     #[arg(long, default_value = "auto")]
     engine: String,
@@ -159,8 +229,10 @@ pub fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 let num = |s: &str| s.parse::<u16>().with_context(|| format!("--publish {p}: `{s}` is not a port"));
                 ports.push(json!({"host_port": num(hp)?, "guest_port": num(gp)?, "proto": proto}));
             }
+            let disk = a.disk.as_deref().map(parse_mib).transpose()?;
             let spec = json!({"name": a.name, "image": a.image, "cpus": a.cpus, "memory_mib": a.memory,
-                              "engine": a.engine, "restart": a.restart, "nics": nics, "ports": ports});
+                              "engine": a.engine, "restart": a.restart, "nics": nics, "ports": ports,
+                              "disk_mib": disk});
             let reply = request(socket, "POST", "/api/v1/vms", Some(&spec))?.ok()?;
             let code = run_task(socket, reply, a.detach, json, &format!("created VM {}", a.name))?;
             if a.start {
@@ -236,6 +308,18 @@ pub fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
             let reply = request(socket, "DELETE", &format!("/api/v1/vms/{}", enc(&name)), None)?.ok()?;
             run_task(socket, reply, false, json, &format!("deleted VM {name}"))
         }
+        VmCmd::Snapshot(c) => snapshot(c, socket, json),
+        VmCmd::Clone { name, new_name, detach } => {
+            let path = format!("/api/v1/vms/{}/clone", enc(&name));
+            let reply = request(socket, "POST", &path, Some(&json!({"name": new_name})))?.ok()?;
+            run_task(socket, reply, detach, json, &format!("cloned VM {name} as {new_name}"))
+        }
+        VmCmd::Resize { name, disk } => {
+            let body = json!({"disk_mib": parse_mib(&disk)?});
+            let v = request(socket, "POST", &format!("/api/v1/vms/{}/resize", enc(&name)), Some(&body))?.ok()?;
+            println!("{}", if json { v.to_string() } else { format!("root disk of {name} is now {disk}") });
+            Ok(ExitCode::SUCCESS)
+        }
         VmCmd::Exec { name, argv } => {
             let out =
                 request(socket, "POST", &format!("/api/v1/vms/{}/exec", enc(&name)), Some(&json!({"argv": argv})))?
@@ -253,5 +337,55 @@ pub fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
             });
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
+    }
+}
+
+fn snapshot(cmd: SnapshotCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SnapshotCmd::Create { vm, name, description } => {
+            let body = json!({"name": name, "description": description});
+            let reply = request(socket, "POST", &format!("/api/v1/vms/{}/snapshots", enc(&vm)), Some(&body))?.ok()?;
+            run_task(socket, reply, false, json, &format!("snapshot {name} of VM {vm} taken"))
+        }
+        SnapshotCmd::Ls { vm } => {
+            let list = request(socket, "GET", &format!("/api/v1/vms/{}/snapshots", enc(&vm)), None)?.ok()?;
+            if json {
+                println!("{list}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("{:<24} {:<12} DESCRIPTION", "NAME", "CREATED");
+            for s in list.as_array().into_iter().flatten() {
+                println!(
+                    "{:<24} {:<12} {}",
+                    s["name"].as_str().unwrap_or("?"),
+                    s["created"],
+                    s["description"].as_str().unwrap_or("")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SnapshotCmd::Rollback { vm, name } => {
+            let path = format!("/api/v1/vms/{}/snapshots/{}/rollback", enc(&vm), enc(&name));
+            let reply = request(socket, "POST", &path, None)?.ok()?;
+            run_task(socket, reply, false, json, &format!("VM {vm} rolled back to {name}"))
+        }
+        SnapshotCmd::Rm { vm, name } => {
+            let path = format!("/api/v1/vms/{}/snapshots/{}", enc(&vm), enc(&name));
+            let v = request(socket, "DELETE", &path, None)?.ok()?;
+            println!("{}", if json { v.to_string() } else { format!("deleted snapshot {name} of VM {vm}") });
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes() {
+        assert_eq!(super::parse_mib("4096").unwrap(), 4096);
+        assert_eq!(super::parse_mib("8G").unwrap(), 8192);
+        assert_eq!(super::parse_mib("512m").unwrap(), 512);
+        assert_eq!(super::parse_mib("1T").unwrap(), 1 << 20);
+        assert!(super::parse_mib("8X").is_err() && super::parse_mib("G").is_err());
     }
 }

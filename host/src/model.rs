@@ -70,6 +70,9 @@ pub struct VmSpec {
     /// Extra kernel command line words.
     #[serde(default)]
     pub cmdline_extra: String,
+    /// Root disk size in MiB (default: the image's); at least the image's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mib: Option<u64>,
     /// NICs, each on a network (`[]`: no network; the CLI adds one on `default`).
     #[serde(default)]
     pub nics: Vec<NicRequest>,
@@ -84,6 +87,9 @@ fn one() -> u32 {
 fn default_memory() -> u64 {
     512
 }
+
+/// Largest disk a VM may ask for (16 TiB).
+pub const MAX_DISK_MIB: u64 = 16 << 20;
 
 /// A field-level validation failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +140,9 @@ impl VmSpec {
         }
         if self.cmdline_extra.len() > 1024 || self.cmdline_extra.contains(['\n', '\0']) {
             return err("cmdline_extra", "at most 1024 bytes on one line".into());
+        }
+        if let Some(d) = self.disk_mib.filter(|d| !(64..=MAX_DISK_MIB).contains(d)) {
+            return err("disk_mib", format!("{d} MiB is not possible (64 to {MAX_DISK_MIB})"));
         }
         crate::net::spec::validate_vm_net(&self.nics, &self.ports)
     }

@@ -46,7 +46,7 @@ pub fn need(method: &Method, path: &str) -> Need {
         ["host"] | ["whoami"] | ["vms"] | ["networks"] | ["tokens"] | ["tokens", _] if read || segs[0] == "tokens" => {
             Need::Anyone
         }
-        ["vms"] => Need::Global(Role::Operator),
+        ["vms"] | ["vms", _, "clone"] => Need::Global(Role::Operator),
         ["vms", name, ..] => Need::Vm(name.to_string(), if read { Role::Viewer } else { Role::Operator }),
         ["tasks", ..] | ["events"] => Need::Global(Role::Viewer),
         ["users", name, "password"] => Need::SelfOrAdmin(name.to_string()),
@@ -144,6 +144,8 @@ mod tests {
         assert_eq!(n(Method::POST, "/api/v1/vms/web1/stop"), Need::Vm("web1".into(), Role::Operator));
         assert_eq!(n(Method::DELETE, "/api/v1/vms/web1"), Need::Vm("web1".into(), Role::Operator));
         assert_eq!(n(Method::POST, "/api/v1/networks"), Need::Global(Role::Admin));
+        assert_eq!(n(Method::POST, "/api/v1/vms/web1/clone"), Need::Global(Role::Operator), "a clone is a new VM");
+        assert_eq!(n(Method::POST, "/api/v1/vms/web1/snapshots"), Need::Vm("web1".into(), Role::Operator));
         assert_eq!(n(Method::GET, "/api/v1/users"), Need::Global(Role::Admin));
         assert_eq!(n(Method::PUT, "/api/v1/users/bob/password"), Need::SelfOrAdmin("bob".into()));
         assert_eq!(n(Method::POST, "/api/v1/tokens"), Need::Anyone);

@@ -137,3 +137,84 @@ pub async fn console(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(json!({"output": den.console(&name, 64 * 1024).await?})))
 }
+
+/// A snapshot request.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotBody {
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+/// `GET /api/v1/vms/{name}/snapshots`.
+pub async fn snapshots(
+    State(den): State<Arc<Den>>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(serde_json::to_value(den.snapshots(&name)?).unwrap_or_default()))
+}
+
+/// `POST /api/v1/vms/{name}/snapshots`: 202 with the snapshot task.
+pub async fn snapshot(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Body(req): Body<SnapshotBody>,
+) -> Result<Response, ApiError> {
+    Ok(accepted(&den.snapshot_create(&name, &req.name, &req.description, &caller.user)?, json!({})))
+}
+
+/// `POST /api/v1/vms/{name}/snapshots/{snap}/rollback`: 202 with the rollback task.
+pub async fn rollback(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Path((name, snap)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    Ok(accepted(&den.snapshot_rollback(&name, &snap, &caller.user)?, json!({})))
+}
+
+/// `DELETE /api/v1/vms/{name}/snapshots/{snap}`.
+pub async fn delete_snapshot(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Path((name, snap)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    den.snapshot_delete(&name, &snap, &caller.user)?;
+    Ok(Json(json!({"deleted": snap})))
+}
+
+/// A clone request.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloneBody {
+    name: String,
+}
+
+/// `POST /api/v1/vms/{name}/clone`: 202 with the clone task and the new VM.
+pub async fn clone(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Body(req): Body<CloneBody>,
+) -> Result<Response, ApiError> {
+    let (task, vm) = den.clone_vm(&name, &req.name, &caller.user)?;
+    Ok(accepted(&task, json!({"vm": vm})))
+}
+
+/// A resize request.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResizeBody {
+    disk_mib: u64,
+}
+
+/// `POST /api/v1/vms/{name}/resize`: grows the root disk; the VM as it is now.
+pub async fn resize(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Body(req): Body<ResizeBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(serde_json::to_value(den.resize(&name, req.disk_mib, &caller.user).await?).unwrap_or_default()))
+}

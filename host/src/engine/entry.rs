@@ -115,6 +115,11 @@ pub async fn pause(running: &Running) -> Result<(), EngineError> {
     adopt(running).await?.pause().await
 }
 
+/// Tells a running guest that disk `index` grew to `bytes` ([`Vm::grow_disk`]).
+pub async fn grow_disk(running: &Running, index: usize, bytes: u64) -> Result<(), EngineError> {
+    adopt(running).await?.grow_disk(index, bytes).await
+}
+
 /// Continues after [`pause`].
 pub async fn resume(running: &Running) -> Result<(), EngineError> {
     adopt(running).await?.resume().await

@@ -152,6 +152,23 @@ impl Vm {
         r.or_else(|e| self.gone_or(e))
     }
 
+    /// Tells the guest that disk `index` grew to `bytes` (the file is already that size):
+    /// QEMU's `block_resize`. den-vmm reads disk sizes at start only.
+    pub async fn grow_disk(&self, index: usize, bytes: u64) -> Result<(), EngineError> {
+        self.check_alive()?;
+        let r = match &self.inner.ctl {
+            Ctl::Qemu(q) => q
+                .qmp()
+                .execute("block_resize", Some(serde_json::json!({"device": format!("disk{index}"), "size": bytes})))
+                .await
+                .map(drop),
+            Ctl::Vmm(_) => {
+                return Err(EngineError::Unsupported("den-vmm resizes disks while the VM is stopped".into()))
+            }
+        };
+        r.or_else(|e| self.gone_or(e))
+    }
+
     /// Continues after [`Vm::pause`] (harmless when running).
     pub async fn resume(&self) -> Result<(), EngineError> {
         self.check_alive()?;

@@ -11,8 +11,8 @@ pub mod qmp;
 pub mod vmm;
 
 pub use entry::{
-    adopt, agent, console_recent, forget, is_alive, kill, launch, launch_vmm, pause, resume, shutdown, state, stop,
-    wait_exit, AGENT_TIMEOUT,
+    adopt, agent, console_recent, forget, grow_disk, is_alive, kill, launch, launch_vmm, pause, resume, shutdown,
+    state, stop, wait_exit, AGENT_TIMEOUT,
 };
 pub use handle::Vm;
 pub use qemu::{Accel, AccelChoice};
@@ -114,6 +114,9 @@ pub enum EngineError {
         /// What went wrong.
         why: String,
     },
+    /// The engine cannot do this (in this state).
+    #[error("{0}")]
+    Unsupported(String),
     /// Another I/O failure.
     #[error("{0}: {1}")]
     Io(String, #[source] std::io::Error),

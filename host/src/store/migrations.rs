@@ -64,6 +64,14 @@ const MIGRATIONS: &[&str] = &[
         created INTEGER NOT NULL,
         expires INTEGER
      );",
+    // 4: disk snapshots (the files live in the VM's directory).
+    "CREATE TABLE snapshots (
+        vm TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        PRIMARY KEY (vm, name)
+     );",
 ];
 
 /// The current schema version (0 for an empty database).

@@ -1,17 +1,19 @@
 //! dend's state: an embedded SQLite database in WAL mode (one file, transactional, survives
 //! `kill -9`), with numbered schema migrations applied at open. Tables: `vms` (records with their
 //! spec and, while a process exists, how to find it again), `tasks` (long operations with their
-//! log and outcome) and `events` (the lifecycle and audit log, kept), `networks`, and `users` with their
-//! `grants` and `tokens`.
+//! log and outcome) and `events` (the lifecycle and audit log, kept), `networks`, `snapshots`, and `users`
+//! with their `grants` and `tokens`.
 
 mod events;
 mod migrations;
 mod networks;
+mod snapshots;
 mod tasks;
 mod users;
 mod vms;
 
 pub use events::Event;
+pub use snapshots::Snapshot;
 pub use tasks::{Task, TaskStatus};
 pub use users::{TokenRecord, UserAuth, UserRecord};
 
@@ -79,7 +81,9 @@ impl Store {
 
     /// An in-memory database (tests).
     pub fn memory() -> Result<Store, StoreError> {
-        let store = Store { conn: Mutex::new(Connection::open_in_memory()?) };
+        let conn = Connection::open_in_memory()?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let store = Store { conn: Mutex::new(conn) };
         migrations::migrate(&mut store.lock())?;
         Ok(store)
     }

@@ -44,12 +44,17 @@ fn decode(raw: RawVm) -> Result<VmRecord, StoreError> {
     })
 }
 
+/// The `spec` column: the spec with what was resolved at creation (engine, NICs).
+fn stored_spec(vm: &VmRecord) -> String {
+    serde_json::json!({"spec": vm.spec, "engine": vm.engine, "nics": vm.nics}).to_string()
+}
+
 const COLUMNS: &str = "id, owner, spec, state, running, created, updated";
 
 impl Store {
     /// Adds a new VM record; fails if the name is taken.
     pub fn insert_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
-        let spec = serde_json::json!({"spec": vm.spec, "engine": vm.engine, "nics": vm.nics}).to_string();
+        let spec = stored_spec(vm);
         let running = vm.running.as_ref().map(|r| serde_json::to_string(r).unwrap_or_default());
         let res = self.lock().execute(
             "INSERT INTO vms (id, name, owner, spec, state, running, created, updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
@@ -98,6 +103,19 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces a VM's spec (resize); the name cannot change.
+    pub fn set_vm_spec(&self, vm: &VmRecord) -> Result<(), StoreError> {
+        let spec = stored_spec(vm);
+        let n = self.lock().execute(
+            "UPDATE vms SET spec = ?2, updated = ?3 WHERE id = ?1 AND name = ?4",
+            params![vm.id, spec, now(), vm.spec.name],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound { kind: "VM", name: vm.spec.name.clone() });
+        }
+        Ok(())
+    }
+
     /// Removes a VM record.
     pub fn delete_vm(&self, id: &str) -> Result<(), StoreError> {
         self.lock().execute("DELETE FROM vms WHERE id = ?1", [id])?;
@@ -122,6 +140,7 @@ pub(crate) mod tests {
                 memory_mib: 256,
                 restart: RestartPolicy::Never,
                 cmdline_extra: String::new(),
+                disk_mib: None,
                 nics: vec![],
                 ports: vec![],
             },

@@ -65,6 +65,7 @@ impl Den {
                     ),
                 })
             })?;
+        self.check_disk_size(&spec, &image)?;
         let t = now();
         let id = new_id();
         let guard = self.net.allocation_guard();
@@ -105,6 +106,20 @@ impl Den {
         Ok((task, vm))
     }
 
+    /// A requested disk size must hold the image's root disk.
+    fn check_disk_size(&self, spec: &VmSpec, image: &den_images::ImageRecord) -> Result<(), VmError> {
+        let (Some(mib), Some(rootfs)) = (spec.disk_mib, image.artifacts.get("rootfs")) else { return Ok(()) };
+        let path = self.images()?.get(rootfs, false).map_err(|e| VmError::Images(e.to_string()))?;
+        let need = std::fs::metadata(&path).map(|m| m.len().div_ceil(1 << 20)).unwrap_or(0);
+        if mib < need {
+            return Err(VmError::Invalid(crate::model::FieldError {
+                field: "disk_mib",
+                message: format!("{mib} MiB is smaller than image `{}`'s root disk ({need} MiB)", spec.image),
+            }));
+        }
+        Ok(())
+    }
+
     async fn make_disks(
         &self,
         vm: &VmRecord,
@@ -120,18 +135,15 @@ impl Den {
         let src = self.images().map_err(|e| e.to_string())?.get(rootfs, false).map_err(|e| e.to_string())?;
         let dst = dir.join("root.img");
         task.log(format!("copying root disk {} (sparse)", src.display()));
-        let st = tokio::process::Command::new("cp")
-            .arg("--sparse=always")
-            .arg(&src)
-            .arg(&dst)
-            .status()
-            .await
-            .map_err(|e| format!("cp: {e}"))?;
-        if !st.success() {
-            return Err(format!("copying {} to {} failed ({st})", src.display(), dst.display()));
+        super::disks::copy_disk(&src, &dst).await?;
+        if let Some(mib) = vm.spec.disk_mib {
+            let f =
+                std::fs::OpenOptions::new().write(true).open(&dst).map_err(|e| format!("{}: {e}", dst.display()))?;
+            if f.metadata().map(|m| m.len()).unwrap_or(0) < mib << 20 {
+                task.log(format!("growing the root disk to {mib} MiB"));
+                f.set_len(mib << 20).map_err(|e| format!("{}: {e}", dst.display()))?;
+            }
         }
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
         task.log("root disk ready");
         Ok(())
     }
@@ -204,6 +216,7 @@ impl Den {
     /// Starts the start task.
     pub fn start(self: &Arc<Self>, name: &str, user: &str) -> Result<String, VmError> {
         let vm = self.store.vm(name)?;
+        self.not_busy(&vm)?;
         if !matches!(vm.state, VmState::Stopped | VmState::Crashed) {
             return Err(conflict(&vm, "only a stopped VM can be started"));
         }
@@ -312,6 +325,7 @@ impl Den {
     /// conflict message for any other state.
     fn begin_shutdown(&self, name: &str, hint: &'static str) -> Result<(VmRecord, Running), VmError> {
         let vm = self.store.vm(name)?;
+        self.not_busy(&vm)?;
         let Some(running) = vm.running.clone().filter(|_| matches!(vm.state, VmState::Running | VmState::Paused))
         else {
             return Err(conflict(&vm, hint));
@@ -355,6 +369,7 @@ impl Den {
     /// Starts the delete task (the VM must be stopped): disks, runtime files and record go.
     pub fn delete(self: &Arc<Self>, name: &str, user: &str) -> Result<String, VmError> {
         let vm = self.store.vm(name)?;
+        self.not_busy(&vm)?;
         if !matches!(vm.state, VmState::Stopped | VmState::Crashed) {
             return Err(conflict(&vm, "stop it first (`den vm stop`)"));
         }
@@ -372,6 +387,7 @@ impl Den {
     /// Pauses (`pause = true`) or resumes a running VM; quick, so not a task.
     pub async fn set_paused(&self, name: &str, pause: bool, user: &str) -> Result<VmRecord, VmError> {
         let vm = self.store.vm(name)?;
+        self.not_busy(&vm)?;
         let (from, to) = if pause { (VmState::Running, VmState::Paused) } else { (VmState::Paused, VmState::Running) };
         let Some(running) = vm.running.clone().filter(|_| vm.state == from) else {
             return Err(conflict(

@@ -2,6 +2,7 @@
 //! applies restart policies and reconciles everything a crashed dend left behind. Data flows
 //! API -> here -> engines -> VM processes.
 
+mod disks;
 mod lifecycle;
 mod reconcile;
 mod tasks;
@@ -72,6 +73,8 @@ pub struct Den {
     /// VMs whose process is being stopped or replaced on purpose (the watcher must not treat
     /// the exit as a crash).
     expected_exit: Mutex<HashMap<String, u64>>,
+    /// VMs whose disks are being copied or resized (by id): lifecycle operations wait.
+    busy: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Den {
@@ -87,6 +90,7 @@ impl Den {
             accounts: Default::default(),
             events,
             expected_exit: Mutex::new(HashMap::new()),
+            busy: Mutex::default(),
         })
     }
 
@@ -105,10 +109,33 @@ impl Den {
         self.events.subscribe()
     }
 
+    /// Marks a VM busy with a disk operation; a conflict when it already is.
+    fn claim(&self, vm: &crate::model::VmRecord) -> Result<(), VmError> {
+        if self.busy.lock().unwrap_or_else(|p| p.into_inner()).insert(vm.id.clone()) {
+            return Ok(());
+        }
+        Err(VmError::Conflict { name: vm.spec.name.clone(), state: "busy", hint: BUSY_HINT })
+    }
+
+    /// Ends [`Den::claim`].
+    fn release(&self, id: &str) {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    /// A conflict when a disk operation holds the VM.
+    fn not_busy(&self, vm: &crate::model::VmRecord) -> Result<(), VmError> {
+        if self.busy.lock().unwrap_or_else(|p| p.into_inner()).contains(&vm.id) {
+            return Err(VmError::Conflict { name: vm.spec.name.clone(), state: "busy", hint: BUSY_HINT });
+        }
+        Ok(())
+    }
+
     fn images(&self) -> Result<den_images::Store, VmError> {
         den_images::Store::open(&self.paths.images).map_err(|e| VmError::Images(e.to_string()))
     }
 }
+
+const BUSY_HINT: &str = "a snapshot, rollback, clone or resize is in progress; try again when its task ends";
 
 /// A new random id (128 bits, hex).
 pub fn new_id() -> String {

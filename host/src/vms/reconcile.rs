@@ -11,6 +11,7 @@ impl Den {
     /// Reconciles the stored state with the processes that exist. Call once at start.
     pub async fn reconcile(self: &Arc<Self>) -> Result<(), super::VmError> {
         self.reconcile_network().await?;
+        self.reconcile_snapshots()?;
         for t in self.store.fail_interrupted_tasks()? {
             tracing::warn!(task = %t.id, kind = %t.kind, target = %t.target, "task interrupted by a dend restart");
         }
@@ -43,6 +44,23 @@ impl Den {
                     } else {
                         self.net.unplug(&vm).await;
                     }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes snapshot files without a record: copies a dend killed mid-snapshot left behind.
+    fn reconcile_snapshots(&self) -> Result<(), super::VmError> {
+        for vm in self.store.vms()? {
+            let dir = self.paths.vm_data(&vm.id).join("snapshots");
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let known: Vec<String> = self.store.snapshots(&vm.id)?.into_iter().map(|s| s.name).collect();
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !known.contains(&name) {
+                    tracing::warn!(vm = %vm.spec.name, snapshot = %name, "removing an unfinished snapshot");
+                    let _ = std::fs::remove_dir_all(e.path());
                 }
             }
         }
