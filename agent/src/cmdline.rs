@@ -19,6 +19,8 @@ pub struct Cmdline {
     pub ip: Option<String>,
     /// `den.gw=10.0.0.1`: default gateway.
     pub gateway: Option<String>,
+    /// `den.console=shell`: a root shell on the serial console.
+    pub console: Option<String>,
     /// `den.dns=10.0.0.1`: name server written to `/etc/resolv.conf`.
     pub dns: Option<String>,
     /// `den.vsock_port=1024`: vsock port the agent listens on.
@@ -46,6 +48,7 @@ impl Cmdline {
                 "den.ip" if !v.is_empty() => c.ip = Some(v.clone()),
                 "den.gw" if !v.is_empty() => c.gateway = Some(v.clone()),
                 "den.dns" if !v.is_empty() => c.dns = Some(v.clone()),
+                "den.console" if !v.is_empty() => c.console = Some(v.clone()),
                 "den.vsock_port" => c.vsock_port = v.parse().unwrap_or(DEFAULT_VSOCK_PORT),
                 _ => {}
             }

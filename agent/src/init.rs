@@ -8,6 +8,7 @@ use crate::boot;
 use crate::cmdline::Cmdline;
 use crate::services::{self, Service};
 use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -109,7 +110,8 @@ pub fn run() -> ! {
     let set = block_signals();
     let mut sup = Supervisor { services: HashMap::new(), running: HashMap::new(), pending: vec![] };
     sup.spawn_agent(0);
-    for s in services::load(std::path::Path::new(services::SERVICE_DIR)) {
+    let console = (cmd.console.as_deref() == Some("shell")).then(services::console_shell);
+    for s in services::load(std::path::Path::new(services::SERVICE_DIR)).into_iter().chain(console) {
         let name = s.name.clone();
         sup.services.insert(name.clone(), s);
         sup.spawn_service(&name, 0, true);
@@ -207,6 +209,19 @@ impl Supervisor {
         }
         let mut cmd = Command::new(&svc.exec[0]);
         cmd.args(&svc.exec[1..]).envs(&svc.env);
+        if let Some(tty) = &svc.tty {
+            let opened = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOCTTY).open(tty);
+            let stdio = opened.and_then(|f| Ok((f.try_clone()?, f.try_clone()?, f)));
+            match stdio {
+                Ok((i, o, e)) => {
+                    cmd.stdin(i).stdout(o).stderr(e);
+                }
+                Err(e) => {
+                    eprintln!("den-agent: service {name}: {tty}: {e}");
+                    return;
+                }
+            }
+        }
         if let Some(user) = &svc.user {
             match crate::users::lookup(std::path::Path::new("/"), user) {
                 Some(acct) => {
@@ -224,10 +239,14 @@ impl Supervisor {
     }
 
     fn spawn(&mut self, name: &str, mut cmd: Command, failures: u32) {
-        // SAFETY: setsid and sigprocmask are async-signal-safe.
+        // SAFETY: setsid, isatty, ioctl and sigprocmask are async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
                 libc::setsid();
+                // A service on a terminal gets it as its controlling terminal (job control, ^C).
+                if libc::isatty(0) == 1 {
+                    libc::ioctl(0, libc::TIOCSCTTY, 0);
+                }
                 unblock_all_signals();
                 Ok(())
             })

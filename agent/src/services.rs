@@ -49,6 +49,26 @@ pub struct Service {
     /// Shell commands run before the first start.
     #[serde(default)]
     pub before: Vec<String>,
+    /// A terminal device (`/dev/ttyS0`) to run on: standard input, output and error, and the
+    /// controlling terminal of the service's session.
+    #[serde(default)]
+    pub tty: Option<String>,
+}
+
+/// A root shell on the serial console, started again whenever it ends (`den.console=shell`):
+/// what a serial console of a development microVM is for. Access to it is dend's business
+/// (operators of the VM only).
+pub fn console_shell() -> Service {
+    let shell = if Path::new("/bin/bash").exists() { "/bin/bash" } else { "/bin/sh" };
+    Service {
+        name: "console".into(),
+        exec: vec![shell.into(), "-l".into()],
+        restart: Restart::Always,
+        user: None,
+        env: [("TERM", "linux"), ("HOME", "/root")].into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        before: vec![],
+        tty: Some("/dev/ttyS0".into()),
+    }
 }
 
 /// Reads every `*.toml` in `dir`, sorted by name; broken files are reported and skipped.

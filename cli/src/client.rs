@@ -110,3 +110,23 @@ pub fn wait_task(socket: &Path, task: &str) -> anyhow::Result<Value> {
         }
     }
 }
+
+/// Opens a WebSocket to dend's `path` over the Unix socket. API errors (4xx with a JSON body)
+/// come back as errors carrying dend's message.
+pub fn websocket(socket: &Path, path: &str) -> anyhow::Result<tungstenite::WebSocket<UnixStream>> {
+    use tungstenite::client::IntoClientRequest;
+    let s = UnixStream::connect(socket).with_context(|| {
+        format!("cannot reach dend at {}: is it running? (start it with `dend`, or set DEN_SOCKET)", socket.display())
+    })?;
+    let req = format!("ws://dend{path}").into_client_request()?;
+    match tungstenite::client(req, s) {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            let body: Value =
+                resp.body().as_deref().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or(Value::Null);
+            let msg = body.get("message").and_then(Value::as_str).unwrap_or("refused");
+            bail!("{msg} (HTTP {})", resp.status().as_u16())
+        }
+        Err(e) => bail!("WebSocket to dend: {e}"),
+    }
+}

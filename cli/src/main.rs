@@ -1,9 +1,11 @@
 //! `den`: Den's command-line client. Nouns and verbs: `den doctor`, `den image build|ls|rm|gc|...`,
-//! `den up`, `den vm create|ls|inspect|start|stop|rm|exec`, `den net ls|create|rm`, `den user ...`, `den token ...`, `den task ls|log` (through dend).
+//! `den up`, `den vm create|ls|inspect|start|stop|rm|exec`, `den net ls|create|rm`, `den user ...`, `den token ...`, `den event ls`, `den task ls|log` (through dend).
 //! Human tables by default, `--json` everywhere; exit codes 0 ok, 1 error, 2 usage.
 
 mod client;
+mod console;
 mod doctor;
+mod events;
 mod image;
 mod net;
 mod paths;
@@ -53,6 +55,9 @@ enum Cmd {
     /// API tokens (through dend): create, ls, rm.
     #[command(subcommand)]
     Token(user::TokenCmd),
+    /// The lifecycle and audit log: ls [--follow].
+    #[command(subcommand)]
+    Event(events::EventCmd),
     /// dend's tasks: ls, log.
     #[command(subcommand)]
     Task(task::TaskCmd),
@@ -69,6 +74,7 @@ fn main() -> ExitCode {
         Cmd::Net(c) => net::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
         Cmd::User(c) => user::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
         Cmd::Token(c) => user::run_token(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
+        Cmd::Event(c) => events::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
         Cmd::Task(c) => task::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
     };
     match res {

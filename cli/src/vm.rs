@@ -53,10 +53,13 @@ pub enum VmCmd {
         /// VM name or id.
         name: String,
     },
-    /// Print a VM's recent serial console output.
+    /// Print a VM's recent serial console output, or --attach to it (Ctrl-] detaches).
     Console {
         /// VM name or id.
         name: String,
+        /// Interactive: type into the console and see its output live.
+        #[arg(long)]
+        attach: bool,
     },
     /// Delete a stopped VM and its disks.
     Rm {
@@ -295,7 +298,8 @@ pub fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
             println!("{}", if json { v.to_string() } else { format!("resumed VM {name}") });
             Ok(ExitCode::SUCCESS)
         }
-        VmCmd::Console { name } => {
+        VmCmd::Console { name, attach: true } => crate::console::attach(socket, &name),
+        VmCmd::Console { name, attach: false } => {
             let v = request(socket, "GET", &format!("/api/v1/vms/{}/console", enc(&name)), None)?.ok()?;
             if json {
                 println!("{v}");

@@ -71,6 +71,23 @@ fn dend_vm_lifecycle_survives_dend_and_engine_kills() {
     let (code, _, _) = d.den(&["vm", "exec", "t1", "--", "false"]);
     assert_eq!(code, 1, "exit status of the guest command");
 
+    // The events stream (WebSocket, through the CLI) sees what happens next, live.
+    let mut follow = std::process::Command::new(images::den_cli())
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["--json", "event", "ls", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+
     // Pause, resume, console.
     let (code, _, err) = d.den(&["vm", "pause", "t1"]);
     assert_eq!((code, d.vm("t1")["state"].as_str()), (0, Some("paused")), "{err}");
@@ -81,6 +98,32 @@ fn dend_vm_lifecycle_survives_dend_and_engine_kills() {
     assert_eq!(exec_until_ready(&d, "t1").trim(), image.kernel_release);
     let (code, console, _) = d.den(&["vm", "console", "t1"]);
     assert!(code == 0 && console.contains("agent"), "recent console output: {console}");
+    let mut seen = vec![];
+    let t = Instant::now();
+    while !seen.iter().any(|l: &String| l.contains("\"vm.resumed\"")) {
+        assert!(t.elapsed() < Duration::from_secs(20), "live events: {seen:?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) {
+            seen.push(l);
+        }
+    }
+    assert!(seen.iter().any(|l| l.contains("\"vm.created\"")), "the backlog comes first: {seen:?}");
+    assert!(seen.iter().any(|l| l.contains("\"vm.paused\"")), "{seen:?}");
+    let _ = follow.kill();
+    let _ = follow.wait();
+
+    // Interactive console: type a command into the guest's serial shell, read its answer.
+    let attach = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "(sleep 1; printf 'uname -r; echo console-$((6*7))\\n'; sleep 4; printf '\\035') | {} --socket {} vm console t1 --attach",
+            images::den_cli().display(),
+            d.socket().display()
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&attach.stdout);
+    assert!(attach.status.success(), "{}", String::from_utf8_lossy(&attach.stderr));
+    assert!(text.contains("console-42") && text.contains(&image.kernel_release), "console session: {text}");
 
     // kill -9 dend: the VM keeps running; the next dend adopts it.
     d.kill9();

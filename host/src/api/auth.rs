@@ -47,8 +47,10 @@ pub fn need(method: &Method, path: &str) -> Need {
             Need::Anyone
         }
         ["vms"] | ["vms", _, "clone"] => Need::Global(Role::Operator),
+        // Typing into a console is as powerful as exec.
+        ["vms", name, "console", "ws"] => Need::Vm(name.to_string(), Role::Operator),
         ["vms", name, ..] => Need::Vm(name.to_string(), if read { Role::Viewer } else { Role::Operator }),
-        ["tasks", ..] | ["events"] => Need::Global(Role::Viewer),
+        ["tasks", ..] | ["events", ..] => Need::Global(Role::Viewer),
         ["users", name, "password"] => Need::SelfOrAdmin(name.to_string()),
         _ => Need::Global(Role::Admin),
     }
@@ -151,6 +153,8 @@ mod tests {
         assert_eq!(n(Method::POST, "/api/v1/tokens"), Need::Anyone);
         assert_eq!(n(Method::DELETE, "/api/v1/tokens/abc"), Need::Anyone, "the handler checks ownership");
         assert_eq!(n(Method::GET, "/api/v1/tasks/x"), Need::Global(Role::Viewer));
+        assert_eq!(n(Method::GET, "/api/v1/events/ws"), Need::Global(Role::Viewer));
+        assert_eq!(n(Method::GET, "/api/v1/vms/web1/console/ws"), Need::Vm("web1".into(), Role::Operator));
         assert_eq!(n(Method::GET, "/api/v1/nonsense"), Need::Global(Role::Admin), "unknown paths need the most");
     }
 }

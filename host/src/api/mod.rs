@@ -7,6 +7,7 @@ mod error;
 mod networks;
 mod users;
 mod vms;
+mod ws;
 
 pub use error::ApiError;
 
@@ -33,6 +34,7 @@ pub fn router(den: Arc<Den>) -> Router {
         .route("/api/v1/vms/:name/pause", post(vms::pause))
         .route("/api/v1/vms/:name/resume", post(vms::resume))
         .route("/api/v1/vms/:name/console", get(vms::console))
+        .route("/api/v1/vms/:name/console/ws", get(ws::console))
         .route("/api/v1/vms/:name/snapshots", get(vms::snapshots).post(vms::snapshot))
         .route("/api/v1/vms/:name/snapshots/:snap", axum::routing::delete(vms::delete_snapshot))
         .route("/api/v1/vms/:name/snapshots/:snap/rollback", post(vms::rollback))
@@ -52,6 +54,7 @@ pub fn router(den: Arc<Den>) -> Router {
         .route("/api/v1/tasks", get(tasks))
         .route("/api/v1/tasks/:id", get(task))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/events/ws", get(ws::events))
         .fallback(|| async {
             ApiError::new(axum::http::StatusCode::NOT_FOUND, "no_route", "no such API path; see /api/v1/host")
         })

@@ -203,6 +203,20 @@ pub async fn agent(running: &Running) -> Result<AgentClient, EngineError> {
     }
 }
 
+/// A live connection to the serial console, and the recent output a new client should see
+/// first (den-vmm replays it on the socket itself; QEMU's socket is live only, so it comes from
+/// `console.log`). QEMU serves one console client at a time.
+pub async fn console_stream(running: &Running) -> Result<(String, tokio::net::UnixStream), EngineError> {
+    let prefix = match running.engine {
+        EngineKind::Qemu => qemu::Qemu::console_recent(running, 16 * 1024)?,
+        EngineKind::Vmm => String::new(),
+    };
+    let stream = tokio::net::UnixStream::connect(&running.console)
+        .await
+        .map_err(|e| EngineError::Io(format!("console socket {}", running.console.display()), e))?;
+    Ok((prefix, stream))
+}
+
 /// Recent serial console output, at most about `max` bytes.
 pub async fn console_recent(running: &Running, max: usize) -> Result<String, EngineError> {
     match running.engine {

@@ -11,8 +11,8 @@ pub mod qmp;
 pub mod vmm;
 
 pub use entry::{
-    adopt, agent, console_recent, forget, grow_disk, is_alive, kill, launch, launch_vmm, pause, resume, shutdown,
-    state, stop, wait_exit, AGENT_TIMEOUT,
+    adopt, agent, console_recent, console_stream, forget, grow_disk, is_alive, kill, launch, launch_vmm, pause, resume,
+    shutdown, state, stop, wait_exit, AGENT_TIMEOUT,
 };
 pub use handle::Vm;
 pub use qemu::{Accel, AccelChoice};

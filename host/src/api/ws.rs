@@ -1,0 +1,134 @@
+//! WebSocket endpoints: the serial console (`/vms/{name}/console/ws`: binary frames carry
+//! terminal bytes both ways) and the events stream (`/events/ws?after=N`: one JSON event per
+//! text frame, first the stored ones after `N`, then live ones as they happen).
+
+use super::{ApiError, Caller};
+use crate::model::VmState;
+use crate::vms::{Den, VmError};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use axum::Extension;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// `GET /api/v1/vms/{name}/console/ws`: attach to a running VM's serial console.
+pub async fn console(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let vm = den.store.vm(&name).map_err(VmError::from)?;
+    let Some(running) = vm.running.clone().filter(|_| matches!(vm.state, VmState::Running | VmState::Paused)) else {
+        return Err(VmError::Conflict { name: vm.spec.name, state: vm.state.as_str(), hint: "start it first" }.into());
+    };
+    let (prefix, stream) = crate::engine::console_stream(&running).await.map_err(|e| VmError::Engine(e.to_string()))?;
+    den.event(&caller.user, "vm.console_attached", &vm.spec.name, "");
+    Ok(ws.on_upgrade(move |socket| bridge_console(socket, prefix, stream)))
+}
+
+async fn bridge_console(socket: WebSocket, prefix: String, stream: tokio::net::UnixStream) {
+    let (mut tx, mut rx) = socket.split();
+    let (mut rd, mut wr) = stream.into_split();
+    if !prefix.is_empty() && tx.send(Message::Binary(prefix.into_bytes())).await.is_err() {
+        return;
+    }
+    let to_client = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(Message::Binary(buf[..n].to_vec())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = tx.send(Message::Close(None)).await;
+    };
+    let to_vm = async {
+        while let Some(Ok(msg)) = rx.next().await {
+            let bytes = match msg {
+                Message::Binary(b) => b,
+                Message::Text(t) => t.into_bytes(),
+                Message::Close(_) => break,
+                Message::Ping(_) | Message::Pong(_) => continue,
+            };
+            if wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    };
+    // Whichever side ends first ends the session.
+    tokio::select! {
+        _ = to_client => {}
+        _ = to_vm => {}
+    }
+}
+
+/// `?after=N`.
+#[derive(Deserialize)]
+pub struct After {
+    #[serde(default)]
+    after: i64,
+}
+
+/// `GET /api/v1/events/ws?after=N`: stored events after sequence number `N`, then live ones.
+pub async fn events(State(den): State<Arc<Den>>, Query(q): Query<After>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| stream_events(den, q.after, socket))
+}
+
+async fn stream_events(den: Arc<Den>, after: i64, mut socket: WebSocket) {
+    // Subscribed before reading the backlog, so nothing falls between the two.
+    let mut live = den.subscribe();
+    let mut last = after;
+    loop {
+        let Ok(batch) = den.store.events(last, 1000) else { return };
+        let n = batch.len();
+        for e in batch {
+            last = e.seq;
+            if send_event(&mut socket, &e).await.is_err() {
+                return;
+            }
+        }
+        if n < 1000 {
+            break;
+        }
+    }
+    loop {
+        tokio::select! {
+            ev = live.recv() => match ev {
+                Ok(e) if e.seq > last => {
+                    last = e.seq;
+                    if send_event(&mut socket, &e).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                // Too slow a reader: catch up from the store.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let Ok(batch) = den.store.events(last, 5000) else { return };
+                    for e in batch {
+                        last = e.seq;
+                        if send_event(&mut socket, &e).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(_) => return,
+            },
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                _ => {}
+            },
+        }
+    }
+}
+
+async fn send_event(socket: &mut WebSocket, e: &crate::store::Event) -> Result<(), axum::Error> {
+    socket.send(Message::Text(serde_json::to_string(e).unwrap_or_default())).await
+}
