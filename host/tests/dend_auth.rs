@@ -58,6 +58,10 @@ fn https_users_roles_grants_and_tokens() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "400", "TLS verified; bad body refused");
 
+    // The OpenAPI document is public.
+    let (s, doc, _) = d.https("GET", "/api/v1/openapi.json", None, None);
+    assert!(s == 200 && doc["openapi"] == "3.1.0" && doc["paths"]["/api/v1/vms"]["post"].is_object(), "{doc}");
+
     // No token, a bad token: 401 with the API's error format.
     let (s, b, _) = d.https("GET", "/api/v1/vms", None, None);
     assert_eq!((s, b["code"].as_str()), (401, Some("unauthorized")), "{b}");

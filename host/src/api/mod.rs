@@ -5,6 +5,7 @@ pub mod auth;
 mod body;
 mod error;
 mod networks;
+pub mod openapi;
 mod users;
 mod vms;
 mod ws;
@@ -25,6 +26,7 @@ pub use auth::Transport;
 pub fn router(den: Arc<Den>) -> Router {
     Router::new()
         .route("/api/v1/host", get(host))
+        .route("/api/v1/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/api/v1/vms", get(vms::list).post(vms::create))
         .route("/api/v1/vms/:name", get(vms::get).delete(vms::delete))
         .route("/api/v1/vms/:name/start", post(vms::start))

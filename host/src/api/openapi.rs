@@ -1,0 +1,276 @@
+//! The API's OpenAPI 3.1 document (`GET /api/v1/openapi.json`), built from one table of routes.
+//! A test checks the table against the router's own route list, so the two cannot drift.
+
+use serde_json::{json, Map, Value};
+
+/// One documented operation.
+struct Op {
+    method: &'static str,
+    /// Path in OpenAPI form (`{name}`).
+    path: &'static str,
+    summary: &'static str,
+    /// What the caller needs (`anyone`, `public`, a role, or a role on the VM).
+    needs: &'static str,
+    /// Request body schema (a name under `components.schemas`).
+    body: Option<&'static str>,
+    /// Success status and what it returns.
+    ok: (u16, &'static str),
+}
+
+const fn op(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    needs: &'static str,
+    body: Option<&'static str>,
+    ok: (u16, &'static str),
+) -> Op {
+    Op { method, path, summary, needs, body, ok }
+}
+
+const TASK: (u16, &str) = (202, "a task: `{task, location}` (and `vm` for creates); poll `location`");
+
+const OPS: &[Op] = &[
+    op("get", "/api/v1/host", "Host facts: version, KVM kind, limits, warnings", "anyone", None, (200, "host")),
+    op("get", "/api/v1/vms", "VMs the caller may see", "anyone", None, (200, "VM records")),
+    op("post", "/api/v1/vms", "Create a VM", "operator", Some("VmSpec"), TASK),
+    op("get", "/api/v1/vms/{name}", "One VM", "viewer on the VM", None, (200, "VM record")),
+    op("delete", "/api/v1/vms/{name}", "Delete a stopped VM and its disks", "operator on the VM", None, TASK),
+    op("post", "/api/v1/vms/{name}/start", "Start", "operator on the VM", None, TASK),
+    op(
+        "post",
+        "/api/v1/vms/{name}/stop",
+        "Stop: graceful, then hard after a timeout",
+        "operator on the VM",
+        None,
+        TASK,
+    ),
+    op(
+        "post",
+        "/api/v1/vms/{name}/reboot",
+        "Reboot: shut down, start on the same disks",
+        "operator on the VM",
+        None,
+        TASK,
+    ),
+    op(
+        "post",
+        "/api/v1/vms/{name}/exec",
+        "Run a command through the guest agent",
+        "operator on the VM",
+        Some("Exec"),
+        (200, "`{code, signal, stdout, stderr}`"),
+    ),
+    op("post", "/api/v1/vms/{name}/pause", "Pause the vCPUs", "operator on the VM", None, (200, "VM record")),
+    op("post", "/api/v1/vms/{name}/resume", "Resume", "operator on the VM", None, (200, "VM record")),
+    op(
+        "get",
+        "/api/v1/vms/{name}/console",
+        "Recent serial console output",
+        "viewer on the VM",
+        None,
+        (200, "`{output}`"),
+    ),
+    op(
+        "get",
+        "/api/v1/vms/{name}/console/ws",
+        "WebSocket: the serial console, binary frames both ways",
+        "operator on the VM",
+        None,
+        (101, "WebSocket"),
+    ),
+    op("get", "/api/v1/vms/{name}/snapshots", "Disk snapshots", "viewer on the VM", None, (200, "snapshots")),
+    op("post", "/api/v1/vms/{name}/snapshots", "Take a disk snapshot", "operator on the VM", Some("Snapshot"), TASK),
+    op(
+        "delete",
+        "/api/v1/vms/{name}/snapshots/{snap}",
+        "Delete a snapshot",
+        "operator on the VM",
+        None,
+        (200, "`{deleted}`"),
+    ),
+    op(
+        "post",
+        "/api/v1/vms/{name}/snapshots/{snap}/rollback",
+        "Roll a stopped VM back",
+        "operator on the VM",
+        None,
+        TASK,
+    ),
+    op("post", "/api/v1/vms/{name}/clone", "Clone into a new VM", "operator", Some("Clone"), TASK),
+    op(
+        "post",
+        "/api/v1/vms/{name}/resize",
+        "Grow the root disk",
+        "operator on the VM",
+        Some("Resize"),
+        (200, "VM record"),
+    ),
+    op("get", "/api/v1/networks", "Networks with their VMs", "anyone", None, (200, "networks")),
+    op("post", "/api/v1/networks", "Create a network", "admin", Some("NetworkSpec"), (201, "network")),
+    op("delete", "/api/v1/networks/{name}", "Delete an unused network", "admin", None, (200, "`{deleted}`")),
+    op(
+        "post",
+        "/api/v1/login",
+        "Log in: a 12-hour session token (rate-limited)",
+        "public",
+        Some("Login"),
+        (200, "token"),
+    ),
+    op("get", "/api/v1/whoami", "The caller's identity", "anyone", None, (200, "`{user, role, token}`")),
+    op("get", "/api/v1/users", "Users with their grants", "admin", None, (200, "users")),
+    op("post", "/api/v1/users", "Add a user", "admin", Some("NewUser"), (201, "user")),
+    op("delete", "/api/v1/users/{name}", "Remove a user, their grants and tokens", "admin", None, (200, "`{deleted}`")),
+    op(
+        "put",
+        "/api/v1/users/{name}/password",
+        "Set a password",
+        "the user or an admin",
+        Some("Password"),
+        (200, "`{user}`"),
+    ),
+    op("put", "/api/v1/users/{name}/role", "Set the global role", "admin", Some("Role"), (200, "`{user, role}`")),
+    op(
+        "put",
+        "/api/v1/users/{name}/grants/{vm}",
+        "Grant a role on one VM (null revokes)",
+        "admin",
+        Some("Role"),
+        (200, "`{user, vm, role}`"),
+    ),
+    op(
+        "get",
+        "/api/v1/tokens",
+        "The caller's API tokens (`?all=true`: everyone's, admins)",
+        "anyone",
+        None,
+        (200, "tokens"),
+    ),
+    op("post", "/api/v1/tokens", "Make an API token (shown once)", "anyone", Some("TokenRequest"), (201, "token")),
+    op("delete", "/api/v1/tokens/{id}", "Revoke a token", "its user or an admin", None, (200, "`{revoked}`")),
+    op("get", "/api/v1/tasks", "Recent tasks (`?limit=`)", "viewer", None, (200, "tasks")),
+    op("get", "/api/v1/tasks/{id}", "One task with its log", "viewer", None, (200, "task")),
+    op("get", "/api/v1/events", "The events log (`?after=&limit=`)", "viewer", None, (200, "events")),
+    op("get", "/api/v1/events/ws", "WebSocket: events after `?after=N`, then live", "viewer", None, (101, "WebSocket")),
+    op("get", "/api/v1/openapi.json", "This document", "public", None, (200, "OpenAPI 3.1")),
+];
+
+fn schemas() -> Value {
+    let s = |props: Value, required: &[&str]| json!({"type": "object", "additionalProperties": false, "properties": props, "required": required});
+    let role = json!({"enum": ["admin", "operator", "viewer", null]});
+    json!({
+        "Error": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}, "required": ["code", "message"]},
+        "VmSpec": s(json!({
+            "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"},
+            "image": {"type": "string"},
+            "kind": {"enum": ["dev", "app", "system"]},
+            "engine": {"enum": ["auto", "vmm", "qemu"]},
+            "cpus": {"type": "integer", "minimum": 1},
+            "memory_mib": {"type": "integer", "minimum": 64},
+            "restart": {"enum": ["always", "on-failure", "never"]},
+            "cmdline_extra": {"type": "string", "maxLength": 1024},
+            "disk_mib": {"type": "integer", "minimum": 64},
+            "nics": {"type": "array", "maxItems": 8, "items": s(json!({"network": {"type": "string"}, "mac": {"type": "string"}}), &[])},
+            "ports": {"type": "array", "items": s(json!({"host_port": {"type": "integer"}, "guest_port": {"type": "integer"}, "proto": {"enum": ["tcp", "udp"]}}), &["host_port", "guest_port"])},
+        }), &["name", "image"]),
+        "NetworkSpec": s(json!({"name": {"type": "string", "maxLength": 11}, "subnet": {"type": "string", "examples": ["10.88.0.0/24"]}, "isolated": {"type": "boolean"}}), &["name", "subnet"]),
+        "Exec": s(json!({"argv": {"type": "array", "items": {"type": "string"}, "minItems": 1}}), &["argv"]),
+        "Snapshot": s(json!({"name": {"type": "string"}, "description": {"type": "string"}}), &["name"]),
+        "Clone": s(json!({"name": {"type": "string"}}), &["name"]),
+        "Resize": s(json!({"disk_mib": {"type": "integer"}}), &["disk_mib"]),
+        "Login": s(json!({"user": {"type": "string"}, "password": {"type": "string"}}), &["user", "password"]),
+        "NewUser": s(json!({"name": {"type": "string"}, "password": {"type": ["string", "null"], "minLength": 8}, "role": role}), &["name"]),
+        "Password": s(json!({"password": {"type": "string", "minLength": 8}}), &["password"]),
+        "Role": s(json!({"role": role}), &["role"]),
+        "TokenRequest": s(json!({"name": {"type": "string"}, "user": {"type": ["string", "null"]}, "role": role, "vms": {"type": ["array", "null"], "items": {"type": "string"}}, "expires_in": {"type": ["integer", "null"]}}), &["name"]),
+    })
+}
+
+/// The document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for o in OPS {
+        let params: Vec<Value> = o
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut op = json!({
+            "summary": o.summary,
+            "description": format!("Needs: {}.", o.needs),
+            "parameters": params,
+            "responses": {
+                o.ok.0.to_string(): {"description": o.ok.1},
+                "default": {"description": "an error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+            },
+        });
+        if o.needs == "public" {
+            op["security"] = json!([]);
+        }
+        if let Some(b) = o.body {
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{b}")}}}});
+        }
+        let entry = paths.entry(o.path).or_insert_with(|| json!({}));
+        entry[o.method] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Den API (dend)", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Errors are JSON `{code, message, field?}`. Remote callers send `Authorization: Bearer den_...`; the local Unix socket's root is admin."},
+        "servers": [{"url": "https://localhost:8006"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": schemas()},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `.route(...)` of the router is documented with the same methods, and nothing else is.
+    #[test]
+    fn document_matches_the_router() {
+        let src = include_str!("mod.rs");
+        let mut routed = vec![];
+        for line in src.lines().map(str::trim).filter(|l| l.starts_with(".route(\"")) {
+            let path = line.split('"').nth(1).unwrap_or_default();
+            let path: String = path
+                .split('/')
+                .map(|s| s.strip_prefix(':').map(|p| format!("{{{p}}}")).unwrap_or(s.to_string()))
+                .collect::<Vec<_>>()
+                .join("/");
+            for m in ["get", "post", "put", "delete"] {
+                if line.contains(&format!("{m}(")) {
+                    routed.push(format!("{m} {path}"));
+                }
+            }
+        }
+        routed.sort();
+        let mut documented: Vec<String> = OPS.iter().map(|o| format!("{} {}", o.method, o.path)).collect();
+        documented.sort();
+        assert_eq!(routed, documented);
+        let doc = document();
+        assert_eq!(
+            doc["paths"]["/api/v1/vms"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/VmSpec"
+        );
+        for o in OPS.iter().filter_map(|o| o.body) {
+            assert!(doc["components"]["schemas"].get(o).is_some(), "schema {o}");
+        }
+    }
+
+    /// The VmSpec schema lists exactly the fields the API accepts.
+    #[test]
+    fn vm_spec_schema_matches_the_type() {
+        let spec: crate::model::VmSpec =
+            serde_json::from_value(json!({"name": "a", "image": "b", "disk_mib": 100})).unwrap();
+        let fields: Vec<String> = serde_json::to_value(&spec).unwrap().as_object().unwrap().keys().cloned().collect();
+        let props = &schemas()["VmSpec"]["properties"];
+        for f in &fields {
+            assert!(props.get(f).is_some(), "{f} missing from the schema");
+        }
+        assert_eq!(props.as_object().unwrap().len(), fields.len());
+    }
+}
