@@ -19,11 +19,21 @@ pub enum TaskCmd {
         /// Task id.
         id: String,
     },
+    /// Cancel a running create, clone or snapshot task (what it did is undone).
+    Cancel {
+        /// Task id.
+        id: String,
+    },
 }
 
 /// Runs a `den task` command.
 pub fn run(cmd: TaskCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
+        TaskCmd::Cancel { id } => {
+            let r = request(socket, "POST", &format!("/api/v1/tasks/{id}/cancel"), None)?.ok()?;
+            println!("{}", if json { r.to_string() } else { format!("cancelling task {id}") });
+            Ok(ExitCode::SUCCESS)
+        }
         TaskCmd::Ls { limit } => {
             let tasks = request(socket, "GET", &format!("/api/v1/tasks?limit={limit}"), None)?.ok()?;
             if json {

@@ -110,4 +110,8 @@ fn snapshots_clone_resize_and_rollback() {
     for k in ["vm.snapshot", "vm.clone", "vm.rollback"] {
         assert!(tasks.contains(k), "{k}: {tasks}");
     }
+    let (_, list) = d.api("GET", "/api/v1/tasks", b"");
+    let done = list[0]["id"].as_str().unwrap().to_string();
+    let (s, b) = d.api("POST", &format!("/api/v1/tasks/{done}/cancel"), b"");
+    assert!(s == 409 && b["message"].as_str().unwrap_or("").contains("already ended"), "{b}");
 }

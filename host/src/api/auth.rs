@@ -50,6 +50,7 @@ pub fn need(method: &Method, path: &str) -> Need {
         // Typing into a console is as powerful as exec.
         ["vms", name, "console", "ws"] => Need::Vm(name.to_string(), Role::Operator),
         ["vms", name, ..] => Need::Vm(name.to_string(), if read { Role::Viewer } else { Role::Operator }),
+        ["tasks", _, "cancel"] => Need::Global(Role::Operator),
         ["tasks", ..] | ["events", ..] => Need::Global(Role::Viewer),
         ["users", name, "password"] => Need::SelfOrAdmin(name.to_string()),
         _ => Need::Global(Role::Admin),

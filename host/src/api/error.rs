@@ -57,7 +57,9 @@ impl From<VmError> for ApiError {
                 message: format!("{kind} `{name}` already exists; pick another name"),
                 field: Some("name"),
             },
-            VmError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "wrong_state", e.to_string()),
+            VmError::Conflict { .. } | VmError::NotCancellable { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "wrong_state", e.to_string())
+            }
             VmError::Store(_) | VmError::Images(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             }

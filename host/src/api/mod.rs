@@ -55,6 +55,7 @@ pub fn router(den: Arc<Den>) -> Router {
         .route("/api/v1/tokens/:id", axum::routing::delete(users::revoke_token))
         .route("/api/v1/tasks", get(tasks))
         .route("/api/v1/tasks/:id", get(task))
+        .route("/api/v1/tasks/:id/cancel", post(cancel_task))
         .route("/api/v1/events", get(events))
         .route("/api/v1/events/ws", get(ws::events))
         .fallback(|| async {
@@ -93,6 +94,15 @@ async fn tasks(State(den): State<Arc<Den>>, Query(q): Query<Limit>) -> Result<Js
 
 async fn task(State(den): State<Arc<Den>>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(serde_json::to_value(den.store.task(&id)?).unwrap_or_default()))
+}
+
+async fn cancel_task(
+    State(den): State<Arc<Den>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<(axum::http::StatusCode, Json<serde_json::Value>), ApiError> {
+    den.cancel_task(&id, &caller.user)?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(serde_json::json!({"task": id, "cancelling": true}))))
 }
 
 #[derive(Deserialize)]

@@ -16,6 +16,8 @@ pub enum TaskStatus {
     Ok,
     /// Failed (see `error`).
     Failed,
+    /// Cancelled on request; what it had done was undone.
+    Cancelled,
 }
 
 impl TaskStatus {
@@ -24,6 +26,7 @@ impl TaskStatus {
             TaskStatus::Running => "running",
             TaskStatus::Ok => "ok",
             TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
         }
     }
 }
@@ -61,6 +64,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
         status: match status.as_str() {
             "ok" => TaskStatus::Ok,
             "failed" => TaskStatus::Failed,
+            "cancelled" => TaskStatus::Cancelled,
             _ => TaskStatus::Running,
         },
         log: r.get(5)?,

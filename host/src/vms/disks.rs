@@ -18,6 +18,7 @@ pub(crate) async fn copy_disk(src: &Path, dst: &Path) -> Result<(), String> {
         .args(["--sparse=always", "--reflink=auto"])
         .arg(src)
         .arg(&tmp)
+        .kill_on_drop(true)
         .status()
         .await
         .map_err(|e| format!("cp: {e}"))?;
@@ -66,7 +67,8 @@ impl Den {
         for src in self.disk_files(vm) {
             let name = src.file_name().map(PathBuf::from).unwrap_or_else(|| "root.img".into());
             task.log(format!("copying {}", name.display()));
-            res = copy_disk(&src, &dst_dir.join(name)).await;
+            // Only the copy is cancellable: a paused VM is always resumed below.
+            res = task.cancellable(copy_disk(&src, &dst_dir.join(name))).await;
             if res.is_err() {
                 break;
             }

@@ -89,7 +89,7 @@ impl Den {
         let den = self.clone();
         let rec = vm.clone();
         let task = self.spawn_task("vm.create", &vm.spec.name, user, move |task| async move {
-            let mut res = den.make_disks(&rec, &image, &task).await;
+            let mut res = task.cancellable(den.make_disks(&rec, &image, &task)).await;
             if res.is_ok() && !rec.nics.is_empty() {
                 task.log("network: address reservations and port forwards");
                 res = den.net.sync(&den.store).await.map_err(|e| e.to_string());

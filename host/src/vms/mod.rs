@@ -36,6 +36,14 @@ pub enum VmError {
         /// What to do.
         hint: &'static str,
     },
+    /// A task cannot be cancelled (ended, or of a kind that cannot be undone).
+    #[error("task {id} cannot be cancelled: {why}")]
+    NotCancellable {
+        /// The task.
+        id: String,
+        /// Why.
+        why: &'static str,
+    },
     /// The image store failed.
     #[error("image store: {0}")]
     Images(String),
@@ -73,6 +81,8 @@ pub struct Den {
     /// VMs whose process is being stopped or replaced on purpose (the watcher must not treat
     /// the exit as a crash).
     expected_exit: Mutex<HashMap<String, u64>>,
+    /// Cancellation signals of running cancellable tasks, by task id.
+    cancels: Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>,
     /// VMs whose disks are being copied or resized (by id): lifecycle operations wait.
     busy: Mutex<std::collections::HashSet<String>>,
 }
@@ -91,6 +101,7 @@ impl Den {
             events,
             expected_exit: Mutex::new(HashMap::new()),
             busy: Mutex::default(),
+            cancels: Mutex::default(),
         })
     }
 

@@ -1,17 +1,27 @@
 //! Running operations as tasks: a record with a log and a final status, executed in the
-//! background; the API answers 202 with the task's location at once.
+//! background; the API answers 202 with the task's location at once. Tasks whose work can be
+//! undone (create, clone, snapshot) can be cancelled: their long steps run through
+//! [`TaskHandle::cancellable`], and a cancelled step fails into the task's own cleanup.
 
 use super::{new_id, Den};
 use crate::store::TaskStatus;
 use std::future::Future;
 use std::sync::Arc;
+use tokio::sync::watch;
 
-/// A running task's log.
+/// Task kinds that may be cancelled.
+pub const CANCELLABLE: [&str; 3] = ["vm.create", "vm.clone", "vm.snapshot"];
+
+/// The error a cancelled step returns.
+pub const CANCELLED: &str = "cancelled on request";
+
+/// A running task's log and cancellation signal.
 #[derive(Clone)]
 pub struct TaskHandle {
     den: Arc<Den>,
     /// The task's id.
     pub id: String,
+    cancel: watch::Receiver<bool>,
 }
 
 impl TaskHandle {
@@ -20,6 +30,19 @@ impl TaskHandle {
         tracing::info!(task = %self.id, "{}", line.as_ref());
         if let Err(e) = self.den.store.task_log(&self.id, line.as_ref()) {
             tracing::error!(task = %self.id, %e, "cannot write the task log");
+        }
+    }
+
+    /// Runs `step` unless the task is cancelled first; a cancelled step is dropped (child
+    /// processes it started with `kill_on_drop` die with it) and returns [`CANCELLED`].
+    pub async fn cancellable<T>(&self, step: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+        let mut cancel = self.cancel.clone();
+        tokio::select! {
+            r = step => r,
+            _ = cancel.wait_for(|c| *c) => {
+                self.log("cancelling");
+                Err(CANCELLED.into())
+            }
         }
     }
 }
@@ -39,13 +62,19 @@ impl Den {
     {
         let id = new_id();
         self.store.insert_task(&id, kind, target, user)?;
-        let handle = TaskHandle { den: self.clone(), id: id.clone() };
+        let (tx, rx) = watch::channel(false);
+        if CANCELLABLE.contains(&kind) {
+            self.cancels.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), tx);
+        }
+        let handle = TaskHandle { den: self.clone(), id: id.clone(), cancel: rx };
         let den = self.clone();
         let task_id = id.clone();
         tokio::spawn(async move {
             let result = work(handle).await;
+            den.cancels.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_id);
             let (status, err) = match &result {
                 Ok(()) => (TaskStatus::Ok, None),
+                Err(e) if e == CANCELLED => (TaskStatus::Cancelled, Some(e.as_str())),
                 Err(e) => (TaskStatus::Failed, Some(e.as_str())),
             };
             if let Some(e) = err {
@@ -56,5 +85,54 @@ impl Den {
             }
         });
         Ok(id)
+    }
+}
+
+impl Den {
+    /// Asks a running task to stop. Only [`CANCELLABLE`] kinds can; the task ends as
+    /// `cancelled` once its current step has been undone.
+    pub fn cancel_task(&self, id: &str, user: &str) -> Result<(), super::VmError> {
+        let task = self.store.task(id)?;
+        let conflict = |why: &'static str| super::VmError::NotCancellable { id: id.into(), why };
+        if task.status != TaskStatus::Running {
+            return Err(conflict("it has already ended"));
+        }
+        let sender = self.cancels.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned();
+        let Some(tx) = sender else {
+            return Err(conflict("only create, clone and snapshot tasks can be cancelled"));
+        };
+        let _ = tx.send(true);
+        self.event(user, "task.cancel_requested", &task.target, &format!("{} {id}", task.kind));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn cancellable_tasks_end_cancelled_and_others_refuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = crate::paths::Paths::new(dir.path(), &dir.path().join("run"), &dir.path().join("images"));
+        let limits = crate::model::Limits { max_cpus: 2, max_memory_mib: 1024 };
+        let den = Den::new(crate::store::Store::memory().unwrap(), paths, limits, "10.87.0.0/24");
+        let forever = |t: TaskHandle| async move { t.cancellable(std::future::pending::<Result<(), String>>()).await };
+        let id = den.spawn_task("vm.create", "x", "root", forever).unwrap();
+        let other = den.spawn_task("vm.start", "x", "root", forever).unwrap();
+        assert!(matches!(den.cancel_task(&other, "root"), Err(super::super::VmError::NotCancellable { .. })));
+        den.cancel_task(&id, "root").unwrap();
+        for _ in 0..100 {
+            if den.store.task(&id).unwrap().status != TaskStatus::Running {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let t = den.store.task(&id).unwrap();
+        assert_eq!(t.status, TaskStatus::Cancelled, "{t:?}");
+        assert!(
+            matches!(den.cancel_task(&id, "root"), Err(super::super::VmError::NotCancellable { .. })),
+            "already ended"
+        );
     }
 }
