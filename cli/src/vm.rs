@@ -175,6 +175,15 @@ pub struct CreateArgs {
     /// Forward a host port to the VM: HOST:GUEST or HOST:GUEST/udp (repeatable).
     #[arg(short = 'p', long = "publish", value_name = "HOST:GUEST")]
     publish: Vec<String>,
+    /// Kind: dev, app or system (system VMs start first when the host boots).
+    #[arg(long, default_value = "dev")]
+    kind: String,
+    /// Start it when the host boots.
+    #[arg(long)]
+    autostart: bool,
+    /// Order among autostarted VMs (lower first).
+    #[arg(long, default_value_t = 0)]
+    start_order: u32,
     /// Start it once created.
     #[arg(long)]
     start: bool,
@@ -235,7 +244,8 @@ pub fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
             let disk = a.disk.as_deref().map(parse_mib).transpose()?;
             let spec = json!({"name": a.name, "image": a.image, "cpus": a.cpus, "memory_mib": a.memory,
                               "engine": a.engine, "restart": a.restart, "nics": nics, "ports": ports,
-                              "disk_mib": disk});
+                              "disk_mib": disk, "kind": a.kind, "autostart": a.autostart,
+                              "start_order": a.start_order});
             let reply = request(socket, "POST", "/api/v1/vms", Some(&spec))?.ok()?;
             let code = run_task(socket, reply, a.detach, json, &format!("created VM {}", a.name))?;
             if a.start {

@@ -70,6 +70,12 @@ pub struct VmSpec {
     /// Extra kernel command line words.
     #[serde(default)]
     pub cmdline_extra: String,
+    /// Start when the host boots (system VMs always do, first).
+    #[serde(default)]
+    pub autostart: bool,
+    /// Order among autostarted VMs: lower first (after system VMs), then by name.
+    #[serde(default)]
+    pub start_order: u32,
     /// Root disk size in MiB (default: the image's); at least the image's size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_mib: Option<u64>,

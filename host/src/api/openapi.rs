@@ -178,6 +178,8 @@ fn schemas() -> Value {
             "restart": {"enum": ["always", "on-failure", "never"]},
             "cmdline_extra": {"type": "string", "maxLength": 1024},
             "disk_mib": {"type": "integer", "minimum": 64},
+            "autostart": {"type": "boolean"},
+            "start_order": {"type": "integer", "minimum": 0},
             "nics": {"type": "array", "maxItems": 8, "items": s(json!({"network": {"type": "string"}, "mac": {"type": "string"}}), &[])},
             "ports": {"type": "array", "items": s(json!({"host_port": {"type": "integer"}, "guest_port": {"type": "integer"}, "proto": {"enum": ["tcp", "udp"]}}), &["host_port", "guest_port"])},
         }), &["name", "image"]),

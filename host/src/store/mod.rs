@@ -10,7 +10,7 @@ mod networks;
 mod snapshots;
 mod tasks;
 mod users;
-mod vms;
+pub(crate) mod vms;
 
 pub use events::Event;
 pub use snapshots::Snapshot;

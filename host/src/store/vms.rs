@@ -141,6 +141,8 @@ pub(crate) mod tests {
                 restart: RestartPolicy::Never,
                 cmdline_extra: String::new(),
                 disk_mib: None,
+                autostart: false,
+                start_order: 0,
                 nics: vec![],
                 ports: vec![],
             },

@@ -2,6 +2,7 @@
 //! applies restart policies and reconciles everything a crashed dend left behind. Data flows
 //! API -> here -> engines -> VM processes.
 
+mod autostart;
 mod disks;
 mod lifecycle;
 mod reconcile;

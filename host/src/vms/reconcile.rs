@@ -10,6 +10,7 @@ use std::sync::Arc;
 impl Den {
     /// Reconciles the stored state with the processes that exist. Call once at start.
     pub async fn reconcile(self: &Arc<Self>) -> Result<(), super::VmError> {
+        let booted = super::autostart::host_booted(&self.paths.data);
         self.reconcile_network().await?;
         self.reconcile_snapshots()?;
         for t in self.store.fail_interrupted_tasks()? {
@@ -37,7 +38,8 @@ impl Den {
                     self.store.set_vm_state(&vm.id, VmState::Stopped, None)?;
                     self.event("dend", "vm.exited", &vm.spec.name, "its engine process ended while dend was away");
                     let was_up = matches!(state, VmState::Running | VmState::Paused | VmState::Starting);
-                    if was_up && vm.spec.restart != crate::model::RestartPolicy::Never {
+                    // After a host boot only autostart decides; restart policies are for crashes.
+                    if was_up && !booted && vm.spec.restart != crate::model::RestartPolicy::Never {
                         if let Err(e) = self.start(&vm.id, "dend") {
                             self.event("dend", "vm.restart_failed", &vm.spec.name, &e.to_string());
                         }
@@ -46,6 +48,10 @@ impl Den {
                     }
                 }
             }
+        }
+        if booted {
+            tracing::info!("the host booted since dend last ran: starting autostart VMs");
+            self.autostart();
         }
         Ok(())
     }

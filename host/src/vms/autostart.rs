@@ -1,0 +1,82 @@
+//! Starting VMs when the host boots. A host boot is told from a `dend` restart by the kernel's
+//! boot id (`/proc/sys/kernel/random/boot_id`, recorded in `<data>/boot_id`). After a boot,
+//! VMs left "running" by the power cut are marked stopped, and those marked `autostart` (and
+//! every system VM) are started one after another: system VMs first, then by `start_order`,
+//! then by name; each start task ends before the next begins.
+
+use super::Den;
+use crate::model::{Kind, VmRecord, VmState};
+use crate::store::TaskStatus;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Whether the host booted since the last `dend` recorded its boot id (and records it now).
+pub fn host_booted(data: &std::path::Path) -> bool {
+    let now = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_string();
+    let file = data.join("boot_id");
+    let before = std::fs::read_to_string(&file).unwrap_or_default().trim().to_string();
+    if let Err(e) = std::fs::write(&file, format!("{now}\n")) {
+        tracing::warn!(file = %file.display(), %e, "cannot record the boot id");
+    }
+    before != now
+}
+
+/// The VMs to start after a host boot, in order.
+pub fn boot_order(vms: &[VmRecord]) -> Vec<&VmRecord> {
+    let mut v: Vec<&VmRecord> = vms
+        .iter()
+        .filter(|v| v.spec.autostart || v.spec.kind == Kind::System)
+        .filter(|v| matches!(v.state, VmState::Stopped | VmState::Crashed))
+        .collect();
+    v.sort_by_key(|v| (v.spec.kind != Kind::System, v.spec.start_order, v.spec.name.clone()));
+    v
+}
+
+impl Den {
+    /// Starts the autostart VMs in [`boot_order`], in the background.
+    pub fn autostart(self: &Arc<Self>) {
+        let den = self.clone();
+        tokio::spawn(async move {
+            let Ok(vms) = den.store.vms() else { return };
+            let order: Vec<String> = boot_order(&vms).iter().map(|v| v.spec.name.clone()).collect();
+            for name in order {
+                match den.start(&name, "dend") {
+                    Ok(task) => {
+                        den.event("dend", "vm.autostarted", &name, &format!("task {task}"));
+                        while den.store.task(&task).is_ok_and(|t| t.status == TaskStatus::Running) {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                    Err(e) => den.event("dend", "vm.autostart_failed", &name, &e.to_string()),
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_first_then_order_then_name() {
+        let mk = |name: &str, kind: Kind, autostart: bool, order: u32, state: VmState| {
+            let mut r = crate::store::vms::tests::record(name);
+            r.spec.kind = kind;
+            r.spec.autostart = autostart;
+            r.spec.start_order = order;
+            r.state = state;
+            r
+        };
+        let vms = vec![
+            mk("b", Kind::Dev, true, 1, VmState::Stopped),
+            mk("a", Kind::Dev, true, 1, VmState::Stopped),
+            mk("early", Kind::App, true, 0, VmState::Crashed),
+            mk("os", Kind::System, false, 9, VmState::Stopped),
+            mk("manual", Kind::Dev, false, 0, VmState::Stopped),
+            mk("up", Kind::Dev, true, 0, VmState::Running),
+        ];
+        let names: Vec<&str> = boot_order(&vms).iter().map(|v| v.spec.name.as_str()).collect();
+        assert_eq!(names, ["os", "early", "a", "b"]);
+    }
+}
