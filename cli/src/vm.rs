@@ -175,6 +175,12 @@ pub struct CreateArgs {
     /// Forward a host port to the VM: HOST:GUEST or HOST:GUEST/udp (repeatable).
     #[arg(short = 'p', long = "publish", value_name = "HOST:GUEST")]
     publish: Vec<String>,
+    /// A user account to create in the guest on first boot, with sudo (repeatable).
+    #[arg(long = "user", value_name = "NAME")]
+    users: Vec<String>,
+    /// An SSH public key for root and those users: the key itself or @FILE (repeatable).
+    #[arg(long = "ssh-key", value_name = "KEY|@FILE")]
+    ssh_keys: Vec<String>,
     /// Kind: dev, app or system (system VMs start first when the host boots).
     #[arg(long, default_value = "dev")]
     kind: String,
@@ -242,10 +248,26 @@ pub fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 ports.push(json!({"host_port": num(hp)?, "guest_port": num(gp)?, "proto": proto}));
             }
             let disk = a.disk.as_deref().map(parse_mib).transpose()?;
+            let mut keys = vec![];
+            for k in &a.ssh_keys {
+                match k.strip_prefix('@') {
+                    Some(file) => {
+                        let text = std::fs::read_to_string(file).with_context(|| format!("--ssh-key @{file}"))?;
+                        keys.extend(
+                            text.lines()
+                                .map(str::trim)
+                                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                                .map(String::from),
+                        );
+                    }
+                    None => keys.push(k.clone()),
+                }
+            }
             let spec = json!({"name": a.name, "image": a.image, "cpus": a.cpus, "memory_mib": a.memory,
                               "engine": a.engine, "restart": a.restart, "nics": nics, "ports": ports,
                               "disk_mib": disk, "kind": a.kind, "autostart": a.autostart,
-                              "start_order": a.start_order});
+                              "start_order": a.start_order,
+                              "first_boot": {"users": a.users, "ssh_keys": keys}});
             let reply = request(socket, "POST", "/api/v1/vms", Some(&spec))?.ok()?;
             let code = run_task(socket, reply, a.detach, json, &format!("created VM {}", a.name))?;
             if a.start {

@@ -70,6 +70,9 @@ pub struct VmSpec {
     /// Extra kernel command line words.
     #[serde(default)]
     pub cmdline_extra: String,
+    /// Users and SSH keys set up through the agent on the first start.
+    #[serde(default, skip_serializing_if = "crate::vms::FirstBoot::is_empty")]
+    pub first_boot: crate::vms::FirstBoot,
     /// Start when the host boots (system VMs always do, first).
     #[serde(default)]
     pub autostart: bool,
@@ -147,6 +150,7 @@ impl VmSpec {
         if self.cmdline_extra.len() > 1024 || self.cmdline_extra.contains(['\n', '\0']) {
             return err("cmdline_extra", "at most 1024 bytes on one line".into());
         }
+        self.first_boot.validate()?;
         if let Some(d) = self.disk_mib.filter(|d| !(64..=MAX_DISK_MIB).contains(d)) {
             return err("disk_mib", format!("{d} MiB is not possible (64 to {MAX_DISK_MIB})"));
         }
@@ -215,6 +219,9 @@ pub struct VmRecord {
     /// NICs with their MAC, address and TAP (resolved at creation).
     #[serde(default)]
     pub nics: Vec<Nic>,
+    /// The first-boot settings have been applied.
+    #[serde(default)]
+    pub provisioned: bool,
     /// Creation time (Unix seconds).
     pub created: i64,
     /// Last change (Unix seconds).

@@ -9,6 +9,8 @@ use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDenTestKeyDenTestKeyDenTestKey0000 test@den";
+
 fn exec_until_ready(d: &Dend, name: &str) -> String {
     let t = Instant::now();
     loop {
@@ -61,6 +63,10 @@ fn dend_vm_lifecycle_survives_dend_and_engine_kills() {
         "qemu",
         "--no-network",
         "--start",
+        "--user",
+        "alice",
+        "--ssh-key",
+        KEY,
     ]);
     assert_eq!(code, 0, "{err}\n{}", d.log());
     let (s, b) = d.api("POST", "/api/v1/vms", br#"{"name":"t1","image":"base"}"#);
@@ -70,6 +76,12 @@ fn dend_vm_lifecycle_survives_dend_and_engine_kills() {
     assert_eq!(exec_until_ready(&d, "t1").trim(), image.kernel_release);
     let (code, _, _) = d.den(&["vm", "exec", "t1", "--", "false"]);
     assert_eq!(code, 1, "exit status of the guest command");
+    // First-boot settings arrived through the agent: a user, SSH keys for it and for root.
+    let script = "cat /home/alice/.ssh/authorized_keys /root/.ssh/authorized_keys; stat -c %U /home/alice/.ssh";
+    let (code, keys, err) = d.den(&["vm", "exec", "t1", "--", "sh", "-c", script]);
+    assert_eq!((code, keys.matches(KEY).count()), (0, 2), "{keys}{err}");
+    assert!(keys.trim_end().ends_with("alice"), "owned by alice: {keys}");
+    assert_eq!(d.vm("t1")["provisioned"], true);
 
     // The events stream (WebSocket, through the CLI) sees what happens next, live.
     let mut follow = std::process::Command::new(images::den_cli())

@@ -179,6 +179,7 @@ fn schemas() -> Value {
             "cmdline_extra": {"type": "string", "maxLength": 1024},
             "disk_mib": {"type": "integer", "minimum": 64},
             "autostart": {"type": "boolean"},
+            "first_boot": s(json!({"users": {"type": "array", "items": {"type": "string"}}, "ssh_keys": {"type": "array", "items": {"type": "string"}}}), &[]),
             "start_order": {"type": "integer", "minimum": 0},
             "nics": {"type": "array", "maxItems": 8, "items": s(json!({"network": {"type": "string"}, "mac": {"type": "string"}}), &[])},
             "ports": {"type": "array", "items": s(json!({"host_port": {"type": "integer"}, "guest_port": {"type": "integer"}, "proto": {"enum": ["tcp", "udp"]}}), &["host_port", "guest_port"])},
@@ -275,7 +276,8 @@ mod tests {
     #[test]
     fn vm_spec_schema_matches_the_type() {
         let spec: crate::model::VmSpec =
-            serde_json::from_value(json!({"name": "a", "image": "b", "disk_mib": 100})).unwrap();
+            serde_json::from_value(json!({"name": "a", "image": "b", "disk_mib": 100, "first_boot": {"users": ["u"]}}))
+                .unwrap();
         let fields: Vec<String> = serde_json::to_value(&spec).unwrap().as_object().unwrap().keys().cloned().collect();
         let props = &schemas()["VmSpec"]["properties"];
         for f in &fields {

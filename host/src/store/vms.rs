@@ -24,6 +24,8 @@ fn decode(raw: RawVm) -> Result<VmRecord, StoreError> {
         engine: EngineKind,
         #[serde(default)]
         nics: Vec<crate::net::Nic>,
+        #[serde(default)]
+        provisioned: bool,
     }
     let stored: Stored = serde_json::from_str(&spec).map_err(|e| corrupt(&id, e))?;
     let state = VmState::parse(&state).ok_or_else(|| corrupt(&id, format!("unknown state `{state}`")))?;
@@ -39,6 +41,7 @@ fn decode(raw: RawVm) -> Result<VmRecord, StoreError> {
         running,
         engine: stored.engine,
         nics: stored.nics,
+        provisioned: stored.provisioned,
         created,
         updated,
     })
@@ -46,7 +49,8 @@ fn decode(raw: RawVm) -> Result<VmRecord, StoreError> {
 
 /// The `spec` column: the spec with what was resolved at creation (engine, NICs).
 fn stored_spec(vm: &VmRecord) -> String {
-    serde_json::json!({"spec": vm.spec, "engine": vm.engine, "nics": vm.nics}).to_string()
+    serde_json::json!({"spec": vm.spec, "engine": vm.engine, "nics": vm.nics, "provisioned": vm.provisioned})
+        .to_string()
 }
 
 const COLUMNS: &str = "id, owner, spec, state, running, created, updated";
@@ -143,6 +147,7 @@ pub(crate) mod tests {
                 disk_mib: None,
                 autostart: false,
                 start_order: 0,
+                first_boot: Default::default(),
                 nics: vec![],
                 ports: vec![],
             },
@@ -151,6 +156,7 @@ pub(crate) mod tests {
             state: VmState::Stopped,
             running: None,
             engine: EngineKind::Qemu,
+            provisioned: false,
             created: 1,
             updated: 1,
         }

@@ -220,6 +220,7 @@ impl Den {
             running: None,
             engine: src.engine,
             nics,
+            provisioned: false,
             created: t,
             updated: t,
         };

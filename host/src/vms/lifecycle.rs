@@ -81,6 +81,7 @@ impl Den {
             state: VmState::Creating,
             running: None,
             nics,
+            provisioned: false,
             created: t,
             updated: t,
         };
@@ -224,7 +225,8 @@ impl Den {
         let den = self.clone();
         let user = user.to_string();
         self.spawn_task("vm.start", &vm.spec.name.clone(), &user.clone(), move |task| async move {
-            den.boot_recorded(&vm, &task, &user, "vm.started").await
+            den.boot_recorded(&vm, &task, &user, "vm.started").await?;
+            den.first_boot_after_start(&vm.id, &task).await
         })
     }
 

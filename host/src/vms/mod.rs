@@ -4,10 +4,12 @@
 
 mod autostart;
 mod disks;
+mod firstboot;
 mod lifecycle;
 mod reconcile;
 mod tasks;
 
+pub use firstboot::FirstBoot;
 pub use tasks::TaskHandle;
 
 use crate::model::{FieldError, Limits};
