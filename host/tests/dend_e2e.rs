@@ -140,7 +140,12 @@ fn dend_vm_lifecycle_survives_dend_and_engine_kills() {
     // kill -9 dend: the VM keeps running; the next dend adopts it.
     d.kill9();
     assert!(alive(pid), "the VM outlives dend");
+    // Files of a VM without a record (a create cut short) are removed by the next dend.
+    let orphan = d.dir.path().join("vms").join("0123456789abcdef0123456789abcdef");
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::write(orphan.join("root.img"), b"half a disk").unwrap();
     d.spawn();
+    assert!(!orphan.exists(), "orphan VM files removed at start");
     let vm = d.vm("t1");
     assert_eq!((vm["state"].as_str(), vm["running"]["pid"].as_i64()), (Some("running"), Some(pid)), "{vm}");
     assert_eq!(exec_until_ready(&d, "t1").trim(), image.kernel_release);

@@ -13,6 +13,7 @@ impl Den {
         let booted = super::autostart::host_booted(&self.paths.data);
         self.reconcile_network().await?;
         self.reconcile_snapshots()?;
+        self.remove_orphan_dirs()?;
         for t in self.store.fail_interrupted_tasks()? {
             tracing::warn!(task = %t.id, kind = %t.kind, target = %t.target, "task interrupted by a dend restart");
         }
@@ -52,6 +53,25 @@ impl Den {
         if booted {
             tracing::info!("the host booted since dend last ran: starting autostart VMs");
             self.autostart();
+        }
+        Ok(())
+    }
+
+    /// Removes VM data and runtime directories that belong to no VM record (a create or delete
+    /// cut short between its file and record steps).
+    fn remove_orphan_dirs(&self) -> Result<(), super::VmError> {
+        let ids: std::collections::HashSet<String> = self.store.vms()?.into_iter().map(|v| v.id).collect();
+        let roots = [self.paths.vm_data("x"), self.paths.vm_run("x")].map(|p| p.parent().map(|d| d.to_path_buf()));
+        for root in roots.into_iter().flatten() {
+            let Ok(entries) = std::fs::read_dir(&root) else { continue };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let ours = name.len() == 32 && name.bytes().all(|c| c.is_ascii_hexdigit());
+                if ours && !ids.contains(&name) {
+                    tracing::warn!(dir = %e.path().display(), "removing files of a VM that has no record");
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
         }
         Ok(())
     }
