@@ -22,9 +22,10 @@ deps:
 build: agent
 	$(CARGO) build --release --workspace
 
-# den-agent runs as PID 1 of guests and den-vmm runs inside the KVM lab guest: both are linked statically.
+# den-agent runs as PID 1 of guests; den-vmm, dend and den run inside the KVM lab guest: all are
+# linked statically.
 agent:
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p den-agent -p den-vmm --target $(AGENT_TARGET)
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p den-agent -p den-vmm -p den-host -p den-cli --target $(AGENT_TARGET)
 
 lint:
 	$(CARGO) fmt --all -- --check

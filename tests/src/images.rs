@@ -21,6 +21,16 @@ pub fn vmm_static_binary() -> PathBuf {
     static_binary("den-vmm", "DEN_VMM_STATIC_BIN")
 }
 
+/// The statically linked dend that `make agent` builds (it runs inside the KVM lab's guest).
+pub fn dend_static_binary() -> PathBuf {
+    static_binary("dend", "DEN_DEND_STATIC_BIN")
+}
+
+/// The statically linked `den` CLI that `make agent` builds (for the KVM lab's guest).
+pub fn den_cli_static_binary() -> PathBuf {
+    static_binary("den", "DEN_CLI_STATIC_BIN")
+}
+
 fn static_binary(name: &str, env: &str) -> PathBuf {
     let p = std::env::var_os(env)
         .map(PathBuf::from)

@@ -1,0 +1,101 @@
+//! dend with the `vmm` engine, in the KVM lab (see `den_tests::lab`): inside the outer guest,
+//! whose `/dev/kvm` has hardware-virtualization semantics, a static dend picks den-vmm for
+//! `engine: auto`, boots a real Linux guest, reaches its agent over vsock, survives a `kill -9`
+//! with the VM running, stops and deletes it leaving no process behind. Prints the time from
+//! `den vm create --start` to the agent answering.
+
+use den_images::{ImageRecord, Store};
+use den_tests::images;
+use den_tests::lab::{Lab, BOOT_LIMIT};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A store holding one image, `labvm`: the base image's kernel and initramfs, no root disk (the
+/// guest runs from memory), and a console shell.
+fn lab_store(from: &Store, base: &ImageRecord, dir: &Path) -> Store {
+    let store = Store::open(dir).unwrap();
+    let mut artifacts = BTreeMap::new();
+    for role in ["kernel", "initramfs"] {
+        let src = from.get(&base.artifacts[role], false).unwrap();
+        let tmp = dir.join(format!("{role}.tmp"));
+        std::fs::copy(&src, &tmp).unwrap();
+        artifacts.insert(role.to_string(), store.insert_file(&tmp, role, "lab", BTreeMap::new()).unwrap());
+    }
+    let rec = ImageRecord {
+        name: "labvm".into(),
+        artifacts,
+        cmdline: "console=ttyS0 quiet panic=-1 den.console=shell".into(),
+        ..base.clone()
+    };
+    store.put_image(&rec).unwrap();
+    store
+}
+
+async fn put_tree(lab: &Lab, root: &Path, to: &str) {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                lab.put(&p, &format!("{to}/{rel}"), 0o644).await;
+            }
+        }
+    }
+}
+
+const SCRIPT: &str = r#"
+D=/tmp/den; mkdir -p $D
+start_dend() {
+  /lab/dend --data-dir $D --image-store /lab/store --listen off >> $D/dend.log 2>&1 &
+  i=0; while ! /lab/den --socket $D/run/dend.sock vm ls >/dev/null 2>&1; do
+    i=$((i+1)); [ $i -lt 200 ] || { echo LAB-DEND-DID-NOT-START; cat $D/dend.log; exit 9; }; sleep 0.1
+  done
+}
+den() { /lab/den --socket $D/run/dend.sock "$@"; }
+up() { cut -d' ' -f1 /proc/uptime; }
+ready() { i=0; until den vm exec v1 -- uname -r > $D/uname 2>$D/exec.err; do
+  i=$((i+1)); [ $i -lt 600 ] || { echo LAB-NO-AGENT; cat $D/exec.err; den vm console v1; exit 8; }; sleep 0.1; done; }
+start_dend
+t0=$(up)
+den vm create v1 --image labvm --no-network --memory 256 --start || { cat $D/dend.log; exit 7; }
+ready
+t1=$(up)
+echo "LAB-READY-MS=$(echo "$t0 $t1" | awk '{printf "%d", ($2-$1)*1000}')"
+echo "LAB-UNAME=$(cat $D/uname)"
+den --json vm inspect v1 | grep -o '"engine":"[a-z]*"'
+PID=$(den --json vm inspect v1 | grep -o '"pid":[0-9]*' | cut -d: -f2)
+kill -9 $(pidof dend)
+sleep 0.5
+kill -0 $PID && echo LAB-VM-OUTLIVES-DEND
+start_dend
+ready && echo LAB-ADOPTED-EXEC-OK
+den --json vm inspect v1 | grep -o '"pid":[0-9]*'
+den vm stop v1 && den vm rm v1 && echo LAB-STOPPED-AND-DELETED
+pidof den-vmm && echo LAB-LEFT-VMM || echo LAB-NO-VMM-LEFT
+kill $(pidof dend)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_dend_runs_vms_on_den_vmm() {
+    Lab::run_with_retry(scenario).await;
+}
+
+async fn scenario(lab: Lab) -> Result<(), String> {
+    let base = images::build_builtin(&lab.store, "base");
+    lab.put(&images::dend_static_binary(), "/lab/dend", 0o755).await;
+    lab.put(&images::den_cli_static_binary(), "/lab/den", 0o755).await;
+    let dir = tempfile::tempdir().unwrap();
+    lab_store(&lab.store, &base, dir.path());
+    put_tree(&lab, dir.path(), "/lab/store").await;
+    let out = lab.try_sh(SCRIPT, BOOT_LIMIT).await?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("LAB-UNAME={}", base.kernel_release)), "{}", lab.describe(&out));
+    assert!(text.contains("\"engine\":\"vmm\""), "auto picks den-vmm on hardware KVM: {}", lab.describe(&out));
+    assert!(text.contains("LAB-VM-OUTLIVES-DEND") && text.contains("LAB-ADOPTED-EXEC-OK"), "{}", lab.describe(&out));
+    assert!(text.contains("LAB-STOPPED-AND-DELETED") && text.contains("LAB-NO-VMM-LEFT"), "{}", lab.describe(&out));
+    Ok(())
+}
