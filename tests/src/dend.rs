@@ -158,6 +158,12 @@ impl Dend {
 
     /// Raw API call: (status, body).
     pub fn api(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+        let (status, raw) = self.api_bytes(method, path, body);
+        (status, serde_json::from_slice(&raw).unwrap_or(Value::Null))
+    }
+
+    /// Raw API call with the body as bytes, unparsed (for timing the server alone).
+    pub fn api_bytes(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
         let mut s = UnixStream::connect(self.socket()).unwrap();
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: d\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -165,11 +171,14 @@ impl Dend {
         );
         s.write_all(head.as_bytes()).unwrap();
         let _ = s.write_all(body);
-        let mut raw = String::new();
-        let _ = s.read_to_string(&mut raw);
-        let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = raw.split("\r\n\r\n").nth(1).unwrap_or("");
-        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+        let mut raw = vec![];
+        let _ = s.read_to_end(&mut raw);
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4).unwrap_or(raw.len());
+        let status = std::str::from_utf8(&raw[..split.min(raw.len())])
+            .ok()
+            .and_then(|h| h.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0);
+        (status, raw[split..].to_vec())
     }
 }
 
