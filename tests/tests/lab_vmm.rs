@@ -94,17 +94,18 @@ async fn inner_agent_once(lab: &Lab) -> Result<(AgentClient, u32), String> {
     Ok((client, port))
 }
 
-/// Retries until the inner guest booted and its agent listens on vsock port 1024.
-async fn inner_agent(lab: &Lab) -> (AgentClient, u32) {
+/// Retries until the inner guest booted and its agent listens on vsock port 1024; `Err` after
+/// 150 s (a wedged lab: see [`Lab::run_with_retry`]).
+async fn inner_agent(lab: &Lab) -> Result<(AgentClient, u32), String> {
     let start = Instant::now();
     loop {
         match inner_agent_once(lab).await {
-            Ok(c) => return c,
+            Ok(c) => return Ok(c),
             Err(e) if start.elapsed() < Duration::from_secs(150) => {
                 eprintln!("vsock: not yet ({:.1}s): {e}", start.elapsed().as_secs_f64());
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(e) => panic!("the inner agent never answered over vsock: {e}"),
+            Err(e) => return Err(format!("the inner agent never answered over vsock: {e}")),
         }
     }
 }
@@ -115,7 +116,10 @@ async fn inner_agent(lab: &Lab) -> (AgentClient, u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_den_vmm_vsock() {
     let _one = ONE_LAB.lock().await;
-    let lab = Lab::start().await;
+    Lab::run_with_retry(vsock).await;
+}
+
+async fn vsock(lab: Lab) -> Result<(), String> {
     let base = images::build_builtin(&lab.store, "base");
     lab.put_image(&base, "/lab/base").await;
     let boot = format!(
@@ -123,10 +127,10 @@ async fn lab_den_vmm_vsock() {
          --cmdline 'console=ttyS0 panic=-1 quiet' --vsock 3,{VSOCK_UDS} --console /lab/console-vsock.log \
          < /dev/null; echo exit=$?; test -e {VSOCK_UDS} && echo socket-left-behind; tail -c 2000 /lab/console-vsock.log"
     );
-    let vmm = lab.sh(&boot);
+    let vmm = lab.try_sh(&boot, BOOT_LIMIT);
     let client = async {
         let started = Instant::now();
-        let (inner, port) = inner_agent(&lab).await;
+        let (inner, port) = inner_agent(&lab).await?;
         eprintln!(
             "vsock: inner agent answered {:.1}s after den-vmm started (host port {port})",
             started.elapsed().as_secs_f64()
@@ -159,13 +163,17 @@ async fn lab_den_vmm_vsock() {
 
         // Power off over vsock: the reply may or may not beat the power-off.
         let _ = tokio::time::timeout(Duration::from_secs(30), inner.shutdown(false)).await;
+        Ok::<(), String>(())
     };
-    let (out, ()) = tokio::join!(vmm, client);
+    let (out, client) = tokio::join!(vmm, client);
+    client?;
+    let out = out?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     eprintln!("vsock boot:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("exit=0"), "a power-off over vsock ends den-vmm with 0: {}", lab.describe(&out));
     assert!(!text.contains("socket-left-behind"), "den-vmm removes its vsock socket: {}", lab.describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("19.opened="), "vsock counters: {}", lab.describe(&out));
+    Ok(())
 }
 
 /// Runs as a den-agent service in the inner guest; markers go to the console.
