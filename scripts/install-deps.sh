@@ -16,6 +16,14 @@ check ip iproute2
 check tar tar
 check bc bc
 [ -x /bin/busybox ] || need+=(busybox-static)
+# UEFI firmware for VMs that boot through it (SeaBIOS comes with QEMU).
+[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need+=(ovmf)
+# The tests build a bootable installer ISO (BIOS and UEFI) with grub-mkrescue.
+check grub-mkrescue grub-common
+check xorriso xorriso
+check mformat mtools
+[ -d /usr/lib/grub/i386-pc ] || need+=(grub-pc-bin)
+[ -d /usr/lib/grub/x86_64-efi ] || need+=(grub-efi-amd64-bin)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -1,5 +1,5 @@
 //! `den`: Den's command-line client. Nouns and verbs: `den doctor`, `den image build|ls|rm|gc|...`,
-//! `den up`, `den vm create|ls|inspect|start|stop|rm|exec`, `den net ls|create|rm`, `den user ...`, `den token ...`, `den event ls`, `den task ls|log` (through dend).
+//! `den up`, `den vm create|ls|inspect|start|stop|rm|exec`, `den net ls|create|rm`, `den iso ls|import|rm`, `den user ...`, `den token ...`, `den event ls`, `den task ls|log` (through dend).
 //! Human tables by default, `--json` everywhere; exit codes 0 ok, 1 error, 2 usage.
 
 mod client;
@@ -7,6 +7,7 @@ mod console;
 mod doctor;
 mod events;
 mod image;
+mod iso;
 mod net;
 mod paths;
 mod progress;
@@ -46,6 +47,9 @@ enum Cmd {
     /// Virtual machines (through dend): create, ls, inspect, start, stop, reboot, pause, resume, console, rm, exec.
     #[command(subcommand)]
     Vm(vm::VmCmd),
+    /// Installation ISOs (through dend): ls, import, rm.
+    #[command(subcommand)]
+    Iso(iso::IsoCmd),
     /// Networks (through dend): ls, create, rm.
     #[command(subcommand)]
     Net(net::NetCmd),
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
         Cmd::Image(c) => image::run(c, &paths, cli.json),
         Cmd::Up => up(&paths, cli.json),
         Cmd::Vm(c) => vm::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
+        Cmd::Iso(c) => iso::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
         Cmd::Net(c) => net::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
         Cmd::User(c) => user::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
         Cmd::Token(c) => user::run_token(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),

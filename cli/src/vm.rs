@@ -11,7 +11,7 @@ use std::process::ExitCode;
 #[derive(Subcommand)]
 pub enum VmCmd {
     /// Create a VM from an image (waits for its disk unless --detach).
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List VMs.
     Ls,
     /// Show one VM.
@@ -157,6 +157,13 @@ pub struct CreateArgs {
     /// Memory in MiB.
     #[arg(long, default_value_t = 512)]
     memory: u64,
+    /// Boot this installation ISO (`den iso ls`) through firmware onto an empty disk of --disk
+    /// (QEMU; the image is not used).
+    #[arg(long)]
+    iso: Option<String>,
+    /// Firmware for --iso VMs: bios or uefi.
+    #[arg(long, requires = "iso")]
+    firmware: Option<String>,
     /// Root disk size (MiB, or 8G...; default: the image's).
     #[arg(long)]
     disk: Option<String>,
@@ -263,7 +270,8 @@ pub fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
                     None => keys.push(k.clone()),
                 }
             }
-            let spec = json!({"name": a.name, "image": a.image, "cpus": a.cpus, "memory_mib": a.memory,
+            let image = if a.iso.is_some() { String::new() } else { a.image };
+            let spec = json!({"name": a.name, "image": image, "iso": a.iso, "firmware": a.firmware, "cpus": a.cpus, "memory_mib": a.memory,
                               "engine": a.engine, "restart": a.restart, "nics": nics, "ports": ports,
                               "disk_mib": disk, "kind": a.kind, "autostart": a.autostart,
                               "start_order": a.start_order,

@@ -31,6 +31,16 @@ pub enum EngineChoice {
     Qemu,
 }
 
+/// Firmware of VMs that boot through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// SeaBIOS.
+    Bios,
+    /// OVMF.
+    Uefi,
+}
+
 /// What happens when a VM's process ends without being asked to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -50,8 +60,16 @@ pub enum RestartPolicy {
 pub struct VmSpec {
     /// Unique name: lowercase letters, digits and `-`, 1 to 63 characters.
     pub name: String,
-    /// Image name in the image store (`base`, `dev`, `docker`, ...).
+    /// Image name in the image store (`base`, `dev`, `docker`, ...); empty for ISO installs.
+    #[serde(default)]
     pub image: String,
+    /// An installation ISO (by name, `den iso ls`): the VM boots it through firmware onto an
+    /// empty disk of `disk_mib` (QEMU only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iso: Option<String>,
+    /// Firmware for ISO VMs: `bios` (the default) or `uefi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<Firmware>,
     /// Kind.
     #[serde(default)]
     pub kind: Kind,
@@ -135,8 +153,27 @@ impl VmSpec {
         if !valid_name(&self.name) {
             return err("name", format!("`{}` is not a VM name: use a-z, 0-9 and -, 1 to 63 characters", self.name));
         }
-        if self.image.is_empty() {
-            return err("image", "an image name is required (`den image ls` lists them)".into());
+        match (&self.iso, self.image.is_empty()) {
+            (None, true) => return err("image", "an image name is required (`den image ls` lists them)".into()),
+            (Some(_), false) => {
+                return err("iso", "an ISO VM installs onto an empty disk: give an image or an ISO, not both".into())
+            }
+            (Some(iso), true) => {
+                if !valid_name(iso) {
+                    return err("iso", format!("`{iso}` is not an ISO name (`den iso ls` lists them)"));
+                }
+                if self.disk_mib.is_none() {
+                    return err("disk_mib", "an ISO install needs a disk size (disk_mib)".into());
+                }
+                if self.engine == EngineChoice::Vmm {
+                    return err("engine", "den-vmm boots kernels directly; ISO installs run on qemu".into());
+                }
+            }
+            (None, false) => {
+                if self.firmware.is_some() {
+                    return err("firmware", "only ISO VMs boot through firmware; images boot their kernel".into());
+                }
+            }
         }
         if self.cpus == 0 || self.cpus > limits.max_cpus {
             return err("cpus", format!("{} vCPUs is not possible here (1 to {})", self.cpus, limits.max_cpus));

@@ -69,6 +69,7 @@ fn spec_in(dir: &Path, id: &str) -> LaunchSpec {
         cmdline: image.cmdline,
         disks: vec![DiskSpec { path: disk, read_only: false }],
         nics: vec![],
+        firmware: None,
     }
 }
 
@@ -226,6 +227,7 @@ async fn a_qemu_that_fails_at_start_is_reported_with_its_log() {
         cmdline: String::new(),
         disks: vec![],
         nics: vec![],
+        firmware: None,
     };
     let t = Instant::now();
     let e = engine::launch(EngineKind::Qemu, &spec).await.unwrap_err().to_string();

@@ -34,6 +34,7 @@ fn spec(dir: &Path, id: &str) -> LaunchSpec {
         cmdline: "console=ttyS0".into(),
         disks: vec![],
         nics: vec![],
+        firmware: None,
     }
 }
 

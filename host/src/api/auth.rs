@@ -43,7 +43,9 @@ pub fn need(method: &Method, path: &str) -> Need {
     let read = *method == Method::GET;
     match segs.as_slice() {
         ["login"] | ["openapi.json"] => Need::Public,
-        ["host"] | ["whoami"] | ["vms"] | ["networks"] | ["tokens"] | ["tokens", _] if read || segs[0] == "tokens" => {
+        ["host"] | ["whoami"] | ["vms"] | ["networks"] | ["isos"] | ["tokens"] | ["tokens", _]
+            if read || segs[0] == "tokens" =>
+        {
             Need::Anyone
         }
         ["vms"] | ["vms", _, "clone"] => Need::Global(Role::Operator),

@@ -42,6 +42,8 @@ pub fn router(den: Arc<Den>) -> Router {
         .route("/api/v1/vms/:name/snapshots/:snap/rollback", post(vms::rollback))
         .route("/api/v1/vms/:name/clone", post(vms::clone))
         .route("/api/v1/vms/:name/resize", post(vms::resize))
+        .route("/api/v1/isos", get(networks::isos).post(networks::import_iso))
+        .route("/api/v1/isos/:name", axum::routing::delete(networks::delete_iso))
         .route("/api/v1/networks", get(networks::list).post(networks::create))
         .route("/api/v1/networks/:name", axum::routing::delete(networks::delete))
         .route("/api/v1/login", post(users::login))

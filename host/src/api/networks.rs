@@ -1,4 +1,4 @@
-//! `/api/v1/networks`.
+//! `/api/v1/networks` and `/api/v1/isos`: what VMs are made with besides images.
 
 use super::body::Body;
 use super::{ApiError, Caller};
@@ -51,5 +51,37 @@ pub async fn delete(
 ) -> Result<Json<Value>, ApiError> {
     den.net.delete_network(&den.store, &name).map_err(VmError::from)?;
     den.event(&caller.user, "network.deleted", &name, "");
+    Ok(Json(json!({"deleted": name})))
+}
+
+/// `GET /api/v1/isos`.
+pub async fn isos(State(den): State<Arc<Den>>) -> Json<Value> {
+    Json(serde_json::to_value(den.isos()).unwrap_or_default())
+}
+
+/// An ISO import.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportIso {
+    name: String,
+    path: String,
+}
+
+/// `POST /api/v1/isos` (admin): 202 with the import task (it copies a host file).
+pub async fn import_iso(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Body(req): Body<ImportIso>,
+) -> Result<axum::response::Response, ApiError> {
+    Ok(super::vms::accepted(&den.import_iso(&req.name, &req.path, &caller.user)?, json!({})))
+}
+
+/// `DELETE /api/v1/isos/{name}` (admin).
+pub async fn delete_iso(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    den.delete_iso(&name, &caller.user)?;
     Ok(Json(json!({"deleted": name})))
 }

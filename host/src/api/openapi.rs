@@ -106,6 +106,9 @@ const OPS: &[Op] = &[
         Some("Resize"),
         (200, "VM record"),
     ),
+    op("get", "/api/v1/isos", "Installation ISOs", "anyone", None, (200, "ISOs")),
+    op("post", "/api/v1/isos", "Import a host file as an ISO", "admin", Some("ImportIso"), TASK),
+    op("delete", "/api/v1/isos/{name}", "Delete an unused ISO", "admin", None, (200, "`{deleted}`")),
     op("get", "/api/v1/networks", "Networks with their VMs", "anyone", None, (200, "networks")),
     op("post", "/api/v1/networks", "Create a network", "admin", Some("NetworkSpec"), (201, "network")),
     op("delete", "/api/v1/networks/{name}", "Delete an unused network", "admin", None, (200, "`{deleted}`")),
@@ -171,6 +174,8 @@ fn schemas() -> Value {
         "VmSpec": s(json!({
             "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"},
             "image": {"type": "string"},
+            "iso": {"type": "string"},
+            "firmware": {"enum": ["bios", "uefi"]},
             "kind": {"enum": ["dev", "app", "system"]},
             "engine": {"enum": ["auto", "vmm", "qemu"]},
             "cpus": {"type": "integer", "minimum": 1},
@@ -185,6 +190,7 @@ fn schemas() -> Value {
             "ports": {"type": "array", "items": s(json!({"host_port": {"type": "integer"}, "guest_port": {"type": "integer"}, "proto": {"enum": ["tcp", "udp"]}}), &["host_port", "guest_port"])},
         }), &["name", "image"]),
         "NetworkSpec": s(json!({"name": {"type": "string", "maxLength": 11}, "subnet": {"type": "string", "examples": ["10.88.0.0/24"]}, "isolated": {"type": "boolean"}}), &["name", "subnet"]),
+        "ImportIso": s(json!({"name": {"type": "string"}, "path": {"type": "string"}}), &["name", "path"]),
         "Exec": s(json!({"argv": {"type": "array", "items": {"type": "string"}, "minItems": 1}}), &["argv"]),
         "Snapshot": s(json!({"name": {"type": "string"}, "description": {"type": "string"}}), &["name"]),
         "Clone": s(json!({"name": {"type": "string"}}), &["name"]),
@@ -276,8 +282,9 @@ mod tests {
     #[test]
     fn vm_spec_schema_matches_the_type() {
         let spec: crate::model::VmSpec =
-            serde_json::from_value(json!({"name": "a", "image": "b", "disk_mib": 100, "first_boot": {"users": ["u"]}}))
-                .unwrap();
+            serde_json::from_value(json!({"name": "a", "image": "b", "disk_mib": 100, "first_boot": {"users": ["u"]},
+                                          "iso": "x", "firmware": "bios"}))
+            .unwrap();
         let fields: Vec<String> = serde_json::to_value(&spec).unwrap().as_object().unwrap().keys().cloned().collect();
         let props = &schemas()["VmSpec"]["properties"];
         for f in &fields {

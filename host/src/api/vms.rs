@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 
-fn accepted(task: &str, extra: serde_json::Value) -> Response {
+/// 202 with the task's id and location (and `extra` fields).
+pub(super) fn accepted(task: &str, extra: serde_json::Value) -> Response {
     let location = format!("/api/v1/tasks/{task}");
     let mut body = json!({"task": task, "location": location});
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {

@@ -64,6 +64,9 @@ pub async fn launch(kind: EngineKind, spec: &LaunchSpec) -> Result<Running, Engi
 /// ([`vmm::launch_with`]).
 pub async fn launch_vmm(bin: &Path, extra: &[&str], spec: &LaunchSpec) -> Result<Running, EngineError> {
     spec.validate()?;
+    if spec.firmware.is_some() {
+        return Err(EngineError::Unsupported("den-vmm boots kernels directly, not through firmware; use qemu".into()));
+    }
     let (running, api) = vmm::launch_with(bin, extra, spec).await?;
     tracing::info!(vm = %spec.id, engine = "vmm", pid = running.pid, "engine started");
     Ok(register(Vm::new(running.clone(), Ctl::Vmm(api))).running().clone())

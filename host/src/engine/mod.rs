@@ -48,6 +48,24 @@ pub struct NicSpec {
     pub mac: String,
 }
 
+/// Booting through firmware (QEMU's q35 machine) instead of a kernel: for ISO installs and
+/// disks with their own boot loader. The guest gets a VGA display on a VNC Unix socket
+/// (`vnc.sock` in the runtime directory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirmwareBoot {
+    /// UEFI (OVMF) instead of BIOS (SeaBIOS).
+    pub uefi: bool,
+    /// An installation ISO on a CD-ROM, booted first.
+    pub iso: Option<PathBuf>,
+    /// The VM's own UEFI variable store (a copy of OVMF's template), for UEFI.
+    pub vars: Option<PathBuf>,
+}
+
+/// OVMF's code and variable template (Debian package `ovmf`).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// See [`OVMF_CODE`].
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
 /// Everything an engine needs to start a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaunchSpec {
@@ -69,6 +87,9 @@ pub struct LaunchSpec {
     pub disks: Vec<DiskSpec>,
     /// NICs.
     pub nics: Vec<NicSpec>,
+    /// Boot through firmware; `kernel`, `initrd` and `cmdline` are then unused.
+    #[serde(default)]
+    pub firmware: Option<FirmwareBoot>,
 }
 
 /// A started (or re-adopted) VM process and where to reach it.
@@ -226,7 +247,18 @@ impl LaunchSpec {
         if self.memory_mib < 32 {
             return bad(format!("memory_mib = {}: at least 32 MiB", self.memory_mib));
         }
-        for (what, f) in [("kernel", &self.kernel), ("initrd", &self.initrd)] {
+        let files: Vec<(&str, &Path)> = match &self.firmware {
+            None => vec![("kernel", &self.kernel), ("initrd", &self.initrd)],
+            Some(fw) => {
+                let mut v: Vec<(&str, &Path)> = fw.iso.iter().map(|p| ("ISO", p.as_path())).collect();
+                if fw.uefi {
+                    v.push(("OVMF firmware (package ovmf)", Path::new(OVMF_CODE)));
+                    v.push(("UEFI variable store", fw.vars.as_deref().unwrap_or(Path::new(""))));
+                }
+                v
+            }
+        };
+        for (what, f) in files {
             if !f.is_file() {
                 return bad(format!("{what} {} is not a file", f.display()));
             }

@@ -81,18 +81,39 @@ pub fn args(spec: &LaunchSpec, accel: Accel) -> Vec<OsString> {
         Accel::Kvm => ("kvm", "host"),
         Accel::Tcg => ("tcg", "max"),
     };
-    push(&["-name", &format!("den-{}", spec.id), "-M", "microvm,x-option-roms=off,rtc=off,isa-serial=on"]);
+    let machine = if spec.firmware.is_some() { "q35" } else { "microvm,x-option-roms=off,rtc=off,isa-serial=on" };
+    push(&["-name", &format!("den-{}", spec.id), "-M", machine]);
     push(&["-accel", accel_name, "-cpu", cpu, "-m", &spec.memory_mib.to_string(), "-smp", &spec.cpus.to_string()]);
-    push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-msg", "timestamp=on"]);
-    push(&["-kernel"]);
-    a.push(spec.kernel.clone().into());
-    a.push("-initrd".into());
-    a.push(spec.initrd.clone().into());
-    a.push("-append".into());
-    a.push(match accel {
-        Accel::Tcg => format!("{} {}", spec.cmdline, tcg_words()).trim_end().into(),
-        Accel::Kvm => spec.cmdline.clone().into(),
-    });
+    push(&["-nodefaults", "-no-user-config", "-no-reboot", "-msg", "timestamp=on"]);
+    match &spec.firmware {
+        None => {
+            push(&["-display", "none", "-kernel"]);
+            a.push(spec.kernel.clone().into());
+            a.push("-initrd".into());
+            a.push(spec.initrd.clone().into());
+            a.push("-append".into());
+            a.push(match accel {
+                Accel::Tcg => format!("{} {}", spec.cmdline, tcg_words()).trim_end().into(),
+                Accel::Kvm => spec.cmdline.clone().into(),
+            });
+        }
+        Some(fw) => {
+            push(&["-device", "VGA", "-display", "none", "-vnc", &format!("unix:{}", opt(&dir.join("vnc.sock")))]);
+            if fw.uefi {
+                push(&[
+                    "-drive",
+                    &format!("if=pflash,format=raw,unit=0,readonly=on,file={}", opt(Path::new(super::OVMF_CODE))),
+                ]);
+                if let Some(vars) = &fw.vars {
+                    push(&["-drive", &format!("if=pflash,format=raw,unit=1,file={}", opt(vars))]);
+                }
+            }
+            if let Some(iso) = &fw.iso {
+                let drive = format!("id=cd0,file={},format=raw,if=none,media=cdrom,readonly=on", opt(iso));
+                push(&["-drive", &drive, "-device", "ide-cd,drive=cd0,bus=ide.1,bootindex=0"]);
+            }
+        }
+    }
     let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
     let console = format!(
         "socket,id=console,path={},server=on,wait=off,logfile={},logappend=on",
@@ -102,17 +123,20 @@ pub fn args(spec: &LaunchSpec, accel: Accel) -> Vec<OsString> {
     push(&["-chardev", &console, "-serial", "chardev:console"]);
     let qmp = format!("socket,id=qmp,path={},server=on,wait=off", opt(&dir.join("qmp.sock")));
     push(&["-chardev", &qmp, "-mon", "chardev=qmp,mode=control"]);
+    // microvm has virtio-mmio devices; q35 has PCI ones (and the first disk boots after the CD).
+    let bus = if spec.firmware.is_some() { "pci" } else { "device" };
     for (i, d) in spec.disks.iter().enumerate() {
         let ro = if d.read_only { ",readonly=on" } else { "" };
         let drive = format!("id=disk{i},file={},format=raw,if=none,cache=writeback{ro}", opt(&d.path));
-        push(&["-drive", &drive, "-device", &format!("virtio-blk-device,drive=disk{i}")]);
+        let boot = if spec.firmware.is_some() && i == 0 { ",bootindex=1" } else { "" };
+        push(&["-drive", &drive, "-device", &format!("virtio-blk-{bus},drive=disk{i}{boot}")]);
     }
     for (i, n) in spec.nics.iter().enumerate() {
         let netdev = format!("tap,id=net{i},ifname={},script=no,downscript=no", n.tap);
-        push(&["-netdev", &netdev, "-device", &format!("virtio-net-device,netdev=net{i},mac={}", n.mac)]);
+        push(&["-netdev", &netdev, "-device", &format!("virtio-net-{bus},netdev=net{i},mac={}", n.mac)]);
     }
     let agent = format!("socket,id=agent,path={},server=on,wait=off", opt(&dir.join("agent.sock")));
-    push(&["-device", "virtio-serial-device", "-chardev", &agent]);
+    push(&["-device", &format!("virtio-serial-{bus}"), "-chardev", &agent]);
     push(&["-device", "virtserialport,chardev=agent,name=den.agent"]);
     a
 }
@@ -293,6 +317,7 @@ mod tests {
                 DiskSpec { path: "/d/seed.img".into(), read_only: true },
             ],
             nics: vec![NicSpec { tap: "den-tap0".into(), mac: "52:54:00:12:34:56".into() }],
+            firmware: None,
         };
         let a: Vec<String> = args(&spec, Accel::Tcg).iter().map(|s| s.to_string_lossy().into_owned()).collect();
         let line = a.join(" ");

@@ -138,6 +138,8 @@ pub(crate) mod tests {
             spec: VmSpec {
                 name: name.into(),
                 image: "base".into(),
+                iso: None,
+                firmware: None,
                 kind: Kind::Dev,
                 engine: EngineChoice::Qemu,
                 cpus: 1,

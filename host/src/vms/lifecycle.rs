@@ -55,17 +55,26 @@ impl Den {
     /// Nothing is written if validation fails.
     pub fn create(self: &Arc<Self>, spec: VmSpec, user: &str) -> Result<(String, VmRecord), VmError> {
         spec.validate(self.limits).map_err(VmError::Invalid)?;
-        let image =
-            self.images()?.image(&spec.image).map_err(|e| VmError::Images(e.to_string()))?.ok_or_else(|| {
-                VmError::Invalid(crate::model::FieldError {
-                    field: "image",
-                    message: format!(
-                        "image `{}` not found; `den image ls` lists images, `den image build` makes them",
-                        spec.image
-                    ),
-                })
-            })?;
-        self.check_disk_size(&spec, &image)?;
+        let image = match &spec.iso {
+            Some(iso) => {
+                self.iso_path(iso)?;
+                None
+            }
+            None => Some(self.images()?.image(&spec.image).map_err(|e| VmError::Images(e.to_string()))?.ok_or_else(
+                || {
+                    VmError::Invalid(crate::model::FieldError {
+                        field: "image",
+                        message: format!(
+                            "image `{}` not found; `den image ls` lists images, `den image build` makes them",
+                            spec.image
+                        ),
+                    })
+                },
+            )?),
+        };
+        if let Some(image) = &image {
+            self.check_disk_size(&spec, image)?;
+        }
         let t = now();
         let id = new_id();
         let guard = self.net.allocation_guard();
@@ -75,7 +84,7 @@ impl Den {
         let nics = self.net.allocate(&self.store, &id, &spec)?;
         let vm = VmRecord {
             id,
-            engine: engine_for(spec.engine),
+            engine: if spec.iso.is_some() { EngineKind::Qemu } else { engine_for(spec.engine) },
             spec,
             owner: user.into(),
             state: VmState::Creating,
@@ -90,7 +99,13 @@ impl Den {
         let den = self.clone();
         let rec = vm.clone();
         let task = self.spawn_task("vm.create", &vm.spec.name, user, move |task| async move {
-            let mut res = task.cancellable(den.make_disks(&rec, &image, &task)).await;
+            let disks = async {
+                match &image {
+                    Some(image) => den.make_disks(&rec, image, &task).await,
+                    None => den.make_blank_disks(&rec, &task),
+                }
+            };
+            let mut res = task.cancellable(disks).await;
             if res.is_ok() && !rec.nics.is_empty() {
                 task.log("network: address reservations and port forwards");
                 res = den.net.sync(&den.store).await.map_err(|e| e.to_string());
@@ -98,7 +113,11 @@ impl Den {
             match &res {
                 Ok(()) => {
                     den.store.set_vm_state(&rec.id, VmState::Stopped, None).map_err(|e| e.to_string())?;
-                    den.event(&rec.owner, "vm.created", &rec.spec.name, &format!("image {}", rec.spec.image));
+                    let from = match &rec.spec.iso {
+                        Some(iso) => format!("ISO {iso}"),
+                        None => format!("image {}", rec.spec.image),
+                    };
+                    den.event(&rec.owner, "vm.created", &rec.spec.name, &from);
                 }
                 Err(_) => den.remove_vm_files_and_record(&rec).await,
             }
@@ -171,6 +190,9 @@ impl Den {
     }
 
     fn launch_spec(&self, vm: &VmRecord) -> Result<LaunchSpec, String> {
+        if vm.spec.iso.is_some() {
+            return self.firmware_launch_spec(vm);
+        }
         let images = self.images().map_err(|e| e.to_string())?;
         let image = images
             .image(&vm.spec.image)
@@ -198,8 +220,14 @@ impl Den {
             initrd: art("initramfs")?,
             cmdline: cmdline.trim().to_string(),
             disks,
-            nics: vm.nics.iter().map(|n| engine::NicSpec { tap: n.tap.clone(), mac: n.mac.clone() }).collect(),
+            nics: self.nic_specs(vm),
+            firmware: None,
         })
+    }
+
+    /// The engine's view of the VM's NICs.
+    pub(crate) fn nic_specs(&self, vm: &VmRecord) -> Vec<engine::NicSpec> {
+        vm.nics.iter().map(|n| engine::NicSpec { tap: n.tap.clone(), mac: n.mac.clone() }).collect()
     }
 
     /// The kernel command line words that give the guest agent its first NIC's settings
@@ -260,7 +288,10 @@ impl Den {
             task.log(format!("network: {} TAP device(s)", vm.nics.len()));
             self.net.plug(&self.store, vm).await.map_err(|e| e.to_string())?;
         }
-        let tcg = vm.engine == EngineKind::Qemu && engine::qemu::choose_accel().accel == engine::qemu::Accel::Tcg;
+        // Firmware boots print nothing on the serial console for a while: no stall detection.
+        let tcg = vm.engine == EngineKind::Qemu
+            && spec.firmware.is_none()
+            && engine::qemu::choose_accel().accel == engine::qemu::Accel::Tcg;
         for attempt in 1..=TCG_BOOT_ATTEMPTS {
             task.log(format!("starting {:?} engine: {} vCPUs, {} MiB", vm.engine, spec.cpus, spec.memory_mib));
             let running = engine::launch(vm.engine, &spec).await.map_err(|e| e.to_string())?;

@@ -5,11 +5,13 @@
 mod autostart;
 mod disks;
 mod firstboot;
+mod isos;
 mod lifecycle;
 mod reconcile;
 mod tasks;
 
 pub use firstboot::FirstBoot;
+pub use isos::Iso;
 pub use tasks::TaskHandle;
 
 use crate::model::{FieldError, Limits};

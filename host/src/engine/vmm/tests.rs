@@ -19,6 +19,7 @@ fn spec(dir: &Path) -> LaunchSpec {
             DiskSpec { path: "/d/seed.img".into(), read_only: true },
         ],
         nics: vec![NicSpec { tap: "tap0".into(), mac: "52:54:00:12:34:56".into() }],
+        firmware: None,
     }
 }
 
