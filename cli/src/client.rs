@@ -96,13 +96,38 @@ pub fn request(socket: &Path, method: &str, path: &str, body: Option<&Value>) ->
 }
 
 /// Waits for a task to end; fails with its error and log if it failed.
+/// On a terminal, a bar shows the task's progress and its latest log line.
 pub fn wait_task(socket: &Path, task: &str) -> anyhow::Result<Value> {
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let b = indicatif::ProgressBar::new(100);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner:.cyan} [{elapsed:>4}] {bar:30.cyan/blue} {pos:>3}% {wide_msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b.enable_steady_tick(Duration::from_millis(120));
+        b
+    });
     loop {
         let t = request(socket, "GET", &format!("/api/v1/tasks/{task}"), None)?.ok()?;
+        if let Some(b) = &bar {
+            b.set_position(t.get("progress").and_then(Value::as_u64).unwrap_or(0));
+            let last = t.get("log").and_then(Value::as_str).and_then(|l| l.lines().last()).unwrap_or("");
+            b.set_message(format!("{} {}", t.get("kind").and_then(Value::as_str).unwrap_or(""), last));
+        }
         match t.get("status").and_then(Value::as_str) {
             Some("running") => std::thread::sleep(Duration::from_millis(200)),
-            Some("ok") => return Ok(t),
+            Some("ok") => {
+                if let Some(b) = &bar {
+                    b.finish_and_clear();
+                }
+                return Ok(t);
+            }
             _ => {
+                if let Some(b) = &bar {
+                    b.finish_and_clear();
+                }
                 let err = t.get("error").and_then(Value::as_str).unwrap_or("failed");
                 let log = t.get("log").and_then(Value::as_str).unwrap_or("");
                 bail!("task {task} failed: {err}\n{log}")

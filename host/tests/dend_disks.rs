@@ -112,6 +112,7 @@ fn snapshots_clone_resize_and_rollback() {
     }
     let (_, list) = d.api("GET", "/api/v1/tasks", b"");
     let done = list[0]["id"].as_str().unwrap().to_string();
+    assert!(list.as_array().unwrap().iter().filter(|t| t["status"] == "ok").all(|t| t["progress"] == 100), "{list}");
     let (s, b) = d.api("POST", &format!("/api/v1/tasks/{done}/cancel"), b"");
     assert!(s == 409 && b["message"].as_str().unwrap_or("").contains("already ended"), "{b}");
 }

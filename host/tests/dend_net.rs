@@ -102,7 +102,9 @@ fn dend_network_nat_dns_forwards_isolation_and_cleanup() {
     );
     assert!(s == 400 && b["field"] == "ports" && b["message"].as_str().unwrap_or("").contains("VM `a`"), "{b}");
 
-    // kill -9 dend: rules and TAPs stay; a stray Den-looking TAP is swept by the next dend.
+    // kill -9 dend with both VMs running: they keep running and stay manageable; rules and TAPs
+    // stay; a stray Den-looking TAP is swept by the next dend.
+    let pids: Vec<Value> = ["a", "b"].iter().map(|v| d.vm(v)["running"]["pid"].clone()).collect();
     d.kill9();
     host.ip("tuntap add dt00000000000 mode tap");
     d.spawn();
@@ -113,6 +115,11 @@ fn dend_network_nat_dns_forwards_isolation_and_cleanup() {
     }
     let (code, out) = host.sh("timeout 10 busybox wget -q -O- http://127.0.0.1:8080/");
     assert_eq!((code, out.trim()), (0, "from-a"), "forward after a dend restart");
+    for (v, pid) in ["a", "b"].iter().zip(&pids) {
+        let vm = d.vm(v);
+        assert_eq!((&vm["state"], &vm["running"]["pid"]), (&Value::from("running"), pid), "{v} adopted");
+        assert_eq!(guest_sh(&d, v, "echo alive"), "alive\n", "{v} manageable after the restart");
+    }
     let a_tap = d.vm("a")["nics"][0]["tap"].as_str().unwrap_or_default().to_string();
     assert!(devices(&host).contains(&a_tap), "a's TAP survives");
 

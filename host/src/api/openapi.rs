@@ -152,7 +152,7 @@ const OPS: &[Op] = &[
     op("post", "/api/v1/tokens", "Make an API token (shown once)", "anyone", Some("TokenRequest"), (201, "token")),
     op("delete", "/api/v1/tokens/{id}", "Revoke a token", "its user or an admin", None, (200, "`{revoked}`")),
     op("get", "/api/v1/tasks", "Recent tasks (`?limit=`)", "viewer", None, (200, "tasks")),
-    op("get", "/api/v1/tasks/{id}", "One task with its log", "viewer", None, (200, "task")),
+    op("get", "/api/v1/tasks/{id}", "One task: status, progress (percent), log", "viewer", None, (200, "task")),
     op(
         "post",
         "/api/v1/tasks/{id}/cancel",

@@ -72,6 +72,8 @@ const MIGRATIONS: &[&str] = &[
         created INTEGER NOT NULL,
         PRIMARY KEY (vm, name)
      );",
+    // 5: task progress in percent.
+    "ALTER TABLE tasks ADD COLUMN progress INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The current schema version (0 for an empty database).

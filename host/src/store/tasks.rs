@@ -44,6 +44,8 @@ pub struct Task {
     pub owner: String,
     /// Status.
     pub status: TaskStatus,
+    /// How far it got, in percent (100 once it ended well).
+    pub progress: u8,
     /// Log lines, newline separated.
     pub log: String,
     /// Why it failed.
@@ -71,10 +73,11 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
         error: r.get(6)?,
         created: r.get(7)?,
         finished: r.get(8)?,
+        progress: r.get::<_, i64>(9)?.clamp(0, 100) as u8,
     })
 }
 
-const COLUMNS: &str = "id, kind, target, owner, status, log, error, created, finished";
+const COLUMNS: &str = "id, kind, target, owner, status, log, error, created, finished, progress";
 
 impl Store {
     /// Records a new running task.
@@ -92,10 +95,17 @@ impl Store {
         Ok(())
     }
 
-    /// Ends a task.
+    /// Records how far a task got (percent).
+    pub fn task_progress(&self, id: &str, percent: u8) -> Result<(), StoreError> {
+        self.lock().execute("UPDATE tasks SET progress = ?2 WHERE id = ?1", params![id, percent.min(100)])?;
+        Ok(())
+    }
+
+    /// Ends a task (progress 100 when it succeeded).
     pub fn finish_task(&self, id: &str, status: TaskStatus, error: Option<&str>) -> Result<(), StoreError> {
         self.lock().execute(
-            "UPDATE tasks SET status = ?2, error = ?3, finished = ?4 WHERE id = ?1",
+            "UPDATE tasks SET status = ?2, error = ?3, finished = ?4,
+             progress = CASE WHEN ?2 = 'ok' THEN 100 ELSE progress END WHERE id = ?1",
             params![id, status.as_str(), error, now()],
         )?;
         Ok(())
@@ -144,14 +154,18 @@ mod tests {
         s.insert_task("t1", "vm.create", "a", "root").unwrap();
         s.task_log("t1", "copying disk").unwrap();
         s.task_log("t1", "done").unwrap();
+        s.task_progress("t1", 40).unwrap();
+        assert_eq!(s.task("t1").unwrap().progress, 40);
         s.finish_task("t1", TaskStatus::Ok, None).unwrap();
+        assert_eq!(s.task("t1").unwrap().progress, 100);
         s.insert_task("t2", "vm.start", "a", "root").unwrap();
+        s.task_progress("t2", 30).unwrap();
         let t = s.task("t1").unwrap();
         assert_eq!((t.status, t.log.as_str()), (TaskStatus::Ok, "copying disk\ndone\n"));
         let cut = s.fail_interrupted_tasks().unwrap();
         assert_eq!(cut.len(), 1);
         let t2 = s.task("t2").unwrap();
-        assert_eq!(t2.status, TaskStatus::Failed);
+        assert_eq!((t2.status, t2.progress), (TaskStatus::Failed, 30), "a failed task keeps its progress");
         assert!(t2.error.unwrap().contains("restart"));
         assert_eq!(s.tasks(10).unwrap().len(), 2);
         assert!(s.task("nope").is_err());

@@ -12,16 +12,28 @@ use std::sync::Arc;
 
 /// Copies `src` to `dst` keeping holes (and sharing blocks where the filesystem can); `dst`
 /// gets mode 0600. Through a temporary name, so `dst` is either the old file or the whole copy.
-pub(crate) async fn copy_disk(src: &Path, dst: &Path) -> Result<(), String> {
+/// With a task, its progress follows the copy (the copy's length against the source's).
+pub(crate) async fn copy_disk(src: &Path, dst: &Path, task: Option<&TaskHandle>) -> Result<(), String> {
     let tmp = dst.with_extension("partial");
-    let st = tokio::process::Command::new("cp")
+    let copy = tokio::process::Command::new("cp")
         .args(["--sparse=always", "--reflink=auto"])
         .arg(src)
         .arg(&tmp)
         .kill_on_drop(true)
-        .status()
-        .await
-        .map_err(|e| format!("cp: {e}"))?;
+        .status();
+    let total = std::fs::metadata(src).map(|m| m.len()).unwrap_or(0).max(1);
+    tokio::pin!(copy);
+    let st = loop {
+        tokio::select! {
+            st = &mut copy => break st,
+            () = tokio::time::sleep(std::time::Duration::from_millis(300)) => {
+                if let (Some(t), Ok(m)) = (task, std::fs::metadata(&tmp)) {
+                    t.progress((m.len().saturating_mul(100) / total).min(99) as u8);
+                }
+            }
+        }
+    }
+    .map_err(|e| format!("cp: {e}"))?;
     if !st.success() {
         let _ = std::fs::remove_file(&tmp);
         return Err(format!("copying {} to {} failed ({st})", src.display(), dst.display()));
@@ -68,7 +80,7 @@ impl Den {
             let name = src.file_name().map(PathBuf::from).unwrap_or_else(|| "root.img".into());
             task.log(format!("copying {}", name.display()));
             // Only the copy is cancellable: a paused VM is always resumed below.
-            res = task.cancellable(copy_disk(&src, &dst_dir.join(name))).await;
+            res = task.cancellable(copy_disk(&src, &dst_dir.join(name), Some(task))).await;
             if res.is_err() {
                 break;
             }
@@ -158,7 +170,7 @@ impl Den {
             let res = async {
                 for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?.flatten() {
                     task.log(format!("restoring {}", entry.file_name().to_string_lossy()));
-                    copy_disk(&entry.path(), &den.paths.vm_data(&vm.id).join(entry.file_name())).await?;
+                    copy_disk(&entry.path(), &den.paths.vm_data(&vm.id).join(entry.file_name()), Some(&task)).await?;
                 }
                 Ok(())
             }

@@ -72,7 +72,7 @@ impl Den {
             std::fs::create_dir_all(den.iso_dir()).map_err(|e| e.to_string())?;
             let dst = den.iso_dir().join(format!("{name2}.iso"));
             task.log(format!("copying {}", src.display()));
-            super::disks::copy_disk(&src, &dst).await?;
+            super::disks::copy_disk(&src, &dst, Some(&task)).await?;
             den.event(&user2, "iso.imported", &name2, &src.display().to_string());
             Ok(())
         })

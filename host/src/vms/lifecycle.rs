@@ -155,7 +155,7 @@ impl Den {
         let src = self.images().map_err(|e| e.to_string())?.get(rootfs, false).map_err(|e| e.to_string())?;
         let dst = dir.join("root.img");
         task.log(format!("copying root disk {} (sparse)", src.display()));
-        super::disks::copy_disk(&src, &dst).await?;
+        super::disks::copy_disk(&src, &dst, Some(task)).await?;
         if let Some(mib) = vm.spec.disk_mib {
             let f =
                 std::fs::OpenOptions::new().write(true).open(&dst).map_err(|e| format!("{}: {e}", dst.display()))?;

@@ -33,6 +33,13 @@ impl TaskHandle {
         }
     }
 
+    /// Records how far the task got (percent).
+    pub fn progress(&self, percent: u8) {
+        if let Err(e) = self.den.store.task_progress(&self.id, percent) {
+            tracing::warn!(task = %self.id, %e, "cannot record progress");
+        }
+    }
+
     /// Runs `step` unless the task is cancelled first; a cancelled step is dropped (child
     /// processes it started with `kill_on_drop` die with it) and returns [`CANCELLED`].
     pub async fn cancellable<T>(&self, step: impl Future<Output = Result<T, String>>) -> Result<T, String> {
