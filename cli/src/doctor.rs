@@ -114,6 +114,7 @@ pub fn collect(paths: &Paths) -> Vec<Check> {
         ("mkfs.ext4", "e2fsprogs", "root disks"),
         ("dpkg-deb", "dpkg", "kernels"),
         ("qemu-img", "qemu-utils", "qcow2 disks"),
+        ("dnsmasq", "dnsmasq-base", "DHCP and DNS for VM networks"),
     ] {
         out.push(match which(tool) {
             Some(_) => check("tools", Status::Ok, format!("{tool} ({why})"), ""),
@@ -125,6 +126,11 @@ pub fn collect(paths: &Paths) -> Vec<Check> {
             ),
         });
     }
+    out.push(if Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd").exists() {
+        check("uefi", Status::Ok, "OVMF (UEFI firmware for ISO VMs)", "")
+    } else {
+        check("uefi", Status::Warn, "OVMF not found: ISO VMs boot with BIOS only", "apt-get install ovmf")
+    });
     let _ = std::fs::create_dir_all(&paths.cache);
     let dir = if paths.cache.exists() { paths.cache.clone() } else { "/".into() };
     let free = free_bytes(&dir).unwrap_or(0);
