@@ -48,6 +48,9 @@ pub enum UserCmd {
         /// The role.
         role: String,
     },
+    /// SSH public keys of a user (for the SSH gateway): add, ls, rm.
+    #[command(subcommand)]
+    Key(KeyCmd),
     /// Give a user a role on one VM (none revokes it).
     Grant {
         /// User name.
@@ -57,6 +60,74 @@ pub enum UserCmd {
         /// viewer, operator, admin or none.
         role: String,
     },
+}
+
+/// SSH key commands.
+#[derive(Subcommand)]
+pub enum KeyCmd {
+    /// Add a public key: the `.pub` line itself, or @FILE (every key line in it).
+    Add {
+        /// User name.
+        name: String,
+        /// The key, or @FILE.
+        key: String,
+    },
+    /// List a user's keys with their fingerprints.
+    Ls {
+        /// User name.
+        name: String,
+    },
+    /// Remove a key by fingerprint (`SHA256:...`).
+    Rm {
+        /// User name.
+        name: String,
+        /// Fingerprint.
+        fingerprint: String,
+    },
+}
+
+fn key(cmd: KeyCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    match cmd {
+        KeyCmd::Add { name, key } => {
+            let lines: Vec<String> = match key.strip_prefix('@') {
+                Some(file) => std::fs::read_to_string(file)
+                    .with_context(|| format!("reading {file}"))?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from)
+                    .collect(),
+                None => vec![key],
+            };
+            for l in lines {
+                let path = format!("/api/v1/users/{}/keys", enc(&name));
+                let r = request(socket, "POST", &path, Some(&json!({"key": l})))?.ok()?;
+                let fp = r["fingerprint"].as_str().unwrap_or("?");
+                println!("{}", if json { r.to_string() } else { format!("added {fp} to {name}") });
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeyCmd::Ls { name } => {
+            let keys = request(socket, "GET", &format!("/api/v1/users/{}/keys", enc(&name)), None)?.ok()?;
+            if json {
+                println!("{keys}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            for k in keys.as_array().into_iter().flatten() {
+                let line = k["line"].as_str().unwrap_or("");
+                let comment = line.splitn(3, ' ').nth(2).unwrap_or("");
+                let kind = line.split(' ').next().unwrap_or("?");
+                println!("{} {kind} {comment}", k["fingerprint"].as_str().unwrap_or("?"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeyCmd::Rm { name, fingerprint } => {
+            let path = format!("/api/v1/users/{}/keys/{}", enc(&name), enc(&fingerprint));
+            let r = request(socket, "DELETE", &path, None)?.ok()?;
+            println!("{}", if json { r.to_string() } else { format!("removed {fingerprint} from {name}") });
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 /// Token commands.
@@ -182,6 +253,7 @@ pub fn run(cmd: UserCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> 
             let r = request(socket, "PUT", &format!("/api/v1/users/{}/role", enc(&name)), Some(&body))?.ok()?;
             done(json, &r, format!("{name} is now {role}"))
         }
+        UserCmd::Key(c) => key(c, socket, json),
         UserCmd::Grant { name, vm, role } => {
             let body = json!({"role": role_value(&role)?});
             let path = format!("/api/v1/users/{}/grants/{}", enc(&name), enc(&vm));

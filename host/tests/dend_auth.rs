@@ -127,6 +127,42 @@ fn https_users_roles_grants_and_tokens() {
     let (_, users, _) = d.den(&["user", "ls"]);
     assert!(users.contains("web1=viewer"), "{users}");
 
+    // SSH public keys: fingerprints as ssh-keygen prints them; a key belongs to one user; users
+    // manage their own keys, nobody else's.
+    let kdir = tempfile::tempdir().unwrap();
+    let mut fps = vec![];
+    for k in ["k1", "k2"] {
+        let path = kdir.path().join(k);
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", k, "-f"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = Command::new("ssh-keygen").arg("-lf").arg(path.with_extension("pub")).output().unwrap();
+        fps.push(String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).unwrap_or_default().to_string());
+    }
+    let pub1 = format!("@{}", kdir.path().join("k1.pub").display());
+    let (c, out, e) = d.den(&["user", "key", "add", "alice", &pub1]);
+    assert!(c == 0 && out.contains(&fps[0]), "same fingerprint as ssh-keygen: {out}{e}");
+    let (c, _, e) = d.den(&["user", "key", "add", "gus", &pub1]);
+    assert!(c == 1 && e.contains("already exists"), "{e}");
+    let k2 = std::fs::read_to_string(kdir.path().join("k2.pub")).unwrap();
+    let body = json!({"key": k2.trim()}).to_string();
+    assert_eq!(d.https("POST", "/api/v1/users/alice/keys", Some(&vic), Some(&body)).0, 403, "not vic's keys");
+    let (s, b, _) = d.https("POST", "/api/v1/users/alice/keys", Some(&alice), Some(&body));
+    assert_eq!((s, b["fingerprint"].as_str()), (201, Some(fps[1].as_str())), "{b}");
+    let (s, b, _) =
+        d.https("POST", "/api/v1/users/alice/keys", Some(&alice), Some(r#"{"key":"ssh-ed25519 bm90IGEga2V5"}"#));
+    assert_eq!((s, b["field"].as_str()), (400, Some("key")), "{b}");
+    let (_, ls, _) = d.den(&["user", "key", "ls", "alice"]);
+    assert!(ls.contains(&fps[0]) && ls.contains(&fps[1]) && ls.contains("k2"), "{ls}");
+    let path = format!("/api/v1/users/alice/keys/{}", fps[1].replace('/', "%2F").replace('+', "%2B"));
+    assert_eq!(d.https("DELETE", &path, Some(&alice), None).0, 200);
+    let (c, _, e) = d.den(&["user", "key", "rm", "alice", &fps[0]]);
+    assert_eq!(c, 0, "{e}");
+    assert_eq!(d.den(&["--json", "user", "key", "ls", "alice"]).1.trim(), "[]");
+
     // A token narrower than its user: read-only, limited to one VM; revocable.
     let body = json!({"name": "ci", "role": "viewer", "vms": ["web1"]}).to_string();
     let (s, t, _) = d.https("POST", "/api/v1/tokens", Some(&alice), Some(&body));

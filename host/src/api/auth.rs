@@ -54,7 +54,7 @@ pub fn need(method: &Method, path: &str) -> Need {
         ["vms", name, ..] => Need::Vm(name.to_string(), if read { Role::Viewer } else { Role::Operator }),
         ["tasks", _, "cancel"] => Need::Global(Role::Operator),
         ["tasks", ..] | ["events", ..] => Need::Global(Role::Viewer),
-        ["users", name, "password"] => Need::SelfOrAdmin(name.to_string()),
+        ["users", name, "password"] | ["users", name, "keys", ..] => Need::SelfOrAdmin(name.to_string()),
         _ => Need::Global(Role::Admin),
     }
 }
@@ -153,6 +153,8 @@ mod tests {
         assert_eq!(n(Method::POST, "/api/v1/vms/web1/snapshots"), Need::Vm("web1".into(), Role::Operator));
         assert_eq!(n(Method::GET, "/api/v1/users"), Need::Global(Role::Admin));
         assert_eq!(n(Method::PUT, "/api/v1/users/bob/password"), Need::SelfOrAdmin("bob".into()));
+        assert_eq!(n(Method::POST, "/api/v1/users/bob/keys"), Need::SelfOrAdmin("bob".into()));
+        assert_eq!(n(Method::DELETE, "/api/v1/users/bob/keys/SHA256:x"), Need::SelfOrAdmin("bob".into()));
         assert_eq!(n(Method::POST, "/api/v1/tokens"), Need::Anyone);
         assert_eq!(n(Method::DELETE, "/api/v1/tokens/abc"), Need::Anyone, "the handler checks ownership");
         assert_eq!(n(Method::GET, "/api/v1/tasks/x"), Need::Global(Role::Viewer));

@@ -53,6 +53,8 @@ pub fn router(den: Arc<Den>) -> Router {
         .route("/api/v1/users/:name/password", axum::routing::put(users::password))
         .route("/api/v1/users/:name/role", axum::routing::put(users::role))
         .route("/api/v1/users/:name/grants/:vm", axum::routing::put(users::grant))
+        .route("/api/v1/users/:name/keys", get(users::keys).post(users::add_key))
+        .route("/api/v1/users/:name/keys/:fingerprint", axum::routing::delete(users::delete_key))
         .route("/api/v1/tokens", get(users::tokens).post(users::create_token))
         .route("/api/v1/tokens/:id", axum::routing::delete(users::revoke_token))
         .route("/api/v1/tasks", get(tasks))

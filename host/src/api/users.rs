@@ -197,3 +197,40 @@ pub async fn revoke_token(
     den.event(&c.user, "token.revoked", &t.user, &format!("{} ({id})", t.name));
     Ok(Json(json!({"revoked": id})))
 }
+
+/// `GET /api/v1/users/{name}/keys` (the user or an admin).
+pub async fn keys(State(den): State<Arc<Den>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(serde_json::to_value(den.store.keys(Some(&name))?).unwrap_or_default()))
+}
+
+/// A key to add.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    key: String,
+}
+
+/// `POST /api/v1/users/{name}/keys` (the user or an admin): 201 with the fingerprint.
+pub async fn add_key(
+    State(den): State<Arc<Den>>,
+    Extension(c): Extension<Caller>,
+    Path(name): Path<String>,
+    Body(k): Body<NewKey>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let key = crate::auth::sshkey::SshKey::parse(&k.key)
+        .map_err(|message| ApiError::from(AuthError::Invalid(crate::model::FieldError { field: "key", message })))?;
+    den.store.insert_key(&name, &key.fingerprint, &key.line()).map_err(|e| ApiError::from(VmError::Store(e)))?;
+    den.event(&c.user, "user.key_added", &name, &key.fingerprint);
+    Ok((StatusCode::CREATED, Json(json!({"user": name, "fingerprint": key.fingerprint, "type": key.kind}))))
+}
+
+/// `DELETE /api/v1/users/{name}/keys/{fingerprint}` (the user or an admin).
+pub async fn delete_key(
+    State(den): State<Arc<Den>>,
+    Extension(c): Extension<Caller>,
+    Path((name, fp)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    den.store.delete_key(&name, &fp).map_err(|e| ApiError::from(VmError::Store(e)))?;
+    den.event(&c.user, "user.key_removed", &name, &fp);
+    Ok(Json(json!({"removed": fp})))
+}

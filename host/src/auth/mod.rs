@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod limiter;
 pub mod password;
+pub mod sshkey;
 pub mod token;
 
 pub use accounts::{Accounts, AuthError, NewToken};

@@ -74,6 +74,13 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 5: task progress in percent.
     "ALTER TABLE tasks ADD COLUMN progress INTEGER NOT NULL DEFAULT 0;",
+    // 6: users' SSH public keys (a key belongs to one user: the SSH gateway finds users by key).
+    "CREATE TABLE ssh_keys (
+        fingerprint TEXT PRIMARY KEY,
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        line TEXT NOT NULL,
+        created INTEGER NOT NULL
+     );",
 ];
 
 /// The current schema version (0 for an empty database).

@@ -15,7 +15,7 @@ pub(crate) mod vms;
 pub use events::Event;
 pub use snapshots::Snapshot;
 pub use tasks::{Task, TaskStatus};
-pub use users::{TokenRecord, UserAuth, UserRecord};
+pub use users::{KeyRecord, TokenRecord, UserAuth, UserRecord};
 
 use rusqlite::Connection;
 use std::path::Path;

@@ -208,6 +208,58 @@ impl Store {
     }
 }
 
+/// A user's SSH public key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyRecord {
+    /// `SHA256:...`.
+    pub fingerprint: String,
+    /// Owner.
+    pub user: String,
+    /// The `authorized_keys` line.
+    pub line: String,
+    /// When it was added.
+    pub created: i64,
+}
+
+impl Store {
+    /// Adds an SSH key to a user; a key already added (to anyone) is refused.
+    pub fn insert_key(&self, user: &str, fingerprint: &str, line: &str) -> Result<(), StoreError> {
+        if self.user_auth(user)?.is_none() {
+            return Err(StoreError::NotFound { kind: "user", name: user.into() });
+        }
+        self.lock()
+            .execute(
+                "INSERT INTO ssh_keys (fingerprint, user, line, created) VALUES (?1, ?2, ?3, ?4)",
+                params![fingerprint, user, line, now()],
+            )
+            .map_err(exists("SSH key", fingerprint))?;
+        Ok(())
+    }
+
+    /// A user's SSH keys, or everyone's.
+    pub fn keys(&self, user: Option<&str>) -> Result<Vec<KeyRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT fingerprint, user, line, created FROM ssh_keys WHERE ?1 IS NULL OR user = ?1 ORDER BY created",
+        )?;
+        let rows = stmt.query_map([user], |r| {
+            Ok(KeyRecord { fingerprint: r.get(0)?, user: r.get(1)?, line: r.get(2)?, created: r.get(3)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Removes one of a user's SSH keys.
+    pub fn delete_key(&self, user: &str, fingerprint: &str) -> Result<(), StoreError> {
+        let n = self
+            .lock()
+            .execute("DELETE FROM ssh_keys WHERE user = ?1 AND fingerprint = ?2", params![user, fingerprint])?;
+        if n == 0 {
+            return Err(StoreError::NotFound { kind: "SSH key", name: fingerprint.into() });
+        }
+        Ok(())
+    }
+}
+
 const TOKEN_SELECT: &str = "SELECT id, user, hash, name, role, vms, created, expires FROM tokens";
 
 fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(TokenRecord, String)> {
@@ -257,7 +309,12 @@ mod tests {
         assert!(s.tokens(Some("bob")).unwrap().is_empty());
         s.delete_vm("id-web1").unwrap();
         assert!(s.grants_of("alice").unwrap().is_empty(), "grants go with the VM");
+        s.insert_key("alice", "SHA256:x", "ssh-ed25519 AAAA a").unwrap();
+        assert!(matches!(s.insert_key("alice", "SHA256:x", "dup"), Err(StoreError::Exists { .. })));
+        assert!(matches!(s.insert_key("bob", "SHA256:y", "k"), Err(StoreError::NotFound { .. })));
+        assert_eq!(s.keys(Some("alice")).unwrap().len(), 1);
         s.delete_user("alice").unwrap();
         assert_eq!(s.token(&t.id).unwrap(), None, "tokens go with the user");
+        assert!(s.keys(None).unwrap().is_empty(), "keys go with the user");
     }
 }
