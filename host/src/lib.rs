@@ -5,6 +5,7 @@
 //! - [`auth`]: roles, per-VM grants, API tokens, argon2id passwords, login rate limiting;
 //! - [`server`]: serving it on the local Unix socket (callers from peer credentials) and on
 //!   HTTPS (bearer tokens), with [`tls`] holding the certificate;
+//! - [`sshgw`]: the SSH gateway into VMs (keys pick the user, the user name picks the VM);
 //! - [`vms`]: the VM service (tasks, lifecycle, watchers, reconciliation after a restart);
 //! - [`engine`]: starting, finding again, stopping VM processes (QEMU over QMP, den-vmm);
 //! - [`net`]: bridges, TAPs, DHCP/DNS (dnsmasq), NAT, isolation and port forwards (nftables);
@@ -19,6 +20,7 @@ pub mod model;
 pub mod net;
 pub mod paths;
 pub mod server;
+pub mod sshgw;
 pub mod store;
 pub mod tls;
 pub mod vms;

@@ -6,7 +6,7 @@ use den_host::model::Limits;
 use den_host::paths::{default_image_store, Paths};
 use den_host::store::Store;
 use den_host::vms::Den;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Den's host daemon.
 #[derive(Parser)]
@@ -28,9 +28,24 @@ struct Cli {
     /// HTTPS address of the API (and later the web console); `off` serves only the Unix socket.
     #[arg(long, env = "DEN_LISTEN", default_value = "0.0.0.0:8006")]
     listen: String,
+    /// SSH gateway address (`ssh VM@host -p 2222`); `off` disables it.
+    #[arg(long, env = "DEN_SSH_LISTEN", default_value = "0.0.0.0:2222")]
+    ssh_listen: String,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+}
+
+/// Binds a TCP listener and writes its real address to `record` (tests and tools that asked
+/// for port 0 read it there).
+async fn bind_recorded(addr: &str, flag: &str, record: &Path) -> anyhow::Result<tokio::net::TcpListener> {
+    let tcp = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{flag} {addr}: cannot bind (is another dend, or Proxmox, using it?)"))?;
+    let bound = tcp.local_addr()?;
+    std::fs::write(record, bound.to_string()).with_context(|| format!("writing {}", record.display()))?;
+    tracing::info!(addr = %bound, "{flag} listening");
+    Ok(tcp)
 }
 
 fn host_limits() -> Limits {
@@ -65,19 +80,19 @@ async fn main() -> anyhow::Result<()> {
     den_host::net::ipam::Subnet::parse(&cli.subnet).map_err(|e| anyhow::anyhow!("--subnet: {e}"))?;
     let den = Den::new(store, paths.clone(), host_limits(), &cli.subnet);
     let _ = std::fs::remove_file(paths.run.join("https.addr"));
+    let _ = std::fs::remove_file(paths.run.join("ssh.addr"));
     // Bound first: it also refuses to run next to another dend on the same directories.
     let unix = den_host::server::bind_unix(&paths.socket()).await?;
     den.reconcile().await.context("reconciling the state left by the previous dend")?;
     if cli.listen != "off" {
         let tls = den_host::tls::server_config(&paths.data).context("loading dend's TLS certificate")?;
-        let tcp = tokio::net::TcpListener::bind(&cli.listen)
-            .await
-            .with_context(|| format!("--listen {}: cannot bind (is another dend or Proxmox on it?)", cli.listen))?;
-        let addr = tcp.local_addr()?;
-        // Tests and tools that asked for port 0 read the real address here.
-        std::fs::write(paths.run.join("https.addr"), addr.to_string())?;
-        tracing::info!(%addr, "HTTPS API listening");
+        let tcp = bind_recorded(&cli.listen, "--listen", &paths.run.join("https.addr")).await?;
         tokio::spawn(den_host::server::serve_https(den.clone(), tcp, tls));
+    }
+    if cli.ssh_listen != "off" {
+        let key = den_host::sshgw::host_key(&paths.data).context("the SSH gateway's host key")?;
+        let tcp = bind_recorded(&cli.ssh_listen, "--ssh-listen", &paths.run.join("ssh.addr")).await?;
+        tokio::spawn(den_host::sshgw::serve(den.clone(), tcp, key));
     }
     tracing::info!(socket = %paths.socket().display(), "dend serving");
     den_host::server::serve_unix(den, unix).await;

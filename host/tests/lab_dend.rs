@@ -49,7 +49,7 @@ async fn put_tree(lab: &Lab, root: &Path, to: &str) {
 const SCRIPT: &str = r#"
 D=/tmp/den; mkdir -p $D
 start_dend() {
-  /lab/dend --data-dir $D --image-store /lab/store --listen off >> $D/dend.log 2>&1 &
+  /lab/dend --data-dir $D --image-store /lab/store --listen off --ssh-listen off >> $D/dend.log 2>&1 &
   i=0; while ! /lab/den --socket $D/run/dend.sock vm ls >/dev/null 2>&1; do
     i=$((i+1)); [ $i -lt 200 ] || { echo LAB-DEND-DID-NOT-START; cat $D/dend.log; exit 9; }; sleep 0.1
   done

@@ -59,7 +59,7 @@ impl Dend {
             .arg(self.dir.path())
             .arg("--image-store")
             .arg(images::download_cache().join("test-store"))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--ssh-listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -75,13 +75,22 @@ impl Dend {
 
     /// The HTTPS API's address (dend listens on a free loopback port).
     pub fn https_addr(&self) -> String {
+        self.addr("https.addr")
+    }
+
+    /// The SSH gateway's address (a free loopback port).
+    pub fn ssh_addr(&self) -> String {
+        self.addr("ssh.addr")
+    }
+
+    fn addr(&self, file: &str) -> String {
         let t = Instant::now();
         loop {
-            let a = std::fs::read_to_string(self.dir.path().join("run/https.addr")).unwrap_or_default();
+            let a = std::fs::read_to_string(self.dir.path().join("run").join(file)).unwrap_or_default();
             if !a.trim().is_empty() {
                 return a.trim().to_string();
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "dend never wrote its HTTPS address:\n{}", self.log());
+            assert!(t.elapsed() < Duration::from_secs(30), "dend never wrote {file}:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
