@@ -12,6 +12,9 @@ check dpkg-deb dpkg
 check cpio cpio
 check nft nftables
 check dnsmasq dnsmasq-base
+# The SSH gateway's tests drive the OpenSSH client (and make keys with ssh-keygen).
+check ssh openssh-client
+check ssh-keygen openssh-client
 check ip iproute2
 check tar tar
 check bc bc
