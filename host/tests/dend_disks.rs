@@ -7,18 +7,9 @@ use den_tests::dend::Dend;
 use den_tests::images;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 fn sh(d: &Dend, vm: &str, script: &str) -> String {
-    let t = Instant::now();
-    loop {
-        let (code, out, err) = d.den(&["vm", "exec", vm, "--", "sh", "-c", script]);
-        if code == 0 {
-            return out.trim().to_string();
-        }
-        assert!(t.elapsed() < Duration::from_secs(180), "{vm}: `{script}`: {out}{err}\n{}", d.log());
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    d.sh_until_ok(vm, script).trim().to_string()
 }
 
 /// The guest's view of its root disk size in MiB.

@@ -14,15 +14,7 @@ use std::time::{Duration, Instant};
 
 /// Runs `script` in the VM until it exits 0 (the agent may not be up yet); its stdout.
 fn guest_sh(d: &Dend, vm: &str, script: &str) -> String {
-    let t = Instant::now();
-    loop {
-        let (code, out, err) = d.den(&["vm", "exec", vm, "--", "sh", "-c", script]);
-        if code == 0 {
-            return out;
-        }
-        assert!(t.elapsed() < Duration::from_secs(180), "{vm}: `{script}` failed: {out}{err}\n{}", d.log());
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    d.sh_until_ok(vm, script)
 }
 
 /// Exit code of `script` in the VM (agent known to be up).

@@ -121,6 +121,20 @@ impl Dend {
         (out.status.code().unwrap_or(-1), so, se)
     }
 
+    /// Runs `sh -c script` in VM `vm` through `den vm exec` until it exits 0 (the agent may still
+    /// be starting), for up to 180 s; its standard output.
+    pub fn sh_until_ok(&self, vm: &str, script: &str) -> String {
+        let t = Instant::now();
+        loop {
+            let (code, out, err) = self.den(&["vm", "exec", vm, "--", "sh", "-c", script]);
+            if code == 0 {
+                return out;
+            }
+            assert!(t.elapsed() < Duration::from_secs(180), "{vm}: `{script}` failed: {out}{err}\n{}", self.log());
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
     /// `den vm inspect` as JSON (remembers the VM's pid so drop can kill it).
     pub fn vm(&self, name: &str) -> Value {
         let (code, out, err) = self.den(&["--json", "vm", "inspect", name]);

@@ -209,8 +209,9 @@ impl Net {
         }
         self.sync(store).await?;
         let _g = self.apply.lock().await;
+        let nets = self.networks(store)?;
         for n in &vm.nics {
-            let net = self.networks(store)?.into_iter().find(|x| x.name == n.network);
+            let net = nets.iter().find(|x| x.name == n.network);
             let Some(net) = net else { return Err(NetError::Bad(n.network.clone(), "not found".into())) };
             link::ensure_tap(&n.tap, &net.bridge()).await?;
         }

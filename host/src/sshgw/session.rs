@@ -53,7 +53,7 @@ impl russh::server::Handler for Gateway {
 
     async fn auth_publickey(&mut self, ssh_user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
         let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
-        let owner = self.den.store.keys(None).ok().and_then(|ks| ks.into_iter().find(|k| k.fingerprint == fp));
+        let owner = self.den.store.key(&fp).ok().flatten();
         let (want, vm) = route(ssh_user);
         match owner {
             Some(k) if want.is_none_or(|u| u == k.user) => {

@@ -248,6 +248,19 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The key with this fingerprint, whoever's it is.
+    pub fn key(&self, fingerprint: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT fingerprint, user, line, created FROM ssh_keys WHERE fingerprint = ?1")?;
+        let row = stmt
+            .query_row([fingerprint], |r| {
+                Ok(KeyRecord { fingerprint: r.get(0)?, user: r.get(1)?, line: r.get(2)?, created: r.get(3)? })
+            })
+            .optional()?;
+        Ok(row)
+    }
+
     /// Removes one of a user's SSH keys.
     pub fn delete_key(&self, user: &str, fingerprint: &str) -> Result<(), StoreError> {
         let n = self
@@ -313,6 +326,8 @@ mod tests {
         assert!(matches!(s.insert_key("alice", "SHA256:x", "dup"), Err(StoreError::Exists { .. })));
         assert!(matches!(s.insert_key("bob", "SHA256:y", "k"), Err(StoreError::NotFound { .. })));
         assert_eq!(s.keys(Some("alice")).unwrap().len(), 1);
+        assert_eq!(s.key("SHA256:x").unwrap().map(|k| k.user), Some("alice".into()));
+        assert_eq!(s.key("SHA256:nope").unwrap(), None);
         s.delete_user("alice").unwrap();
         assert_eq!(s.token(&t.id).unwrap(), None, "tokens go with the user");
         assert!(s.keys(None).unwrap().is_empty(), "keys go with the user");

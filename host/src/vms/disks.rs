@@ -2,11 +2,11 @@
 //! and resize. Disks are raw files; copies are sparse (and reflinks where the filesystem can).
 //! A running VM is paused for the copy, so every copy is crash-consistent, like a power cut.
 
-use super::{new_id, Den, TaskHandle, VmError};
+use super::{conflict, invalid, Den, TaskHandle, VmError};
 use crate::engine;
-use crate::model::{valid_name, FieldError, VmRecord, VmSpec, VmState};
+use crate::model::{valid_name, VmRecord, VmSpec, VmState};
 use crate::net::NicRequest;
-use crate::store::{now, Snapshot, StoreError};
+use crate::store::{Snapshot, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -42,14 +42,6 @@ pub(crate) async fn copy_disk(src: &Path, dst: &Path, task: Option<&TaskHandle>)
     let done =
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).and_then(|_| std::fs::rename(&tmp, dst));
     done.map_err(|e| format!("{}: {e}", dst.display()))
-}
-
-fn invalid(field: &'static str, message: String) -> VmError {
-    VmError::Invalid(FieldError { field, message })
-}
-
-fn conflict(vm: &VmRecord, hint: &'static str) -> VmError {
-    VmError::Conflict { name: vm.spec.name.clone(), state: vm.state.as_str(), hint }
 }
 
 impl Den {
@@ -220,41 +212,21 @@ impl Den {
             ..src.spec.clone()
         };
         spec.validate(self.limits).map_err(VmError::Invalid)?;
-        let id = new_id();
-        let guard = self.net.allocation_guard();
-        let nics = self.net.allocate(&self.store, &id, &spec)?;
-        let t = now();
-        let vm = VmRecord {
-            id,
-            spec,
-            owner: user.into(),
-            state: VmState::Creating,
-            running: None,
-            engine: src.engine,
-            nics,
-            provisioned: false,
-            created: t,
-            updated: t,
-        };
-        self.store.insert_vm(&vm)?;
-        drop(guard);
+        // The source first: a busy source must not leave a half-made clone record behind.
         self.claim(&src)?;
-        let (den, rec, user2, src_id) = (self.clone(), vm.clone(), user.to_string(), src.id.clone());
+        let vm = match self.insert_creating(spec, src.engine, user) {
+            Ok(vm) => vm,
+            Err(e) => {
+                self.release(&src.id);
+                return Err(e);
+            }
+        };
+        let (den, rec, src_id) = (self.clone(), vm.clone(), src.id.clone());
         let task = self.spawn_task("vm.clone", &vm.spec.name, user, move |task| async move {
             task.log(format!("cloning VM {}", src.spec.name));
-            let mut res = den.copy_disks_quiesced(&src, &den.paths.vm_data(&rec.id), &task).await;
+            let res = den.copy_disks_quiesced(&src, &den.paths.vm_data(&rec.id), &task).await;
             den.release(&src.id);
-            if res.is_ok() && !rec.nics.is_empty() {
-                res = den.net.sync(&den.store).await.map_err(|e| e.to_string());
-            }
-            match &res {
-                Ok(()) => {
-                    den.store.set_vm_state(&rec.id, VmState::Stopped, None).map_err(|e| e.to_string())?;
-                    den.event(&user2, "vm.created", &rec.spec.name, &format!("clone of {}", src.spec.name));
-                }
-                Err(_) => den.remove_vm_files_and_record(&rec).await,
-            }
-            res
+            den.finish_creating(&rec, res, &task, &format!("clone of {}", src.spec.name)).await
         });
         match task {
             Ok(t) => Ok((t, vm)),

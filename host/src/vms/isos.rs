@@ -3,9 +3,9 @@
 //! empty disk of `disk_mib` and boots the ISO through firmware (SeaBIOS, or OVMF for `uefi`)
 //! on QEMU's q35 machine, with a VGA display on a VNC socket.
 
-use super::{Den, TaskHandle, VmError};
+use super::{invalid, Den, TaskHandle, VmError};
 use crate::engine::{DiskSpec, FirmwareBoot, LaunchSpec, OVMF_VARS};
-use crate::model::{valid_name, FieldError, Firmware, VmRecord};
+use crate::model::{valid_name, Firmware, VmRecord};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,10 +17,6 @@ pub struct Iso {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
-}
-
-fn invalid(field: &'static str, message: String) -> VmError {
-    VmError::Invalid(FieldError { field, message })
 }
 
 impl Den {

@@ -1,6 +1,6 @@
 //! Create, start, stop, delete and exec, and the watcher that notices a VM process ending.
 
-use super::{new_id, Den, TaskHandle, VmError};
+use super::{conflict, new_id, Den, TaskHandle, VmError};
 use crate::engine::{self, DiskSpec, EngineKind, LaunchSpec, Running};
 use crate::model::{EngineChoice, RestartPolicy, VmRecord, VmSpec, VmState};
 use crate::net::NetError;
@@ -46,10 +46,6 @@ fn engine_for(choice: EngineChoice) -> EngineKind {
     }
 }
 
-fn conflict(vm: &VmRecord, hint: &'static str) -> VmError {
-    VmError::Conflict { name: vm.spec.name.clone(), state: vm.state.as_str(), hint }
-}
-
 impl Den {
     /// Validates `spec` and starts the create task: the VM's own copy of the image's root disk.
     /// Nothing is written if validation fails.
@@ -75,16 +71,40 @@ impl Den {
         if let Some(image) = &image {
             self.check_disk_size(&spec, image)?;
         }
+        let engine = if spec.iso.is_some() { EngineKind::Qemu } else { engine_for(spec.engine) };
+        let vm = self.insert_creating(spec, engine, user)?;
+        let den = self.clone();
+        let rec = vm.clone();
+        let task = self.spawn_task("vm.create", &vm.spec.name, user, move |task| async move {
+            let disks = async {
+                match &image {
+                    Some(image) => den.make_disks(&rec, image, &task).await,
+                    None => den.make_blank_disks(&rec, &task),
+                }
+            };
+            let res = task.cancellable(disks).await;
+            let from = match &rec.spec.iso {
+                Some(iso) => format!("ISO {iso}"),
+                None => format!("image {}", rec.spec.image),
+            };
+            den.finish_creating(&rec, res, &task, &from).await
+        })?;
+        Ok((task, vm))
+    }
+
+    /// Claims a new VM's name and addresses: its `creating` record, stored under the address
+    /// allocation lock so two creates cannot take the same name, address or port.
+    pub(super) fn insert_creating(&self, spec: VmSpec, engine: EngineKind, user: &str) -> Result<VmRecord, VmError> {
         let t = now();
         let id = new_id();
-        let guard = self.net.allocation_guard();
+        let _guard = self.net.allocation_guard();
         if self.store.vm(&spec.name).is_ok() {
             return Err(VmError::Store(crate::store::StoreError::Exists { kind: "VM", name: spec.name }));
         }
         let nics = self.net.allocate(&self.store, &id, &spec)?;
         let vm = VmRecord {
             id,
-            engine: if spec.iso.is_some() { EngineKind::Qemu } else { engine_for(spec.engine) },
+            engine,
             spec,
             owner: user.into(),
             state: VmState::Creating,
@@ -95,35 +115,32 @@ impl Den {
             updated: t,
         };
         self.store.insert_vm(&vm)?;
-        drop(guard);
-        let den = self.clone();
-        let rec = vm.clone();
-        let task = self.spawn_task("vm.create", &vm.spec.name, user, move |task| async move {
-            let disks = async {
-                match &image {
-                    Some(image) => den.make_disks(&rec, image, &task).await,
-                    None => den.make_blank_disks(&rec, &task),
-                }
-            };
-            let mut res = task.cancellable(disks).await;
-            if res.is_ok() && !rec.nics.is_empty() {
-                task.log("network: address reservations and port forwards");
-                res = den.net.sync(&den.store).await.map_err(|e| e.to_string());
+        Ok(vm)
+    }
+
+    /// Ends a create or clone task whose disks are made (`disks`): the network learns the new
+    /// addresses and forwards, then the VM is stopped and `vm.created` says `from` what; on any
+    /// failure everything the VM had is removed.
+    pub(super) async fn finish_creating(
+        &self,
+        rec: &VmRecord,
+        disks: Result<(), String>,
+        task: &TaskHandle,
+        from: &str,
+    ) -> Result<(), String> {
+        let mut res = disks;
+        if res.is_ok() && !rec.nics.is_empty() {
+            task.log("network: address reservations and port forwards");
+            res = self.net.sync(&self.store).await.map_err(|e| e.to_string());
+        }
+        match &res {
+            Ok(()) => {
+                self.store.set_vm_state(&rec.id, VmState::Stopped, None).map_err(|e| e.to_string())?;
+                self.event(&rec.owner, "vm.created", &rec.spec.name, from);
             }
-            match &res {
-                Ok(()) => {
-                    den.store.set_vm_state(&rec.id, VmState::Stopped, None).map_err(|e| e.to_string())?;
-                    let from = match &rec.spec.iso {
-                        Some(iso) => format!("ISO {iso}"),
-                        None => format!("image {}", rec.spec.image),
-                    };
-                    den.event(&rec.owner, "vm.created", &rec.spec.name, &from);
-                }
-                Err(_) => den.remove_vm_files_and_record(&rec).await,
-            }
-            res
-        })?;
-        Ok((task, vm))
+            Err(_) => self.remove_vm_files_and_record(rec).await,
+        }
+        res
     }
 
     /// A requested disk size must hold the image's root disk.

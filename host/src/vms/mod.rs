@@ -151,6 +151,16 @@ impl Den {
     }
 }
 
+/// A request field error.
+fn invalid(field: &'static str, message: String) -> VmError {
+    VmError::Invalid(FieldError { field, message })
+}
+
+/// The VM is in the wrong state for this; `hint` says what to do.
+fn conflict(vm: &crate::model::VmRecord, hint: &'static str) -> VmError {
+    VmError::Conflict { name: vm.spec.name.clone(), state: vm.state.as_str(), hint }
+}
+
 const BUSY_HINT: &str = "a snapshot, rollback, clone or resize is in progress; try again when its task ends";
 
 /// A new random id (128 bits, hex).
