@@ -79,6 +79,9 @@ async fn main() -> anyhow::Result<()> {
     let store = Store::open(&paths.db()).with_context(|| format!("opening {}", paths.db().display()))?;
     den_host::net::ipam::Subnet::parse(&cli.subnet).map_err(|e| anyhow::anyhow!("--subnet: {e}"))?;
     let den = Den::new(store, paths.clone(), host_limits(), &cli.subnet);
+    // Guests get the gateway's key at first boot, also those autostarted by the reconcile below.
+    let client_key = den_host::sshgw::client_key(&paths.data).context("the SSH gateway's key for guests")?;
+    let _ = den.gateway_key.set(den_host::sshgw::public_line(&client_key));
     let _ = std::fs::remove_file(paths.run.join("https.addr"));
     let _ = std::fs::remove_file(paths.run.join("ssh.addr"));
     // Bound first: it also refuses to run next to another dend on the same directories.
@@ -92,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
     if cli.ssh_listen != "off" {
         let key = den_host::sshgw::host_key(&paths.data).context("the SSH gateway's host key")?;
         let tcp = bind_recorded(&cli.ssh_listen, "--ssh-listen", &paths.run.join("ssh.addr")).await?;
-        tokio::spawn(den_host::sshgw::serve(den.clone(), tcp, key));
+        tokio::spawn(den_host::sshgw::serve(den.clone(), tcp, key, client_key));
     }
     tracing::info!(socket = %paths.socket().display(), "dend serving");
     den_host::server::serve_unix(den, unix).await;

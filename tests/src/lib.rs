@@ -9,5 +9,6 @@ pub mod guest;
 pub mod images;
 pub mod lab;
 pub mod netns;
+pub mod ssh;
 
 pub use guest::{Guest, GuestOptions};

@@ -43,7 +43,7 @@ pub fn need(method: &Method, path: &str) -> Need {
     let read = *method == Method::GET;
     match segs.as_slice() {
         ["login"] | ["openapi.json"] => Need::Public,
-        ["host"] | ["whoami"] | ["vms"] | ["networks"] | ["isos"] | ["tokens"] | ["tokens", _]
+        ["host"] | ["whoami"] | ["vms"] | ["networks"] | ["isos"] | ["tokens"] | ["tokens", _] | ["ssh", ..]
             if read || segs[0] == "tokens" =>
         {
             Need::Anyone

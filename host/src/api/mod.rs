@@ -6,6 +6,7 @@ mod body;
 mod error;
 mod networks;
 pub mod openapi;
+mod ssh;
 mod users;
 mod vms;
 mod ws;
@@ -57,6 +58,8 @@ pub fn router(den: Arc<Den>) -> Router {
         .route("/api/v1/users/:name/keys/:fingerprint", axum::routing::delete(users::delete_key))
         .route("/api/v1/tokens", get(users::tokens).post(users::create_token))
         .route("/api/v1/tokens/:id", axum::routing::delete(users::revoke_token))
+        .route("/api/v1/ssh/sessions", get(ssh::sessions))
+        .route("/api/v1/ssh/sessions/:id/recording", get(ssh::recording))
         .route("/api/v1/tasks", get(tasks))
         .route("/api/v1/tasks/:id", get(task))
         .route("/api/v1/tasks/:id/cancel", post(cancel_task))

@@ -168,6 +168,22 @@ const OPS: &[Op] = &[
     ),
     op("post", "/api/v1/tokens", "Make an API token (shown once)", "anyone", Some("TokenRequest"), (201, "token")),
     op("delete", "/api/v1/tokens/{id}", "Revoke a token", "its user or an admin", None, (200, "`{revoked}`")),
+    op(
+        "get",
+        "/api/v1/ssh/sessions",
+        "SSH gateway sessions, newest first (`?user=` for admins, `?limit=`)",
+        "anyone (their own; admins everyone's)",
+        None,
+        (200, "sessions: `{id, user, vm, kind, command, peer, started, ended, exit, recorded}`"),
+    ),
+    op(
+        "get",
+        "/api/v1/ssh/sessions/{id}/recording",
+        "An interactive session's recording (asciicast v2)",
+        "its user or an admin",
+        None,
+        (200, "`application/x-asciicast`"),
+    ),
     op("get", "/api/v1/tasks", "Recent tasks (`?limit=`)", "viewer", None, (200, "tasks")),
     op("get", "/api/v1/tasks/{id}", "One task: status, progress (percent), log", "viewer", None, (200, "task")),
     op(

@@ -128,22 +128,39 @@ impl Accounts {
     /// Logs in with a password: a session token valid for [`SESSION_TTL`]. Failed attempts
     /// count per user name and per source address (`from`).
     pub async fn login(&self, store: &Store, user: &str, pw: &str, from: &str) -> Result<NewToken, AuthError> {
-        let keys = [format!("user:{user}"), format!("addr:{from}")];
-        if let Some(wait) = self.limiter.blocked(&keys, Instant::now()) {
-            return Err(AuthError::RateLimited(wait));
-        }
+        self.check_password(store, user, pw, from).await?;
+        let _ = store.purge_expired_tokens();
+        self.make_token(store, user, "session", None, None, Some(SESSION_TTL))
+    }
+
+    /// Checks `user`'s password (the API's login and the SSH gateway's password method), within
+    /// the failure limits per user name and per source address (`from`).
+    pub async fn check_password(&self, store: &Store, user: &str, pw: &str, from: &str) -> Result<(), AuthError> {
+        self.not_limited(user, from)?;
         let stored = store.user_auth(user)?.and_then(|u| u.password_hash);
         // Unknown users cost the same time as wrong passwords.
         let hash = stored.unwrap_or_else(|| DUMMY_HASH.to_string());
         let pw = pw.to_string();
         let ok = tokio::task::spawn_blocking(move || password::verify(&pw, &hash)).await.unwrap_or(false);
         if !ok {
-            self.limiter.failed(&keys, Instant::now());
+            self.failed_login(user, from);
             return Err(AuthError::Unauthorized("wrong user name or password".into()));
         }
-        self.limiter.succeeded(&keys[0]);
-        let _ = store.purge_expired_tokens();
-        self.make_token(store, user, "session", None, None, Some(SESSION_TTL))
+        self.limiter.succeeded(&limit_keys(user, from)[0]);
+        Ok(())
+    }
+
+    /// Refuses when `user` or the address `from` failed too often lately.
+    pub fn not_limited(&self, user: &str, from: &str) -> Result<(), AuthError> {
+        match self.limiter.blocked(&limit_keys(user, from), Instant::now()) {
+            Some(wait) => Err(AuthError::RateLimited(wait)),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failed login (any method) of `user` from `from`.
+    pub fn failed_login(&self, user: &str, from: &str) {
+        self.limiter.failed(&limit_keys(user, from), Instant::now());
     }
 
     /// Makes an API token for `user`, as `caller` asks: for themselves, or for anyone when
@@ -208,6 +225,11 @@ async fn hash_password(pw: String) -> Result<String, AuthError> {
 /// a login's duration does not tell whether the user exists.
 const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$4HbLeqcxdTvmGSbp+3O5ZHVVSlKkeVxv0Eo6sqCDEzU";
+
+/// The limiter's keys for a login of `user` from `from`: the user's first.
+fn limit_keys(user: &str, from: &str) -> [String; 2] {
+    [format!("user:{user}"), format!("addr:{from}")]
+}
 
 #[cfg(test)]
 mod tests {

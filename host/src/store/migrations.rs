@@ -81,6 +81,25 @@ const MIGRATIONS: &[&str] = &[
         line TEXT NOT NULL,
         created INTEGER NOT NULL
      );",
+    // 7: the SSH gateway: each guest's pinned sshd host key, and recorded sessions (kept after
+    // their VM is gone, for the audit trail).
+    "CREATE TABLE guest_host_keys (
+        vm TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        pinned INTEGER NOT NULL
+     );
+     CREATE TABLE ssh_sessions (
+        id TEXT PRIMARY KEY,
+        user TEXT NOT NULL,
+        vm TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        command TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        started INTEGER NOT NULL,
+        ended INTEGER,
+        exit INTEGER,
+        file TEXT
+     );",
 ];
 
 /// The current schema version (0 for an empty database).

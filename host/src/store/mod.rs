@@ -1,19 +1,21 @@
 //! dend's state: an embedded SQLite database in WAL mode (one file, transactional, survives
 //! `kill -9`), with numbered schema migrations applied at open. Tables: `vms` (records with their
 //! spec and, while a process exists, how to find it again), `tasks` (long operations with their
-//! log and outcome) and `events` (the lifecycle and audit log, kept), `networks`, `snapshots`, and `users`
-//! with their `grants` and `tokens`.
+//! log and outcome) and `events` (the lifecycle and audit log, kept), `networks`, `snapshots`, `users`
+//! with their `grants` and `tokens`, and for the SSH gateway `guest_host_keys` and `ssh_sessions`.
 
 mod events;
 mod migrations;
 mod networks;
 mod snapshots;
+mod ssh;
 mod tasks;
 mod users;
 pub(crate) mod vms;
 
 pub use events::Event;
 pub use snapshots::Snapshot;
+pub use ssh::SshSession;
 pub use tasks::{Task, TaskStatus};
 pub use users::{KeyRecord, TokenRecord, UserAuth, UserRecord};
 

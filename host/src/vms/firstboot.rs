@@ -1,7 +1,7 @@
 //! First-boot settings, delivered through the guest agent on a VM's first start: user accounts
-//! (with passwordless sudo), SSH public keys for them and for root, and the host name. The
-//! script is made only from validated values and runs once; a VM that failed it tries again on
-//! its next start.
+//! (with passwordless sudo), SSH public keys for them and for root, the host name, and the
+//! guest's sshd made ready for the SSH gateway. The script is made only from validated values
+//! and runs once; a VM that failed it tries again on its next start.
 
 use super::{Den, TaskHandle};
 use crate::engine::{self, Running};
@@ -94,37 +94,50 @@ impl Den {
         res
     }
 
-    /// Applies the VM's first-boot settings through its agent, once.
+    /// Applies the VM's first-boot settings through its agent, once, and gets its sshd ready
+    /// for the SSH gateway (fresh host keys, the gateway's key, the host key pinned). ISO
+    /// installs have no Den agent and are left alone.
     async fn first_boot(&self, vm: &VmRecord, running: &Running, task: &TaskHandle) -> Result<(), String> {
-        if vm.provisioned || vm.spec.first_boot.is_empty() {
+        if vm.provisioned || vm.spec.iso.is_some() {
             return Ok(());
         }
-        task.log("first boot: waiting for the guest agent to apply users and SSH keys");
+        task.log("first boot: waiting for the guest agent");
         let t = Instant::now();
         let agent = loop {
             match engine::agent(running).await {
                 Ok(a) => break a,
                 Err(e) if t.elapsed() > AGENT_WAIT => return Err(format!("first-boot settings: no agent: {e}")),
+                Err(_) if !self.still_running(&vm.id, running) => return Ok(()),
                 Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
             }
         };
-        let script = vm.spec.first_boot.script(&vm.spec.name);
-        let out = agent
-            .exec_output(&["/bin/sh", "-c", &script], bytes::Bytes::new())
-            .await
-            .map_err(|e| format!("first-boot settings: agent: {e}"))?;
-        if out.code != Some(0) {
-            return Err(format!("first-boot settings failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        if !vm.spec.first_boot.is_empty() {
+            let script = vm.spec.first_boot.script(&vm.spec.name);
+            let out = agent
+                .exec_output(&["/bin/sh", "-c", &script], bytes::Bytes::new())
+                .await
+                .map_err(|e| format!("first-boot settings: agent: {e}"))?;
+            if out.code != Some(0) {
+                return Err(format!("first-boot settings failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            }
+            task.log(format!(
+                "first boot: {} user(s), {} SSH key(s) set up",
+                vm.spec.first_boot.users.len(),
+                vm.spec.first_boot.ssh_keys.len()
+            ));
+        }
+        if let Some(key) = self.prepare_guest_sshd(&vm.id, &agent, true).await? {
+            task.log(format!("first boot: sshd ready for the SSH gateway, host key pinned: {key}"));
         }
         let mut now = self.store.vm(&vm.id).map_err(|e| e.to_string())?;
         now.provisioned = true;
         self.store.set_vm_spec(&now).map_err(|e| e.to_string())?;
-        task.log(format!(
-            "first boot: {} user(s), {} SSH key(s) set up",
-            vm.spec.first_boot.users.len(),
-            vm.spec.first_boot.ssh_keys.len()
-        ));
         Ok(())
+    }
+
+    /// Whether the VM still runs the process `running` (a stop during the first boot ends the wait).
+    fn still_running(&self, id: &str, running: &Running) -> bool {
+        self.store.vm(id).is_ok_and(|v| v.running.as_ref().is_some_and(|r| r.pid == running.pid))
     }
 }
 

@@ -465,13 +465,17 @@ impl Den {
         }
     }
 
+    /// The agent of a running VM (the shared session of its engine).
+    pub async fn agent(&self, vm: &VmRecord) -> Result<den_agent_proto::AgentClient, VmError> {
+        let Some(running) = vm.running.clone().filter(|_| vm.state == VmState::Running) else {
+            return Err(conflict(vm, "start it first (`den vm start`)"));
+        };
+        engine::agent(&running).await.map_err(|e| VmError::Engine(e.to_string()))
+    }
+
     /// Runs a command in the guest through its agent.
     pub async fn exec(&self, name: &str, argv: &[String]) -> Result<den_agent_proto::ExecOutput, VmError> {
-        let vm = self.store.vm(name)?;
-        let Some(running) = vm.running.clone().filter(|_| vm.state == VmState::Running) else {
-            return Err(conflict(&vm, "start it first (`den vm start`)"));
-        };
-        let agent = engine::agent(&running).await.map_err(|e| VmError::Engine(e.to_string()))?;
+        let agent = self.agent(&self.store.vm(name)?).await?;
         let args: Vec<&str> = argv.iter().map(String::as_str).collect();
         agent.exec_output(&args, bytes::Bytes::new()).await.map_err(|e| VmError::Engine(format!("agent: {e}")))
     }

@@ -5,6 +5,7 @@
 mod autostart;
 mod disks;
 mod firstboot;
+mod guest_sshd;
 mod isos;
 mod lifecycle;
 mod reconcile;
@@ -82,6 +83,8 @@ pub struct Den {
     pub net: Net,
     /// Users, logins and tokens.
     pub accounts: crate::auth::Accounts,
+    /// The SSH gateway's public key (set at start), installed in guests for their sshd.
+    pub gateway_key: std::sync::OnceLock<String>,
     events: broadcast::Sender<Event>,
     /// VMs whose process is being stopped or replaced on purpose (the watcher must not treat
     /// the exit as a crash).
@@ -103,6 +106,7 @@ impl Den {
             limits,
             net,
             accounts: Default::default(),
+            gateway_key: Default::default(),
             events,
             expected_exit: Mutex::new(HashMap::new()),
             busy: Mutex::default(),
