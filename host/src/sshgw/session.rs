@@ -118,7 +118,10 @@ impl Gateway {
             let up = upstream::connect(&self.den, &rec, &agent, &guest_user, self.client_key.clone(), handle).await;
             let upstream = match up {
                 Ok(u) => Some(u),
-                Err(UpstreamError::NoSshd) => None,
+                Err(UpstreamError::NoSshd) => {
+                    tracing::debug!(vm = %rec.spec.name, "no sshd in the guest; using agent exec");
+                    None
+                }
                 Err(e @ UpstreamError::HostKey { .. }) => {
                     self.den.event(&user, "ssh.host_key_mismatch", &rec.spec.name, &e.to_string());
                     return Err(format!("den: VM `{}`: {e}", rec.spec.name));

@@ -108,6 +108,8 @@ pub async fn connect(
             let pinned = prepare(den, vm, agent).await?;
             login.retry(&pinned).await
         }
+        // A pinned key means this guest has an sshd: it may be reloading.
+        Err(UpstreamError::NoSshd) => login.retry(&pinned).await,
         other => other,
     }
 }

@@ -23,9 +23,16 @@ fn script(gateway_key: &str, fresh: bool) -> String {
          > /etc/ssh/sshd_config.d/00-den-gateway.conf\n"
     );
     if fresh {
-        s.push_str("rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub\nssh-keygen -A >/dev/null\n");
+        s.push_str("rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub\n");
     }
-    s.push_str("if [ -s /run/sshd.pid ]; then kill -HUP \"$(cat /run/sshd.pid)\" || true; fi\n");
+    // Keys that are missing are made; a running sshd reloads, a stopped one (an image without
+    // host keys fails to start before this runs) is started.
+    s.push_str(
+        "ssh-keygen -A >/dev/null\n\
+         if [ -s /run/sshd.pid ] && kill -0 \"$(cat /run/sshd.pid)\" 2>/dev/null; then kill -HUP \"$(cat /run/sshd.pid)\"\n\
+         elif [ -d /run/systemd/system ]; then systemctl reset-failed ssh.service 2>/dev/null || true; systemctl restart ssh.service\n\
+         else mkdir -p /run/sshd && /usr/sbin/sshd; fi\n",
+    );
     s.push_str("cat /etc/ssh/ssh_host_ed25519_key.pub\n");
     s
 }
@@ -78,6 +85,6 @@ mod tests {
         assert!(s.contains("'ssh-ed25519 AAAAK den-gateway' > /etc/ssh/den_gateway_keys"));
         assert!(s.contains("AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys2 /etc/ssh/den_gateway_keys"));
         assert!(s.contains("ssh-keygen -A") && s.ends_with("cat /etc/ssh/ssh_host_ed25519_key.pub\n"));
-        assert!(!super::script("ssh-ed25519 AAAAK", false).contains("ssh-keygen"));
+        assert!(!super::script("ssh-ed25519 AAAAK", false).contains("rm -f /etc/ssh/ssh_host_"));
     }
 }
