@@ -1,10 +1,11 @@
 //! The SSH gateway with the real OpenSSH client and a real QEMU guest without sshd (`base`):
 //! sessions run through the guest agent. `ssh vm@host cmd` returns output and exit status; an
 //! interactive session in a real terminal (tmux) runs commands, sees a resize and is recorded;
-//! stdin streams; `ssh -L` reaches a server in the guest; passwords work; the key picks the Den
-//! user, `user+vm` names one; wrong keys, users without the operator role, unknown and stopped
-//! VMs are refused with one clear line; repeated failures are rate-limited; the host key
-//! survives a dend restart.
+//! stdin streams; `ssh -L` reaches a server in the guest; passwords work; a plain `ssh host`
+//! gets a menu and a stopped VM is offered to be started; the key picks the Den user,
+//! `user+vm` names one; wrong keys, users without the operator role, unknown and stopped VMs
+//! are refused with one clear line; repeated failures are rate-limited; the host key survives a
+//! dend restart.
 
 use den_tests::dend::Dend;
 use den_tests::images;
@@ -147,6 +148,14 @@ fn ssh_through_the_agent_to_a_guest_without_sshd() {
     let (code, _, se) = text(&a.ssh("alice", &[], "true"));
     assert!(code == 1 && se.contains("name a VM") && se.contains("web1"), "{se}");
 
+    // A plain `ssh alice@host` with a terminal gets a menu of alice's VMs.
+    let tmux = Tmux::start(&a.interactive_cmd("alice"), 100, 30);
+    tmux.wait_for("1) web1", Duration::from_secs(20));
+    tmux.type_line("1");
+    tmux.type_line("echo menu-$((40+2))");
+    tmux.wait_for("menu-42", Duration::from_secs(30));
+    drop(tmux);
+
     // The host key stays the same across a restart; a stopped VM says how to start it.
     let hostkey = std::fs::read(d.dir.path().join("ssh/ssh_host_ed25519_key")).unwrap();
     d.kill9();
@@ -156,6 +165,17 @@ fn ssh_through_the_agent_to_a_guest_without_sshd() {
     let (a, s) = (Client::new(&d.ssh_addr(), &alice), Client::new(&d.ssh_addr(), &stranger));
     let (code, _, se) = text(&a.ssh("web1", &[], "true"));
     assert!(code == 1 && se.contains("is stopped; start it with `den vm start web1`"), "{se}");
+
+    // With a terminal, a stopped VM is offered to be started, then entered.
+    let tmux = Tmux::start(&a.interactive_cmd("web1"), 100, 30);
+    tmux.wait_for("is stopped. Start it? [y/N]", Duration::from_secs(20));
+    tmux.type_line("y");
+    tmux.wait_for("starting `web1`", Duration::from_secs(10));
+    tmux.type_line("echo started-$((40+2))");
+    tmux.wait_for("started-42", Duration::from_secs(180));
+    drop(tmux);
+    assert_eq!(d.vm("web1")["state"], "running");
+    ok(&d, &["vm", "stop", "web1"]);
 
     // Repeated failures from one address are limited: then even a good key is turned away.
     for _ in 0..5 {

@@ -42,13 +42,33 @@ pub struct Client {
     pub port: String,
     /// Private key file.
     pub key: PathBuf,
+    /// A prefix the client commands run under (e.g. `ip netns exec NAME`).
+    pub wrap: Vec<String>,
 }
 
 impl Client {
     /// A client of `addr` (`host:port`) with `key`.
     pub fn new(addr: &str, key: &Path) -> Client {
         let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "22"));
-        Client { host: host.into(), port: port.into(), key: key.into() }
+        Client { host: host.into(), port: port.into(), key: key.into(), wrap: Vec::new() }
+    }
+
+    /// The same client, run inside network namespace `ns`.
+    pub fn in_netns(mut self, ns: &str) -> Client {
+        self.wrap = ["ip", "netns", "exec", ns].map(String::from).to_vec();
+        self
+    }
+
+    /// A command for `program`, under the prefix.
+    pub fn command(&self, program: &str) -> Command {
+        match self.wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
     }
 
     /// Options with the key, batch mode.
@@ -61,7 +81,7 @@ impl Client {
 
     /// `ssh [extra] target@host cmd`.
     pub fn ssh(&self, target: &str, extra: &[&str], cmd: &str) -> Output {
-        Command::new("ssh")
+        self.command("ssh")
             .args(self.opts())
             .args(extra)
             .arg(format!("{target}@{}", self.host))
@@ -89,12 +109,12 @@ impl Client {
             Some((t, path)) if !p.starts_with('/') => format!("{t}@{}:{path}", self.host),
             _ => p.to_string(),
         };
-        Command::new("scp").args(self.opts()).args(extra).args([fix(from), fix(to)]).output().expect("scp runs")
+        self.command("scp").args(self.opts()).args(extra).args([fix(from), fix(to)]).output().expect("scp runs")
     }
 
     /// `sftp -b batch target@host`.
     pub fn sftp(&self, target: &str, batch: &Path) -> Output {
-        Command::new("sftp")
+        self.command("sftp")
             .args(self.opts())
             .arg("-b")
             .arg(batch)

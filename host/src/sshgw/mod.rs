@@ -9,9 +9,11 @@
 //!   guest's host key pinned;
 //! - `proxy`: a started session channel, to the guest's sshd or (guests without sshd) to an
 //!   agent exec with a PTY;
+//! - `menu`: the VM menu of a plain `ssh host -p 2222`, and the offer to start a stopped VM;
 //! - `record`: asciicast v2 recordings of interactive sessions.
 
 pub mod keys;
+mod menu;
 mod proxy;
 mod record;
 pub mod route;

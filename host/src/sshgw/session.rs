@@ -2,11 +2,12 @@
 //! (the SSH user name), and its channels: sessions (shell, command, sftp) proxied to the VM,
 //! and `ssh -L` forwards through the VM's agent.
 
+use super::menu::{Menu, Outcome};
 use super::proxy::{self, Ctx, Live, PtyReq, Setup, Start, Via};
 use super::record::{Header, Recorder};
-use super::route::{self, Target};
+use super::route::{self, Refusal, Target};
 use super::upstream::{self, Upstream, UpstreamError};
-use crate::model::VmRecord;
+use crate::model::{VmRecord, VmState};
 use crate::store::SshSession;
 use crate::vms::Den;
 use den_agent_proto::{AgentClient, ForwardTarget};
@@ -44,9 +45,16 @@ struct VmConn {
 enum Chan {
     /// Opened; collecting PTY and environment requests.
     Setup(ChannelWriteHalf<Msg>, Setup),
+    /// Showing the menu (plain `ssh host`, or the offer to start a stopped VM).
+    Menu(ChannelWriteHalf<Msg>, Setup, Menu),
     /// Started.
     Live(Live),
 }
+
+/// How long a VM started from the menu may take until the gateway reaches it.
+const START_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
+/// How long a VM may look stopped right after its start was asked for.
+const START_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Gateway {
     /// A handler for a connection from `peer`.
@@ -146,8 +154,14 @@ impl Gateway {
             return Ok(());
         }
         let user = self.user.clone().unwrap_or_default();
+        let interactive = matches!(what, Start::Shell) && setup.pty.is_some();
         if self.target.vm.is_empty() {
-            let names: Vec<String> = route::enterable(&self.den, &user).into_iter().map(|v| v.0).collect();
+            let vms = route::enterable(&self.den, &user);
+            if interactive {
+                let (menu, text) = Menu::pick(vms);
+                return self.show_menu(channel, out, setup, menu, text).await;
+            }
+            let names: Vec<String> = vms.into_iter().map(|v| v.0).collect();
             let line = format!(
                 "den: name a VM: ssh <vm>@host -p 2222 (yours: {})",
                 if names.is_empty() { "none".into() } else { names.join(", ") }
@@ -155,6 +169,88 @@ impl Gateway {
             refuse(handle, channel, line);
             return Ok(());
         }
+        if interactive {
+            if let Err(Refusal::NotRunning { may_start: true, .. }) = route::check(&self.den, &user, &self.target.vm) {
+                let (menu, text) = Menu::confirm(&self.target.vm);
+                return self.show_menu(channel, out, setup, menu, text).await;
+            }
+        }
+        self.launch(channel, out, setup, what, handle).await;
+        Ok(())
+    }
+
+    /// Shows a menu on a channel and waits for its keys.
+    async fn show_menu(
+        &mut self,
+        channel: ChannelId,
+        out: ChannelWriteHalf<Msg>,
+        setup: Setup,
+        menu: Menu,
+        text: String,
+    ) -> Result<(), russh::Error> {
+        let _ = out.data_bytes(bytes::Bytes::from(text)).await;
+        self.channels.insert(channel, Chan::Menu(out, setup, menu));
+        Ok(())
+    }
+
+    /// Keys typed into a menu: echo, and act on a choice.
+    async fn menu_keys(&mut self, channel: ChannelId, data: &[u8], handle: russh::server::Handle) {
+        let Some(Chan::Menu(out, setup, mut menu)) = self.channels.remove(&channel) else { return };
+        let (shown, outcome) = menu.keys(data);
+        let _ = out.data_bytes(bytes::Bytes::from(shown)).await;
+        let user = self.user.clone().unwrap_or_default();
+        match outcome {
+            None => {
+                self.channels.insert(channel, Chan::Menu(out, setup, menu));
+            }
+            Some(Outcome::Quit) => {
+                let _ = handle.exit_status_request(channel, 0).await;
+                let _ = out.eof().await;
+                let _ = out.close().await;
+            }
+            Some(Outcome::Enter(vm)) => {
+                self.target.vm = vm;
+                self.launch(channel, out, setup, Start::Shell, handle).await;
+            }
+            Some(Outcome::Start(vm)) => {
+                let _ = out.data_bytes(bytes::Bytes::from(format!("starting `{vm}`...\r\n"))).await;
+                self.target.vm = vm.clone();
+                match self.start_and_wait(&vm, &user, handle.clone()).await {
+                    Ok(()) => self.launch(channel, out, setup, Start::Shell, handle).await,
+                    Err(line) => refuse(handle, channel, line),
+                }
+            }
+        }
+    }
+
+    /// Starts a stopped VM for the menu and waits until the gateway reaches it.
+    async fn start_and_wait(&mut self, vm: &str, user: &str, handle: russh::server::Handle) -> Result<(), String> {
+        self.den.start(vm, user).map_err(|e| format!("den: {e}"))?;
+        let t = std::time::Instant::now();
+        loop {
+            let last = match self.reach(handle.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(line) => line,
+            };
+            let state = self.den.store.vm(vm).map(|v| v.state);
+            let failed = matches!(state, Ok(VmState::Stopped | VmState::Crashed)) && t.elapsed() > START_GRACE;
+            if failed || t.elapsed() > START_WAIT {
+                return Err(format!("den: VM `{vm}` did not come up: {last}"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Connects a session channel to the VM and starts `what`; a failure is shown and ends it.
+    async fn launch(
+        &mut self,
+        channel: ChannelId,
+        out: ChannelWriteHalf<Msg>,
+        setup: Setup,
+        what: Start,
+        handle: russh::server::Handle,
+    ) {
+        let user = self.user.clone().unwrap_or_default();
         let reached = self.reach(handle.clone()).await;
         let started = match reached.and_then(|()| self.vm.as_ref().ok_or_else(|| "den: no VM".to_string())) {
             Err(line) => Err(line),
@@ -202,7 +298,6 @@ impl Gateway {
             }
             Err(line) => refuse(handle, channel, line),
         }
-        Ok(())
     }
 
     fn live(&self, channel: ChannelId) -> Option<&Live> {
@@ -391,7 +486,9 @@ impl russh::server::Handler for Gateway {
     ) -> Result<(), Self::Error> {
         match self.channels.get_mut(&channel) {
             Some(Chan::Live(l)) => l.resize(cols, rows).await,
-            Some(Chan::Setup(_, Setup { pty: Some(p), .. })) => (p.cols, p.rows) = (cols, rows),
+            Some(Chan::Setup(_, Setup { pty: Some(p), .. }) | Chan::Menu(_, Setup { pty: Some(p), .. }, _)) => {
+                (p.cols, p.rows) = (cols, rows)
+            }
             _ => {}
         }
         Ok(())
@@ -404,9 +501,11 @@ impl russh::server::Handler for Gateway {
         Ok(())
     }
 
-    async fn data(&mut self, channel: ChannelId, data: &[u8], _session: &mut Session) -> Result<(), Self::Error> {
-        if let Some(l) = self.live(channel) {
-            l.input(data).await;
+    async fn data(&mut self, channel: ChannelId, data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+        match self.channels.get(&channel) {
+            Some(Chan::Live(l)) => l.input(data).await,
+            Some(Chan::Menu(..)) => self.menu_keys(channel, data, session.handle()).await,
+            _ => {}
         }
         Ok(())
     }

@@ -158,6 +158,7 @@ impl Login<'_> {
         let presented = Arc::new(Mutex::new(None));
         let handler = Client { pinned: pinned_key, presented: presented.clone(), user: self.user.clone() };
         let config = Arc::new(client::Config {
+            preferred: upstream_algorithms(),
             inactivity_timeout: None,
             keepalive_interval: Some(Duration::from_secs(30)),
             nodelay: true,
@@ -183,6 +184,29 @@ impl Login<'_> {
             return Err(UpstreamError::Failed(format!("the guest's sshd refused the gateway's key for `{who}`")));
         }
         Ok(Upstream { handle })
+    }
+}
+
+/// Algorithms for the guest side, where the guest's CPU is the bottleneck (and may be
+/// emulated): AES-GCM first, which guests run with AES-NI (TCG emulates it with fast helpers)
+/// where ChaCha20 needs many vector instructions; plain X25519 key exchange.
+fn upstream_algorithms() -> russh::Preferred {
+    use russh::cipher;
+    use std::borrow::Cow;
+    russh::Preferred {
+        kex: Cow::Borrowed(&[
+            russh::kex::CURVE25519,
+            russh::kex::CURVE25519_PRE_RFC_8731,
+            russh::kex::EXTENSION_SUPPORT_AS_CLIENT,
+            russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_CLIENT,
+        ]),
+        cipher: Cow::Borrowed(&[
+            cipher::AES_128_GCM,
+            cipher::AES_256_GCM,
+            cipher::CHACHA20_POLY1305,
+            cipher::AES_256_CTR,
+        ]),
+        ..russh::Preferred::DEFAULT
     }
 }
 
