@@ -12,9 +12,13 @@ check dpkg-deb dpkg
 check cpio cpio
 check nft nftables
 check dnsmasq dnsmasq-base
-# The SSH gateway's tests drive the OpenSSH client (and make keys with ssh-keygen).
+# The SSH gateway's tests drive the OpenSSH client (ssh, scp, sftp, ssh-agent, ssh-keygen),
+# interactive sessions in tmux, and curl through ssh -L.
 check ssh openssh-client
 check ssh-keygen openssh-client
+check sftp openssh-client
+check tmux tmux
+check curl curl
 check ip iproute2
 check tar tar
 check bc bc

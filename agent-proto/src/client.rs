@@ -178,6 +178,15 @@ impl AgentClient {
         Ok(theirs)
     }
 
+    /// Runs a program whose standard input and output become a plain byte stream (a tokio
+    /// duplex pipe), e.g. `sshd -i`; its standard error is dropped.
+    pub async fn exec_io(&self, req: ExecRequest) -> Result<tokio::io::DuplexStream, ClientError> {
+        let ExecSession { tx, rx, .. } = self.exec(req).await?;
+        let (ours, theirs) = tokio::io::duplex(crate::mux::WINDOW);
+        tokio::spawn(crate::mux::splice(Stream { tx, rx }, ours));
+        Ok(theirs)
+    }
+
     /// Writes a file in the guest (atomically: temporary name, then rename).
     pub async fn put_file(&self, path: &str, mode: u32, contents: Bytes) -> Result<(), ClientError> {
         let (stream, _) = self.started(&Request::PutFile { path: path.into(), mode }).await?;

@@ -399,7 +399,8 @@ fn on_credit(shared: &Shared, id: u32, payload: &[u8]) {
 }
 
 /// Copies between a stream (channel 0) and a local byte stream until both directions end,
-/// passing half-closes through. Used for port forwards on both sides of the channel.
+/// passing half-closes through. Used for port forwards on both sides of the channel, and for
+/// execs used as byte streams (their standard error, channel 2, is dropped).
 pub async fn splice<T: AsyncRead + AsyncWrite>(stream: Stream, local: T) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (tx, mut rx) = stream.split();
@@ -417,16 +418,16 @@ pub async fn splice<T: AsyncRead + AsyncWrite>(stream: Stream, local: T) {
     let down = async {
         loop {
             match rx.recv().await {
-                Event::Data { bytes, .. } => {
+                Event::Data { chan: crate::frame::CHAN_STDIO, bytes } => {
                     if wr.write_all(&bytes).await.is_err() {
                         return;
                     }
                 }
-                Event::Eof { .. } | Event::Closed(_) => {
+                Event::Eof { chan: crate::frame::CHAN_STDIO } | Event::Closed(_) => {
                     let _ = wr.shutdown().await;
                     return;
                 }
-                Event::Control(_) => {}
+                Event::Data { .. } | Event::Eof { .. } | Event::Control(_) => {}
             }
         }
     };

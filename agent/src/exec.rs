@@ -119,6 +119,9 @@ pub async fn run(req: ExecRequest, stream: Stream) -> Result<(), Failed> {
             else {
                 return Err((bad("io", "child pipes missing".into()), tx));
             };
+            for fd in [stdin.as_raw_fd(), stdout.as_raw_fd()] {
+                widen_pipe(fd);
+            }
             let input = tokio::spawn(pump_in(rx, stdin, pid, None, false));
             let out = pump_out(stdout, tx.clone(), CHAN_STDIO);
             let err = pump_out(stderr, tx.clone(), CHAN_STDERR);
@@ -192,6 +195,16 @@ async fn pump_in<W: AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// Bytes a stdio pipe holds: a bulk stream (an `sshd -i` behind the SSH gateway, a `tar`)
+/// then moves in large reads and writes instead of waking the agent every 64 KiB. Best effort:
+/// the default size stays when the kernel refuses.
+const PIPE_SIZE: libc::c_int = 1 << 20;
+
+fn widen_pipe(fd: std::os::fd::RawFd) {
+    // SAFETY: F_SETPIPE_SZ on a descriptor we own; it changes only the pipe's capacity.
+    let _ = unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_SIZE) };
 }
 
 /// Process to host: output until EOF (a pty reports EIO once the last slave closes).

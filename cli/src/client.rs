@@ -33,8 +33,15 @@ impl Reply {
     }
 }
 
-/// Sends one request.
+/// Sends one request; the reply's body as JSON.
 pub fn request(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Reply> {
+    let (status, raw) = request_raw(socket, method, path, body)?;
+    let body = if raw.is_empty() { Value::Null } else { serde_json::from_slice(&raw).context("dend sent non-JSON")? };
+    Ok(Reply { status, body })
+}
+
+/// Sends one request; the reply's status and raw body.
+pub fn request_raw(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Vec<u8>)> {
     let mut s = UnixStream::connect(socket).with_context(|| {
         format!("cannot reach dend at {}: is it running? (start it with `dend`, or set DEN_SOCKET)", socket.display())
     })?;
@@ -91,8 +98,7 @@ pub fn request(socket: &Path, method: &str, path: &str, body: Option<&Value>) ->
     } else {
         r.read_to_end(&mut raw)?;
     }
-    let body = if raw.is_empty() { Value::Null } else { serde_json::from_slice(&raw).context("dend sent non-JSON")? };
-    Ok(Reply { status, body })
+    Ok((status, raw))
 }
 
 /// Waits for a task to end; fails with its error and log if it failed.

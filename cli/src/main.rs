@@ -11,6 +11,7 @@ mod iso;
 mod net;
 mod paths;
 mod progress;
+mod ssh;
 mod task;
 mod user;
 mod vm;
@@ -65,6 +66,9 @@ enum Cmd {
     /// dend's tasks: ls, log.
     #[command(subcommand)]
     Task(task::TaskCmd),
+    /// The SSH gateway: sessions and their recordings.
+    #[command(subcommand)]
+    Ssh(ssh::SshCmd),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         Cmd::Token(c) => user::run_token(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
         Cmd::Event(c) => events::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
         Cmd::Task(c) => task::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
+        Cmd::Ssh(c) => ssh::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
     };
     match res {
         Ok(code) => code,

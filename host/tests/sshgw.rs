@@ -76,6 +76,11 @@ fn ssh_through_the_agent_to_a_guest_without_sshd() {
     let (code, cast) =
         d.api_bytes("GET", &format!("/api/v1/ssh/sessions/{}/recording", shell["id"].as_str().unwrap()), b"");
     assert_eq!(code, 200);
+    let id = shell["id"].as_str().unwrap();
+    let (code, from_cli, err) = d.den(&["ssh", "recording", id]);
+    assert_eq!((code, from_cli.as_bytes()), (0, &cast[..]), "den ssh recording: {err}");
+    let (code, table, _) = d.den(&["ssh", "ls"]);
+    assert!(code == 0 && table.lines().any(|l| l.starts_with(id) && l.contains("shell")), "den ssh ls: {table}");
     let cast = String::from_utf8_lossy(&cast);
     let mut lines = cast.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap());
     let header = lines.next().unwrap();
@@ -84,9 +89,15 @@ fn ssh_through_the_agent_to_a_guest_without_sshd() {
     let joined = |code: &str| -> String {
         events.iter().filter(|e| e[1] == code).filter_map(|e| e[2].as_str()).collect::<Vec<_>>().concat()
     };
-    assert!(joined("i").contains("echo typed-$((6*7)); stty size"), "typed input recorded");
-    assert!(joined("o").contains("typed-42"), "output recorded");
+    let output = joined("o");
+    assert!(output.contains("echo typed-$((6*7)); stty size"), "the typed command, as echoed: {output}");
+    assert!(output.contains("typed-42"), "its output: {output}");
+    assert!(!events.iter().any(|e| e[1] == "i"), "keystrokes are not recorded");
     assert!(events.iter().any(|e| e[1] == "r" && e[2] == "100x30"), "resize recorded");
+
+    // Keepalives from the client are answered.
+    let alive = a.ssh("web1", &["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=2"], "sleep 4; echo alive");
+    assert_eq!(text(&alive).1.trim(), "alive", "{:?}", text(&alive));
 
     // ssh -L to a server in the guest (through the agent: no guest port is open).
     d.sh_until_ok("web1", "mkdir -p /tmp/www && echo hello-from-guest > /tmp/www/index.html");

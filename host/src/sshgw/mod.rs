@@ -5,6 +5,7 @@
 //!   user needs the operator role on it;
 //! - `session`: one connection: authentication (Den users' keys or passwords, failures
 //!   rate-limited per address and user), session channels and `ssh -L` forwards;
+//! - `launch`: starting a session channel: refusals, the menu, reaching the VM, recording;
 //! - `upstream`: the gateway's SSH connection to the guest's sshd through the agent, with the
 //!   guest's host key pinned;
 //! - `proxy`: a started session channel, to the guest's sshd or (guests without sshd) to an
@@ -13,6 +14,7 @@
 //! - `record`: asciicast v2 recordings of interactive sessions.
 
 pub mod keys;
+mod launch;
 mod menu;
 mod proxy;
 mod record;

@@ -158,14 +158,14 @@ pub struct Live {
     budget: Arc<Semaphore>,
     recorder: Option<Arc<Recorder>>,
     tasks: Vec<AbortHandle>,
+    /// The session record, ended on drop when the client went away first.
+    record: (Arc<Den>, String),
 }
 
 impl Live {
-    /// Client input; waits while the channel's queue is full.
+    /// Client input; waits while the channel's queue is full. Input is not recorded (it holds
+    /// what people type at password prompts); the output shows the commands as typed.
     pub async fn input(&self, bytes: &[u8]) {
-        if let Some(r) = &self.recorder {
-            r.input(bytes);
-        }
         let n = bytes.len().clamp(1, INPUT_BUDGET) as u32;
         let Ok(permit) = self.budget.clone().acquire_many_owned(n).await else { return };
         let _ = self.input.send(Input::Data(Bytes::copy_from_slice(bytes), permit));
@@ -200,6 +200,10 @@ impl Drop for Live {
         for t in &self.tasks {
             t.abort();
         }
+        let (den, id) = &self.record;
+        if let Err(e) = den.store.end_ssh_session(id, None) {
+            tracing::warn!(%e, "ending an SSH session record");
+        }
     }
 }
 
@@ -212,6 +216,7 @@ pub async fn start(
     via: Via<'_>,
 ) -> Result<Live, String> {
     let recorder = ctx.recorder.clone();
+    let record = (ctx.den.clone(), ctx.session_id.clone());
     let (backend, pump) = match via {
         Via::Upstream(up) => {
             let (backend, early, read) = start_upstream(up, &setup, &what).await?;
@@ -230,6 +235,7 @@ pub async fn start(
         budget: Arc::new(Semaphore::new(INPUT_BUDGET)),
         recorder,
         tasks: vec![pump.abort_handle(), feeder.abort_handle()],
+        record,
     })
 }
 
@@ -298,7 +304,6 @@ async fn reply(read: &mut russh::ChannelReadHalf, early: &mut Vec<ChannelMsg>) -
 
 /// Copies the upstream channel's output, status and end to the client.
 async fn pump_upstream(ctx: Ctx, out: ChannelWriteHalf<Msg>, early: Vec<ChannelMsg>, mut read: russh::ChannelReadHalf) {
-    let mut exit = None;
     let mut early = early.into_iter();
     loop {
         let msg = match early.next() {
@@ -312,12 +317,9 @@ async fn pump_upstream(ctx: Ctx, out: ChannelWriteHalf<Msg>, early: Vec<ChannelM
             ChannelMsg::Data { data } => send(&ctx, &out, None, data).await,
             ChannelMsg::ExtendedData { data, ext } => send(&ctx, &out, Some(ext), data).await,
             ChannelMsg::Eof => out.eof().await.is_ok(),
-            ChannelMsg::ExitStatus { exit_status } => {
-                exit = Some(i64::from(exit_status));
-                ctx.client.exit_status_request(ctx.channel, exit_status).await.is_ok()
-            }
+            ChannelMsg::ExitStatus { exit_status } => exited(&ctx, exit_status).await,
             ChannelMsg::ExitSignal { signal_name, core_dumped, error_message, lang_tag } => {
-                exit = Some(128);
+                ctx.ended(Some(128));
                 let c = &ctx.client;
                 c.exit_signal_request(ctx.channel, signal_name, core_dumped, error_message, lang_tag).await.is_ok()
             }
@@ -328,7 +330,7 @@ async fn pump_upstream(ctx: Ctx, out: ChannelWriteHalf<Msg>, early: Vec<ChannelM
             break;
         }
     }
-    finish(&ctx, &out, exit).await;
+    finish(&ctx, &out).await;
 }
 
 /// Starts an agent exec for the session.
@@ -369,29 +371,28 @@ const SFTP_SERVER: &str = "for p in /usr/lib/openssh/sftp-server /usr/libexec/sf
 
 /// Copies the agent exec's output and exit to the client.
 async fn pump_agent(ctx: Ctx, out: ChannelWriteHalf<Msg>, mut rx: den_agent_proto::mux::StreamReceiver) {
-    let exit = loop {
+    loop {
         let sent = match rx.recv().await {
             Event::Data { chan: CHAN_STDERR, bytes } => send(&ctx, &out, Some(1), bytes).await,
             Event::Data { bytes, .. } => send(&ctx, &out, None, bytes).await,
             Event::Control(Control::Exit { code, signal }) => {
-                let status = code.map(|c| c as u32).unwrap_or_else(|| 128 + signal.unwrap_or(0) as u32);
-                let _ = ctx.client.exit_status_request(ctx.channel, status).await;
-                break Some(i64::from(status));
+                exited(&ctx, code.map(|c| c as u32).unwrap_or_else(|| 128 + signal.unwrap_or(0) as u32)).await;
+                break;
             }
             Event::Control(Control::Error(e)) | Event::Closed(Some(e)) => {
                 let _ = out.extended_data_bytes(1, Bytes::from(format!("den: {}\r\n", e.message))).await;
-                let _ = ctx.client.exit_status_request(ctx.channel, 255).await;
-                break Some(255);
+                exited(&ctx, 255).await;
+                break;
             }
             Event::Closed(None) => false,
             _ => true,
         };
         if !sent {
-            break None;
+            break;
         }
-    };
+    }
     let _ = out.eof().await;
-    finish(&ctx, &out, exit).await;
+    finish(&ctx, &out).await;
 }
 
 /// Writes output to the client (standard output, or extended data `ext`), recording standard
@@ -409,10 +410,24 @@ async fn send(ctx: &Ctx, out: &ChannelWriteHalf<Msg>, ext: Option<u32>, bytes: B
 }
 
 /// Closes the client's channel and ends the session record.
-async fn finish(ctx: &Ctx, out: &ChannelWriteHalf<Msg>, exit: Option<i64>) {
+async fn finish(ctx: &Ctx, out: &ChannelWriteHalf<Msg>) {
+    ctx.ended(None);
     let _ = out.close().await;
-    if let Err(e) = ctx.den.store.end_ssh_session(&ctx.session_id, exit) {
-        tracing::warn!(%e, "ending an SSH session record");
+}
+
+/// The session's exit status: recorded first (the client's close drops the session, and this
+/// task with it), then sent.
+async fn exited(ctx: &Ctx, status: u32) -> bool {
+    ctx.ended(Some(i64::from(status)));
+    ctx.client.exit_status_request(ctx.channel, status).await.is_ok()
+}
+
+impl Ctx {
+    /// Ends the session record (the first end counts).
+    fn ended(&self, exit: Option<i64>) {
+        if let Err(e) = self.den.store.end_ssh_session(&self.session_id, exit) {
+            tracing::warn!(%e, "ending an SSH session record");
+        }
     }
 }
 

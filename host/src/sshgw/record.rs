@@ -1,6 +1,8 @@
 //! Session recordings in asciicast v2 (the format asciinema plays): a JSON header line, then
-//! one `[seconds, "o"|"i"|"r", "data"]` line per output, input or resize. Bytes are written as
-//! UTF-8 text; a character split across two reads is joined before it is written.
+//! one `[seconds, "o"|"r", "data"]` line per output or resize. Input is not recorded: it holds
+//! what people type at password prompts, and the terminal's output already shows the commands
+//! as typed. Bytes are written as UTF-8 text; a character split across two reads is joined
+//! before it is written.
 
 use std::io::Write;
 use std::path::Path;
@@ -16,8 +18,8 @@ pub struct Recorder {
 struct Inner {
     file: std::io::BufWriter<std::fs::File>,
     started: Instant,
-    /// Incomplete UTF-8 at the end of the last output / input chunk.
-    carry: [Vec<u8>; 2],
+    /// Incomplete UTF-8 at the end of the last output chunk.
+    carry: Vec<u8>,
 }
 
 /// What a recording starts with.
@@ -56,34 +58,24 @@ impl Recorder {
         }
         writeln!(file, "{header}")?;
         file.flush()?;
-        Ok(Recorder { inner: Mutex::new(Inner { file, started: Instant::now(), carry: [Vec::new(), Vec::new()] }) })
+        Ok(Recorder { inner: Mutex::new(Inner { file, started: Instant::now(), carry: Vec::new() }) })
     }
 
     /// Output the client saw.
     pub fn output(&self, bytes: &[u8]) {
-        self.text(0, "o", bytes);
-    }
-
-    /// Input the client typed.
-    pub fn input(&self, bytes: &[u8]) {
-        self.text(1, "i", bytes);
+        let Ok(mut inner) = self.inner.lock() else { return };
+        inner.carry.extend_from_slice(bytes);
+        let (text, rest) = split_utf8(&inner.carry);
+        let rest = rest.to_vec();
+        inner.carry = rest;
+        if !text.is_empty() {
+            write_event(&mut inner, "o", &text);
+        }
     }
 
     /// A terminal resize.
     pub fn resize(&self, cols: u32, rows: u32) {
         self.event("r", &format!("{cols}x{rows}"));
-    }
-
-    fn text(&self, which: usize, code: &str, bytes: &[u8]) {
-        let Ok(mut inner) = self.inner.lock() else { return };
-        let carry = &mut inner.carry[which];
-        carry.extend_from_slice(bytes);
-        let (text, rest) = split_utf8(carry);
-        let rest = rest.to_vec();
-        *carry = rest;
-        if !text.is_empty() {
-            write_event(&mut inner, code, &text);
-        }
     }
 
     fn event(&self, code: &str, data: &str) {
@@ -136,7 +128,6 @@ mod tests {
         let path = dir.path().join("s.cast");
         let h = Header { cols: 80, rows: 24, term: "xterm", title: "alice@web1", command: "" };
         let r = Recorder::create(&path, &h).unwrap();
-        r.input(b"ls\r");
         r.output("caf\u{e9}".as_bytes().split_at(4).0);
         r.output("caf\u{e9}".as_bytes().split_at(4).1);
         r.output(b"\xff!");
@@ -145,11 +136,10 @@ mod tests {
         let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines[0]["version"], 2);
         assert_eq!((lines[0]["width"].as_u64(), lines[0]["height"].as_u64()), (Some(80), Some(24)));
-        assert_eq!((lines[1][1].as_str(), lines[1][2].as_str()), (Some("i"), Some("ls\r")));
-        assert_eq!(lines[2][2], "caf");
-        assert_eq!(lines[3][2], "\u{e9}", "a split character is joined");
-        assert_eq!(lines[4][2], "\u{FFFD}!");
-        assert_eq!((lines[5][1].as_str(), lines[5][2].as_str()), (Some("r"), Some("100x30")));
+        assert_eq!((lines[1][1].as_str(), lines[1][2].as_str()), (Some("o"), Some("caf")));
+        assert_eq!(lines[2][2], "\u{e9}", "a split character is joined");
+        assert_eq!(lines[3][2], "\u{FFFD}!");
+        assert_eq!((lines[4][1].as_str(), lines[4][2].as_str()), (Some("r"), Some("100x30")));
         assert!(Recorder::create(&path, &h).is_err(), "never overwrites");
     }
 }

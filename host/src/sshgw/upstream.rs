@@ -1,5 +1,5 @@
-//! The gateway's own SSH connection to a guest's sshd: over an agent port forward to the
-//! guest's `127.0.0.1:22` (no guest port is open to the network), logged in with the gateway's
+//! The gateway's own SSH connection to a guest's sshd: an `sshd -i` started through the agent
+//! for each connection (no guest port is involved at all), logged in with the gateway's
 //! key (installed at first boot), accepting only the host key Den pinned from the guest's file.
 //! When the login or the key check fails, the guest side is set up again through the agent
 //! (key re-installed, sshd reloaded, host key re-read) and the connection tried once more.
@@ -7,7 +7,7 @@
 
 use crate::model::VmRecord;
 use crate::vms::Den;
-use den_agent_proto::{AgentClient, ForwardTarget};
+use den_agent_proto::{AgentClient, ExecRequest};
 use russh::client::{self, ChannelOpenHandle, Msg};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::Channel;
@@ -150,11 +150,7 @@ impl Login<'_> {
     async fn once(&self, pinned: &str) -> Result<Upstream, UpstreamError> {
         let pinned_key = PublicKey::from_openssh(pinned)
             .map_err(|e| UpstreamError::Failed(format!("the pinned host key does not parse: {e}")))?;
-        let io = self
-            .agent
-            .forward_io(ForwardTarget::Tcp { host: "127.0.0.1".into(), port: 22 })
-            .await
-            .map_err(|_| UpstreamError::NoSshd)?;
+        let io = self.agent.exec_io(sshd_inetd()).await.map_err(|_| UpstreamError::NoSshd)?;
         let presented = Arc::new(Mutex::new(None));
         let handler = Client { pinned: pinned_key, presented: presented.clone(), user: self.user.clone() };
         let config = Arc::new(client::Config {
@@ -185,6 +181,14 @@ impl Login<'_> {
         }
         Ok(Upstream { handle })
     }
+}
+
+/// The guest's sshd in inetd mode, one per connection, speaking on the exec's stdio: no port
+/// is involved, a stopped or reloading sshd service does not matter, and each run reads the
+/// current configuration. (Its privilege-separation directory is made when the guest side is
+/// set up, which a failed login triggers.)
+fn sshd_inetd() -> ExecRequest {
+    ExecRequest { argv: vec!["/usr/sbin/sshd".into(), "-i".into()], ..Default::default() }
 }
 
 /// Algorithms for the guest side, where the guest's CPU is the bottleneck (and may be

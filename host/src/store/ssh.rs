@@ -58,9 +58,12 @@ impl Store {
         Ok(())
     }
 
-    /// Records the end of a session.
+    /// Records the end of a session (the first end counts).
     pub fn end_ssh_session(&self, id: &str, exit: Option<i64>) -> Result<(), StoreError> {
-        self.lock().execute("UPDATE ssh_sessions SET ended = ?2, exit = ?3 WHERE id = ?1", params![id, now(), exit])?;
+        self.lock().execute(
+            "UPDATE ssh_sessions SET ended = ?2, exit = ?3 WHERE id = ?1 AND ended IS NULL",
+            params![id, now(), exit],
+        )?;
         Ok(())
     }
 
@@ -136,6 +139,7 @@ mod tests {
         s.insert_ssh_session(&mk("a", "alice"), Some("/x/a.cast")).unwrap();
         s.insert_ssh_session(&mk("b", "gus"), None).unwrap();
         s.end_ssh_session("a", Some(0)).unwrap();
+        s.end_ssh_session("a", None).unwrap();
         let all = s.ssh_sessions(None, 10).unwrap();
         assert_eq!(all.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(), ["b", "a"]);
         assert_eq!(s.ssh_sessions(Some("gus"), 10).unwrap().len(), 1);

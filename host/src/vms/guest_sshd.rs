@@ -28,7 +28,7 @@ fn script(gateway_key: &str, fresh: bool) -> String {
     // Keys that are missing are made; a running sshd reloads, a stopped one (an image without
     // host keys fails to start before this runs) is started.
     s.push_str(
-        "ssh-keygen -A >/dev/null\n\
+        "ssh-keygen -A >/dev/null\nmkdir -p /run/sshd\n\
          if [ -s /run/sshd.pid ] && kill -0 \"$(cat /run/sshd.pid)\" 2>/dev/null; then kill -HUP \"$(cat /run/sshd.pid)\"\n\
          elif [ -d /run/systemd/system ]; then systemctl reset-failed ssh.service 2>/dev/null || true; systemctl restart ssh.service\n\
          else mkdir -p /run/sshd && /usr/sbin/sshd; fi\n",

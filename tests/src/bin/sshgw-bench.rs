@@ -11,36 +11,48 @@ use den_tests::ssh::{keygen, text, Client};
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 10;
+const SCP_RUNS: usize = 5;
 const MIB: usize = 50;
 
-fn median_ms(mut v: Vec<Duration>) -> f64 {
-    v.sort();
-    v[v.len() / 2].as_secs_f64() * 1000.0
+/// Median of `runs` interleaved measurements of the gateway and the direct path: each round
+/// measures both, so drift (guest page cache, host load) hits both alike.
+fn interleaved<F: FnMut(&Client, &str) -> f64>(gw: &Client, direct: &Client, runs: usize, mut f: F) -> (f64, f64) {
+    let (mut g, mut d) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        g.push(f(gw, "dev1"));
+        d.push(f(direct, "root"));
+    }
+    (median(g), median(d))
 }
 
-/// Median time of `ssh target true`.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Milliseconds of one `ssh target true`.
 fn setup_ms(c: &Client, target: &str) -> f64 {
-    let runs = (0..RUNS)
-        .map(|_| {
-            let t = Instant::now();
-            let o = c.ssh(target, &[], "true");
-            assert!(o.status.success(), "{target}: {:?}", text(&o));
-            t.elapsed()
-        })
-        .collect();
-    median_ms(runs)
+    let t = Instant::now();
+    let o = c.ssh(target, &[], "true");
+    assert!(o.status.success(), "{target}: {:?}", text(&o));
+    t.elapsed().as_secs_f64() * 1000.0
 }
 
-/// MiB/s of one scp (best of two).
+/// MiB/s of one scp.
 fn scp_mibs(c: &Client, from: &str, to: &str) -> f64 {
-    (0..2)
-        .map(|_| {
-            let t = Instant::now();
-            let o = c.scp(&[], from, to);
-            assert!(o.status.success(), "scp {from} {to}: {:?}", text(&o));
-            MIB as f64 / t.elapsed().as_secs_f64()
-        })
-        .fold(0.0, f64::max)
+    let t = Instant::now();
+    let o = c.scp(&[], from, to);
+    assert!(o.status.success(), "scp {from} {to}: {:?}", text(&o));
+    MIB as f64 / t.elapsed().as_secs_f64()
+}
+
+/// CPU seconds (user + system) process `pid` has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // After the command name: field 14 (utime) and 15 (stime) are at 11 and 12.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn main() {
@@ -81,8 +93,7 @@ fn main() {
     gw.ssh_until_ok("dev1", "true", Duration::from_secs(180));
     direct.ssh_until_ok("root", "true", Duration::from_secs(180));
 
-    let gw_setup = setup_ms(&gw, "dev1");
-    let direct_setup = setup_ms(&direct, "root");
+    let (gw_setup, direct_setup) = interleaved(&gw, &direct, RUNS, setup_ms);
 
     let big = dir.path().join("big.bin");
     let st = std::process::Command::new("head")
@@ -92,12 +103,16 @@ fn main() {
     assert!(st.is_ok_and(|s| s.success()));
     let big = big.display().to_string();
     let back = dir.path().join("back.bin").display().to_string();
-    let gw_up = scp_mibs(&gw, &big, "dev1:/tmp/big.bin");
-    let direct_up = scp_mibs(&direct, &big, "root:/tmp/big.bin");
-    let gw_down = scp_mibs(&gw, "dev1:/tmp/big.bin", &back);
-    let direct_down = scp_mibs(&direct, "root:/tmp/big.bin", &back);
+    let dend_cpu = cpu_secs(d.pid().expect("dend runs"));
+    let (gw_up, direct_up) =
+        interleaved(&gw, &direct, SCP_RUNS, |c, t| scp_mibs(c, &big, &format!("{t}:/tmp/big.bin")));
+    let (gw_down, direct_down) =
+        interleaved(&gw, &direct, SCP_RUNS, |c, t| scp_mibs(c, &format!("{t}:/tmp/big.bin"), &back));
+    let dend_cpu = (cpu_secs(d.pid().expect("dend runs")) - dend_cpu) / (2 * SCP_RUNS) as f64;
 
-    println!("SSH gateway vs. direct to the guest's sshd (dev image, QEMU; median of {RUNS} / best of 2)");
+    println!(
+        "SSH gateway vs. direct to the guest's sshd (dev image, QEMU; interleaved, median of {RUNS} / {SCP_RUNS})"
+    );
     println!("{:<28} {:>12} {:>12} {:>10}", "", "gateway", "direct", "ratio");
     println!(
         "{:<28} {:>9.1} ms {:>9.1} ms {:>+8.1} ms",
@@ -109,6 +124,7 @@ fn main() {
     for (what, g, dr) in [("scp 50 MiB up", gw_up, direct_up), ("scp 50 MiB down", gw_down, direct_down)] {
         println!("{:<28} {:>7.1} MiB/s {:>7.1} MiB/s {:>9.0}%", what, g, dr, 100.0 * g / dr);
     }
+    println!("dend CPU per 50 MiB through the gateway (both SSH legs): {dend_cpu:.2} s");
     let (code, _, _) = d.den(&["vm", "stop", "dev1"]);
     assert_eq!(code, 0);
 }
