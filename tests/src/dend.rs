@@ -208,11 +208,30 @@ impl Dend {
 impl Drop for Dend {
     fn drop(&mut self) {
         self.kill9();
-        for p in self.pids.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let mut pids = self.pids.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // VMs outlive dend by design: every engine process working in this dend's directory
+        // goes too, also those of a test that failed before it looked them up.
+        pids.extend(processes_using(self.dir.path()));
+        for p in pids {
             // SAFETY: kill(2) on pids this test started (through dend).
-            unsafe { libc::kill(*p, libc::SIGKILL) };
+            unsafe { libc::kill(p, libc::SIGKILL) };
         }
     }
+}
+
+/// Processes (other than this one) whose command line names a path under `dir`.
+fn processes_using(dir: &Path) -> Vec<i32> {
+    let needle = format!("{}/", dir.display());
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains(&needle)
+        })
+        .collect()
 }
 
 /// Whether `pid` runs (zombies do not count).

@@ -47,6 +47,9 @@ impl Lab {
             agent_timeout: Duration::from_secs(180),
             stall: Duration::from_secs(12),
             tsc_hint: false,
+            // The outer TCG boot stalls at random, more often while other guests load the
+            // host's two cores; a stalled attempt costs only the 12 s it takes to notice.
+            attempts: 6,
             ..Default::default()
         };
         let (guest, agent) = Guest::boot(&store, &outer, opts).await;
