@@ -9,7 +9,7 @@
 
 use den_tests::dend::Dend;
 use den_tests::images;
-use den_tests::ssh::{keygen, text, Client, Tmux};
+use den_tests::ssh::{interactive_resize, keygen, text, Client, Tmux};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -55,17 +55,7 @@ fn ssh_through_the_agent_to_a_guest_without_sshd() {
     assert_eq!(String::from_utf8_lossy(&piped.stdout).trim(), "3000000", "stdin: {piped:?}");
 
     // An interactive session in a real terminal: a command, then a resize the guest sees.
-    let tmux = Tmux::start(&a.interactive_cmd("web1"), 80, 24);
-    tmux.type_line("echo typed-$((6*7)); stty size");
-    tmux.wait_for("typed-42", Duration::from_secs(60));
-    tmux.wait_for("24 80", Duration::from_secs(10));
-    tmux.resize(100, 30);
-    std::thread::sleep(Duration::from_millis(500));
-    tmux.type_line("stty size");
-    tmux.wait_for("30 100", Duration::from_secs(20));
-    tmux.type_line("exit");
-    std::thread::sleep(Duration::from_secs(1));
-    drop(tmux);
+    interactive_resize(&a, "web1", 100, 30);
 
     // Its recording: listed with user and VM, and it replays what was typed and shown.
     let (code, list) = d.api("GET", "/api/v1/ssh/sessions", b"");

@@ -7,7 +7,7 @@
 
 use den_tests::dend::Dend;
 use den_tests::images;
-use den_tests::ssh::{keygen, text, Client, Tmux};
+use den_tests::ssh::{interactive_resize, keygen, text, Client};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::process::Command;
@@ -49,16 +49,7 @@ fn ssh_through_the_guests_sshd() {
     assert!(pinned, "the guest's host key was pinned: {events}");
 
     // An interactive session with a resize.
-    let tmux = Tmux::start(&a.interactive_cmd("dev1"), 80, 24);
-    tmux.type_line("echo typed-$((6*7)); stty size");
-    tmux.wait_for("typed-42", Duration::from_secs(60));
-    tmux.wait_for("24 80", Duration::from_secs(10));
-    tmux.resize(120, 40);
-    std::thread::sleep(Duration::from_millis(500));
-    tmux.type_line("stty size");
-    tmux.wait_for("40 120", Duration::from_secs(20));
-    tmux.type_line("exit");
-    drop(tmux);
+    interactive_resize(&a, "dev1", 120, 40);
 
     // scp of 50 MiB both ways (SFTP protocol, then the legacy one), checksums kept.
     let big = dir.path().join("big.bin");

@@ -133,6 +133,21 @@ impl Client {
     }
 }
 
+/// An interactive session in an 80x24 tmux terminal: types a command and checks its output
+/// and `stty size`, resizes to `cols`x`rows` and checks that the guest sees it, then exits.
+pub fn interactive_resize(client: &Client, target: &str, cols: u16, rows: u16) {
+    let tmux = Tmux::start(&client.interactive_cmd(target), 80, 24);
+    tmux.type_line("echo typed-$((6*7)); stty size");
+    tmux.wait_for("typed-42", Duration::from_secs(60));
+    tmux.wait_for("24 80", Duration::from_secs(10));
+    tmux.resize(cols, rows);
+    std::thread::sleep(Duration::from_millis(500));
+    tmux.type_line("stty size");
+    tmux.wait_for(&format!("{rows} {cols}"), Duration::from_secs(20));
+    tmux.type_line("exit");
+    std::thread::sleep(Duration::from_secs(1));
+}
+
 /// (exit code, stdout, stderr).
 pub fn text(o: &Output) -> (i32, String, String) {
     (
