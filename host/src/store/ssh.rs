@@ -70,10 +70,9 @@ impl Store {
     /// Sessions, newest first, at most `limit`; only `user`'s when given.
     pub fn ssh_sessions(&self, user: Option<&str>, limit: usize) -> Result<Vec<SshSession>, StoreError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, user, vm, kind, command, peer, started, ended, exit, file FROM ssh_sessions
-             WHERE ?1 IS NULL OR user = ?1 ORDER BY started DESC, rowid DESC LIMIT ?2",
-        )?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "{SELECT_SESSIONS} WHERE ?1 IS NULL OR user = ?1 ORDER BY started DESC, rowid DESC LIMIT ?2"
+        ))?;
         let rows = stmt.query_map(params![user, limit as i64], row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -81,9 +80,7 @@ impl Store {
     /// One session and the file of its recording.
     pub fn ssh_session(&self, id: &str) -> Result<(SshSession, Option<String>), StoreError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, user, vm, kind, command, peer, started, ended, exit, file FROM ssh_sessions WHERE id = ?1",
-        )?;
+        let mut stmt = conn.prepare_cached(&format!("{SELECT_SESSIONS} WHERE id = ?1"))?;
         let found = stmt.query_row([id], |r| Ok((row(r)?, r.get::<_, Option<String>>(9)?))).optional()?;
         found.ok_or_else(|| StoreError::NotFound { kind: "SSH session", name: id.into() })
     }
@@ -93,6 +90,9 @@ impl Store {
         Ok(self.lock().execute("UPDATE ssh_sessions SET ended = ?1 WHERE ended IS NULL", [now()])?)
     }
 }
+
+/// The columns [`row`] reads (the recording's file last, at index 9).
+const SELECT_SESSIONS: &str = "SELECT id, user, vm, kind, command, peer, started, ended, exit, file FROM ssh_sessions";
 
 fn row(r: &rusqlite::Row) -> rusqlite::Result<SshSession> {
     Ok(SshSession {
