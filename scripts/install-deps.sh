@@ -23,6 +23,11 @@ check ip iproute2
 check tar tar
 check bc bc
 [ -x /bin/busybox ] || need+=(busybox-static)
+# The web console is built from TypeScript with Node.js and npm (only to build Den, not to run
+# it); its browser tests drive Debian's Chromium.
+check node nodejs
+check npm npm
+[ -x /usr/bin/chromium ] || need+=(chromium)
 # UEFI firmware for VMs that boot through it (SeaBIOS comes with QEMU).
 [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need+=(ovmf)
 # The tests build a bootable installer ISO (BIOS and UEFI) with grub-mkrescue.

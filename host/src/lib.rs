@@ -16,6 +16,7 @@
 pub mod api;
 pub mod auth;
 pub mod engine;
+pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod paths;
@@ -24,3 +25,4 @@ pub mod sshgw;
 pub mod store;
 pub mod tls;
 pub mod vms;
+pub mod web;

@@ -87,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
     // Bound first: it also refuses to run next to another dend on the same directories.
     let unix = den_host::server::bind_unix(&paths.socket()).await?;
     den.reconcile().await.context("reconciling the state left by the previous dend")?;
+    tokio::spawn(den_host::metrics::run(den.clone()));
     if cli.listen != "off" {
         let tls = den_host::tls::server_config(&paths.data).context("loading dend's TLS certificate")?;
         let tcp = bind_recorded(&cli.listen, "--listen", &paths.run.join("https.addr")).await?;

@@ -62,9 +62,20 @@ pub async fn serve_unix(den: Arc<Den>, listener: UnixListener) {
     }
 }
 
+/// What the HTTPS port serves: the API under `/api/`, the web console everywhere else.
+pub fn https_router(den: Arc<Den>) -> Router {
+    use tower::ServiceExt;
+    let api = api::router(den);
+    let web = Router::new().fallback(axum::routing::get(crate::web::serve));
+    Router::new().fallback_service(tower::service_fn(move |req: axum::extract::Request| {
+        let to = if req.uri().path().starts_with("/api/") { api.clone() } else { web.clone() };
+        to.oneshot(req)
+    }))
+}
+
 /// Serves HTTPS on `listener` with `tls` until the process ends. A handshake gets 10 s.
 pub async fn serve_https(den: Arc<Den>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
-    let router = api::router(den);
+    let router = https_router(den);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let (tcp, addr): (_, SocketAddr) = match listener.accept().await {

@@ -3,7 +3,7 @@
 //! den_...` (an API token or a login session). [`need`] says what each route requires; the
 //! middleware answers 401 or 403 before a handler runs.
 
-use super::ApiError;
+use super::{session, ApiError};
 use crate::auth::{AuthError, Caller, Role};
 use crate::vms::Den;
 use axum::extract::{Request, State};
@@ -43,7 +43,18 @@ pub fn need(method: &Method, path: &str) -> Need {
     let read = *method == Method::GET;
     match segs.as_slice() {
         ["login"] | ["openapi.json"] => Need::Public,
-        ["host"] | ["whoami"] | ["vms"] | ["networks"] | ["isos"] | ["tokens"] | ["tokens", _] | ["ssh", ..]
+        ["session"] if *method == Method::POST => Need::Public,
+        ["session"] => Need::Anyone,
+        ["host"]
+        | ["host", "metrics"]
+        | ["images"]
+        | ["whoami"]
+        | ["vms"]
+        | ["networks"]
+        | ["isos"]
+        | ["tokens"]
+        | ["tokens", _]
+        | ["ssh", ..]
             if read || segs[0] == "tokens" =>
         {
             Need::Anyone
@@ -116,15 +127,9 @@ pub async fn authenticate(State(den): State<Arc<Den>>, mut req: Request, next: N
     let caller = match req.extensions().get::<Transport>() {
         Some(Transport::Local(c)) => c.clone(),
         Some(Transport::Remote(_)) if need == Need::Public => return next.run(req).await,
-        Some(Transport::Remote(_)) => match bearer(&req) {
-            Some(t) => match den.accounts.verify_token(&den.store, t) {
-                Ok(c) => c,
-                Err(e) => return ApiError::from(e).into_response(),
-            },
-            None => {
-                let msg = "log in first: send `Authorization: Bearer <token>` (POST /api/v1/login gives one)";
-                return unauthorized(msg.into()).into_response();
-            }
+        Some(Transport::Remote(_)) => match remote_caller(&den, &mut req) {
+            Ok(c) => c,
+            Err(e) => return e.into_response(),
         },
         None => return unauthorized("no transport identity".into()).into_response(),
     };
@@ -133,6 +138,53 @@ pub async fn authenticate(State(den): State<Arc<Den>>, mut req: Request, next: N
     }
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// Who a network request comes from: a bearer token, a console ticket, or the session cookie
+/// (with its CSRF value on anything that changes state, and a same-origin check on WebSockets).
+fn remote_caller(den: &Den, req: &mut Request) -> Result<Caller, ApiError> {
+    if let Some(t) = bearer(req) {
+        return Ok(den.accounts.verify_token(&den.store, t)?);
+    }
+    if let Some((vm, ticket)) = console_ticket(req) {
+        let id = den.store.vm(&vm).map(|v| v.id).unwrap_or_default();
+        return den.accounts.tickets.redeem(&ticket, &id).ok_or_else(|| {
+            unauthorized("the console ticket is not valid (used, expired or for another VM); ask for a new one".into())
+        });
+    }
+    let Some(session) = session::cookie(req.headers(), session::COOKIE).map(str::to_string) else {
+        let msg = "log in first: send `Authorization: Bearer <token>` (POST /api/v1/login gives one)";
+        return Err(unauthorized(msg.into()));
+    };
+    let caller = den
+        .accounts
+        .verify_token(&den.store, &session)
+        .map_err(|_| unauthorized("your session has ended (logged out or expired); log in again".into()))?;
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if changes && !session::csrf_ok(req.headers(), &session) {
+        let msg = format!("the `{}` header is missing or wrong; reload the page", session::CSRF_HEADER);
+        return Err(forbidden(msg));
+    }
+    if req.headers().contains_key(header::UPGRADE) && !same_origin(req) {
+        return Err(forbidden("a WebSocket from another site may not use Den's session".into()));
+    }
+    req.extensions_mut().insert(session::CookieSession(session));
+    Ok(caller)
+}
+
+/// `(vm, ticket)` of a `GET /api/v1/vms/{vm}/console/ws?ticket=...`.
+fn console_ticket(req: &Request) -> Option<(String, String)> {
+    let segs: Vec<&str> = req.uri().path().trim_start_matches("/api/v1/").split('/').collect();
+    let ["vms", vm, "console", "ws"] = segs.as_slice() else { return None };
+    let ticket = req.uri().query()?.split('&').find_map(|kv| kv.strip_prefix("ticket="))?;
+    Some((vm.to_string(), ticket.to_string()))
+}
+
+/// Whether the request's `Origin` (when it has one) names the host it was sent to.
+fn same_origin(req: &Request) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    origin.split_once("://").is_some_and(|(_, o)| !host.is_empty() && o == host)
 }
 
 #[cfg(test)]
@@ -160,6 +212,10 @@ mod tests {
         assert_eq!(n(Method::GET, "/api/v1/tasks/x"), Need::Global(Role::Viewer));
         assert_eq!(n(Method::GET, "/api/v1/events/ws"), Need::Global(Role::Viewer));
         assert_eq!(n(Method::GET, "/api/v1/vms/web1/console/ws"), Need::Vm("web1".into(), Role::Operator));
+        assert_eq!(n(Method::POST, "/api/v1/session"), Need::Public, "logging in");
+        assert_eq!(n(Method::GET, "/api/v1/session"), Need::Anyone);
+        assert_eq!(n(Method::DELETE, "/api/v1/session"), Need::Anyone);
+        assert_eq!(n(Method::POST, "/api/v1/vms/web1/console/ticket"), Need::Vm("web1".into(), Role::Operator));
         assert_eq!(n(Method::GET, "/api/v1/nonsense"), Need::Global(Role::Admin), "unknown paths need the most");
     }
 }

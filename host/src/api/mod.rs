@@ -4,8 +4,11 @@
 pub mod auth;
 mod body;
 mod error;
+mod images;
+mod metrics;
 mod networks;
 pub mod openapi;
+pub mod session;
 mod ssh;
 mod users;
 mod vms;
@@ -27,6 +30,8 @@ pub use auth::Transport;
 pub fn router(den: Arc<Den>) -> Router {
     Router::new()
         .route("/api/v1/host", get(host))
+        .route("/api/v1/host/metrics", get(metrics::host))
+        .route("/api/v1/images", get(images::list))
         .route("/api/v1/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/api/v1/vms", get(vms::list).post(vms::create))
         .route("/api/v1/vms/:name", get(vms::get).delete(vms::delete))
@@ -36,8 +41,10 @@ pub fn router(den: Arc<Den>) -> Router {
         .route("/api/v1/vms/:name/exec", post(vms::exec))
         .route("/api/v1/vms/:name/pause", post(vms::pause))
         .route("/api/v1/vms/:name/resume", post(vms::resume))
+        .route("/api/v1/vms/:name/metrics", get(metrics::vm))
         .route("/api/v1/vms/:name/console", get(vms::console))
         .route("/api/v1/vms/:name/console/ws", get(ws::console))
+        .route("/api/v1/vms/:name/console/ticket", post(session::console_ticket))
         .route("/api/v1/vms/:name/snapshots", get(vms::snapshots).post(vms::snapshot))
         .route("/api/v1/vms/:name/snapshots/:snap", axum::routing::delete(vms::delete_snapshot))
         .route("/api/v1/vms/:name/snapshots/:snap/rollback", post(vms::rollback))
@@ -49,6 +56,7 @@ pub fn router(den: Arc<Den>) -> Router {
         .route("/api/v1/networks/:name", axum::routing::delete(networks::delete))
         .route("/api/v1/login", post(users::login))
         .route("/api/v1/whoami", get(users::whoami))
+        .route("/api/v1/session", get(session::current).post(session::login).delete(session::logout))
         .route("/api/v1/users", get(users::list).post(users::create))
         .route("/api/v1/users/:name", axum::routing::delete(users::delete))
         .route("/api/v1/users/:name/password", axum::routing::put(users::password))
@@ -86,6 +94,8 @@ async fn host(State(den): State<Arc<Den>>) -> Json<serde_json::Value> {
         "kvm": format!("{kvm:?}"),
         "max_cpus": den.limits.max_cpus,
         "max_memory_mib": den.limits.max_memory_mib,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "usage": den.metrics.host_now(),
         "warnings": warnings,
     }))
 }
@@ -116,9 +126,14 @@ async fn cancel_task(
 struct After {
     after: Option<i64>,
     limit: Option<u32>,
+    /// The newest `tail` events instead (still oldest first).
+    tail: Option<u32>,
 }
 
 async fn events(State(den): State<Arc<Den>>, Query(q): Query<After>) -> Result<Json<serde_json::Value>, ApiError> {
-    let ev = den.store.events(q.after.unwrap_or(0), q.limit.unwrap_or(500).min(5000))?;
+    let ev = match q.tail {
+        Some(n) => den.store.recent_events(n.min(5000))?,
+        None => den.store.events(q.after.unwrap_or(0), q.limit.unwrap_or(500).min(5000))?,
+    };
     Ok(Json(serde_json::to_value(ev).unwrap_or_default()))
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
-    user: String,
+    pub(super) user: String,
     password: String,
 }
 
@@ -29,14 +29,19 @@ pub async fn login(
     Extension(transport): Extension<Transport>,
     Body(req): Body<Login>,
 ) -> Result<Json<NewToken>, Response> {
-    let from = match &transport {
+    password_login(&den, &transport, &req).await.map(Json)
+}
+
+/// Checks a password login (audited, rate-limited): a new session token, or the error response.
+pub(super) async fn password_login(den: &Den, transport: &Transport, req: &Login) -> Result<NewToken, Response> {
+    let from = match transport {
         Transport::Remote(addr) => addr.ip().to_string(),
         Transport::Local(c) => format!("local:{}", c.user),
     };
     match den.accounts.login(&den.store, &req.user, &req.password, &from).await {
         Ok(t) => {
             den.event(&req.user, "user.login", &req.user, &from);
-            Ok(Json(t))
+            Ok(t)
         }
         Err(e) => {
             let retry = if let AuthError::RateLimited(d) = &e { Some(d.as_secs().max(1)) } else { None };

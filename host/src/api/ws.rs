@@ -1,5 +1,6 @@
 //! WebSocket endpoints: the serial console (`/vms/{name}/console/ws`: binary frames carry
-//! terminal bytes both ways) and the events stream (`/events/ws?after=N`: one JSON event per
+//! terminal bytes both ways; a text frame `{"resize":{"cols":C,"rows":R}}` sets the guest
+//! console's size through the agent, other text frames are typed as they are) and the events stream (`/events/ws?after=N`: one JSON event per
 //! text frame, first the stored ones after `N`, then live ones as they happen).
 
 use super::{ApiError, Caller};
@@ -27,10 +28,51 @@ pub async fn console(
     };
     let (prefix, stream) = crate::engine::console_stream(&running).await.map_err(|e| VmError::Engine(e.to_string()))?;
     den.event(&caller.user, "vm.console_attached", &vm.spec.name, "");
-    Ok(ws.on_upgrade(move |socket| bridge_console(socket, prefix, stream)))
+    let (size_tx, size_rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(follow_resizes(den, vm, size_rx));
+    Ok(ws.on_upgrade(move |socket| bridge_console(socket, prefix, stream, size_tx)))
 }
 
-async fn bridge_console(socket: WebSocket, prefix: String, stream: tokio::net::UnixStream) {
+/// A terminal size the page asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+struct Size {
+    cols: u16,
+    rows: u16,
+}
+
+#[derive(Deserialize)]
+struct Control {
+    resize: Size,
+}
+
+/// The size in a control frame, if it is one (and a sane one).
+fn resize_of(text: &str) -> Option<Size> {
+    let c: Control = serde_json::from_str(text).ok()?;
+    (c.resize.cols > 0 && c.resize.rows > 0 && c.resize.cols <= 1000 && c.resize.rows <= 1000).then_some(c.resize)
+}
+
+/// Applies the newest asked-for size to the guest's serial console (`stty` through the agent),
+/// until the console session ends. Guests without an agent keep their size.
+async fn follow_resizes(
+    den: Arc<Den>,
+    vm: crate::model::VmRecord,
+    mut sizes: tokio::sync::watch::Receiver<Option<Size>>,
+) {
+    while sizes.changed().await.is_ok() {
+        let Some(Size { cols, rows }) = *sizes.borrow_and_update() else { continue };
+        let Ok(agent) = den.agent(&vm).await else { return };
+        let stty = format!("stty -F /dev/ttyS0 rows {rows} cols {cols} 2>/dev/null || busybox stty -F /dev/ttyS0 rows {rows} cols {cols}");
+        let out = agent.exec_output(&["sh", "-c", &stty], bytes::Bytes::new()).await;
+        tracing::debug!(vm = %vm.spec.name, cols, rows, ok = out.is_ok(), "console resize");
+    }
+}
+
+async fn bridge_console(
+    socket: WebSocket,
+    prefix: String,
+    stream: tokio::net::UnixStream,
+    sizes: tokio::sync::watch::Sender<Option<Size>>,
+) {
     let (mut tx, mut rx) = socket.split();
     let (mut rd, mut wr) = stream.into_split();
     if !prefix.is_empty() && tx.send(Message::Binary(prefix.into_bytes())).await.is_err() {
@@ -54,7 +96,13 @@ async fn bridge_console(socket: WebSocket, prefix: String, stream: tokio::net::U
         while let Some(Ok(msg)) = rx.next().await {
             let bytes = match msg {
                 Message::Binary(b) => b,
-                Message::Text(t) => t.into_bytes(),
+                Message::Text(t) => match resize_of(&t) {
+                    Some(size) => {
+                        let _ = sizes.send(Some(size));
+                        continue;
+                    }
+                    None => t.into_bytes(),
+                },
                 Message::Close(_) => break,
                 Message::Ping(_) | Message::Pong(_) => continue,
             };
@@ -131,4 +179,17 @@ async fn stream_events(den: Arc<Den>, after: i64, mut socket: WebSocket) {
 
 async fn send_event(socket: &mut WebSocket, e: &crate::store::Event) -> Result<(), axum::Error> {
     socket.send(Message::Text(serde_json::to_string(e).unwrap_or_default())).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resize_frames_are_recognised() {
+        assert_eq!(resize_of(r#"{"resize":{"cols":120,"rows":40}}"#), Some(Size { cols: 120, rows: 40 }));
+        assert_eq!(resize_of(r#"{"resize":{"cols":0,"rows":40}}"#), None);
+        assert_eq!(resize_of(r#"{"resize":{"cols":70000,"rows":40}}"#), None, "not a u16");
+        assert_eq!(resize_of("ls -l\n"), None, "typed text stays text");
+    }
 }

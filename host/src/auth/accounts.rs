@@ -71,6 +71,8 @@ pub struct NewToken {
 #[derive(Default)]
 pub struct Accounts {
     limiter: Limiter,
+    /// One-shot console tickets for browsers.
+    pub tickets: super::ticket::Tickets,
 }
 
 impl Accounts {

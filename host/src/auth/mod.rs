@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod limiter;
 pub mod password;
 pub mod sshkey;
+pub mod ticket;
 pub mod token;
 
 pub use accounts::{Accounts, AuthError, NewToken};

@@ -104,6 +104,10 @@ pub fn spawn(mut cmd: std::process::Command, what: &str, log: &Path) -> Result<P
 struct Stat {
     state: char,
     start_time: u64,
+    /// User plus system CPU time, in clock ticks.
+    cpu_ticks: u64,
+    /// Resident set size, in pages.
+    rss_pages: u64,
 }
 
 /// Parses a `/proc/<pid>/stat` line: the command name (field 2) is in parentheses and may hold
@@ -111,10 +115,16 @@ struct Stat {
 fn parse_stat(text: &str) -> Option<Stat> {
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // fields[0] is field 3 (state); field 22 (starttime) is fields[19].
+    // fields[0] is field 3 (state); utime and stime (14, 15) are fields[11..13], starttime (22)
+    // is fields[19], rss (24) is fields[21].
+    let num = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
     let state = fields.first()?.chars().next()?;
-    let start_time = fields.get(19)?.parse().ok()?;
-    Some(Stat { state, start_time })
+    Some(Stat {
+        state,
+        start_time: num(19)?,
+        cpu_ticks: num(11)?.saturating_add(num(12)?),
+        rss_pages: num(21).unwrap_or(0),
+    })
 }
 
 fn stat(pid: i32) -> Option<Stat> {
@@ -124,6 +134,15 @@ fn stat(pid: i32) -> Option<Stat> {
 /// The start time of process `pid`, if it exists.
 pub fn start_time(pid: i32) -> Option<u64> {
     stat(pid).map(|s| s.start_time)
+}
+
+/// CPU time used so far (clock ticks) and resident memory (bytes) of the process `p`, when it
+/// is still the same process.
+pub fn usage(p: Proc) -> Option<(u64, u64)> {
+    let s = stat(p.pid).filter(|s| s.start_time == p.start_time)?;
+    // SAFETY: sysconf has no preconditions.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    Some((s.cpu_ticks, s.rss_pages.saturating_mul(page)))
 }
 
 /// The process exists, is not a zombie, and is the one that started at `start_time`.
@@ -265,7 +284,8 @@ mod tests {
     #[test]
     fn stat_fields_are_counted_after_the_last_parenthesis() {
         let line = "1234 (a) b) (c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
-        assert_eq!(parse_stat(line), Some(Stat { state: 'S', start_time: 987654 }));
+        let want = Stat { state: 'S', start_time: 987654, cpu_ticks: 3, rss_pages: 10 };
+        assert_eq!(parse_stat(line), Some(want));
         assert_eq!(parse_stat("1 (x) S 1"), None);
         assert_eq!(parse_stat("garbage"), None);
     }

@@ -41,20 +41,30 @@ impl Store {
         let mut stmt = conn.prepare_cached(
             "SELECT seq, time, user, kind, target, detail FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
-        let v = stmt
-            .query_map(params![after_seq, limit], |r| {
-                Ok(Event {
-                    seq: r.get(0)?,
-                    time: r.get(1)?,
-                    user: r.get(2)?,
-                    kind: r.get(3)?,
-                    target: r.get(4)?,
-                    detail: r.get(5)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
+        let v = stmt.query_map(params![after_seq, limit], row)?.collect::<Result<_, _>>()?;
         Ok(v)
     }
+
+    /// The newest `n` events, oldest first.
+    pub fn recent_events(&self, n: u32) -> Result<Vec<Event>, StoreError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT seq, time, user, kind, target, detail FROM events ORDER BY seq DESC LIMIT ?1")?;
+        let mut v: Vec<Event> = stmt.query_map(params![n], row)?.collect::<Result<_, _>>()?;
+        v.reverse();
+        Ok(v)
+    }
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        seq: r.get(0)?,
+        time: r.get(1)?,
+        user: r.get(2)?,
+        kind: r.get(3)?,
+        target: r.get(4)?,
+        detail: r.get(5)?,
+    })
 }
 
 #[cfg(test)]
@@ -71,5 +81,7 @@ mod tests {
         assert_eq!(all.len(), 5);
         let later = s.events(all[2].seq, 100).unwrap();
         assert_eq!(later.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(), ["vm3", "vm4"]);
+        let tail = s.recent_events(2).unwrap();
+        assert_eq!(tail, later, "the newest, oldest first");
     }
 }

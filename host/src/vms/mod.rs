@@ -83,6 +83,8 @@ pub struct Den {
     pub net: Net,
     /// Users, logins and tokens.
     pub accounts: crate::auth::Accounts,
+    /// Usage graphs of the host and the VMs.
+    pub metrics: crate::metrics::Metrics,
     /// The SSH gateway's public key (set at start), installed in guests for their sshd.
     pub gateway_key: std::sync::OnceLock<String>,
     events: broadcast::Sender<Event>,
@@ -106,6 +108,7 @@ impl Den {
             limits,
             net,
             accounts: Default::default(),
+            metrics: Default::default(),
             gateway_key: Default::default(),
             events,
             expected_exit: Mutex::new(HashMap::new()),

@@ -1,0 +1,24 @@
+//! `/api/v1/images`: what VMs can be made from.
+
+use super::ApiError;
+use crate::vms::{Den, VmError};
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// `GET /api/v1/images`: the images VMs can be made from, with their root disk size.
+pub async fn list(State(den): State<Arc<Den>>) -> Result<Json<Value>, ApiError> {
+    let store = den_images::Store::open(&den.paths.images).map_err(|e| VmError::Images(e.to_string()))?;
+    let images = store.images().map_err(|e| VmError::Images(e.to_string()))?;
+    let list: Vec<Value> = images
+        .into_iter()
+        .map(|i| {
+            let root = i.artifacts.get("rootfs").and_then(|d| store.get(d, false).ok());
+            let root_mib = root.and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len().div_ceil(1 << 20));
+            json!({"name": i.name, "kernel_release": i.kernel_release, "built": i.built,
+                   "root_disk_mib": root_mib})
+        })
+        .collect();
+    Ok(Json(Value::Array(list)))
+}

@@ -1,0 +1,100 @@
+// Users (admins only): add with a role and password, change roles, remove.
+
+import { useState } from 'preact/hooks';
+import { api } from '../api';
+import type { Role } from '../session';
+import { ErrorLine, Field, useAction, useLoad } from '../ui';
+
+interface User {
+  name: string;
+  role: Role | null;
+  has_password: boolean;
+  grants: Record<string, Role>;
+}
+
+/** The users page. */
+export function Users() {
+  const users = useLoad(() => api<User[]>('GET', '/users'), []);
+  const [name, setName] = useState('');
+  const [password, setPassword] = useState('');
+  const [role, setRole] = useState<string>('viewer');
+  const { errors, error, run } = useAction();
+  const act = async (f: () => Promise<unknown>) => {
+    const ok = await run(f);
+    users.reload();
+    return ok;
+  };
+  const add = async (e: Event) => {
+    e.preventDefault();
+    const body = { name, password: password || undefined, role: role || null };
+    if (await act(() => api('POST', '/users', body))) {
+      setName('');
+      setPassword('');
+    }
+  };
+  return (
+    <div>
+      <h2>Users</h2>
+      <ErrorLine error={users.error ?? error} />
+      <table class="list">
+        <thead>
+          <tr>
+            <th>User</th>
+            <th>Role</th>
+            <th>Grants</th>
+            <th />
+          </tr>
+        </thead>
+        <tbody>
+          {(users.data ?? []).map((u) => (
+            <tr>
+              <td>{u.name}</td>
+              <td>
+                <select
+                  aria-label={`Role of ${u.name}`}
+                  value={u.role ?? ''}
+                  onChange={(e) => act(() => api('PUT', `/users/${u.name}/role`, { role: e.currentTarget.value || null }))}
+                >
+                  <option value="">none</option>
+                  <option value="viewer">viewer</option>
+                  <option value="operator">operator</option>
+                  <option value="admin">admin</option>
+                </select>
+              </td>
+              <td>
+                {Object.entries(u.grants)
+                  .map(([vm, r]) => `${r} on ${vm}`)
+                  .join(', ') || '-'}
+              </td>
+              <td>
+                <button type="button" class="danger" onClick={() => confirm(`Remove user ${u.name}?`) && act(() => api('DELETE', `/users/${u.name}`))}>
+                  Remove
+                </button>
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <form class="card form" onSubmit={add} noValidate>
+        <h3>Add a user</h3>
+        <Field label="Name" error={errors.name}>
+          <input name="new-user" value={name} onInput={(e) => setName(e.currentTarget.value)} />
+        </Field>
+        <Field label="Password" error={errors.password} hint="optional: without one, the user logs in with SSH keys or tokens">
+          <input name="new-password" type="password" autocomplete="new-password" value={password} onInput={(e) => setPassword(e.currentTarget.value)} />
+        </Field>
+        <Field label="Role" error={errors.role}>
+          <select name="new-role" value={role} onChange={(e) => setRole(e.currentTarget.value)}>
+            <option value="">none (grants only)</option>
+            <option value="viewer">viewer</option>
+            <option value="operator">operator</option>
+            <option value="admin">admin</option>
+          </select>
+        </Field>
+        <button class="primary" type="submit">
+          Add user
+        </button>
+      </form>
+    </div>
+  );
+}
