@@ -20,7 +20,8 @@ fn main() {
     }
 }
 
-/// `npm ci` when `package-lock.json` is newer than what is installed, then type-check and bundle.
+/// Installs the locked packages when `package-lock.json` is newer than what is installed, then
+/// type-checks and bundles.
 fn build_web(out: &Path) -> PathBuf {
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
     for f in ["src", "index.html", "package.json", "package-lock.json", "vite.config.ts", "tsconfig.json"] {
@@ -30,7 +31,11 @@ fn build_web(out: &Path) -> PathBuf {
     let installed = web.join("node_modules/.package-lock.json");
     let _guard = FileLock::take(&web.join(".build-lock"));
     if modified(&installed) < modified(&lock) {
-        run(Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]).current_dir(&web));
+        // The versions pinned by the lock file, like `npm ci`, but tolerant of optional
+        // platform packages (rollup's, for other systems) that a registry mirror may not carry
+        // and that the lock file therefore does not list: `npm ci` refuses such a lock file.
+        let args = ["install", "--no-save", "--no-audit", "--no-fund", "--loglevel=error"];
+        run(Command::new("npm").args(args).current_dir(&web));
     }
     let dist = out.join("web-dist");
     run(Command::new(web.join("node_modules/.bin/tsc")).args(["--noEmit", "-p", "."]).current_dir(&web));
@@ -57,7 +62,7 @@ fn run(cmd: &mut Command) {
     }
 }
 
-/// An exclusive lock on a file, so that two builds never run `npm ci` in one folder at once.
+/// An exclusive lock on a file, so that two builds never install packages in one folder at once.
 struct FileLock {
     _file: fs::File,
 }

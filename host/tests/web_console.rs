@@ -170,6 +170,20 @@ fn the_web_console_in_chromium() {
     for kind in ["vm.created", "vm.started", "vm.console_attached", "vm.stopped", "vm.deleted"] {
         assert!(by_ada(kind), "{kind} by ada");
     }
+    // A user with a grant on one VM only follows that VM's events, and no one else's.
+    add_user(&d, "gus", "gus-password-1", "viewer");
+    let (code, resp) = d.api("PUT", "/api/v1/users/gus/role", br#"{"role": null}"#);
+    assert_eq!(code, 200, "{resp}");
+    let (code, resp) = d.api("PUT", "/api/v1/users/gus/grants/keep1", br#"{"role": "viewer"}"#);
+    assert_eq!(code, 200, "{resp}");
+    let (code, login, _) =
+        d.https("POST", "/api/v1/login", None, Some(r#"{"user":"gus","password":"gus-password-1"}"#));
+    assert_eq!(code, 200, "{login}");
+    let (code, seen, _) = d.https("GET", "/api/v1/events?limit=5000", login["token"].as_str(), None);
+    assert_eq!(code, 200, "{seen}");
+    let targets: Vec<&str> = seen.as_array().into_iter().flatten().filter_map(|e| e["target"].as_str()).collect();
+    assert!(!targets.is_empty() && targets.iter().all(|t| *t == "keep1"), "only keep1's events: {targets:?}");
+
     let n = std::fs::read_dir(&shots).map(|r| r.count()).unwrap_or(0);
     assert!(n >= 20, "screenshots of each page on desktop and phone: {n} in {}", shots.display());
 }

@@ -72,6 +72,7 @@ async function shot(page, name) {
 }
 
 async function login(page, user, password) {
+  await browser.clearCookies();
   await page.goto(URL + '/');
   await page.fill('input[name=user]', user);
   await page.fill('input[name=password]', password);
@@ -170,6 +171,17 @@ test('an admin creates a VM, sees it run, uses its console, stops and deletes it
   const size = await page.getAttribute('.term', 'data-size');
   await consoleRun(page, 'stty size', size);
   await shot(page, '07-console');
+  // Paste from the clipboard, and a reconnect by hand: the console keeps working.
+  await browser.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: URL });
+  await page.evaluate(() => navigator.clipboard.writeText('echo pasted-$((40+2))'));
+  await page.click('.console-bar >> text=Paste');
+  await page.waitForFunction(() => (document.querySelector('.xterm-rows')?.textContent ?? '').includes('pasted-$((40+2))'));
+  await page.click('.term');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => (document.querySelector('.xterm-rows')?.textContent ?? '').includes('pasted-42'));
+  await page.click('.console-bar >> text=Reconnect');
+  await page.waitForSelector('.console-status >> text=connected');
+  await consoleRun(page, 'echo again-$((1+1))', 'again-2');
   // Resize the page: the guest learns the new size.
   await page.setViewportSize({ width: 900, height: 700 });
   await page.waitForFunction((old) => document.querySelector('.term')?.getAttribute('data-size') !== old, size);
@@ -200,6 +212,15 @@ test('an admin creates a VM, sees it run, uses its console, stops and deletes it
   await page.waitForURL(/#\/vms$/);
   await page.waitForFunction((vm) => !document.querySelector(`tr[data-vm=${vm}]`), VM, { timeout: LONG });
   assert.equal(await page.evaluate(() => window.__noReload), true, 'still no reload');
+
+  // Access to one VM, given on the users page.
+  await page.click('nav >> text=Users');
+  await page.waitForSelector('select[name=grant-vm] option[value=' + VIEWED + ']', { state: 'attached' });
+  await page.selectOption('select[name=grant-user]', VIEWER);
+  await page.selectOption('select[name=grant-vm]', VIEWED);
+  await page.selectOption('select[name=grant-role]', 'viewer');
+  await page.click('text=Set access');
+  await page.waitForSelector(`text=viewer on ${VIEWED}`);
 
   // The admin pages.
   for (const [nav, name, sel] of [

@@ -64,7 +64,10 @@ pub fn need(method: &Method, path: &str) -> Need {
         ["vms", name, "console", "ws"] => Need::Vm(name.to_string(), Role::Operator),
         ["vms", name, ..] => Need::Vm(name.to_string(), if read { Role::Viewer } else { Role::Operator }),
         ["tasks", _, "cancel"] => Need::Global(Role::Operator),
-        ["tasks", ..] | ["events", ..] => Need::Global(Role::Viewer),
+        ["tasks", ..] => Need::Global(Role::Viewer),
+        // Everyone may follow events, but sees only those about VMs they may see
+        // ([`EventFilter`]) unless they are a viewer of everything.
+        ["events", ..] => Need::Anyone,
         ["users", name, "password"] | ["users", name, "keys", ..] => Need::SelfOrAdmin(name.to_string()),
         _ => Need::Global(Role::Admin),
     }
@@ -112,6 +115,44 @@ impl From<AuthError> for ApiError {
                 ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", format!("{}: {}", f.field, f.message))
             },
             AuthError::Store(s) => ApiError::from(s),
+        }
+    }
+}
+
+/// Which events a caller may see: all of them for viewers of everything; for others, the events
+/// about VMs they have a role on (and the deletion of one they saw before).
+pub struct EventFilter {
+    caller: Caller,
+    everything: bool,
+    seen: std::collections::HashSet<String>,
+}
+
+impl EventFilter {
+    /// The filter for `caller`.
+    pub fn new(caller: &Caller) -> EventFilter {
+        let capped = caller.token.as_ref().is_some_and(|t| t.vms.is_some());
+        EventFilter {
+            caller: caller.clone(),
+            everything: caller.has(Role::Viewer) && !capped,
+            seen: Default::default(),
+        }
+    }
+
+    /// Whether the caller may see `e`.
+    pub fn allows(&mut self, den: &Den, e: &crate::store::Event) -> bool {
+        if self.everything {
+            return true;
+        }
+        if !e.kind.starts_with("vm.") {
+            return false;
+        }
+        match den.store.vm(&e.target) {
+            Ok(vm) if self.caller.role_on(&vm.id, &vm.spec.name, &vm.owner).is_some() => {
+                self.seen.insert(vm.spec.name);
+                true
+            }
+            Ok(_) => false,
+            Err(_) => e.kind == "vm.deleted" && self.seen.remove(&e.target),
         }
     }
 }
@@ -210,7 +251,7 @@ mod tests {
         assert_eq!(n(Method::POST, "/api/v1/tokens"), Need::Anyone);
         assert_eq!(n(Method::DELETE, "/api/v1/tokens/abc"), Need::Anyone, "the handler checks ownership");
         assert_eq!(n(Method::GET, "/api/v1/tasks/x"), Need::Global(Role::Viewer));
-        assert_eq!(n(Method::GET, "/api/v1/events/ws"), Need::Global(Role::Viewer));
+        assert_eq!(n(Method::GET, "/api/v1/events/ws"), Need::Anyone, "filtered by EventFilter");
         assert_eq!(n(Method::GET, "/api/v1/vms/web1/console/ws"), Need::Vm("web1".into(), Role::Operator));
         assert_eq!(n(Method::POST, "/api/v1/session"), Need::Public, "logging in");
         assert_eq!(n(Method::GET, "/api/v1/session"), Need::Anyone);

@@ -130,10 +130,16 @@ struct After {
     tail: Option<u32>,
 }
 
-async fn events(State(den): State<Arc<Den>>, Query(q): Query<After>) -> Result<Json<serde_json::Value>, ApiError> {
-    let ev = match q.tail {
+async fn events(
+    State(den): State<Arc<Den>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Query(q): Query<After>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut ev = match q.tail {
         Some(n) => den.store.recent_events(n.min(5000))?,
         None => den.store.events(q.after.unwrap_or(0), q.limit.unwrap_or(500).min(5000))?,
     };
+    let mut filter = auth::EventFilter::new(&caller);
+    ev.retain(|e| filter.allows(&den, e));
     Ok(Json(serde_json::to_value(ev).unwrap_or_default()))
 }

@@ -225,12 +225,19 @@ const OPS: &[Op] = &[
     op(
         "get",
         "/api/v1/events",
-        "The events log (`?after=&limit=`, or the newest with `?tail=N`)",
-        "viewer",
+        "The events log (`?after=&limit=`, or the newest with `?tail=N`); non-viewers see their VMs' only",
+        "anyone",
         None,
         (200, "events"),
     ),
-    op("get", "/api/v1/events/ws", "WebSocket: events after `?after=N`, then live", "viewer", None, (101, "WebSocket")),
+    op(
+        "get",
+        "/api/v1/events/ws",
+        "WebSocket: events after `?after=N`, then live (filtered like the log)",
+        "anyone",
+        None,
+        (101, "WebSocket"),
+    ),
     op("get", "/api/v1/openapi.json", "This document", "public", None, (200, "OpenAPI 3.1")),
 ];
 

@@ -126,11 +126,17 @@ pub struct After {
 }
 
 /// `GET /api/v1/events/ws?after=N`: stored events after sequence number `N`, then live ones.
-pub async fn events(State(den): State<Arc<Den>>, Query(q): Query<After>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| stream_events(den, q.after, socket))
+pub async fn events(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<After>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let filter = super::auth::EventFilter::new(&caller);
+    ws.on_upgrade(move |socket| stream_events(den, q.after, filter, socket))
 }
 
-async fn stream_events(den: Arc<Den>, after: i64, mut socket: WebSocket) {
+async fn stream_events(den: Arc<Den>, after: i64, mut filter: super::auth::EventFilter, mut socket: WebSocket) {
     // Subscribed before reading the backlog, so nothing falls between the two.
     let mut live = den.subscribe();
     let mut last = after;
@@ -139,7 +145,7 @@ async fn stream_events(den: Arc<Den>, after: i64, mut socket: WebSocket) {
         let n = batch.len();
         for e in batch {
             last = e.seq;
-            if send_event(&mut socket, &e).await.is_err() {
+            if filter.allows(&den, &e) && send_event(&mut socket, &e).await.is_err() {
                 return;
             }
         }
@@ -152,7 +158,7 @@ async fn stream_events(den: Arc<Den>, after: i64, mut socket: WebSocket) {
             ev = live.recv() => match ev {
                 Ok(e) if e.seq > last => {
                     last = e.seq;
-                    if send_event(&mut socket, &e).await.is_err() {
+                    if filter.allows(&den, &e) && send_event(&mut socket, &e).await.is_err() {
                         return;
                     }
                 }
@@ -162,7 +168,7 @@ async fn stream_events(den: Arc<Den>, after: i64, mut socket: WebSocket) {
                     let Ok(batch) = den.store.events(last, 5000) else { return };
                     for e in batch {
                         last = e.seq;
-                        if send_event(&mut socket, &e).await.is_err() {
+                        if filter.allows(&den, &e) && send_event(&mut socket, &e).await.is_err() {
                             return;
                         }
                     }

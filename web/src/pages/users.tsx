@@ -1,7 +1,8 @@
-// Users (admins only): add with a role and password, change roles, remove.
+// Users (admins only): add with a role and password, change roles, grant roles on single VMs,
+// remove.
 
 import { useState } from 'preact/hooks';
-import { api } from '../api';
+import { api, type Vm } from '../api';
 import type { Role } from '../session';
 import { ErrorLine, Field, useAction, useLoad } from '../ui';
 
@@ -95,6 +96,56 @@ export function Users() {
           Add user
         </button>
       </form>
+      <Grant users={(users.data ?? []).map((u) => u.name)} onDone={users.reload} />
     </div>
+  );
+}
+
+/** Gives a user a role on one VM, or takes it back. */
+function Grant(props: { users: string[]; onDone: () => void }) {
+  const vms = useLoad(() => api<Vm[]>('GET', '/vms'), []);
+  const [user, setUser] = useState('');
+  const [vm, setVm] = useState('');
+  const [role, setRole] = useState('operator');
+  const { errors, error, run } = useAction();
+  const who = user || props.users[0] || '';
+  const which = vm || vms.data?.[0]?.spec.name || '';
+  const grant = async (e: Event) => {
+    e.preventDefault();
+    await run(() => api('PUT', `/users/${encodeURIComponent(who)}/grants/${encodeURIComponent(which)}`, { role: role || null }));
+    props.onDone();
+  };
+  return (
+    <form class="card form" onSubmit={grant} noValidate>
+      <h3>Access to one VM</h3>
+      <div class="row">
+        <Field label="User" error={errors.user}>
+          <select name="grant-user" value={who} onChange={(e) => setUser(e.currentTarget.value)}>
+            {props.users.map((u) => (
+              <option value={u}>{u}</option>
+            ))}
+          </select>
+        </Field>
+        <Field label="VM" error={errors.vm}>
+          <select name="grant-vm" value={which} onChange={(e) => setVm(e.currentTarget.value)}>
+            {(vms.data ?? []).map((v) => (
+              <option value={v.spec.name}>{v.spec.name}</option>
+            ))}
+          </select>
+        </Field>
+        <Field label="Role" error={errors.role}>
+          <select name="grant-role" value={role} onChange={(e) => setRole(e.currentTarget.value)}>
+            <option value="viewer">viewer</option>
+            <option value="operator">operator</option>
+            <option value="admin">admin</option>
+            <option value="">none (revoke)</option>
+          </select>
+        </Field>
+      </div>
+      <ErrorLine error={error ?? vms.error} />
+      <button type="submit" disabled={!who || !which}>
+        Set access
+      </button>
+    </form>
   );
 }
