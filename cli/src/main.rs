@@ -4,6 +4,7 @@
 
 mod client;
 mod console;
+mod docker;
 mod doctor;
 mod events;
 mod image;
@@ -69,6 +70,9 @@ enum Cmd {
     /// The SSH gateway: sessions and their recordings.
     #[command(subcommand)]
     Ssh(ssh::SshCmd),
+    /// The Docker bridge: status, and the `den` context for the docker CLI.
+    #[command(subcommand)]
+    Docker(docker::DockerCmd),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
         Cmd::Event(c) => events::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
         Cmd::Task(c) => task::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
         Cmd::Ssh(c) => ssh::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
+        Cmd::Docker(c) => docker::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
     };
     match res {
         Ok(code) => code,

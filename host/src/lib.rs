@@ -15,6 +15,8 @@
 
 pub mod api;
 pub mod auth;
+pub mod config;
+pub mod docker;
 pub mod engine;
 pub mod metrics;
 pub mod model;

@@ -31,6 +31,9 @@ struct Cli {
     /// SSH gateway address (`ssh VM@host -p 2222`); `off` disables it.
     #[arg(long, env = "DEN_SSH_LISTEN", default_value = "0.0.0.0:2222")]
     ssh_listen: String,
+    /// Den's configuration file (every key optional; a missing file means the defaults).
+    #[arg(long, env = "DEN_CONFIG", default_value = "/etc/den/den.toml")]
+    config: PathBuf,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -67,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
+    let cfg = den_host::config::load(&cli.config).map_err(|e| anyhow::anyhow!("--config: {e}"))?;
     let run = cli.run_dir.clone().unwrap_or_else(|| {
         if cli.data_dir == std::path::Path::new("/var/lib/den") {
             "/run/den".into()
@@ -88,6 +92,14 @@ async fn main() -> anyhow::Result<()> {
     let unix = den_host::server::bind_unix(&paths.socket()).await?;
     den.reconcile().await.context("reconciling the state left by the previous dend")?;
     tokio::spawn(den_host::metrics::run(den.clone()));
+    if cfg.docker.enabled {
+        let path = den_host::docker::socket_path(&cfg.docker, &paths.run);
+        let listener = den_host::docker::bind(&path)
+            .with_context(|| format!("binding the Docker socket {} ([docker] socket)", path.display()))?;
+        tracing::info!(socket = %path.display(), "Docker socket listening");
+        let _ = den.docker.set(den_host::docker::Status::new(&cfg.docker, &path));
+        tokio::spawn(den_host::docker::serve(den_host::docker::Bridge::new(den.clone(), &cfg.docker), listener));
+    }
     if cli.listen != "off" {
         let tls = den_host::tls::server_config(&paths.data).context("loading dend's TLS certificate")?;
         let tcp = bind_recorded(&cli.listen, "--listen", &paths.run.join("https.addr")).await?;

@@ -36,8 +36,18 @@ impl Dend {
         Dend::start_with(bin, Some(ns.name.clone()))
     }
 
+    /// Like [`Dend::start_in`], with `config` as its `den.toml`.
+    pub fn start_in_with_config(bin: &Path, ns: &crate::netns::NetNs, config: &str) -> Dend {
+        Dend::start_configured(bin, Some(ns.name.clone()), config)
+    }
+
     fn start_with(bin: &Path, netns: Option<String>) -> Dend {
+        Dend::start_configured(bin, netns, "")
+    }
+
+    fn start_configured(bin: &Path, netns: Option<String>, config: &str) -> Dend {
         let dir = tempfile::Builder::new().prefix("dend-test-").tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("den.toml"), config).expect("den.toml");
         let mut d = Dend { child: None, bin: bin.into(), dir, pids: Default::default(), netns };
         d.spawn();
         d
@@ -60,6 +70,8 @@ impl Dend {
             .arg("--image-store")
             .arg(images::download_cache().join("test-store"))
             .args(["--listen", "127.0.0.1:0", "--ssh-listen", "127.0.0.1:0"])
+            .arg("--config")
+            .arg(self.dir.path().join("den.toml"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -5,6 +5,7 @@
 //! ends (`PR_SET_PDEATHSIG`), so no VM outlives its test.
 
 pub mod dend;
+pub mod docker;
 pub mod guest;
 pub mod images;
 pub mod lab;

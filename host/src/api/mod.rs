@@ -3,6 +3,7 @@
 
 pub mod auth;
 mod body;
+mod docker;
 mod error;
 mod images;
 mod metrics;
@@ -32,6 +33,7 @@ pub fn router(den: Arc<Den>) -> Router {
         .route("/api/v1/host", get(host))
         .route("/api/v1/host/metrics", get(metrics::host))
         .route("/api/v1/images", get(images::list))
+        .route("/api/v1/docker", get(docker::status))
         .route("/api/v1/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/api/v1/vms", get(vms::list).post(vms::create))
         .route("/api/v1/vms/:name", get(vms::get).delete(vms::delete))

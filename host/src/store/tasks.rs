@@ -21,7 +21,8 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
-    fn as_str(self) -> &'static str {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
         match self {
             TaskStatus::Running => "running",
             TaskStatus::Ok => "ok",

@@ -85,6 +85,8 @@ pub struct Den {
     pub accounts: crate::auth::Accounts,
     /// Usage graphs of the host and the VMs.
     pub metrics: crate::metrics::Metrics,
+    /// The Docker bridge's settings, when it is on (set at start).
+    pub docker: std::sync::OnceLock<crate::docker::Status>,
     /// The SSH gateway's public key (set at start), installed in guests for their sshd.
     pub gateway_key: std::sync::OnceLock<String>,
     events: broadcast::Sender<Event>,
@@ -109,6 +111,7 @@ impl Den {
             net,
             accounts: Default::default(),
             metrics: Default::default(),
+            docker: Default::default(),
             gateway_key: Default::default(),
             events,
             expected_exit: Mutex::new(HashMap::new()),

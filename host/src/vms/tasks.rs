@@ -112,6 +112,25 @@ impl Den {
         self.event(user, "task.cancel_requested", &task.target, &format!("{} {id}", task.kind));
         Ok(())
     }
+
+    /// Waits until task `id` ends, at most `limit`: `Ok` when it succeeded, else why not.
+    pub async fn wait_task(&self, id: &str, limit: std::time::Duration) -> Result<(), String> {
+        let start = std::time::Instant::now();
+        loop {
+            let task = self.store.task(id).map_err(|e| e.to_string())?;
+            match task.status {
+                TaskStatus::Ok => return Ok(()),
+                TaskStatus::Failed | TaskStatus::Cancelled => {
+                    let why = task.error.unwrap_or_else(|| task.status.as_str().to_string());
+                    return Err(format!("{} {} failed: {why}", task.kind, task.target));
+                }
+                TaskStatus::Running if start.elapsed() > limit => {
+                    return Err(format!("{} {} did not finish within {limit:?}", task.kind, task.target));
+                }
+                TaskStatus::Running => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

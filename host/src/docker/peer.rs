@@ -1,0 +1,25 @@
+//! Who is on the other end of the Docker socket: the Unix user from the connection's peer
+//! credentials, mapped to the Den user of the same name. Root (and dend's own user) is the
+//! local admin.
+
+use crate::auth::Caller;
+use crate::vms::Den;
+use tokio::net::UnixStream;
+
+/// The Den identity of the socket's peer, or why it has none (shown to the `docker` CLI).
+pub fn identify(den: &Den, stream: &UnixStream) -> Result<Caller, String> {
+    let cred = stream.peer_cred().map_err(|e| format!("cannot read the caller's credentials: {e}"))?;
+    let uid = cred.uid();
+    // SAFETY: geteuid has no preconditions.
+    if uid == 0 || uid == unsafe { libc::geteuid() } {
+        return Ok(Caller::local_admin("root"));
+    }
+    let name = nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .ok_or_else(|| format!("uid {uid} has no user name on this host, so it maps to no Den user"))?;
+    den.accounts.caller(&den.store, &name).map_err(|_| {
+        format!("the Unix user `{name}` (uid {uid}) is not a Den user; an admin adds one with `den user add {name} --role operator`")
+    })
+}

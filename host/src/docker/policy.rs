@@ -1,0 +1,386 @@
+//! The Docker policy: what a request may not ask of the sandbox, decided by reading its body.
+//! Path filters do not stop `"Privileged": true`, so the bodies of container create and update,
+//! exec create and volume create are parsed, and build queries read. Bodies that are missing,
+//! not JSON, or not an object are refused, never forwarded (CVE-2024-41110 was an authorization
+//! bypass through an empty body). Keys are matched the way dockerd's Go decoder matches them:
+//! case-insensitively with Unicode simple folding (`ſ` is `s`, the Kelvin sign is `k`), and a
+//! dangerous value under any spelling is refused. An admin can relax single rules by name.
+
+use super::endpoint::Endpoint;
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+
+/// Why a request was refused: the rule (its name in the config) and a message for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The rule's name (`privileged`, `host-binds`, ...; `body` for malformed bodies).
+    pub rule: &'static str,
+    /// What was refused and why, and how to allow it.
+    pub message: String,
+}
+
+/// Every rule an admin can relax (`[docker] allow = [...]`).
+pub const RULES: [&str; 14] = [
+    "privileged",
+    "host-namespaces",
+    "capabilities",
+    "devices",
+    "security-opt",
+    "sysctls",
+    "cgroup-parent",
+    "runtime",
+    "privileged-exec",
+    "bind-volumes",
+    "host-binds",
+    "volumes-from",
+    "plugins",
+    "swarm",
+];
+
+/// Capabilities a container may add: Docker's defaults and a few that reach nothing outside it.
+const CAPS_ALLOWED: [&str; 17] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+    "NET_BROADCAST",
+    "LEASE",
+    "SYS_NICE",
+];
+
+/// The namespace modes that, set to `host`, share the sandbox's namespace.
+const NAMESPACE_MODES: [&str; 6] = ["PidMode", "NetworkMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode"];
+
+/// The policy: rules relaxed by the admin and the host folders shared into the sandbox.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Rule names that are not enforced.
+    pub relaxed: BTreeSet<String>,
+    /// Host folders shared into the sandbox (at the same path), which binds may use.
+    pub shared: Vec<PathBuf>,
+}
+
+/// Whether `endpoint`'s request body must be read and checked before forwarding.
+pub fn inspects_body(endpoint: &Endpoint) -> bool {
+    matches!(
+        endpoint,
+        Endpoint::ContainerCreate | Endpoint::ContainerUpdate | Endpoint::ExecCreate | Endpoint::VolumeCreate
+    )
+}
+
+/// Whether `key` is `name` for Go's JSON decoder (case-insensitive, with simple folding).
+pub fn go_key_matches(key: &str, name: &str) -> bool {
+    let fold = |c: char| match c {
+        '\u{17F}' => 's',
+        '\u{212A}' => 'k',
+        c => c.to_ascii_lowercase(),
+    };
+    key.chars().map(fold).eq(name.chars().map(|c| c.to_ascii_lowercase()))
+}
+
+/// Every value stored under a spelling of `name` in `obj`.
+fn fields<'a>(obj: &'a Map<String, Value>, name: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    obj.iter().filter(move |(k, _)| go_key_matches(k, name)).map(|(_, v)| v)
+}
+
+fn refuse(rule: &'static str, what: impl std::fmt::Display) -> Refusal {
+    let how = if rule == "body" || rule == "host-binds" {
+        String::new()
+    } else {
+        format!("; an admin can allow it with `allow = [\"{rule}\"]` under `[docker]` in /etc/den/den.toml")
+    };
+    Refusal { rule, message: format!("refused by Den's Docker policy: {what}{how}") }
+}
+
+fn malformed(what: impl std::fmt::Display) -> Refusal {
+    refuse("body", format!("{what}; the request was not forwarded"))
+}
+
+/// A JSON value that must be a bool (or null): true, false, or a refusal when it is neither.
+fn flag(v: &Value, field: &str) -> Result<bool, Refusal> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::Null => Ok(false),
+        _ => Err(malformed(format!("`{field}` is not true or false"))),
+    }
+}
+
+/// Whether a list-like field is non-empty (arrays, objects, non-empty strings).
+fn non_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        Value::String(s) => !s.is_empty(),
+        _ => true,
+    }
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    match v {
+        Value::Array(a) => a.iter().map(|x| x.as_str().unwrap_or("\u{0}not a string")).collect(),
+        Value::String(s) => vec![s.as_str()],
+        _ => vec![],
+    }
+}
+
+/// `path` with `.` and `..` resolved without touching the file system (`..` above `/` stays at `/`).
+fn lexical(path: &str) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in Path::new(path).components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
+
+impl Policy {
+    fn on(&self, rule: &str) -> bool {
+        !self.relaxed.contains(rule)
+    }
+
+    /// Checks one request: the operation, its query string and (for [`inspects_body`]
+    /// operations) its whole body.
+    pub fn check(&self, endpoint: &Endpoint, query: &str, body: Option<&[u8]>) -> Result<(), Refusal> {
+        match endpoint {
+            Endpoint::Plugin if self.on("plugins") => {
+                Err(refuse("plugins", "installing or changing plugins runs their code with the sandbox's rights"))
+            }
+            Endpoint::Swarm if self.on("swarm") => Err(refuse("swarm", "swarm mode is not offered in Den's sandbox")),
+            Endpoint::Build => self.check_build(query),
+            e if inspects_body(e) => {
+                let obj = object(body)?;
+                match e {
+                    Endpoint::ContainerCreate => self.check_create(&obj),
+                    Endpoint::ContainerUpdate => self.check_resources(&obj),
+                    Endpoint::ExecCreate => self.check_exec(&obj),
+                    _ => self.check_volume(&obj),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn check_build(&self, query: &str) -> Result<(), Refusal> {
+        for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+            if k.eq_ignore_ascii_case("networkmode") && v.eq_ignore_ascii_case("host") && self.on("host-namespaces") {
+                return Err(refuse("host-namespaces", "a build with the sandbox's network (`--network host`)"));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_create(&self, obj: &Map<String, Value>) -> Result<(), Refusal> {
+        for hc in fields(obj, "HostConfig") {
+            match hc {
+                Value::Null => {}
+                Value::Object(hc) => self.check_host_config(hc)?,
+                _ => return Err(malformed("`HostConfig` is not an object")),
+            }
+        }
+        Ok(())
+    }
+
+    fn check_host_config(&self, hc: &Map<String, Value>) -> Result<(), Refusal> {
+        for v in fields(hc, "Privileged") {
+            if flag(v, "Privileged")? && self.on("privileged") {
+                return Err(refuse("privileged", "`--privileged` gives the container the whole sandbox VM"));
+            }
+        }
+        for mode in NAMESPACE_MODES {
+            for v in fields(hc, mode) {
+                let host = v.as_str().is_some_and(|s| s.trim().eq_ignore_ascii_case("host"));
+                if host && self.on("host-namespaces") {
+                    return Err(refuse("host-namespaces", format!("`{mode}: host` shares the sandbox's namespace")));
+                }
+            }
+        }
+        for v in fields(hc, "CapAdd") {
+            for cap in strings(v) {
+                let name = cap.trim().to_ascii_uppercase();
+                let name = name.strip_prefix("CAP_").unwrap_or(&name);
+                if !CAPS_ALLOWED.contains(&name) && self.on("capabilities") {
+                    return Err(refuse("capabilities", format!("`--cap-add {cap}` reaches beyond the container")));
+                }
+            }
+        }
+        self.check_resources(hc)?;
+        for v in fields(hc, "SecurityOpt") {
+            for opt in strings(v) {
+                let o = opt.to_ascii_lowercase().replace(':', "=");
+                let safe = o.starts_with("no-new-privileges")
+                    || o == "apparmor=docker-default"
+                    || o.starts_with("label=user")
+                    || o.starts_with("label=role")
+                    || o.starts_with("label=type")
+                    || o.starts_with("label=level");
+                if !safe && self.on("security-opt") {
+                    return Err(refuse(
+                        "security-opt",
+                        format!("`--security-opt {opt}` weakens the container's confinement"),
+                    ));
+                }
+            }
+        }
+        if fields(hc, "Sysctls").any(non_empty) && self.on("sysctls") {
+            return Err(refuse("sysctls", "`--sysctl` changes kernel settings"));
+        }
+        if fields(hc, "CgroupParent").any(non_empty) && self.on("cgroup-parent") {
+            return Err(refuse("cgroup-parent", "`--cgroup-parent` places the container outside Docker's cgroups"));
+        }
+        for v in fields(hc, "Runtime") {
+            let r = v.as_str().unwrap_or("\u{0}");
+            if !(r.is_empty() || r == "runc") && self.on("runtime") {
+                return Err(refuse("runtime", format!("the runtime `{r}` (only runc is offered)")));
+            }
+        }
+        if fields(hc, "VolumesFrom").any(non_empty) && self.on("volumes-from") {
+            return Err(refuse(
+                "volumes-from",
+                "`--volumes-from` copies another container's mounts, host binds included; name the volumes instead",
+            ));
+        }
+        for v in fields(hc, "Binds") {
+            for bind in strings(v) {
+                let src = bind.split(':').next().unwrap_or("");
+                if src.starts_with('/') {
+                    self.check_host_path(src)?;
+                }
+            }
+        }
+        for v in fields(hc, "Mounts") {
+            let Value::Array(mounts) = v else {
+                if v.is_null() {
+                    continue;
+                }
+                return Err(malformed("`Mounts` is not a list"));
+            };
+            for m in mounts {
+                let Value::Object(m) = m else { return Err(malformed("a mount is not an object")) };
+                self.check_mount(m)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Devices in a create's `HostConfig` or an update's resources.
+    fn check_resources(&self, obj: &Map<String, Value>) -> Result<(), Refusal> {
+        for field in ["Devices", "DeviceRequests", "DeviceCgroupRules"] {
+            if fields(obj, field).any(non_empty) && self.on("devices") {
+                return Err(refuse("devices", format!("`{field}` gives the container the sandbox's devices")));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_mount(&self, m: &Map<String, Value>) -> Result<(), Refusal> {
+        let kind: Vec<String> = fields(m, "Type").map(|t| t.as_str().unwrap_or("?").to_ascii_lowercase()).collect();
+        for k in &kind {
+            match k.as_str() {
+                "bind" => {
+                    for s in fields(m, "Source") {
+                        self.check_host_path(s.as_str().unwrap_or(""))?;
+                    }
+                }
+                "volume" | "tmpfs" | "" => {}
+                other => {
+                    if self.on("host-binds") {
+                        return Err(refuse("host-binds", format!("mounts of type `{other}`")));
+                    }
+                }
+            }
+        }
+        for vo in fields(m, "VolumeOptions").filter_map(Value::as_object) {
+            for dc in fields(vo, "DriverConfig").filter_map(Value::as_object) {
+                for opts in fields(dc, "Options").filter_map(Value::as_object) {
+                    self.check_volume_options(opts)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_volume(&self, obj: &Map<String, Value>) -> Result<(), Refusal> {
+        for opts in fields(obj, "DriverOpts") {
+            match opts {
+                Value::Null => {}
+                Value::Object(o) => self.check_volume_options(o)?,
+                _ => return Err(malformed("`DriverOpts` is not an object")),
+            }
+        }
+        Ok(())
+    }
+
+    /// `local` volume options that make a volume a bind of a sandbox path.
+    fn check_volume_options(&self, opts: &Map<String, Value>) -> Result<(), Refusal> {
+        let bind = fields(opts, "o")
+            .any(|o| o.as_str().unwrap_or("bind").split(',').any(|x| matches!(x.trim(), "bind" | "rbind")));
+        let device_path = fields(opts, "device").any(|d| d.as_str().unwrap_or("/").starts_with('/'))
+            && fields(opts, "type").all(|t| t.as_str().unwrap_or("none") == "none");
+        if (bind || device_path) && self.on("bind-volumes") {
+            return Err(refuse("bind-volumes", "a `local` volume with `o=bind` is a bind of a sandbox path"));
+        }
+        Ok(())
+    }
+
+    fn check_exec(&self, obj: &Map<String, Value>) -> Result<(), Refusal> {
+        for v in fields(obj, "Privileged") {
+            if flag(v, "Privileged")? && self.on("privileged-exec") {
+                return Err(refuse(
+                    "privileged-exec",
+                    "`docker exec --privileged` gives the process the whole sandbox",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A bind of host path `src`: allowed only inside a shared folder.
+    fn check_host_path(&self, src: &str) -> Result<(), Refusal> {
+        let p = lexical(src);
+        if self.shared.iter().any(|s| p.starts_with(s)) || !self.on("host-binds") {
+            return Ok(());
+        }
+        let shared: Vec<String> = self.shared.iter().map(|s| s.display().to_string()).collect();
+        let shared = if shared.is_empty() { "none".to_string() } else { shared.join(", ") };
+        Err(refuse(
+            "host-binds",
+            format!(
+                "the host path `{src}` is not shared with the Docker sandbox (shared: {shared}); \
+                 an admin shares a folder with `share = [\"/path\"]` under `[docker]` in /etc/den/den.toml"
+            ),
+        ))
+    }
+}
+
+/// The body as a JSON object, or the refusal for a missing, empty, non-JSON or non-object body.
+fn object(body: Option<&[u8]>) -> Result<Map<String, Value>, Refusal> {
+    let body = body.unwrap_or_default();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(malformed("this request needs a JSON body and it was empty"));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) => Ok(o),
+        Ok(_) => Err(malformed("the body is not a JSON object")),
+        Err(e) => Err(malformed(format!("the body is not valid JSON ({e})"))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,149 @@
+use super::*;
+use serde_json::json;
+
+fn policy() -> Policy {
+    Policy { relaxed: BTreeSet::new(), shared: vec![PathBuf::from("/home/alice")] }
+}
+
+fn create(hc: Value) -> Result<(), Refusal> {
+    let body = json!({"Image": "busybox", "HostConfig": hc}).to_string();
+    policy().check(&Endpoint::ContainerCreate, "", Some(body.as_bytes()))
+}
+
+fn rule(r: Result<(), Refusal>) -> &'static str {
+    r.err().map(|e| e.rule).unwrap_or("allowed")
+}
+
+#[test]
+fn plain_containers_pass() {
+    assert_eq!(rule(create(json!({}))), "allowed");
+    assert_eq!(rule(create(json!(null))), "allowed");
+    let ok = json!({"Binds": ["data:/data", "/home/alice/proj:/src:ro"], "CapAdd": ["NET_BIND_SERVICE", "cap_chown"],
+        "NetworkMode": "bridge", "PidMode": "container:abc", "SecurityOpt": ["no-new-privileges:true"],
+        "Mounts": [{"Type": "volume", "Source": "v", "Target": "/v"}, {"Type": "tmpfs", "Target": "/t"},
+                   {"Type": "bind", "Source": "/home/alice/x", "Target": "/x"}], "Runtime": "runc"});
+    assert_eq!(rule(create(ok)), "allowed");
+}
+
+#[test]
+fn each_rule_refuses_its_field() {
+    let cases = [
+        (json!({"Privileged": true}), "privileged"),
+        (json!({"PidMode": "host"}), "host-namespaces"),
+        (json!({"NetworkMode": "HOST"}), "host-namespaces"),
+        (json!({"IpcMode": "host"}), "host-namespaces"),
+        (json!({"UTSMode": "host"}), "host-namespaces"),
+        (json!({"UsernsMode": "host"}), "host-namespaces"),
+        (json!({"CgroupnsMode": "host"}), "host-namespaces"),
+        (json!({"CapAdd": ["SYS_ADMIN"]}), "capabilities"),
+        (json!({"CapAdd": ["ALL"]}), "capabilities"),
+        (json!({"CapAdd": ["CAP_SYS_MODULE"]}), "capabilities"),
+        (json!({"Devices": [{"PathOnHost": "/dev/kvm", "PathInContainer": "/dev/kvm"}]}), "devices"),
+        (json!({"DeviceRequests": [{"Count": -1}]}), "devices"),
+        (json!({"DeviceCgroupRules": ["c 1:* rwm"]}), "devices"),
+        (json!({"SecurityOpt": ["seccomp=unconfined"]}), "security-opt"),
+        (json!({"SecurityOpt": ["apparmor:unconfined"]}), "security-opt"),
+        (json!({"SecurityOpt": ["label=disable"]}), "security-opt"),
+        (json!({"SecurityOpt": ["systempaths=unconfined"]}), "security-opt"),
+        (json!({"SecurityOpt": ["seccomp={\"defaultAction\":\"SCMP_ACT_ALLOW\"}"]}), "security-opt"),
+        (json!({"Sysctls": {"kernel.shmmax": "1"}}), "sysctls"),
+        (json!({"CgroupParent": "/"}), "cgroup-parent"),
+        (json!({"Runtime": "kata"}), "runtime"),
+        (json!({"VolumesFrom": ["other"]}), "volumes-from"),
+        (json!({"Binds": ["/etc:/host-etc"]}), "host-binds"),
+        (json!({"Binds": ["/home/alice/../../etc:/x"]}), "host-binds"),
+        (json!({"Binds": ["/home/alicebob:/x"]}), "host-binds"),
+        (json!({"Mounts": [{"Type": "bind", "Source": "/", "Target": "/host"}]}), "host-binds"),
+        (json!({"Mounts": [{"Type": "npipe", "Source": "x", "Target": "/x"}]}), "host-binds"),
+        (
+            json!({"Mounts": [{"Type": "volume", "Target": "/x", "VolumeOptions":
+                {"DriverConfig": {"Name": "local", "Options": {"type": "none", "o": "bind", "device": "/etc"}}}}]}),
+            "bind-volumes",
+        ),
+    ];
+    for (hc, want) in cases {
+        let got = create(hc.clone());
+        assert_eq!(rule(got.clone()), want, "{hc}");
+        let msg = got.unwrap_err().message;
+        assert!(msg.starts_with("refused by Den's Docker policy: "), "{msg}");
+        if want != "host-binds" {
+            assert!(msg.contains(&format!("allow = [\"{want}\"]")), "says how to allow it: {msg}");
+        }
+    }
+}
+
+#[test]
+fn spellings_that_dockerd_accepts_are_caught() {
+    // Go's decoder matches keys case-insensitively with Unicode simple folding.
+    assert_eq!(rule(create(json!({"privileged": true}))), "privileged");
+    assert_eq!(rule(create(json!({"PRIVILEGED": true}))), "privileged");
+    let body = r#"{"Image":"x","Ho\u017ftConfig":{"Privileged":true}}"#;
+    assert_eq!(rule(policy().check(&Endpoint::ContainerCreate, "", Some(body.as_bytes()))), "privileged", "long s");
+    assert_eq!(rule(create(json!({"\u{17F}ecurityOpt": ["seccomp=unconfined"]}))), "security-opt");
+    assert_eq!(rule(create(json!({"CapAdd": ["\u{212A}ILL"]}))), "capabilities", "unknown capabilities are refused");
+    // Both spellings present: refused whichever dockerd would keep.
+    assert_eq!(rule(create(json!({"Privileged": false, "privileged": true}))), "privileged");
+    assert!(go_key_matches("hostconfig", "HostConfig") && !go_key_matches("HostConfigs", "HostConfig"));
+}
+
+#[test]
+fn malformed_bodies_fail_closed() {
+    let p = policy();
+    for body in [None, Some(&b""[..]), Some(&b"  \n"[..]), Some(&b"{"[..]), Some(&b"[]"[..]), Some(&b"null"[..])] {
+        for ep in [Endpoint::ContainerCreate, Endpoint::ExecCreate, Endpoint::VolumeCreate, Endpoint::ContainerUpdate] {
+            assert_eq!(rule(p.check(&ep, "", body)), "body", "{ep:?} {body:?}");
+        }
+    }
+    assert_eq!(rule(create(json!({"Privileged": "yes"}))), "body", "not a bool");
+    assert_eq!(rule(create(json!({"Mounts": "x"}))), "body");
+    let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
+    let body = format!(r#"{{"HostConfig": {{"Binds": {deep}}}}}"#);
+    assert_eq!(rule(p.check(&Endpoint::ContainerCreate, "", Some(body.as_bytes()))), "body", "too deep");
+}
+
+#[test]
+fn exec_volumes_updates_builds_plugins_swarm() {
+    let p = policy();
+    let check = |ep: Endpoint, q: &str, body: Value| rule(p.check(&ep, q, Some(body.to_string().as_bytes())));
+    assert_eq!(check(Endpoint::ExecCreate, "", json!({"Cmd": ["sh"], "Privileged": true})), "privileged-exec");
+    assert_eq!(check(Endpoint::ExecCreate, "", json!({"Cmd": ["sh"]})), "allowed");
+    assert_eq!(
+        check(Endpoint::VolumeCreate, "", json!({"Name": "v", "DriverOpts": {"o": "bind", "device": "/etc"}})),
+        "bind-volumes"
+    );
+    assert_eq!(
+        check(Endpoint::VolumeCreate, "", json!({"Name": "v", "DriverOpts": {"type": "none", "device": "/"}})),
+        "bind-volumes"
+    );
+    assert_eq!(
+        check(
+            Endpoint::VolumeCreate,
+            "",
+            json!({"Name": "v", "DriverOpts": {"type": "tmpfs", "device": "tmpfs", "o": "size=1m"}})
+        ),
+        "allowed"
+    );
+    assert_eq!(check(Endpoint::VolumeCreate, "", json!({"Name": "v"})), "allowed");
+    assert_eq!(check(Endpoint::ContainerUpdate, "", json!({"Devices": [{"PathOnHost": "/dev/sda"}]})), "devices");
+    assert_eq!(check(Endpoint::ContainerUpdate, "", json!({"Memory": 1})), "allowed");
+    assert_eq!(rule(p.check(&Endpoint::Build, "t=x&networkmode=host", None)), "host-namespaces");
+    assert_eq!(rule(p.check(&Endpoint::Build, "t=x&networkmode=default", None)), "allowed");
+    assert_eq!(rule(p.check(&Endpoint::Plugin, "remote=x", None)), "plugins");
+    assert_eq!(rule(p.check(&Endpoint::Swarm, "", None)), "swarm");
+    assert_eq!(rule(p.check(&Endpoint::Other, "", None)), "allowed", "other bodies are not read");
+}
+
+#[test]
+fn an_admin_relaxes_single_rules() {
+    let mut p = policy();
+    p.relaxed.insert("privileged".into());
+    let body = json!({"HostConfig": {"Privileged": true}}).to_string();
+    assert!(p.check(&Endpoint::ContainerCreate, "", Some(body.as_bytes())).is_ok());
+    let body = json!({"HostConfig": {"Privileged": true, "PidMode": "host"}}).to_string();
+    assert_eq!(
+        rule(p.check(&Endpoint::ContainerCreate, "", Some(body.as_bytes()))),
+        "host-namespaces",
+        "only that one"
+    );
+    assert!(RULES.contains(&"privileged") && RULES.len() == 14);
+}

@@ -1,0 +1,131 @@
+//! One client connection of the Docker socket: each request is authorised (viewers read,
+//! operators change), checked by the policy (reading the body where it matters, at most
+//! [`MAX_BODY`]), and forwarded over the agent channel to dockerd's socket in the sandbox on one
+//! upstream connection per client connection (HTTP/1.1 keep-alive both ways). Bodies stream
+//! both ways without idle timeouts; a `101` answer (attach, exec, `h2c` sessions) hands both
+//! connections over to a byte splice that passes half-closes through.
+
+use super::endpoint::{classify, Endpoint};
+use super::policy::inspects_body;
+use super::sandbox::GUEST_SOCKET;
+use super::{reply, Body, Bridge};
+use crate::auth::{Caller, Role};
+use den_agent_proto::ForwardTarget;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// Largest request body the policy reads (container create bodies are a few KiB).
+pub const MAX_BODY: usize = 4 << 20;
+
+/// The upstream connection of one client connection, made on its first request.
+pub type Upstream = Arc<Mutex<Option<SendRequest<Body>>>>;
+
+fn boxed<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> Box<dyn std::error::Error + Send + Sync> {
+    e.into()
+}
+
+/// Answers one request from `caller` (or refuses it when the peer has no Den identity).
+pub async fn handle(
+    bridge: Arc<Bridge>,
+    caller: Result<Caller, String>,
+    upstream: Upstream,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let caller = match caller {
+        Ok(c) => c,
+        Err(why) => return reply::error(StatusCode::FORBIDDEN, &format!("den: {why}")),
+    };
+    let endpoint = classify(req.method().as_str(), req.uri().path());
+    let what = format!("{} {}", req.method(), req.uri().path());
+    let need = if matches!(*req.method(), Method::GET | Method::HEAD) { Role::Viewer } else { Role::Operator };
+    if !caller.has(need) {
+        let msg = format!(
+            "den: user `{}` may not do this with Docker: it needs the {} role; an admin can grant it",
+            caller.user,
+            need.as_str()
+        );
+        tracing::info!(user = %caller.user, request = %what, decision = "forbidden", "docker");
+        return reply::error(StatusCode::FORBIDDEN, &msg);
+    }
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let (parts, body) = req.into_parts();
+    let query = parts.uri.query().unwrap_or("").to_string();
+    let (body, read): (Body, Option<hyper::body::Bytes>) = if inspects_body(&endpoint) {
+        match Limited::new(body, MAX_BODY).collect().await {
+            Ok(c) => {
+                let bytes = c.to_bytes();
+                (Full::new(bytes.clone()).map_err(boxed).boxed(), Some(bytes))
+            }
+            Err(e) => {
+                let msg = format!(
+                    "refused by Den's Docker policy: the request body could not be read whole ({e}; at most {} MiB); \
+                     the request was not forwarded",
+                    MAX_BODY >> 20
+                );
+                return refused(&bridge, &caller, &what, "body", &msg);
+            }
+        }
+    } else {
+        (body.map_err(boxed).boxed(), None)
+    };
+    if let Err(r) =
+        bridge.policy.check(&endpoint, &query, read.as_deref().or(inspects_body(&endpoint).then_some(&[][..])))
+    {
+        return refused(&bridge, &caller, &what, r.rule, &r.message);
+    }
+    tracing::info!(user = %caller.user, request = %what, decision = "allowed", "docker");
+    bridge.touch();
+    let mut resp = match forward(&bridge, &upstream, Request::from_parts(parts, body)).await {
+        Ok(r) => r,
+        Err(e) => return reply::error(StatusCode::SERVICE_UNAVAILABLE, &format!("den: the Docker sandbox: {e}")),
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            if let (Ok(client), Ok(guest)) = tokio::join!(client_upgrade, upstream_upgrade) {
+                let (mut client, mut guest) = (TokioIo::new(client), TokioIo::new(guest));
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut guest).await;
+            }
+        });
+    }
+    if endpoint == Endpoint::ContainerList || endpoint == Endpoint::Version || endpoint == Endpoint::Ping {
+        bridge.touch();
+    }
+    resp.map(|b| b.map_err(boxed).boxed())
+}
+
+fn refused(bridge: &Bridge, caller: &Caller, what: &str, rule: &str, message: &str) -> Response<Body> {
+    tracing::warn!(user = %caller.user, request = %what, decision = "refused", rule, "docker");
+    bridge.den.event(&caller.user, "docker.refused", bridge.sandbox.name(), &format!("{what}: {rule}"));
+    reply::error(StatusCode::FORBIDDEN, message)
+}
+
+/// Sends `req` to dockerd on this client connection's upstream connection (made first when
+/// there is none or the last one closed).
+async fn forward(bridge: &Arc<Bridge>, upstream: &Upstream, req: Request<Body>) -> Result<Response<Incoming>, String> {
+    let mut slot = upstream.lock().await;
+    if slot.as_ref().is_none_or(|s| s.is_closed()) {
+        let agent = bridge.sandbox.ready(&bridge.den).await?;
+        let io = agent
+            .forward_io(ForwardTarget::Unix { path: GUEST_SOCKET.into() })
+            .await
+            .map_err(|e| format!("cannot reach dockerd's socket: {e}"))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| format!("dockerd's socket: {e}"))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(%e, "docker upstream connection");
+            }
+        });
+        *slot = Some(sender);
+    }
+    let Some(sender) = slot.as_mut() else { return Err("no upstream connection".into()) };
+    sender.ready().await.map_err(|e| format!("dockerd's connection: {e}"))?;
+    sender.send_request(req).await.map_err(|e| format!("dockerd did not answer: {e}"))
+}

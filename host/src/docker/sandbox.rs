@@ -1,0 +1,132 @@
+//! The sandbox VM that runs dockerd: made from the `docker` image on first use, started when a
+//! request needs it, and ready once dockerd answers `/_ping` on its socket inside the guest.
+//! Requests wait for it; only one of them creates or starts it.
+
+use crate::config::DockerConfig;
+use crate::model::{VmSpec, VmState};
+use crate::store::StoreError;
+use crate::vms::{Den, VmError};
+use den_agent_proto::{AgentClient, ForwardTarget};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// dockerd's socket inside the guest.
+pub const GUEST_SOCKET: &str = "/run/docker.sock";
+/// Who Den's own actions on the sandbox are recorded as.
+const DEND: &str = "dend";
+/// How long creating (copying the root disk) may take.
+const CREATE_WAIT: Duration = Duration::from_secs(600);
+/// How long from start until dockerd answers.
+const READY_WAIT: Duration = Duration::from_secs(300);
+
+/// The sandbox VM.
+pub struct Sandbox {
+    cfg: DockerConfig,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Sandbox {
+    /// The sandbox `cfg` describes.
+    pub fn new(cfg: DockerConfig) -> Sandbox {
+        Sandbox { cfg, lock: Default::default() }
+    }
+
+    /// The VM's name.
+    pub fn name(&self) -> &str {
+        &self.cfg.vm
+    }
+
+    fn spec(&self) -> Result<VmSpec, String> {
+        serde_json::from_value(serde_json::json!({
+            "name": self.cfg.vm,
+            "image": self.cfg.image,
+            "kind": "app",
+            "cpus": self.cfg.cpus,
+            "memory_mib": self.cfg.memory_mib,
+            "restart": "on-failure",
+            "nics": [{"network": "default"}],
+        }))
+        .map_err(|e| e.to_string())
+    }
+
+    /// The agent of the running sandbox, with dockerd answering: made and started as needed.
+    pub async fn ready(&self, den: &Arc<Den>) -> Result<AgentClient, String> {
+        let _one = self.lock.lock().await;
+        let start = Instant::now();
+        loop {
+            let vm = match den.store.vm(&self.cfg.vm) {
+                Ok(vm) => vm,
+                Err(StoreError::NotFound { .. }) => {
+                    let (task, _) = den.create(self.spec()?, DEND).map_err(|e| self.why(e))?;
+                    den.wait_task(&task, CREATE_WAIT).await?;
+                    continue;
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            match vm.state {
+                VmState::Running => return self.dockerd(den, &vm, start).await,
+                VmState::Stopped | VmState::Crashed => {
+                    let task = den.start(&self.cfg.vm, DEND).map_err(|e| self.why(e))?;
+                    den.wait_task(&task, READY_WAIT).await?;
+                }
+                VmState::Paused => {
+                    den.set_paused(&self.cfg.vm, false, DEND).await.map_err(|e| self.why(e))?;
+                }
+                VmState::Creating | VmState::Starting | VmState::Stopping => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                VmState::Deleting => return Err(format!("the sandbox VM `{}` is being deleted", self.cfg.vm)),
+            }
+            if start.elapsed() > CREATE_WAIT + READY_WAIT {
+                return Err(format!("the sandbox VM `{}` did not come up", self.cfg.vm));
+            }
+        }
+    }
+
+    fn why(&self, e: VmError) -> String {
+        match e {
+            VmError::Invalid(f) if f.field == "image" => format!(
+                "the Docker sandbox needs the `{}` image: build it with `den image build {}`",
+                self.cfg.image, self.cfg.image
+            ),
+            e => e.to_string(),
+        }
+    }
+
+    /// Waits for the agent, then for dockerd's `/_ping`.
+    async fn dockerd(
+        &self,
+        den: &Arc<Den>,
+        vm: &crate::model::VmRecord,
+        start: Instant,
+    ) -> Result<AgentClient, String> {
+        let mut last = String::new();
+        while start.elapsed() < READY_WAIT {
+            match den.agent(vm).await {
+                Ok(agent) => match ping(&agent).await {
+                    Ok(()) => return Ok(agent),
+                    Err(e) => last = e,
+                },
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(format!("dockerd in the sandbox VM `{}` did not answer: {last}", self.cfg.vm))
+    }
+}
+
+/// `GET /_ping` to dockerd through the agent: `Ok` on 200.
+pub async fn ping(agent: &AgentClient) -> Result<(), String> {
+    let target = ForwardTarget::Unix { path: GUEST_SOCKET.into() };
+    let mut s = agent.forward_io(target).await.map_err(|e| e.to_string())?;
+    s.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n").await.map_err(|e| e.to_string())?;
+    let mut head = [0u8; 12];
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head)).await;
+    match read {
+        Ok(Ok(_)) if head.starts_with(b"HTTP/1.") && &head[9..12] == b"200" => Ok(()),
+        Ok(Ok(_)) => Err(format!("dockerd answered {:?}", String::from_utf8_lossy(&head))),
+        Ok(Err(e)) => Err(format!("dockerd's socket: {e}")),
+        Err(_) => Err("dockerd did not answer /_ping within 5 s".into()),
+    }
+}

@@ -1,0 +1,139 @@
+//! The Docker bridge with the real `docker` CLI against a real dockerd in a QEMU guest: the
+//! first request makes and starts the sandbox VM; images are loaded (no registry here),
+//! containers run, stream logs, take stdin through an attach, and the policy refuses what would
+//! reach the sandbox (with its message printed by the CLI) while plain requests keep working.
+
+use den_tests::dend::Dend;
+use den_tests::docker::{busybox_image, DockerCli};
+use den_tests::images;
+use den_tests::netns::NetNs;
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn until_ok(cli: &DockerCli, args: &[&str], limit: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let o = cli.run(args);
+        if o.status.success() {
+            return String::from_utf8_lossy(&o.stdout).into_owned();
+        }
+        assert!(start.elapsed() < limit, "docker {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// One HTTP request written by hand (`Content-Length: len`, then `body`, then the write side
+/// closed): the answer's head and body as text.
+fn raw_request(sock: &Path, method: &str, path: &str, body: &str, len: usize) -> String {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn docker_cli_through_the_bridge() {
+    let store = images::shared_store();
+    images::build_builtin(&store, "docker");
+    let ns = NetNs::new("dkb");
+    let d = Dend::start_in_with_config(Path::new(env!("CARGO_BIN_EXE_dend")), &ns, "[docker]\nmemory_mib = 2048\n");
+    let cli = DockerCli::new(&d.dir.path().join("run/docker.sock"));
+
+    // The first call makes and starts the sandbox; `docker version` shows both ends.
+    let version =
+        until_ok(&cli, &["version", "--format", "{{.Server.Version}} {{.Server.Os}}"], Duration::from_secs(600));
+    assert!(version.trim().ends_with("linux"), "{version}");
+    let vm = d.vm("docker-sandbox");
+    assert_eq!(vm["state"], "running", "{vm}");
+    assert_eq!(vm["spec"]["kind"], "app");
+
+    // `den docker context` makes the plain `docker` CLI use the bridge with no flags.
+    let config = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(images::den_cli())
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["docker", "context"])
+        .env("DOCKER_CONFIG", config.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plain = std::process::Command::new("docker")
+        .args(["version", "--format", "{{.Server.Os}}"])
+        .env("DOCKER_CONFIG", config.path())
+        .env_remove("DOCKER_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&plain.stdout).trim(), "linux", "{}", String::from_utf8_lossy(&plain.stderr));
+    let (code, status, _) = d.den(&["docker", "status", "--json"]);
+    assert_eq!(code, 0);
+    assert!(status.contains("\"state\":\"running\""), "{status}");
+
+    // An image made here, loaded, listed, run.
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("busybox.tar");
+    busybox_image(&tar).unwrap();
+    let loaded = cli.ok(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(loaded.contains("busybox:latest"), "{loaded}");
+    assert!(cli.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).contains("busybox:latest"));
+    assert_eq!(cli.ok(&["run", "--rm", "busybox", "echo", "hi"]).trim(), "hi");
+
+    // stdin through an attach (`Upgrade: tcp`), with half-close ending the container's input.
+    let mut child = cli
+        .cmd(&["run", "--rm", "-i", "busybox", "wc", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&vec![b'x'; 100_000]).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100000", "stdin reached the container and ended");
+
+    // A detached container and a following log stream.
+    let id = cli.ok(&["run", "-d", "busybox", "sh", "-c", "for i in 1 2 3; do echo line$i; sleep 1; done"]);
+    let logs = cli.ok(&["logs", "-f", id.trim()]);
+    assert_eq!(logs.lines().collect::<Vec<_>>(), ["line1", "line2", "line3"], "logs -f follows to the end");
+    cli.ok(&["rm", id.trim()]);
+
+    // The policy: each refusal comes back as the CLI's own error with Den's message.
+    for (args, says) in [
+        (&["run", "--rm", "--privileged", "busybox", "true"][..], "--privileged"),
+        (&["run", "--rm", "--pid", "host", "busybox", "true"], "PidMode: host"),
+        (&["run", "--rm", "--cap-add", "SYS_ADMIN", "busybox", "true"], "SYS_ADMIN"),
+        (&["run", "--rm", "--device", "/dev/kvm", "busybox", "true"], "Devices"),
+        (&["run", "--rm", "--security-opt", "seccomp=unconfined", "busybox", "true"], "seccomp=unconfined"),
+        (&["run", "--rm", "-v", "/etc:/x", "busybox", "true"], "/etc"),
+        (&["run", "--rm", "--mount", "type=bind,src=/,dst=/host", "busybox", "true"], "`/`"),
+        (&["volume", "create", "--opt", "o=bind", "--opt", "device=/etc", "--opt", "type=none", "v1"], "o=bind"),
+    ] {
+        let err = cli.fails(args);
+        assert!(err.contains("refused by Den's Docker policy") && err.contains(says), "{args:?}: {err}");
+    }
+    let sleeper = cli.ok(&["run", "-d", "busybox", "sleep", "60"]);
+    let err = cli.fails(&["exec", "--privileged", sleeper.trim(), "true"]);
+    assert!(err.contains("refused by Den's Docker policy"), "{err}");
+    assert_eq!(cli.ok(&["exec", sleeper.trim(), "echo", "in"]).trim(), "in", "a plain exec right after works");
+    cli.ok(&["rm", "-f", sleeper.trim()]);
+    assert_eq!(cli.ok(&["run", "--rm", "busybox", "echo", "still"]).trim(), "still");
+
+    // Malformed bodies are refused, never forwarded: empty, not JSON, cut short.
+    let sock = d.dir.path().join("run/docker.sock");
+    for (body, len) in [("", 0), ("not json", 8), ("[1]", 3), ("{}", 100)] {
+        let answer = raw_request(&sock, "POST", "/v1.41/containers/create", body, len);
+        assert!(answer.starts_with("HTTP/1.1 403"), "{body:?} with length {len}: {answer}");
+        assert!(answer.contains("refused by Den's Docker policy"), "{answer}");
+    }
+    assert_eq!(cli.ok(&["run", "--rm", "busybox", "echo", "after"]).trim(), "after");
+
+    // Every refusal is an event naming the user.
+    let (_, events) = d.api("GET", "/api/v1/events?limit=5000", b"");
+    let refusals = events.as_array().into_iter().flatten().filter(|e| e["kind"] == "docker.refused").count();
+    assert!(refusals >= 9, "refusals recorded: {events}");
+}

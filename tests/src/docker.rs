@@ -1,0 +1,110 @@
+//! Docker test helpers: a `busybox:latest` image in `docker save` form, made from the host's
+//! busybox-static (no registry is reachable here), and the real `docker` CLI pointed at a
+//! socket with a configuration directory of its own.
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Writes `busybox:latest` as a `docker load` archive to `out`: one layer with `/bin/busybox`
+/// and a link per applet, `/tmp`, and a config whose command is `sh`.
+pub fn busybox_image(out: &Path) -> std::io::Result<()> {
+    let busybox = std::fs::read("/bin/busybox")?;
+    let applets = Command::new("/bin/busybox").arg("--list").output()?;
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut dir = |path: &str, mode: u32| -> std::io::Result<()> {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(mode);
+        h.set_size(0);
+        layer.append_data(&mut h, path, std::io::empty())
+    };
+    dir("bin/", 0o755)?;
+    dir("tmp/", 0o1777)?;
+    dir("www/", 0o755)?;
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(busybox.len() as u64);
+    layer.append_data(&mut h, "bin/busybox", busybox.as_slice())?;
+    for applet in String::from_utf8_lossy(&applets.stdout).lines().filter(|a| !a.is_empty() && *a != "busybox") {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        layer.append_link(&mut h, format!("bin/{applet}"), "busybox")?;
+    }
+    let layer = layer.into_inner()?;
+    let layer_id = hex::encode(Sha256::digest(&layer));
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"], "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_id}")]},
+    })
+    .to_string();
+    let config_id = hex::encode(Sha256::digest(config.as_bytes()));
+    let manifest = serde_json::json!([{
+        "Config": format!("{config_id}.json"),
+        "RepoTags": ["busybox:latest"],
+        "Layers": [format!("{layer_id}/layer.tar")],
+    }])
+    .to_string();
+    let mut image = tar::Builder::new(std::fs::File::create(out)?);
+    let mut add = |path: &str, data: &[u8]| -> std::io::Result<()> {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        image.append_data(&mut h, path, data)
+    };
+    add(&format!("{layer_id}/layer.tar"), &layer)?;
+    add(&format!("{config_id}.json"), config.as_bytes())?;
+    add("manifest.json", manifest.as_bytes())?;
+    image.finish()
+}
+
+/// The real `docker` CLI talking to one socket, with its own (empty) configuration directory.
+pub struct DockerCli {
+    socket: PathBuf,
+    config: tempfile::TempDir,
+}
+
+impl DockerCli {
+    /// A CLI for the socket at `socket`.
+    pub fn new(socket: &Path) -> DockerCli {
+        DockerCli { socket: socket.into(), config: tempfile::tempdir().expect("temp dir") }
+    }
+
+    /// A `docker` command with the socket and config set.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("docker");
+        c.env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .env("DOCKER_CONFIG", self.config.path())
+            .env_remove("DOCKER_CONTEXT")
+            .args(args);
+        c
+    }
+
+    /// Runs `docker args...`: the output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("the docker CLI runs")
+    }
+
+    /// Runs `docker args...`, which must succeed: its standard output.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "docker {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs `docker args...`, which must fail: its standard error.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(!o.status.success(), "docker {args:?} should have failed: {}", String::from_utf8_lossy(&o.stdout));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+}
