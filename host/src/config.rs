@@ -29,6 +29,8 @@ pub struct DockerConfig {
     pub memory_mib: u64,
     /// Its vCPUs.
     pub cpus: u32,
+    /// Its data disk for `/var/lib/docker` (images, containers, volumes), in MiB; sparse.
+    pub data_disk_mib: u64,
     /// Policy rules that are not enforced (see `docker::policy::RULES`).
     pub allow: Vec<String>,
     /// Host folders shared into the sandbox, which `docker run -v` may bind.
@@ -47,6 +49,7 @@ impl Default for DockerConfig {
             image: "docker".into(),
             memory_mib: 2048,
             cpus: 2,
+            data_disk_mib: 65536,
             allow: vec![],
             share: vec![],
             idle_stop_secs: 900,

@@ -92,13 +92,16 @@ async fn main() -> anyhow::Result<()> {
     let unix = den_host::server::bind_unix(&paths.socket()).await?;
     den.reconcile().await.context("reconciling the state left by the previous dend")?;
     tokio::spawn(den_host::metrics::run(den.clone()));
+    let mut bridge = None;
     if cfg.docker.enabled {
         let path = den_host::docker::socket_path(&cfg.docker, &paths.run);
         let listener = den_host::docker::bind(&path)
             .with_context(|| format!("binding the Docker socket {} ([docker] socket)", path.display()))?;
         tracing::info!(socket = %path.display(), "Docker socket listening");
         let _ = den.docker.set(den_host::docker::Status::new(&cfg.docker, &path));
-        tokio::spawn(den_host::docker::serve(den_host::docker::Bridge::new(den.clone(), &cfg.docker), listener));
+        let b = den_host::docker::Bridge::new(den.clone(), &cfg.docker);
+        bridge = Some(b.clone());
+        tokio::spawn(den_host::docker::serve(b, listener));
     }
     if cli.listen != "off" {
         let tls = den_host::tls::server_config(&paths.data).context("loading dend's TLS certificate")?;
@@ -111,6 +114,16 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(den_host::sshgw::serve(den.clone(), tcp, key, client_key));
     }
     tracing::info!(socket = %paths.socket().display(), "dend serving");
-    den_host::server::serve_unix(den, unix).await;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        () = den_host::server::serve_unix(den, unix) => {}
+        _ = term.recv() => tracing::info!("SIGTERM: stopping (VMs keep running)"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping (VMs keep running)"),
+    }
+    // Streams through the Docker socket end cleanly rather than break off.
+    if let Some(b) = bridge {
+        b.shut_down();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
     Ok(())
 }

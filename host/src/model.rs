@@ -100,6 +100,10 @@ pub struct VmSpec {
     /// Root disk size in MiB (default: the image's); at least the image's size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_mib: Option<u64>,
+    /// A data disk of this many MiB: a second disk, formatted ext4 with the label `den-data`
+    /// when the VM is made, kept with it; the image decides where it is mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_disk_mib: Option<u64>,
     /// NICs, each on a network (`[]`: no network; the CLI adds one on `default`).
     #[serde(default)]
     pub nics: Vec<NicRequest>,
@@ -190,6 +194,9 @@ impl VmSpec {
         self.first_boot.validate()?;
         if let Some(d) = self.disk_mib.filter(|d| !(64..=MAX_DISK_MIB).contains(d)) {
             return err("disk_mib", format!("{d} MiB is not possible (64 to {MAX_DISK_MIB})"));
+        }
+        if let Some(d) = self.data_disk_mib.filter(|d| !(64..=MAX_DISK_MIB).contains(d)) {
+            return err("data_disk_mib", format!("{d} MiB is not possible (64 to {MAX_DISK_MIB})"));
         }
         crate::net::spec::validate_vm_net(&self.nics, &self.ports)
     }
@@ -284,6 +291,7 @@ mod tests {
         assert_eq!(VmSpec { cpus: 3, ..spec() }.validate(limits).unwrap_err().field, "cpus");
         assert_eq!(VmSpec { memory_mib: 1 << 40, ..spec() }.validate(limits).unwrap_err().field, "memory_mib");
         assert_eq!(VmSpec { name: "Bad".into(), ..spec() }.validate(limits).unwrap_err().field, "name");
+        assert_eq!(VmSpec { data_disk_mib: Some(1), ..spec() }.validate(limits).unwrap_err().field, "data_disk_mib");
         let unknown: Result<VmSpec, _> = serde_json::from_str(r#"{"name":"a","image":"b","cpu":1}"#);
         assert!(unknown.unwrap_err().to_string().contains("unknown field `cpu`"));
         assert_eq!(VmState::parse("running"), Some(VmState::Running));

@@ -44,7 +44,7 @@ fn docker_cli_through_the_bridge() {
     let store = images::shared_store();
     images::build_builtin(&store, "docker");
     let ns = NetNs::new("dkb");
-    let d = Dend::start_in_with_config(Path::new(env!("CARGO_BIN_EXE_dend")), &ns, "[docker]\nmemory_mib = 2048\n");
+    let mut d = Dend::start_in_with_config(Path::new(env!("CARGO_BIN_EXE_dend")), &ns, "[docker]\nmemory_mib = 2048\n");
     let cli = DockerCli::new(&d.dir.path().join("run/docker.sock"));
 
     // The first call makes and starts the sandbox; `docker version` shows both ends.
@@ -54,6 +54,8 @@ fn docker_cli_through_the_bridge() {
     let vm = d.vm("docker-sandbox");
     assert_eq!(vm["state"], "running", "{vm}");
     assert_eq!(vm["spec"]["kind"], "app");
+    let (code, mounted, err) = d.den(&["vm", "exec", "docker-sandbox", "--", "mountpoint", "/var/lib/docker"]);
+    assert_eq!(code, 0, "/var/lib/docker is on the data disk: {mounted}{err}");
 
     // `den docker context` makes the plain `docker` CLI use the bridge with no flags.
     let config = tempfile::tempdir().unwrap();
@@ -131,6 +133,76 @@ fn docker_cli_through_the_bridge() {
         assert!(answer.contains("refused by Den's Docker policy"), "{answer}");
     }
     assert_eq!(cli.ok(&["run", "--rm", "busybox", "echo", "after"]).trim(), "after");
+
+    // A published port reaches the container from the host's loopback, and goes with it.
+    let web = cli.ok(&[
+        "run",
+        "-d",
+        "-p",
+        "8080:80",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello > /www/index.html; httpd -f -p 80 -h /www",
+    ]);
+    let curl = "curl -s --max-time 5 http://127.0.0.1:8080/";
+    let start = Instant::now();
+    while ns.sh(curl).1.trim() != "hello" {
+        assert!(start.elapsed() < Duration::from_secs(60), "127.0.0.1:8080 never answered: {:?}", ns.sh(curl));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    cli.ok(&["rm", "-f", web.trim()]);
+    let start = Instant::now();
+    while ns.sh(curl).0 == 0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the forward outlived its container");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // A volume's data, kept for after the sandbox restarts below.
+    cli.ok(&["volume", "create", "keep"]);
+    cli.ok(&["run", "--rm", "-v", "keep:/data", "busybox", "sh", "-c", "echo kept > /data/f"]);
+
+    // dend restarted during `docker logs -f`: the client sees its stream end cleanly; the
+    // container keeps running in the sandbox and is there when dend is back.
+    let ticker = cli.ok(&["run", "-d", "busybox", "sh", "-c", "while true; do echo tick; sleep 1; done"]);
+    let ticker = ticker.trim().to_string();
+    let mut follow = cli.cmd(&["logs", "-f", &ticker]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    std::fs::write(d.dir.path().join("den.toml"), "[docker]\nmemory_mib = 2048\nidle_stop_secs = 6\n").unwrap();
+    d.terminate();
+    let start = Instant::now();
+    let ended = loop {
+        if let Some(status) = follow.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "docker logs -f did not end when dend went away");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(ended.success(), "a clean end of the log stream: {ended:?}");
+    let mut seen = String::new();
+    std::io::Read::read_to_string(&mut follow.stdout.take().unwrap(), &mut seen).unwrap();
+    assert!(seen.contains("tick"), "{seen}");
+    d.spawn();
+    let running = until_ok(&cli, &["ps", "--format", "{{.ID}}"], Duration::from_secs(120));
+    assert!(ticker.starts_with(running.trim()), "the container kept running across dend's restart: {running}");
+    cli.ok(&["rm", "-f", &ticker]);
+
+    // The resource saver: idle, the sandbox stops; `docker version` and `docker ps` answer
+    // without waking it; a run wakes it, and the volume's data is still there.
+    let start = Instant::now();
+    while d.vm("docker-sandbox")["state"] != "stopped" {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the idle sandbox did not stop: {}",
+            d.vm("docker-sandbox")
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(cli.ok(&["version", "--format", "{{.Server.Version}}"]).trim().len() > 2);
+    assert_eq!(cli.ok(&["ps", "-q"]).trim(), "", "nothing runs in a sleeping sandbox");
+    assert_eq!(d.vm("docker-sandbox")["state"], "stopped", "version and ps did not wake it");
+    assert_eq!(cli.ok(&["run", "--rm", "-v", "keep:/data", "busybox", "cat", "/data/f"]).trim(), "kept");
+    assert_eq!(d.vm("docker-sandbox")["state"], "running", "the run woke it");
 
     // Every refusal is an event naming the user.
     let (_, events) = d.api("GET", "/api/v1/events?limit=5000", b"");

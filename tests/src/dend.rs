@@ -120,6 +120,15 @@ impl Dend {
         }
     }
 
+    /// Stops dend with SIGTERM, as a service manager restarting it would, and waits for it.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on the pid of a child we have not reaped.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+
     /// dend's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("dend.log")).unwrap_or_default()

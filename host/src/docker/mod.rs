@@ -2,20 +2,24 @@
 //! dockerd sandboxed in a VM. Callers are known by their Unix peer credentials (`peer`);
 //! requests are checked by a policy that reads their bodies (`policy`, `endpoint`) and
 //! forwarded over the agent channel (`proxy`) to the sandbox VM, which is made and started on
-//! first use (`sandbox`).
+//! first use (`sandbox`) and stopped when idle (`saver`); published container ports appear on
+//! the host's loopback (`ports`).
 
 pub mod endpoint;
 pub mod peer;
 pub mod policy;
+pub mod ports;
 pub mod proxy;
 pub mod reply;
 pub mod sandbox;
+pub mod saver;
+pub mod upstream;
 
 use crate::config::DockerConfig;
 use crate::vms::Den;
 use hyper_util::rt::TokioIo;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::net::UnixListener;
 
@@ -30,18 +34,76 @@ pub struct Bridge {
     sandbox: sandbox::Sandbox,
     /// Unix seconds of the last request (for the resource saver).
     last_use: AtomicU64,
+    /// Client connections open now.
+    open_connections: AtomicUsize,
+    /// dockerd's answers replayed while the sandbox sleeps.
+    cache: saver::Cache,
+    idle_stop: std::time::Duration,
+    /// Set when dend is shutting down: streaming answers end cleanly.
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl Bridge {
     /// A bridge for `den` as `cfg` says.
     pub fn new(den: Arc<Den>, cfg: &DockerConfig) -> Arc<Bridge> {
         let policy = policy::Policy { relaxed: cfg.allow.iter().cloned().collect(), shared: cfg.share.clone() };
-        Arc::new(Bridge { den, policy, sandbox: sandbox::Sandbox::new(cfg.clone()), last_use: AtomicU64::new(0) })
+        let cache = saver::Cache::in_file(den.paths.data.join("docker-answers.json"));
+        Arc::new(Bridge {
+            den,
+            policy,
+            sandbox: sandbox::Sandbox::new(cfg.clone()),
+            last_use: AtomicU64::new(0),
+            open_connections: AtomicUsize::new(0),
+            cache,
+            idle_stop: std::time::Duration::from_secs(cfg.idle_stop_secs),
+            stopping: tokio::sync::watch::channel(false).0,
+        })
+    }
+
+    /// Ends every streaming answer cleanly (`docker logs -f` and `docker events` see their
+    /// stream end rather than a broken connection); for dend's shutdown.
+    pub fn shut_down(&self) {
+        self.stopping.send_replace(true);
     }
 
     fn touch(&self) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        self.last_use.store(now, Ordering::Relaxed);
+        self.last_use.store(unix_now(), Ordering::Relaxed);
+    }
+
+    /// Time since the last forwarded request.
+    fn idle_for(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(unix_now().saturating_sub(self.last_use.load(Ordering::Relaxed)))
+    }
+
+    fn connections(&self) -> usize {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+
+    /// Whether the sandbox VM exists and is stopped (asleep).
+    fn asleep(&self) -> bool {
+        self.den.store.vm(self.sandbox.name()).is_ok_and(|v| v.state == crate::model::VmState::Stopped)
+    }
+
+    /// The sandbox's agent when it runs (never starts it).
+    async fn running_agent(&self) -> Option<den_agent_proto::AgentClient> {
+        let vm = self.den.store.vm(self.sandbox.name()).ok()?;
+        if vm.state != crate::model::VmState::Running {
+            return None;
+        }
+        self.den.agent(&vm).await.ok()
+    }
+}
+
+/// Counts a client connection while it is open.
+struct Open(Arc<Bridge>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -87,8 +149,10 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves the socket until the process ends.
+/// Serves the socket until the process ends, with the port publisher and the resource saver.
 pub async fn serve(bridge: Arc<Bridge>, listener: UnixListener) {
+    tokio::spawn(ports::run(bridge.clone()));
+    tokio::spawn(saver::run(bridge.clone(), bridge.idle_stop));
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -99,6 +163,8 @@ pub async fn serve(bridge: Arc<Bridge>, listener: UnixListener) {
             }
         };
         let caller = peer::identify(&bridge.den, &stream);
+        bridge.open_connections.fetch_add(1, Ordering::Relaxed);
+        let open = Open(bridge.clone());
         let upstream: proxy::Upstream = Default::default();
         let b = bridge.clone();
         let svc = hyper::service::service_fn(move |req| {
@@ -112,6 +178,7 @@ pub async fn serve(bridge: Arc<Bridge>, listener: UnixListener) {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(%e, "Docker socket connection");
             }
+            drop(open);
         });
     }
 }

@@ -78,6 +78,13 @@ pub async fn handle(
     {
         return refused(&bridge, &caller, &what, r.rule, &r.message);
     }
+    let cache_key = cache_key(&parts.method, &endpoint);
+    if bridge.asleep() {
+        if let Some(resp) = asleep_answer(&bridge, cache_key, &endpoint, &query) {
+            tracing::info!(user = %caller.user, request = %what, decision = "answered while the sandbox sleeps", "docker");
+            return resp;
+        }
+    }
     tracing::info!(user = %caller.user, request = %what, decision = "allowed", "docker");
     bridge.touch();
     let mut resp = match forward(&bridge, &upstream, Request::from_parts(parts, body)).await {
@@ -93,10 +100,65 @@ pub async fn handle(
             }
         });
     }
-    if endpoint == Endpoint::ContainerList || endpoint == Endpoint::Version || endpoint == Endpoint::Ping {
-        bridge.touch();
+    if let (Some(key), true) = (cache_key, resp.status().is_success()) {
+        // Small answers, kept to be replayed while the sandbox sleeps.
+        let (head, body) = resp.into_parts();
+        let bytes = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return reply::error(StatusCode::BAD_GATEWAY, &format!("den: dockerd's answer broke off: {e}")),
+        };
+        bridge.cache.put(key, head.status, head.headers.clone(), bytes.clone());
+        return Response::from_parts(head, Full::new(bytes).map_err(boxed).boxed());
     }
-    resp.map(|b| b.map_err(boxed).boxed())
+    let stop = bridge.stopping.subscribe();
+    resp.map(|b| end_on_shutdown(b, stop))
+}
+
+/// `body`, ended early (cleanly, as if dockerd had finished it) when dend shuts down.
+fn end_on_shutdown(body: Incoming, stop: tokio::sync::watch::Receiver<bool>) -> Body {
+    let frames = futures_util::stream::unfold((body, stop), |(mut body, mut stop)| async move {
+        let frame = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => None,
+            frame = body.frame() => frame,
+        };
+        frame.map(|f| (f.map_err(boxed), (body, stop)))
+    });
+    http_body_util::StreamBody::new(frames).boxed()
+}
+
+/// The cache key of answers worth replaying while the sandbox sleeps.
+fn cache_key(method: &Method, endpoint: &Endpoint) -> Option<&'static str> {
+    match (method, endpoint) {
+        (&Method::GET, Endpoint::Ping) => Some("GET /_ping"),
+        (&Method::HEAD, Endpoint::Ping) => Some("HEAD /_ping"),
+        (&Method::GET, Endpoint::Version) => Some("GET /version"),
+        _ => None,
+    }
+}
+
+/// What the sleeping sandbox would say: its last `/_ping` and `/version`, and no running
+/// containers. `None`: the request needs the sandbox awake.
+fn asleep_answer(
+    bridge: &Bridge,
+    key: Option<&'static str>,
+    endpoint: &Endpoint,
+    query: &str,
+) -> Option<Response<Body>> {
+    let (status, headers, body) = match (key, endpoint) {
+        (Some(key), _) => bridge.cache.get(key)?,
+        (None, Endpoint::ContainerList) if !super::saver::lists_all(query) => {
+            let (_, mut headers, _) = bridge.cache.get("GET /_ping").or_else(|| bridge.cache.get("HEAD /_ping"))?;
+            headers.remove(hyper::header::CONTENT_LENGTH);
+            headers.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+            (StatusCode::OK, headers, hyper::body::Bytes::from_static(b"[]\n"))
+        }
+        _ => return None,
+    };
+    let mut resp = Response::new(Full::new(body).map_err(boxed).boxed());
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    Some(resp)
 }
 
 fn refused(bridge: &Bridge, caller: &Caller, what: &str, rule: &str, message: &str) -> Response<Body> {

@@ -44,6 +44,7 @@ impl Sandbox {
             "kind": "app",
             "cpus": self.cfg.cpus,
             "memory_mib": self.cfg.memory_mib,
+            "data_disk_mib": self.cfg.data_disk_mib,
             "restart": "on-failure",
             "nics": [{"network": "default"}],
         }))
@@ -82,6 +83,19 @@ impl Sandbox {
                 return Err(format!("the sandbox VM `{}` did not come up", self.cfg.vm));
             }
         }
+    }
+
+    /// Stops the sandbox when it runs and `still_idle()` holds once no request can be starting
+    /// it: whether it stopped.
+    pub async fn stop_if_idle(&self, den: &Arc<Den>, still_idle: impl Fn() -> bool) -> Result<bool, String> {
+        let _one = self.lock.lock().await;
+        let running = den.store.vm(&self.cfg.vm).is_ok_and(|v| v.state == VmState::Running);
+        if !running || !still_idle() {
+            return Ok(false);
+        }
+        let task = den.stop(&self.cfg.vm, DEND).map_err(|e| e.to_string())?;
+        den.wait_task(&task, READY_WAIT).await?;
+        Ok(true)
     }
 
     fn why(&self, e: VmError) -> String {

@@ -147,6 +147,7 @@ pub(crate) mod tests {
                 restart: RestartPolicy::Never,
                 cmdline_extra: String::new(),
                 disk_mib: None,
+                data_disk_mib: None,
                 autostart: false,
                 start_order: 0,
                 first_boot: Default::default(),

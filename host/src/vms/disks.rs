@@ -10,6 +10,30 @@ use crate::store::{Snapshot, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The data disk's file name in a VM's data directory.
+pub const DATA_DISK: &str = "data.img";
+
+/// Makes a sparse data disk of `mib` MiB at `path`, formatted ext4 with the label `den-data`
+/// (the guest mounts it by label), through a temporary name so that `path` is whole or absent.
+pub(crate) async fn make_data_disk(path: &Path, mib: u64) -> Result<(), String> {
+    let tmp = path.with_extension("partial");
+    let f = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.set_len(mib << 20).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    drop(f);
+    let out = tokio::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "den-data", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
+        .arg(&tmp)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("mkfs.ext4 (install e2fsprogs): {e}"))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("mkfs.ext4 {}: {}", tmp.display(), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Copies `src` to `dst` keeping holes (and sharing blocks where the filesystem can); `dst`
 /// gets mode 0600. Through a temporary name, so `dst` is either the old file or the whole copy.
 /// With a task, its progress follows the copy (the copy's length against the source's).
@@ -46,13 +70,10 @@ pub(crate) async fn copy_disk(src: &Path, dst: &Path, task: Option<&TaskHandle>)
 
 impl Den {
     /// The VM's disk files (root disk first).
+    /// The VM's disk files: the root disk and the data disk, those that exist.
     fn disk_files(&self, vm: &VmRecord) -> Vec<PathBuf> {
-        let root = self.paths.vm_data(&vm.id).join("root.img");
-        if root.exists() {
-            vec![root]
-        } else {
-            vec![]
-        }
+        let dir = self.paths.vm_data(&vm.id);
+        [dir.join("root.img"), dir.join(DATA_DISK)].into_iter().filter(|d| d.exists()).collect()
     }
 
     fn snapshot_dir(&self, vm: &VmRecord, snap: &str) -> PathBuf {

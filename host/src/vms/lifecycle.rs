@@ -1,5 +1,6 @@
 //! Create, start, stop, delete and exec, and the watcher that notices a VM process ending.
 
+use super::disks::DATA_DISK;
 use super::{conflict, new_id, Den, TaskHandle, VmError};
 use crate::engine::{self, DiskSpec, EngineKind, LaunchSpec, Running};
 use crate::model::{EngineChoice, RestartPolicy, VmRecord, VmSpec, VmState};
@@ -182,6 +183,10 @@ impl Den {
             }
         }
         task.log("root disk ready");
+        if let Some(mib) = vm.spec.data_disk_mib {
+            task.log(format!("making a {mib} MiB data disk (ext4, label den-data)"));
+            super::disks::make_data_disk(&dir.join(DATA_DISK), mib).await?;
+        }
         Ok(())
     }
 
@@ -206,6 +211,7 @@ impl Den {
         }
     }
 
+    /// Starts the engine with the root disk first and the data disk (if any) second.
     fn launch_spec(&self, vm: &VmRecord) -> Result<LaunchSpec, String> {
         if vm.spec.iso.is_some() {
             return self.firmware_launch_spec(vm);
@@ -220,7 +226,9 @@ impl Den {
             images.get(d, false).map_err(|e| e.to_string())
         };
         let root = self.paths.vm_data(&vm.id).join("root.img");
-        let disks = if root.exists() { vec![DiskSpec { path: root, read_only: false }] } else { vec![] };
+        let data = self.paths.vm_data(&vm.id).join(DATA_DISK);
+        let disks =
+            [root, data].into_iter().filter(|d| d.exists()).map(|path| DiskSpec { path, read_only: false }).collect();
         let dir = self.paths.vm_run(&vm.id);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut cmdline = format!("{} den.hostname={}", image.cmdline, vm.spec.name);

@@ -1,0 +1,36 @@
+//! Den's own calls to dockerd in the sandbox (not a user's): one request on a fresh connection
+//! through the agent, for the container list and the events stream the port publisher follows.
+
+use super::sandbox::GUEST_SOCKET;
+use den_agent_proto::{AgentClient, ForwardTarget};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+/// `GET path` to dockerd: the response, its body still streaming.
+pub async fn get(agent: &AgentClient, path: &str) -> Result<Response<Incoming>, String> {
+    let io = agent
+        .forward_io(ForwardTarget::Unix { path: GUEST_SOCKET.into() })
+        .await
+        .map_err(|e| format!("dockerd's socket: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| format!("dockerd: {e}"))?;
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header(hyper::header::HOST, "docker")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    sender.send_request(req).await.map_err(|e| format!("dockerd: {e}"))
+}
+
+/// `GET path` to dockerd, answered with JSON.
+pub async fn get_json(agent: &AgentClient, path: &str) -> Result<serde_json::Value, String> {
+    let resp = get(agent, path).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await.map_err(|e| format!("dockerd: {e}"))?.to_bytes();
+    if !status.is_success() {
+        return Err(format!("dockerd answered {status} to {path}: {}", String::from_utf8_lossy(&body)));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("dockerd's answer to {path}: {e}"))
+}
