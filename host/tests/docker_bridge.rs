@@ -132,6 +132,19 @@ fn docker_cli_through_the_bridge() {
         assert!(answer.starts_with("HTTP/1.1 403"), "{body:?} with length {len}: {answer}");
         assert!(answer.contains("refused by Den's Docker policy"), "{answer}");
     }
+    // What dockerd would read differently from a naive check: an encoded path, the deprecated
+    // top-level host configuration, a key given twice, an old API version.
+    let top = r#"{"Image":"busybox","Privileged":true}"#;
+    let twins = r#"{"Image":"busybox","HostConfig":{"Privileged":true},"HostConfig":{}}"#;
+    for (path, body) in [
+        ("/v1.41/containers/%63reate", "{}"),
+        ("/v1.41/containers/create", top),
+        ("/v1.41/containers/create", twins),
+        ("/v1.23/containers/x/start", "{}"),
+    ] {
+        let answer = raw_request(&sock, "POST", path, body, body.len());
+        assert!(answer.starts_with("HTTP/1.1 403") && answer.contains("refused by Den"), "{path} {body}: {answer}");
+    }
     assert_eq!(cli.ok(&["run", "--rm", "busybox", "echo", "after"]).trim(), "after");
 
     // A published port reaches the container from the host's loopback, and goes with it.

@@ -39,7 +39,10 @@ pub enum Need {
 
 /// What `method path` requires.
 pub fn need(method: &Method, path: &str) -> Need {
-    let segs: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').filter(|s| !s.is_empty()).collect();
+    // Segments as the router's extractors will see them: percent-decoded.
+    let decoded: Vec<String> =
+        path.trim_start_matches("/api/v1/").split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
+    let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let read = *method == Method::GET;
     match segs.as_slice() {
         ["login"] | ["openapi.json"] => Need::Public,
@@ -81,16 +84,43 @@ fn forbidden(msg: String) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "forbidden", msg)
 }
 
+/// `%XX` sequences decoded (as UTF-8, invalid bytes replaced), the way path extractors do.
+fn percent_decode(seg: &str) -> String {
+    let b = seg.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Whether `caller` may do what `need` asks.
 fn authorize(den: &Den, caller: &Caller, need: &Need) -> Result<(), ApiError> {
     let ok = match need {
         Need::Public | Need::Anyone => true,
         Need::Global(r) => caller.has(*r),
-        Need::SelfOrAdmin(u) => *u == caller.user || caller.is_admin(),
+        // A token narrowed to a role or to VMs may not change its user's password or keys.
+        Need::SelfOrAdmin(u) => {
+            let narrowed = caller.token.as_ref().is_some_and(|t| t.role.is_some() || t.vms.is_some());
+            (*u == caller.user && !narrowed) || caller.is_admin()
+        }
         Need::Vm(name, r) => match den.store.vm(name) {
+            // Den's own VMs (the Docker sandbox) are operated by admins only.
+            Ok(vm) if vm.owner == "dend" && *r > Role::Viewer => caller.is_admin(),
             Ok(vm) => caller.role_on(&vm.id, &vm.spec.name, &vm.owner).is_some_and(|have| have >= *r),
-            // Viewers learn that it does not exist (404 from the handler); others learn nothing.
-            Err(_) => caller.has(Role::Viewer),
+            // Those who could act on it learn that it does not exist (404 from the handler).
+            Err(_) => caller.has(*r),
         },
     };
     if ok {
@@ -257,6 +287,8 @@ mod tests {
         assert_eq!(n(Method::GET, "/api/v1/session"), Need::Anyone);
         assert_eq!(n(Method::DELETE, "/api/v1/session"), Need::Anyone);
         assert_eq!(n(Method::POST, "/api/v1/vms/web1/console/ticket"), Need::Vm("web1".into(), Role::Operator));
+        assert_eq!(n(Method::POST, "/api/v1/vms/%77eb1/exec"), Need::Vm("web1".into(), Role::Operator), "decoded");
+        assert_eq!(percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
         assert_eq!(n(Method::GET, "/api/v1/nonsense"), Need::Global(Role::Admin), "unknown paths need the most");
     }
 }

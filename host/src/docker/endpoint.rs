@@ -32,25 +32,48 @@ pub enum Endpoint {
 /// The path without its `/v1.NN` prefix (and without the query).
 pub fn unversioned(path: &str) -> &str {
     let path = path.split('?').next().unwrap_or("");
-    if let Some(rest) = path.strip_prefix("/v") {
-        if let Some(i) = rest.find('/') {
-            let (ver, tail) = rest.split_at(i);
-            if !ver.is_empty() && ver.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-                return tail;
-            }
-        }
+    match version_of(path) {
+        Some((_, rest)) => rest,
+        None => path,
     }
-    path
 }
 
-/// The operation `method path` is.
+/// The `NN` of a `/v1.NN/...` prefix, and the rest of the path.
+fn version_of(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/v")?;
+    let i = rest.find('/')?;
+    let (ver, tail) = rest.split_at(i);
+    (!ver.is_empty() && ver.bytes().all(|b| b.is_ascii_digit() || b == b'.')).then_some((ver, tail))
+}
+
+/// Why a request path is not served at all: encoded or unclean paths (dockerd's router decodes
+/// and cleans them, so they could name another operation than the one classified here), and API
+/// versions before 1.24 (whose container start applies a host configuration from its body).
+pub fn unacceptable(path: &str) -> Option<String> {
+    let p = path.split('?').next().unwrap_or("");
+    if p.contains('%') || p.contains("//") || p.split('/').skip(1).any(|s| s == "." || s == "..") {
+        return Some(format!("the path `{p}` is encoded or not clean; Den forwards only plain paths"));
+    }
+    if let Some((ver, _)) = version_of(p) {
+        let mut it = ver.split('.');
+        let (major, minor) =
+            (it.next().and_then(|x| x.parse::<u32>().ok()), it.next().and_then(|x| x.parse::<u32>().ok()));
+        if major == Some(1) && minor.is_some_and(|m| m < 24) {
+            return Some(format!("Docker API version {ver} is older than Den serves (1.24 and later)"));
+        }
+    }
+    None
+}
+
+/// The operation `method path` is. Container routes are told apart by their last segment,
+/// since dockerd lets a container name span segments (link aliases).
 pub fn classify(method: &str, path: &str) -> Endpoint {
     let segs: Vec<&str> = unversioned(path).split('/').filter(|s| !s.is_empty()).collect();
     let post = method.eq_ignore_ascii_case("POST");
     match (post, segs.as_slice()) {
         (true, ["containers", "create"]) => Endpoint::ContainerCreate,
-        (true, ["containers", _, "update"]) => Endpoint::ContainerUpdate,
-        (true, ["containers", _, "exec"]) => Endpoint::ExecCreate,
+        (true, ["containers", _, .., "update"]) => Endpoint::ContainerUpdate,
+        (true, ["containers", _, .., "exec"]) => Endpoint::ExecCreate,
         (true, ["volumes", "create"]) => Endpoint::VolumeCreate,
         (true, ["build"]) => Endpoint::Build,
         (true, ["plugins", ..]) => Endpoint::Plugin,
@@ -82,5 +105,13 @@ mod tests {
         assert_eq!(classify("GET", "/v1.47/containers/json?all=1"), Endpoint::ContainerList);
         assert_eq!(classify("GET", "/v1.47/containers/create"), Endpoint::Other, "only POST creates");
         assert_eq!(classify("POST", "/v1.47/containers/abc/start"), Endpoint::Other);
+        assert_eq!(classify("POST", "/containers/web/db/exec"), Endpoint::ExecCreate, "a link alias spans segments");
+        assert!(unacceptable("/v1.41/containers/%63reate").is_some());
+        assert!(unacceptable("/v1.41/containers%2Fcreate").is_some());
+        assert!(unacceptable("/v1.41/containers/../containers/create").is_some());
+        assert!(unacceptable("/v1.41//containers/create").is_some());
+        assert!(unacceptable("/v1.23/containers/x/start").is_some(), "old API versions");
+        assert!(unacceptable("/v1.41/containers/create?name=a%20b").is_none(), "queries may be encoded");
+        assert!(unacceptable("/v1.24/containers/x/start").is_none() && unacceptable("/_ping").is_none());
     }
 }

@@ -98,8 +98,15 @@ impl Bridge {
     }
 }
 
-/// Counts a client connection while it is open.
+/// Counts a client connection (or an upgraded one) while it is open.
 struct Open(Arc<Bridge>);
+
+impl Open {
+    fn new(bridge: Arc<Bridge>) -> Open {
+        bridge.open_connections.fetch_add(1, Ordering::Relaxed);
+        Open(bridge)
+    }
+}
 
 impl Drop for Open {
     fn drop(&mut self) {
@@ -163,8 +170,7 @@ pub async fn serve(bridge: Arc<Bridge>, listener: UnixListener) {
             }
         };
         let caller = peer::identify(&bridge.den, &stream);
-        bridge.open_connections.fetch_add(1, Ordering::Relaxed);
-        let open = Open(bridge.clone());
+        let open = Open::new(bridge.clone());
         let upstream: proxy::Upstream = Default::default();
         let b = bridge.clone();
         let svc = hyper::service::service_fn(move |req| {

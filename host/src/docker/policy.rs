@@ -81,12 +81,18 @@ pub fn inspects_body(endpoint: &Endpoint) -> bool {
 
 /// Whether `key` is `name` for Go's JSON decoder (case-insensitive, with simple folding).
 pub fn go_key_matches(key: &str, name: &str) -> bool {
-    let fold = |c: char| match c {
+    key.chars().map(go_fold).eq(name.chars().map(|c| c.to_ascii_lowercase()))
+}
+
+/// The ASCII letter a character folds to for Go's decoder, when one does: Go folds the long s
+/// and the Kelvin sign to `s` and `k`, and since Go 1.21 the dotless and dotted i to `i`.
+fn go_fold(c: char) -> char {
+    match c {
         '\u{17F}' => 's',
         '\u{212A}' => 'k',
+        '\u{131}' | '\u{130}' => 'i',
         c => c.to_ascii_lowercase(),
-    };
-    key.chars().map(fold).eq(name.chars().map(|c| c.to_ascii_lowercase()))
+    }
 }
 
 /// Every value stored under a spelling of `name` in `obj`.
@@ -179,14 +185,23 @@ impl Policy {
 
     fn check_build(&self, query: &str) -> Result<(), Refusal> {
         for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
-            if k.eq_ignore_ascii_case("networkmode") && v.eq_ignore_ascii_case("host") && self.on("host-namespaces") {
+            let (k, v) = (query_decode(k), query_decode(v));
+            if k.eq_ignore_ascii_case("networkmode")
+                && v.trim().eq_ignore_ascii_case("host")
+                && self.on("host-namespaces")
+            {
                 return Err(refuse("host-namespaces", "a build with the sandbox's network (`--network host`)"));
+            }
+            if k.eq_ignore_ascii_case("cgroupparent") && !v.is_empty() && self.on("cgroup-parent") {
+                return Err(refuse("cgroup-parent", "a build with `--cgroup-parent`"));
             }
         }
         Ok(())
     }
 
     fn check_create(&self, obj: &Map<String, Value>) -> Result<(), Refusal> {
+        // dockerd still reads a deprecated host configuration from the top level of the body.
+        self.check_host_config(obj)?;
         for hc in fields(obj, "HostConfig") {
             match hc {
                 Value::Null => {}
@@ -236,6 +251,11 @@ impl Policy {
                         format!("`--security-opt {opt}` weakens the container's confinement"),
                     ));
                 }
+            }
+        }
+        for field in ["MaskedPaths", "ReadonlyPaths"] {
+            if fields(hc, field).any(|v| !v.is_null()) && self.on("security-opt") {
+                return Err(refuse("security-opt", format!("`{field}` unmasks parts of /proc and /sys")));
             }
         }
         if fields(hc, "Sysctls").any(non_empty) && self.on("sysctls") {
@@ -327,16 +347,20 @@ impl Policy {
         Ok(())
     }
 
-    /// `local` volume options that make a volume a bind of a sandbox path.
+    /// `local` volume options: only tmpfs volumes may have them; any other mount type (`bind`,
+    /// a device, `proc`, `cgroup`, `overlay`, ...) reaches the sandbox itself.
     fn check_volume_options(&self, opts: &Map<String, Value>) -> Result<(), Refusal> {
-        let bind = fields(opts, "o")
-            .any(|o| o.as_str().unwrap_or("bind").split(',').any(|x| matches!(x.trim(), "bind" | "rbind")));
-        let device_path = fields(opts, "device").any(|d| d.as_str().unwrap_or("/").starts_with('/'))
-            && fields(opts, "type").all(|t| t.as_str().unwrap_or("none") == "none");
-        if (bind || device_path) && self.on("bind-volumes") {
-            return Err(refuse("bind-volumes", "a `local` volume with `o=bind` is a bind of a sandbox path"));
+        if opts.is_empty() || !self.on("bind-volumes") {
+            return Ok(());
         }
-        Ok(())
+        let tmpfs = fields(opts, "type").all(|t| t.as_str() == Some("tmpfs"))
+            && fields(opts, "type").count() == 1
+            && fields(opts, "device").all(|d| d.as_str().is_some_and(|d| !d.starts_with('/')))
+            && fields(opts, "o").all(|o| o.as_str().is_some_and(|o| !o.split(',').any(|x| x.trim().ends_with("bind"))));
+        if tmpfs {
+            return Ok(());
+        }
+        Err(refuse("bind-volumes", "a `local` volume with mount options other than a tmpfs (`o=bind`, a device, proc, ...) mounts a sandbox path"))
     }
 
     fn check_exec(&self, obj: &Map<String, Value>) -> Result<(), Refusal> {
@@ -375,10 +399,90 @@ fn object(body: Option<&[u8]>) -> Result<Map<String, Value>, Refusal> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(malformed("this request needs a JSON body and it was empty"));
     }
+    if let Err(e) = serde_json::from_slice::<NoTwins>(body) {
+        return Err(malformed(format!("the body is not valid JSON or names a key twice ({e})")));
+    }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(o)) => Ok(o),
         Ok(_) => Err(malformed("the body is not a JSON object")),
         Err(e) => Err(malformed(format!("the body is not valid JSON ({e})"))),
+    }
+}
+
+/// A query component with `+` and `%XX` decoded.
+fn query_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Any JSON in which no object names a key twice, counting spellings Go's decoder folds
+/// together: dockerd merges such twins, while a parser that keeps one would see less.
+struct NoTwins;
+
+impl<'de> serde::Deserialize<'de> for NoTwins {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoTwinsVisitor)
+    }
+}
+
+struct NoTwinsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NoTwinsVisitor {
+    type Value = NoTwins;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<NoTwins, E> {
+        Ok(NoTwins)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<NoTwins, E> {
+        Ok(NoTwins)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<NoTwins, E> {
+        Ok(NoTwins)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<NoTwins, E> {
+        Ok(NoTwins)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<NoTwins, E> {
+        Ok(NoTwins)
+    }
+    fn visit_unit<E>(self) -> Result<NoTwins, E> {
+        Ok(NoTwins)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<NoTwins, A::Error> {
+        while seq.next_element::<NoTwins>()?.is_some() {}
+        Ok(NoTwins)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NoTwins, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.chars().map(go_fold).collect::<String>()) {
+                return Err(serde::de::Error::custom(format!("the key `{key}` appears twice")));
+            }
+            map.next_value::<NoTwins>()?;
+        }
+        Ok(NoTwins)
     }
 }
 

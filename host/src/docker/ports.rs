@@ -78,6 +78,12 @@ async fn sync(
     let Some(agent) = agent else { return };
     let missing: Vec<u16> = want.iter().copied().filter(|p| !open.contains_key(p)).collect();
     for port in missing {
+        if port < 1024 {
+            let detail = format!("port {port} is below 1024; Den publishes only unprivileged ports on the host");
+            bridge.den.event("dend", "docker.port_refused", bridge.sandbox.name(), &detail);
+            open.insert(port, tokio::spawn(std::future::pending()));
+            continue;
+        }
         match TcpListener::bind(("127.0.0.1", port)).await {
             Ok(listener) => {
                 tracing::info!(port, "docker: published port open on 127.0.0.1");

@@ -42,7 +42,11 @@ pub async fn handle(
     };
     let endpoint = classify(req.method().as_str(), req.uri().path());
     let what = format!("{} {}", req.method(), req.uri().path());
-    let need = if matches!(*req.method(), Method::GET | Method::HEAD) { Role::Viewer } else { Role::Operator };
+    // Reads need a viewer; changes, and every upgrade (an attach types into a container), an
+    // operator.
+    let upgrade = req.headers().contains_key(hyper::header::UPGRADE) || req.uri().path().ends_with("/attach/ws");
+    let read = matches!(*req.method(), Method::GET | Method::HEAD) && !upgrade;
+    let need = if read { Role::Viewer } else { Role::Operator };
     if !caller.has(need) {
         let msg = format!(
             "den: user `{}` may not do this with Docker: it needs the {} role; an admin can grant it",
@@ -51,6 +55,9 @@ pub async fn handle(
         );
         tracing::info!(user = %caller.user, request = %what, decision = "forbidden", "docker");
         return reply::error(StatusCode::FORBIDDEN, &msg);
+    }
+    if let Some(why) = super::endpoint::unacceptable(req.uri().path()) {
+        return refused(&bridge, &caller, &what, "path", &format!("refused by Den's Docker policy: {why}"));
     }
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, body) = req.into_parts();
@@ -93,11 +100,14 @@ pub async fn handle(
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        // An upgraded connection counts as open (for the resource saver) until its splice ends.
+        let open = super::Open::new(bridge.clone());
         tokio::spawn(async move {
             if let (Ok(client), Ok(guest)) = tokio::join!(client_upgrade, upstream_upgrade) {
                 let (mut client, mut guest) = (TokioIo::new(client), TokioIo::new(guest));
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut guest).await;
             }
+            drop(open);
         });
     }
     if let (Some(key), true) = (cache_key, resp.status().is_success()) {

@@ -65,8 +65,14 @@ impl Sandbox {
                 }
                 Err(e) => return Err(e.to_string()),
             };
+            if vm.owner != DEND {
+                return Err(format!(
+                    "a VM named `{}` exists but Den did not make it; rename it, or set another name with `vm` under `[docker]`",
+                    self.cfg.vm
+                ));
+            }
             match vm.state {
-                VmState::Running => return self.dockerd(den, &vm, start).await,
+                VmState::Running => return self.dockerd(den, &vm).await,
                 VmState::Stopped | VmState::Crashed => {
                     let task = den.start(&self.cfg.vm, DEND).map_err(|e| self.why(e))?;
                     den.wait_task(&task, READY_WAIT).await?;
@@ -109,12 +115,8 @@ impl Sandbox {
     }
 
     /// Waits for the agent, then for dockerd's `/_ping`.
-    async fn dockerd(
-        &self,
-        den: &Arc<Den>,
-        vm: &crate::model::VmRecord,
-        start: Instant,
-    ) -> Result<AgentClient, String> {
+    async fn dockerd(&self, den: &Arc<Den>, vm: &crate::model::VmRecord) -> Result<AgentClient, String> {
+        let start = Instant::now();
         let mut last = String::new();
         while start.elapsed() < READY_WAIT {
             match den.agent(vm).await {

@@ -56,7 +56,8 @@ impl Cache {
         let stored: HashMap<&String, Stored> = answers
             .iter()
             .map(|(k, (st, h, b))| {
-                let headers = h.iter().filter_map(|(n, v)| Some((n.to_string(), v.to_str().ok()?.to_string()))).collect();
+                let headers =
+                    h.iter().filter_map(|(n, v)| Some((n.to_string(), v.to_str().ok()?.to_string()))).collect();
                 (k, Stored { status: st.as_u16(), headers, body: String::from_utf8_lossy(b).into_owned() })
             })
             .collect();
@@ -124,6 +125,10 @@ mod tests {
         assert_eq!(c.get("GET /_ping").map(|a| a.2), Some(Bytes::from_static(b"OK")));
         assert!(c.get("GET /version").is_none());
         let again = Cache::in_file(file).get("GET /_ping").unwrap();
-        assert_eq!((again.0, again.1["api-version"].to_str().unwrap(), again.2), (StatusCode::OK, "1.41", Bytes::from_static(b"OK")), "kept across restarts");
+        assert_eq!(
+            (again.0, again.1["api-version"].to_str().unwrap(), again.2),
+            (StatusCode::OK, "1.41", Bytes::from_static(b"OK")),
+            "kept across restarts"
+        );
     }
 }

@@ -47,6 +47,7 @@ fn each_rule_refuses_its_field() {
         (json!({"SecurityOpt": ["systempaths=unconfined"]}), "security-opt"),
         (json!({"SecurityOpt": ["seccomp={\"defaultAction\":\"SCMP_ACT_ALLOW\"}"]}), "security-opt"),
         (json!({"Sysctls": {"kernel.shmmax": "1"}}), "sysctls"),
+        (json!({"MaskedPaths": [], "ReadonlyPaths": []}), "security-opt"),
         (json!({"CgroupParent": "/"}), "cgroup-parent"),
         (json!({"Runtime": "kata"}), "runtime"),
         (json!({"VolumesFrom": ["other"]}), "volumes-from"),
@@ -82,7 +83,16 @@ fn spellings_that_dockerd_accepts_are_caught() {
     assert_eq!(rule(create(json!({"\u{17F}ecurityOpt": ["seccomp=unconfined"]}))), "security-opt");
     assert_eq!(rule(create(json!({"CapAdd": ["\u{212A}ILL"]}))), "capabilities", "unknown capabilities are refused");
     // Both spellings present: refused whichever dockerd would keep.
-    assert_eq!(rule(create(json!({"Privileged": false, "privileged": true}))), "privileged");
+    assert_eq!(rule(create(json!({"Privileged": false, "privileged": true}))), "body", "twins are refused");
+    assert_eq!(rule(create(json!({"Pr\u{131}v\u{131}leged": true}))), "privileged", "Go 1.21 folds the dotless i");
+    // The same key twice: dockerd merges both, so the body is refused outright.
+    let twins = r#"{"Image":"x","HostConfig":{"Privileged":true,"Binds":["/:/h"]},"HostConfig":{}}"#;
+    assert_eq!(rule(policy().check(&Endpoint::ContainerCreate, "", Some(twins.as_bytes()))), "body");
+    // The deprecated host configuration at the top level of a create.
+    let top = r#"{"Image":"x","Privileged":true}"#;
+    assert_eq!(rule(policy().check(&Endpoint::ContainerCreate, "", Some(top.as_bytes()))), "privileged");
+    let top = r#"{"Image":"x","Binds":["/:/h"]}"#;
+    assert_eq!(rule(policy().check(&Endpoint::ContainerCreate, "", Some(top.as_bytes()))), "host-binds");
     assert!(go_key_matches("hostconfig", "HostConfig") && !go_key_matches("HostConfigs", "HostConfig"));
 }
 
@@ -128,6 +138,8 @@ fn exec_volumes_updates_builds_plugins_swarm() {
     assert_eq!(check(Endpoint::ContainerUpdate, "", json!({"Memory": 1})), "allowed");
     assert_eq!(rule(p.check(&Endpoint::Build, "t=x&networkmode=host", None)), "host-namespaces");
     assert_eq!(rule(p.check(&Endpoint::Build, "t=x&networkmode=default", None)), "allowed");
+    assert_eq!(rule(p.check(&Endpoint::Build, "networkmode=hos%74", None)), "host-namespaces", "decoded");
+    assert_eq!(rule(p.check(&Endpoint::Build, "cgroupparent=%2F", None)), "cgroup-parent");
     assert_eq!(rule(p.check(&Endpoint::Plugin, "remote=x", None)), "plugins");
     assert_eq!(rule(p.check(&Endpoint::Swarm, "", None)), "swarm");
     assert_eq!(rule(p.check(&Endpoint::Other, "", None)), "allowed", "other bodies are not read");
