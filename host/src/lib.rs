@@ -26,5 +26,6 @@ pub mod server;
 pub mod sshgw;
 pub mod store;
 pub mod tls;
+pub mod urlcode;
 pub mod vms;
 pub mod web;

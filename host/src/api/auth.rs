@@ -40,8 +40,12 @@ pub enum Need {
 /// What `method path` requires.
 pub fn need(method: &Method, path: &str) -> Need {
     // Segments as the router's extractors will see them: percent-decoded.
-    let decoded: Vec<String> =
-        path.trim_start_matches("/api/v1/").split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
+    let decoded: Vec<String> = path
+        .trim_start_matches("/api/v1/")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| crate::urlcode::percent_decode(s, false))
+        .collect();
     let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let read = *method == Method::GET;
     match segs.as_slice() {
@@ -82,27 +86,6 @@ fn unauthorized(msg: String) -> ApiError {
 
 fn forbidden(msg: String) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "forbidden", msg)
-}
-
-/// `%XX` sequences decoded (as UTF-8, invalid bytes replaced), the way path extractors do.
-fn percent_decode(seg: &str) -> String {
-    let b = seg.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether `caller` may do what `need` asks.
@@ -288,7 +271,6 @@ mod tests {
         assert_eq!(n(Method::DELETE, "/api/v1/session"), Need::Anyone);
         assert_eq!(n(Method::POST, "/api/v1/vms/web1/console/ticket"), Need::Vm("web1".into(), Role::Operator));
         assert_eq!(n(Method::POST, "/api/v1/vms/%77eb1/exec"), Need::Vm("web1".into(), Role::Operator), "decoded");
-        assert_eq!(percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
         assert_eq!(n(Method::GET, "/api/v1/nonsense"), Need::Global(Role::Admin), "unknown paths need the most");
     }
 }

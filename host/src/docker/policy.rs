@@ -7,6 +7,7 @@
 //! dangerous value under any spelling is refused. An admin can relax single rules by name.
 
 use super::endpoint::Endpoint;
+use crate::urlcode::percent_decode;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
@@ -185,7 +186,7 @@ impl Policy {
 
     fn check_build(&self, query: &str) -> Result<(), Refusal> {
         for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
-            let (k, v) = (query_decode(k), query_decode(v));
+            let (k, v) = (percent_decode(k, true), percent_decode(v, true));
             if k.eq_ignore_ascii_case("networkmode")
                 && v.trim().eq_ignore_ascii_case("host")
                 && self.on("host-namespaces")
@@ -407,31 +408,6 @@ fn object(body: Option<&[u8]>) -> Result<Map<String, Value>, Refusal> {
         Ok(_) => Err(malformed("the body is not a JSON object")),
         Err(e) => Err(malformed(format!("the body is not valid JSON ({e})"))),
     }
-}
-
-/// A query component with `+` and `%XX` decoded.
-fn query_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b'+', _, _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Any JSON in which no object names a key twice, counting spellings Go's decoder folds
