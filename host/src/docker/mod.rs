@@ -44,7 +44,7 @@ pub struct Bridge {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    u64::try_from(crate::store::now()).unwrap_or(0)
 }
 
 impl Bridge {

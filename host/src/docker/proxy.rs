@@ -80,9 +80,7 @@ pub async fn handle(
     } else {
         (body.map_err(boxed).boxed(), None)
     };
-    if let Err(r) =
-        bridge.policy.check(&endpoint, &query, read.as_deref().or(inspects_body(&endpoint).then_some(&[][..])))
-    {
+    if let Err(r) = bridge.policy.check(&endpoint, &query, read.as_deref()) {
         return refused(&bridge, &caller, &what, r.rule, &r.message);
     }
     let cache_key = cache_key(&parts.method, &endpoint);

@@ -6,10 +6,9 @@ use crate::config::DockerConfig;
 use crate::model::{VmSpec, VmState};
 use crate::store::StoreError;
 use crate::vms::{Den, VmError};
-use den_agent_proto::{AgentClient, ForwardTarget};
+use den_agent_proto::AgentClient;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// dockerd's socket inside the guest.
 pub const GUEST_SOCKET: &str = "/run/docker.sock";
@@ -134,15 +133,10 @@ impl Sandbox {
 
 /// `GET /_ping` to dockerd through the agent: `Ok` on 200.
 pub async fn ping(agent: &AgentClient) -> Result<(), String> {
-    let target = ForwardTarget::Unix { path: GUEST_SOCKET.into() };
-    let mut s = agent.forward_io(target).await.map_err(|e| e.to_string())?;
-    s.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n").await.map_err(|e| e.to_string())?;
-    let mut head = [0u8; 12];
-    let read = tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head)).await;
-    match read {
-        Ok(Ok(_)) if head.starts_with(b"HTTP/1.") && &head[9..12] == b"200" => Ok(()),
-        Ok(Ok(_)) => Err(format!("dockerd answered {:?}", String::from_utf8_lossy(&head))),
-        Ok(Err(e)) => Err(format!("dockerd's socket: {e}")),
+    match tokio::time::timeout(Duration::from_secs(5), super::upstream::get(agent, "/_ping")).await {
+        Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
+        Ok(Ok(resp)) => Err(format!("dockerd answered {}", resp.status())),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err("dockerd did not answer /_ping within 5 s".into()),
     }
 }

@@ -29,10 +29,6 @@ impl Default for Metrics {
     }
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
 impl Metrics {
     fn lock(&self) -> std::sync::MutexGuard<'_, History> {
         self.history.lock().unwrap_or_else(|p| p.into_inner())
@@ -55,7 +51,7 @@ impl Metrics {
 
     /// Takes one sample of the host and of every running VM.
     pub fn sample(&self, den: &Den) {
-        let t = unix_now();
+        let t = crate::store::now();
         let at = self.started.elapsed().as_secs_f64();
         let cpu = proc::read("/proc/stat").as_deref().and_then(proc::parse_cpu);
         let mem = proc::read("/proc/meminfo").as_deref().and_then(proc::parse_meminfo).unwrap_or((0, 0));
