@@ -99,6 +99,17 @@ pub fn switch_root(dev: &str, fstype: &str, read_only: bool) -> Result<(), Strin
     Ok(())
 }
 
+/// Mounts each virtio-fs share (`tag`, `path`), making `path` first; failures are reported on
+/// the console and the boot goes on.
+pub fn mount_shares(shares: &[(String, String)]) {
+    for (tag, path) in shares {
+        mkdir(path);
+        if let Err(e) = mount(Some(tag.as_str()), path.as_str(), Some("virtiofs"), MsFlags::empty(), None::<&str>) {
+            eprintln!("den-agent: mount virtio-fs `{tag}` on {path}: {e} (is the virtiofs module in the image?)");
+        }
+    }
+}
+
 /// Sets the host name.
 pub fn set_hostname(name: &str) {
     if let Err(e) = nix::unistd::sethostname(name) {

@@ -25,6 +25,9 @@ pub struct Cmdline {
     pub dns: Option<String>,
     /// `den.vsock_port=1024`: vsock port the agent listens on.
     pub vsock_port: u32,
+    /// `den.share=<tag>:<path>` (repeated): virtio-fs file systems to mount at `path` (with
+    /// `%XX` escapes for bytes a command line cannot hold) once the root is in place.
+    pub shares: Vec<(String, String)>,
     /// Every `key=value` seen, for diagnostics.
     pub all: BTreeMap<String, String>,
 }
@@ -50,6 +53,12 @@ impl Cmdline {
                 "den.dns" if !v.is_empty() => c.dns = Some(v.clone()),
                 "den.console" if !v.is_empty() => c.console = Some(v.clone()),
                 "den.vsock_port" => c.vsock_port = v.parse().unwrap_or(DEFAULT_VSOCK_PORT),
+                "den.share" => match v.split_once(':').and_then(|(tag, p)| Some((tag, unescape(p)?))) {
+                    Some((tag, path)) if !tag.is_empty() && path.starts_with('/') => {
+                        c.shares.push((tag.to_string(), path))
+                    }
+                    _ => eprintln!("den-agent: ignoring `den.share={v}`: expected <tag>:<absolute path>"),
+                },
                 _ => {}
             }
             c.all.insert(k.to_string(), v);
@@ -61,6 +70,24 @@ impl Cmdline {
     pub fn from_proc() -> Cmdline {
         Cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default())
     }
+}
+
+/// Undoes the `%XX` escapes of a command-line word; `None` for a broken escape or non-UTF-8.
+fn unescape(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -77,5 +104,13 @@ mod tests {
         assert_eq!(c.vsock_port, DEFAULT_VSOCK_PORT);
         assert_eq!(c.init, None);
         assert_eq!(c.all.get("console").map(String::as_str), Some("ttyS0"));
+    }
+
+    #[test]
+    fn shares_are_tag_and_unescaped_path() {
+        let c = Cmdline::parse(
+            "den.share=den0:/home/ann/my%20proj den.share=den1:/srv den.share=x den.share=y:rel den.share=z:/a%2",
+        );
+        assert_eq!(c.shares, vec![("den0".into(), "/home/ann/my proj".into()), ("den1".into(), "/srv".into())]);
     }
 }

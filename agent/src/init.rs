@@ -89,6 +89,7 @@ pub fn run() -> ! {
             halt(Halt::PowerOff);
         }
     }
+    boot::mount_shares(&cmd.shares);
     if let Some(dns) = cmd.dns.as_deref().filter(|_| !cmd.read_only) {
         if let Err(e) = std::fs::write("/etc/resolv.conf", format!("nameserver {dns}\nsearch den\n")) {
             eprintln!("den-agent: /etc/resolv.conf: {e}");

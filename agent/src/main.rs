@@ -23,7 +23,8 @@ Usage:
   den-agent --version  print the version
 
 Settings come from the kernel command line: den.root=, den.rootfstype=, den.ro, den.init=,
-den.hostname=, den.ip=, den.gw=, den.dns=, den.console=shell, den.vsock_port=. See docs/agent-protocol.md in the Den repository.";
+den.hostname=, den.ip=, den.gw=, den.dns=, den.console=shell, den.vsock_port=,
+den.share=<tag>:<path> (virtio-fs). See docs/agent-protocol.md in the Den repository.";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -110,6 +110,35 @@ pub struct VmSpec {
     /// Host ports forwarded to the first NIC (like `docker -p`).
     #[serde(default)]
     pub ports: Vec<PortForward>,
+    /// Host folders shared into the guest with virtio-fs (QEMU only; only an admin may set them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<Share>,
+}
+
+/// A host folder shared into a guest with virtio-fs: the guest's root can read and write it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    /// The host folder (absolute, no `.` or `..` parts).
+    pub host: std::path::PathBuf,
+    /// Where the guest mounts it (default: the same path as on the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<std::path::PathBuf>,
+}
+
+impl Share {
+    /// Where the guest mounts the folder.
+    pub fn guest_path(&self) -> &std::path::Path {
+        self.guest.as_deref().unwrap_or(&self.host)
+    }
+}
+
+/// At most this many shares per VM.
+pub const MAX_SHARES: usize = 8;
+
+/// Whether `p` is absolute and made only of plain names (no `.`, `..` or empty parts).
+fn clean_absolute(p: &std::path::Path) -> bool {
+    use std::path::Component;
+    p.is_absolute() && p.components().skip(1).all(|c| matches!(c, Component::Normal(_))) && p.to_str().is_some()
 }
 
 fn one() -> u32 {
@@ -198,7 +227,36 @@ impl VmSpec {
         if let Some(d) = self.data_disk_mib.filter(|d| !(64..=MAX_DISK_MIB).contains(d)) {
             return err("data_disk_mib", format!("{d} MiB is not possible (64 to {MAX_DISK_MIB})"));
         }
+        self.validate_shares()?;
         crate::net::spec::validate_vm_net(&self.nics, &self.ports)
+    }
+
+    fn validate_shares(&self) -> Result<(), FieldError> {
+        let err = |message: String| Err(FieldError { field: "shares", message });
+        if self.shares.is_empty() {
+            return Ok(());
+        }
+        if self.shares.len() > MAX_SHARES {
+            return err(format!("at most {MAX_SHARES} shared folders"));
+        }
+        if self.iso.is_some() || self.engine == EngineChoice::Vmm {
+            return err("shared folders need the qemu engine and an image (virtio-fs is mounted by Den's agent)".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &self.shares {
+            for p in [&s.host, s.guest_path()] {
+                if !clean_absolute(p) {
+                    return err(format!("`{}` is not a clean absolute UTF-8 path", p.display()));
+                }
+            }
+            if s.guest_path() == std::path::Path::new("/") {
+                return err("a shared folder cannot be mounted over the guest's root".into());
+            }
+            if !seen.insert(s.guest_path()) {
+                return err(format!("two shared folders are mounted at `{}`", s.guest_path().display()));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -296,5 +354,25 @@ mod tests {
         assert!(unknown.unwrap_err().to_string().contains("unknown field `cpu`"));
         assert_eq!(VmState::parse("running"), Some(VmState::Running));
         assert_eq!(VmState::parse("nope"), None);
+    }
+
+    #[test]
+    fn shares_are_clean_absolute_paths_on_qemu() {
+        let limits = Limits { max_cpus: 2, max_memory_mib: 4096 };
+        let share = |host: &str, guest: Option<&str>| Share { host: host.into(), guest: guest.map(Into::into) };
+        let with = |shares: Vec<Share>| VmSpec { shares, ..spec() }.validate(limits);
+        assert!(with(vec![share("/home/ann", None), share("/srv/x", Some("/data"))]).is_ok());
+        for (bad, says) in [
+            (vec![share("home", None)], "clean absolute"),
+            (vec![share("/home/../etc", None)], "clean absolute"),
+            (vec![share("/a", Some("/"))], "root"),
+            (vec![share("/a", Some("/x")), share("/b", Some("/x"))], "two shared folders"),
+            (vec![share("/a", None); MAX_SHARES + 1], "at most"),
+        ] {
+            let e = with(bad.clone()).unwrap_err();
+            assert!(e.field == "shares" && e.message.contains(says), "{bad:?}: {}", e.message);
+        }
+        let vmm = VmSpec { engine: EngineChoice::Vmm, shares: vec![share("/a", None)], ..spec() };
+        assert!(vmm.validate(limits).unwrap_err().message.contains("qemu"));
     }
 }

@@ -108,6 +108,11 @@ fn https_users_roles_grants_and_tokens() {
         d.https("POST", "/api/v1/vms", Some(&vic), Some(&json!({"name": "v2", "image": "base"}).to_string()));
     assert_eq!((s, b["code"].as_str()), (403, Some("forbidden")), "{b}");
     assert!(b["message"].as_str().unwrap_or("").contains("operator"), "names the role: {b}");
+    // Shared host folders hand the guest the host's files: an operator may not ask for them.
+    let shared = json!({"name": "v3", "image": "base", "shares": [{"host": "/etc"}]}).to_string();
+    let (s, b, _) = d.https("POST", "/api/v1/vms", Some(&alice), Some(&shared));
+    assert_eq!((s, b["code"].as_str()), (403, Some("forbidden")), "{b}");
+    assert!(b["message"].as_str().unwrap_or("").contains("only an admin may share"), "{b}");
     let (s, b, _) = d.https("GET", "/api/v1/vms", Some(&vic), None);
     assert!(s == 200 && b.as_array().map(Vec::len) == Some(1), "{b}");
     for (m, p) in [("POST", "/api/v1/vms/web1/start"), ("DELETE", "/api/v1/vms/web1"), ("POST", "/api/v1/networks")] {

@@ -70,6 +70,7 @@ fn spec_in(dir: &Path, id: &str) -> LaunchSpec {
         disks: vec![DiskSpec { path: disk, read_only: false }],
         nics: vec![],
         firmware: None,
+        shares: vec![],
     }
 }
 
@@ -228,6 +229,7 @@ async fn a_qemu_that_fails_at_start_is_reported_with_its_log() {
         disks: vec![],
         nics: vec![],
         firmware: None,
+        shares: vec![],
     };
     let t = Instant::now();
     let e = engine::launch(EngineKind::Qemu, &spec).await.unwrap_err().to_string();

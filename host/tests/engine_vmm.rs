@@ -35,6 +35,7 @@ fn spec(dir: &Path, id: &str) -> LaunchSpec {
         disks: vec![],
         nics: vec![],
         firmware: None,
+        shares: vec![],
     }
 }
 

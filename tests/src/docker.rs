@@ -62,6 +62,16 @@ pub fn busybox_image(out: &Path) -> std::io::Result<()> {
     image.finish()
 }
 
+/// A `docker build` context: a tar holding only `Dockerfile`.
+pub fn build_context(dockerfile: &str) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(dockerfile.len() as u64);
+    tar.append_data(&mut h, "Dockerfile", dockerfile.as_bytes()).expect("an in-memory tar");
+    tar.into_inner().expect("an in-memory tar")
+}
+
 /// The real `docker` CLI talking to one socket, with its own (empty) configuration directory.
 pub struct DockerCli {
     socket: PathBuf,
@@ -82,6 +92,26 @@ impl DockerCli {
             .env_remove("DOCKER_CONTEXT")
             .args(args);
         c
+    }
+
+    /// Runs the shell line `line` (which calls `docker`) on a terminal made by `script`, typing
+    /// `input` into it: everything the terminal showed.
+    pub fn on_terminal(&self, line: &str, input: &str) -> String {
+        use std::io::Write;
+        let c = self.cmd(&[]);
+        let mut child = Command::new("script")
+            .args(["-qec", line, "/dev/null"])
+            .envs(c.get_envs().filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))))
+            .env_remove("DOCKER_CONTEXT")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("script(1) runs");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(input.as_bytes()).expect("typing into the terminal");
+        drop(stdin);
+        let out = child.wait_with_output().expect("script(1) ends");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Runs `docker args...`: the output.

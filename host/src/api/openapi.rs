@@ -271,6 +271,8 @@ fn schemas() -> Value {
             "start_order": {"type": "integer", "minimum": 0},
             "nics": {"type": "array", "maxItems": 8, "items": s(json!({"network": {"type": "string"}, "mac": {"type": "string"}}), &[])},
             "ports": {"type": "array", "items": s(json!({"host_port": {"type": "integer"}, "guest_port": {"type": "integer"}, "proto": {"enum": ["tcp", "udp"]}}), &["host_port", "guest_port"])},
+            "data_disk_mib": {"type": "integer", "minimum": 64},
+            "shares": {"type": "array", "maxItems": 8, "description": "host folders shared over virtio-fs (admins only)", "items": s(json!({"host": {"type": "string"}, "guest": {"type": "string"}}), &["host"])},
         }), &["name", "image"]),
         "NetworkSpec": s(json!({"name": {"type": "string", "maxLength": 11}, "subnet": {"type": "string", "examples": ["10.88.0.0/24"]}, "isolated": {"type": "boolean"}}), &["name", "subnet"]),
         "ImportIso": s(json!({"name": {"type": "string"}, "path": {"type": "string"}}), &["name", "path"]),

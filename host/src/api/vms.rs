@@ -22,6 +22,18 @@ pub(super) fn accepted(task: &str, extra: serde_json::Value) -> Response {
     (StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(body)).into_response()
 }
 
+/// Shared host folders give the guest the host's files: only an admin may make a VM with them.
+fn shares_need_admin(caller: &Caller, spec: &VmSpec) -> Result<(), ApiError> {
+    if spec.shares.is_empty() || caller.is_admin() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "only an admin may share host folders with a VM (`shares`)".to_string(),
+    ))
+}
+
 /// `GET /api/v1/vms`: the VMs the caller may see.
 pub async fn list(
     State(den): State<Arc<Den>>,
@@ -45,6 +57,7 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     Body(spec): Body<VmSpec>,
 ) -> Result<Response, ApiError> {
+    shares_need_admin(&caller, &spec)?;
     let (task, vm) = den.create(spec, &caller.user)?;
     Ok(accepted(&task, json!({"vm": vm})))
 }
@@ -199,6 +212,7 @@ pub async fn clone(
     Path(name): Path<String>,
     Body(req): Body<CloneBody>,
 ) -> Result<Response, ApiError> {
+    shares_need_admin(&caller, &den.store.vm(&name).map_err(crate::vms::VmError::from)?.spec)?;
     let (task, vm) = den.clone_vm(&name, &req.name, &caller.user)?;
     Ok(accepted(&task, json!({"vm": vm})))
 }

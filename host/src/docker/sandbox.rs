@@ -3,7 +3,7 @@
 //! Requests wait for it; only one of them creates or starts it.
 
 use crate::config::DockerConfig;
-use crate::model::{VmSpec, VmState};
+use crate::model::{Share, VmRecord, VmSpec, VmState};
 use crate::store::StoreError;
 use crate::vms::{Den, VmError};
 use den_agent_proto::AgentClient;
@@ -46,8 +46,26 @@ impl Sandbox {
             "data_disk_mib": self.cfg.data_disk_mib,
             "restart": "on-failure",
             "nics": [{"network": "default"}],
+            "shares": self.shares(),
         }))
         .map_err(|e| e.to_string())
+    }
+
+    /// The configured shared folders, each at the same path in the sandbox.
+    fn shares(&self) -> Vec<Share> {
+        self.cfg.share.iter().map(|p| Share { host: p.clone(), guest: None }).collect()
+    }
+
+    /// A stopped sandbox made under another `share` setting gets the current one before it starts.
+    fn follow_shares(&self, den: &Arc<Den>, vm: &VmRecord) -> Result<(), String> {
+        if vm.spec.shares == self.shares() {
+            return Ok(());
+        }
+        let mut vm = vm.clone();
+        vm.spec.shares = self.shares();
+        vm.spec.validate(den.limits).map_err(|e| format!("[docker] share: {}", e.message))?;
+        tracing::info!(vm = %vm.spec.name, shares = ?self.cfg.share, "the Docker sandbox's shared folders follow den.toml");
+        den.store.set_vm_spec(&vm).map_err(|e| e.to_string())
     }
 
     /// The agent of the running sandbox, with dockerd answering: made and started as needed.
@@ -71,8 +89,10 @@ impl Sandbox {
                 ));
             }
             match vm.state {
+                // A changed `share` setting applies at the sandbox's next start.
                 VmState::Running => return self.dockerd(den, &vm).await,
                 VmState::Stopped | VmState::Crashed => {
+                    self.follow_shares(den, &vm)?;
                     let task = den.start(&self.cfg.vm, DEND).map_err(|e| self.why(e))?;
                     den.wait_task(&task, READY_WAIT).await?;
                 }
@@ -114,7 +134,7 @@ impl Sandbox {
     }
 
     /// Waits for the agent, then for dockerd's `/_ping`.
-    async fn dockerd(&self, den: &Arc<Den>, vm: &crate::model::VmRecord) -> Result<AgentClient, String> {
+    async fn dockerd(&self, den: &Arc<Den>, vm: &VmRecord) -> Result<AgentClient, String> {
         let start = Instant::now();
         let mut last = String::new();
         while start.elapsed() < READY_WAIT {

@@ -8,6 +8,7 @@ mod handle;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
+pub mod virtiofs;
 pub mod vmm;
 
 pub use entry::{
@@ -46,6 +47,15 @@ pub struct NicSpec {
     pub tap: String,
     /// MAC address `52:54:00:xx:xx:xx`.
     pub mac: String,
+}
+
+/// A host folder served to the guest over virtio-fs (QEMU only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareSpec {
+    /// The virtio-fs tag the guest mounts it by.
+    pub tag: String,
+    /// The host folder.
+    pub host: PathBuf,
 }
 
 /// Booting through firmware (QEMU's q35 machine) instead of a kernel: for ISO installs and
@@ -90,6 +100,9 @@ pub struct LaunchSpec {
     /// Boot through firmware; `kernel`, `initrd` and `cmdline` are then unused.
     #[serde(default)]
     pub firmware: Option<FirmwareBoot>,
+    /// Host folders shared over virtio-fs.
+    #[serde(default)]
+    pub shares: Vec<ShareSpec>,
 }
 
 /// A started (or re-adopted) VM process and where to reach it.
@@ -274,6 +287,14 @@ impl LaunchSpec {
             }
             if !valid_mac(&n.mac) {
                 return bad(format!("MAC `{}` of {}: expected six hex pairs like 52:54:00:12:34:56", n.mac, n.tap));
+            }
+        }
+        for sh in &self.shares {
+            if sh.tag.is_empty() || sh.tag.len() > 36 || !sh.tag.chars().all(id_ok) {
+                return bad(format!("share tag `{}`: 1 to 36 characters from [A-Za-z0-9._-]", sh.tag));
+            }
+            if !sh.host.is_dir() {
+                return bad(format!("shared folder {} is not a directory on the host", sh.host.display()));
             }
         }
         let longest = self.dir.join("vsock.sock").as_os_str().len() + 11;

@@ -9,6 +9,7 @@
 
 use super::process::{self, Proc};
 use super::qmp::Qmp;
+use super::virtiofs;
 use super::{EndReason, EngineError, EngineKind, LaunchSpec, Running, VmState};
 use den_vmm::host::{kvm_kind, KvmKind};
 use serde::{Deserialize, Serialize};
@@ -68,7 +69,7 @@ fn tcg_words() -> &'static str {
 }
 
 /// Escapes a value for a QEMU `key=value,...` option (commas are doubled).
-fn opt(p: &Path) -> String {
+pub(super) fn opt(p: &Path) -> String {
     p.display().to_string().replace(',', ",,")
 }
 
@@ -81,8 +82,19 @@ pub fn args(spec: &LaunchSpec, accel: Accel) -> Vec<OsString> {
         Accel::Kvm => ("kvm", "host"),
         Accel::Tcg => ("tcg", "max"),
     };
-    let machine = if spec.firmware.is_some() { "q35" } else { "microvm,x-option-roms=off,rtc=off,isa-serial=on" };
-    push(&["-name", &format!("den-{}", spec.id), "-M", machine]);
+    let mut machine =
+        if spec.firmware.is_some() { "q35" } else { "microvm,x-option-roms=off,rtc=off,isa-serial=on" }.to_string();
+    if !spec.shares.is_empty() {
+        // vhost-user devices need guest memory another process can map.
+        machine.push_str(",memory-backend=mem");
+        push(&["-object", &format!("memory-backend-memfd,id=mem,size={}M,share=on", spec.memory_mib)]);
+        // virtiofsd's libvhost-user serves only modern (virtio 1.0) devices; microvm's
+        // virtio-mmio transport is legacy unless told otherwise.
+        if spec.firmware.is_none() {
+            push(&["-global", "virtio-mmio.force-legacy=false"]);
+        }
+    }
+    push(&["-name", &format!("den-{}", spec.id), "-M", &machine]);
     push(&["-accel", accel_name, "-cpu", cpu, "-m", &spec.memory_mib.to_string(), "-smp", &spec.cpus.to_string()]);
     push(&["-nodefaults", "-no-user-config", "-no-reboot", "-msg", "timestamp=on"]);
     match &spec.firmware {
@@ -135,6 +147,8 @@ pub fn args(spec: &LaunchSpec, accel: Accel) -> Vec<OsString> {
         let netdev = format!("tap,id=net{i},ifname={},script=no,downscript=no", n.tap);
         push(&["-netdev", &netdev, "-device", &format!("virtio-net-{bus},netdev=net{i},mac={}", n.mac)]);
     }
+    a.extend(super::virtiofs::qemu_args(spec, bus).into_iter().map(OsString::from));
+    let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
     let agent = format!("socket,id=agent,path={},server=on,wait=off", opt(&dir.join("agent.sock")));
     push(&["-device", &format!("virtio-serial-{bus}"), "-chardev", &agent]);
     push(&["-device", "virtserialport,chardev=agent,name=den.agent"]);
@@ -166,15 +180,23 @@ pub async fn launch(spec: &LaunchSpec) -> Result<(Running, Qemu), EngineError> {
     for f in [&running.console, &running.control, &running.agent] {
         let _ = std::fs::remove_file(f);
     }
+    let shares = virtiofs::start(spec).await?;
     let mut cmd = std::process::Command::new(QEMU_BIN);
     cmd.args(args(spec, choice.accel)).current_dir(dir);
     let log = dir.join("engine.log");
-    let p = process::spawn(cmd, QEMU_BIN, &log)?;
+    let p = match process::spawn(cmd, QEMU_BIN, &log) {
+        Ok(p) => p,
+        Err(e) => {
+            virtiofs::stop(shares).await;
+            return Err(e);
+        }
+    };
     let running = Running { pid: p.pid, start_time: p.start_time, ..running };
     match wait_qmp(p, &running.control, &log).await {
         Ok(qmp) => Ok((running, Qemu { qmp, accel: choice.accel })),
         Err(e) => {
             let _ = process::kill(p, Duration::from_secs(5)).await;
+            virtiofs::stop(shares).await;
             Err(e)
         }
     }
@@ -318,6 +340,7 @@ mod tests {
             ],
             nics: vec![NicSpec { tap: "den-tap0".into(), mac: "52:54:00:12:34:56".into() }],
             firmware: None,
+            shares: vec![],
         };
         let a: Vec<String> = args(&spec, Accel::Tcg).iter().map(|s| s.to_string_lossy().into_owned()).collect();
         let line = a.join(" ");
@@ -341,6 +364,22 @@ mod tests {
         assert_eq!(args(&spec, Accel::Kvm)[kvm_append + 1], "console=ttyS0 quiet", "no TCG words under KVM");
         let kvm: Vec<String> = args(&spec, Accel::Kvm).iter().map(|s| s.to_string_lossy().into_owned()).collect();
         assert!(kvm.join(" ").contains("-accel kvm -cpu host"));
+        assert!(!line.contains("memory-backend"), "private memory without shares");
+
+        let shared = LaunchSpec {
+            shares: vec![crate::engine::ShareSpec { tag: "den0".into(), host: "/home/ann".into() }],
+            ..spec
+        };
+        let line =
+            args(&shared, Accel::Tcg).iter().map(|s| s.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
+        for want in [
+            "-object memory-backend-memfd,id=mem,size=512M,share=on",
+            "-global virtio-mmio.force-legacy=false",
+            "isa-serial=on,memory-backend=mem",
+            "-chardev socket,id=fs0,path=/run/den/vm,,1/fs0.sock -device vhost-user-fs-device,chardev=fs0,tag=den0",
+        ] {
+            assert!(line.contains(want), "missing `{want}` in {line}");
+        }
     }
 
     #[test]

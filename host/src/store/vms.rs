@@ -140,6 +140,7 @@ pub(crate) mod tests {
                 image: "base".into(),
                 iso: None,
                 firmware: None,
+                shares: vec![],
                 kind: Kind::Dev,
                 engine: EngineChoice::Qemu,
                 cpus: 1,

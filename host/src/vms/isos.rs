@@ -121,6 +121,7 @@ impl Den {
             disks: vec![DiskSpec { path: data.join("root.img"), read_only: false }],
             nics: self.nic_specs(vm),
             firmware: Some(FirmwareBoot { uefi, iso: Some(iso), vars: uefi.then(|| data.join("efivars.fd")) }),
+            shares: vec![],
         })
     }
 }

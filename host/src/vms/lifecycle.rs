@@ -31,6 +31,17 @@ async fn stalled_at_start(running: &Running) -> bool {
     true
 }
 
+/// `%XX` for every byte of `s` that is not plainly safe in a kernel command line word (the
+/// agent undoes it for `den.share`).
+fn cmdline_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'.' | b'_' | b'-' | b'+' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// How long a guest gets to shut down before its engine is stopped hard.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -72,7 +83,8 @@ impl Den {
         if let Some(image) = &image {
             self.check_disk_size(&spec, image)?;
         }
-        let engine = if spec.iso.is_some() { EngineKind::Qemu } else { engine_for(spec.engine) };
+        let qemu_only = spec.iso.is_some() || !spec.shares.is_empty();
+        let engine = if qemu_only { EngineKind::Qemu } else { engine_for(spec.engine) };
         let vm = self.insert_creating(spec, engine, user)?;
         let den = self.clone();
         let rec = vm.clone();
@@ -235,6 +247,16 @@ impl Den {
         if let Some(n) = vm.nics.first() {
             cmdline.push_str(&self.net_cmdline(n).map_err(|e| e.to_string())?);
         }
+        let shares: Vec<engine::ShareSpec> = vm
+            .spec
+            .shares
+            .iter()
+            .enumerate()
+            .map(|(i, s)| engine::ShareSpec { tag: format!("den{i}"), host: s.host.clone() })
+            .collect();
+        for (sh, s) in shares.iter().zip(&vm.spec.shares) {
+            cmdline.push_str(&format!(" den.share={}:{}", sh.tag, cmdline_escape(&s.guest_path().to_string_lossy())));
+        }
         cmdline = format!("{cmdline} {}", vm.spec.cmdline_extra);
         Ok(LaunchSpec {
             id: vm.id.clone(),
@@ -247,6 +269,7 @@ impl Den {
             disks,
             nics: self.nic_specs(vm),
             firmware: None,
+            shares,
         })
     }
 
@@ -486,5 +509,14 @@ impl Den {
         let agent = self.agent(&self.store.vm(name)?).await?;
         let args: Vec<&str> = argv.iter().map(String::as_str).collect();
         agent.exec_output(&args, bytes::Bytes::new()).await.map_err(|e| VmError::Engine(format!("agent: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cmdline_words_escape_what_the_kernel_would_split() {
+        assert_eq!(super::cmdline_escape("/home/ann/my proj,1"), "/home/ann/my%20proj%2C1");
+        assert_eq!(super::cmdline_escape("/ü"), "/%C3%BC");
     }
 }

@@ -20,6 +20,7 @@ fn spec(dir: &Path) -> LaunchSpec {
         ],
         nics: vec![NicSpec { tap: "tap0".into(), mac: "52:54:00:12:34:56".into() }],
         firmware: None,
+        shares: vec![],
     }
 }
 

@@ -2,6 +2,9 @@
 //! first request makes and starts the sandbox VM; images are loaded (no registry here),
 //! containers run, stream logs, take stdin through an attach, and the policy refuses what would
 //! reach the sandbox (with its message printed by the CLI) while plain requests keep working.
+//! A shared host folder is bound into a container; `bollard_api` walks the same paths in Rust.
+
+mod bollard_api;
 
 use den_tests::dend::Dend;
 use den_tests::docker::{busybox_image, DockerCli};
@@ -44,7 +47,9 @@ fn docker_cli_through_the_bridge() {
     let store = images::shared_store();
     images::build_builtin(&store, "docker");
     let ns = NetNs::new("dkb");
-    let mut d = Dend::start_in_with_config(Path::new(env!("CARGO_BIN_EXE_dend")), &ns, "[docker]\nmemory_mib = 2048\n");
+    let shared = tempfile::tempdir().unwrap();
+    let den_toml = format!("[docker]\nmemory_mib = 2048\nshare = [{:?}]\n", shared.path().display().to_string());
+    let mut d = Dend::start_in_with_config(Path::new(env!("CARGO_BIN_EXE_dend")), &ns, &den_toml);
     let cli = DockerCli::new(&d.dir.path().join("run/docker.sock"));
 
     // The first call makes and starts the sandbox; `docker version` shows both ends.
@@ -87,6 +92,28 @@ fn docker_cli_through_the_bridge() {
     assert!(cli.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).contains("busybox:latest"));
     assert_eq!(cli.ok(&["run", "--rm", "busybox", "echo", "hi"]).trim(), "hi");
 
+    // A shared host folder (virtio-fs), bound at its host path: read and written by a container.
+    std::fs::write(shared.path().join("in.txt"), "from the host\n").unwrap();
+    let bind = format!("{}:/src", shared.path().display());
+    let seen =
+        cli.ok(&["run", "--rm", "-v", &bind, "busybox", "sh", "-c", "cat /src/in.txt; echo made > /src/out.txt"]);
+    assert_eq!(seen.trim(), "from the host");
+    assert_eq!(std::fs::read_to_string(shared.path().join("out.txt")).unwrap(), "made\n", "written through the share");
+    let err = cli.fails(&["run", "--rm", "-v", "/etc:/x", "busybox", "true"]);
+    assert!(
+        err.contains("not shared with the Docker sandbox") && err.contains("share = ["),
+        "says how to allow: {err}"
+    );
+
+    // `docker build` with the classic builder, FROM a loaded image.
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM busybox\nRUN echo built > /built\nCMD [\"cat\", \"/built\"]\n")
+        .unwrap();
+    let built =
+        cli.cmd(&["build", "-t", "mine:1", ctx.path().to_str().unwrap()]).env("DOCKER_BUILDKIT", "0").output().unwrap();
+    assert!(built.status.success(), "docker build: {}", String::from_utf8_lossy(&built.stderr));
+    assert_eq!(cli.ok(&["run", "--rm", "mine:1"]).trim(), "built");
+
     // stdin through an attach (`Upgrade: tcp`), with half-close ending the container's input.
     let mut child = cli
         .cmd(&["run", "--rm", "-i", "busybox", "wc", "-c"])
@@ -112,6 +139,7 @@ fn docker_cli_through_the_bridge() {
         (&["run", "--rm", "--device", "/dev/kvm", "busybox", "true"], "Devices"),
         (&["run", "--rm", "--security-opt", "seccomp=unconfined", "busybox", "true"], "seccomp=unconfined"),
         (&["run", "--rm", "-v", "/etc:/x", "busybox", "true"], "/etc"),
+        (&["run", "--rm", "--sysctl", "net.ipv4.ip_forward=1", "busybox", "true"], "--sysctl"),
         (&["run", "--rm", "--mount", "type=bind,src=/,dst=/host", "busybox", "true"], "`/`"),
         (&["volume", "create", "--opt", "o=bind", "--opt", "device=/etc", "--opt", "type=none", "v1"], "o=bind"),
     ] {
@@ -122,6 +150,9 @@ fn docker_cli_through_the_bridge() {
     let err = cli.fails(&["exec", "--privileged", sleeper.trim(), "true"]);
     assert!(err.contains("refused by Den's Docker policy"), "{err}");
     assert_eq!(cli.ok(&["exec", sleeper.trim(), "echo", "in"]).trim(), "in", "a plain exec right after works");
+    // `exec -it` on a terminal: typed input reaches a shell on the container's own terminal.
+    let shown = cli.on_terminal(&format!("docker exec -it {} sh", sleeper.trim()), "echo typed-$((40+2)); tty; exit\n");
+    assert!(shown.contains("typed-42") && shown.contains("/dev/pts/"), "{shown}");
     cli.ok(&["rm", "-f", sleeper.trim()]);
     assert_eq!(cli.ok(&["run", "--rm", "busybox", "echo", "still"]).trim(), "still");
 
@@ -171,6 +202,9 @@ fn docker_cli_through_the_bridge() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    // The same API paths through bollard, a Rust client.
+    bollard_api::check(&sock);
+
     // A volume's data, kept for after the sandbox restarts below.
     cli.ok(&["volume", "create", "keep"]);
     cli.ok(&["run", "--rm", "-v", "keep:/data", "busybox", "sh", "-c", "echo kept > /data/f"]);
@@ -181,7 +215,8 @@ fn docker_cli_through_the_bridge() {
     let ticker = ticker.trim().to_string();
     let mut follow = cli.cmd(&["logs", "-f", &ticker]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    std::fs::write(d.dir.path().join("den.toml"), "[docker]\nmemory_mib = 2048\nidle_stop_secs = 6\n").unwrap();
+    let relaxed = format!("{den_toml}idle_stop_secs = 6\nallow = [\"sysctls\"]\n");
+    std::fs::write(d.dir.path().join("den.toml"), relaxed).unwrap();
     d.terminate();
     let start = Instant::now();
     let ended = loop {
@@ -199,6 +234,11 @@ fn docker_cli_through_the_bridge() {
     let running = until_ok(&cli, &["ps", "--format", "{{.ID}}"], Duration::from_secs(120));
     assert!(ticker.starts_with(running.trim()), "the container kept running across dend's restart: {running}");
     cli.ok(&["rm", "-f", &ticker]);
+    // The admin relaxed one rule (`allow`): that rule no longer refuses; the others still do.
+    let sysctl =
+        ["run", "--rm", "--sysctl", "net.ipv4.ip_forward=1", "busybox", "cat", "/proc/sys/net/ipv4/ip_forward"];
+    assert_eq!(cli.ok(&sysctl).trim(), "1");
+    assert!(cli.fails(&["run", "--rm", "--privileged", "busybox", "true"]).contains("refused by Den's Docker policy"));
 
     // The resource saver: idle, the sandbox stops; `docker version` and `docker ps` answer
     // without waking it; a run wakes it, and the volume's data is still there.
@@ -220,5 +260,5 @@ fn docker_cli_through_the_bridge() {
     // Every refusal is an event naming the user.
     let (_, events) = d.api("GET", "/api/v1/events?limit=5000", b"");
     let refusals = events.as_array().into_iter().flatten().filter(|e| e["kind"] == "docker.refused").count();
-    assert!(refusals >= 9, "refusals recorded: {events}");
+    assert!(refusals >= 12, "refusals recorded: {events}");
 }
