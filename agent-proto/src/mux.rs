@@ -467,7 +467,7 @@ impl Stream {
         let guard = Arc::new(CloseGuard { shared: shared.clone(), id });
         Stream {
             tx: StreamSender { shared: shared.clone(), id, credit, _guard: guard.clone() },
-            rx: StreamReceiver { shared, id, events, unconsumed, _guard: guard },
+            rx: StreamReceiver { shared, id, events, unconsumed, owed: 0, _guard: guard },
         }
     }
 
@@ -556,18 +556,31 @@ pub struct StreamReceiver {
     id: u32,
     events: mpsc::UnboundedReceiver<Event>,
     unconsumed: Arc<AtomicUsize>,
+    /// Bytes handed out whose credit has not been returned yet (see [`CREDIT_BATCH`]).
+    owed: usize,
     _guard: Arc<CloseGuard>,
 }
 
+/// Credit goes back to the peer once this much data was handed out, not per frame: a small
+/// request and its answer then cost two frames, not four (each a wake-up on the other side).
+/// The peer can still send: its window never drops below `WINDOW - CREDIT_BATCH`, which holds a
+/// whole frame.
+pub const CREDIT_BATCH: usize = WINDOW / 4;
+const _: () = assert!(CREDIT_BATCH + MAX_PAYLOAD <= WINDOW);
+
 impl StreamReceiver {
-    /// Next event; returns window credit to the peer for data it hands out.
-    /// After the stream ended it keeps returning `Closed`.
+    /// Next event; returns window credit to the peer for data it hands out, in batches of
+    /// [`CREDIT_BATCH`]. After the stream ended it keeps returning `Closed`.
     pub async fn recv(&mut self) -> Event {
         match self.events.recv().await {
             Some(Event::Data { chan, bytes }) => {
                 self.unconsumed.fetch_sub(bytes.len(), Ordering::AcqRel);
-                let credit = (bytes.len() as u32).to_be_bytes();
-                let _ = self.shared.send(Frame::new(self.id, Kind::Credit, 0, Bytes::copy_from_slice(&credit)));
+                self.owed += bytes.len();
+                if self.owed >= CREDIT_BATCH {
+                    let credit = (self.owed as u32).to_be_bytes();
+                    self.owed = 0;
+                    let _ = self.shared.send(Frame::new(self.id, Kind::Credit, 0, Bytes::copy_from_slice(&credit)));
+                }
                 Event::Data { chan, bytes }
             }
             Some(ev) => ev,
