@@ -36,6 +36,8 @@ pub struct Bridge {
     last_use: AtomicU64,
     /// Client connections open now.
     open_connections: AtomicUsize,
+    /// Client connections open now, by the client's uid.
+    per_uid: PerUser,
     /// dockerd's answers replayed while the sandbox sleeps.
     cache: saver::Cache,
     idle_stop: std::time::Duration,
@@ -58,6 +60,7 @@ impl Bridge {
             sandbox: sandbox::Sandbox::new(cfg.clone()),
             last_use: AtomicU64::new(0),
             open_connections: AtomicUsize::new(0),
+            per_uid: Default::default(),
             cache,
             idle_stop: std::time::Duration::from_secs(cfg.idle_stop_secs),
             stopping: tokio::sync::watch::channel(false).0,
@@ -99,19 +102,82 @@ impl Bridge {
 }
 
 /// Counts a client connection (or an upgraded one) while it is open.
-struct Open(Arc<Bridge>);
+/// At most this many connections open at once per local user (root is not limited).
+pub const MAX_CONNECTIONS_PER_USER: usize = 256;
+/// A client must send a request's head within this long (also ends idle keep-alive connections).
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// One open client connection, counted while it lives.
+struct Open(Arc<Bridge>, Option<u32>);
 
 impl Open {
+    /// Counts a connection (not held against any user's limit).
     fn new(bridge: Arc<Bridge>) -> Open {
         bridge.open_connections.fetch_add(1, Ordering::Relaxed);
-        Open(bridge)
+        Open(bridge, None)
+    }
+
+    /// Counts a client connection of `uid`: `Err` with the reason when that user has too many open.
+    fn for_user(bridge: Arc<Bridge>, uid: Option<u32>) -> Result<Open, String> {
+        let uid = uid.filter(|u| *u != 0);
+        if let Some(uid) = uid {
+            bridge
+                .per_uid
+                .enter(uid, MAX_CONNECTIONS_PER_USER)
+                .map_err(|n| format!("uid {uid} has {n} connections open to the Docker socket already; close some"))?;
+        }
+        bridge.open_connections.fetch_add(1, Ordering::Relaxed);
+        Ok(Open(bridge, uid))
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(uid) = self.1 {
+            self.0.per_uid.leave(uid);
+        }
     }
+}
+
+/// Open connections by uid.
+#[derive(Default)]
+struct PerUser(std::sync::Mutex<std::collections::HashMap<u32, usize>>);
+
+impl PerUser {
+    /// One more for `uid`, unless it has `max` already (`Err` with that count).
+    fn enter(&self, uid: u32, max: usize) -> Result<(), usize> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(uid).or_default();
+        if *n >= max {
+            return Err(*n);
+        }
+        *n += 1;
+        Ok(())
+    }
+
+    /// One fewer for `uid`.
+    fn leave(&self, uid: u32) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&uid);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn connections_are_limited_per_user() {
+    let p = PerUser::default();
+    assert_eq!((p.enter(1000, 2), p.enter(1000, 2), p.enter(1000, 2)), (Ok(()), Ok(()), Err(2)));
+    assert_eq!(p.enter(1001, 2), Ok(()), "another user has a limit of their own");
+    p.leave(1000);
+    assert_eq!(p.enter(1000, 2), Ok(()));
+    p.leave(1001);
+    assert!(!p.0.lock().unwrap().contains_key(&1001), "a user with none open is forgotten");
 }
 
 /// What the API tells about the bridge.
@@ -169,8 +235,11 @@ pub async fn serve(bridge: Arc<Bridge>, listener: UnixListener) {
                 continue;
             }
         };
-        let caller = peer::identify(&bridge.den, &stream);
-        let open = Open::new(bridge.clone());
+        let uid = stream.peer_cred().ok().map(|c| c.uid());
+        let (caller, open) = match Open::for_user(bridge.clone(), uid) {
+            Ok(open) => (peer::identify(&bridge.den, &stream), Some(open)),
+            Err(why) => (Err(why), None),
+        };
         let upstream: proxy::Upstream = Default::default();
         let b = bridge.clone();
         let svc = hyper::service::service_fn(move |req| {
@@ -179,8 +248,11 @@ pub async fn serve(bridge: Arc<Bridge>, listener: UnixListener) {
         });
         tokio::spawn(async move {
             // A client may shut its write side after a request and still wait for the answer.
-            let conn =
-                hyper::server::conn::http1::Builder::new().half_close(true).serve_connection(TokioIo::new(stream), svc);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .half_close(true)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(%e, "Docker socket connection");
             }

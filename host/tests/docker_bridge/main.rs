@@ -42,6 +42,41 @@ fn raw_request(sock: &Path, method: &str, path: &str, body: &str, len: usize) ->
     answer
 }
 
+/// A BuildKit session (`POST /session`, `Upgrade: h2c`) through the bridge: after the `101`,
+/// dockerd speaks HTTP/2 as the client (its connection preface and SETTINGS reach us) and our
+/// server SETTINGS reach it (it acknowledges them): bytes flow both ways over the splice.
+fn h2c_session(sock: &Path) {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = "POST /v1.41/session HTTP/1.1\r\nHost: docker\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\
+                X-Docker-Expose-Session-Uuid: den-bridge-test\r\nX-Docker-Expose-Session-Name: test\r\n\
+                X-Docker-Expose-Session-Sharedkey: k\r\nContent-Length: 0\r\n\r\n";
+    s.write_all(head.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut byte = [0u8];
+    while !answer.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        answer.push(byte[0]);
+    }
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 101") && answer.contains("upgrade: h2c"), "{answer}");
+    let mut preface = [0u8; 24];
+    s.read_exact(&mut preface).unwrap();
+    assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "dockerd's HTTP/2 client preface");
+    // Our (server) preface: an empty SETTINGS frame. Then read frames until dockerd's ACK.
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+    loop {
+        let mut frame = [0u8; 9];
+        s.read_exact(&mut frame).unwrap();
+        let len = u32::from_be_bytes([0, frame[0], frame[1], frame[2]]) as usize;
+        s.read_exact(&mut vec![0; len]).unwrap();
+        if frame[3] == 4 && frame[4] & 1 == 1 {
+            return;
+        }
+    }
+}
+
 #[test]
 fn docker_cli_through_the_bridge() {
     let store = images::shared_store();
@@ -202,8 +237,9 @@ fn docker_cli_through_the_bridge() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    // The same API paths through bollard, a Rust client.
+    // The same API paths through bollard, a Rust client; an h2c upgrade spliced both ways.
     bollard_api::check(&sock);
+    h2c_session(&sock);
 
     // A volume's data, kept for after the sandbox restarts below.
     cli.ok(&["volume", "create", "keep"]);
