@@ -563,8 +563,8 @@ pub struct StreamReceiver {
 
 /// Credit goes back to the peer once this much data was handed out, not per frame: a small
 /// request and its answer then cost two frames, not four (each a wake-up on the other side).
-/// The peer can still send: its window never drops below `WINDOW - CREDIT_BATCH`, which holds a
-/// whole frame.
+/// At most `CREDIT_BATCH - 1` bytes of credit are held back, so once the consumer has taken
+/// everything the peer can still send `WINDOW - CREDIT_BATCH + 1` bytes, more than a frame.
 pub const CREDIT_BATCH: usize = WINDOW / 4;
 const _: () = assert!(CREDIT_BATCH + MAX_PAYLOAD <= WINDOW);
 

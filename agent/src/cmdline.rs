@@ -79,8 +79,8 @@ fn unescape(s: &str) -> Option<String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let hex = b.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(b[i]);
@@ -109,7 +109,7 @@ mod tests {
     #[test]
     fn shares_are_tag_and_unescaped_path() {
         let c = Cmdline::parse(
-            "den.share=den0:/home/ann/my%20proj den.share=den1:/srv den.share=x den.share=y:rel den.share=z:/a%2",
+            "den.share=den0:/home/ann/my%20proj den.share=den1:/srv den.share=x den.share=y:rel den.share=z:/a%2 den.share=w:/a%+5",
         );
         assert_eq!(c.shares, vec![("den0".into(), "/home/ann/my proj".into()), ("den1".into(), "/srv".into())]);
     }

@@ -74,8 +74,9 @@ pub fn load(path: &Path) -> Result<Config, String> {
             ));
         }
     }
-    if let Some(p) = cfg.docker.share.iter().find(|p| !p.is_absolute()) {
-        return Err(format!("{}: [docker] share: `{}` is not an absolute path", path.display(), p.display()));
+    for p in &cfg.docker.share {
+        let share = crate::model::Share { host: p.clone(), guest: None };
+        share.check().map_err(|e| format!("{}: [docker] share: {e}", path.display()))?;
     }
     Ok(cfg)
 }
@@ -98,7 +99,7 @@ mod tests {
         std::fs::write(&f, "[docker]\nallow = [\"privilegd\"]\n").unwrap();
         assert!(load(&f).unwrap_err().contains("unknown rule `privilegd`"));
         std::fs::write(&f, "[docker]\nshare = [\"home\"]\n").unwrap();
-        assert!(load(&f).unwrap_err().contains("not an absolute path"));
+        assert!(load(&f).unwrap_err().contains("not a clean absolute"));
         std::fs::write(&f, "[dokcer]\n").unwrap();
         assert!(load(&f).unwrap_err().contains("unknown field `dokcer`"));
     }

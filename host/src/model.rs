@@ -117,6 +117,7 @@ pub struct VmSpec {
 
 /// A host folder shared into a guest with virtio-fs: the guest's root can read and write it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Share {
     /// The host folder (absolute, no `.` or `..` parts).
     pub host: std::path::PathBuf,
@@ -130,16 +131,58 @@ impl Share {
     pub fn guest_path(&self) -> &std::path::Path {
         self.guest.as_deref().unwrap_or(&self.host)
     }
+
+    /// Checks both paths: clean, absolute, not too long, no comma (virtiofsd's options are
+    /// comma-separated), and a guest path that hides none of the guest's system folders.
+    pub fn check(&self) -> Result<(), String> {
+        for p in [&self.host, self.guest_path()] {
+            let text = p.to_str().unwrap_or_default();
+            let clean = text.len() > 1
+                && text.starts_with('/')
+                && text[1..].split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+            if !clean || text.contains(',') || text.len() > MAX_SHARE_PATH {
+                return Err(format!(
+                    "`{}` is not a clean absolute UTF-8 path of at most {MAX_SHARE_PATH} bytes without commas",
+                    p.display()
+                ));
+            }
+        }
+        let guest = self.guest_path();
+        if let Some(sys) = GUEST_SYSTEM.iter().find(|s| guest.starts_with(s)) {
+            return Err(format!("a shared folder cannot be mounted at `{}`: it would hide {sys}", guest.display()));
+        }
+        if GUEST_SYSTEM_PARENTS.iter().any(|s| guest == std::path::Path::new(s)) {
+            return Err(format!(
+                "a shared folder cannot be mounted over `{}`: it holds system folders",
+                guest.display()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// At most this many shares per VM.
 pub const MAX_SHARES: usize = 8;
-
-/// Whether `p` is absolute and made only of plain names (no `.`, `..` or empty parts).
-fn clean_absolute(p: &std::path::Path) -> bool {
-    use std::path::Component;
-    p.is_absolute() && p.components().skip(1).all(|c| matches!(c, Component::Normal(_))) && p.to_str().is_some()
-}
+/// Longest path of a share (they travel on the kernel command line).
+pub const MAX_SHARE_PATH: usize = 200;
+/// Guest folders no share may be mounted at or under.
+const GUEST_SYSTEM: [&str; 13] = [
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var/lib/docker",
+];
+/// Guest folders no share may be mounted over (they hold system folders).
+const GUEST_SYSTEM_PARENTS: [&str; 2] = ["/var", "/var/lib"];
 
 fn one() -> u32 {
     1
@@ -242,18 +285,17 @@ impl VmSpec {
         if self.iso.is_some() || self.engine == EngineChoice::Vmm {
             return err("shared folders need the qemu engine and an image (virtio-fs is mounted by Den's agent)".into());
         }
-        let mut seen = std::collections::BTreeSet::new();
-        for s in &self.shares {
-            for p in [&s.host, s.guest_path()] {
-                if !clean_absolute(p) {
-                    return err(format!("`{}` is not a clean absolute UTF-8 path", p.display()));
-                }
-            }
-            if s.guest_path() == std::path::Path::new("/") {
-                return err("a shared folder cannot be mounted over the guest's root".into());
-            }
-            if !seen.insert(s.guest_path()) {
-                return err(format!("two shared folders are mounted at `{}`", s.guest_path().display()));
+        for (i, s) in self.shares.iter().enumerate() {
+            s.check().or_else(err)?;
+            let g = s.guest_path();
+            if let Some(o) =
+                self.shares[..i].iter().map(Share::guest_path).find(|o| o.starts_with(g) || g.starts_with(o))
+            {
+                return err(format!(
+                    "shared folders at `{}` and `{}` would hide one another",
+                    o.display(),
+                    g.display()
+                ));
             }
         }
         Ok(())
@@ -365,8 +407,13 @@ mod tests {
         for (bad, says) in [
             (vec![share("home", None)], "clean absolute"),
             (vec![share("/home/../etc", None)], "clean absolute"),
-            (vec![share("/a", Some("/"))], "root"),
-            (vec![share("/a", Some("/x")), share("/b", Some("/x"))], "two shared folders"),
+            (vec![share("/a", Some("/"))], "clean absolute"),
+            (vec![share("/a/./b", None)], "clean absolute"),
+            (vec![share("/a,source=/", None)], "without commas"),
+            (vec![share("/srv", Some("/etc/x"))], "hide /etc"),
+            (vec![share("/srv", Some("/var"))], "system folders"),
+            (vec![share("/a", Some("/x")), share("/b", Some("/x"))], "hide one another"),
+            (vec![share("/a", Some("/x")), share("/b", Some("/x/y"))], "hide one another"),
             (vec![share("/a", None); MAX_SHARES + 1], "at most"),
         ] {
             let e = with(bad.clone()).unwrap_err();

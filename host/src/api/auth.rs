@@ -100,7 +100,7 @@ fn authorize(den: &Den, caller: &Caller, need: &Need) -> Result<(), ApiError> {
         }
         Need::Vm(name, r) => match den.store.vm(name) {
             // Den's own VMs (the Docker sandbox) are operated by admins only.
-            Ok(vm) if vm.owner == "dend" && *r > Role::Viewer => caller.is_admin(),
+            Ok(vm) if crate::auth::needs_admin(&vm) && *r > Role::Viewer => caller.is_admin(),
             Ok(vm) => caller.role_on(&vm.id, &vm.spec.name, &vm.owner).is_some_and(|have| have >= *r),
             // Those who could act on it learn that it does not exist (404 from the handler).
             Err(_) => caller.has(*r),

@@ -369,7 +369,8 @@ mod tests {
     fn vm_spec_schema_matches_the_type() {
         let spec: crate::model::VmSpec =
             serde_json::from_value(json!({"name": "a", "image": "b", "disk_mib": 100, "first_boot": {"users": ["u"]},
-                                          "iso": "x", "firmware": "bios"}))
+                                          "iso": "x", "firmware": "bios", "data_disk_mib": 100,
+                                          "shares": [{"host": "/srv"}]}))
             .unwrap();
         let fields: Vec<String> = serde_json::to_value(&spec).unwrap().as_object().unwrap().keys().cloned().collect();
         let props = &schemas()["VmSpec"]["properties"];

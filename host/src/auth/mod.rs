@@ -91,6 +91,17 @@ impl Caller {
     /// The caller's role on one VM: the highest of the global role, a grant, and operator for
     /// its owner; then capped by the token.
     pub fn role_on(&self, vm_id: &str, vm_name: &str, owner: &str) -> Option<Role> {
+        self.role_on_parts(vm_id, vm_name, owner)
+    }
+
+    /// The caller's role on `vm`, capped at viewer where entering or changing it takes an admin
+    /// (see [`needs_admin`]).
+    pub fn role_on_vm(&self, vm: &crate::model::VmRecord) -> Option<Role> {
+        let role = self.role_on_parts(&vm.id, &vm.spec.name, &vm.owner)?;
+        Some(if needs_admin(vm) && role < Role::Admin { role.min(Role::Viewer) } else { role })
+    }
+
+    fn role_on_parts(&self, vm_id: &str, vm_name: &str, owner: &str) -> Option<Role> {
         let owned = (owner == self.user).then_some(Role::Operator);
         let mut best = [self.global, self.grants.get(vm_id).copied(), owned].into_iter().flatten().max()?;
         if let Some(t) = &self.token {
@@ -103,6 +114,13 @@ impl Caller {
         }
         Some(best)
     }
+}
+
+/// Whether operating `vm` (start, stop, exec, console, SSH) takes an admin: Den's own VMs (the
+/// Docker sandbox: its root is past the Docker policy), and VMs with shared host folders (their
+/// root writes there as root on the host).
+pub fn needs_admin(vm: &crate::model::VmRecord) -> bool {
+    vm.owner == "dend" || !vm.spec.shares.is_empty()
 }
 
 #[cfg(test)]

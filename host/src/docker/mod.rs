@@ -15,6 +15,7 @@ pub mod sandbox;
 pub mod saver;
 pub mod upstream;
 
+use crate::auth::Caller;
 use crate::config::DockerConfig;
 use crate::vms::Den;
 use hyper_util::rt::TokioIo;
@@ -52,7 +53,11 @@ fn unix_now() -> u64 {
 impl Bridge {
     /// A bridge for `den` as `cfg` says.
     pub fn new(den: Arc<Den>, cfg: &DockerConfig) -> Arc<Bridge> {
-        let policy = policy::Policy { relaxed: cfg.allow.iter().cloned().collect(), shared: cfg.share.clone() };
+        let policy = policy::Policy {
+            relaxed: cfg.allow.iter().cloned().collect(),
+            shared: cfg.share.clone(),
+            shares_need_admin: false,
+        };
         let cache = saver::Cache::in_file(den.paths.data.join("docker-answers.json"));
         Arc::new(Bridge {
             den,
@@ -91,6 +96,30 @@ impl Bridge {
         self.den.store.vm(self.sandbox.name()).is_ok_and(|v| v.state == crate::model::VmState::Stopped)
     }
 
+    /// The policy for `caller`: only admins may bind shared folders, and only those the running
+    /// sandbox has mounted (a `share` added since it started is not there yet: dockerd would make
+    /// an empty folder inside the sandbox instead).
+    fn policy_for(&self, caller: &Caller) -> std::borrow::Cow<'_, policy::Policy> {
+        use std::borrow::Cow;
+        if self.policy.shared.is_empty() {
+            return Cow::Borrowed(&self.policy);
+        }
+        if !caller.is_admin() {
+            return Cow::Owned(policy::Policy { shared: vec![], shares_need_admin: true, ..self.policy.clone() });
+        }
+        match self.den.store.vm(self.sandbox.name()) {
+            Ok(vm) if vm.state == crate::model::VmState::Running => {
+                let mounted: Vec<_> = vm.spec.shares.iter().map(|s| s.host.clone()).collect();
+                if mounted == self.policy.shared {
+                    return Cow::Borrowed(&self.policy);
+                }
+                let shared = self.policy.shared.iter().filter(|p| mounted.contains(p)).cloned().collect();
+                Cow::Owned(policy::Policy { shared, ..self.policy.clone() })
+            }
+            _ => Cow::Borrowed(&self.policy),
+        }
+    }
+
     /// The sandbox's agent when it runs (never starts it).
     async fn running_agent(&self) -> Option<den_agent_proto::AgentClient> {
         let vm = self.den.store.vm(self.sandbox.name()).ok()?;
@@ -101,22 +130,17 @@ impl Bridge {
     }
 }
 
-/// Counts a client connection (or an upgraded one) while it is open.
-/// At most this many connections open at once per local user (root is not limited).
+/// At most this many connections open at once per local user (root is not limited; dend's own
+/// user is root).
 pub const MAX_CONNECTIONS_PER_USER: usize = 256;
 /// A client must send a request's head within this long (also ends idle keep-alive connections).
 const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// One open client connection, counted while it lives.
-struct Open(Arc<Bridge>, Option<u32>);
+/// One open client connection, counted while it lives (an upgraded connection's splice holds
+/// it too).
+pub struct Open(Arc<Bridge>, Option<u32>);
 
 impl Open {
-    /// Counts a connection (not held against any user's limit).
-    fn new(bridge: Arc<Bridge>) -> Open {
-        bridge.open_connections.fetch_add(1, Ordering::Relaxed);
-        Open(bridge, None)
-    }
-
     /// Counts a client connection of `uid`: `Err` with the reason when that user has too many open.
     fn for_user(bridge: Arc<Bridge>, uid: Option<u32>) -> Result<Open, String> {
         let uid = uid.filter(|u| *u != 0);
@@ -237,19 +261,23 @@ pub async fn serve(bridge: Arc<Bridge>, listener: UnixListener) {
         };
         let uid = stream.peer_cred().ok().map(|c| c.uid());
         let (caller, open) = match Open::for_user(bridge.clone(), uid) {
-            Ok(open) => (peer::identify(&bridge.den, &stream), Some(open)),
+            Ok(open) => (peer::identify(&bridge.den, &stream), Some(Arc::new(open))),
             Err(why) => (Err(why), None),
         };
+        let over_cap = open.is_none();
         let upstream: proxy::Upstream = Default::default();
         let b = bridge.clone();
+        let held = open.clone();
         let svc = hyper::service::service_fn(move |req| {
-            let (b, caller, upstream) = (b.clone(), caller.clone(), upstream.clone());
-            async move { Ok::<_, std::convert::Infallible>(proxy::handle(b, caller, upstream, req).await) }
+            let (b, caller, upstream, held) = (b.clone(), caller.clone(), upstream.clone(), held.clone());
+            async move { Ok::<_, std::convert::Infallible>(proxy::handle(b, caller, upstream, held, req).await) }
         });
         tokio::spawn(async move {
             // A client may shut its write side after a request and still wait for the answer.
+            // A connection over its user's cap gets its one answer, then is closed.
             let conn = hyper::server::conn::http1::Builder::new()
                 .half_close(true)
+                .keep_alive(!over_cap)
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEAD_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), svc);

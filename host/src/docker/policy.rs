@@ -70,6 +70,9 @@ pub struct Policy {
     pub relaxed: BTreeSet<String>,
     /// Host folders shared into the sandbox (at the same path), which binds may use.
     pub shared: Vec<PathBuf>,
+    /// Shared folders exist but this caller may not bind them (only admins may: the sandbox
+    /// writes there as root).
+    pub shares_need_admin: bool,
 }
 
 /// Whether `endpoint`'s request body must be read and checked before forwarding.
@@ -381,6 +384,15 @@ impl Policy {
         let p = lexical(src);
         if self.shared.iter().any(|s| p.starts_with(s)) || !self.on("host-binds") {
             return Ok(());
+        }
+        if self.shares_need_admin {
+            return Err(refuse(
+                "host-binds",
+                format!(
+                    "binding the host path `{src}` needs a Den admin: the sandbox writes to shared folders as root \
+                     (files it makes would belong to root on the host)"
+                ),
+            ));
         }
         let shared: Vec<String> = self.shared.iter().map(|s| s.display().to_string()).collect();
         let shared = if shared.is_empty() { "none".to_string() } else { shared.join(", ") };

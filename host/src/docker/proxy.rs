@@ -34,6 +34,7 @@ pub async fn handle(
     bridge: Arc<Bridge>,
     caller: Result<Caller, String>,
     upstream: Upstream,
+    held: Option<Arc<super::Open>>,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
     let caller = match caller {
@@ -80,7 +81,7 @@ pub async fn handle(
     } else {
         (body.map_err(boxed).boxed(), None)
     };
-    if let Err(r) = bridge.policy.check(&endpoint, &query, read.as_deref()) {
+    if let Err(r) = bridge.policy_for(&caller).check(&endpoint, &query, read.as_deref()) {
         return refused(&bridge, &caller, &what, r.rule, &r.message);
     }
     let cache_key = cache_key(&parts.method, &endpoint);
@@ -98,8 +99,9 @@ pub async fn handle(
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        // An upgraded connection counts as open (for the resource saver) until its splice ends.
-        let open = super::Open::new(bridge.clone());
+        // An upgraded connection stays counted (for the resource saver and its user's cap) until
+        // its splice ends.
+        let open = held;
         tokio::spawn(async move {
             if let (Ok(client), Ok(guest)) = tokio::join!(client_upgrade, upstream_upgrade) {
                 let (mut client, mut guest) = (TokioIo::new(client), TokioIo::new(guest));

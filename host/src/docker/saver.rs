@@ -52,7 +52,11 @@ impl Cache {
     pub fn put(&self, key: &str, status: StatusCode, headers: HeaderMap, body: Bytes) {
         let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
         // The same answer again (only its Date differs) is not written again: `/_ping` is hot.
-        let same = answers.get(key).is_some_and(|(s, _, b)| *s == status && *b == body);
+        let but_date = |h: &HeaderMap| {
+            h.iter().filter(|(n, _)| *n != hyper::header::DATE).map(|(n, v)| (n.clone(), v.clone())).collect::<Vec<_>>()
+        };
+        let same =
+            answers.get(key).is_some_and(|(s, h, b)| *s == status && *b == body && but_date(h) == but_date(&headers));
         answers.insert(key.to_string(), (status, headers, body));
         let Some(file) = self.file.as_ref().filter(|_| !same) else { return };
         let stored: HashMap<&String, Stored> = answers

@@ -63,7 +63,7 @@ pub fn check(den: &Den, user: &str, vm: &str) -> Result<VmRecord, Refusal> {
     let rec =
         den.store.vm(vm).map_err(|_| Refusal::NotFound(format!("den: VM `{vm}` not found (`den vm ls` lists VMs)")))?;
     let caller = den.accounts.caller(&den.store, user).map_err(|e| Refusal::Forbidden(format!("den: {e}")))?;
-    if caller.role_on(&rec.id, &rec.spec.name, &rec.owner).is_none_or(|r| r < Role::Operator) {
+    if caller.role_on_vm(&rec).is_none_or(|r| r < Role::Operator) {
         return Err(Refusal::Forbidden(format!("den: user `{user}` may not enter VM `{vm}`; an admin can grant it")));
     }
     if rec.state != VmState::Running {
@@ -83,7 +83,7 @@ pub fn enterable(den: &Den, user: &str) -> Vec<(String, VmState)> {
         .vms()
         .unwrap_or_default()
         .into_iter()
-        .filter(|v| caller.role_on(&v.id, &v.spec.name, &v.owner).is_some_and(|r| r >= Role::Operator))
+        .filter(|v| caller.role_on_vm(v).is_some_and(|r| r >= Role::Operator))
         .map(|v| (v.spec.name, v.state))
         .collect();
     vms.sort_by(|a, b| a.0.cmp(&b.0));

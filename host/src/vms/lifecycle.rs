@@ -42,6 +42,10 @@ fn cmdline_escape(s: &str) -> String {
         .collect()
 }
 
+/// Longest kernel command line Den passes (Linux on x86 keeps 2048 bytes; QEMU's microvm adds a
+/// `virtio_mmio.device=` word per device, and TCG adds clock words).
+const MAX_CMDLINE: usize = 1536;
+
 /// How long a guest gets to shut down before its engine is stopped hard.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -258,6 +262,13 @@ impl Den {
             cmdline.push_str(&format!(" den.share={}:{}", sh.tag, cmdline_escape(&s.guest_path().to_string_lossy())));
         }
         cmdline = format!("{cmdline} {}", vm.spec.cmdline_extra);
+        if cmdline.len() > MAX_CMDLINE {
+            return Err(format!(
+                "the kernel command line would be {} bytes, more than the {MAX_CMDLINE} Den allows (x86 Linux \
+                 keeps 2048, and QEMU adds its own words): shorten cmdline_extra or the shared folders' paths",
+                cmdline.len()
+            ));
+        }
         Ok(LaunchSpec {
             id: vm.id.clone(),
             dir,
@@ -336,13 +347,15 @@ impl Den {
             task.log(format!("network: {} TAP device(s)", vm.nics.len()));
             self.net.plug(&self.store, vm).await.map_err(|e| e.to_string())?;
         }
+        // Shared folders need QEMU (a VM made without them may have been given den-vmm).
+        let kind = if spec.shares.is_empty() { vm.engine } else { EngineKind::Qemu };
         // Firmware boots print nothing on the serial console for a while: no stall detection.
-        let tcg = vm.engine == EngineKind::Qemu
+        let tcg = kind == EngineKind::Qemu
             && spec.firmware.is_none()
             && engine::qemu::choose_accel().accel == engine::qemu::Accel::Tcg;
         for attempt in 1..=TCG_BOOT_ATTEMPTS {
-            task.log(format!("starting {:?} engine: {} vCPUs, {} MiB", vm.engine, spec.cpus, spec.memory_mib));
-            let running = engine::launch(vm.engine, &spec).await.map_err(|e| e.to_string())?;
+            task.log(format!("starting {kind:?} engine: {} vCPUs, {} MiB", spec.cpus, spec.memory_mib));
+            let running = engine::launch(kind, &spec).await.map_err(|e| e.to_string())?;
             self.store.set_vm_state(&vm.id, VmState::Starting, Some(&running)).map_err(|e| e.to_string())?;
             if tcg && attempt < TCG_BOOT_ATTEMPTS && stalled_at_start(&running).await {
                 task.log("the guest stalled at the start of its boot (QEMU TCG); starting it again");

@@ -5,7 +5,7 @@
 //!   each side (Rust here, Perl in the guest), so the difference is what the bridge adds;
 //! - the `docker version` and `docker ps` commands, whole (CLI start-up included);
 //! - `docker run --rm busybox true`, end to end;
-//! - `docker logs` of a 32 MiB log, throughput;
+//! - `docker logs` of a 16 MiB log, throughput;
 //! - the cold wake: the sandbox stopped (as the resource saver does), then `docker info`.
 //!
 //! Under QEMU TCG (hosts whose /dev/kvm cannot run Linux) the guest side runs on an emulated CPU:

@@ -2,7 +2,7 @@ use super::*;
 use serde_json::json;
 
 fn policy() -> Policy {
-    Policy { relaxed: BTreeSet::new(), shared: vec![PathBuf::from("/home/alice")] }
+    Policy { relaxed: BTreeSet::new(), shared: vec![PathBuf::from("/home/alice")], shares_need_admin: false }
 }
 
 fn create(hc: Value) -> Result<(), Refusal> {
@@ -158,4 +158,13 @@ fn an_admin_relaxes_single_rules() {
         "only that one"
     );
     assert!(RULES.contains(&"privileged") && RULES.len() == 14);
+}
+
+#[test]
+fn shared_folders_are_bound_by_admins_only() {
+    let p = Policy { shared: vec![], shares_need_admin: true, ..policy() };
+    let body = json!({"HostConfig": {"Binds": ["/home/alice/proj:/src"]}}).to_string();
+    let e = p.check(&Endpoint::ContainerCreate, "", Some(body.as_bytes())).unwrap_err();
+    assert!(e.rule == "host-binds" && e.message.contains("needs a Den admin"), "{}", e.message);
+    assert!(policy().check(&Endpoint::ContainerCreate, "", Some(body.as_bytes())).is_ok(), "an admin may");
 }
