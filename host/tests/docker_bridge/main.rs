@@ -91,6 +91,7 @@ fn docker_cli_through_the_bridge() {
     let version =
         until_ok(&cli, &["version", "--format", "{{.Server.Version}} {{.Server.Os}}"], Duration::from_secs(600));
     assert!(version.trim().ends_with("linux"), "{version}");
+    assert_eq!(cli.ok(&["info", "--format", "{{.OSType}}"]).trim(), "linux");
     let vm = d.vm("docker-sandbox");
     assert_eq!(vm["state"], "running", "{vm}");
     assert_eq!(vm["spec"]["kind"], "app");
@@ -188,7 +189,10 @@ fn docker_cli_through_the_bridge() {
     // `exec -it` on a terminal: typed input reaches a shell on the container's own terminal.
     let shown = cli.on_terminal(&format!("docker exec -it {} sh", sleeper.trim()), "echo typed-$((40+2)); tty; exit\n");
     assert!(shown.contains("typed-42") && shown.contains("/dev/pts/"), "{shown}");
-    cli.ok(&["rm", "-f", sleeper.trim()]);
+    cli.ok(&["stop", "-t", "1", sleeper.trim()]);
+    let state = cli.ok(&["inspect", "--format", "{{.State.Status}}", sleeper.trim()]);
+    assert_eq!(state.trim(), "exited", "docker stop stopped it");
+    cli.ok(&["rm", sleeper.trim()]);
     assert_eq!(cli.ok(&["run", "--rm", "busybox", "echo", "still"]).trim(), "still");
 
     // Malformed bodies are refused, never forwarded: empty, not JSON, cut short.
