@@ -54,6 +54,50 @@ pub fn request_raw(socket: &Path, method: &str, path: &str, body: Option<&Value>
     req.push_str("\r\n");
     s.write_all(req.as_bytes())?;
     s.write_all(payload.as_bytes())?;
+    read_reply(s)
+}
+
+/// Sends a file as the body (`application/octet-stream`), with a progress bar on a terminal.
+pub fn upload(socket: &Path, path: &str, file: &Path) -> anyhow::Result<Reply> {
+    let mut f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let len = f.metadata()?.len();
+    let mut s = UnixStream::connect(socket).with_context(|| {
+        format!("cannot reach dend at {}: is it running? (start it with `dend`, or set DEN_SOCKET)", socket.display())
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(3600)))?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: dend\r\nConnection: close\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes())?;
+    let bar = crate::progress::bytes_bar(len, "sending");
+    let mut buf = vec![0u8; 1 << 16];
+    // dend may refuse early (too large) and close: its answer is still read below.
+    let sent: std::io::Result<()> = (|| loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        s.write_all(&buf[..n])?;
+        if let Some(b) = &bar {
+            b.inc(n as u64);
+        }
+    })();
+    if let Some(b) = &bar {
+        b.set_message("checking the package");
+    }
+    let (status, raw) = read_reply(s).map_err(|e| match &sent {
+        Err(w) => anyhow::anyhow!("sending {} to dend failed: {w}", file.display()),
+        Ok(()) => e,
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let body = if raw.is_empty() { Value::Null } else { serde_json::from_slice(&raw).context("dend sent non-JSON")? };
+    Ok(Reply { status, body })
+}
+
+/// Reads one HTTP/1.1 reply (status and body).
+fn read_reply(s: UnixStream) -> anyhow::Result<(u16, Vec<u8>)> {
     let mut r = BufReader::new(s);
     let mut status_line = String::new();
     r.read_line(&mut status_line)?;

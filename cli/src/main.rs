@@ -1,7 +1,8 @@
 //! `den`: Den's command-line client. Nouns and verbs: `den doctor`, `den image build|ls|rm|gc|...`,
-//! `den up`, `den vm create|ls|inspect|start|stop|rm|exec`, `den net ls|create|rm`, `den iso ls|import|rm`, `den user ...`, `den token ...`, `den event ls`, `den task ls|log` (through dend).
+//! `den up`, `den vm create|ls|inspect|start|stop|rm|exec`, `den net ls|create|rm`, `den iso ls|import|rm`, `den app install|ls|...`, `den user ...`, `den token ...`, `den event ls`, `den task ls|log` (through dend).
 //! Human tables by default, `--json` everywhere; exit codes 0 ok, 1 error, 2 usage.
 
+mod app;
 mod client;
 mod console;
 mod docker;
@@ -70,6 +71,9 @@ enum Cmd {
     /// The SSH gateway: sessions and their recordings.
     #[command(subcommand)]
     Ssh(ssh::SshCmd),
+    /// LPK apps (through dend): install, check, ls, show, uninstall, traffic.
+    #[command(subcommand)]
+    App(app::AppCmd),
     /// The Docker bridge: status, and the `den` context for the docker CLI.
     #[command(subcommand)]
     Docker(docker::DockerCmd),
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
         Cmd::Event(c) => events::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
         Cmd::Task(c) => task::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
         Cmd::Ssh(c) => ssh::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
+        Cmd::App(c) => app::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
         Cmd::Docker(c) => docker::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
     };
     match res {

@@ -63,3 +63,20 @@ impl den_images::Progress for TermProgress {
         }
     }
 }
+
+/// A byte-count bar on stderr when it is a terminal (`None` otherwise).
+pub fn bytes_bar(len: u64, what: &str) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner:.cyan} [{elapsed:>4}] {bar:30.cyan/blue} {bytes}/{total_bytes} {wide_msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    Some(bar)
+}

@@ -7,6 +7,7 @@
 //!   HTTPS (bearer tokens), with [`tls`] holding the certificate;
 //! - [`sshgw`]: the SSH gateway into VMs (keys pick the user, the user name picks the VM);
 //! - [`vms`]: the VM service (tasks, lifecycle, watchers, reconciliation after a restart);
+//! - [`apps`]: LPK apps (install, run as microVMs, uninstall), built on [`vms`] and [`net`];
 //! - [`engine`]: starting, finding again, stopping VM processes (QEMU over QMP, den-vmm);
 //! - [`net`]: bridges, TAPs, DHCP/DNS (dnsmasq), NAT, isolation and port forwards (nftables);
 //! - [`model`]: what a VM is (spec, state, record) and its validation;
@@ -14,6 +15,7 @@
 //! - [`paths`]: where everything lives.
 
 pub mod api;
+pub mod apps;
 pub mod auth;
 pub mod config;
 pub mod docker;

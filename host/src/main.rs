@@ -86,11 +86,13 @@ async fn main() -> anyhow::Result<()> {
     // Guests get the gateway's key at first boot, also those autostarted by the reconcile below.
     let client_key = den_host::sshgw::client_key(&paths.data).context("the SSH gateway's key for guests")?;
     let _ = den.gateway_key.set(den_host::sshgw::public_line(&client_key));
+    let _ = den.apps_config.set(cfg.apps.clone());
     let _ = std::fs::remove_file(paths.run.join("https.addr"));
     let _ = std::fs::remove_file(paths.run.join("ssh.addr"));
     // Bound first: it also refuses to run next to another dend on the same directories.
     let unix = den_host::server::bind_unix(&paths.socket()).await?;
     den.reconcile().await.context("reconciling the state left by the previous dend")?;
+    den.reconcile_apps().await.context("reconciling the apps left by the previous dend")?;
     tokio::spawn(den_host::metrics::run(den.clone()));
     let mut bridge = None;
     if cfg.docker.enabled {

@@ -207,3 +207,8 @@ fn raw_field(field: &mut [u8], value: &str) -> io::Result<()> {
     field[..value.len()].copy_from_slice(value.as_bytes());
     Ok(())
 }
+
+/// The hex public key of an ed25519 secret (for writing a trusted key next to a signed package).
+pub fn public_key_hex(secret: &[u8; 32]) -> String {
+    hex::encode(ed25519_dalek::SigningKey::from_bytes(secret).verifying_key().as_bytes())
+}

@@ -15,7 +15,7 @@ const FILE: &str = "manifest.yml";
 pub const ENTRY: &str = "app";
 
 /// Where a service's image comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", content = "name", rename_all = "lowercase")]
 pub enum ImageRef {
     /// Embedded in the package under this `images.lock` alias.
@@ -27,7 +27,7 @@ pub enum ImageRef {
 }
 
 /// A bind of an app path into a service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Bind {
     /// Source under `/lzcapp`.
     pub source: String,
@@ -38,7 +38,7 @@ pub struct Bind {
 }
 
 /// How a service's health is tested.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", content = "arg", rename_all = "lowercase")]
 pub enum Probe {
     /// Run a program; healthy when it exits 0.
@@ -50,7 +50,7 @@ pub enum Probe {
 }
 
 /// A health check with its timing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Health {
     /// The test.
     pub probe: Probe,
@@ -65,7 +65,7 @@ pub struct Health {
 }
 
 /// One service, ready to run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ServicePlan {
     /// Service name (`app` for the entry service).
     pub name: String,
@@ -98,7 +98,7 @@ pub struct ServicePlan {
 }
 
 /// A raw TCP/UDP forward.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct IngressPlan {
     /// `tcp` or `udp`.
     pub protocol: String,
@@ -111,7 +111,7 @@ pub struct IngressPlan {
 }
 
 /// The app, checked.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct AppPlan {
     /// Subdomain.
     pub subdomain: String,

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// Where a route sends requests.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Upstream {
     /// A reverse proxy to a service of the app.
@@ -32,7 +32,7 @@ pub enum Upstream {
 }
 
 /// One HTTP route of the app.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Route {
     /// Path prefix, starting with `/`.
     pub prefix: String,

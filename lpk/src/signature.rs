@@ -78,7 +78,7 @@ impl Keyring {
 }
 
 /// What the signature check found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "state", content = "signers", rename_all = "snake_case")]
 pub enum Signed {
     /// No `META/` signature.

@@ -41,6 +41,11 @@ impl Dend {
         Dend::start_configured(bin, Some(ns.name.clone()), config)
     }
 
+    /// Starts dend in this network namespace with `config` as its den.toml.
+    pub fn start_with_config(bin: &Path, config: &str) -> Dend {
+        Dend::start_configured(bin, None, config)
+    }
+
     fn start_with(bin: &Path, netns: Option<String>) -> Dend {
         Dend::start_configured(bin, netns, "")
     }

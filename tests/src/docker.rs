@@ -6,9 +6,9 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Writes `busybox:latest` as a `docker load` archive to `out`: one layer with `/bin/busybox`
-/// and a link per applet, `/tmp`, and a config whose command is `sh`.
-pub fn busybox_image(out: &Path) -> std::io::Result<()> {
+/// A root file system layer (tar) with `/bin/busybox` from the host's busybox-static, a link
+/// per applet, `/tmp` and `/www`.
+pub fn busybox_layer() -> std::io::Result<Vec<u8>> {
     let busybox = std::fs::read("/bin/busybox")?;
     let applets = Command::new("/bin/busybox").arg("--list").output()?;
     let mut layer = tar::Builder::new(Vec::new());
@@ -33,7 +33,13 @@ pub fn busybox_image(out: &Path) -> std::io::Result<()> {
         h.set_size(0);
         layer.append_link(&mut h, format!("bin/{applet}"), "busybox")?;
     }
-    let layer = layer.into_inner()?;
+    layer.into_inner()
+}
+
+/// Writes `busybox:latest` as a `docker load` archive to `out`: the [`busybox_layer`] and a
+/// config whose command is `sh`.
+pub fn busybox_image(out: &Path) -> std::io::Result<()> {
+    let layer = busybox_layer()?;
     let layer_id = hex::encode(Sha256::digest(&layer));
     let config = serde_json::json!({
         "architecture": "amd64",

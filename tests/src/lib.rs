@@ -9,6 +9,7 @@ pub mod docker;
 pub mod guest;
 pub mod images;
 pub mod lab;
+pub mod lpk;
 pub mod netns;
 pub mod ssh;
 

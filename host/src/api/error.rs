@@ -74,3 +74,16 @@ impl From<StoreError> for ApiError {
         ApiError::from(VmError::Store(e))
     }
 }
+
+impl From<crate::apps::AppError> for ApiError {
+    fn from(e: crate::apps::AppError) -> ApiError {
+        use crate::apps::AppError as A;
+        match &e {
+            A::Package(p) => ApiError::new(StatusCode::BAD_REQUEST, p.code(), e.to_string()),
+            A::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            A::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            A::Store(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+            A::Failed(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed", e.to_string()),
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! The REST API under `/api/v1/` (served on the local Unix socket; HTTPS comes next). Every
 //! long operation answers 202 with the task's location; errors are JSON `{code, message, field?}`.
 
+mod apps;
 pub mod auth;
 mod body;
 mod docker;
@@ -52,6 +53,9 @@ pub fn router(den: Arc<Den>) -> Router {
         .route("/api/v1/vms/:name/snapshots/:snap/rollback", post(vms::rollback))
         .route("/api/v1/vms/:name/clone", post(vms::clone))
         .route("/api/v1/vms/:name/resize", post(vms::resize))
+        .route("/api/v1/apps", get(apps::list).post(apps::install))
+        .route("/api/v1/apps/:name", get(apps::get).delete(apps::uninstall))
+        .route("/api/v1/apps/:name/traffic", get(apps::traffic))
         .route("/api/v1/isos", get(networks::isos).post(networks::import_iso))
         .route("/api/v1/isos/:name", axum::routing::delete(networks::delete_iso))
         .route("/api/v1/networks", get(networks::list).post(networks::create))

@@ -135,6 +135,25 @@ const OPS: &[Op] = &[
     op("get", "/api/v1/isos", "Installation ISOs", "anyone", None, (200, "ISOs")),
     op("post", "/api/v1/isos", "Import a host file as an ISO", "admin", Some("ImportIso"), TASK),
     op("delete", "/api/v1/isos/{name}", "Delete an unused ISO", "admin", None, (200, "`{deleted}`")),
+    op("get", "/api/v1/apps", "Installed LPK apps", "anyone", None, (200, "app records")),
+    op(
+        "post",
+        "/api/v1/apps",
+        "Install an .lpk package (the body); `?dry_run=true` only checks it",
+        "admin",
+        Some("Package"),
+        (202, "`{task, app, check}` (200 with the check alone for a dry run)"),
+    ),
+    op("get", "/api/v1/apps/{name}", "One app, by package id or subdomain", "anyone", None, (200, "app record")),
+    op("delete", "/api/v1/apps/{name}", "Uninstall an app (`?keep_data=true` keeps /lzcapp/var)", "admin", None, TASK),
+    op(
+        "get",
+        "/api/v1/apps/{name}/traffic",
+        "The app's outbound connection attempts (`?after=SEQ&limit=N`)",
+        "viewer",
+        None,
+        (200, "traffic records"),
+    ),
     op("get", "/api/v1/networks", "Networks with their VMs", "anyone", None, (200, "networks")),
     op("post", "/api/v1/networks", "Create a network", "admin", Some("NetworkSpec"), (201, "network")),
     op("delete", "/api/v1/networks/{name}", "Delete an unused network", "admin", None, (200, "`{deleted}`")),
@@ -275,6 +294,7 @@ fn schemas() -> Value {
             "shares": {"type": "array", "maxItems": 8, "description": "host folders shared over virtio-fs (admins only)", "items": s(json!({"host": {"type": "string"}, "guest": {"type": "string"}}), &["host"])},
         }), &["name", "image"]),
         "NetworkSpec": s(json!({"name": {"type": "string", "maxLength": 11}, "subnet": {"type": "string", "examples": ["10.88.0.0/24"]}, "isolated": {"type": "boolean"}}), &["name", "subnet"]),
+        "Package": {"type": "string", "format": "binary", "description": "an .lpk file (v1 ZIP or v2 tar)"},
         "ImportIso": s(json!({"name": {"type": "string"}, "path": {"type": "string"}}), &["name", "path"]),
         "Exec": s(json!({"argv": {"type": "array", "items": {"type": "string"}, "minItems": 1}}), &["argv"]),
         "Snapshot": s(json!({"name": {"type": "string"}, "description": {"type": "string"}}), &["name"]),
@@ -312,7 +332,8 @@ pub fn document() -> Value {
             op["security"] = json!([]);
         }
         if let Some(b) = o.body {
-            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{b}")}}}});
+            let media = if b == "Package" { "application/octet-stream" } else { "application/json" };
+            op["requestBody"] = json!({"required": true, "content": {media: {"schema": {"$ref": format!("#/components/schemas/{b}")}}}});
         }
         let entry = paths.entry(o.path).or_insert_with(|| json!({}));
         entry[o.method] = op;

@@ -100,6 +100,27 @@ const MIGRATIONS: &[&str] = &[
         exit INTEGER,
         file TEXT
      );",
+    // 8: LPK apps (the record is JSON; package id and subdomain are unique), and their traffic
+    // audit: every outbound connection attempt with its verdict.
+    "CREATE TABLE apps (
+        package TEXT PRIMARY KEY,
+        subdomain TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL,
+        record TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        updated INTEGER NOT NULL
+     );
+     CREATE TABLE app_traffic (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        app TEXT NOT NULL,
+        time INTEGER NOT NULL,
+        proto TEXT NOT NULL,
+        source TEXT NOT NULL,
+        dest TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        verdict TEXT NOT NULL
+     );
+     CREATE INDEX app_traffic_by_app ON app_traffic (app, seq);",
 ];
 
 /// The current schema version (0 for an empty database).

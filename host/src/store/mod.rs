@@ -4,6 +4,7 @@
 //! log and outcome) and `events` (the lifecycle and audit log, kept), `networks`, `snapshots`, `users`
 //! with their `grants` and `tokens`, and for the SSH gateway `guest_host_keys` and `ssh_sessions`.
 
+mod apps;
 mod events;
 mod migrations;
 mod networks;

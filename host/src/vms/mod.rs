@@ -89,6 +89,8 @@ pub struct Den {
     pub docker: std::sync::OnceLock<crate::docker::Status>,
     /// The SSH gateway's public key (set at start), installed in guests for their sshd.
     pub gateway_key: std::sync::OnceLock<String>,
+    /// `[apps]` of den.toml (set at start; the defaults until then).
+    pub apps_config: std::sync::OnceLock<crate::config::AppsConfig>,
     events: broadcast::Sender<Event>,
     /// VMs whose process is being stopped or replaced on purpose (the watcher must not treat
     /// the exit as a crash).
@@ -113,6 +115,7 @@ impl Den {
             metrics: Default::default(),
             docker: Default::default(),
             gateway_key: Default::default(),
+            apps_config: Default::default(),
             events,
             expected_exit: Mutex::new(HashMap::new()),
             busy: Mutex::default(),

@@ -1,0 +1,149 @@
+//! `/api/v1/apps`: install (the request body is the package), check, list, show, uninstall,
+//! traffic audit.
+
+use super::{ApiError, Caller};
+use crate::vms::{new_id, Den};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+
+/// Receives the request body into `.uploads/<id>.lpk`, refusing more than the configured size.
+async fn receive(den: &Den, req: Request) -> Result<std::path::PathBuf, ApiError> {
+    let dirs = den.app_dirs();
+    let fail = |e: std::io::Error| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed", format!("cannot store the package: {e}"))
+    };
+    dirs.create().map_err(fail)?;
+    let path = dirs.uploads().join(format!("{}.lpk", new_id()));
+    let max = den.apps_cfg().max_package_mib << 20;
+    let mut file = tokio::fs::File::create(&path).await.map_err(fail)?;
+    let mut stream = req.into_body().into_data_stream();
+    let mut total = 0u64;
+    let res: Result<(), ApiError> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, "upload", format!("the package upload broke off: {e}"))
+            })?;
+            total += chunk.len() as u64;
+            if total > max {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("the package is larger than {} MiB (max_package_mib under [apps] in den.toml)", max >> 20),
+                ));
+            }
+            file.write_all(&chunk).await.map_err(fail)?;
+        }
+        if total == 0 {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "upload", "send the .lpk file as the request body"));
+        }
+        file.flush().await.map_err(fail)
+    }
+    .await;
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    Ok(path)
+}
+
+/// What the check found, for people and scripts.
+fn report(pkg: &den_lpk::Package) -> Value {
+    json!({
+        "package": pkg.meta.package, "version": pkg.version.to_string(), "format": pkg.format,
+        "name": pkg.meta.name, "signed": pkg.signed, "permissions": pkg.meta.permissions,
+        "subdomain": pkg.plan.subdomain,
+        "services": pkg.plan.services.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+        "routes": pkg.plan.routes, "files": pkg.files.len(), "unpacked_bytes": pkg.unpacked,
+        "warnings": pkg.plan.warnings,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct InstallQuery {
+    /// Only check the package.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /api/v1/apps`: installs a package (202 with the task); with `?dry_run=true` only
+/// checks it (200 with what the check found).
+pub async fn install(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<InstallQuery>,
+    req: Request,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let file = receive(&den, req).await?;
+    if q.dry_run {
+        let res = async { den.app_check(&file, den.lpk_options(None)?).await }.await;
+        let _ = std::fs::remove_file(&file);
+        return Ok((StatusCode::OK, Json(report(&res?))));
+    }
+    let checked = async {
+        let opts = den.lpk_options(None)?;
+        let pkg = den.app_check(&file, opts.clone()).await?;
+        Ok::<_, crate::apps::AppError>((pkg, opts))
+    }
+    .await;
+    let (pkg, opts) = match checked {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = std::fs::remove_file(&file);
+            return Err(e.into());
+        }
+    };
+    let summary = report(&pkg);
+    let (task, app) = den.app_install(file, pkg, opts, &caller.user)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"task": task, "app": app.package, "check": summary}))))
+}
+
+/// `GET /api/v1/apps`.
+pub async fn list(State(den): State<Arc<Den>>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(serde_json::to_value(den.store.apps()?).unwrap_or_default()))
+}
+
+/// `GET /api/v1/apps/:name` (package id or subdomain).
+pub async fn get(State(den): State<Arc<Den>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let app = den.store.app(&name).map_err(crate::apps::AppError::from)?;
+    Ok(Json(serde_json::to_value(app).unwrap_or_default()))
+}
+
+#[derive(Deserialize)]
+pub struct UninstallQuery {
+    #[serde(default)]
+    keep_data: bool,
+}
+
+/// `DELETE /api/v1/apps/:name?keep_data=true`.
+pub async fn uninstall(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Query(q): Query<UninstallQuery>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let task = den.app_uninstall(&name, q.keep_data, &caller.user)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"task": task}))))
+}
+
+#[derive(Deserialize)]
+pub struct TrafficQuery {
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/v1/apps/:name/traffic`: the app's outbound connection attempts.
+pub async fn traffic(
+    State(den): State<Arc<Den>>,
+    Path(name): Path<String>,
+    Query(q): Query<TrafficQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let app = den.store.app(&name).map_err(crate::apps::AppError::from)?;
+    let recs = den.store.traffic(&app.package, q.after.unwrap_or(0), q.limit.unwrap_or(500).min(5000))?;
+    Ok(Json(serde_json::to_value(recs).unwrap_or_default()))
+}

@@ -1,0 +1,220 @@
+//! Installing and removing packages. The package is checked in full first (nothing is written
+//! if it is refused); the install task then unpacks it into `.staging/`, renames it into place,
+//! and only then marks the app installed. Uninstall removes the app's files and record.
+
+use super::layout::{remove_tree, AppDirs};
+use super::{AppError, AppRecord, AppState};
+use crate::store::now;
+use crate::vms::{new_id, Den};
+use den_lpk::Package;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn io(what: &Path, e: std::io::Error) -> String {
+    format!("{}: {e}", what.display())
+}
+
+impl Den {
+    /// The apps directory tree.
+    pub fn app_dirs(&self) -> AppDirs {
+        AppDirs::new(&self.paths.data)
+    }
+
+    /// `[apps]` of den.toml.
+    pub fn apps_cfg(&self) -> crate::config::AppsConfig {
+        self.apps_config.get().cloned().unwrap_or_default()
+    }
+
+    /// How packages are read here: trusted keys and the box's variables.
+    pub fn lpk_options(&self, user_uid: Option<u32>) -> Result<den_lpk::Options, AppError> {
+        let cfg = self.apps_cfg();
+        let keyring = den_lpk::Keyring::load_dir(&cfg.keys_dir)?;
+        let box_name = cfg.box_name.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "den".into())
+        });
+        let mut opts = den_lpk::Options { keyring, ..den_lpk::Options::default() };
+        opts.vars.insert("LAZYCAT_BOX_DOMAIN".into(), cfg.box_domain.clone());
+        opts.vars.insert("LAZYCAT_BOX_NAME".into(), box_name);
+        opts.vars.insert("LAZYCAT_APP_DEPLOY_UID".into(), user_uid.unwrap_or(0).to_string());
+        Ok(opts)
+    }
+
+    /// Reads and checks a received package (in a blocking thread: it hashes every byte).
+    pub async fn app_check(&self, file: &Path, opts: den_lpk::Options) -> Result<Package, AppError> {
+        let file = file.to_path_buf();
+        tokio::task::spawn_blocking(move || den_lpk::inspect(&file, &opts))
+            .await
+            .map_err(|e| AppError::Failed(format!("the package check stopped: {e}")))?
+            .map_err(AppError::from)
+    }
+
+    /// Claims the app's id and subdomain and starts the install task for a checked package.
+    /// `upload` is consumed (removed when the task ends).
+    pub fn app_install(
+        self: &Arc<Self>,
+        upload: PathBuf,
+        pkg: Package,
+        opts: den_lpk::Options,
+        user: &str,
+    ) -> Result<(String, AppRecord), AppError> {
+        let t = now();
+        let rec = AppRecord {
+            package: pkg.meta.package.clone(),
+            version: pkg.version.to_string(),
+            meta: pkg.meta.clone(),
+            subdomain: pkg.plan.subdomain.clone(),
+            state: AppState::Installing,
+            format: pkg.format,
+            signed: pkg.signed.clone(),
+            plan: pkg.plan.clone(),
+            release: new_id(),
+            previous: None,
+            vms: Default::default(),
+            owner: user.to_string(),
+            warnings: pkg.plan.warnings.clone(),
+            keep_data: false,
+            error: None,
+            installed: t,
+            updated: t,
+        };
+        if let Err(e) = self.store.insert_app(&rec) {
+            let _ = std::fs::remove_file(&upload);
+            return Err(e.into());
+        }
+        let den = self.clone();
+        let app = rec.clone();
+        let task = self.spawn_task("app.install", &rec.package, user, move |task| async move {
+            task.log(format!(
+                "installing {} {} ({} files, {} MiB unpacked)",
+                app.package,
+                app.version,
+                pkg.files.len(),
+                pkg.unpacked >> 20
+            ));
+            let res = den.unpack(&upload, &opts, &app, &pkg).await;
+            let _ = std::fs::remove_file(&upload);
+            match res {
+                Ok(()) => {
+                    den.store.set_app_state(&app.package, AppState::Stopped, None).map_err(|e| e.to_string())?;
+                    task.log("installed");
+                    den.event(&app.owner, "app.installed", &app.package, &app.version);
+                    Ok(())
+                }
+                Err(e) => {
+                    den.forget_failed_install(&app).await;
+                    Err(e)
+                }
+            }
+        });
+        match task {
+            Ok(id) => Ok((id, rec)),
+            Err(e) => {
+                let _ = self.store.delete_app(&rec.package);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Unpacks into `.staging/`, then moves the release into place and writes `/lzcapp/run`.
+    async fn unpack(
+        &self,
+        upload: &Path,
+        opts: &den_lpk::Options,
+        app: &AppRecord,
+        pkg: &Package,
+    ) -> Result<(), String> {
+        let dirs = self.app_dirs();
+        dirs.create().map_err(|e| io(&dirs.staging(), e))?;
+        let staging = dirs.staging().join(&app.release);
+        let (file, o, dest) = (upload.to_path_buf(), opts.clone(), staging.clone());
+        let unpacked = tokio::task::spawn_blocking(move || den_lpk::extract(&file, &o, &dest))
+            .await
+            .map_err(|e| format!("unpacking stopped: {e}"))?;
+        let unpacked = match unpacked {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = remove_tree(&staging);
+                return Err(e.to_string());
+            }
+        };
+        if unpacked.files != pkg.files {
+            let _ = remove_tree(&staging);
+            return Err("the package changed between its check and unpacking; install it again".into());
+        }
+        let release = dirs.release(&app.package, &app.release);
+        let place = || -> std::io::Result<()> {
+            for d in [dirs.var(&app.package), dirs.cache(&app.package), dirs.run(&app.package)] {
+                std::fs::create_dir_all(d)?;
+            }
+            std::fs::create_dir_all(release.parent().unwrap_or(&release))?;
+            std::fs::rename(&staging, &release)?;
+            std::fs::write(dirs.run(&app.package).join("manifest.yml"), &pkg.rendered)
+        };
+        place().map_err(|e| {
+            let _ = remove_tree(&staging);
+            io(&release, e)
+        })
+    }
+
+    /// Removes what a failed or interrupted install made: its release, its staging directory,
+    /// and the app's directory and record unless data from an earlier install is kept there.
+    pub(super) async fn forget_failed_install(&self, app: &AppRecord) {
+        let dirs = self.app_dirs();
+        let _ = remove_tree(&dirs.staging().join(&app.release));
+        let _ = remove_tree(&dirs.release(&app.package, &app.release));
+        let var_kept = std::fs::read_dir(dirs.var(&app.package)).map(|mut d| d.next().is_some()).unwrap_or(false);
+        if !var_kept {
+            let _ = remove_tree(&dirs.app(&app.package));
+        }
+        if let Err(e) = self.store.delete_app(&app.package) {
+            tracing::error!(app = %app.package, %e, "cannot remove the record of a failed install");
+        }
+    }
+
+    /// Starts the uninstall task: the app's files go (its data too unless `keep_data`), then its record.
+    pub fn app_uninstall(self: &Arc<Self>, name: &str, keep_data: bool, user: &str) -> Result<String, AppError> {
+        let app = self.store.app(name)?;
+        if matches!(app.state, AppState::Installing | AppState::Upgrading | AppState::Uninstalling) {
+            return Err(AppError::Conflict(format!(
+                "app `{}` is {}; wait for its task to end (`den task ls`)",
+                app.package,
+                app.state.as_str()
+            )));
+        }
+        let mut rec = app.clone();
+        rec.state = AppState::Uninstalling;
+        rec.keep_data = keep_data;
+        self.store.put_app(&rec)?;
+        let den = self.clone();
+        let user2 = user.to_string();
+        let task = self.spawn_task("app.uninstall", &app.package, user, move |task| async move {
+            den.finish_uninstall(&rec, keep_data, &task).await?;
+            den.event(&user2, "app.uninstalled", &rec.package, if keep_data { "data kept" } else { "data removed" });
+            Ok(())
+        })?;
+        Ok(task)
+    }
+
+    /// The uninstall steps; also used to finish one a crash interrupted.
+    pub(super) async fn finish_uninstall(
+        &self,
+        app: &AppRecord,
+        keep_data: bool,
+        task: &crate::vms::TaskHandle,
+    ) -> Result<(), String> {
+        let dirs = self.app_dirs();
+        task.log("removing the app's files");
+        remove_tree(&dirs.app(&app.package).join("releases")).map_err(|e| io(&dirs.app(&app.package), e))?;
+        for d in [dirs.cache(&app.package), dirs.run(&app.package)] {
+            remove_tree(&d).map_err(|e| io(&d, e))?;
+        }
+        if keep_data {
+            task.log(format!("keeping its data in {}", dirs.var(&app.package).display()));
+        } else {
+            remove_tree(&dirs.app(&app.package)).map_err(|e| io(&dirs.app(&app.package), e))?;
+        }
+        self.store.delete_app(&app.package).map_err(|e| e.to_string())?;
+        task.log("uninstalled");
+        Ok(())
+    }
+}

@@ -1,0 +1,52 @@
+//! LPK apps: install a package (checked completely by `den-lpk` before anything is written),
+//! keep its files in the layout of [`layout`], and remove it again. A crash at any step leaves
+//! a state [`Den::reconcile_apps`] finishes or undoes at the next start.
+
+mod install;
+pub mod layout;
+mod model;
+mod reconcile;
+
+pub use layout::AppDirs;
+pub use model::{AppRecord, AppState, TrafficRecord};
+
+use crate::store::StoreError;
+
+/// Errors of the app service, mapped to API errors by the API layer.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The package was refused.
+    #[error(transparent)]
+    Package(#[from] den_lpk::LpkError),
+    /// No such app.
+    #[error("app `{0}` not found; `den app ls` lists apps")]
+    NotFound(String),
+    /// The app is in a state (or has a name) that does not allow this.
+    #[error("{0}")]
+    Conflict(String),
+    /// The state database failed.
+    #[error(transparent)]
+    Store(StoreError),
+    /// Something on the host failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> AppError {
+        match e {
+            StoreError::NotFound { kind: "app", name } => AppError::NotFound(name),
+            StoreError::Exists { kind, name } => AppError::Conflict(match kind {
+                "app" => format!("app `{name}` is installed already; `den app upgrade` installs a newer version"),
+                _ => format!("the {kind} {name} is taken; an app's subdomain must be unique"),
+            }),
+            e => AppError::Store(e),
+        }
+    }
+}
+
+impl From<crate::vms::VmError> for AppError {
+    fn from(e: crate::vms::VmError) -> AppError {
+        AppError::Failed(e.to_string())
+    }
+}

@@ -1,0 +1,107 @@
+//! What an installed app is: its record (package, version, state, the checked plan) and its
+//! states. The plan is stored as checked at install, so running an app never re-reads its package.
+
+use den_lpk::{AppPlan, PackageMeta, Signed};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Where an app is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppState {
+    /// Being unpacked (a crash here is rolled back at the next start).
+    Installing,
+    /// Installed, not running.
+    Stopped,
+    /// Its services are starting.
+    Starting,
+    /// Every service runs and the app answers.
+    Running,
+    /// Its services are stopping.
+    Stopping,
+    /// It failed to start or a service keeps failing; `error` says why.
+    Failed,
+    /// A newer version is being put in place.
+    Upgrading,
+    /// Being removed (a crash here is finished at the next start).
+    Uninstalling,
+}
+
+impl AppState {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppState::Installing => "installing",
+            AppState::Stopped => "stopped",
+            AppState::Starting => "starting",
+            AppState::Running => "running",
+            AppState::Stopping => "stopping",
+            AppState::Failed => "failed",
+            AppState::Upgrading => "upgrading",
+            AppState::Uninstalling => "uninstalling",
+        }
+    }
+}
+
+/// An installed app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppRecord {
+    /// Package id (unique).
+    pub package: String,
+    /// Version.
+    pub version: String,
+    /// What the package says about itself.
+    pub meta: PackageMeta,
+    /// `<subdomain>.<box domain>` (unique among apps).
+    pub subdomain: String,
+    /// State.
+    pub state: AppState,
+    /// LPK format (1 or 2).
+    pub format: u8,
+    /// Signature check result.
+    pub signed: Signed,
+    /// The checked manifest: services, routes, health checks.
+    pub plan: AppPlan,
+    /// Release directory name under the app's `releases/`.
+    pub release: String,
+    /// The release an upgrade replaced, kept until the new one runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// Service name -> VM name, once made.
+    #[serde(default)]
+    pub vms: BTreeMap<String, String>,
+    /// Who installed it.
+    pub owner: String,
+    /// Warnings from the install check (things Den runs differently).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// An uninstall under way keeps `/lzcapp/var`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_data: bool,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Install time (Unix seconds).
+    pub installed: i64,
+    /// Last change.
+    pub updated: i64,
+}
+
+/// One outbound connection attempt of an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficRecord {
+    /// Sequence number.
+    pub seq: i64,
+    /// Unix seconds.
+    pub time: i64,
+    /// `tcp`, `udp`, `icmp`, ...
+    pub proto: String,
+    /// Source address (the service's).
+    pub source: String,
+    /// Destination address.
+    pub dest: String,
+    /// Destination port (0 where there is none).
+    pub port: u16,
+    /// `allowed` or `denied`.
+    pub verdict: String,
+}
