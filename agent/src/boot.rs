@@ -110,6 +110,26 @@ pub fn mount_shares(shares: &[(String, String)]) {
     }
 }
 
+/// Bind-mounts `source` on `target` (both made if missing), read-only if asked.
+pub fn bind(source: &str, target: &str, read_only: bool) -> Result<(), String> {
+    std::fs::create_dir_all(source).map_err(|e| format!("{source}: {e}"))?;
+    std::fs::create_dir_all(target).map_err(|e| format!("{target}: {e}"))?;
+    mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| e.to_string())?;
+    if read_only {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(|e| format!("read-only: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Mounts a tmpfs on `target` (made if missing); `target` may carry Compose's `:options`.
+pub fn tmpfs(spec: &str) -> Result<(), String> {
+    let (target, opts) = spec.split_once(':').unwrap_or((spec, ""));
+    std::fs::create_dir_all(target).map_err(|e| format!("{target}: {e}"))?;
+    let data = (!opts.is_empty()).then_some(opts);
+    mount(Some("tmpfs"), target, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, data).map_err(|e| e.to_string())
+}
+
 /// Sets the host name.
 pub fn set_hostname(name: &str) {
     if let Err(e) = nix::unistd::sethostname(name) {

@@ -28,6 +28,9 @@ pub struct Cmdline {
     /// `den.share=<tag>:<path>` (repeated): virtio-fs file systems to mount at `path` (with
     /// `%XX` escapes for bytes a command line cannot hold) once the root is in place.
     pub shares: Vec<(String, String)>,
+    /// `den.services=<dir>`: another directory of service files, read once the shares are
+    /// mounted (an LPK service's definition lives in its app's `/lzcapp/run`).
+    pub services: Option<String>,
     /// Every `key=value` seen, for diagnostics.
     pub all: BTreeMap<String, String>,
 }
@@ -52,6 +55,7 @@ impl Cmdline {
                 "den.gw" if !v.is_empty() => c.gateway = Some(v.clone()),
                 "den.dns" if !v.is_empty() => c.dns = Some(v.clone()),
                 "den.console" if !v.is_empty() => c.console = Some(v.clone()),
+                "den.services" if v.starts_with('/') => c.services = Some(v.clone()),
                 "den.vsock_port" => c.vsock_port = v.parse().unwrap_or(DEFAULT_VSOCK_PORT),
                 "den.share" => match v.split_once(':').and_then(|(tag, p)| Some((tag, unescape(p)?))) {
                     Some((tag, path)) if !tag.is_empty() && path.starts_with('/') => {
@@ -103,6 +107,11 @@ mod tests {
         assert_eq!(c.rootfstype, "ext4");
         assert_eq!(c.vsock_port, DEFAULT_VSOCK_PORT);
         assert_eq!(c.init, None);
+        assert_eq!(
+            Cmdline::parse("den.services=/lzcapp/run/den/web den.x").services.as_deref(),
+            Some("/lzcapp/run/den/web")
+        );
+        assert_eq!(Cmdline::parse("den.services=relative").services, None);
         assert_eq!(c.all.get("console").map(String::as_str), Some("ttyS0"));
     }
 

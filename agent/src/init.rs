@@ -91,6 +91,8 @@ pub fn run() -> ! {
     }
     boot::mount_shares(&cmd.shares);
     if let Some(dns) = cmd.dns.as_deref().filter(|_| !cmd.read_only) {
+        // Container images may have no /etc at all.
+        let _ = std::fs::create_dir_all("/etc");
         if let Err(e) = std::fs::write("/etc/resolv.conf", format!("nameserver {dns}\nsearch den\n")) {
             eprintln!("den-agent: /etc/resolv.conf: {e}");
         }
@@ -112,7 +114,8 @@ pub fn run() -> ! {
     let mut sup = Supervisor { services: HashMap::new(), running: HashMap::new(), pending: vec![] };
     sup.spawn_agent(0);
     let console = (cmd.console.as_deref() == Some("shell")).then(services::console_shell);
-    for s in services::load(std::path::Path::new(services::SERVICE_DIR)).into_iter().chain(console) {
+    let extra = cmd.services.as_deref().map(|d| services::load(std::path::Path::new(d))).unwrap_or_default();
+    for s in services::load(std::path::Path::new(services::SERVICE_DIR)).into_iter().chain(extra).chain(console) {
         let name = s.name.clone();
         sup.services.insert(name.clone(), s);
         sup.spawn_service(&name, 0, true);
@@ -201,8 +204,24 @@ impl Supervisor {
     fn spawn_service(&mut self, name: &str, failures: u32, first: bool) {
         let Some(svc) = self.services.get(name) else { return };
         if first {
+            for b in &svc.binds {
+                if let Err(e) = boot::bind(&b.source, &b.target, b.readonly) {
+                    eprintln!("den-agent: service {name}: bind {} on {}: {e}", b.source, b.target);
+                }
+            }
+            for t in &svc.tmpfs {
+                if let Err(e) = boot::tmpfs(t) {
+                    eprintln!("den-agent: service {name}: tmpfs {t}: {e}");
+                }
+            }
             for line in &svc.before {
-                let ok = Command::new("/bin/sh").arg("-c").arg(line).status().map(|s| s.success()).unwrap_or(false);
+                let ok = Command::new("/bin/sh")
+                    .arg("-c")
+                    .arg(line)
+                    .envs(&svc.env)
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
                 if !ok {
                     eprintln!("den-agent: service {name}: `{line}` failed");
                 }
@@ -210,6 +229,10 @@ impl Supervisor {
         }
         let mut cmd = Command::new(&svc.exec[0]);
         cmd.args(&svc.exec[1..]).envs(&svc.env);
+        if let Some(dir) = &svc.workdir {
+            let _ = std::fs::create_dir_all(dir);
+            cmd.current_dir(dir);
+        }
         if let Some(tty) = &svc.tty {
             let opened = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOCTTY).open(tty);
             let stdio = opened.and_then(|f| Ok((f.try_clone()?, f.try_clone()?, f)));
@@ -224,7 +247,7 @@ impl Supervisor {
             }
         }
         if let Some(user) = &svc.user {
-            match crate::users::lookup(std::path::Path::new("/"), user) {
+            match crate::users::lookup_with_group(std::path::Path::new("/"), user) {
                 Some(acct) => {
                     let creds = acct.credentials();
                     // SAFETY: Credentials::apply only makes async-signal-safe system calls.

@@ -5,8 +5,14 @@
 //! restart = "always"          # always | on-failure | never
 //! user = "root"
 //! env = { LANG = "C.UTF-8" }
-//! before = ["mkdir -p /run/sshd"]   # shell commands run once, in order, before the first start
+//! before = ["mkdir -p /run/sshd"]   # shell commands run once, in order, before the first start (as root, with `env`)
+//! workdir = "/srv"
+//! binds = [{ source = "/lzcapp/var/db", target = "/var/lib/db", readonly = false }]
+//! tmpfs = ["/run/app"]
 //! ```
+//!
+//! `user` is a name or uid from the guest's `/etc/passwd`, optionally `:group` (a gid).
+//! Binds and tmpfs mounts are made once, before the first start (LPK services, Compose-style).
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -53,6 +59,28 @@ pub struct Service {
     /// controlling terminal of the service's session.
     #[serde(default)]
     pub tty: Option<String>,
+    /// Working directory (default `/`).
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// Directories bound into place before the first start.
+    #[serde(default)]
+    pub binds: Vec<Bind>,
+    /// tmpfs mount points made before the first start.
+    #[serde(default)]
+    pub tmpfs: Vec<String>,
+}
+
+/// A bind mount a service needs.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Bind {
+    /// Existing directory (made if missing).
+    pub source: String,
+    /// Where it appears (made if missing).
+    pub target: String,
+    /// Read-only.
+    #[serde(default)]
+    pub readonly: bool,
 }
 
 /// A root shell on the serial console, started again whenever it ends (`den.console=shell`):
@@ -68,6 +96,9 @@ pub fn console_shell() -> Service {
         env: [("TERM", "linux"), ("HOME", "/root")].into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
         before: vec![],
         tty: Some("/dev/ttyS0".into()),
+        workdir: None,
+        binds: vec![],
+        tmpfs: vec![],
     }
 }
 
@@ -115,8 +146,15 @@ mod tests {
         std::fs::write(d.join("b.toml"), "exec = [\"/bin/sleep\", \"1\"]\nrestart = \"on-failure\"\n").unwrap();
         std::fs::write(d.join("a.toml"), "exec = [\"/usr/sbin/sshd\", \"-D\"]\n").unwrap();
         std::fs::write(d.join("c.toml"), "exec = [\"x\"]\nbogus = 1\n").unwrap();
+        std::fs::write(
+            d.join("d.toml"),
+            "exec = [\"httpd\"]\nworkdir = \"/srv\"\nbinds = [{ source = \"/lzcapp/var/a\", target = \"/a\", readonly = true }]\ntmpfs = [\"/run/x\"]\n",
+        )
+        .unwrap();
         let s = load(&d);
-        assert_eq!(s.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(s.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["a", "b", "d"]);
+        assert_eq!(s[2].binds, [Bind { source: "/lzcapp/var/a".into(), target: "/a".into(), readonly: true }]);
+        assert_eq!((s[2].workdir.as_deref(), s[2].tmpfs.as_slice()), (Some("/srv"), &["/run/x".to_string()][..]));
         assert_eq!(s[0].restart, Restart::Always);
         assert_eq!(s[1].restart, Restart::OnFailure);
         assert!(should_restart(Restart::OnFailure, false));

@@ -19,6 +19,24 @@ pub struct Account {
     pub shell: String,
 }
 
+/// Like [`lookup`], for `user[:group]` (Docker's form): the group, a gid or a name in
+/// `/etc/group`, replaces the primary group.
+pub fn lookup_with_group(root: &Path, who: &str) -> Option<Account> {
+    let Some((user, group)) = who.split_once(':') else { return lookup(root, who) };
+    let mut acct = lookup(root, user)?;
+    acct.gid = match group.parse() {
+        Ok(gid) => gid,
+        Err(_) => {
+            let groups = std::fs::read_to_string(root.join("etc/group")).unwrap_or_default();
+            groups.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() >= 3 && f[0] == group).then(|| f[2].parse().ok()).flatten()
+            })?
+        }
+    };
+    Some(acct)
+}
+
 /// Finds `who` (a name or a numeric uid) under `root` (normally `/`).
 pub fn lookup(root: &Path, who: &str) -> Option<Account> {
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
@@ -116,6 +134,10 @@ mod tests {
         assert_eq!(lookup(&d, "1000").unwrap().name, "dev");
         assert_eq!(lookup(&d, "4242").unwrap().uid, 4242);
         assert!(lookup(&d, "nobody-here").is_none());
+        assert_eq!(lookup_with_group(&d, "dev:27").unwrap().gid, 27);
+        assert_eq!(lookup_with_group(&d, "1000:sudo").unwrap().gid, 27);
+        assert_eq!(lookup_with_group(&d, "33:33").unwrap().uid, 33);
+        assert!(lookup_with_group(&d, "dev:nogroup").is_none());
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

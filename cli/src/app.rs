@@ -11,13 +11,32 @@ use std::process::ExitCode;
 /// App commands.
 #[derive(Subcommand)]
 pub enum AppCmd {
-    /// Install an .lpk package (v1 ZIP or v2 tar): checked completely, then unpacked.
+    /// Install an .lpk package (v1 ZIP or v2 tar): checked completely, unpacked, each service
+    /// given its microVM, then started.
     Install {
         /// The package file.
         file: PathBuf,
         /// Return once the install task has started.
         #[arg(long)]
         detach: bool,
+        /// Leave the app stopped.
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Start an app's services (in dependency order); ends when the app answers.
+    Start {
+        /// Package id or subdomain.
+        app: String,
+    },
+    /// Stop an app's services.
+    Stop {
+        /// Package id or subdomain.
+        app: String,
+    },
+    /// Stop, then start an app.
+    Restart {
+        /// Package id or subdomain.
+        app: String,
     },
     /// Check a package without installing it: what it is, who signed it, what it would run.
     Check {
@@ -82,10 +101,17 @@ fn print_check(c: &Value) {
     }
 }
 
+/// `POST /api/v1/apps/<app>/<verb>` and waits for its task.
+fn lifecycle(socket: &Path, app: &str, verb: &str) -> anyhow::Result<()> {
+    let r = request(socket, "POST", &format!("/api/v1/apps/{}/{verb}", enc(app)), None)?.ok()?;
+    wait_task(socket, r["task"].as_str().unwrap_or_default())?;
+    Ok(())
+}
+
 /// Runs a `den app` command.
 pub fn run(cmd: AppCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
-        AppCmd::Install { file, detach } => {
+        AppCmd::Install { file, detach, no_start } => {
             let r = upload(socket, "/api/v1/apps", &file)?
                 .ok()
                 .with_context(|| format!("{} was not installed", file.display()))?;
@@ -93,15 +119,37 @@ pub fn run(cmd: AppCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
             if !json {
                 print_check(&r["check"]);
             }
+            let app = r["app"].as_str().unwrap_or_default().to_string();
             if !detach {
                 wait_task(socket, &task)?;
+                if !json {
+                    println!("installed {app}");
+                }
+                if !no_start {
+                    lifecycle(socket, &app, "start")?;
+                    if !json {
+                        println!("started {app}");
+                    }
+                }
             }
-            let app = r["app"].as_str().unwrap_or_default();
             match (json, detach) {
                 (true, _) => println!("{r}"),
                 (false, true) => println!("installing {app}: task {task} (`den task log {task}`)"),
-                (false, false) => println!("installed {app}"),
+                (false, false) => {}
             }
+        }
+        AppCmd::Start { app } => {
+            lifecycle(socket, &app, "start")?;
+            println!("started {app}");
+        }
+        AppCmd::Stop { app } => {
+            lifecycle(socket, &app, "stop")?;
+            println!("stopped {app}");
+        }
+        AppCmd::Restart { app } => {
+            lifecycle(socket, &app, "stop")?;
+            lifecycle(socket, &app, "start")?;
+            println!("restarted {app}");
         }
         AppCmd::Check { file } => {
             let r = upload(socket, "/api/v1/apps?dry_run=true", &file)?

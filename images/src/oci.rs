@@ -218,6 +218,13 @@ pub fn apply_layer<R: Read>(root: &Path, layer: R) -> Result<(), ImageError> {
     Ok(())
 }
 
+/// The run configuration of an image in an OCI layout, without unpacking it.
+pub fn run_config(layout: &Path, reference: Option<&str>) -> Result<RunConfig, ImageError> {
+    let m = manifest(layout, reference)?;
+    let cfg: ImageConfig = json(layout, "image config", &read_blob(layout, &m.config.digest)?)?;
+    Ok(cfg.config.unwrap_or_default())
+}
+
 /// Unpacks the image in an OCI layout into `root`; returns its run configuration.
 pub fn unpack(layout: &Path, reference: Option<&str>, root: &Path) -> Result<RunConfig, ImageError> {
     let m = manifest(layout, reference)?;

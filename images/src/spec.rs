@@ -246,6 +246,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("base", include_str!("../specs/base.yml")),
     ("dev", include_str!("../specs/dev.yml")),
     ("docker", include_str!("../specs/docker.yml")),
+    ("app", include_str!("../specs/app.yml")),
 ];
 
 /// A built-in spec by name.

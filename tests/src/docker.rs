@@ -6,6 +6,15 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// A GNU header with owner root and time 0 (image unpackers read them as numbers).
+fn header() -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h
+}
+
 /// A root file system layer (tar) with `/bin/busybox` from the host's busybox-static, a link
 /// per applet, `/tmp` and `/www`.
 pub fn busybox_layer() -> std::io::Result<Vec<u8>> {
@@ -13,7 +22,7 @@ pub fn busybox_layer() -> std::io::Result<Vec<u8>> {
     let applets = Command::new("/bin/busybox").arg("--list").output()?;
     let mut layer = tar::Builder::new(Vec::new());
     let mut dir = |path: &str, mode: u32| -> std::io::Result<()> {
-        let mut h = tar::Header::new_gnu();
+        let mut h = header();
         h.set_entry_type(tar::EntryType::Directory);
         h.set_mode(mode);
         h.set_size(0);
@@ -22,12 +31,12 @@ pub fn busybox_layer() -> std::io::Result<Vec<u8>> {
     dir("bin/", 0o755)?;
     dir("tmp/", 0o1777)?;
     dir("www/", 0o755)?;
-    let mut h = tar::Header::new_gnu();
+    let mut h = header();
     h.set_mode(0o755);
     h.set_size(busybox.len() as u64);
     layer.append_data(&mut h, "bin/busybox", busybox.as_slice())?;
     for applet in String::from_utf8_lossy(&applets.stdout).lines().filter(|a| !a.is_empty() && *a != "busybox") {
-        let mut h = tar::Header::new_gnu();
+        let mut h = header();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_mode(0o777);
         h.set_size(0);

@@ -147,3 +147,23 @@ pub async fn traffic(
     let recs = den.store.traffic(&app.package, q.after.unwrap_or(0), q.limit.unwrap_or(500).min(5000))?;
     Ok(Json(serde_json::to_value(recs).unwrap_or_default()))
 }
+
+/// `POST /api/v1/apps/:name/start`.
+pub async fn start(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let task = den.app_start(&name, &caller.user)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"task": task}))))
+}
+
+/// `POST /api/v1/apps/:name/stop`.
+pub async fn stop(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let task = den.app_stop(&name, &caller.user)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"task": task}))))
+}

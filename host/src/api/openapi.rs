@@ -147,6 +147,15 @@ const OPS: &[Op] = &[
     op("get", "/api/v1/apps/{name}", "One app, by package id or subdomain", "anyone", None, (200, "app record")),
     op("delete", "/api/v1/apps/{name}", "Uninstall an app (`?keep_data=true` keeps /lzcapp/var)", "admin", None, TASK),
     op(
+        "post",
+        "/api/v1/apps/{name}/start",
+        "Start an app's services in order; ends when it answers",
+        "admin",
+        None,
+        TASK,
+    ),
+    op("post", "/api/v1/apps/{name}/stop", "Stop an app's services, dependents first", "admin", None, TASK),
+    op(
         "get",
         "/api/v1/apps/{name}/traffic",
         "The app's outbound connection attempts (`?after=SEQ&limit=N`)",

@@ -14,6 +14,19 @@ fn io(what: &Path, e: std::io::Error) -> String {
     format!("{}: {e}", what.display())
 }
 
+/// Writes a new file, never through a link (guests can write in `/lzcapp`).
+pub(super) fn write_new(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(path)?;
+    f.write_all(data)
+}
+
 impl Den {
     /// The apps directory tree.
     pub fn app_dirs(&self) -> AppDirs {
@@ -70,6 +83,8 @@ impl Den {
             release: new_id(),
             previous: None,
             vms: Default::default(),
+            images: Default::default(),
+            network: String::new(),
             owner: user.to_string(),
             warnings: pkg.plan.warnings.clone(),
             keep_data: false,
@@ -82,7 +97,7 @@ impl Den {
             return Err(e.into());
         }
         let den = self.clone();
-        let app = rec.clone();
+        let mut app = rec.clone();
         let task = self.spawn_task("app.install", &rec.package, user, move |task| async move {
             task.log(format!(
                 "installing {} {} ({} files, {} MiB unpacked)",
@@ -91,8 +106,11 @@ impl Den {
                 pkg.files.len(),
                 pkg.unpacked >> 20
             ));
-            let res = den.unpack(&upload, &opts, &app, &pkg).await;
+            let mut res = den.unpack(&upload, &opts, &app, &pkg).await;
             let _ = std::fs::remove_file(&upload);
+            if res.is_ok() {
+                res = den.prepare_app(&mut app, &pkg, &task).await;
+            }
             match res {
                 Ok(()) => {
                     den.store.set_app_state(&app.package, AppState::Stopped, None).map_err(|e| e.to_string())?;
@@ -101,7 +119,11 @@ impl Den {
                     Ok(())
                 }
                 Err(e) => {
+                    if let Err(u) = den.unprovision_app(&app, &task).await {
+                        task.log(format!("removing its VMs and network: {u}"));
+                    }
                     den.forget_failed_install(&app).await;
+                    den.forget_unused_service_images();
                     Err(e)
                 }
             }
@@ -143,17 +165,45 @@ impl Den {
         }
         let release = dirs.release(&app.package, &app.release);
         let place = || -> std::io::Result<()> {
-            for d in [dirs.var(&app.package), dirs.cache(&app.package), dirs.run(&app.package)] {
+            for d in [dirs.var(&app.package), dirs.cache(&app.package)] {
                 std::fs::create_dir_all(d)?;
             }
+            // /lzcapp/run is remade from scratch: a guest may have left links in the old one.
+            remove_tree(&dirs.run(&app.package))?;
+            std::fs::create_dir_all(dirs.run(&app.package))?;
             std::fs::create_dir_all(release.parent().unwrap_or(&release))?;
             std::fs::rename(&staging, &release)?;
-            std::fs::write(dirs.run(&app.package).join("manifest.yml"), &pkg.rendered)
+            remove_tree(&dirs.pkg(&app.package))?;
+            std::fs::rename(release.join("pkg"), dirs.pkg(&app.package))?;
+            write_new(&dirs.run(&app.package).join("manifest.yml"), pkg.rendered.as_bytes())
         };
         place().map_err(|e| {
             let _ = remove_tree(&staging);
             io(&release, e)
         })
+    }
+
+    /// Makes each service's image, then the app's network and VMs.
+    async fn prepare_app(
+        self: &Arc<Self>,
+        app: &mut AppRecord,
+        pkg: &Package,
+        task: &crate::vms::TaskHandle,
+    ) -> Result<(), String> {
+        let layout = self.app_dirs().release(&app.package, &app.release).join("images");
+        for svc in &app.plan.services {
+            let (den, image, emb, layout, t) =
+                (self.clone(), svc.image.clone(), pkg.embedded.clone(), layout.clone(), task.clone());
+            let made =
+                tokio::task::spawn_blocking(move || den.service_image(&image, emb.as_ref(), &layout, &|l| t.log(l)))
+                    .await
+                    .map_err(|e| format!("making the image of {}: {e}", svc.name))?
+                    .map_err(|e| e.to_string())?;
+            task.log(format!("service {}: image {}", svc.name, made.image));
+            app.images.insert(svc.name.clone(), made);
+        }
+        self.store.put_app(app).map_err(|e| e.to_string())?;
+        self.provision_app(app, task).await
     }
 
     /// Removes what a failed or interrupted install made: its release, its staging directory,
@@ -197,15 +247,16 @@ impl Den {
 
     /// The uninstall steps; also used to finish one a crash interrupted.
     pub(super) async fn finish_uninstall(
-        &self,
+        self: &Arc<Self>,
         app: &AppRecord,
         keep_data: bool,
         task: &crate::vms::TaskHandle,
     ) -> Result<(), String> {
+        self.unprovision_app(app, task).await?;
         let dirs = self.app_dirs();
         task.log("removing the app's files");
         remove_tree(&dirs.app(&app.package).join("releases")).map_err(|e| io(&dirs.app(&app.package), e))?;
-        for d in [dirs.cache(&app.package), dirs.run(&app.package)] {
+        for d in [dirs.pkg(&app.package), dirs.cache(&app.package), dirs.run(&app.package)] {
             remove_tree(&d).map_err(|e| io(&d, e))?;
         }
         if keep_data {
@@ -214,6 +265,7 @@ impl Den {
             remove_tree(&dirs.app(&app.package)).map_err(|e| io(&dirs.app(&app.package), e))?;
         }
         self.store.delete_app(&app.package).map_err(|e| e.to_string())?;
+        self.forget_unused_service_images();
         task.log("uninstalled");
         Ok(())
     }

@@ -1,11 +1,13 @@
 //! Where an app's files live, all under `<data>/apps/`:
 //!
 //! ```text
-//! <package>/releases/<id>/pkg/      the unpacked package, read-only (/lzcapp/pkg)
-//! <package>/releases/<id>/images/   its embedded OCI layout, until made into root disks
-//! <package>/var/                    persistent data (/lzcapp/var), kept by upgrades
-//! <package>/cache/                  clearable (/lzcapp/cache)
-//! <package>/run/                    runtime (/lzcapp/run), manifest.yml rendered at install
+//! <package>/lzcapp/                 shared into every service VM as /lzcapp (one virtio-fs share)
+//! <package>/lzcapp/pkg/             the current release's package files (/lzcapp/pkg, mounted read-only)
+//! <package>/lzcapp/var/             persistent data (/lzcapp/var), kept by upgrades
+//! <package>/lzcapp/cache/           clearable (/lzcapp/cache)
+//! <package>/lzcapp/run/             runtime (/lzcapp/run): manifest.yml, den/<service>/*.toml
+//! <package>/releases/<id>/images/   a release's embedded OCI layout
+//! <package>/releases/<id>/pkg/      an earlier release's package files, kept for a rollback
 //! .staging/<id>/                    a package being unpacked (removed at start)
 //! .uploads/<id>.lpk                 a package being received (removed at start)
 //! ```
@@ -34,19 +36,29 @@ impl AppDirs {
         self.app(package).join("releases").join(release)
     }
 
+    /// The app's `/lzcapp` (shared into its VMs).
+    pub fn lzcapp(&self, package: &str) -> PathBuf {
+        self.app(package).join("lzcapp")
+    }
+
+    /// `/lzcapp/pkg` of an app.
+    pub fn pkg(&self, package: &str) -> PathBuf {
+        self.lzcapp(package).join("pkg")
+    }
+
     /// `/lzcapp/var` of an app.
     pub fn var(&self, package: &str) -> PathBuf {
-        self.app(package).join("var")
+        self.lzcapp(package).join("var")
     }
 
     /// `/lzcapp/cache` of an app.
     pub fn cache(&self, package: &str) -> PathBuf {
-        self.app(package).join("cache")
+        self.lzcapp(package).join("cache")
     }
 
     /// `/lzcapp/run` of an app.
     pub fn run(&self, package: &str) -> PathBuf {
-        self.app(package).join("run")
+        self.lzcapp(package).join("run")
     }
 
     /// Packages being unpacked.

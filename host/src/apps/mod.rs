@@ -2,10 +2,14 @@
 //! keep its files in the layout of [`layout`], and remove it again. A crash at any step leaves
 //! a state [`Den::reconcile_apps`] finishes or undoes at the next start.
 
+pub mod images;
+mod ingress;
 mod install;
 pub mod layout;
 mod model;
 mod reconcile;
+mod run;
+pub mod services;
 
 pub use layout::AppDirs;
 pub use model::{AppRecord, AppState, TrafficRecord};

@@ -70,6 +70,12 @@ pub struct AppRecord {
     /// Service name -> VM name, once made.
     #[serde(default)]
     pub vms: BTreeMap<String, String>,
+    /// Service name -> the image it runs and the image's run configuration.
+    #[serde(default)]
+    pub images: BTreeMap<String, super::images::ServiceImage>,
+    /// The app's own network (isolated, audited).
+    #[serde(default)]
+    pub network: String,
     /// Who installed it.
     pub owner: String,
     /// Warnings from the install check (things Den runs differently).
@@ -104,4 +110,34 @@ pub struct TrafficRecord {
     pub port: u16,
     /// `allowed` or `denied`.
     pub verdict: String,
+}
+
+#[cfg(test)]
+impl AppRecord {
+    /// A stopped app `package` on `subdomain` from a manifest (`images.lock` alias `box`).
+    pub(crate) fn fixture(package: &str, manifest: &str) -> AppRecord {
+        let m: den_lpk::manifest::Manifest = serde_yaml_ng::from_str(manifest).unwrap_or_default();
+        let plan = den_lpk::AppPlan::from_manifest(&m, &["box".to_string()].into()).expect("a valid manifest");
+        AppRecord {
+            package: package.into(),
+            version: "1.0.0".into(),
+            meta: Default::default(),
+            subdomain: plan.subdomain.clone(),
+            state: AppState::Stopped,
+            format: 2,
+            signed: Signed::Unsigned,
+            plan,
+            release: "r1".into(),
+            previous: None,
+            vms: Default::default(),
+            images: Default::default(),
+            network: String::new(),
+            owner: "root".into(),
+            warnings: vec![],
+            keep_data: false,
+            error: None,
+            installed: 1,
+            updated: 1,
+        }
+    }
 }

@@ -23,8 +23,16 @@ impl Den {
             match app.state {
                 AppState::Installing => {
                     tracing::warn!(app = %app.package, "rolling back an install the previous dend did not finish");
+                    let den = self.clone();
+                    let target = app.package.clone();
+                    // Its record goes at once: nothing may start or find a half-installed app.
                     self.forget_failed_install(&app).await;
-                    self.event("dend", "app.install_rolled_back", &app.package, &app.version);
+                    self.spawn_task("app.install_rollback", &target, "dend", move |task| async move {
+                        den.unprovision_app(&app, &task).await?;
+                        den.forget_unused_service_images();
+                        den.event("dend", "app.install_rolled_back", &app.package, &app.version);
+                        Ok(())
+                    })?;
                 }
                 AppState::Uninstalling => {
                     tracing::warn!(app = %app.package, "finishing an uninstall the previous dend did not finish");
@@ -34,6 +42,22 @@ impl Den {
                     self.spawn_task("app.uninstall", &target, "dend", move |task| async move {
                         den.finish_uninstall(&app, keep, &task).await
                     })?;
+                }
+                // A dend that died while an app started or stopped: its VMs were adopted by the
+                // VM reconcile; the app says what they can be relied on for.
+                AppState::Starting | AppState::Stopping => {
+                    let state = if app
+                        .vms
+                        .values()
+                        .all(|v| self.store.vm(v).is_ok_and(|r| r.state == crate::model::VmState::Running))
+                    {
+                        AppState::Running
+                    } else {
+                        AppState::Failed
+                    };
+                    let why = (state == AppState::Failed)
+                        .then(|| "dend restarted while the app was changing state; start it again".to_string());
+                    self.store.set_app_state(&app.package, state, why)?;
                 }
                 _ => {}
             }

@@ -24,8 +24,21 @@ pub struct DhcpConfig {
     pub prefix: u8,
     /// Isolated: no default route handed out and no upstream DNS.
     pub isolated: bool,
-    /// Reservations: MAC, address, host name.
-    pub hosts: Vec<(String, Ipv4Addr, String)>,
+    /// Reservations.
+    pub hosts: Vec<Host>,
+}
+
+/// One reservation: a NIC's MAC and address, its VM's name and an optional alias, both in DNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// MAC address.
+    pub mac: String,
+    /// Address.
+    pub ip: Ipv4Addr,
+    /// VM name (bare and under `.den`).
+    pub name: String,
+    /// Another name for it on this network.
+    pub alias: Option<String>,
 }
 
 /// Errors running dnsmasq.
@@ -73,8 +86,11 @@ pub fn args(cfg: &DhcpConfig) -> Vec<String> {
         a.push(format!("--dhcp-option=option:router,{}", cfg.gateway));
     }
     a.push(format!("--dhcp-option=option:dns-server,{}", cfg.gateway));
-    for (mac, ip, name) in &cfg.hosts {
+    for Host { mac, ip, name, alias } in &cfg.hosts {
         a.push(format!("--dhcp-host={mac},{ip},{name}"));
+        if let Some(alias) = alias {
+            a.push(format!("--host-record={alias},{alias}.den,{ip}"));
+        }
         // DNS names from the reservation itself: guests configured from the kernel command
         // line never ask for a lease, so dnsmasq would not learn their names otherwise.
         a.push(format!("--host-record={name},{name}.den,{ip}"));
@@ -156,12 +172,18 @@ mod tests {
             network_addr: Ipv4Addr::new(10, 87, 0, 0),
             prefix: 24,
             isolated: false,
-            hosts: vec![("02:de:00:00:00:01".into(), Ipv4Addr::new(10, 87, 0, 2), "web1".into())],
+            hosts: vec![Host {
+                mac: "02:de:00:00:00:01".into(),
+                ip: Ipv4Addr::new(10, 87, 0, 2),
+                name: "web1".into(),
+                alias: Some("backend".into()),
+            }],
         };
         let a = args(&cfg);
         assert!(a.contains(&"--dhcp-range=10.87.0.0,static,255.255.255.0,12h".to_string()), "{a:?}");
         assert!(a.contains(&"--dhcp-host=02:de:00:00:00:01,10.87.0.2,web1".to_string()));
         assert!(a.contains(&"--host-record=web1,web1.den,10.87.0.2".to_string()));
+        assert!(a.contains(&"--host-record=backend,backend.den,10.87.0.2".to_string()));
         assert!(a.contains(&"--dhcp-option=option:router,10.87.0.1".to_string()));
         let h = hash(&a);
         cfg.isolated = true;

@@ -68,7 +68,13 @@ impl Net {
         if !nets.iter().any(|n| n.name == DEFAULT_NETWORK) {
             nets.insert(
                 0,
-                NetworkSpec { name: DEFAULT_NETWORK.into(), subnet: self.default_subnet.clone(), isolated: false },
+                NetworkSpec {
+                    name: DEFAULT_NETWORK.into(),
+                    subnet: self.default_subnet.clone(),
+                    isolated: false,
+                    internet: false,
+                    audit: false,
+                },
             );
         }
         Ok(nets)
@@ -101,7 +107,13 @@ impl Net {
             if vms.iter().flat_map(|v| &v.nics).any(|n| n.mac.eq_ignore_ascii_case(&mac)) {
                 return Err(field("nics", format!("MAC {mac} is already used by another VM")));
             }
-            nics.push(Nic { network: net.name.clone(), mac, ip, tap: spec::tap_name(vm_id, i) });
+            nics.push(Nic {
+                network: net.name.clone(),
+                mac,
+                ip,
+                tap: spec::tap_name(vm_id, i),
+                alias: req.alias.clone(),
+            });
         }
         if let Some(first) = nics.first() {
             let isolated = nets.iter().any(|n| n.name == first.network && n.isolated);
@@ -156,7 +168,12 @@ impl Net {
                 .iter()
                 .flat_map(|v| v.nics.iter().map(move |n| (v, n)))
                 .filter(|(_, n)| n.network == net.name)
-                .map(|(v, n)| (n.mac.clone(), n.ip, v.spec.name.clone()))
+                .map(|(v, n)| dhcp::Host {
+                    mac: n.mac.clone(),
+                    ip: n.ip,
+                    name: v.spec.name.clone(),
+                    alias: n.alias.clone(),
+                })
                 .collect();
             let cfg = dhcp::DhcpConfig {
                 network: net.name.clone(),
@@ -164,11 +181,17 @@ impl Net {
                 gateway: sub.gateway(),
                 network_addr: sub.network,
                 prefix: sub.prefix,
-                isolated: net.isolated,
+                isolated: net.isolated && !net.internet,
                 hosts,
             };
             dhcp::ensure(&self.dir, &cfg).await?;
-            rule_nets.push(nft::RuleNet { bridge: net.bridge(), subnet: sub, isolated: net.isolated });
+            rule_nets.push(nft::RuleNet {
+                bridge: net.bridge(),
+                subnet: sub,
+                isolated: net.isolated,
+                internet: net.internet,
+                audit: net.audit.then(|| net.name.clone()),
+            });
         }
         if !rule_nets.is_empty() {
             link::enable_forwarding()?;

@@ -10,6 +10,17 @@ use std::net::Ipv4Addr;
 /// The table's name (family `ip`).
 pub const TABLE: &str = "den";
 
+/// The NFLOG group audited networks log to ([`crate::apps::audit`] reads it).
+pub const AUDIT_GROUP: u16 = 3552;
+
+/// What the audit log prefix starts with: `den-audit <network> allow|deny `.
+pub const AUDIT_PREFIX: &str = "den-audit";
+
+/// Destinations an internet-only network may not reach: private, shared, link-local,
+/// loopback, multicast and "this network" ranges (the LAN and the host's neighbours).
+pub const NOT_INTERNET: &str =
+    "{ 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16, 224.0.0.0/3 }";
+
 /// A network as the rules see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleNet {
@@ -19,6 +30,20 @@ pub struct RuleNet {
     pub subnet: Subnet,
     /// No NAT, no forwards, no host services but DHCP and DNS.
     pub isolated: bool,
+    /// With `isolated`: NAT to public addresses only.
+    pub internet: bool,
+    /// Log new outbound attempts under this network name.
+    pub audit: Option<String>,
+}
+
+impl RuleNet {
+    /// A `log` statement for the audit, or nothing.
+    fn log(&self, verdict: &str) -> String {
+        match &self.audit {
+            Some(name) => format!("log prefix \"{AUDIT_PREFIX} {name} {verdict} \" group {AUDIT_GROUP} "),
+            None => String::new(),
+        }
+    }
 }
 
 /// A host port forwarded to a VM address.
@@ -61,7 +86,7 @@ pub fn render(nets: &[RuleNet], forwards: &[RuleForward]) -> String {
         write!(s, "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n{dnat}  }}\n");
     let _ = write!(s, "  chain output {{\n    type nat hook output priority -100; policy accept;\n{dnat}  }}\n");
     s.push_str("  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n");
-    for n in nets.iter().filter(|n| !n.isolated) {
+    for n in nets.iter().filter(|n| !n.isolated || n.internet) {
         let _ = writeln!(s, "    ip saddr {0} ip daddr != {0} masquerade", n.subnet);
         // Host-local clients of a forward (127.0.0.1:PORT) need a source the VM can answer.
         let _ = writeln!(s, "    ip saddr 127.0.0.0/8 oifname \"{}\" masquerade", n.bridge);
@@ -73,8 +98,16 @@ pub fn render(nets: &[RuleNet], forwards: &[RuleForward]) -> String {
     for n in nets.iter().filter(|n| n.isolated).chain(nets.iter().filter(|n| !n.isolated)) {
         let b = &n.bridge;
         let _ = writeln!(s, "    iifname \"{b}\" oifname \"{b}\" accept");
-        if n.isolated {
-            let _ = writeln!(s, "    iifname \"{b}\" drop\n    oifname \"{b}\" drop");
+        if n.isolated && n.internet {
+            let deny = n.log("deny");
+            let _ = writeln!(s, "    iifname \"{b}\" oifname \"den-*\" {deny}drop");
+            let _ = writeln!(s, "    iifname \"{b}\" ip daddr {NOT_INTERNET} {deny}drop");
+            if n.audit.is_some() {
+                let _ = writeln!(s, "    iifname \"{b}\" ct state new {}accept", n.log("allow"));
+            }
+            let _ = writeln!(s, "    iifname \"{b}\" accept\n    oifname \"{b}\" drop");
+        } else if n.isolated {
+            let _ = writeln!(s, "    iifname \"{b}\" {}drop\n    oifname \"{b}\" drop", n.log("deny"));
         } else {
             let _ = writeln!(s, "    iifname \"{b}\" accept");
             let _ = writeln!(s, "    oifname \"{b}\" ct status dnat accept");
@@ -88,7 +121,7 @@ pub fn render(nets: &[RuleNet], forwards: &[RuleForward]) -> String {
         let _ = writeln!(s, "    iifname \"{b}\" udp dport {{ 53, 67 }} accept");
         let _ = writeln!(s, "    iifname \"{b}\" tcp dport 53 accept");
         let _ = writeln!(s, "    iifname \"{b}\" ct state established,related accept");
-        let _ = writeln!(s, "    iifname \"{b}\" drop");
+        let _ = writeln!(s, "    iifname \"{b}\" {}drop", n.log("deny"));
     }
     s.push_str("  }\n}\n");
     s
@@ -131,8 +164,34 @@ mod tests {
 
     fn nets() -> Vec<RuleNet> {
         vec![
-            RuleNet { bridge: "den-default".into(), subnet: Subnet::parse("10.87.0.0/24").unwrap(), isolated: false },
-            RuleNet { bridge: "den-lab".into(), subnet: Subnet::parse("10.88.0.0/24").unwrap(), isolated: true },
+            RuleNet {
+                bridge: "den-default".into(),
+                subnet: Subnet::parse("10.87.0.0/24").unwrap(),
+                isolated: false,
+                internet: false,
+                audit: None,
+            },
+            RuleNet {
+                bridge: "den-lab".into(),
+                subnet: Subnet::parse("10.88.0.0/24").unwrap(),
+                isolated: true,
+                internet: false,
+                audit: None,
+            },
+            RuleNet {
+                bridge: "den-a1".into(),
+                subnet: Subnet::parse("10.90.1.0/24").unwrap(),
+                isolated: true,
+                internet: false,
+                audit: Some("a1".into()),
+            },
+            RuleNet {
+                bridge: "den-a2".into(),
+                subnet: Subnet::parse("10.90.2.0/24").unwrap(),
+                isolated: true,
+                internet: true,
+                audit: Some("a2".into()),
+            },
         ]
     }
 
@@ -150,6 +209,19 @@ mod tests {
         assert_eq!(s.matches("tcp dport 8080 dnat to 10.87.0.2:80").count(), 2, "prerouting and output: {s}");
         assert!(s.contains("ip saddr 10.87.0.0/24 ip daddr != 10.87.0.0/24 masquerade"));
         assert!(!s.contains("ip saddr 10.88.0.0/24"), "isolated networks get no NAT: {s}");
+        assert!(s.contains("ip saddr 10.90.2.0/24 ip daddr != 10.90.2.0/24 masquerade"), "internet apps do: {s}");
+        assert!(s.contains("iifname \"den-a1\" log prefix \"den-audit a1 deny \" group 3552 drop"), "{s}");
+        assert!(
+            s.contains("iifname \"den-a2\" oifname \"den-*\" log prefix \"den-audit a2 deny \" group 3552 drop"),
+            "{s}"
+        );
+        assert!(
+            s.contains("iifname \"den-a2\" ct state new log prefix \"den-audit a2 allow \" group 3552 accept"),
+            "{s}"
+        );
+        let private = s.find("iifname \"den-a2\" ip daddr {").unwrap();
+        let allow = s.find("iifname \"den-a2\" ct state new").unwrap();
+        assert!(private < allow, "private ranges are refused before anything is allowed: {s}");
         assert!(s.contains("iifname \"den-lab\" drop") && s.contains("oifname \"den-default\" ct status dnat accept"));
         assert_eq!(s.matches('{').count(), s.matches('}').count());
         let lab_drop = s.find("iifname \"den-lab\" drop").unwrap();

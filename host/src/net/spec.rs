@@ -24,6 +24,13 @@ pub struct NetworkSpec {
     /// Isolated: VMs reach each other and dend's DHCP/DNS only; no NAT, no forwards, no host.
     #[serde(default)]
     pub isolated: bool,
+    /// With `isolated`: VMs may also reach the internet through NAT (public addresses only:
+    /// never the host, other Den networks or private ranges). An LPK app with `net.internet`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internet: bool,
+    /// Log every new outbound connection attempt, allowed or denied, for the traffic audit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub audit: bool,
 }
 
 impl NetworkSpec {
@@ -44,6 +51,9 @@ impl NetworkSpec {
             return err("name", format!("`{}` is not a network name: a-z, 0-9 and -, 1 to 11 characters", self.name));
         }
         let sub = self.subnet().map_err(|message| FieldError { field: "subnet", message })?;
+        if (self.internet || self.audit) && !self.isolated {
+            return err("isolated", "`internet` and `audit` are settings of isolated networks".into());
+        }
         for o in others.iter().filter(|o| o.name != self.name) {
             if o.subnet().is_ok_and(|s| s.overlaps(sub)) {
                 return err("subnet", format!("{} overlaps network `{}` ({})", self.subnet, o.name, o.subnet));
@@ -63,6 +73,10 @@ pub struct NicRequest {
     /// MAC address; derived from the VM id when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// Another DNS name for the VM on this network (like a Docker network alias): an LPK
+    /// service's name, so `http://backend` works inside its app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
 }
 
 fn default_network() -> String {
@@ -128,6 +142,9 @@ pub fn validate_vm_net(nics: &[NicRequest], ports: &[PortForward]) -> Result<(),
         if n.network.len() > 11 || !crate::model::valid_name(&n.network) {
             return err("nics", format!("`{}` is not a network name (`den net ls` lists networks)", n.network));
         }
+        if let Some(a) = n.alias.as_deref().filter(|a| !crate::model::valid_name(a)) {
+            return err("nics", format!("alias `{a}`: a-z, 0-9 and -, 1 to 63 characters"));
+        }
         if let Some(mac) = n.mac.as_deref().filter(|m| !valid_mac(m)) {
             return err(
                 "nics",
@@ -160,6 +177,9 @@ pub struct Nic {
     pub ip: Ipv4Addr,
     /// TAP device name while the VM runs.
     pub tap: String,
+    /// Extra DNS name on the network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
 }
 
 /// The TAP name of NIC `index` of VM `id`: `dt` + 10 hex digits of the id + the index (13
@@ -179,7 +199,7 @@ mod tests {
     use super::*;
 
     fn net(name: &str, subnet: &str) -> NetworkSpec {
-        NetworkSpec { name: name.into(), subnet: subnet.into(), isolated: false }
+        NetworkSpec { name: name.into(), subnet: subnet.into(), isolated: false, internet: false, audit: false }
     }
 
     #[test]
@@ -190,7 +210,10 @@ mod tests {
         assert_eq!(net("averylongname", "10.1.0.0/24").validate(&[]).unwrap_err().field, "name");
         assert_eq!(net("lab", "10.87.0.0/16").validate(std::slice::from_ref(&d)).unwrap_err().field, "subnet");
         assert_eq!(net("lab", "10.87.0.5/24").validate(&[]).unwrap_err().field, "subnet");
-        assert!(net("lab", "10.88.0.0/24").validate(&[d]).is_ok());
+        assert!(net("lab", "10.88.0.0/24").validate(std::slice::from_ref(&d)).is_ok());
+        let open_audit = NetworkSpec { audit: true, ..net("app", "10.89.0.0/24") };
+        assert_eq!(open_audit.validate(&[]).unwrap_err().field, "isolated");
+        assert!(NetworkSpec { isolated: true, ..open_audit }.validate(&[d]).is_ok());
     }
 
     #[test]
@@ -203,7 +226,7 @@ mod tests {
         for bad in ["8080", "a:80", "8080:80/sctp", "70000:80"] {
             assert!(PortForward::parse(bad).is_err(), "{bad}");
         }
-        let nic = NicRequest { network: "default".into(), mac: None };
+        let nic = NicRequest { network: "default".into(), mac: None, alias: None };
         let fwd = PortForward::parse("8080:80").unwrap();
         assert!(validate_vm_net(std::slice::from_ref(&nic), &[fwd]).is_ok());
         assert_eq!(validate_vm_net(&[], &[fwd]).unwrap_err().field, "ports");

@@ -138,27 +138,9 @@ mod tests {
     use super::*;
 
     fn app(package: &str, subdomain: &str) -> AppRecord {
-        let manifest: den_lpk::manifest::Manifest =
-            serde_yaml_ng::from_str(&format!("application: {{subdomain: {subdomain}}}")).unwrap();
-        AppRecord {
-            package: package.into(),
-            version: "1.0.0".into(),
-            meta: Default::default(),
-            subdomain: subdomain.into(),
-            state: AppState::Installing,
-            format: 2,
-            signed: den_lpk::Signed::Unsigned,
-            plan: den_lpk::AppPlan::from_manifest(&manifest, &Default::default()).unwrap(),
-            release: "r1".into(),
-            previous: None,
-            vms: Default::default(),
-            owner: "root".into(),
-            warnings: vec![],
-            keep_data: false,
-            error: None,
-            installed: 1,
-            updated: 1,
-        }
+        let mut a = AppRecord::fixture(package, &format!("application: {{subdomain: {subdomain}}}"));
+        a.state = AppState::Installing;
+        a
     }
 
     #[test]

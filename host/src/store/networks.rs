@@ -49,7 +49,13 @@ mod tests {
     #[test]
     fn crud() {
         let s = Store::memory().unwrap();
-        let n = NetworkSpec { name: "lab".into(), subnet: "10.88.0.0/24".into(), isolated: true };
+        let n = NetworkSpec {
+            name: "lab".into(),
+            subnet: "10.88.0.0/24".into(),
+            isolated: true,
+            internet: true,
+            audit: true,
+        };
         s.insert_network(&n).unwrap();
         assert!(matches!(s.insert_network(&n), Err(StoreError::Exists { .. })));
         assert_eq!(s.networks().unwrap(), vec![n]);

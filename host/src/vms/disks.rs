@@ -228,7 +228,12 @@ impl Den {
         }
         let spec = VmSpec {
             name: new_name.into(),
-            nics: src.spec.nics.iter().map(|n| NicRequest { network: n.network.clone(), mac: None }).collect(),
+            nics: src
+                .spec
+                .nics
+                .iter()
+                .map(|n| NicRequest { network: n.network.clone(), mac: None, alias: None })
+                .collect(),
             ports: vec![],
             ..src.spec.clone()
         };

@@ -297,7 +297,8 @@ impl Den {
             return Err(VmError::Net(NetError::Bad(nic.network.clone(), "not found".into())));
         };
         let sub = net.subnet().map_err(|e| VmError::Net(NetError::Bad(net.name.clone(), e)))?;
-        let gw = if net.isolated { String::new() } else { format!(" den.gw={}", sub.gateway()) };
+        let closed = net.isolated && !net.internet;
+        let gw = if closed { String::new() } else { format!(" den.gw={}", sub.gateway()) };
         Ok(format!(" den.ip={}/{}{gw} den.dns={}", nic.ip, sub.prefix, sub.gateway()))
     }
 

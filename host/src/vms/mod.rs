@@ -159,7 +159,7 @@ impl Den {
         Ok(())
     }
 
-    fn images(&self) -> Result<den_images::Store, VmError> {
+    pub(crate) fn images(&self) -> Result<den_images::Store, VmError> {
         den_images::Store::open(&self.paths.images).map_err(|e| VmError::Images(e.to_string()))
     }
 }

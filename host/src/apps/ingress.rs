@@ -1,0 +1,81 @@
+//! Reaching an app's services from the host: every connection goes through the service VM's
+//! agent to `127.0.0.1:<port>` inside it (no guest port is opened to any network, and the same
+//! path works for `exec://` programs that listen on loopback only).
+
+use super::AppRecord;
+use crate::vms::Den;
+use den_agent_proto::ForwardTarget;
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use std::time::Duration;
+
+/// The service a route host names: its first label (`backend`, `backend.<anything>`), or the
+/// entry service for `127.0.0.1` and `localhost`.
+pub fn service_of(host: &str) -> String {
+    if host == "127.0.0.1" || host == "localhost" {
+        return den_lpk::plan::ENTRY.into();
+    }
+    host.split('.').next().unwrap_or(host).to_string()
+}
+
+/// Splits `http://host[:port]/path` into (host, port, path).
+pub fn split_url(url: &str) -> Result<(String, u16, String), String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("`{url}` is not an http:// URL"))?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().map_err(|_| format!("`{url}` has a bad port"))?),
+        None => (hostport, 80),
+    };
+    Ok((host.to_string(), port, path.to_string()))
+}
+
+impl Den {
+    /// A stream to `127.0.0.1:port` in `service`'s VM.
+    pub(super) async fn app_connect(
+        &self,
+        app: &AppRecord,
+        service: &str,
+        port: u16,
+    ) -> Result<tokio::io::DuplexStream, String> {
+        let vm = app.vms.get(service).ok_or_else(|| format!("the app has no service `{service}`"))?;
+        let rec = self.store.vm(vm).map_err(|e| e.to_string())?;
+        let agent = self.agent(&rec).await.map_err(|e| e.to_string())?;
+        agent.forward_io(ForwardTarget::Tcp { host: "127.0.0.1".into(), port }).await.map_err(|e| e.to_string())
+    }
+}
+
+/// The status of `GET url`, where the URL's host is a service of the app.
+pub(super) async fn get_status(den: &Den, app: &AppRecord, url: &str) -> Result<u16, String> {
+    let (host, port, path) = split_url(url)?;
+    let io = den.app_connect(app, &service_of(&host), port).await?;
+    let ask = async {
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get(path.as_str())
+            .header(hyper::header::HOST, host.as_str())
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        Ok::<u16, String>(resp.status().as_u16())
+    };
+    tokio::time::timeout(Duration::from_secs(10), ask).await.map_err(|_| "no answer within 10 s".to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_services() {
+        assert_eq!(split_url("http://backend:9000/health").unwrap(), ("backend".into(), 9000, "/health".into()));
+        assert_eq!(split_url("http://web").unwrap(), ("web".into(), 80, "/".into()));
+        assert!(split_url("https://web/").is_err());
+        assert_eq!(service_of("backend.cloud.den.test.lzcapp"), "backend");
+        assert_eq!(service_of("127.0.0.1"), "app");
+    }
+}

@@ -1,0 +1,326 @@
+//! Running an app: its own network (isolated, egress as its permissions say, audited), one VM
+//! per service made at install, and start / stop tasks that follow `depends_on` with health
+//! gating and end when the app answers (`health_check.test_url` 200, every route upstream
+//! accepting connections).
+
+use super::layout::remove_tree;
+use super::services::{definitions, guest_dir, LZCAPP};
+use super::{AppError, AppRecord, AppState};
+use crate::model::VmState;
+use crate::net::NetworkSpec;
+use crate::vms::{Den, TaskHandle};
+use den_lpk::plan::{Probe, ServicePlan};
+use den_lpk::route::Upstream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Subnets of app networks: a /24 each out of this /16.
+const APP_SUBNETS: [u8; 2] = [10, 90];
+/// How long a VM task (create, start, stop, delete) may take.
+const VM_TASK: Duration = Duration::from_secs(600);
+/// How long a service's agent may take to answer after its VM started.
+const AGENT_WAIT: Duration = Duration::from_secs(240);
+/// Default memory of a service VM, MiB.
+const SERVICE_MEMORY_MIB: u64 = 256;
+
+/// The app's network name: `a` and 10 hex digits of its package id (bridge `den-a...`).
+pub fn network_name(package: &str) -> String {
+    format!("a{:010x}", crate::net::ipam::fnv1a(package.bytes()) & 0xff_ffff_ffff)
+}
+
+/// The VM of `service`: `<subdomain>-<service>`, in VM-name characters.
+pub fn vm_name(subdomain: &str, service: &str) -> String {
+    let raw = format!("{subdomain}-{service}").replace('_', "-");
+    raw.chars().take(63).collect::<String>().trim_end_matches('-').to_string()
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl Den {
+    /// A free /24 for a new app network.
+    fn free_app_subnet(&self) -> Result<String, String> {
+        let nets = self.net.networks(&self.store).map_err(err)?;
+        let subs: Vec<_> = nets.iter().filter_map(|n| n.subnet().ok()).collect();
+        for third in 0..=255u8 {
+            let cand = format!("{}.{}.{third}.0/24", APP_SUBNETS[0], APP_SUBNETS[1]);
+            let Ok(s) = crate::net::ipam::Subnet::parse(&cand) else { continue };
+            if !subs.iter().any(|o| o.overlaps(s)) {
+                return Ok(cand);
+            }
+        }
+        Err("no free /24 left in 10.90.0.0/16 for another app network".into())
+    }
+
+    /// Makes the app's network and a stopped VM per service (each from its image, with
+    /// `/lzcapp` shared and its service definitions' directory on the command line).
+    pub(super) async fn provision_app(self: &Arc<Self>, app: &mut AppRecord, task: &TaskHandle) -> Result<(), String> {
+        let name = network_name(&app.package);
+        if !self.net.networks(&self.store).map_err(err)?.iter().any(|n| n.name == name) {
+            let spec = NetworkSpec {
+                name: name.clone(),
+                subnet: self.free_app_subnet()?,
+                isolated: true,
+                internet: app.meta.wants("net.internet"),
+                audit: true,
+            };
+            task.log(format!(
+                "network {name} ({}): isolated, {}, audited",
+                spec.subnet,
+                if spec.internet { "internet allowed (net.internet)" } else { "no internet" }
+            ));
+            self.net.create_network(&self.store, &spec).map_err(err)?;
+        }
+        app.network = name.clone();
+        let lzcapp = self.app_dirs().lzcapp(&app.package);
+        for svc in &app.plan.services {
+            let vm = vm_name(&app.subdomain, &svc.name);
+            let image = app.images.get(&svc.name).ok_or_else(|| format!("service {} has no image", svc.name))?;
+            let memory = svc.mem_bytes.map(|b| (b >> 20).max(128)).unwrap_or(SERVICE_MEMORY_MIB);
+            let spec = serde_json::json!({
+                "name": vm, "image": image.image, "kind": "app",
+                "cpus": svc.vcpus.unwrap_or(1).min(self.limits.max_cpus),
+                "memory_mib": memory,
+                "restart": "on-failure",
+                "cmdline_extra": format!("den.services={}", guest_dir(&svc.name)),
+                "nics": [{"network": name, "alias": svc.name.replace('_', "-")}],
+                "shares": [{"host": lzcapp, "guest": LZCAPP}],
+            });
+            let spec = serde_json::from_value(spec).map_err(err)?;
+            task.log(format!("VM {vm} for service {} ({memory} MiB, image {})", svc.name, image.image));
+            let (t, _) = self.create(spec, "dend").map_err(err)?;
+            app.vms.insert(svc.name.clone(), vm.clone());
+            self.store.put_app(app).map_err(err)?;
+            self.wait_task(&t, VM_TASK).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes every service's definitions into `/lzcapp/run/den/` (remade from scratch while no
+    /// service runs, so nothing a guest left there is followed).
+    fn write_definitions(&self, app: &AppRecord) -> Result<(), String> {
+        let vars = self.lpk_options(None).map_err(err)?.vars;
+        let root = self.app_dirs().run(&app.package).join("den");
+        remove_tree(&root).map_err(err)?;
+        std::fs::create_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        for svc in &app.plan.services {
+            let image = app.images.get(&svc.name).cloned().unwrap_or_default();
+            let dir = root.join(&svc.name);
+            std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            for (file, text) in definitions(app, svc, &image, &vars)? {
+                super::install::write_new(&dir.join(&file), text.as_bytes()).map_err(|e| format!("{file}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the app's start task.
+    pub fn app_start(self: &Arc<Self>, name: &str, user: &str) -> Result<String, AppError> {
+        let app = self.store.app(name)?;
+        if !matches!(app.state, AppState::Stopped | AppState::Failed) {
+            return Err(AppError::Conflict(format!(
+                "app `{}` is {}; only a stopped app can be started",
+                app.package,
+                app.state.as_str()
+            )));
+        }
+        let app = self.store.set_app_state(&app.package, AppState::Starting, None)?;
+        let den = self.clone();
+        let user = user.to_string();
+        Ok(self.spawn_task("app.start", &app.package.clone(), &user.clone(), move |task| async move {
+            let t = Instant::now();
+            match den.run_app(&app, &task).await {
+                Ok(()) => {
+                    den.store.set_app_state(&app.package, AppState::Running, None).map_err(err)?;
+                    task.log(format!("running ({:.1} s)", t.elapsed().as_secs_f64()));
+                    den.event(&user, "app.started", &app.package, "");
+                    Ok(())
+                }
+                Err(e) => {
+                    task.log("stopping the services that started");
+                    den.stop_services(&app, &task).await;
+                    let _ = den.store.set_app_state(&app.package, AppState::Failed, Some(e.clone()));
+                    den.event(&user, "app.start_failed", &app.package, &e);
+                    Err(e)
+                }
+            }
+        })?)
+    }
+
+    /// Starts each service in order, waiting for its dependencies, then for the app to answer.
+    async fn run_app(self: &Arc<Self>, app: &AppRecord, task: &TaskHandle) -> Result<(), String> {
+        self.write_definitions(app)?;
+        for svc in &app.plan.services {
+            let vm = app.vms.get(&svc.name).ok_or_else(|| format!("service {} has no VM", svc.name))?;
+            let rec = self.store.vm(vm).map_err(err)?;
+            if !matches!(rec.state, VmState::Running) {
+                task.log(format!("starting {} (VM {vm})", svc.name));
+                let t = self.start(vm, "dend").map_err(err)?;
+                self.wait_task(&t, VM_TASK).await?;
+            }
+            self.wait_agent(vm).await?;
+            if let Some(h) = &svc.health {
+                task.log(format!("waiting for {} to be healthy", svc.name));
+                self.wait_healthy(vm, svc, h).await?;
+            }
+        }
+        self.wait_answering(app, task).await
+    }
+
+    async fn wait_agent(&self, vm: &str) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            let rec = self.store.vm(vm).map_err(err)?;
+            match self.agent(&rec).await {
+                Ok(_) => return Ok(()),
+                Err(e) if start.elapsed() > AGENT_WAIT => return Err(format!("VM {vm}'s agent did not answer: {e}")),
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+
+    /// Runs a service's health check until it passes, or fails `retries` times in a row after
+    /// its start period.
+    async fn wait_healthy(&self, vm: &str, svc: &ServicePlan, h: &den_lpk::plan::Health) -> Result<(), String> {
+        let argv: Vec<String> = match &h.probe {
+            Probe::Exec(a) => a.clone(),
+            Probe::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+            Probe::Http(u) => vec!["wget".into(), "-q".into(), "-O".into(), "/dev/null".into(), u.clone()],
+        };
+        let start = Instant::now();
+        let mut fails = 0;
+        loop {
+            let out = tokio::time::timeout(h.timeout, self.exec(vm, &argv)).await;
+            let why = match out {
+                Ok(Ok(o)) if o.code == Some(0) => return Ok(()),
+                Ok(Ok(o)) => format!("exit {:?}: {}", o.code, String::from_utf8_lossy(&o.stderr).trim()),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {} s", h.timeout.as_secs()),
+            };
+            if start.elapsed() >= h.start_period {
+                fails += 1;
+                if fails >= h.retries.max(1) {
+                    return Err(format!("service {} is unhealthy after {fails} checks: {why}", svc.name));
+                }
+            }
+            tokio::time::sleep(h.interval).await;
+        }
+    }
+
+    /// Waits until `health_check.test_url` answers 200 and every route upstream accepts a
+    /// connection, within the health check's start period (at least 3 minutes under TCG).
+    async fn wait_answering(&self, app: &AppRecord, task: &TaskHandle) -> Result<(), String> {
+        let limit = app.plan.start_period.max(Duration::from_secs(180));
+        let start = Instant::now();
+        let mut targets: Vec<(String, u16)> = vec![];
+        for r in &app.plan.routes {
+            match &r.upstream {
+                Upstream::Http { host, port, .. } => targets.push((super::ingress::service_of(host), *port)),
+                Upstream::Exec { port, .. } => targets.push((den_lpk::plan::ENTRY.into(), *port)),
+                Upstream::File { .. } => {}
+            }
+        }
+        targets.sort();
+        targets.dedup();
+        task.log(format!("waiting for the app to answer ({} upstream(s))", targets.len()));
+        let mut last = String::new();
+        while start.elapsed() < limit {
+            let mut ok = true;
+            for (svc, port) in &targets {
+                if let Err(e) = self.app_connect(app, svc, *port).await {
+                    last = format!("{svc}:{port}: {e}");
+                    ok = false;
+                    break;
+                }
+            }
+            if ok {
+                match &app.plan.test_url {
+                    None => return Ok(()),
+                    Some(url) => match super::ingress::get_status(self, app, url).await {
+                        Ok(200) => return Ok(()),
+                        Ok(s) => last = format!("{url} answered {s}"),
+                        Err(e) => last = format!("{url}: {e}"),
+                    },
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(format!("the app did not answer within {} s: {last}", limit.as_secs()))
+    }
+
+    /// Stops the app's running service VMs, dependents first.
+    pub(super) async fn stop_services(self: &Arc<Self>, app: &AppRecord, task: &TaskHandle) {
+        for svc in app.plan.services.iter().rev() {
+            let Some(vm) = app.vms.get(&svc.name) else { continue };
+            let running = self.store.vm(vm).is_ok_and(|v| matches!(v.state, VmState::Running | VmState::Paused));
+            if running {
+                task.log(format!("stopping {} (VM {vm})", svc.name));
+                match self.stop(vm, "dend") {
+                    Ok(t) => {
+                        if let Err(e) = self.wait_task(&t, VM_TASK).await {
+                            task.log(format!("stopping {vm}: {e}"));
+                        }
+                    }
+                    Err(e) => task.log(format!("stopping {vm}: {e}")),
+                }
+            }
+        }
+    }
+
+    /// Starts the app's stop task.
+    pub fn app_stop(self: &Arc<Self>, name: &str, user: &str) -> Result<String, AppError> {
+        let app = self.store.app(name)?;
+        if !matches!(app.state, AppState::Running | AppState::Failed) {
+            return Err(AppError::Conflict(format!(
+                "app `{}` is {}; only a running app can be stopped",
+                app.package,
+                app.state.as_str()
+            )));
+        }
+        let app = self.store.set_app_state(&app.package, AppState::Stopping, None)?;
+        let den = self.clone();
+        let user = user.to_string();
+        Ok(self.spawn_task("app.stop", &app.package.clone(), &user.clone(), move |task| async move {
+            den.stop_services(&app, &task).await;
+            den.store.set_app_state(&app.package, AppState::Stopped, None).map_err(err)?;
+            den.event(&user, "app.stopped", &app.package, "");
+            Ok(())
+        })?)
+    }
+
+    /// Deletes the app's VMs and network.
+    pub(super) async fn unprovision_app(self: &Arc<Self>, app: &AppRecord, task: &TaskHandle) -> Result<(), String> {
+        self.stop_services(app, task).await;
+        for vm in app.vms.values() {
+            if self.store.vm(vm).is_err() {
+                continue;
+            }
+            task.log(format!("deleting VM {vm}"));
+            let t = self.delete(vm, "dend").map_err(err)?;
+            self.wait_task(&t, VM_TASK).await?;
+        }
+        if !app.network.is_empty() && self.net.networks(&self.store).map_err(err)?.iter().any(|n| n.name == app.network)
+        {
+            task.log(format!("deleting network {}", app.network));
+            self.net.delete_network(&self.store, &app.network).map_err(err)?;
+            self.net.sync(&self.store).await.map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(vm_name("two", "my_db"), "two-my-db");
+        assert_eq!(vm_name(&"x".repeat(70), "web").len(), 63);
+        let n = network_name("cloud.den.test.two");
+        assert_eq!(n.len(), 11);
+        assert!(crate::model::valid_name(&n) && n.starts_with('a'));
+        assert_ne!(n, network_name("cloud.den.test.hello"));
+    }
+}
