@@ -62,14 +62,22 @@ pub async fn serve_unix(den: Arc<Den>, listener: UnixListener) {
     }
 }
 
-/// What the HTTPS port serves: the API under `/api/`, the web console everywhere else.
+/// What the HTTPS port serves: LPK apps on their host names and under `/apps/`, the API under
+/// `/api/`, the web console everywhere else.
 pub fn https_router(den: Arc<Den>) -> Router {
     use tower::ServiceExt;
+    let apps = crate::apps::ingress::Ingress::new(den.clone());
     let api = api::router(den);
     let web = Router::new().fallback(axum::routing::get(crate::web::serve));
     Router::new().fallback_service(tower::service_fn(move |req: axum::extract::Request| {
-        let to = if req.uri().path().starts_with("/api/") { api.clone() } else { web.clone() };
-        to.oneshot(req)
+        let (apps, api, web) = (apps.clone(), api.clone(), web.clone());
+        async move {
+            if apps.claims(&req) {
+                return Ok::<_, std::convert::Infallible>(apps.handle(req).await);
+            }
+            let to = if req.uri().path().starts_with("/api/") { api } else { web };
+            to.oneshot(req).await
+        }
     }))
 }
 

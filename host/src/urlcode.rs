@@ -27,9 +27,29 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `s` with every byte but unreserved ones (`A-Z a-z 0-9 - . _ ~`) and `/` as `%XX`.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encodes_what_decoding_undoes() {
+        let s = "/apps/x/a b?c=d&e";
+        assert_eq!(percent_encode(s), "/apps/x/a%20b%3Fc%3Dd%26e");
+        assert_eq!(percent_decode(&percent_encode(s), false), s);
+    }
 
     #[test]
     fn decodes_like_extractors() {

@@ -2,7 +2,10 @@
 //! sample's two services from an embedded busybox image start in dependency order with health
 //! gating, reach each other by service name on the app's own network, see `/lzcapp` and the
 //! injected environment as the brief says, keep `/lzcapp/var` across a restart; the v1 sample's
-//! `exec://` program runs in its entry service. Everything goes on uninstall.
+//! `exec://` program runs in its entry service. The host's ingress serves both on
+//! `<subdomain>.<box domain>` and under `/apps/<subdomain>/`: proxied routes, static files,
+//! `exec://`, public paths, logins (tokens and the app login page) and identity headers that
+//! clients cannot forge. Everything goes on uninstall.
 
 use den_tests::dend::Dend;
 use den_tests::lpk::{hello_v1, two_v2, write, HELLO, TWO};
@@ -18,6 +21,37 @@ fn den_ok(d: &Dend, args: &[&str]) -> String {
 
 fn sh(d: &Dend, vm: &str, script: &str) -> String {
     den_ok(d, &["vm", "exec", vm, "--", "sh", "-c", script])
+}
+
+/// `curl` inside the namespace against dend's HTTPS port, `host` resolving to it: (status,
+/// body, headers).
+fn get(ns: &NetNs, d: &Dend, host: &str, path: &str, extra: &[&str]) -> (u16, String, String) {
+    let addr = d.https_addr();
+    let port = addr.rsplit(':').next().unwrap_or_default();
+    let url = format!("https://{host}:{port}{path}");
+    let resolve = format!("{host}:{port}:127.0.0.1");
+    let out = ns
+        .command("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "30",
+            "-D",
+            "/dev/stderr",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--resolve",
+            &resolve,
+        ])
+        .args(extra)
+        .arg(&url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string(), String::from_utf8_lossy(&out.stderr).to_string())
 }
 
 fn app(d: &Dend, name: &str) -> Value {
@@ -65,6 +99,54 @@ fn apps_run_as_microvms() {
         assert!(env.lines().any(|l| l == want), "missing {want} in:\n{env}");
     }
 
+    // The ingress: without a login, a non-public path is refused (a browser is sent to the app's
+    // login page); with a Den token both routes answer, by host name and by path prefix.
+    let (code, _, _) = get(&ns, &d, "two.box.test", "/", &[]);
+    assert_eq!(code, 401);
+    let (code, _, head) = get(&ns, &d, "two.box.test", "/x?y=1", &["-H", "Accept: text/html"]);
+    assert!(code == 303 && head.contains("location: /__den/login?next=/x%3Fy%3D1"), "{code} {head}");
+    let (s, b) = d.api("POST", "/api/v1/users", br#"{"name":"ann","password":"correct horse 1","role":"viewer"}"#);
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = d.api("POST", "/api/v1/tokens", br#"{"name":"apps","user":"ann"}"#);
+    assert_eq!(s, 201, "{b}");
+    let bearer = format!("Authorization: Bearer {}", b["token"].as_str().unwrap());
+    let (code, body, _) = get(&ns, &d, "two.box.test", "/", &["-H", &bearer]);
+    assert_eq!((code, body.as_str()), (200, "<h1>two 1.0.0</h1>\n"));
+    let (code, body, _) = get(&ns, &d, "two.box.test", "/api/", &["-H", &bearer]);
+    assert_eq!((code, body.trim()), (200, "backend-backend"), "the route to backend, by service name");
+    let (code, body, _) = get(&ns, &d, "127.0.0.1", "/apps/two/api/", &["-H", &bearer]);
+    assert_eq!((code, body.trim()), (200, "backend-backend"), "the path-prefix fallback");
+    // The app login page: a Den password opens this app (and only this one) for the browser.
+    let jar = work.path().join("jar");
+    let jar = jar.to_str().unwrap();
+    let (code, _, head) = get(
+        &ns,
+        &d,
+        "two.box.test",
+        "/__den/login",
+        &[
+            "-c",
+            jar,
+            "--data-urlencode",
+            "user=ann",
+            "--data-urlencode",
+            "password=correct horse 1",
+            "--data-urlencode",
+            "next=/api/",
+        ],
+    );
+    assert!(code == 303 && head.contains("location: /api/"), "{code} {head}");
+    let (code, body, _) = get(&ns, &d, "two.box.test", "/api/", &["-b", jar]);
+    assert_eq!((code, body.trim()), (200, "backend-backend"));
+    let (code, body, _) = get(
+        &ns,
+        &d,
+        "two.box.test",
+        "/__den/login",
+        &["--data-urlencode", "user=ann", "--data-urlencode", "password=wrong"],
+    );
+    assert!(code == 401 && body.contains("Log in"), "{code} {body}");
+
     // /lzcapp/var survives a restart.
     sh(&d, "two-backend", "echo kept > /lzcapp/var/marker");
     den_ok(&d, &["app", "restart", TWO]);
@@ -76,6 +158,15 @@ fn apps_run_as_microvms() {
     den_ok(&d, &["app", "install", hello.to_str().unwrap()]);
     let cgi = sh(&d, "hello-app", "busybox wget -q -O - http://127.0.0.1:3000/cgi-bin/env");
     assert!(cgi.contains("GREETING=hello from cloud.den.test.hello on hello.box.test"), "{cgi}");
+    // Through the ingress: `/` is static files from the package (public), `/cgi/` the exec://
+    // program; identity headers come from Den only.
+    let (code, body, _) = get(&ns, &d, "hello.box.test", "/", &[]);
+    assert_eq!((code, body.as_str()), (200, "<h1>hello 1.0.0</h1>\n"));
+    let (_, env, _) = get(&ns, &d, "hello.box.test", "/cgi/cgi-bin/env", &["-H", "X-HC-User-ID: admin"]);
+    assert!(env.contains("HTTP_X_FORWARDED_PROTO=https") && !env.contains("HTTP_X_HC_USER_ID"), "{env}");
+    let (_, env, _) = get(&ns, &d, "hello.box.test", "/cgi/cgi-bin/env", &["-H", &bearer, "-H", "X-HC-User-ID: admin"]);
+    assert!(env.contains("HTTP_X_HC_USER_ID=ann") && env.contains("HTTP_X_HC_USER_ROLE=NORMAL"), "{env}");
+    assert!(!env.contains("den_"), "Den's credentials never reach the app: {env}");
 
     // Stop, then uninstall: VMs, networks and files go.
     den_ok(&d, &["app", "stop", TWO]);

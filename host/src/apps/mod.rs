@@ -3,10 +3,11 @@
 //! a state [`Den::reconcile_apps`] finishes or undoes at the next start.
 
 pub mod images;
-mod ingress;
+pub mod ingress;
 mod install;
 pub mod layout;
 mod model;
+mod reach;
 mod reconcile;
 mod run;
 pub mod services;

@@ -216,7 +216,7 @@ impl Den {
         let mut targets: Vec<(String, u16)> = vec![];
         for r in &app.plan.routes {
             match &r.upstream {
-                Upstream::Http { host, port, .. } => targets.push((super::ingress::service_of(host), *port)),
+                Upstream::Http { host, port, .. } => targets.push((super::reach::service_of(host), *port)),
                 Upstream::Exec { port, .. } => targets.push((den_lpk::plan::ENTRY.into(), *port)),
                 Upstream::File { .. } => {}
             }
@@ -237,7 +237,7 @@ impl Den {
             if ok {
                 match &app.plan.test_url {
                     None => return Ok(()),
-                    Some(url) => match super::ingress::get_status(self, app, url).await {
+                    Some(url) => match super::reach::get_status(self, app, url).await {
                         Ok(200) => return Ok(()),
                         Ok(s) => last = format!("{url} answered {s}"),
                         Err(e) => last = format!("{url}: {e}"),

@@ -1,0 +1,284 @@
+//! The app ingress on dend's HTTPS port: requests for `<subdomain>.<box domain>` (or under
+//! `/apps/<subdomain>/` on any host) go to the app's routes ([`route`]): reverse proxies to its
+//! services through their agents ([`proxy`]), static files ([`files`]), and `exec://` programs.
+//! `public_path` is open to anyone; everything else needs a Den user (an API token, the
+//! console's session, or an app login ([`login`])) and reaches the app with identity headers.
+
+pub mod files;
+pub mod login;
+pub mod proxy;
+pub mod route;
+
+use crate::api::Transport;
+use crate::apps::{AppRecord, AppState};
+use crate::auth::{Caller, Role};
+use crate::vms::Den;
+use den_lpk::route::Upstream;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use std::sync::Arc;
+
+/// An error of a body going through the ingress (a concrete type: hyper's bounds on boxed
+/// trait-object errors trip the compiler's lifetime inference in async code).
+#[derive(Debug)]
+pub struct BodyError(pub Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+impl BodyError {
+    /// Wraps any error.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> BodyError {
+        BodyError(Box::new(e))
+    }
+}
+
+/// Bodies going through the ingress.
+pub type Body = UnsyncBoxBody<Bytes, BodyError>;
+
+/// A short text answer.
+pub fn plain(status: StatusCode, text: &str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(text.to_string())).map_err(|e| match e {}).boxed_unsync());
+    *r.status_mut() = status;
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+/// Removes Den's own credentials (session and app cookies, Den bearer tokens) from a request
+/// before it reaches an app.
+pub fn strip_den_credentials(h: &mut HeaderMap) {
+    let kept: Vec<String> = h
+        .get_all(hyper::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|kv| {
+            let name = kv.split('=').next().unwrap_or("");
+            !kv.is_empty() && name != crate::api::session::COOKIE && name != login::COOKIE
+        })
+        .map(str::to_string)
+        .collect();
+    h.remove(hyper::header::COOKIE);
+    if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+        if !kept.is_empty() {
+            h.insert(hyper::header::COOKIE, v);
+        }
+    }
+    let den_bearer = h
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().strip_prefix("Bearer ").is_some_and(|t| t.trim().starts_with("den_")));
+    if den_bearer {
+        h.remove(hyper::header::AUTHORIZATION);
+    }
+}
+
+/// The ingress, shared by every HTTPS connection.
+pub struct Ingress {
+    den: Arc<Den>,
+    sessions: login::Sessions,
+}
+
+fn host_of<B>(req: &Request<B>) -> String {
+    req.headers()
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default()
+}
+
+impl Ingress {
+    /// The ingress of `den`.
+    pub fn new(den: Arc<Den>) -> Arc<Ingress> {
+        Arc::new(Ingress { den, sessions: login::Sessions::default() })
+    }
+
+    /// Whether a request is for an app (its host is under the box domain, or its path under
+    /// `/apps/`); others go to the API and the console.
+    pub fn claims<B>(&self, req: &Request<B>) -> bool {
+        let host = route::bare_host(&host_of(req));
+        let domain = self.den.apps_cfg().box_domain.to_ascii_lowercase();
+        host.ends_with(&format!(".{domain}")) || req.uri().path().starts_with(route::PATH_PREFIX)
+    }
+
+    /// Who is asking: a Den bearer token, the console's session cookie, or an app login.
+    fn caller<B>(&self, req: &Request<B>, package: &str) -> Option<Caller> {
+        let den = &self.den;
+        let bearer = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().strip_prefix("Bearer "))
+            .map(str::trim);
+        if let Some(t) = bearer {
+            return den.accounts.verify_token(&den.store, t).ok();
+        }
+        if let Some(s) = crate::api::session::cookie(req.headers(), crate::api::session::COOKIE) {
+            if let Ok(c) = den.accounts.verify_token(&den.store, s) {
+                return Some(c);
+            }
+        }
+        let token = crate::api::session::cookie(req.headers(), login::COOKIE)?;
+        let user = self.sessions.user(token, package)?;
+        den.accounts.caller(&den.store, &user).ok()
+    }
+
+    /// Answers a request the ingress [`Ingress::claims`].
+    pub fn handle(
+        self: Arc<Self>,
+        req: axum::extract::Request,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = axum::response::Response> + Send>> {
+        Box::pin(async move {
+            let req = req.map(|b| b.map_err(BodyError::new).boxed_unsync());
+            self.answer(req).await.map(axum::body::Body::new)
+        })
+    }
+
+    async fn answer(&self, req: Request<Body>) -> Response<Body> {
+        let apps: Vec<AppRecord> = self.den.store.apps().unwrap_or_default();
+        let cfg = self.den.apps_cfg();
+        let host = host_of(&req);
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().map(str::to_string);
+        let Some((app, _, app_path, base)) = route::locate(&apps, &cfg.box_domain, &host, &path) else {
+            return plain(
+                StatusCode::NOT_FOUND,
+                &format!("den: no app answers on {} {path}; `den app ls` lists apps", route::bare_host(&host)),
+            );
+        };
+        let app = app.clone();
+        if app_path == login::LOGIN || app_path == "/__den/logout" {
+            return self.login(req, &app, &app_path, &base).await;
+        }
+        let caller = self.caller(&req, &app.package);
+        if app.meta.admin_only && caller.as_ref().is_some_and(|c| !c.is_admin()) {
+            return plain(StatusCode::FORBIDDEN, &format!("den: {} is for Den admins only", app.package));
+        }
+        if caller.is_none() && (!route::is_public(&app, &app_path) || app.meta.admin_only) {
+            let wants_page = req.method() == Method::GET
+                && req
+                    .headers()
+                    .get(hyper::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|a| a.contains("text/html"));
+            if wants_page {
+                let next = format!("{base}{app_path}{}", query.as_deref().map(|q| format!("?{q}")).unwrap_or_default());
+                let to = format!("{base}{}?next={}", login::LOGIN, crate::urlcode::percent_encode(&next));
+                return login::redirect(&to, None);
+            }
+            return plain(
+                StatusCode::UNAUTHORIZED,
+                "den: log in first (a Den API token as `Authorization: Bearer`, or the app's login page)",
+            );
+        }
+        if app.state != AppState::Running {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "den: app {} is {}; `den app start {}` starts it",
+                    app.package,
+                    app.state.as_str(),
+                    app.subdomain
+                ),
+            );
+        }
+        let Some(target) = route::matches(&apps, &cfg.box_domain, &host, &path, query.as_deref()) else {
+            return plain(StatusCode::NOT_FOUND, &format!("den: app {} has no route for {app_path}", app.package));
+        };
+        let r = app.plan.routes[target.route].clone();
+        let client = req.extensions().get::<Transport>().and_then(|t| match t {
+            Transport::Remote(a) => Some(a.ip().to_string()),
+            Transport::Local(_) => None,
+        });
+        let id = proxy::Identity {
+            role: if caller.as_ref().is_some_and(Caller::is_admin) { "ADMIN" } else { "NORMAL" },
+            user: caller.map(|c| c.user),
+            client,
+            host: route::bare_host(&host),
+        };
+        let (service, port, backend_host) = match &r.upstream {
+            Upstream::File { dir } => {
+                let rel = dir.strip_prefix("/lzcapp").unwrap_or(dir).trim_start_matches('/');
+                let root = self.den.app_dirs().lzcapp(&app.package).join(rel);
+                return files::serve(&root, &target.upstream_path, req.method() == Method::HEAD).await;
+            }
+            Upstream::Http { scheme, .. } if scheme == "https" => {
+                return plain(
+                    StatusCode::BAD_GATEWAY,
+                    "den: https:// upstreams inside apps are not supported yet; use http://",
+                );
+            }
+            Upstream::Http { host, port, .. } => {
+                (crate::apps::reach::service_of(host), *port, format!("{host}:{port}"))
+            }
+            Upstream::Exec { port, .. } => (den_lpk::plan::ENTRY.to_string(), *port, format!("127.0.0.1:{port}")),
+        };
+        let (mut parts, body) = req.into_parts();
+        let upstream_host = if r.use_backend_host { backend_host } else { host.clone() };
+        proxy::upstream_headers(&mut parts.headers, &id, &upstream_host);
+        parts.uri = match target.upstream_path.parse() {
+            Ok(u) => u,
+            Err(_) => return plain(StatusCode::BAD_REQUEST, "den: bad path"),
+        };
+        proxy::forward(&self.den, &app, &service, port, Request::from_parts(parts, body)).await
+    }
+
+    /// The app login page, its form, and logout.
+    async fn login(&self, req: Request<Body>, app: &AppRecord, app_path: &str, base: &str) -> Response<Body> {
+        let action = format!("{base}{}", login::LOGIN);
+        let name = app.meta.name.clone().unwrap_or_else(|| app.package.clone());
+        let query = req.uri().query().unwrap_or("").to_string();
+        let param = |q: &str, k: &str| -> Option<String> {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                .map(|v| crate::urlcode::percent_decode(v, true))
+        };
+        if app_path == "/__den/logout" {
+            if let Some(t) = crate::api::session::cookie(req.headers(), login::COOKIE) {
+                self.sessions.close(t);
+            }
+            return login::redirect(&format!("{base}/"), Some(login::set_cookie("", base, 0)));
+        }
+        if req.method() != Method::POST {
+            let next = login::safe_next(&param(&query, "next").unwrap_or_default(), base);
+            return login::page(&name, &action, &next, None);
+        }
+        let from = req
+            .extensions()
+            .get::<Transport>()
+            .map(|t| match t {
+                Transport::Remote(a) => a.ip().to_string(),
+                Transport::Local(_) => "local".into(),
+            })
+            .unwrap_or_default();
+        let form = match Limited::new(req.into_body(), 16 << 10).collect().await {
+            Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+            Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "den: the login form is too large"),
+        };
+        let user = param(&form, "user").unwrap_or_default();
+        let pw = param(&form, "password").unwrap_or_default();
+        let next = login::safe_next(&param(&form, "next").unwrap_or_default(), base);
+        if let Err(e) = self.den.accounts.check_password(&self.den.store, &user, &pw, &from).await {
+            return login::page(&name, &action, &next, Some(&e.to_string()));
+        }
+        let allowed =
+            self.den.accounts.caller(&self.den.store, &user).is_ok_and(|c| !app.meta.admin_only || c.has(Role::Admin));
+        if !allowed {
+            return login::page(&name, &action, &next, Some("this app is for Den admins only"));
+        }
+        match self.sessions.open(&user, &app.package) {
+            Ok(token) => login::redirect(&next, Some(login::set_cookie(&token, base, login::TTL.as_secs()))),
+            Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("den: {e}")),
+        }
+    }
+}

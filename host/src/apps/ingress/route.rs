@@ -1,0 +1,183 @@
+//! Which app and route a request is for. An app answers on `<subdomain>.<box domain>` (and
+//! `<domain_prefix>-<subdomain>.<box domain>` for routes that set one), and on any host under
+//! the path prefix `/apps/<subdomain>/` for local use. Among the app's routes the longest
+//! matching prefix wins; the prefix is stripped unless the route keeps it.
+
+use super::super::AppRecord;
+use den_lpk::route::{Route, Upstream};
+
+/// The path prefix apps are served under on hosts that are not theirs.
+pub const PATH_PREFIX: &str = "/apps/";
+
+/// A request matched to an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The app's package id.
+    pub package: String,
+    /// Index of the route in the app's plan.
+    pub route: usize,
+    /// The path as the app sees it (after `/apps/<subdomain>` and before the route's prefix is
+    /// stripped): what `public_path` is checked against.
+    pub app_path: String,
+    /// The path (and query) to send upstream.
+    pub upstream_path: String,
+    /// The mount point the app was reached under (`/apps/<sub>` or empty), for redirects.
+    pub base: String,
+}
+
+/// The host without its port, lowercased.
+pub fn bare_host(host: &str) -> String {
+    let h = if host.starts_with('[') {
+        host.split(']').next().map(|h| format!("{h}]")).unwrap_or_default()
+    } else {
+        host.split(':').next().unwrap_or("").to_string()
+    };
+    h.to_ascii_lowercase()
+}
+
+/// Whether `path` starts with `prefix` at a segment boundary (`/api` matches `/api/x`, not `/apix`).
+fn has_prefix(path: &str, prefix: &str) -> bool {
+    prefix == "/"
+        || path == prefix
+        || (path.starts_with(prefix) && (prefix.ends_with('/') || path.as_bytes().get(prefix.len()) == Some(&b'/')))
+}
+
+/// The route of `app` for `path` (longest prefix; `domain` restricts to routes for a domain prefix).
+fn pick(app: &AppRecord, path: &str, domain: Option<&str>) -> Option<usize> {
+    app.plan
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.domain_prefix.as_deref() == domain || (domain.is_none() && r.domain_prefix.is_none()))
+        .filter(|(_, r)| has_prefix(path, r.prefix.trim_end_matches('/')) || has_prefix(path, &r.prefix))
+        .max_by_key(|(_, r)| r.prefix.len())
+        .map(|(i, _)| i)
+}
+
+/// The upstream path for `path` (with `query`) on `route`.
+pub fn upstream_path(route: &Route, path: &str, query: Option<&str>) -> String {
+    let rest = if route.trim {
+        let p = route.prefix.trim_end_matches('/');
+        path.strip_prefix(p).unwrap_or(path)
+    } else {
+        path
+    };
+    let base = match &route.upstream {
+        Upstream::Http { path, .. } => path.as_str(),
+        _ => "/",
+    };
+    let mut out = format!("{}/{}", base.trim_end_matches('/'), rest.trim_start_matches('/'));
+    if !out.starts_with('/') {
+        out.insert(0, '/');
+    }
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// Where a request lands: the app, the domain prefix of its host, the path as the app sees it,
+/// and the base path the app was reached under (`/apps/<subdomain>`, or empty on its own host).
+pub fn locate<'a>(
+    apps: &'a [AppRecord],
+    box_domain: &str,
+    host: &str,
+    path: &str,
+) -> Option<(&'a AppRecord, Option<String>, String, String)> {
+    let host = bare_host(host);
+    let suffix = format!(".{}", box_domain.to_ascii_lowercase());
+    if let Some(label) = host.strip_suffix(&suffix) {
+        let (domain, sub) = match label.rsplit_once('-') {
+            Some((d, s)) if apps.iter().any(|a| a.subdomain == s) && !apps.iter().any(|a| a.subdomain == label) => {
+                (Some(d.to_string()), s.to_string())
+            }
+            _ => (None, label.to_string()),
+        };
+        let app = apps.iter().find(|a| a.subdomain == sub)?;
+        return Some((app, domain, path.to_string(), String::new()));
+    }
+    let rest = path.strip_prefix(PATH_PREFIX)?;
+    let (sub, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let app = apps.iter().find(|a| a.subdomain == sub)?;
+    Some((app, None, tail.to_string(), format!("{PATH_PREFIX}{sub}")))
+}
+
+/// Matches a request (`host`, `path`, `query`) against the installed apps and their routes.
+pub fn matches(apps: &[AppRecord], box_domain: &str, host: &str, path: &str, query: Option<&str>) -> Option<Target> {
+    let (app, domain, app_path, base) = locate(apps, box_domain, host, path)?;
+    let route = pick(app, &app_path, domain.as_deref())?;
+    let upstream_path = upstream_path(&app.plan.routes[route], &app_path, query);
+    Some(Target { package: app.package.clone(), route, app_path, upstream_path, base })
+}
+
+/// Whether `path` is public for `app`: it lies under a `public_path` entry and under no `!`
+/// exclusion (exclusions win). Entries match whole path segments: `/pub` opens `/pub` and
+/// `/pub/x`, not `/pubx`.
+pub fn is_public(app: &AppRecord, path: &str) -> bool {
+    let under = |p: &str| has_prefix(path, p.trim_end_matches('/')) || has_prefix(path, p);
+    let list = &app.plan.public_path;
+    let excluded = list.iter().filter_map(|p| p.strip_prefix('!')).any(under);
+    let included = list.iter().filter(|p| !p.starts_with('!')).any(|p| under(p));
+    included && !excluded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> AppRecord {
+        AppRecord::fixture(
+            "cloud.den.demo",
+            "application:
+  subdomain: demo
+  routes:
+    - /=http://web:8080/
+    - /api/=http://backend:9000/v1
+    - /static=file:///lzcapp/pkg/content/www
+  upstreams:
+    - {location: /raw/, backend: 'http://backend:9000/', disable_trim_location: true}
+    - {location: /, backend: 'http://admin:81/', domain_prefix: admin}
+  public_path: [/, '!/api/private']
+services:
+  web: {image: x}
+  backend: {image: x}
+  admin: {image: x}
+",
+        )
+    }
+
+    #[test]
+    fn hosts_paths_and_prefixes() {
+        let apps = [app()];
+        let m = |host: &str, path: &str| matches(&apps, "box.test", host, path, Some("q=1"));
+        let t = m("demo.box.test:8006", "/api/users").unwrap();
+        assert_eq!((t.route, t.upstream_path.as_str()), (1, "/v1/users?q=1"));
+        assert_eq!(m("demo.box.test", "/index.html").unwrap().route, 0);
+        assert_eq!(m("demo.box.test", "/apix").unwrap().route, 0, "prefixes match whole segments");
+        let t = m("demo.box.test", "/raw/x").unwrap();
+        assert_eq!(t.upstream_path, "/raw/x?q=1", "disable_trim_location keeps the prefix");
+        assert_eq!(m("admin-demo.box.test", "/").unwrap().route, 4);
+        let t = m("127.0.0.1:8006", "/apps/demo/api/x").unwrap();
+        assert_eq!((t.route, t.app_path.as_str(), t.base.as_str()), (1, "/api/x", "/apps/demo"));
+        assert_eq!(m("127.0.0.1", "/apps/demo").unwrap().app_path, "/");
+        assert!(m("other.box.test", "/").is_none());
+        assert!(m("127.0.0.1", "/api/v1/vms").is_none());
+        assert!(m("demo.box.test.evil", "/").is_none());
+    }
+
+    #[test]
+    fn public_paths_with_exclusions() {
+        let a = app();
+        assert!(is_public(&a, "/"));
+        assert!(is_public(&a, "/api/users"));
+        assert!(!is_public(&a, "/api/private"));
+        assert!(!is_public(&a, "/api/private/x"));
+        let mut b = app();
+        b.plan.public_path = vec!["/pub".into()];
+        assert!(is_public(&b, "/pub/a") && !is_public(&b, "/private") && !is_public(&b, "/pubx"));
+    }
+}
