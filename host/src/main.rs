@@ -93,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
     let unix = den_host::server::bind_unix(&paths.socket()).await?;
     den.reconcile().await.context("reconciling the state left by the previous dend")?;
     den.reconcile_apps().await.context("reconciling the apps left by the previous dend")?;
+    den_host::apps::audit::start(den.clone());
     tokio::spawn(den_host::metrics::run(den.clone()));
     let mut bridge = None;
     if cfg.docker.enabled {

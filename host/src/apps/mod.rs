@@ -2,6 +2,7 @@
 //! keep its files in the layout of [`layout`], and remove it again. A crash at any step leaves
 //! a state [`Den::reconcile_apps`] finishes or undoes at the next start.
 
+pub mod audit;
 pub mod images;
 pub mod ingress;
 mod install;

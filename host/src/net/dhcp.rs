@@ -22,8 +22,11 @@ pub struct DhcpConfig {
     pub network_addr: Ipv4Addr,
     /// Prefix length.
     pub prefix: u8,
-    /// Isolated: no default route handed out and no upstream DNS.
-    pub isolated: bool,
+    /// Hand out the bridge as the default route (every network but isolated unaudited ones:
+    /// an audited network's refused attempts must reach the host to be logged).
+    pub router: bool,
+    /// Resolve names beyond the network's own through the host's resolvers.
+    pub resolve: bool,
     /// Reservations.
     pub hosts: Vec<Host>,
 }
@@ -79,11 +82,13 @@ pub fn args(cfg: &DhcpConfig) -> Vec<String> {
     a.push(format!("--interface={}", cfg.bridge));
     a.push(format!("--listen-address={}", cfg.gateway));
     a.push(format!("--dhcp-range={},static,{},12h", cfg.network_addr, mask(cfg.prefix)));
-    if cfg.isolated {
-        a.push("--dhcp-option=option:router".into());
-        a.push("--no-resolv".into());
-    } else {
+    if cfg.router {
         a.push(format!("--dhcp-option=option:router,{}", cfg.gateway));
+    } else {
+        a.push("--dhcp-option=option:router".into());
+    }
+    if !cfg.resolve {
+        a.push("--no-resolv".into());
     }
     a.push(format!("--dhcp-option=option:dns-server,{}", cfg.gateway));
     for Host { mac, ip, name, alias } in &cfg.hosts {
@@ -171,7 +176,8 @@ mod tests {
             gateway: Ipv4Addr::new(10, 87, 0, 1),
             network_addr: Ipv4Addr::new(10, 87, 0, 0),
             prefix: 24,
-            isolated: false,
+            router: true,
+            resolve: true,
             hosts: vec![Host {
                 mac: "02:de:00:00:00:01".into(),
                 ip: Ipv4Addr::new(10, 87, 0, 2),
@@ -186,7 +192,8 @@ mod tests {
         assert!(a.contains(&"--host-record=backend,backend.den,10.87.0.2".to_string()));
         assert!(a.contains(&"--dhcp-option=option:router,10.87.0.1".to_string()));
         let h = hash(&a);
-        cfg.isolated = true;
+        cfg.router = false;
+        cfg.resolve = false;
         let b = args(&cfg);
         assert!(b.contains(&"--no-resolv".to_string()) && b.contains(&"--dhcp-option=option:router".to_string()));
         assert_ne!(hash(&b), h, "a change restarts dnsmasq");

@@ -181,7 +181,8 @@ impl Net {
                 gateway: sub.gateway(),
                 network_addr: sub.network,
                 prefix: sub.prefix,
-                isolated: net.isolated && !net.internet,
+                router: net.routed(),
+                resolve: !net.isolated || net.internet,
                 hosts,
             };
             dhcp::ensure(&self.dir, &cfg).await?;

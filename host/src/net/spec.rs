@@ -39,6 +39,12 @@ impl NetworkSpec {
         format!("den-{}", self.name)
     }
 
+    /// Whether VMs get the bridge as their default route: all but isolated, unaudited networks
+    /// (an audited network's refused attempts must reach the host to be logged and dropped).
+    pub fn routed(&self) -> bool {
+        !self.isolated || self.internet || self.audit
+    }
+
     /// The parsed subnet (validated specs always parse).
     pub fn subnet(&self) -> Result<Subnet, String> {
         Subnet::parse(&self.subnet)

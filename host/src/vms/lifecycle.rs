@@ -297,8 +297,7 @@ impl Den {
             return Err(VmError::Net(NetError::Bad(nic.network.clone(), "not found".into())));
         };
         let sub = net.subnet().map_err(|e| VmError::Net(NetError::Bad(net.name.clone(), e)))?;
-        let closed = net.isolated && !net.internet;
-        let gw = if closed { String::new() } else { format!(" den.gw={}", sub.gateway()) };
+        let gw = if net.routed() { format!(" den.gw={}", sub.gateway()) } else { String::new() };
         Ok(format!(" den.ip={}/{}{gw} den.dns={}", nic.ip, sub.prefix, sub.gateway()))
     }
 

@@ -1,0 +1,105 @@
+//! App networks under QEMU guests: an app with `net.internet` reaches a server on a "WAN"
+//! namespace and its attempt is audited as allowed; an app without it is refused and audited as
+//! denied; neither reaches the other app or the host's own services. `den app traffic` shows it.
+//! (Timeouts come from `timeout`: the busybox-static wget of Debian 12 crashes with `-T`.)
+
+use den_tests::dend::Dend;
+use den_tests::lpk::{hello_v1, two_v2, write, HELLO, TWO};
+use den_tests::netns::NetNs;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn den_ok(d: &Dend, args: &[&str]) -> String {
+    let (code, out, err) = d.den(args);
+    assert_eq!(code, 0, "den {args:?}:\n{out}{err}\n--- dend log:\n{}", d.log());
+    out
+}
+
+/// Runs a script in a VM: (exit code, output).
+fn sh(d: &Dend, vm: &str, script: &str) -> (i32, String) {
+    let (code, out, err) = d.den(&["vm", "exec", vm, "--", "sh", "-c", script]);
+    (code, format!("{out}{err}"))
+}
+
+/// The app's traffic records, waiting until `want` matches one (the audit is asynchronous).
+fn traffic_until(d: &Dend, app: &str, want: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let t = Instant::now();
+    loop {
+        let recs: Vec<Value> = serde_json::from_str::<Value>(&den_ok(d, &["--json", "app", "traffic", app]))
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default();
+        if recs.iter().any(&want) || t.elapsed() > Duration::from_secs(20) {
+            return recs;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn ip_of(d: &Dend, vm: &str) -> String {
+    d.vm(vm)["nics"][0]["ip"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn egress_is_default_deny_permitted_by_net_internet_and_audited() {
+    let store = den_tests::images::shared_store();
+    for image in ["base", "app"] {
+        den_tests::images::build_builtin(&store, image);
+    }
+    let work = tempfile::tempdir().unwrap();
+    let wan = NetNs::new("appwan");
+    let host = NetNs::new("apphost");
+    host.veth("up0", "198.51.100.1/24", &wan, "wan0", "198.51.100.7/24");
+    std::fs::write(work.path().join("index.html"), "internet page\n").unwrap();
+    let _server =
+        wan.background("busybox", &["httpd", "-f", "-p", "198.51.100.7:8080", "-h", work.path().to_str().unwrap()]);
+    let d = Dend::start_in_with_config(Path::new(env!("CARGO_BIN_EXE_dend")), &host, "[docker]\nenabled = false\n");
+
+    let open = write(&two_v2("1.0.0", &["net.internet"]).unwrap(), work.path(), "two.lpk", false);
+    den_ok(&d, &["app", "install", open.to_str().unwrap()]);
+    let closed = write(&hello_v1("1.0.0").unwrap(), work.path(), "hello.lpk", true);
+    den_ok(&d, &["app", "install", closed.to_str().unwrap()]);
+
+    // With net.internet: the server answers, and the attempt is audited as allowed.
+    let (code, out) = sh(&d, "two-web", "timeout 10 wget -q -O - http://198.51.100.7:8080/");
+    assert_eq!((code, out.trim()), (0, "internet page"));
+    let recs = traffic_until(&d, TWO, |r| r["dest"] == "198.51.100.7" && r["verdict"] == "allowed");
+    assert!(
+        recs.iter().any(|r| r["dest"] == "198.51.100.7"
+            && r["port"] == 8080
+            && r["proto"] == "tcp"
+            && r["verdict"] == "allowed"),
+        "{recs:?}"
+    );
+
+    // Without it: refused, and audited as denied.
+    let (code, out) = sh(&d, "hello-app", "timeout 5 busybox wget -q -O - http://198.51.100.7:8080/");
+    assert!(code != 0 && !out.contains("internet page"), "{out}");
+    let recs = traffic_until(&d, HELLO, |r| r["dest"] == "198.51.100.7" && r["verdict"] == "denied");
+    assert!(
+        recs.iter().any(|r| r["dest"] == "198.51.100.7" && r["port"] == 8080 && r["verdict"] == "denied"),
+        "{recs:?}"
+    );
+
+    // Apps cannot reach each other, nor the host's services, whatever their permissions.
+    let web = ip_of(&d, "two-web");
+    let (code, out) = sh(&d, "hello-app", &format!("timeout 5 busybox wget -q -O - http://{web}:8080/"));
+    assert_ne!(code, 0, "another app's service answered: {out}");
+    let hello_ip = ip_of(&d, "hello-app");
+    let (code, out) = sh(&d, "two-web", &format!("timeout 5 wget -q -O - http://{hello_ip}:3000/"));
+    assert_ne!(code, 0, "an internet app reached another app: {out}");
+    let gateway = format!("{}.1", web.rsplit_once('.').map(|(n, _)| n).unwrap_or_default());
+    let (code, out) =
+        sh(&d, "two-web", &format!("timeout 5 nc {gateway} 8006 </dev/null || timeout 5 nc {gateway} 2222 </dev/null"));
+    assert_ne!(code, 0, "an app reached dend's own ports: {out}");
+    let recs = traffic_until(&d, HELLO, |r| r["dest"] == web.as_str());
+    assert!(recs.iter().any(|r| r["dest"] == web.as_str() && r["verdict"] == "denied"), "{recs:?}");
+
+    // The CLI table.
+    let table = den_ok(&d, &["app", "traffic", TWO]);
+    assert!(table.contains("198.51.100.7:8080") && table.contains("allowed"), "{table}");
+    for app in [TWO, HELLO] {
+        den_ok(&d, &["app", "uninstall", app]);
+    }
+}
