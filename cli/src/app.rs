@@ -23,6 +23,12 @@ pub enum AppCmd {
         #[arg(long)]
         no_start: bool,
     },
+    /// Upgrade an installed app to a newer package of it: /lzcapp/var stays; if the new version
+    /// does not come up, the old one is put back.
+    Upgrade {
+        /// The newer package file.
+        file: PathBuf,
+    },
     /// Start an app's services (in dependency order); ends when the app answers.
     Start {
         /// Package id or subdomain.
@@ -60,6 +66,17 @@ pub enum AppCmd {
         /// Return once the task has started.
         #[arg(long)]
         detach: bool,
+    },
+    /// The output of the app's services (their consoles).
+    Logs {
+        /// Package id or subdomain.
+        app: String,
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// The last this many bytes of each service.
+        #[arg(long, default_value_t = 65536)]
+        bytes: usize,
     },
     /// The app's outbound connection attempts, allowed and denied.
     Traffic {
@@ -138,6 +155,17 @@ pub fn run(cmd: AppCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 (false, false) => {}
             }
         }
+        AppCmd::Upgrade { file } => {
+            let r = upload(socket, "/api/v1/apps?upgrade=true", &file)?
+                .ok()
+                .with_context(|| format!("{} was not installed", file.display()))?;
+            if !json {
+                print_check(&r["check"]);
+            }
+            wait_task(socket, r["task"].as_str().unwrap_or_default())?;
+            let app = r["app"].as_str().unwrap_or_default();
+            println!("{}", if json { r.to_string() } else { format!("upgraded {app}") });
+        }
         AppCmd::Start { app } => {
             lifecycle(socket, &app, "start")?;
             println!("started {app}");
@@ -199,6 +227,23 @@ pub fn run(cmd: AppCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 (true, _) => println!("{r}"),
                 (false, true) => println!("uninstalling {app}: task {task}"),
                 (false, false) => println!("uninstalled {app}{}", if keep_data { " (its data is kept)" } else { "" }),
+            }
+        }
+        AppCmd::Logs { app, service, bytes } => {
+            let mut path = format!("/api/v1/apps/{}/logs?bytes={bytes}", enc(&app));
+            if let Some(s) = &service {
+                path.push_str(&format!("&service={}", enc(s)));
+            }
+            let logs = request(socket, "GET", &path, None)?.ok()?;
+            if json {
+                println!("{logs}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            for (svc, text) in logs.as_object().into_iter().flatten() {
+                if service.is_none() {
+                    println!("==> {svc} <==");
+                }
+                print!("{}", text.as_str().unwrap_or_default());
             }
         }
         AppCmd::Traffic { app, limit } => {

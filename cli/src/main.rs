@@ -71,7 +71,7 @@ enum Cmd {
     /// The SSH gateway: sessions and their recordings.
     #[command(subcommand)]
     Ssh(ssh::SshCmd),
-    /// LPK apps (through dend): install, check, ls, show, start, stop, restart, uninstall, traffic.
+    /// LPK apps (through dend): install, check, upgrade, ls, show, start, stop, restart, logs, uninstall, traffic.
     #[command(subcommand)]
     App(app::AppCmd),
     /// The Docker bridge: status, and the `den` context for the docker CLI.

@@ -8,7 +8,7 @@
 //! clients cannot forge. Everything goes on uninstall.
 
 use den_tests::dend::Dend;
-use den_tests::lpk::{hello_v1, two_v2, write, HELLO, TWO};
+use den_tests::lpk::{hello_v1, two_v2, two_v2_checked, write, HELLO, TWO};
 use den_tests::netns::NetNs;
 use serde_json::Value;
 use std::path::Path;
@@ -147,11 +147,47 @@ fn apps_run_as_microvms() {
     );
     assert!(code == 401 && body.contains("Log in"), "{code} {body}");
 
+    // Resources, user, the TCP ingress, logs.
+    assert_eq!(d.vm("two-backend")["spec"]["memory_mib"], 200, "mem_limit");
+    assert_eq!(d.vm("two-backend")["spec"]["cpus"], 1, "cpus");
+    let uid = sh(&d, "two-web", "grep Uid /proc/$(pidof httpd)/status");
+    assert!(uid.split_whitespace().nth(1) == Some("1000"), "user: {uid}");
+    let (code, out) = ns.sh("curl -s --max-time 10 http://127.0.0.1:19000/");
+    assert_eq!((code, out.trim()), (0, "backend-backend"), "ingress: host port 19000 reaches backend:9000");
+    let logs = den_ok(&d, &["app", "logs", TWO, "--service", "backend"]);
+    assert!(!logs.trim().is_empty(), "the service's console output");
+    // A service that dies is started again.
+    sh(&d, "two-backend", "kill $(pidof httpd)");
+    let t = std::time::Instant::now();
+    while d.den(&["vm", "exec", "two-web", "--", "sh", "-c", "wget -q -O - http://backend:9000/"]).1.trim()
+        != "backend-backend"
+    {
+        assert!(t.elapsed() < std::time::Duration::from_secs(60), "backend's httpd was not restarted");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+
     // /lzcapp/var survives a restart.
     sh(&d, "two-backend", "echo kept > /lzcapp/var/marker");
     den_ok(&d, &["app", "restart", TWO]);
     assert_eq!(sh(&d, "two-backend", "cat /lzcapp/var/marker").trim(), "kept");
     assert_eq!(sh(&d, "two-web", "wget -q -O - http://backend:9000/").trim(), "backend-backend");
+
+    // Upgrade: the new version runs and /lzcapp/var stays. A version that never becomes
+    // healthy is rolled back by itself: the running version comes back, data intact.
+    let v2 = write(&two_v2("2.0.0", &[]).unwrap(), work.path(), "two-v2.0.0.lpk", false);
+    assert!(den_ok(&d, &["app", "upgrade", v2.to_str().unwrap()]).contains("upgraded cloud.den.test.two"));
+    assert_eq!(app(&d, TWO)["version"], "2.0.0");
+    assert_eq!(get(&ns, &d, "two.box.test", "/", &["-H", &bearer]).1, "<h1>two 2.0.0</h1>\n");
+    assert_eq!(sh(&d, "two-backend", "cat /lzcapp/var/marker").trim(), "kept");
+    let broken = write(&two_v2_checked("3.0.0", &[], "[CMD, 'false']").unwrap(), work.path(), "two-v3.0.0.lpk", false);
+    let (code, _, err) = d.den(&["app", "upgrade", broken.to_str().unwrap()]);
+    assert!(code == 1 && err.contains("upgrade to 3.0.0 failed") && err.contains("rolled back to 2.0.0"), "{err}");
+    let now = app(&d, TWO);
+    assert_eq!((now["version"].as_str(), now["state"].as_str()), (Some("2.0.0"), Some("running")), "{now}");
+    assert_eq!(get(&ns, &d, "two.box.test", "/", &["-H", &bearer]).1, "<h1>two 2.0.0</h1>\n");
+    assert_eq!(sh(&d, "two-backend", "cat /lzcapp/var/marker").trim(), "kept");
+    let (code, _, err) = d.den(&["app", "upgrade", v2.to_str().unwrap()]);
+    assert!(code == 1 && err.contains("not newer than the installed 2.0.0"), "{err}");
 
     // v1: the exec:// program runs in the entry service (Den's base image), on loopback.
     let hello = write(&hello_v1("1.0.0").unwrap(), work.path(), "hello-v1.0.0.lpk", true);

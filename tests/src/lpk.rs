@@ -47,29 +47,43 @@ application:
 }
 
 /// The v2 sample (tar): `web` and `backend` from an embedded busybox image whose command is
-/// backend's httpd; `backend` writes its page from a `setup_script`, `web` runs its own
-/// `command`; the routes reach both by service name.
+/// backend's httpd; `backend` writes its page from a `setup_script` into a bind of
+/// `/lzcapp/var`, has a health check, a memory limit and a TCP `ingress` on host port 19000;
+/// `web` runs its own `command` as uid 1000; the routes reach both by service name.
 pub fn two_v2(version: &str, permissions: &[&str]) -> std::io::Result<Packer> {
+    two_v2_checked(version, permissions, "[CMD, wget, -q, -O, /dev/null, 'http://127.0.0.1:9000/']")
+}
+
+/// [`two_v2`] whose backend health check is `health` (a Compose `test`): `[CMD, 'false']`
+/// makes a version that never becomes healthy.
+pub fn two_v2_checked(version: &str, permissions: &[&str], health: &str) -> std::io::Result<Packer> {
     let package = format!(
         "package: {TWO}\nversion: {version}\nname: Two\npermissions:\n  required: [{}]\n",
         permissions.join(", ")
     );
-    let manifest = "application:
+    let manifest = format!(
+        "application:
   subdomain: two
   routes: [/=http://web:8080/, /api/=http://backend:9000/]
   depends_on: [web]
+  health_check: {{test_url: 'http://backend:9000/', start_period: 60s}}
+  ingress: [{{protocol: tcp, port: 9000, service: backend, publish_port: 19000}}]
 services:
   web:
     image: embed:box
     command: httpd -f -p 8080 -h /lzcapp/pkg/content/web
+    user: '1000:1000'
     depends_on: [backend]
-    environment: {ROLE: web, BACKEND: 'http://backend:9000/'}
+    environment: {{ROLE: web, BACKEND: 'http://backend:9000/'}}
   backend:
     image: embed:box
     binds: [/lzcapp/var/api:/srv/api]
     setup_script: mkdir -p /lzcapp/var/api && echo backend-$$LAZYCAT_APP_SERVICE_NAME > /lzcapp/var/api/index.html
-    healthcheck: {test: [CMD, wget, -q, -O, /dev/null, 'http://127.0.0.1:9000/'], interval: 2s, retries: 30}
-";
+    healthcheck: {{test: {health}, interval: 1s, retries: 5}}
+    mem_limit: 200m
+    cpus: 1
+"
+    );
     let mut p = Packer::new();
     p.file("package.yml", package).file("manifest.yml", manifest);
     p.content(&[Item::Dir("web".into()), file("web/index.html", &format!("<h1>two {version}</h1>\n"), 0o644)])?;

@@ -69,10 +69,14 @@ pub struct InstallQuery {
     /// Only check the package.
     #[serde(default)]
     dry_run: bool,
+    /// Replace the installed app of the same package id (a newer version).
+    #[serde(default)]
+    upgrade: bool,
 }
 
-/// `POST /api/v1/apps`: installs a package (202 with the task); with `?dry_run=true` only
-/// checks it (200 with what the check found).
+/// `POST /api/v1/apps`: installs a package (202 with the task); with `?upgrade=true` replaces
+/// the installed version of the same package; with `?dry_run=true` only checks it (200 with
+/// what the check found).
 pub async fn install(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
@@ -99,7 +103,12 @@ pub async fn install(
         }
     };
     let summary = report(&pkg);
-    let (task, app) = den.app_install(file, pkg, opts, &caller.user)?;
+    let (task, app) = if q.upgrade {
+        let name = pkg.meta.package.clone();
+        den.app_upgrade(&name, file, pkg, opts, &caller.user)?
+    } else {
+        den.app_install(file, pkg, opts, &caller.user)?
+    };
     Ok((StatusCode::ACCEPTED, Json(json!({"task": task, "app": app.package, "check": summary}))))
 }
 
@@ -166,4 +175,31 @@ pub async fn stop(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let task = den.app_stop(&name, &caller.user)?;
     Ok((StatusCode::ACCEPTED, Json(json!({"task": task}))))
+}
+
+#[derive(Deserialize)]
+pub struct LogsQuery {
+    service: Option<String>,
+    bytes: Option<usize>,
+}
+
+/// `GET /api/v1/apps/:name/logs`: each service's console output (its programs' output and
+/// its boot), the last `bytes` (default 64 KiB) of each.
+pub async fn logs(
+    State(den): State<Arc<Den>>,
+    Path(name): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let app = den.store.app(&name).map_err(crate::apps::AppError::from)?;
+    if let Some(s) = q.service.as_deref().filter(|s| !app.vms.contains_key(*s)) {
+        let names: Vec<&str> = app.vms.keys().map(String::as_str).collect();
+        let msg = format!("app {} has no service `{s}` (it has: {})", app.package, names.join(", "));
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", msg));
+    }
+    let mut out = serde_json::Map::new();
+    for (svc, vm) in app.vms.iter().filter(|(s, _)| q.service.as_deref().is_none_or(|w| w == s.as_str())) {
+        let text = den.console(vm, q.bytes.unwrap_or(64 << 10).min(4 << 20)).await.unwrap_or_default();
+        out.insert(svc.clone(), Value::String(text));
+    }
+    Ok(Json(Value::Object(out)))
 }

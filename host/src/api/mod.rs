@@ -56,6 +56,7 @@ pub fn router(den: Arc<Den>) -> Router {
         .route("/api/v1/apps", get(apps::list).post(apps::install))
         .route("/api/v1/apps/:name", get(apps::get).delete(apps::uninstall))
         .route("/api/v1/apps/:name/traffic", get(apps::traffic))
+        .route("/api/v1/apps/:name/logs", get(apps::logs))
         .route("/api/v1/apps/:name/start", post(apps::start))
         .route("/api/v1/apps/:name/stop", post(apps::stop))
         .route("/api/v1/isos", get(networks::isos).post(networks::import_iso))

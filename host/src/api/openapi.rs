@@ -139,7 +139,7 @@ const OPS: &[Op] = &[
     op(
         "post",
         "/api/v1/apps",
-        "Install an .lpk package (the body); `?dry_run=true` only checks it",
+        "Install an .lpk package (the body); `?upgrade=true` replaces the installed version, `?dry_run=true` only checks it",
         "admin",
         Some("Package"),
         (202, "`{task, app, check}` (200 with the check alone for a dry run)"),

@@ -87,6 +87,7 @@ impl Den {
             network: String::new(),
             owner: user.to_string(),
             warnings: pkg.plan.warnings.clone(),
+            before_upgrade: None,
             keep_data: false,
             error: None,
             installed: t,
@@ -145,9 +146,23 @@ impl Den {
         app: &AppRecord,
         pkg: &Package,
     ) -> Result<(), String> {
+        self.unpack_release(upload, opts, &app.package, &app.release, pkg).await?;
+        self.activate(&app.package, &app.release, &pkg.rendered, None)
+    }
+
+    /// Unpacks a checked package into `.staging/`, then renames it to the app's
+    /// `releases/<release>/`.
+    pub(super) async fn unpack_release(
+        &self,
+        upload: &Path,
+        opts: &den_lpk::Options,
+        package: &str,
+        release: &str,
+        pkg: &Package,
+    ) -> Result<(), String> {
         let dirs = self.app_dirs();
         dirs.create().map_err(|e| io(&dirs.staging(), e))?;
-        let staging = dirs.staging().join(&app.release);
+        let staging = dirs.staging().join(release);
         let (file, o, dest) = (upload.to_path_buf(), opts.clone(), staging.clone());
         let unpacked = tokio::task::spawn_blocking(move || den_lpk::extract(&file, &o, &dest))
             .await
@@ -161,26 +176,48 @@ impl Den {
         };
         if unpacked.files != pkg.files {
             let _ = remove_tree(&staging);
-            return Err("the package changed between its check and unpacking; install it again".into());
+            return Err("the package changed between its check and unpacking; send it again".into());
         }
-        let release = dirs.release(&app.package, &app.release);
+        let target = dirs.release(package, release);
         let place = || -> std::io::Result<()> {
-            for d in [dirs.var(&app.package), dirs.cache(&app.package)] {
-                std::fs::create_dir_all(d)?;
-            }
-            // /lzcapp/run is remade from scratch: a guest may have left links in the old one.
-            remove_tree(&dirs.run(&app.package))?;
-            std::fs::create_dir_all(dirs.run(&app.package))?;
-            std::fs::create_dir_all(release.parent().unwrap_or(&release))?;
-            std::fs::rename(&staging, &release)?;
-            remove_tree(&dirs.pkg(&app.package))?;
-            std::fs::rename(release.join("pkg"), dirs.pkg(&app.package))?;
-            write_new(&dirs.run(&app.package).join("manifest.yml"), pkg.rendered.as_bytes())
+            std::fs::create_dir_all(target.parent().unwrap_or(&target))?;
+            std::fs::rename(&staging, &target)
         };
         place().map_err(|e| {
             let _ = remove_tree(&staging);
-            io(&release, e)
+            io(&target, e)
         })
+    }
+
+    /// Makes `release` the app's `/lzcapp/pkg` (the current one goes back to its release
+    /// directory `keep` when given, else away), remakes `/lzcapp/run` and writes the rendered
+    /// manifest there. Only while no service of the app runs.
+    pub(super) fn activate(
+        &self,
+        package: &str,
+        release: &str,
+        rendered: &str,
+        keep: Option<&str>,
+    ) -> Result<(), String> {
+        let dirs = self.app_dirs();
+        let from = dirs.release(package, release).join("pkg");
+        let step = || -> std::io::Result<()> {
+            for d in [dirs.var(package), dirs.cache(package)] {
+                std::fs::create_dir_all(d)?;
+            }
+            match keep {
+                Some(old) if dirs.pkg(package).exists() => {
+                    std::fs::rename(dirs.pkg(package), dirs.release(package, old).join("pkg"))?
+                }
+                _ => remove_tree(&dirs.pkg(package))?,
+            }
+            std::fs::rename(&from, dirs.pkg(package))?;
+            // /lzcapp/run is remade from scratch: a guest may have left links in the old one.
+            remove_tree(&dirs.run(package))?;
+            std::fs::create_dir_all(dirs.run(package))?;
+            write_new(&dirs.run(package).join("manifest.yml"), rendered.as_bytes())
+        };
+        step().map_err(|e| io(&dirs.lzcapp(package), e))
     }
 
     /// Makes each service's image, then the app's network and VMs.
@@ -190,7 +227,19 @@ impl Den {
         pkg: &Package,
         task: &crate::vms::TaskHandle,
     ) -> Result<(), String> {
+        self.make_images(app, pkg, task).await?;
+        self.provision_app(app, task).await
+    }
+
+    /// Makes the store image of each of the app's services (from the release's `images/`).
+    pub(super) async fn make_images(
+        self: &Arc<Self>,
+        app: &mut AppRecord,
+        pkg: &Package,
+        task: &crate::vms::TaskHandle,
+    ) -> Result<(), String> {
         let layout = self.app_dirs().release(&app.package, &app.release).join("images");
+        app.images.clear();
         for svc in &app.plan.services {
             let (den, image, emb, layout, t) =
                 (self.clone(), svc.image.clone(), pkg.embedded.clone(), layout.clone(), task.clone());
@@ -202,8 +251,7 @@ impl Den {
             task.log(format!("service {}: image {}", svc.name, made.image));
             app.images.insert(svc.name.clone(), made);
         }
-        self.store.put_app(app).map_err(|e| e.to_string())?;
-        self.provision_app(app, task).await
+        self.store.put_app(app).map_err(|e| e.to_string())
     }
 
     /// Removes what a failed or interrupted install made: its release, its staging directory,

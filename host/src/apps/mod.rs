@@ -12,6 +12,7 @@ mod reach;
 mod reconcile;
 mod run;
 pub mod services;
+mod upgrade;
 
 pub use layout::AppDirs;
 pub use model::{AppRecord, AppState, TrafficRecord};

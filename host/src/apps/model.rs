@@ -81,6 +81,10 @@ pub struct AppRecord {
     /// Warnings from the install check (things Den runs differently).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The app as it was before an upgrade under way: what a failed or interrupted upgrade
+    /// goes back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_upgrade: Option<Box<AppRecord>>,
     /// An uninstall under way keeps `/lzcapp/var`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_data: bool,
@@ -134,6 +138,7 @@ impl AppRecord {
             network: String::new(),
             owner: "root".into(),
             warnings: vec![],
+            before_upgrade: None,
             keep_data: false,
             error: None,
             installed: 1,

@@ -43,6 +43,14 @@ impl Den {
                         den.finish_uninstall(&app, keep, &task).await
                     })?;
                 }
+                AppState::Upgrading if app.before_upgrade.is_some() => {
+                    tracing::warn!(app = %app.package, "rolling back an upgrade the previous dend did not finish");
+                    let den = self.clone();
+                    let target = app.package.clone();
+                    self.spawn_task("app.upgrade_rollback", &target, "dend", move |task| async move {
+                        den.rollback_upgrade(&app, &task).await
+                    })?;
+                }
                 // A dend that died while an app started or stopped: its VMs were adopted by the
                 // VM reconcile; the app says what they can be relied on for.
                 AppState::Starting | AppState::Stopping => {

@@ -78,6 +78,13 @@ impl Den {
             let vm = vm_name(&app.subdomain, &svc.name);
             let image = app.images.get(&svc.name).ok_or_else(|| format!("service {} has no image", svc.name))?;
             let memory = svc.mem_bytes.map(|b| (b >> 20).max(128)).unwrap_or(SERVICE_MEMORY_MIB);
+            let ports: Vec<serde_json::Value> = app
+                .plan
+                .ingress
+                .iter()
+                .filter(|g| g.service == svc.name)
+                .map(|g| serde_json::json!({"host_port": g.publish_port, "guest_port": g.port, "proto": g.protocol}))
+                .collect();
             let spec = serde_json::json!({
                 "name": vm, "image": image.image, "kind": "app",
                 "cpus": svc.vcpus.unwrap_or(1).min(self.limits.max_cpus),
@@ -85,6 +92,7 @@ impl Den {
                 "restart": "on-failure",
                 "cmdline_extra": format!("den.services={}", guest_dir(&svc.name)),
                 "nics": [{"network": name, "alias": svc.name.replace('_', "-")}],
+                "ports": ports,
                 "shares": [{"host": lzcapp, "guest": LZCAPP}],
             });
             let spec = serde_json::from_value(spec).map_err(err)?;
@@ -149,7 +157,7 @@ impl Den {
     }
 
     /// Starts each service in order, waiting for its dependencies, then for the app to answer.
-    async fn run_app(self: &Arc<Self>, app: &AppRecord, task: &TaskHandle) -> Result<(), String> {
+    pub(super) async fn run_app(self: &Arc<Self>, app: &AppRecord, task: &TaskHandle) -> Result<(), String> {
         self.write_definitions(app)?;
         for svc in &app.plan.services {
             let vm = app.vms.get(&svc.name).ok_or_else(|| format!("service {} has no VM", svc.name))?;

@@ -116,7 +116,8 @@ impl Net {
             });
         }
         if let Some(first) = nics.first() {
-            let isolated = nets.iter().any(|n| n.name == first.network && n.isolated);
+            // App networks (isolated and audited) take the forwards of their `ingress`.
+            let isolated = nets.iter().any(|n| n.name == first.network && n.isolated && !n.audit);
             if isolated && !spec.ports.is_empty() {
                 return Err(field(
                     "ports",

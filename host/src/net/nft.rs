@@ -88,6 +88,8 @@ pub fn render(nets: &[RuleNet], forwards: &[RuleForward]) -> String {
     s.push_str("  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n");
     for n in nets.iter().filter(|n| !n.isolated || n.internet) {
         let _ = writeln!(s, "    ip saddr {0} ip daddr != {0} masquerade", n.subnet);
+    }
+    for n in nets.iter().filter(|n| !n.isolated || n.audit.is_some()) {
         // Host-local clients of a forward (127.0.0.1:PORT) need a source the VM can answer.
         let _ = writeln!(s, "    ip saddr 127.0.0.0/8 oifname \"{}\" masquerade", n.bridge);
     }
@@ -105,9 +107,15 @@ pub fn render(nets: &[RuleNet], forwards: &[RuleForward]) -> String {
             if n.audit.is_some() {
                 let _ = writeln!(s, "    iifname \"{b}\" ct state new {}accept", n.log("allow"));
             }
-            let _ = writeln!(s, "    iifname \"{b}\" accept\n    oifname \"{b}\" drop");
+            let _ = writeln!(s, "    iifname \"{b}\" accept");
+            let _ = writeln!(s, "    oifname \"{b}\" ct status dnat accept\n    oifname \"{b}\" drop");
         } else if n.isolated {
-            let _ = writeln!(s, "    iifname \"{b}\" {}drop\n    oifname \"{b}\" drop", n.log("deny"));
+            let _ = writeln!(s, "    iifname \"{b}\" {}drop", n.log("deny"));
+            if n.audit.is_some() {
+                // An app's `ingress` forwards.
+                let _ = writeln!(s, "    oifname \"{b}\" ct status dnat accept");
+            }
+            let _ = writeln!(s, "    oifname \"{b}\" drop");
         } else {
             let _ = writeln!(s, "    iifname \"{b}\" accept");
             let _ = writeln!(s, "    oifname \"{b}\" ct status dnat accept");
