@@ -147,6 +147,14 @@ const OPS: &[Op] = &[
     op("get", "/api/v1/apps/{name}", "One app, by package id or subdomain", "anyone", None, (200, "app record")),
     op("delete", "/api/v1/apps/{name}", "Uninstall an app (`?keep_data=true` keeps /lzcapp/var)", "admin", None, TASK),
     op(
+        "get",
+        "/api/v1/apps/{name}/logs",
+        "Each service's console output (`?service=NAME&bytes=N`)",
+        "viewer",
+        None,
+        (200, "`{service: text}`"),
+    ),
+    op(
         "post",
         "/api/v1/apps/{name}/start",
         "Start an app's services in order; ends when it answers",
