@@ -3,7 +3,7 @@ CARGO ?= cargo
 AGENT_TARGET := x86_64-unknown-linux-gnu
 AGENT_BIN := target/$(AGENT_TARGET)/release/den-agent
 
-.PHONY: run test deps build agent lint bench bench-vmm bench-lab bench-dend bench-sshgw bench-web bench-docker clean
+.PHONY: run test deps build agent lint bench bench-vmm bench-lab bench-dend bench-sshgw bench-web bench-docker bench-apps clean
 
 ## run: install missing Debian packages, build Den, build the default guest images, check the host,
 ## then run the daemon (dend) in the foreground
@@ -50,6 +50,10 @@ bench-sshgw: deps
 ## bench-docker: Docker bridge call latency, run, log throughput versus inside the sandbox, cold wake, as a table
 bench-docker: deps
 	./bench/docker-bench.sh
+
+## bench-apps: LPK package validation (time, memory), install-to-HTTP-200, restart, memory per service, as a table
+bench-apps: deps
+	./bench/apps-bench.sh
 
 ## bench-web: web console JavaScript size, time to a usable VM list, console keystroke echo, as a table
 bench-web: deps
