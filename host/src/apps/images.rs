@@ -15,6 +15,8 @@ use std::path::Path;
 pub const RUNTIME: &str = "app";
 /// What services without an image run on.
 pub const BASE: &str = "base";
+/// How long a newly made service image is kept even when no app records it yet.
+pub const FRESH: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A service's image in the store, and how the image says to run it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,18 +125,21 @@ impl Den {
         )))
     }
 
-    /// Removes the store images of apps (`lpk-*`) that no installed app uses any more.
+    /// Removes the store images of apps (`lpk-*`) that no app uses any more: neither an
+    /// installed version nor one an upgrade under way may go back to. Images made in the last
+    /// [`FRESH`] are kept: an install may be about to record them.
     pub(super) fn forget_unused_service_images(&self) {
         let Ok(store) = self.images() else { return };
-        let used: std::collections::HashSet<String> = self
-            .store
-            .apps()
-            .unwrap_or_default()
-            .into_iter()
-            .flat_map(|a| a.images.into_values().map(|i| i.image))
-            .collect();
+        let mut used = std::collections::HashSet::new();
+        for a in self.store.apps().unwrap_or_default() {
+            used.extend(a.images.values().map(|i| i.image.clone()));
+            if let Some(b) = &a.before_upgrade {
+                used.extend(b.images.values().map(|i| i.image.clone()));
+            }
+        }
+        let fresh = den_images::store::now().saturating_sub(FRESH.as_secs());
         for rec in store.images().unwrap_or_default() {
-            if rec.name.starts_with("lpk-") && !used.contains(&rec.name) {
+            if rec.name.starts_with("lpk-") && !used.contains(&rec.name) && rec.built < fresh {
                 let _ = store.remove_image(&rec.name);
             }
         }
