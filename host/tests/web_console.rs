@@ -8,6 +8,7 @@
 
 use den_tests::dend::Dend;
 use den_tests::images;
+use den_tests::netns::NetNs;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -130,7 +131,10 @@ fn web_dir() -> PathBuf {
 fn the_web_console_in_chromium() {
     let store = images::shared_store();
     let base = images::build_builtin(&store, "base");
-    let d = Dend::start(Path::new(env!("CARGO_BIN_EXE_dend")));
+    // The VM the browser makes joins the default network: dend, and the browser, run in a
+    // namespace of their own.
+    let ns = NetNs::new("web");
+    let d = Dend::start_in(Path::new(env!("CARGO_BIN_EXE_dend")), &ns);
     add_user(&d, "ada", "ada-password-1", "admin");
     add_user(&d, "vic", "vic-password-1", "viewer");
     // A VM the viewer looks at (never started: what matters is which buttons they get).
@@ -141,7 +145,8 @@ fn the_web_console_in_chromium() {
 
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/web-screenshots");
     let _ = std::fs::remove_dir_all(&shots);
-    let out = Command::new("node")
+    let out = ns
+        .command("node")
         .args(["--test", "--test-reporter=spec", "e2e/console.test.mjs"])
         .current_dir(web_dir())
         .env("DEN_URL", format!("https://{}", d.https_addr()))

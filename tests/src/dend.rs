@@ -185,11 +185,19 @@ impl Dend {
         }
     }
 
-    /// An HTTPS API call with the real `curl` (certificate not checked; see [`Dend::https_addr`]),
-    /// optionally with a bearer token: (status, body, response headers).
+    /// An HTTPS API call with the real `curl` (certificate not checked; see [`Dend::https_addr`];
+    /// inside dend's network namespace when it has one), optionally with a bearer token:
+    /// (status, body, response headers).
     pub fn https(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value, String) {
         let headers = self.dir.path().join("curl-headers");
-        let mut c = Command::new("curl");
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "curl"]);
+                c
+            }
+            None => Command::new("curl"),
+        };
         c.args(["-sk", "-o", "-", "-w", "\n%{http_code}", "-X", method, "-D"]).arg(&headers);
         c.args(["-H", "Content-Type: application/json", "--max-time", "30"]);
         if let Some(t) = token {
