@@ -2,7 +2,7 @@
 //! under `/lzcapp`, so every lookup is confined to the route's directory by the kernel
 //! (`openat2` with `RESOLVE_BENEATH`: no `..`, no absolute or escaping symlinks, no magic links).
 
-use crate::apps::ingress::Body;
+use crate::apps::ingress::{plain, Body};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Bytes, Frame};
 use hyper::{Response, StatusCode};
@@ -43,14 +43,6 @@ fn open_beneath(dir: &OwnedFd, rel: &str, flags: OFlag) -> nix::Result<OwnedFd> 
     let fd = nix::fcntl::openat2(dir.as_raw_fd(), rel, how)?;
     // SAFETY: openat2 returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn plain(status: StatusCode, text: &str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(text.to_string())).map_err(|e| match e {}).boxed_unsync());
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
-    r
 }
 
 /// Serves `path` (the upstream path, query dropped) from `root` on the host: a file, or a
