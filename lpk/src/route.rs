@@ -136,6 +136,14 @@ mod tests {
             parse_short("/x=exec://3000,/lzcapp/pkg/content/srv --port 3000").unwrap().upstream,
             Upstream::Exec { port: 3000, argv: vec!["/lzcapp/pkg/content/srv".into(), "--port".into(), "3000".into()] }
         );
+        assert_eq!(
+            parse_upstream("http://web").unwrap(),
+            Upstream::Http { scheme: "http".into(), host: "web".into(), port: 80, path: "/".into() }
+        );
+        assert_eq!(
+            parse_upstream("http://backend:9000/health").unwrap(),
+            Upstream::Http { scheme: "http".into(), host: "backend".into(), port: 9000, path: "/health".into() }
+        );
         assert!(parse_short("/=file:///etc").unwrap_err().contains("under /lzcapp"));
         assert!(parse_short("/=file:///lzcapp/../etc").is_err());
         assert!(parse_short("/=ftp://x").unwrap_err().contains("http://"));

@@ -19,20 +19,6 @@ pub fn service_of(host: &str) -> String {
     host.split('.').next().unwrap_or(host).to_string()
 }
 
-/// Splits `http://host[:port]/path` into (host, port, path).
-pub fn split_url(url: &str) -> Result<(String, u16, String), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("`{url}` is not an http:// URL"))?;
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse().map_err(|_| format!("`{url}` has a bad port"))?),
-        None => (hostport, 80),
-    };
-    Ok((host.to_string(), port, path.to_string()))
-}
-
 impl Den {
     /// A stream to `127.0.0.1:port` in `service`'s VM.
     pub(super) async fn app_connect(
@@ -50,7 +36,11 @@ impl Den {
 
 /// The status of `GET url`, where the URL's host is a service of the app.
 pub(super) async fn get_status(den: &Den, app: &AppRecord, url: &str) -> Result<u16, String> {
-    let (host, port, path) = split_url(url)?;
+    // The manifest check parsed it already; https:// test URLs are not spoken here.
+    let (host, port, path) = match den_lpk::route::parse_upstream(url)? {
+        den_lpk::route::Upstream::Http { scheme, host, port, path } if scheme == "http" => (host, port, path),
+        _ => return Err(format!("`{url}` is not an http:// URL")),
+    };
     let io = den.app_connect(app, &service_of(&host), port).await?;
     let ask = async {
         let (mut sender, conn) =
@@ -72,9 +62,6 @@ mod tests {
 
     #[test]
     fn urls_and_services() {
-        assert_eq!(split_url("http://backend:9000/health").unwrap(), ("backend".into(), 9000, "/health".into()));
-        assert_eq!(split_url("http://web").unwrap(), ("web".into(), 80, "/".into()));
-        assert!(split_url("https://web/").is_err());
         assert_eq!(service_of("backend.cloud.den.test.lzcapp"), "backend");
         assert_eq!(service_of("127.0.0.1"), "app");
     }
