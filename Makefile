@@ -3,13 +3,14 @@ CARGO ?= cargo
 AGENT_TARGET := x86_64-unknown-linux-gnu
 AGENT_BIN := target/$(AGENT_TARGET)/release/den-agent
 
-.PHONY: run test deps build agent lint bench bench-vmm bench-lab bench-dend bench-sshgw bench-web bench-docker bench-apps clean
+.PHONY: run test deps build agent lint bench bench-vmm bench-lab bench-dend bench-sshgw bench-web bench-docker bench-apps bench-system clean
 
 ## run: install missing Debian packages, build Den, build the default guest images, check the host,
-## then run the daemon (dend) in the foreground
+## then run the daemon (dend) in the foreground (with packaging/den.toml, the business OS
+## included, when /etc/den/den.toml does not exist)
 run: deps build
 	./target/release/den up
-	./target/release/dend
+	./target/release/dend $$([ -e /etc/den/den.toml ] || echo --config packaging/den.toml)
 
 ## test: the whole test suite (lint, unit tests, end-to-end tests with real QEMU guests)
 test: deps agent lint
@@ -54,6 +55,10 @@ bench-docker: deps
 ## bench-apps: LPK package validation (time, memory), install-to-HTTP-200, restart, memory per service, as a table
 bench-apps: deps
 	./bench/apps-bench.sh
+
+## bench-system: business OS update to committed, bad boot to rolled back, dend restart, as a table
+bench-system: deps
+	./bench/system-bench.sh
 
 ## bench-web: web console JavaScript size, time to a usable VM list, console keystroke echo, as a table
 bench-web: deps

@@ -205,10 +205,19 @@ impl AgentClient {
 
     /// Reads a whole file from the guest.
     pub async fn get_file(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        self.get_file_at_most(path, usize::MAX).await
+    }
+
+    /// Reads a whole file from the guest, refusing one longer than `max` bytes (the stream is
+    /// dropped as soon as it is).
+    pub async fn get_file_at_most(&self, path: &str, max: usize) -> Result<Vec<u8>, ClientError> {
         let (mut stream, _) = self.started(&Request::GetFile { path: path.into() }).await?;
         let mut out = Vec::new();
         loop {
             match stream.rx.recv().await {
+                Event::Data { bytes, .. } if out.len().saturating_add(bytes.len()) > max => {
+                    return Err(ClientError::Unexpected(format!("{path} is larger than {max} bytes")));
+                }
                 Event::Data { bytes, .. } => out.extend_from_slice(&bytes),
                 Event::Control(Control::Result { .. }) => return Ok(out),
                 Event::Control(Control::Error(e)) | Event::Closed(Some(e)) => return Err(ClientError::Remote(e)),

@@ -59,6 +59,11 @@ pub fn request_raw(socket: &Path, method: &str, path: &str, body: Option<&Value>
 
 /// Sends a file as the body (`application/octet-stream`), with a progress bar on a terminal.
 pub fn upload(socket: &Path, path: &str, file: &Path) -> anyhow::Result<Reply> {
+    upload_with(socket, "POST", path, file)
+}
+
+/// [`upload`] with another method.
+pub fn upload_with(socket: &Path, method: &str, path: &str, file: &Path) -> anyhow::Result<Reply> {
     let mut f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let len = f.metadata()?.len();
     let mut s = UnixStream::connect(socket).with_context(|| {
@@ -66,7 +71,7 @@ pub fn upload(socket: &Path, path: &str, file: &Path) -> anyhow::Result<Reply> {
     })?;
     s.set_read_timeout(Some(Duration::from_secs(3600)))?;
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: dend\r\nConnection: close\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: dend\r\nConnection: close\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\n\r\n"
     );
     s.write_all(head.as_bytes())?;
     let bar = crate::progress::bytes_bar(len, "sending");
@@ -83,7 +88,7 @@ pub fn upload(socket: &Path, path: &str, file: &Path) -> anyhow::Result<Reply> {
         }
     })();
     if let Some(b) = &bar {
-        b.set_message("checking the package");
+        b.set_message("waiting for dend");
     }
     let (status, raw) = read_reply(s).map_err(|e| match &sent {
         Err(w) => anyhow::anyhow!("sending {} to dend failed: {w}", file.display()),

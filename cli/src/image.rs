@@ -13,7 +13,7 @@ use std::time::Instant;
 /// `den image` verbs.
 #[derive(Subcommand)]
 pub enum ImageCmd {
-    /// Build images from built-in names (base, dev, docker) or spec files (*.yml).
+    /// Build images from built-in names (base, dev, docker, app, system) or spec files (*.yml).
     Build(BuildArgs),
     /// List images.
     Ls,
@@ -93,6 +93,27 @@ fn find(store: &Store, name: &str) -> anyhow::Result<ImageRecord> {
     Ok(store.image(name)?.ok_or_else(|| ImageError::UnknownImage(name.into()))?)
 }
 
+/// Builds one image from a built-in name or a spec file, with progress on the terminal.
+pub fn build_one(
+    store: &Store,
+    paths: &Paths,
+    agent: &std::path::Path,
+    arg: &str,
+    json: bool,
+) -> anyhow::Result<ImageRecord> {
+    let (spec, text) = load_spec(arg)?;
+    let progress = TermProgress::new(&spec.name);
+    let t = Instant::now();
+    let rec = Builder::new(store.clone(), &paths.downloads, agent, &progress)
+        .build(&spec, &text)
+        .with_context(|| format!("building image `{}`", spec.name))?;
+    if !json {
+        let secs = t.elapsed().as_secs_f64();
+        eprintln!("image {} ready in {secs:.2}s ({} artifacts)", rec.name, rec.artifacts.len());
+    }
+    Ok(rec)
+}
+
 /// Runs an image command.
 pub fn run(cmd: ImageCmd, paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&paths.store())
@@ -102,17 +123,9 @@ pub fn run(cmd: ImageCmd, paths: &Paths, json: bool) -> anyhow::Result<ExitCode>
             let agent = paths::agent_binary(args.agent.as_deref())?;
             let mut built = vec![];
             for s in &args.specs {
-                let (spec, text) = load_spec(s)?;
-                let progress = TermProgress::new(&spec.name);
                 let t = Instant::now();
-                let rec = Builder::new(store.clone(), &paths.downloads, &agent, &progress)
-                    .build(&spec, &text)
-                    .with_context(|| format!("building image `{}`", spec.name))?;
-                let secs = t.elapsed().as_secs_f64();
-                if !json {
-                    eprintln!("image {} ready in {secs:.2}s ({} artifacts)", rec.name, rec.artifacts.len());
-                }
-                built.push(serde_json::json!({ "image": rec, "seconds": secs }));
+                let rec = build_one(&store, paths, &agent, s, json)?;
+                built.push(serde_json::json!({ "image": rec, "seconds": t.elapsed().as_secs_f64() }));
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&built)?);
@@ -194,6 +207,7 @@ pub fn run(cmd: ImageCmd, paths: &Paths, json: bool) -> anyhow::Result<ExitCode>
                 cmdline: String::new(),
                 kernel_release: String::new(),
                 built: store::now(),
+                version: String::new(),
             };
             store.put_image(&rec)?;
             if json {

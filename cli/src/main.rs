@@ -1,19 +1,22 @@
 //! `den`: Den's command-line client. Nouns and verbs: `den doctor`, `den image build|ls|rm|gc|...`,
-//! `den up`, `den vm create|ls|inspect|start|stop|rm|exec`, `den net ls|create|rm`, `den iso ls|import|rm`, `den app install|ls|...`, `den user ...`, `den token ...`, `den event ls`, `den task ls|log` (through dend).
+//! `den up`, `den vm create|ls|inspect|start|stop|rm|exec`, `den net ls|create|rm`, `den iso ls|import|rm`, `den app install|ls|...`, `den system status|update|rollback`, `den user ...`, `den token ...`, `den event ls`, `den task ls|log` (through dend).
 //! Human tables by default, `--json` everywhere; exit codes 0 ok, 1 error, 2 usage.
 
 mod app;
 mod client;
 mod console;
+mod daemon;
 mod docker;
 mod doctor;
 mod events;
+mod files;
 mod image;
 mod iso;
 mod net;
 mod paths;
 mod progress;
 mod ssh;
+mod system;
 mod task;
 mod user;
 mod vm;
@@ -77,6 +80,13 @@ enum Cmd {
     /// The Docker bridge: status, and the `den` context for the docker CLI.
     #[command(subcommand)]
     Docker(docker::DockerCmd),
+    /// dend itself: status, update (installs a new binary; VMs keep running; falls back when it
+    /// cannot start under the packaged service).
+    #[command(subcommand)]
+    Daemon(daemon::DaemonCmd),
+    /// The business OS (through dend): status, update (A/B, rolled back by itself), rollback.
+    #[command(subcommand)]
+    System(system::SystemCmd),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +106,8 @@ fn main() -> ExitCode {
         Cmd::Ssh(c) => ssh::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
         Cmd::App(c) => app::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
         Cmd::Docker(c) => docker::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
+        Cmd::Daemon(c) => daemon::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), cli.json),
+        Cmd::System(c) => system::run(c, &cli.socket.clone().unwrap_or_else(client::default_socket), &paths, cli.json),
     };
     match res {
         Ok(code) => code,

@@ -95,6 +95,17 @@ pub enum VmCmd {
         #[arg(trailing_var_arg = true, required = true)]
         argv: Vec<String>,
     },
+    /// Copy a file into or out of a running VM through its agent: `den vm cp ./f web1:/root/f`,
+    /// `den vm cp web1:/etc/os-release .`.
+    Cp {
+        /// Source: a host file, or VM:/path.
+        src: String,
+        /// Destination: a host file, or VM:/path.
+        dst: String,
+        /// Permission bits of a file copied in, octal (default: the host file's).
+        #[arg(long)]
+        mode: Option<String>,
+    },
 }
 
 /// `den vm snapshot ...`.
@@ -362,6 +373,13 @@ pub fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
             let body = json!({"disk_mib": parse_mib(&disk)?});
             let v = request(socket, "POST", &format!("/api/v1/vms/{}/resize", enc(&name)), Some(&body))?.ok()?;
             println!("{}", if json { v.to_string() } else { format!("root disk of {name} is now {disk}") });
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Cp { src, dst, mode } => {
+            let done = crate::files::cp(socket, &src, &dst, mode.as_deref())?;
+            if !json {
+                println!("{done}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         VmCmd::Exec { name, argv } => {

@@ -3,10 +3,13 @@
 //!
 //! - [`api`]: the REST API (`/api/v1/`), JSON errors with stable codes;
 //! - [`auth`]: roles, per-VM grants, API tokens, argon2id passwords, login rate limiting;
+//! - [`service`]: dend under systemd (readiness) and committing its own updates;
 //! - [`server`]: serving it on the local Unix socket (callers from peer credentials) and on
 //!   HTTPS (bearer tokens), with [`tls`] holding the certificate;
 //! - [`sshgw`]: the SSH gateway into VMs (keys pick the user, the user name picks the VM);
 //! - [`vms`]: the VM service (tasks, lifecycle, watchers, reconciliation after a restart);
+//! - [`system`]: the business OS: one always-on VM, A/B slots, health checks, updates that
+//!   commit or roll back by themselves;
 //! - [`apps`]: LPK apps (install, run as microVMs, uninstall), built on [`vms`] and [`net`];
 //! - [`engine`]: starting, finding again, stopping VM processes (QEMU over QMP, den-vmm);
 //! - [`net`]: bridges, TAPs, DHCP/DNS (dnsmasq), NAT, isolation and port forwards (nftables);
@@ -20,13 +23,16 @@ pub mod auth;
 pub mod config;
 pub mod docker;
 pub mod engine;
+pub mod guest_http;
 pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod paths;
 pub mod server;
+pub mod service;
 pub mod sshgw;
 pub mod store;
+pub mod system;
 pub mod tls;
 pub mod urlcode;
 pub mod vms;

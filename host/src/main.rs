@@ -91,8 +91,16 @@ async fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(paths.run.join("ssh.addr"));
     // Bound first: it also refuses to run next to another dend on the same directories.
     let unix = den_host::server::bind_unix(&paths.socket()).await?;
-    den.reconcile().await.context("reconciling the state left by the previous dend")?;
+    let booted = den.reconcile().await.context("reconciling the state left by the previous dend")?;
     den.reconcile_apps().await.context("reconciling the apps left by the previous dend")?;
+    // The business OS starts before every other VM.
+    if let Some(sys) = cfg.system.clone() {
+        den_host::system::System::start(&den, sys).map_err(|e| anyhow::anyhow!("[system]: {e}"))?;
+    }
+    if booted {
+        tracing::info!("the host booted since dend last ran: starting autostart VMs");
+        den.autostart();
+    }
     den_host::apps::audit::start(den.clone());
     tokio::spawn(den_host::metrics::run(den.clone()));
     let mut bridge = None;
@@ -117,12 +125,18 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(den_host::sshgw::serve(den.clone(), tcp, key, client_key));
     }
     tracing::info!(socket = %paths.socket().display(), "dend serving");
+    den_host::service::notify("READY=1");
+    if let Some(what) = std::env::current_exe().ok().and_then(|exe| den_host::service::commit_update(&exe)) {
+        tracing::info!(%what, "this dend is a new version and it is up: the update is committed");
+        den.event("dend", "dend.updated", "", &what);
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         () = den_host::server::serve_unix(den, unix) => {}
         _ = term.recv() => tracing::info!("SIGTERM: stopping (VMs keep running)"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping (VMs keep running)"),
     }
+    den_host::service::notify("STOPPING=1");
     // Streams through the Docker socket end cleanly rather than break off.
     if let Some(b) = bridge {
         b.shut_down();

@@ -200,10 +200,13 @@ impl<'a> Builder<'a> {
             cmdline: spec.cmdline.clone(),
             kernel_release: krec.facts.get("release").cloned().unwrap_or_default(),
             built: now(),
+            version: spec.version.clone(),
         };
         // Re-pointing a name at identical artifacts is not a change; keep the first build time.
         match self.store.image(&spec.name)? {
-            Some(old) if old.artifacts == rec.artifacts && old.cmdline == rec.cmdline => Ok(old),
+            Some(old) if old.artifacts == rec.artifacts && old.cmdline == rec.cmdline && old.version == rec.version => {
+                Ok(old)
+            }
             _ => {
                 self.store.put_image(&rec)?;
                 Ok(rec)

@@ -3,6 +3,7 @@
 //! ```yaml
 //! name: dev
 //! description: Developer VM
+//! version: "2026.11.1"                     # a label shown where the image is used (optional)
 //! kernel:
 //!   package: linux-image-cloud-amd64      # a Debian package (default shown)
 //!   modules: [virtio_blk, virtio_console]  # loaded at boot, dependencies added
@@ -36,6 +37,9 @@ pub struct ImageSpec {
     /// One line for `den image ls`.
     #[serde(default)]
     pub description: String,
+    /// A version label (`2026.11.1`), shown where the image is used (the business OS's slots).
+    #[serde(default)]
+    pub version: String,
     /// The kernel.
     #[serde(default)]
     pub kernel: KernelSpec,
@@ -214,6 +218,13 @@ impl ImageSpec {
     fn validate(&self) -> Result<(), String> {
         check_name(&self.name).map_err(|e| e.to_string())?;
         check_files(&self.files, "files")?;
+        let label = |c: char| c.is_ascii_alphanumeric() || "+-._~".contains(c);
+        if self.version.len() > 64 || !self.version.chars().all(label) {
+            return Err(format!(
+                "version: `{}` is not a version label (letters, digits, + - . _ ~; at most 64)",
+                self.version
+            ));
+        }
         let word = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "+-._:=".contains(c));
         for m in &self.kernel.modules {
             if !word(m) {
@@ -247,6 +258,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("dev", include_str!("../specs/dev.yml")),
     ("docker", include_str!("../specs/docker.yml")),
     ("app", include_str!("../specs/app.yml")),
+    ("system", include_str!("../specs/system.yml")),
 ];
 
 /// A built-in spec by name.

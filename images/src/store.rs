@@ -78,6 +78,9 @@ pub struct ImageRecord {
     pub kernel_release: String,
     /// Seconds since the Unix epoch when it was built.
     pub built: u64,
+    /// The spec's `version` label (empty when it has none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
 }
 
 /// A cached build stage: its key and what it produced.
@@ -419,6 +422,7 @@ mod tests {
             cmdline: String::new(),
             kernel_release: String::new(),
             built: now(),
+            version: String::new(),
         };
         store.put_image(&rec).unwrap();
         assert_eq!(store.images().unwrap(), vec![rec]);

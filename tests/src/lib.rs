@@ -12,5 +12,6 @@ pub mod lab;
 pub mod lpk;
 pub mod netns;
 pub mod ssh;
+pub mod system;
 
 pub use guest::{Guest, GuestOptions};

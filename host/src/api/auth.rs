@@ -71,8 +71,11 @@ pub fn need(method: &Method, path: &str) -> Need {
         ["vms"] | ["vms", _, "clone"] => Need::Global(Role::Operator),
         // Typing into a console is as powerful as exec.
         ["vms", name, "console", "ws"] => Need::Vm(name.to_string(), Role::Operator),
+        // Reading guest files is as powerful as exec.
+        ["vms", name, "files"] => Need::Vm(name.to_string(), Role::Operator),
         ["vms", name, ..] => Need::Vm(name.to_string(), if read { Role::Viewer } else { Role::Operator }),
         ["apps", _, "traffic" | "logs"] if read => Need::Global(Role::Viewer),
+        ["system"] if read => Need::Global(Role::Viewer),
         ["tasks", _, "cancel"] => Need::Global(Role::Operator),
         ["tasks", ..] => Need::Global(Role::Viewer),
         // Everyone may follow events, but sees only those about VMs they may see

@@ -26,6 +26,11 @@ impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError { status, code, message: message.into(), field: None }
     }
+
+    /// A request field is invalid (400, `invalid_field`).
+    pub fn invalid_field(field: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { field: Some(field), ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message) }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -37,12 +42,7 @@ impl IntoResponse for ApiError {
 impl From<VmError> for ApiError {
     fn from(e: VmError) -> ApiError {
         match e {
-            VmError::Invalid(f) => ApiError {
-                status: StatusCode::BAD_REQUEST,
-                code: "invalid_field",
-                message: format!("{}: {}", f.field, f.message),
-                field: Some(f.field),
-            },
+            VmError::Invalid(f) => ApiError::invalid_field(f.field, format!("{}: {}", f.field, f.message)),
             VmError::Store(StoreError::NotFound { kind, name }) => {
                 let hint = match kind {
                     "network" => "`den net ls` lists networks",

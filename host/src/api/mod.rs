@@ -6,12 +6,14 @@ pub mod auth;
 mod body;
 mod docker;
 mod error;
+mod files;
 mod images;
 mod metrics;
 mod networks;
 pub mod openapi;
 pub mod session;
 mod ssh;
+mod system;
 mod users;
 mod vms;
 mod ws;
@@ -42,6 +44,7 @@ pub fn router(den: Arc<Den>) -> Router {
         .route("/api/v1/vms/:name/stop", post(vms::stop))
         .route("/api/v1/vms/:name/reboot", post(vms::reboot))
         .route("/api/v1/vms/:name/exec", post(vms::exec))
+        .route("/api/v1/vms/:name/files", get(files::get).put(files::put))
         .route("/api/v1/vms/:name/pause", post(vms::pause))
         .route("/api/v1/vms/:name/resume", post(vms::resume))
         .route("/api/v1/vms/:name/metrics", get(metrics::vm))
@@ -59,6 +62,9 @@ pub fn router(den: Arc<Den>) -> Router {
         .route("/api/v1/apps/:name/logs", get(apps::logs))
         .route("/api/v1/apps/:name/start", post(apps::start))
         .route("/api/v1/apps/:name/stop", post(apps::stop))
+        .route("/api/v1/system", get(system::status))
+        .route("/api/v1/system/update", post(system::update))
+        .route("/api/v1/system/rollback", post(system::rollback))
         .route("/api/v1/isos", get(networks::isos).post(networks::import_iso))
         .route("/api/v1/isos/:name", axum::routing::delete(networks::delete_iso))
         .route("/api/v1/networks", get(networks::list).post(networks::create))

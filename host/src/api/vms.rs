@@ -112,10 +112,7 @@ pub async fn exec(
     Body(req): Body<ExecBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if req.argv.is_empty() {
-        return Err(ApiError {
-            field: Some("argv"),
-            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", "argv: give the command to run")
-        });
+        return Err(ApiError::invalid_field("argv", "argv: give the command to run"));
     }
     let out = den.exec(&name, &req.argv).await?;
     Ok(Json(json!({

@@ -102,6 +102,7 @@ impl Den {
             cmdline: runtime.cmdline.clone(),
             kernel_release: runtime.kernel_release.clone(),
             built: den_images::store::now(),
+            version: String::new(),
         };
         store.put_image(&rec).map_err(failed)?;
         Ok(ServiceImage { image: name, config })

@@ -5,9 +5,6 @@
 use super::AppRecord;
 use crate::vms::Den;
 use den_agent_proto::ForwardTarget;
-use http_body_util::Empty;
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use std::time::Duration;
 
 /// The service a route host names: its first label (`backend`, `backend.<anything>`), or the
@@ -42,18 +39,7 @@ pub(super) async fn get_status(den: &Den, app: &AppRecord, url: &str) -> Result<
         _ => return Err(format!("`{url}` is not an http:// URL")),
     };
     let io = den.app_connect(app, &service_of(&host), port).await?;
-    let ask = async {
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let req = hyper::Request::get(path.as_str())
-            .header(hyper::header::HOST, host.as_str())
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        Ok::<u16, String>(resp.status().as_u16())
-    };
-    tokio::time::timeout(Duration::from_secs(10), ask).await.map_err(|_| "no answer within 10 s".to_string())?
+    crate::guest_http::get_status(io, &host, &path, Duration::from_secs(10)).await
 }
 
 #[cfg(test)]

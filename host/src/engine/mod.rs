@@ -16,6 +16,7 @@ pub use entry::{
     shutdown, state, stop, wait_exit, AGENT_TIMEOUT,
 };
 pub use handle::Vm;
+pub use process::kill_orphans;
 pub use qemu::{Accel, AccelChoice};
 
 use serde::{Deserialize, Serialize};

@@ -90,6 +90,11 @@ pub fn spawn(mut cmd: std::process::Command, what: &str, log: &Path) -> Result<P
         return Err(EngineError::Startup(format!("{what} (pid {pid}): cannot read /proc/{pid}/stat")));
     };
     let proc = Proc { pid, start_time };
+    // Before anything else can fail or dend can die: how a later dend finds this process if its
+    // launch is cut short before the VM's record names it ([`kill_orphans`]).
+    if let Err(e) = std::fs::write(log.with_extension("pid"), format!("{pid} {start_time}\n")) {
+        tracing::warn!(pid, %e, "cannot record the engine's pid next to its log");
+    }
     let (tx, rx) = watch::channel(Seen::Running);
     children().insert(proc, rx);
     tokio::spawn(async move {
@@ -184,6 +189,32 @@ pub fn signal(p: Proc, sig: i32) -> Result<bool, EngineError> {
         return Err(EngineError::Io(format!("signal {sig} to process {}", p.pid), e));
     }
     Ok(true)
+}
+
+/// Kills the processes recorded by `*.pid` files in `dir` (written by [`spawn`]) that still
+/// run: engine processes of a launch cut short by a dend restart, which no VM record names.
+/// Returns their pids. Call only for a VM whose recorded process is gone.
+pub fn kill_orphans(dir: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
+    let mut killed = vec![];
+    for path in entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "pid")) {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut words = text.split_whitespace().map(str::parse::<u64>);
+        if let (Some(Ok(pid)), Some(Ok(start_time))) = (words.next(), words.next()) {
+            let p = Proc { pid: pid as i32, start_time };
+            if signal(p, libc::SIGKILL).unwrap_or(false) {
+                killed.push(p.pid);
+                for _ in 0..100 {
+                    if !alive(p) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    killed
 }
 
 /// Waits until `p` has ended. Returns its exit status when this process started it (and its
@@ -334,6 +365,19 @@ mod tests {
         assert!(signal(p, libc::SIGKILL).unwrap());
         let st = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
         assert_eq!(st, None, "the status of a process we did not start is unknown");
+    }
+
+    #[tokio::test]
+    async fn orphans_are_found_by_their_pid_files_and_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = sleeper(dir.path());
+        let pid_file = dir.path().join("engine.pid");
+        assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), format!("{} {}\n", p.pid, p.start_time));
+        std::fs::write(dir.path().join("old.pid"), "4194000 1\n").unwrap(); // a stale record: nothing runs
+        assert_eq!(kill_orphans(dir.path()), vec![p.pid]);
+        assert!(!alive(p));
+        assert!(!pid_file.exists() && !dir.path().join("old.pid").exists());
+        assert!(kill_orphans(dir.path()).is_empty());
     }
 
     #[tokio::test]

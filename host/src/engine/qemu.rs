@@ -62,6 +62,9 @@ pub fn accel_for(kind: &KvmKind) -> AccelChoice {
     }
 }
 
+/// The kernel command line word that makes a guest reboot (or a kernel panic) end QEMU.
+const REBOOT_WORD: &str = "reboot=t";
+
 /// Kernel command line words that keep TCG boots from stalling (measured once per process).
 fn tcg_words() -> &'static str {
     static WORDS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -110,9 +113,13 @@ pub fn args(spec: &LaunchSpec, accel: Accel) -> Vec<OsString> {
             a.push("-initrd".into());
             a.push(spec.initrd.clone().into());
             a.push("-append".into());
+            // Linux's default reboot methods do not always reset the microvm machine (a kernel
+            // panic with panic=-1 was seen to hang it); a triple fault always does, and with
+            // -no-reboot it ends QEMU, which is what dend watches for.
+            let cmdline = format!("{} {REBOOT_WORD}", spec.cmdline);
             a.push(match accel {
-                Accel::Tcg => format!("{} {}", spec.cmdline, tcg_words()).trim_end().into(),
-                Accel::Kvm => spec.cmdline.clone().into(),
+                Accel::Tcg => format!("{cmdline} {}", tcg_words()).trim_end().into(),
+                Accel::Kvm => cmdline.into(),
             });
         }
         Some(fw) => {
@@ -353,7 +360,7 @@ mod tests {
         for want in [
             "-name den-vm1 -M microvm,x-option-roms=off,rtc=off,isa-serial=on -accel tcg,tb-size=128 -cpu max -m 512 -smp 2",
             "-no-reboot",
-            "-kernel /k -initrd /i -append console=ttyS0 quiet",
+            "-kernel /k -initrd /i -append console=ttyS0 quiet reboot=t",
             "socket,id=console,path=/run/den/vm,,1/console.sock,server=on,wait=off,logfile=/run/den/vm,,1/console.log",
             "-mon chardev=qmp,mode=control",
             "-drive id=disk0,file=/d/root.img,format=raw,if=none,cache=writeback -device virtio-blk-device,drive=disk0",
@@ -365,9 +372,12 @@ mod tests {
             assert!(line.contains(want), "missing `{want}` in {line}");
         }
         let append = a.iter().position(|x| x == "-append").unwrap();
-        assert!(a[append + 1].starts_with("console=ttyS0 quiet tsc_early_khz="), "one argument, TCG words added");
+        assert!(
+            a[append + 1].starts_with("console=ttyS0 quiet reboot=t tsc_early_khz="),
+            "one argument, TCG words added"
+        );
         let kvm_append = args(&spec, Accel::Kvm).iter().position(|x| x == "-append").unwrap();
-        assert_eq!(args(&spec, Accel::Kvm)[kvm_append + 1], "console=ttyS0 quiet", "no TCG words under KVM");
+        assert_eq!(args(&spec, Accel::Kvm)[kvm_append + 1], "console=ttyS0 quiet reboot=t", "no TCG words under KVM");
         let kvm: Vec<String> = args(&spec, Accel::Kvm).iter().map(|s| s.to_string_lossy().into_owned()).collect();
         assert!(kvm.join(" ").contains("-accel kvm -cpu host"));
         assert!(!line.contains("memory-backend"), "private memory without shares");

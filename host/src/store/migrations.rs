@@ -121,6 +121,18 @@ const MIGRATIONS: &[&str] = &[
         verdict TEXT NOT NULL
      );
      CREATE INDEX app_traffic_by_app ON app_traffic (app, seq);",
+    // 9: the business OS: its state (slots, phase, updates) in one row, and its health checks.
+    "CREATE TABLE system (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+     );
+     CREATE TABLE system_health (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        time INTEGER NOT NULL,
+        ok INTEGER NOT NULL,
+        slot TEXT NOT NULL,
+        detail TEXT NOT NULL
+     );",
 ];
 
 /// The current schema version (0 for an empty database).

@@ -2,7 +2,8 @@
 //! `kill -9`), with numbered schema migrations applied at open. Tables: `vms` (records with their
 //! spec and, while a process exists, how to find it again), `tasks` (long operations with their
 //! log and outcome) and `events` (the lifecycle and audit log, kept), `networks`, `snapshots`, `users`
-//! with their `grants` and `tokens`, and for the SSH gateway `guest_host_keys` and `ssh_sessions`.
+//! with their `grants` and `tokens`, for the SSH gateway `guest_host_keys` and `ssh_sessions`, for
+//! apps `apps` and `app_traffic`, and for the business OS `system` and `system_health`.
 
 mod apps;
 mod events;
@@ -10,6 +11,7 @@ mod migrations;
 mod networks;
 mod snapshots;
 mod ssh;
+mod system;
 mod tasks;
 mod users;
 pub(crate) mod vms;

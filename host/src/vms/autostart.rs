@@ -1,8 +1,9 @@
 //! Starting VMs when the host boots. A host boot is told from a `dend` restart by the kernel's
 //! boot id (`/proc/sys/kernel/random/boot_id`, recorded in `<data>/boot_id`). After a boot,
-//! VMs left "running" by the power cut are marked stopped, and those marked `autostart` (and
-//! every system VM) are started one after another: system VMs first, then by `start_order`,
-//! then by name; each start task ends before the next begins.
+//! VMs left "running" by the power cut are marked stopped, and those marked `autostart` are
+//! started one after another, by `start_order`, then by name; each start task ends before the
+//! next begins. The business OS comes first: its supervisor starts it, and autostart waits for
+//! that.
 
 use super::Den;
 use crate::model::{Kind, VmRecord, VmState};
@@ -21,22 +22,29 @@ pub fn host_booted(data: &std::path::Path) -> bool {
     before != now
 }
 
-/// The VMs to start after a host boot, in order.
+/// The VMs to start after a host boot, in order (system VMs are their supervisor's).
 pub fn boot_order(vms: &[VmRecord]) -> Vec<&VmRecord> {
     let mut v: Vec<&VmRecord> = vms
         .iter()
-        .filter(|v| v.spec.autostart || v.spec.kind == Kind::System)
+        .filter(|v| v.spec.autostart && v.spec.kind != Kind::System)
         .filter(|v| matches!(v.state, VmState::Stopped | VmState::Crashed))
         .collect();
-    v.sort_by_key(|v| (v.spec.kind != Kind::System, v.spec.start_order, v.spec.name.clone()));
+    v.sort_by_key(|v| (v.spec.start_order, v.spec.name.clone()));
     v
 }
 
+/// How long other VMs wait for the business OS's first start.
+const SYSTEM_FIRST: Duration = Duration::from_secs(600);
+
 impl Den {
-    /// Starts the autostart VMs in [`boot_order`], in the background.
+    /// Starts the autostart VMs in [`boot_order`], in the background, once the business OS
+    /// (if any) has been started.
     pub fn autostart(self: &Arc<Self>) {
         let den = self.clone();
         tokio::spawn(async move {
+            if let Some(sys) = den.system.get() {
+                sys.first_turn_done(SYSTEM_FIRST).await;
+            }
             let Ok(vms) = den.store.vms() else { return };
             let order: Vec<String> = boot_order(&vms).iter().map(|v| v.spec.name.clone()).collect();
             for name in order {
@@ -59,7 +67,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn system_first_then_order_then_name() {
+    fn by_order_then_name_leaving_system_vms_to_their_supervisor() {
         let mk = |name: &str, kind: Kind, autostart: bool, order: u32, state: VmState| {
             let mut r = crate::store::vms::tests::record(name);
             r.spec.kind = kind;
@@ -77,6 +85,6 @@ mod tests {
             mk("up", Kind::Dev, true, 0, VmState::Running),
         ];
         let names: Vec<&str> = boot_order(&vms).iter().map(|v| v.spec.name.as_str()).collect();
-        assert_eq!(names, ["os", "early", "a", "b"]);
+        assert_eq!(names, ["early", "a", "b"], "the system VM is its supervisor's to start");
     }
 }

@@ -223,6 +223,12 @@ impl Den {
     /// original). A running source is paused for the copy.
     pub fn clone_vm(self: &Arc<Self>, name: &str, new_name: &str, user: &str) -> Result<(String, VmRecord), VmError> {
         let src = self.store.vm(name)?;
+        if src.spec.kind == crate::model::Kind::System {
+            return Err(invalid(
+                "name",
+                format!("`{name}` is the business OS: it cannot be cloned (its OS lives in slots)"),
+            ));
+        }
         if !matches!(src.state, VmState::Stopped | VmState::Running | VmState::Paused | VmState::Crashed) {
             return Err(conflict(&src, "wait until it is stopped or running"));
         }
@@ -268,6 +274,12 @@ impl Den {
     /// The guest grows its filesystem itself (`resize2fs /dev/vda`).
     pub async fn resize(&self, name: &str, disk_mib: u64, user: &str) -> Result<VmRecord, VmError> {
         let mut vm = self.store.vm(name)?;
+        if vm.spec.kind == crate::model::Kind::System {
+            return Err(invalid(
+                "disk_mib",
+                format!("`{name}` is the business OS: its root comes from its image, its data disk from data_disk_mib"),
+            ));
+        }
         let Some(root) = self.disk_files(&vm).into_iter().next() else {
             return Err(invalid("disk_mib", format!("VM `{name}` has no disk (its image boots from memory)")));
         };

@@ -3,11 +3,23 @@
 use super::disks::DATA_DISK;
 use super::{conflict, new_id, Den, TaskHandle, VmError};
 use crate::engine::{self, DiskSpec, EngineKind, LaunchSpec, Running};
-use crate::model::{EngineChoice, RestartPolicy, VmRecord, VmSpec, VmState};
+use crate::model::{EngineChoice, Kind, RestartPolicy, VmRecord, VmSpec, VmState};
 use crate::net::NetError;
 use crate::store::now;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// What a boot uses besides the VM's settings.
+pub(crate) struct BootFiles {
+    /// The kernel.
+    pub kernel: std::path::PathBuf,
+    /// The initramfs.
+    pub initrd: std::path::PathBuf,
+    /// The image's (or slot's) kernel command line.
+    pub cmdline: String,
+    /// Disks, root first.
+    pub disks: Vec<DiskSpec>,
+}
 
 /// Boot attempts under QEMU TCG (see [`Den::boot`]).
 const TCG_BOOT_ATTEMPTS: u32 = 3;
@@ -49,7 +61,8 @@ const MAX_CMDLINE: usize = 1536;
 /// How long a guest gets to shut down before its engine is stopped hard.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn engine_for(choice: EngineChoice) -> EngineKind {
+/// The engine an engine choice means on this host.
+pub(crate) fn engine_for(choice: EngineChoice) -> EngineKind {
     match choice {
         EngineChoice::Qemu => EngineKind::Qemu,
         EngineChoice::Vmm => EngineKind::Vmm,
@@ -67,6 +80,12 @@ impl Den {
     /// Nothing is written if validation fails.
     pub fn create(self: &Arc<Self>, spec: VmSpec, user: &str) -> Result<(String, VmRecord), VmError> {
         spec.validate(self.limits).map_err(VmError::Invalid)?;
+        if spec.kind == Kind::System {
+            return Err(super::invalid(
+                "kind",
+                "the business OS is declared under [system] in den.toml, and dend makes its VM".into(),
+            ));
+        }
         let image = match &spec.iso {
             Some(iso) => {
                 self.iso_path(iso)?;
@@ -111,7 +130,7 @@ impl Den {
 
     /// Claims a new VM's name and addresses: its `creating` record, stored under the address
     /// allocation lock so two creates cannot take the same name, address or port.
-    pub(super) fn insert_creating(&self, spec: VmSpec, engine: EngineKind, user: &str) -> Result<VmRecord, VmError> {
+    pub(crate) fn insert_creating(&self, spec: VmSpec, engine: EngineKind, user: &str) -> Result<VmRecord, VmError> {
         let t = now();
         let id = new_id();
         let _guard = self.net.allocation_guard();
@@ -138,7 +157,7 @@ impl Den {
     /// Ends a create or clone task whose disks are made (`disks`): the network learns the new
     /// addresses and forwards, then the VM is stopped and `vm.created` says `from` what; on any
     /// failure everything the VM had is removed.
-    pub(super) async fn finish_creating(
+    pub(crate) async fn finish_creating(
         &self,
         rec: &VmRecord,
         disks: Result<(), String>,
@@ -227,11 +246,9 @@ impl Den {
         }
     }
 
-    /// Starts the engine with the root disk first and the data disk (if any) second.
-    fn launch_spec(&self, vm: &VmRecord) -> Result<LaunchSpec, String> {
-        if vm.spec.iso.is_some() {
-            return self.firmware_launch_spec(vm);
-        }
+    /// The kernel, initramfs, command line and disks of a VM made from an image: its own root
+    /// disk first and its data disk (if any) second.
+    fn image_boot(&self, vm: &VmRecord) -> Result<BootFiles, String> {
         let images = self.images().map_err(|e| e.to_string())?;
         let image = images
             .image(&vm.spec.image)
@@ -245,9 +262,29 @@ impl Den {
         let data = self.paths.vm_data(&vm.id).join(DATA_DISK);
         let disks =
             [root, data].into_iter().filter(|d| d.exists()).map(|path| DiskSpec { path, read_only: false }).collect();
+        Ok(BootFiles { kernel: art("kernel")?, initrd: art("initramfs")?, cmdline: image.cmdline.clone(), disks })
+    }
+
+    /// Starts the engine from the VM's image (or, for the business OS, from its boot slot).
+    fn launch_spec(&self, vm: &VmRecord) -> Result<LaunchSpec, String> {
+        if vm.spec.iso.is_some() {
+            return self.firmware_launch_spec(vm);
+        }
+        let boot = match (vm.spec.kind, self.is_managed_system_vm(vm)) {
+            (_, true) => self.system_boot(vm)?,
+            // Its OS lives in slots only its supervisor knows; the image's own boot would take
+            // the data disk for a root disk.
+            (Kind::System, false) => {
+                return Err(format!(
+                    "VM `{}` is a business OS that no [system] section in den.toml names: put it back to run it",
+                    vm.spec.name
+                ))
+            }
+            _ => self.image_boot(vm)?,
+        };
         let dir = self.paths.vm_run(&vm.id);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let mut cmdline = format!("{} den.hostname={}", image.cmdline, vm.spec.name);
+        let mut cmdline = format!("{} den.hostname={}", boot.cmdline, vm.spec.name);
         if let Some(n) = vm.nics.first() {
             cmdline.push_str(&self.net_cmdline(n).map_err(|e| e.to_string())?);
         }
@@ -274,10 +311,10 @@ impl Den {
             dir,
             cpus: vm.spec.cpus,
             memory_mib: vm.spec.memory_mib,
-            kernel: art("kernel")?,
-            initrd: art("initramfs")?,
+            kernel: boot.kernel,
+            initrd: boot.initrd,
             cmdline: cmdline.trim().to_string(),
-            disks,
+            disks: boot.disks,
             nics: self.nic_specs(vm),
             firmware: None,
             shares,
@@ -384,6 +421,13 @@ impl Den {
                 return; // a newer process took over
             }
             den.event("dend", "vm.exited", &vm.spec.name, "the VM's engine process ended by itself");
+            // The business OS's supervisor decides what an exit means (a crash, a failed boot).
+            if let Some(sys) = den.system.get().filter(|_| den.is_managed_system_vm(&vm)) {
+                let _ = den.store.set_vm_state(&id, VmState::Crashed, None);
+                den.net.unplug(&vm).await;
+                sys.wake();
+                return;
+            }
             let restart = matches!(vm.spec.restart, RestartPolicy::Always | RestartPolicy::OnFailure);
             if restart {
                 let _ = den.store.set_vm_state(&id, VmState::Stopped, None);
@@ -431,12 +475,17 @@ impl Den {
 
     /// Starts the stop task: graceful shutdown, then hard after [`STOP_TIMEOUT`].
     pub fn stop(self: &Arc<Self>, name: &str, user: &str) -> Result<String, VmError> {
+        self.stop_within(name, user, STOP_TIMEOUT)
+    }
+
+    /// Starts the stop task: graceful shutdown, then hard after `limit`.
+    pub fn stop_within(self: &Arc<Self>, name: &str, user: &str, limit: Duration) -> Result<String, VmError> {
         let (vm, running) = self.begin_shutdown(name, "only a running VM can be stopped")?;
         let den = self.clone();
         let user = user.to_string();
         self.spawn_task("vm.stop", &vm.spec.name.clone(), &user.clone(), move |task| async move {
-            task.log(format!("asking the guest to shut down ({}s before a hard stop)", STOP_TIMEOUT.as_secs()));
-            let res = engine::shutdown(&running, STOP_TIMEOUT).await.map_err(|e| e.to_string());
+            task.log(format!("asking the guest to shut down ({}s before a hard stop)", limit.as_secs()));
+            let res = engine::shutdown(&running, limit).await.map_err(|e| e.to_string());
             den.store.set_vm_state(&vm.id, VmState::Stopped, None).map_err(|e| e.to_string())?;
             den.net.unplug(&vm).await;
             den.event(&user, "vm.stopped", &vm.spec.name, "");
@@ -464,6 +513,9 @@ impl Den {
     pub fn delete(self: &Arc<Self>, name: &str, user: &str) -> Result<String, VmError> {
         let vm = self.store.vm(name)?;
         self.not_busy(&vm)?;
+        if self.is_managed_system_vm(&vm) {
+            return Err(conflict(&vm, "it is the business OS: remove [system] from den.toml and restart dend first"));
+        }
         if !matches!(vm.state, VmState::Stopped | VmState::Crashed) {
             return Err(conflict(&vm, "stop it first (`den vm stop`)"));
         }

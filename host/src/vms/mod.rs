@@ -11,8 +11,10 @@ mod lifecycle;
 mod reconcile;
 mod tasks;
 
+pub(crate) use disks::{copy_disk, make_data_disk, DATA_DISK};
 pub use firstboot::FirstBoot;
 pub use isos::Iso;
+pub(crate) use lifecycle::{engine_for, BootFiles};
 pub use tasks::TaskHandle;
 
 use crate::model::{FieldError, Limits};
@@ -91,6 +93,8 @@ pub struct Den {
     pub gateway_key: std::sync::OnceLock<String>,
     /// `[apps]` of den.toml (set at start; the defaults until then).
     pub apps_config: std::sync::OnceLock<crate::config::AppsConfig>,
+    /// The business OS's supervisor, when `[system]` is configured (set at start).
+    pub system: std::sync::OnceLock<Arc<crate::system::System>>,
     events: broadcast::Sender<Event>,
     /// VMs whose process is being stopped or replaced on purpose (the watcher must not treat
     /// the exit as a crash).
@@ -116,6 +120,7 @@ impl Den {
             docker: Default::default(),
             gateway_key: Default::default(),
             apps_config: Default::default(),
+            system: Default::default(),
             events,
             expected_exit: Mutex::new(HashMap::new()),
             busy: Mutex::default(),

@@ -8,8 +8,9 @@ use crate::model::VmState;
 use std::sync::Arc;
 
 impl Den {
-    /// Reconciles the stored state with the processes that exist. Call once at start.
-    pub async fn reconcile(self: &Arc<Self>) -> Result<(), super::VmError> {
+    /// Reconciles the stored state with the processes that exist. Call once at start; returns
+    /// whether the host booted since the last dend (then [`Den::autostart`] is due).
+    pub async fn reconcile(self: &Arc<Self>) -> Result<bool, super::VmError> {
         let booted = super::autostart::host_booted(&self.paths.data);
         self.reconcile_network().await?;
         self.reconcile_snapshots()?;
@@ -18,6 +19,13 @@ impl Den {
             tracing::warn!(task = %t.id, kind = %t.kind, target = %t.target, "task interrupted by a dend restart");
         }
         for vm in self.store.vms()? {
+            if !vm.running.as_ref().is_some_and(engine::is_alive) {
+                let orphans = engine::kill_orphans(&self.paths.vm_run(&vm.id));
+                if !orphans.is_empty() {
+                    let what = format!("engine processes {orphans:?} of a start cut short by the dend restart");
+                    self.event("dend", "vm.orphans_killed", &vm.spec.name, &what);
+                }
+            }
             match (vm.state, vm.running.clone()) {
                 (VmState::Creating, _) | (VmState::Deleting, _) => {
                     self.event(
@@ -29,12 +37,22 @@ impl Den {
                     self.remove_vm_files_and_record(&vm).await;
                 }
                 (_, Some(r)) if engine::is_alive(&r) => {
-                    let state = if vm.state == VmState::Stopping { VmState::Running } else { vm.state };
+                    // A start or stop cut short by the restart: its process runs, so it runs.
+                    let state = match vm.state {
+                        VmState::Stopping | VmState::Starting => VmState::Running,
+                        s => s,
+                    };
                     self.store.set_vm_state(&vm.id, state, Some(&r))?;
                     self.event("dend", "vm.adopted", &vm.spec.name, &format!("engine process {}", r.pid));
                     self.watch(vm.id.clone(), r);
                 }
                 (VmState::Stopped | VmState::Crashed, None) => {}
+                // The business OS's supervisor takes it from here (its restarts count boots).
+                (_, _) if self.is_managed_system_vm(&vm) => {
+                    self.store.set_vm_state(&vm.id, VmState::Crashed, None)?;
+                    self.event("dend", "vm.exited", &vm.spec.name, "its engine process ended while dend was away");
+                    self.net.unplug(&vm).await;
+                }
                 (state, _) => {
                     self.store.set_vm_state(&vm.id, VmState::Stopped, None)?;
                     self.event("dend", "vm.exited", &vm.spec.name, "its engine process ended while dend was away");
@@ -50,11 +68,7 @@ impl Den {
                 }
             }
         }
-        if booted {
-            tracing::info!("the host booted since dend last ran: starting autostart VMs");
-            self.autostart();
-        }
-        Ok(())
+        Ok(booted)
     }
 
     /// Removes VM data and runtime directories that belong to no VM record (a create or delete

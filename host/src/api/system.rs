@@ -1,0 +1,69 @@
+//! `/api/v1/system`: the business OS's status, updates and rollbacks.
+
+use super::{ApiError, Caller};
+use crate::system::SystemError;
+use crate::vms::Den;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+impl From<SystemError> for ApiError {
+    fn from(e: SystemError) -> ApiError {
+        match e {
+            SystemError::NotConfigured | SystemError::NoVm(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            SystemError::Busy(_) | SystemError::NoPrevious(_) => {
+                ApiError::new(StatusCode::CONFLICT, "wrong_state", e.to_string())
+            }
+            SystemError::Image(m) => ApiError::invalid_field("image", m),
+            SystemError::Vm(v) => v.into(),
+            SystemError::Store(s) => s.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct StatusQuery {
+    /// How many health checks to include (default 20).
+    health: Option<u32>,
+}
+
+/// `GET /api/v1/system`: slots, phase, updates with their steps and outcomes, recent checks.
+pub async fn status(State(den): State<Arc<Den>>, Query(q): Query<StatusQuery>) -> Result<Json<Value>, ApiError> {
+    let s = den.system_status(q.health.unwrap_or(20).min(2000))?;
+    Ok(Json(serde_json::to_value(s).unwrap_or_default()))
+}
+
+/// Body of `POST /api/v1/system/update`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBody {
+    /// The image to install (`den image ls`).
+    image: String,
+}
+
+/// `POST /api/v1/system/update`: writes the image into the inactive slot and puts it on trial.
+pub async fn update(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+    super::body::Body(b): super::body::Body<UpdateBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (task, update) = den.system_update(&b.image, &caller.user)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"task": task, "location": format!("/api/v1/tasks/{task}"), "update": update})),
+    ))
+}
+
+/// `POST /api/v1/system/rollback`: ends a trial, or goes back to the other slot's OS.
+pub async fn rollback(
+    State(den): State<Arc<Den>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let update = den.system_rollback(&caller.user)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"update": update}))))
+}

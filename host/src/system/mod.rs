@@ -1,0 +1,142 @@
+//! The business OS: one always-on VM (kind `system`) declared under `[system]` in den.toml.
+//! It boots from one of two OS slots (A and B) and keeps its state on a data disk that updates
+//! never touch. `den system update` writes the new OS into the inactive slot and puts it on
+//! trial; the [`supervisor`] commits it after a health window or rolls it back by itself.
+//!
+//! - [`state`]: the recorded state and [`state::decide`], the rules of a trial (pure);
+//! - [`slots`]: the slots on disk, written whole or not at all;
+//! - [`health`]: one check through the guest agent (and an optional HTTP check);
+//! - [`supervisor`]: the loop that makes, starts, checks, boots and rolls back the VM.
+
+mod health;
+pub mod slots;
+pub mod state;
+mod supervisor;
+mod update;
+
+pub use health::{HealthSample, HttpCheck};
+pub use state::{Outcome, Phase, Slot, SlotInfo, SystemState, Update};
+pub use supervisor::System;
+
+use crate::model::{Kind, VmRecord};
+use crate::store::StoreError;
+use crate::vms::{Den, VmError};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Who Den's own actions on the system VM are recorded as.
+const DEND: &str = "dend";
+
+/// Failures of the business OS's operations.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    /// No `[system]` in den.toml.
+    #[error("this Den runs no business OS: add a [system] section to den.toml and restart dend")]
+    NotConfigured,
+    /// The VM does not exist yet.
+    #[error("the business OS VM `{0}` is not made yet (is its image built? `den system status` says)")]
+    NoVm(String),
+    /// Another update or rollback is under way.
+    #[error("{0}")]
+    Busy(String),
+    /// The image cannot be used.
+    #[error("{0}")]
+    Image(String),
+    /// Nothing to roll back to.
+    #[error("{0}")]
+    NoPrevious(String),
+    /// The VM service failed.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// The state database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// `den system status`: everything about the business OS.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// The VM's name.
+    pub vm: String,
+    /// Its state (`running`, ...), or `missing`.
+    pub state: String,
+    /// Why it is missing, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// Slots, phase and updates.
+    #[serde(flatten)]
+    pub record: SystemState,
+    /// The newest health checks, oldest first.
+    pub health: Vec<HealthSample>,
+    /// The timing rules (seconds) and the HTTP check.
+    pub rules: serde_json::Value,
+}
+
+impl Den {
+    /// The business OS's supervisor, when `[system]` is configured.
+    pub fn system(&self) -> Result<&Arc<System>, SystemError> {
+        self.system.get().ok_or(SystemError::NotConfigured)
+    }
+
+    /// Whether `vm` is the business OS Den runs (which only `[system]` may remove).
+    pub(crate) fn is_managed_system_vm(&self, vm: &VmRecord) -> bool {
+        vm.spec.kind == Kind::System && self.system.get().is_some_and(|s| s.name() == vm.spec.name)
+    }
+
+    /// The boot of the business OS: the kernel, initramfs and read-only root disk of the slot
+    /// the record says (the trial's, else the active one), then the data disk. Records which
+    /// slot this boot uses.
+    pub(crate) fn system_boot(&self, vm: &VmRecord) -> Result<crate::vms::BootFiles, String> {
+        let dir = self.paths.vm_data(&vm.id);
+        let boot = self
+            .store
+            .modify_system(|st| {
+                let slot = st.boot_slot();
+                let info = st.slot(slot).cloned().ok_or_else(|| {
+                    SystemError::Image(format!(
+                        "slot {} holds no OS; `den system status` shows the slots",
+                        slot.as_str().to_uppercase()
+                    ))
+                })?;
+                let files = slots::boot_files(&dir, slot, &info).map_err(SystemError::Image)?;
+                st.booted = Some(slot);
+                Ok::<_, SystemError>((slot, info, files))
+            })
+            .map_err(|e| e.to_string())?;
+        let (slot, info, [kernel, initrd, root]) = boot;
+        let mut disks = vec![crate::engine::DiskSpec { path: root, read_only: true }];
+        let data = dir.join(crate::vms::DATA_DISK);
+        if data.exists() {
+            disks.push(crate::engine::DiskSpec { path: data, read_only: false });
+        }
+        let cmdline = format!("{} den.slot={}", info.cmdline, slot.as_str());
+        Ok(crate::vms::BootFiles { kernel, initrd, cmdline, disks })
+    }
+
+    /// The business OS's status, with the newest `health` checks.
+    pub fn system_status(&self, health: u32) -> Result<Status, SystemError> {
+        let sys = self.system()?;
+        let (state, problem) = match self.store.vm(sys.name()) {
+            Ok(vm) => (vm.state.as_str().to_string(), None),
+            Err(StoreError::NotFound { .. }) => ("missing".to_string(), sys.problem()),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Status {
+            vm: sys.name().to_string(),
+            state,
+            problem,
+            record: self.store.system_state()?,
+            health: self.store.health(health)?,
+            rules: sys.rules_json(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn errors_say_what_to_do() {
+        let e = super::SystemError::NotConfigured.to_string();
+        assert!(e.contains("add a [system] section"), "{e}");
+    }
+}
