@@ -11,11 +11,14 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-env-changed=DEN_WEB_DIST");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let dist = match std::env::var_os("DEN_WEB_DIST") {
-        Some(d) => PathBuf::from(d),
-        None => build_web(&out),
+    // A console built elsewhere is watched file by file; one built here is watched through its
+    // sources (its output files are newer than this script's start, so watching them would
+    // make every build run it again, and recompile dend).
+    let (dist, watch_dist) = match std::env::var_os("DEN_WEB_DIST") {
+        Some(d) => (PathBuf::from(d), true),
+        None => (build_web(&out), false),
     };
-    if let Err(e) = embed(&dist, &out) {
+    if let Err(e) = embed(&dist, &out, watch_dist) {
         panic!("embedding the web console from {}: {e}", dist.display());
     }
 }
@@ -104,7 +107,7 @@ fn files(dir: &Path, base: &Path, acc: &mut Vec<(String, PathBuf)>) -> std::io::
     Ok(())
 }
 
-fn embed(dist: &Path, out: &Path) -> std::io::Result<()> {
+fn embed(dist: &Path, out: &Path, watch: bool) -> std::io::Result<()> {
     let mut all = vec![];
     files(dist, dist, &mut all)?;
     all.sort();
@@ -115,7 +118,9 @@ fn embed(dist: &Path, out: &Path) -> std::io::Result<()> {
     fs::create_dir_all(&gz_dir)?;
     let mut code = String::from("/// Every file of the built web console.\npub static ASSETS: &[Asset] = &[\n");
     for (i, (path, file)) in all.iter().enumerate() {
-        println!("cargo:rerun-if-changed={}", file.display());
+        if watch {
+            println!("cargo:rerun-if-changed={}", file.display());
+        }
         let (mime, text) = mime(path);
         let raw = fs::read(file)?;
         let gzip = if text {
