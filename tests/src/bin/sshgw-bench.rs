@@ -46,6 +46,40 @@ fn scp_mibs(c: &Client, from: &str, to: &str) -> f64 {
     MIB as f64 / t.elapsed().as_secs_f64()
 }
 
+/// Host CPU seconds used so far by dend, the VM's QEMU and this bench's finished children
+/// (the OpenSSH clients).
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    dend: f64,
+    qemu: f64,
+    client: f64,
+}
+
+impl Cpu {
+    fn now(dend: u32, qemu: u32) -> Cpu {
+        Cpu { dend: cpu_secs(dend), qemu: cpu_secs(qemu), client: children_cpu_secs() }
+    }
+
+    fn since(self, start: Cpu, dend: u32, qemu: u32) -> Cpu {
+        let now = Cpu::now(dend, qemu);
+        Cpu {
+            dend: self.dend + now.dend - start.dend,
+            qemu: self.qemu + now.qemu - start.qemu,
+            client: self.client + now.client - start.client,
+        }
+    }
+}
+
+/// CPU seconds (user + system) of this process's reaped children.
+fn children_cpu_secs() -> f64 {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
 /// CPU seconds (user + system) process `pid` has used.
 fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -103,12 +137,20 @@ fn main() {
     assert!(st.is_ok_and(|s| s.success()));
     let big = big.display().to_string();
     let back = dir.path().join("back.bin").display().to_string();
-    let dend_cpu = cpu_secs(d.pid().expect("dend runs"));
-    let (gw_up, direct_up) =
-        interleaved(&gw, &direct, SCP_RUNS, |c, t| scp_mibs(c, &big, &format!("{t}:/tmp/big.bin")));
+    let dend_pid = d.pid().expect("dend runs");
+    let qemu_pid = d.vm("dev1")["running"]["pid"].as_u64().expect("QEMU's pid") as u32;
+    // Host CPU per path, summed over every scp of that path.
+    let (mut gw_cpu, mut direct_cpu) = (Cpu::default(), Cpu::default());
+    let mut scp = |c: &Client, t: &str, from: &str, to: &str| {
+        let start = Cpu::now(dend_pid, qemu_pid);
+        let mibs = scp_mibs(c, from, to);
+        let total = if t == "dev1" { &mut gw_cpu } else { &mut direct_cpu };
+        *total = total.since(start, dend_pid, qemu_pid);
+        mibs
+    };
+    let (gw_up, direct_up) = interleaved(&gw, &direct, SCP_RUNS, |c, t| scp(c, t, &big, &format!("{t}:/tmp/big.bin")));
     let (gw_down, direct_down) =
-        interleaved(&gw, &direct, SCP_RUNS, |c, t| scp_mibs(c, &format!("{t}:/tmp/big.bin"), &back));
-    let dend_cpu = (cpu_secs(d.pid().expect("dend runs")) - dend_cpu) / (2 * SCP_RUNS) as f64;
+        interleaved(&gw, &direct, SCP_RUNS, |c, t| scp(c, t, &format!("{t}:/tmp/big.bin"), &back));
 
     println!(
         "SSH gateway vs. direct to the guest's sshd (dev image, QEMU; interleaved, median of {RUNS} / {SCP_RUNS})"
@@ -124,7 +166,15 @@ fn main() {
     for (what, g, dr) in [("scp 50 MiB up", gw_up, direct_up), ("scp 50 MiB down", gw_down, direct_down)] {
         println!("{:<28} {:>7.1} MiB/s {:>7.1} MiB/s {:>9.0}%", what, g, dr, 100.0 * g / dr);
     }
-    println!("dend CPU per 50 MiB through the gateway (both SSH legs): {dend_cpu:.2} s");
+    let per = (2 * SCP_RUNS) as f64;
+    for (what, cpu) in [("gateway", gw_cpu), ("direct", direct_cpu)] {
+        println!(
+            "host CPU per 50 MiB, {what:<8} dend {:.2} s, QEMU {:.2} s, OpenSSH client {:.2} s",
+            cpu.dend / per,
+            cpu.qemu / per,
+            cpu.client / per
+        );
+    }
     let (code, _, _) = d.den(&["vm", "stop", "dev1"]);
     assert_eq!(code, 0);
 }
