@@ -2,7 +2,9 @@
 //! time (`ssh vm true`) and `scp` throughput (50 MiB up and down) through the gateway, versus
 //! straight to the same guest's sshd over a plain dend port forward (`-p 2200:22`). The guest is
 //! the `dev` image under QEMU (TCG on hosts whose /dev/kvm cannot run Linux); everything runs in
-//! a network namespace of its own.
+//! a network namespace of its own. A third way, direct with `-c aes128-gcm@openssh.com` (the
+//! cipher the gateway picks for its guest leg), shows how much of the difference is the cipher
+//! the emulated guest runs; and each way's host CPU (dend, QEMU, the OpenSSH client) is printed.
 
 use den_tests::dend::Dend;
 use den_tests::images;
@@ -38,12 +40,42 @@ fn setup_ms(c: &Client, target: &str) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
 
-/// MiB/s of one scp.
-fn scp_mibs(c: &Client, from: &str, to: &str) -> f64 {
-    let t = Instant::now();
-    let o = c.scp(&[], from, to);
-    assert!(o.status.success(), "scp {from} {to}: {:?}", text(&o));
-    MIB as f64 / t.elapsed().as_secs_f64()
+/// One way to the guest's sshd, and what its scp runs measured.
+struct Way<'a> {
+    name: &'static str,
+    client: &'a Client,
+    target: &'static str,
+    /// Extra scp options.
+    extra: &'static [&'static str],
+    up: Vec<f64>,
+    down: Vec<f64>,
+    /// Host CPU over every scp of this way.
+    cpu: Cpu,
+}
+
+impl<'a> Way<'a> {
+    fn new(name: &'static str, client: &'a Client, target: &'static str, extra: &'static [&'static str]) -> Self {
+        Way { name, client, target, extra, up: Vec::new(), down: Vec::new(), cpu: Cpu::default() }
+    }
+
+    /// MiB/s of one scp, adding its host CPU to this way's.
+    fn scp(&mut self, from: &str, to: &str, dend: u32, qemu: u32) -> f64 {
+        let start = Cpu::now(dend, qemu);
+        let t = Instant::now();
+        let o = self.client.scp(self.extra, from, to);
+        assert!(o.status.success(), "scp {from} {to}: {:?}", text(&o));
+        let mibs = MIB as f64 / t.elapsed().as_secs_f64();
+        self.cpu = self.cpu.since(start, dend, qemu);
+        mibs
+    }
+
+    fn up(&self) -> f64 {
+        median(self.up.clone())
+    }
+
+    fn down(&self) -> f64 {
+        median(self.down.clone())
+    }
 }
 
 /// Host CPU seconds used so far by dend, the VM's QEMU and this bench's finished children
@@ -139,18 +171,27 @@ fn main() {
     let back = dir.path().join("back.bin").display().to_string();
     let dend_pid = d.pid().expect("dend runs");
     let qemu_pid = d.vm("dev1")["running"]["pid"].as_u64().expect("QEMU's pid") as u32;
-    // Host CPU per path, summed over every scp of that path.
-    let (mut gw_cpu, mut direct_cpu) = (Cpu::default(), Cpu::default());
-    let mut scp = |c: &Client, t: &str, from: &str, to: &str| {
-        let start = Cpu::now(dend_pid, qemu_pid);
-        let mibs = scp_mibs(c, from, to);
-        let total = if t == "dev1" { &mut gw_cpu } else { &mut direct_cpu };
-        *total = total.since(start, dend_pid, qemu_pid);
-        mibs
-    };
-    let (gw_up, direct_up) = interleaved(&gw, &direct, SCP_RUNS, |c, t| scp(c, t, &big, &format!("{t}:/tmp/big.bin")));
-    let (gw_down, direct_down) =
-        interleaved(&gw, &direct, SCP_RUNS, |c, t| scp(c, t, &format!("{t}:/tmp/big.bin"), &back));
+    // The third path is direct with the cipher the gateway picks for its guest leg: it shows how
+    // much of the difference is the cipher the emulated guest runs.
+    let mut paths = [
+        Way::new("gateway", &gw, "dev1", &[]),
+        Way::new("direct", &direct, "root", &[]),
+        Way::new("direct -c aes128-gcm", &direct, "root", &["-c", "aes128-gcm@openssh.com"]),
+    ];
+    for _ in 0..SCP_RUNS {
+        for w in paths.iter_mut() {
+            let to = format!("{}:/tmp/big.bin", w.target);
+            let mibs = w.scp(&big, &to, dend_pid, qemu_pid);
+            w.up.push(mibs);
+        }
+    }
+    for _ in 0..SCP_RUNS {
+        for w in paths.iter_mut() {
+            let from = format!("{}:/tmp/big.bin", w.target);
+            let mibs = w.scp(&from, &back, dend_pid, qemu_pid);
+            w.down.push(mibs);
+        }
+    }
 
     println!(
         "SSH gateway vs. direct to the guest's sshd (dev image, QEMU; interleaved, median of {RUNS} / {SCP_RUNS})"
@@ -163,16 +204,26 @@ fn main() {
         direct_setup,
         gw_setup - direct_setup
     );
-    for (what, g, dr) in [("scp 50 MiB up", gw_up, direct_up), ("scp 50 MiB down", gw_down, direct_down)] {
+    let [g, dr, gcm] = &paths;
+    let rows = [("scp 50 MiB up", g.up(), dr.up(), gcm.up()), ("scp 50 MiB down", g.down(), dr.down(), gcm.down())];
+    for (what, g, dr, _) in rows {
         println!("{:<28} {:>7.1} MiB/s {:>7.1} MiB/s {:>9.0}%", what, g, dr, 100.0 * g / dr);
     }
+    println!();
+    println!("the same, against straight to the guest's sshd with the cipher of the gateway's guest leg:");
+    println!("{:<28} {:>12} {:>12} {:>10}", "", "gateway", "direct, gcm", "ratio");
+    for (what, g, _, gcm) in rows {
+        println!("{:<28} {:>7.1} MiB/s {:>7.1} MiB/s {:>9.0}%", what, g, gcm, 100.0 * g / gcm);
+    }
+    println!();
     let per = (2 * SCP_RUNS) as f64;
-    for (what, cpu) in [("gateway", gw_cpu), ("direct", direct_cpu)] {
+    for w in &paths {
         println!(
-            "host CPU per 50 MiB, {what:<8} dend {:.2} s, QEMU {:.2} s, OpenSSH client {:.2} s",
-            cpu.dend / per,
-            cpu.qemu / per,
-            cpu.client / per
+            "host CPU per 50 MiB, {:<21} dend {:.2} s, QEMU {:.2} s, OpenSSH client {:.2} s",
+            w.name,
+            w.cpu.dend / per,
+            w.cpu.qemu / per,
+            w.cpu.client / per
         );
     }
     let (code, _, _) = d.den(&["vm", "stop", "dev1"]);
