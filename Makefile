@@ -3,7 +3,7 @@ CARGO ?= cargo
 AGENT_TARGET := x86_64-unknown-linux-gnu
 AGENT_BIN := target/$(AGENT_TARGET)/release/den-agent
 
-.PHONY: run test deps build agent lint bench bench-vmm bench-lab bench-dend bench-sshgw bench-web bench-docker bench-apps bench-system clean
+.PHONY: run test deps build agent lint bench bench-vmm bench-lab bench-dend bench-sshgw bench-web bench-docker bench-apps bench-system bench-system-lab clean
 
 ## run: install missing Debian packages, build Den, build the default guest images, check the host,
 ## then run the daemon (dend) in the foreground (with packaging/den.toml, the business OS
@@ -61,6 +61,10 @@ bench-apps: deps
 ## bench-system: business OS update to committed, bad boot to rolled back, dend restart, as a table
 bench-system: deps
 	./bench/system-bench.sh
+
+## bench-system-lab: the same on den-vmm, in the KVM lab
+bench-system-lab: deps
+	./bench/system-bench.sh --lab
 
 ## bench-web: web console JavaScript size, time to a usable VM list, console keystroke echo, as a table
 bench-web: deps

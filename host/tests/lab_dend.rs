@@ -31,21 +31,6 @@ fn lab_store(from: &Store, base: &ImageRecord, dir: &Path) -> Store {
     store
 }
 
-async fn put_tree(lab: &Lab, root: &Path, to: &str) {
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-                lab.put(&p, &format!("{to}/{rel}"), 0o644).await;
-            }
-        }
-    }
-}
-
 const SCRIPT: &str = r#"
 D=/tmp/den; mkdir -p $D
 start_dend() {
@@ -89,7 +74,7 @@ async fn scenario(lab: Lab) -> Result<(), String> {
     lab.put(&images::den_cli_static_binary(), "/lab/den", 0o755).await;
     let dir = tempfile::tempdir().unwrap();
     lab_store(&lab.store, &base, dir.path());
-    put_tree(&lab, dir.path(), "/lab/store").await;
+    lab.put_tree(dir.path(), "/lab/store").await;
     let out = lab.try_sh(SCRIPT, BOOT_LIMIT).await?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     eprintln!("{text}\n{}", String::from_utf8_lossy(&out.stderr));

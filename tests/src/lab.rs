@@ -71,6 +71,21 @@ impl Lab {
             .unwrap_or_else(|e| panic!("copying {} to the lab as {guest}: {e}", host.display()));
     }
 
+    /// Copies the files under host folder `root` to the outer guest's folder `to`.
+    pub async fn put_tree(&self, root: &Path, to: &str) {
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())).flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if let Ok(rel) = p.strip_prefix(root) {
+                    self.put(&p, &format!("{to}/{}", rel.display()), 0o644).await;
+                }
+            }
+        }
+    }
+
     /// Copies an image's kernel and initramfs to `<dir>/kernel` and `<dir>/initramfs`.
     pub async fn put_image(&self, image: &ImageRecord, dir: &str) {
         for role in ["kernel", "initramfs"] {

@@ -4,7 +4,11 @@
 //! only a new ext4 disk.
 
 use crate::dend::Dend;
+use den_images::spec::ImageSpec;
+use den_images::{ImageRecord, Store};
 use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The shipped spec with another `name` and `version`, then `edit`ed.
@@ -82,4 +86,91 @@ pub fn last_update(s: &Value) -> Value {
 pub fn step_time(update: &Value, prefix: &str) -> Option<u64> {
     update["steps"].as_array()?.iter().find(|s| s["what"].as_str().is_some_and(|w| w.starts_with(prefix)))?["time"]
         .as_u64()
+}
+
+/// Business OS images for the KVM lab, written into a new store at `dir`: `sys1` (1.0), `sys2`
+/// (2.0), `sys-panic` and `sys-mute`, the same variants as [`build_images`]. They keep the
+/// shipped image's kernel, initramfs and command line, and the files and services of its spec,
+/// but on a small root disk made here with busybox instead of a Debian tree: the lab's outer
+/// guest holds every file copied into it in memory, 16 MiB per OS instead of 600.
+pub fn lab_images(dir: &Path) -> Vec<ImageRecord> {
+    let from = crate::images::shared_store();
+    let shipped = crate::images::build_builtin(&from, "system");
+    let store = Store::open(dir).expect("a store for the lab");
+    let mut shared = BTreeMap::new();
+    for role in ["kernel", "initramfs"] {
+        let src = from.get(&shipped.artifacts[role], false).expect("the shipped system image's files");
+        let tmp = dir.join(format!("{role}.tmp"));
+        std::fs::copy(&src, &tmp).expect("copying into the lab store");
+        shared.insert(role.to_string(), store.insert_file(&tmp, role, "lab", BTreeMap::new()).expect("insert"));
+    }
+    let mut out = vec![];
+    for (name, version, edit) in [
+        ("sys1", "1.0", (|t| t) as fn(String) -> String),
+        ("sys2", "2.0", |t| t),
+        ("sys-panic", "3.0-panics", panicking),
+        ("sys-mute", "3.0-mute", mute),
+    ] {
+        let text = variant(name, version, edit);
+        let spec = ImageSpec::parse(&text, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let files = spec.rootfs.as_ref().map(|r| r.files.clone()).unwrap_or_default();
+        let rootfs = busybox_root(dir, name, &files);
+        let mut artifacts = shared.clone();
+        artifacts
+            .insert("rootfs".into(), store.insert_file(&rootfs, "rootfs", "lab", BTreeMap::new()).expect("insert"));
+        let rec = ImageRecord {
+            name: name.into(),
+            version: version.into(),
+            artifacts,
+            cmdline: spec.cmdline.clone(),
+            ..shipped.clone()
+        };
+        store.put_image(&rec).expect("writing the lab image record");
+        out.push(rec);
+    }
+    out
+}
+
+/// A 16 MiB ext4 root disk with busybox (every applet linked), the mount points the agent's
+/// read-only root switch needs, and `files`.
+fn busybox_root(dir: &Path, name: &str, files: &[den_images::spec::FileSpec]) -> std::path::PathBuf {
+    let root = dir.join(format!("{name}.root"));
+    for d in ["bin", "sbin", "dev", "proc", "sys", "run", "tmp", "data", "etc/den/services"] {
+        std::fs::create_dir_all(root.join(d)).expect("mkdir");
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("/bin/busybox (busybox-static)");
+    let list = std::process::Command::new("/bin/busybox").arg("--list").output().expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines().filter(|a| *a != "busybox") {
+        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+    }
+    // util-linux's `mount -L` and `mountpoint`, which the shipped spec's service uses, on busybox.
+    let shims = [
+        ("bin/mount", "if [ \"$1\" = -L ]; then exec /bin/busybox mount \"$(/bin/busybox findfs LABEL=$2)\" \"$3\"; fi\nexec /bin/busybox mount \"$@\"\n"),
+        ("bin/mountpoint", "for a; do d=$a; done\nexec /bin/busybox grep -q \" $d \" /proc/mounts\n"),
+    ];
+    for (path, body) in shims {
+        let path = root.join(path);
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, format!("#!/bin/busybox sh\n{body}")).expect("write");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    }
+    for f in files {
+        let path = root.join(f.path.trim_start_matches('/'));
+        std::fs::create_dir_all(path.parent().expect("a file in a folder")).expect("mkdir");
+        std::fs::write(&path, &f.contents).expect("write");
+        let mode = f.perm().unwrap_or(0o644);
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode)).expect("chmod");
+    }
+    let img = dir.join(format!("{name}.ext4"));
+    let st = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "den-root", "-d"])
+        .arg(&root)
+        .arg(&img)
+        .arg("16M")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("mkfs.ext4 runs");
+    assert!(st.success(), "mkfs.ext4 -d {}", root.display());
+    std::fs::remove_dir_all(&root).expect("rm");
+    img
 }
