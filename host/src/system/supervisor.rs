@@ -175,14 +175,19 @@ impl System {
             VmState::Running => {
                 mem.seen_up = true;
                 let due = mem.last_check.is_none_or(|t| t.elapsed().as_secs() >= self.cfg.check_interval_secs);
+                let answered_before = mem.agent_answered;
                 let check = if due { Some(self.check(den, &vm, mem, st.booted).await) } else { None };
                 // A check that failed because the OS died meanwhile (a kernel panic) is not a
                 // failed check but a crash, which the next turn counts. QEMU closes the agent's
                 // channel a moment before its process is gone: a failed check waits that moment.
+                // Only when the agent answered before: an OS that has not answered yet (still
+                // booting, or never) is not waited for, so its ready timeout is judged on time.
                 let failed = check.as_ref().is_some_and(|c| !c.ok);
                 let died = failed
                     && match &vm.running {
-                        Some(r) => tokio::time::timeout(EXIT_GRACE, engine::wait_exit(r)).await.is_ok(),
+                        Some(r) => {
+                            answered_before && tokio::time::timeout(EXIT_GRACE, engine::wait_exit(r)).await.is_ok()
+                        }
                         None => true,
                     };
                 if died {
