@@ -6,21 +6,14 @@
 
 use den_images::{ImageRecord, Store};
 use den_tests::images;
-use den_tests::lab::{Lab, BOOT_LIMIT};
-use std::collections::BTreeMap;
+use den_tests::lab::{copy_boot_files, Lab, BOOT_LIMIT};
 use std::path::Path;
 
 /// A store holding one image, `labvm`: the base image's kernel and initramfs, no root disk (the
 /// guest runs from memory), and a console shell.
 fn lab_store(from: &Store, base: &ImageRecord, dir: &Path) -> Store {
     let store = Store::open(dir).unwrap();
-    let mut artifacts = BTreeMap::new();
-    for role in ["kernel", "initramfs"] {
-        let src = from.get(&base.artifacts[role], false).unwrap();
-        let tmp = dir.join(format!("{role}.tmp"));
-        std::fs::copy(&src, &tmp).unwrap();
-        artifacts.insert(role.to_string(), store.insert_file(&tmp, role, "lab", BTreeMap::new()).unwrap());
-    }
+    let artifacts = copy_boot_files(from, base, &store, dir);
     let rec = ImageRecord {
         name: "labvm".into(),
         artifacts,

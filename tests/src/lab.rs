@@ -9,7 +9,8 @@ use crate::{Guest, GuestOptions};
 use bytes::Bytes;
 use den_agent_proto::{AgentClient, ExecOutput};
 use den_images::SilentProgress;
-use den_images::{ImageRecord, Store};
+use den_images::{Digest256, ImageRecord, Store};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -129,6 +130,20 @@ impl Lab {
             self.guest.console_tail(20)
         )
     }
+}
+
+/// Copies `image`'s kernel and initramfs from `from` into the store `to` (kept at `dir`), for a
+/// store the lab gets a copy of; returns their digests by role.
+pub fn copy_boot_files(from: &Store, image: &ImageRecord, to: &Store, dir: &Path) -> BTreeMap<String, Digest256> {
+    let mut artifacts = BTreeMap::new();
+    for role in ["kernel", "initramfs"] {
+        let src = from.get(&image.artifacts[role], false).unwrap_or_else(|e| panic!("{role} of {}: {e}", image.name));
+        let tmp = dir.join(format!("{role}.tmp"));
+        std::fs::copy(&src, &tmp).unwrap_or_else(|e| panic!("copying {}: {e}", src.display()));
+        let digest = to.insert_file(&tmp, role, "lab", BTreeMap::new()).unwrap_or_else(|e| panic!("{role}: {e}"));
+        artifacts.insert(role.to_string(), digest);
+    }
+    artifacts
 }
 
 /// A cpio archive that, appended to an initramfs whose init is den-agent, makes the agent run

@@ -93,18 +93,11 @@ pub fn step_time(update: &Value, prefix: &str) -> Option<u64> {
 /// shipped image's kernel, initramfs and command line, and the files and services of its spec,
 /// but on a small root disk made here with busybox instead of a Debian tree: the lab's outer
 /// guest holds every file copied into it in memory, 16 MiB per OS instead of 600.
-pub fn lab_images(dir: &Path) -> Vec<ImageRecord> {
+pub fn lab_images(dir: &Path) {
     let from = crate::images::shared_store();
     let shipped = crate::images::build_builtin(&from, "system");
     let store = Store::open(dir).expect("a store for the lab");
-    let mut shared = BTreeMap::new();
-    for role in ["kernel", "initramfs"] {
-        let src = from.get(&shipped.artifacts[role], false).expect("the shipped system image's files");
-        let tmp = dir.join(format!("{role}.tmp"));
-        std::fs::copy(&src, &tmp).expect("copying into the lab store");
-        shared.insert(role.to_string(), store.insert_file(&tmp, role, "lab", BTreeMap::new()).expect("insert"));
-    }
-    let mut out = vec![];
+    let shared = crate::lab::copy_boot_files(&from, &shipped, &store, dir);
     for (name, version, edit) in [
         ("sys1", "1.0", (|t| t) as fn(String) -> String),
         ("sys2", "2.0", |t| t),
@@ -126,9 +119,7 @@ pub fn lab_images(dir: &Path) -> Vec<ImageRecord> {
             ..shipped.clone()
         };
         store.put_image(&rec).expect("writing the lab image record");
-        out.push(rec);
     }
-    out
 }
 
 /// A 16 MiB ext4 root disk with busybox (every applet linked), the mount points the agent's
