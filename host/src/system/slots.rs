@@ -4,6 +4,7 @@
 //! directory is whole or absent; the record in the store names a slot only once it is.
 
 use super::state::{Slot, SlotInfo};
+use crate::store::now_ms;
 use crate::vms::TaskHandle;
 use std::path::{Path, PathBuf};
 
@@ -119,11 +120,6 @@ fn human(bytes: u64) -> String {
     } else {
         format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
     }
-}
-
-/// ms since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -5,12 +5,13 @@
 //! previous one stopped.
 
 use super::health::{self, HealthSample, HttpCheck};
-use super::slots::{self, now_ms};
+use super::slots;
 use super::state::{decide, Action, Down, Outcome, Phase, Rules, Seen};
 use super::{SystemError, DEND};
 use crate::config::SystemConfig;
 use crate::engine;
 use crate::model::{Kind, VmRecord, VmSpec, VmState};
+use crate::store::now_ms;
 use crate::store::StoreError;
 use crate::vms::Den;
 use std::sync::{Arc, Mutex};

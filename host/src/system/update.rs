@@ -3,9 +3,10 @@
 //! on trial again. What happens next is the supervisor's. After a dend restart, an update cut
 //! short while writing is marked failed and its half-written slot removed.
 
-use super::slots::{self, now_ms};
+use super::slots;
 use super::state::{abort_trial, Outcome, Phase, Slot, SystemState, Update};
 use super::SystemError;
+use crate::store::now_ms;
 use crate::store::StoreError;
 use crate::vms::Den;
 use std::sync::Arc;
