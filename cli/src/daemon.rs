@@ -61,8 +61,14 @@ fn running_version(socket: &Path) -> Option<String> {
     host["version"].as_str().map(str::to_string)
 }
 
-fn sync_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::File::open(dir).and_then(|f| f.sync_all()).with_context(|| format!("flushing {}", dir.display()))
+/// The trial marker dend removes once it is up (host/src/service.rs, `TRIAL_MARKER`).
+const TRIAL: &str = "dend.trial";
+/// The binary before the update, which packaging/dend-fallback puts back.
+const PREVIOUS: &str = "dend.previous";
+
+/// Flushes a file or folder to disk.
+fn sync(path: &Path) -> anyhow::Result<()> {
+    std::fs::File::open(path).and_then(|f| f.sync_all()).with_context(|| format!("flushing {}", path.display()))
 }
 
 /// Puts `new` in place of `dir/dend`, keeping the current one as `dend.previous` and leaving the
@@ -77,19 +83,19 @@ fn install(new: &Path, dir: &Path) -> anyhow::Result<(String, String)> {
     std::fs::copy(new, &staged).with_context(|| format!("copying {} to {}", new.display(), staged.display()))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755))?;
-    std::fs::File::open(&staged).and_then(|f| f.sync_all())?;
+    sync(&staged)?;
     if current.exists() {
-        let prev = dir.join("dend.previous");
+        let prev = dir.join(PREVIOUS);
         let _ = std::fs::remove_file(&prev);
         std::fs::hard_link(&current, &prev)
             .or_else(|_| std::fs::copy(&current, &prev).map(|_| ()))
             .with_context(|| format!("keeping {} as {}", current.display(), prev.display()))?;
     }
-    let mut marker = std::fs::File::create(dir.join("dend.trial")).context("writing the trial marker")?;
+    let mut marker = std::fs::File::create(dir.join(TRIAL)).context("writing the trial marker")?;
     writeln!(marker, "dend {from} -> {to}")?;
     marker.sync_all()?;
     std::fs::rename(&staged, &current).with_context(|| format!("installing {}", current.display()))?;
-    sync_dir(dir)?;
+    sync(dir)?;
     Ok((from, to))
 }
 
@@ -103,9 +109,9 @@ pub fn run(cmd: DaemonCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode
     match cmd {
         DaemonCmd::Status { install_dir } => {
             let v = |f: &str| version_of(&install_dir.join(f)).ok();
-            let trial = std::fs::read_to_string(install_dir.join("dend.trial")).ok();
+            let trial = std::fs::read_to_string(install_dir.join(TRIAL)).ok();
             let status = serde_json::json!({
-                "running": running_version(socket), "installed": v("dend"), "previous": v("dend.previous"),
+                "running": running_version(socket), "installed": v("dend"), "previous": v(PREVIOUS),
                 "update_not_yet_started": trial.as_deref().map(str::trim), "service": systemd_runs(UNIT),
             });
             if json {
@@ -136,7 +142,7 @@ pub fn run(cmd: DaemonCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode
             let t = Instant::now();
             std::thread::sleep(Duration::from_secs(1));
             while t.elapsed() < COME_BACK {
-                let marker_gone = !install_dir.join("dend.trial").exists();
+                let marker_gone = !install_dir.join(TRIAL).exists();
                 match running_version(socket) {
                     Some(_) if marker_gone && install_dir.join("dend.failed").exists() => {
                         bail!(
