@@ -12,6 +12,8 @@
 
 pub mod archive;
 pub mod error;
+#[cfg(any(test, feature = "fuzz"))]
+pub mod fuzz;
 pub mod images;
 pub mod interp;
 pub mod limits;
@@ -85,6 +87,9 @@ pub struct Package {
     pub embedded: Option<images::Embedded>,
     /// Every file outside `META/`, hashed.
     pub files: BTreeMap<String, signature::FileDigest>,
+    /// Every entry of the package, as the signature covers it (type, link target, mode).
+    #[serde(skip)]
+    pub entries: BTreeMap<String, signature::EntryDigest>,
     /// Files and bytes of `content.tar`.
     pub content: Option<(u64, u64)>,
     /// Bytes once unpacked.
@@ -101,11 +106,17 @@ pub fn inspect(path: &Path, opts: &Options) -> Result<Package, LpkError> {
     finish(got, opts)
 }
 
+/// Reads and checks a package held in memory (the fuzz target's way in).
+pub fn inspect_bytes(data: &[u8], opts: &Options) -> Result<Package, LpkError> {
+    let got = reader::read_from(std::io::Cursor::new(data), &opts.limits, None)?;
+    finish(got, opts)
+}
+
 /// Reads, checks and unpacks a package into `dest` (created; must not exist). On error `dest`
 /// may hold part of the package: the caller removes it.
 pub fn extract(path: &Path, opts: &Options, dest: &Path) -> Result<Package, LpkError> {
     std::fs::create_dir(dest).map_err(|e| LpkError::io(dest, e))?;
-    let mut sink = sink::DirSink::new(dest);
+    let mut sink = sink::DirSink::new(dest).map_err(|e| LpkError::io(dest, e))?;
     let got = reader::read(path, &opts.limits, Some(&mut sink))?;
     finish(got, opts)
 }
@@ -191,7 +202,7 @@ fn finish(got: reader::Collected, opts: &Options) -> Result<Package, LpkError> {
         }
     }
     let signed =
-        signature::check(got.kept.get("META/release.lock").map(Vec::as_slice), &got.sigs, &got.files, &opts.keyring)?;
+        signature::check(got.kept.get("META/release.lock").map(Vec::as_slice), &got.sigs, &got.entries, &opts.keyring)?;
     Ok(Package {
         format: if v2 { 2 } else { 1 },
         container,
@@ -203,6 +214,7 @@ fn finish(got: reader::Collected, opts: &Options) -> Result<Package, LpkError> {
         signed,
         embedded,
         files: got.files,
+        entries: got.entries,
         content: got.content,
         unpacked: got.unpacked,
     })

@@ -104,20 +104,29 @@ impl Packer {
         Ok(self.file("images.lock", lock))
     }
 
-    /// Signs: adds `META/release.lock` over every file outside `META/` and
+    /// Signs: adds `META/release.lock` over every entry outside the lock and the signatures
+    /// (files with digest, size and mode; directories; links with their targets) and
     /// `META/signatures/<key>.sig` made with the ed25519 `secret`.
     pub fn sign(&mut self, key: &str, secret: &[u8; 32]) -> &mut Packer {
+        use crate::signature::{unsigned_entry, EntryDigest, FileDigest};
         use ed25519_dalek::Signer;
+        let clean = |name: &str| crate::paths::clean(name.as_bytes()).unwrap_or_else(|_| name.to_string());
         let lock: Vec<LockEntry> = self
             .items
             .iter()
-            .filter_map(|i| match i {
-                Item::File { name, data, .. } if !name.starts_with("META/") => Some(LockEntry {
-                    path: name.trim_start_matches("./").to_string(),
-                    digest: digest(data),
-                    size: data.len() as u64,
-                }),
-                _ => None,
+            .filter_map(|i| {
+                let (name, entry) = match i {
+                    Item::File { name, data, mode } => {
+                        let content = FileDigest { digest: digest(data), size: data.len() as u64 };
+                        (name, EntryDigest::File { content, mode: *mode })
+                    }
+                    Item::Dir(name) => (name, EntryDigest::Dir),
+                    Item::Symlink(name, target) => (name, EntryDigest::Symlink { target: target.clone() }),
+                    Item::Hardlink(name, target) => (name, EntryDigest::Hardlink { target: clean(target) }),
+                    Item::Fifo(_) => return None,
+                };
+                let name = clean(name);
+                (!unsigned_entry(&name)).then(|| LockEntry::of(&name, &entry))
             })
             .collect();
         let lock = serde_json::to_vec_pretty(&lock).unwrap_or_default();

@@ -5,8 +5,8 @@
 
 use crate::archive::{self, Container, RawEntry};
 use crate::limits::{exceeded, Budget, Counted, Limits, Meter};
-use crate::rules::{Admitted, Rules};
-use crate::signature::FileDigest;
+use crate::rules::{Admitted, Rules, Scope};
+use crate::signature::{EntryDigest, FileDigest};
 use crate::sink::{write_opt, Area, Sink};
 use crate::LpkError;
 use sha2::{Digest, Sha256};
@@ -24,6 +24,8 @@ pub struct Collected {
     pub container: Option<Container>,
     /// Every regular file outside `META/`, hashed.
     pub files: BTreeMap<String, FileDigest>,
+    /// Every entry of the package (not of `content.tar`), as the signature covers it.
+    pub entries: BTreeMap<String, EntryDigest>,
     /// Metadata files kept in memory, by entry name.
     pub kept: BTreeMap<String, Vec<u8>>,
     /// `META/signatures/<key>.sig`, by key name.
@@ -51,6 +53,11 @@ fn is_kept(name: &str) -> bool {
             | "META/release.lock"
             | "deploy_params.yml"
     ) || (name.starts_with("META/signatures/") && name.ends_with(".sig"))
+}
+
+/// Whether `name` is the package's `content.tar(.gz)`, unpacked under `content/` and not kept.
+fn is_content(name: &str) -> bool {
+    name == "content.tar" || name == "content.tar.gz"
 }
 
 /// Reads `from` through a hasher into the sink's file, keeping up to `keep` bytes.
@@ -88,13 +95,22 @@ struct Pass<'s> {
 
 /// Reads the package at `path`, checking every entry and handing it to `sink`.
 pub fn read(path: &std::path::Path, limits: &Limits, sink: Option<&mut dyn Sink>) -> Result<Collected, LpkError> {
-    let mut file = File::open(path).map_err(|e| LpkError::io(path, e))?;
+    let file = File::open(path).map_err(|e| LpkError::io(path, e))?;
+    read_from(file, limits, sink)
+}
+
+/// Reads a package from `file`, as [`read`] does.
+pub fn read_from<R: Read + io::Seek>(
+    mut file: R,
+    limits: &Limits,
+    sink: Option<&mut dyn Sink>,
+) -> Result<Collected, LpkError> {
     let container = archive::detect(&mut file)?;
     let mut pass = Pass {
         limits: limits.clone(),
         budget: Budget::new(limits.max_unpacked),
         entries: 0,
-        rules: Rules::new(""),
+        rules: Rules::new(),
         sink,
         got: Collected { container: Some(container), ..Collected::default() },
     };
@@ -130,8 +146,17 @@ impl Pass<'_> {
     }
 
     fn entry(&mut self, raw: RawEntry, r: &mut dyn Read) -> Result<(), LpkError> {
-        let Some((name, kind)) = self.rules.admit(&raw)? else { return Ok(()) };
+        let Some((name, kind)) = self.rules.admit(&raw, &Scope::PACKAGE)? else { return Ok(()) };
         self.count(&name)?;
+        let signed = match &kind {
+            Admitted::File => None,
+            Admitted::Dir => Some(EntryDigest::Dir),
+            Admitted::Symlink(t) => Some(EntryDigest::Symlink { target: t.clone() }),
+            Admitted::Hardlink(t) => Some(EntryDigest::Hardlink { target: t.clone() }),
+        };
+        if let Some(e) = signed {
+            self.got.entries.insert(name.clone(), e);
+        }
         if name == "images" || name.starts_with("images/") {
             self.got.has_images = true;
         }
@@ -161,6 +186,12 @@ impl Pass<'_> {
                 Ok(())
             }
             Admitted::Hardlink(t) => {
+                if is_content(&t) {
+                    return Err(LpkError::entry(
+                        &name,
+                        format!("is a hard link to `{t}`, which Den unpacks instead of keeping"),
+                    ));
+                }
                 if let Some(d) = self.got.files.get(&t).cloned() {
                     self.got.files.insert(name.clone(), d);
                 }
@@ -174,7 +205,7 @@ impl Pass<'_> {
     }
 
     fn file(&mut self, name: &str, raw: &RawEntry, r: &mut dyn Read) -> Result<(), LpkError> {
-        let content = name == "content.tar" || name == "content.tar.gz";
+        let content = is_content(name);
         let free = Budget::new(u64::MAX);
         let budget = if content { &free } else { &self.budget };
         let mut meter = Meter::new(r, None, Some(raw.size), budget, &self.limits);
@@ -225,8 +256,10 @@ impl Pass<'_> {
                 None => drop(self.got.kept.insert(name.to_string(), k)),
             }
         }
+        let content = FileDigest { size, digest };
+        self.got.entries.insert(name.to_string(), EntryDigest::File { content: content.clone(), mode: raw.mode });
         if !name.starts_with("META/") {
-            self.got.files.insert(name.to_string(), FileDigest { size, digest });
+            self.got.files.insert(name.to_string(), content);
         }
         Ok(())
     }
@@ -251,10 +284,11 @@ impl Pass<'_> {
         Ok(())
     }
 
-    /// `content.tar(.gz)`: walked entry by entry under the same rules, unpacked to `content/`.
+    /// `content.tar(.gz)`: walked entry by entry under the same rules as the package (its
+    /// entries are `content/<name>` in the one tree), unpacked to `content/`.
     fn content(&mut self, name: &str, tee: &mut Tee) -> Result<(), LpkError> {
         let label = format!("{name}!/");
-        let mut rules = Rules::new(&label);
+        let scope = Scope { prefix: "content/", label: &label };
         let (mut files, mut bytes) = (0u64, 0u64);
         {
             let (counted, input) = Counted::new(&mut *tee);
@@ -265,7 +299,7 @@ impl Pass<'_> {
                 Box::new(counted)
             };
             let mut visit = |raw: RawEntry, r: &mut dyn Read| -> Result<(), LpkError> {
-                let Some((inner, kind)) = rules.admit(&raw)? else { return Ok(()) };
+                let Some((inner, kind)) = self.rules.admit(&raw, &scope)? else { return Ok(()) };
                 let shown = format!("{label}{inner}");
                 self.count(&shown)?;
                 let sink = self.sink.as_deref_mut();
@@ -297,7 +331,6 @@ impl Pass<'_> {
                 other => other,
             })?;
         }
-        rules.finish()?;
         io::copy(tee, &mut io::sink()).map_err(|e| io_refusal(name, e))?;
         self.got.content = Some((files, bytes));
         Ok(())

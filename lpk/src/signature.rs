@@ -1,8 +1,11 @@
-//! Package signatures. `META/release.lock` is a JSON list of `{path, digest, size}` for every
-//! file outside `META/` (`digest` is `sha256:<hex>`); `META/signatures/<key>.sig` is an ed25519
-//! signature (64 raw bytes, or their base64) over the exact bytes of `release.lock`, made by the
-//! key named `<key>`. Den checks the lock against the files it hashed while reading the package,
-//! and the signature with the public key it trusts under that name.
+//! Package signatures. `META/release.lock` is a JSON list with one line for every entry of the
+//! package (files, directories, symlinks, hard links) but the lock and the signatures
+//! themselves: `{path, type, ...}` where `type` is `file` (with `digest` `sha256:<hex>`,
+//! `size` and `mode`, the permission bits in octal), `dir`, `symlink` or `hardlink` (both with
+//! `target`). `META/signatures/<key>.sig` is an ed25519 signature (64 raw bytes, or their
+//! base64) over the exact bytes of `release.lock`, made by the key named `<key>`. Den checks the
+//! lock against the entries it read, so no entry, link target or mode can be added or changed
+//! after signing, and the signature with the public key it trusts under that name.
 
 use crate::LpkError;
 use base64::Engine;
@@ -19,15 +22,144 @@ pub struct FileDigest {
     pub digest: String,
 }
 
+/// One entry of the package as the signature covers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum EntryDigest {
+    /// A regular file.
+    File {
+        /// Its bytes' size and digest.
+        #[serde(flatten)]
+        content: FileDigest,
+        /// Permission bits (`0o7777`).
+        mode: u32,
+    },
+    /// A directory.
+    Dir,
+    /// A symbolic link, with its target as written.
+    Symlink {
+        /// The target.
+        target: String,
+    },
+    /// A hard link to an earlier file, by its clean name.
+    Hardlink {
+        /// The file it links to.
+        target: String,
+    },
+}
+
 /// One line of `release.lock`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockEntry {
     /// Path in the package.
     pub path: String,
-    /// `sha256:<hex>` (a bare hex digest is accepted).
-    pub digest: String,
-    /// Bytes.
-    pub size: u64,
+    /// `file`, `dir`, `symlink` or `hardlink`.
+    #[serde(rename = "type", default = "file_type")]
+    pub kind: String,
+    /// Files: `sha256:<hex>` (a bare hex digest is accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Files: bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Files: permission bits, in octal (`"0644"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Links: the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+fn file_type() -> String {
+    "file".into()
+}
+
+impl LockEntry {
+    /// The lock line of `entry` at `path`.
+    pub fn of(path: &str, entry: &EntryDigest) -> LockEntry {
+        let mut line =
+            LockEntry { path: path.into(), kind: String::new(), digest: None, size: None, mode: None, target: None };
+        match entry {
+            EntryDigest::File { content, mode } => {
+                line.kind = "file".into();
+                line.digest = Some(content.digest.clone());
+                line.size = Some(content.size);
+                line.mode = Some(format!("{:04o}", mode & 0o7777));
+            }
+            EntryDigest::Dir => line.kind = "dir".into(),
+            EntryDigest::Symlink { target } => {
+                line.kind = "symlink".into();
+                line.target = Some(target.clone());
+            }
+            EntryDigest::Hardlink { target } => {
+                line.kind = "hardlink".into();
+                line.target = Some(target.clone());
+            }
+        }
+        line
+    }
+
+    /// Whether this line says what `have` is; `Err` says how it differs.
+    fn matches(&self, have: &EntryDigest) -> Result<(), String> {
+        let missing = |field: &str| {
+            format!("META/release.lock lists `{}` without its {field}; sign the package again", self.path)
+        };
+        match (self.kind.as_str(), have) {
+            ("file", EntryDigest::File { content, mode }) => {
+                let digest = self.digest.as_deref().ok_or_else(|| missing("digest"))?;
+                let want = if digest.starts_with("sha256:") { digest.to_string() } else { format!("sha256:{digest}") };
+                let size = self.size.ok_or_else(|| missing("size"))?;
+                let lock_mode = self.mode.as_deref().ok_or_else(|| missing("mode"))?;
+                let lock_mode = u32::from_str_radix(lock_mode, 8)
+                    .map_err(|_| format!("gives `{}` the mode `{lock_mode}`, which is not octal", self.path))?;
+                if size != content.size || !content.digest.eq_ignore_ascii_case(&want) {
+                    return Err(format!("`{}` does not match META/release.lock (changed after signing)", self.path));
+                }
+                if lock_mode & 0o7777 != mode & 0o7777 {
+                    return Err(format!(
+                        "`{}` has the mode {:04o}, META/release.lock says {lock_mode:04o} (changed after signing)",
+                        self.path,
+                        mode & 0o7777
+                    ));
+                }
+                Ok(())
+            }
+            ("dir", EntryDigest::Dir) => Ok(()),
+            ("symlink", EntryDigest::Symlink { target }) | ("hardlink", EntryDigest::Hardlink { target }) => {
+                if self.target.as_deref() != Some(target.as_str()) {
+                    return Err(format!(
+                        "`{}` links to `{target}`, META/release.lock says `{}` (changed after signing)",
+                        self.path,
+                        self.target.as_deref().unwrap_or("")
+                    ));
+                }
+                Ok(())
+            }
+            (kind, have) if ["file", "dir", "symlink", "hardlink"].contains(&kind) => Err(format!(
+                "`{}` is a {}, META/release.lock says a {kind} (changed after signing)",
+                self.path,
+                kind_name(have)
+            )),
+            (kind, _) => Err(format!("META/release.lock gives `{}` the unknown type `{kind}`", self.path)),
+        }
+    }
+}
+
+fn kind_name(e: &EntryDigest) -> &'static str {
+    match e {
+        EntryDigest::File { .. } => "file",
+        EntryDigest::Dir => "dir",
+        EntryDigest::Symlink { .. } => "symlink",
+        EntryDigest::Hardlink { .. } => "hardlink",
+    }
+}
+
+/// Entries the lock does not list: the `META/` folders, the lock, and the signatures.
+pub fn unsigned_entry(name: &str) -> bool {
+    name == "META"
+        || name == "META/signatures"
+        || name == "META/release.lock"
+        || name.strip_prefix("META/signatures/").is_some_and(|k| k.ends_with(".sig") && !k.contains('/'))
 }
 
 /// Public keys Den trusts, by the name packages sign with.
@@ -93,11 +225,11 @@ fn sig_err(r: impl Into<String>) -> LpkError {
     LpkError::Signature(r.into())
 }
 
-/// Checks the lock against the hashed files and the signatures against the keyring.
+/// Checks the lock against the package's entries and the signatures against the keyring.
 pub fn check(
     lock: Option<&[u8]>,
     sigs: &BTreeMap<String, Vec<u8>>,
-    files: &BTreeMap<String, FileDigest>,
+    entries: &BTreeMap<String, EntryDigest>,
     keys: &Keyring,
 ) -> Result<Signed, LpkError> {
     let Some(lock) = lock else {
@@ -108,22 +240,19 @@ pub fn check(
         }
         return Ok(Signed::Unsigned);
     };
-    let entries: Vec<LockEntry> = serde_json::from_slice(lock)
-        .map_err(|e| sig_err(format!("META/release.lock is not a JSON list of {{path, digest, size}}: {e}")))?;
+    let lines: Vec<LockEntry> = serde_json::from_slice(lock)
+        .map_err(|e| sig_err(format!("META/release.lock is not a JSON list of {{path, type, ...}}: {e}")))?;
     let mut listed = BTreeMap::new();
-    for e in &entries {
-        let want = if e.digest.starts_with("sha256:") { e.digest.clone() } else { format!("sha256:{}", e.digest) };
-        let Some(have) = files.get(&e.path) else {
-            return Err(sig_err(format!("META/release.lock lists `{}`, which the package does not have", e.path)));
+    for line in &lines {
+        let Some(have) = entries.get(&line.path) else {
+            return Err(sig_err(format!("META/release.lock lists `{}`, which the package does not have", line.path)));
         };
-        if have.size != e.size || !have.digest.eq_ignore_ascii_case(&want) {
-            return Err(sig_err(format!("`{}` does not match META/release.lock (changed after signing)", e.path)));
-        }
-        if listed.insert(e.path.as_str(), ()).is_some() {
-            return Err(sig_err(format!("META/release.lock lists `{}` twice", e.path)));
+        line.matches(have).map_err(sig_err)?;
+        if listed.insert(line.path.as_str(), ()).is_some() {
+            return Err(sig_err(format!("META/release.lock lists `{}` twice", line.path)));
         }
     }
-    if let Some(extra) = files.keys().find(|p| !listed.contains_key(p.as_str())) {
+    if let Some(extra) = entries.keys().find(|p| !unsigned_entry(p) && !listed.contains_key(p.as_str())) {
         return Err(sig_err(format!("`{extra}` is not in META/release.lock (added after signing)")));
     }
     if sigs.is_empty() {
@@ -160,12 +289,22 @@ mod tests {
     use super::*;
     use ed25519_dalek::{Signer, SigningKey};
 
-    fn setup() -> (Vec<u8>, BTreeMap<String, FileDigest>, SigningKey, Keyring) {
-        let files: BTreeMap<String, FileDigest> =
-            [("manifest.yml".to_string(), FileDigest { size: 3, digest: "sha256:ab".into() })].into();
-        let lock =
-            serde_json::to_vec(&[LockEntry { path: "manifest.yml".into(), digest: "sha256:AB".into(), size: 3 }])
-                .unwrap();
+    fn manifest() -> EntryDigest {
+        EntryDigest::File { content: FileDigest { size: 3, digest: "sha256:ab".into() }, mode: 0o644 }
+    }
+
+    fn setup() -> (Vec<u8>, BTreeMap<String, EntryDigest>, SigningKey, Keyring) {
+        let files: BTreeMap<String, EntryDigest> = [
+            ("manifest.yml".to_string(), manifest()),
+            ("bin".to_string(), EntryDigest::Dir),
+            ("bin/l".to_string(), EntryDigest::Symlink { target: "../manifest.yml".into() }),
+            ("META".to_string(), EntryDigest::Dir),
+        ]
+        .into();
+        let mut line = LockEntry::of("manifest.yml", &manifest());
+        line.digest = Some("sha256:AB".into());
+        let lines = [line, LockEntry::of("bin", &EntryDigest::Dir), LockEntry::of("bin/l", &files["bin/l"])];
+        let lock = serde_json::to_vec(&lines).unwrap();
         let key = SigningKey::from_bytes(&[7u8; 32]);
         let mut ring = Keyring::default();
         ring.add("acme", &hex::encode(key.verifying_key().as_bytes())).unwrap();
@@ -194,19 +333,29 @@ mod tests {
     }
 
     #[test]
-    fn the_lock_must_match_the_files() {
-        let (lock, mut files, _, ring) = setup();
-        files.insert("extra".into(), FileDigest { size: 1, digest: "sha256:00".into() });
-        assert!(check(Some(&lock), &BTreeMap::new(), &files, &ring)
-            .unwrap_err()
-            .to_string()
-            .contains("added after signing"));
-        files.remove("extra");
-        files.get_mut("manifest.yml").unwrap().size = 4;
-        assert!(check(Some(&lock), &BTreeMap::new(), &files, &ring)
-            .unwrap_err()
-            .to_string()
-            .contains("changed after signing"));
+    fn the_lock_must_match_every_entry() {
+        let (lock, files, _, ring) = setup();
+        let refused = |files: &BTreeMap<String, EntryDigest>| {
+            check(Some(&lock), &BTreeMap::new(), files, &ring).map(|_| String::new()).unwrap_or_else(|e| e.to_string())
+        };
+        assert_eq!(refused(&files), "");
+        let changed = |name: &str, e: EntryDigest| {
+            let mut f = files.clone();
+            f.insert(name.into(), e);
+            refused(&f)
+        };
+        let file = |size, mode| EntryDigest::File { content: FileDigest { size, digest: "sha256:ab".into() }, mode };
+        assert!(changed("extra", EntryDigest::Dir).contains("added after signing"));
+        assert!(changed("l2", EntryDigest::Symlink { target: "x".into() }).contains("added after signing"));
+        assert!(changed("manifest.yml", file(4, 0o644)).contains("changed after signing"));
+        assert!(changed("manifest.yml", file(3, 0o755)).contains("mode 0755"));
+        assert!(changed("bin/l", EntryDigest::Symlink { target: "/etc".into() }).contains("links to `/etc`"));
+        assert!(changed("bin", EntryDigest::Symlink { target: "/".into() }).contains("is a symlink"));
+        assert_eq!(changed("META/signatures/x.sig", file(64, 0o644)), "", "signatures are not in the lock");
+        assert!(changed("META/other", file(1, 0o644)).contains("added after signing"));
         assert!(check(Some(b"{}"), &BTreeMap::new(), &files, &ring).unwrap_err().to_string().contains("JSON list"));
+        let old = br#"[{"path": "manifest.yml", "digest": "sha256:ab", "size": 3}]"#;
+        let e = check(Some(old), &BTreeMap::new(), &files, &ring).unwrap_err().to_string();
+        assert!(e.contains("without its mode"), "{e}");
     }
 }

@@ -1,9 +1,10 @@
 //! Where the reader puts what it admits: nowhere (inspection) or a directory (extraction).
 
-use std::fs::{self, File, OpenOptions};
+use den_guest_tree::{GuestTree, Links};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 /// Which tree an entry belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,61 +28,65 @@ pub trait Sink {
 }
 
 /// Unpacks into a fresh directory: package files under `pkg/`, `content.tar` under
-/// `pkg/content/`, `images/` under `images/`. Files are created read-only, never through links.
+/// `pkg/content/`, `images/` under `images/`. Every entry is made through a [`GuestTree`] of
+/// the destination: no link the package made is ever followed (a path through one is refused,
+/// whatever the rules let through), and files are created new and read-only.
 pub struct DirSink {
-    root: PathBuf,
+    tree: GuestTree,
 }
 
 impl DirSink {
-    /// A sink writing under `root` (which must be empty or not exist).
-    pub fn new(root: &Path) -> DirSink {
-        DirSink { root: root.to_path_buf() }
+    /// A sink writing under `root`, an empty directory only `dend` can reach.
+    pub fn new(root: &Path) -> io::Result<DirSink> {
+        Ok(DirSink { tree: GuestTree::open(root, Links::Never)? })
     }
 
-    /// Where an entry goes.
-    pub fn place(&self, area: Area, name: &str) -> PathBuf {
+    /// Where an entry goes, relative to the root.
+    pub fn place(area: Area, name: &str) -> String {
         match area {
-            Area::Content => self.root.join("pkg/content").join(name),
+            Area::Content => format!("pkg/content/{name}"),
             Area::Package => match name.strip_prefix("images/") {
-                Some(rest) => self.root.join("images").join(rest),
-                None if name == "images" => self.root.join("images"),
-                None => self.root.join("pkg").join(name),
+                Some(rest) => format!("images/{rest}"),
+                None if name == "images" => "images".into(),
+                None => format!("pkg/{name}"),
             },
         }
     }
 
-    fn parent(&self, p: &Path) -> io::Result<()> {
-        match p.parent() {
-            Some(d) => fs::create_dir_all(d),
-            None => Ok(()),
+    /// Makes the parent directories of `place`.
+    fn parent(&self, place: &str) -> io::Result<()> {
+        if let Some((dir, _)) = place.rsplit_once('/') {
+            self.tree.mkdir_all(dir, 0o755)?;
         }
+        Ok(())
     }
 }
 
 impl Sink for DirSink {
     fn dir(&mut self, area: Area, name: &str) -> io::Result<()> {
-        fs::create_dir_all(self.place(area, name))
+        self.tree.mkdir_all(&Self::place(area, name), 0o755)?;
+        Ok(())
     }
 
     fn file(&mut self, area: Area, name: &str, mode: u32) -> io::Result<Option<File>> {
-        let p = self.place(area, name);
+        let p = Self::place(area, name);
         self.parent(&p)?;
         let ro = if mode & 0o111 != 0 { 0o555 } else { 0o444 };
-        let f = OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).mode(0o600).open(&p)?;
+        let f = self.tree.create_file(&p, 0o600)?;
         f.set_permissions(fs::Permissions::from_mode(ro))?;
         Ok(Some(f))
     }
 
     fn symlink(&mut self, area: Area, name: &str, target: &str) -> io::Result<()> {
-        let p = self.place(area, name);
+        let p = Self::place(area, name);
         self.parent(&p)?;
-        std::os::unix::fs::symlink(target, p)
+        Ok(self.tree.symlink(&p, target)?)
     }
 
     fn hardlink(&mut self, area: Area, name: &str, target: &str) -> io::Result<()> {
-        let p = self.place(area, name);
+        let p = Self::place(area, name);
         self.parent(&p)?;
-        fs::hard_link(self.place(area, target), p)
+        Ok(self.tree.hard_link(&Self::place(area, target), &p)?)
     }
 }
 
