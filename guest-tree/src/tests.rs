@@ -93,9 +93,22 @@ fn inside_trees_follow_links_that_stay_inside_only() {
     assert_eq!(text, "in");
     assert!(matches!(t.open_file("bad").unwrap_err(), TreeError::Outside { .. }));
     assert!(t.open_file("abs").unwrap_err().is_refusal());
-    // Writes never follow links, even here.
+    // Writes go through links that stay inside, never through one that leaves, and never
+    // through a link in the last place.
     symlink("d", s.p("dl")).unwrap();
-    assert!(t.create_file("dl/new", 0o644).unwrap_err().is_refusal());
+    t.create_file("dl/new", 0o644).unwrap();
+    assert!(s.p("d/new").is_file());
+    symlink("../outside", s.p("ol")).unwrap();
+    assert!(t.create_file("ol/new", 0o644).unwrap_err().is_refusal());
+    assert!(t.mkdir_all("ol/x/y", 0o755).unwrap_err().is_refusal());
+    t.mkdir_all("dl/x/y", 0o755).unwrap();
+    assert!(s.p("d/x/y").is_dir());
+    assert!(t.create_file("good", 0o644).unwrap_err().is_exists(), "a link in the last place is not written through");
+    t.replace("bad", b"replaced", 0o644).unwrap();
+    assert!(s.p("bad").is_file(), "replace puts a file where the link was");
+    t.set_owner("abs", 0, 0).unwrap();
+    t.set_mtime("abs", 1000).unwrap();
+    assert!(t.set_xattr("abs", "user.x", b"1").unwrap_err().is_refusal());
     s.intact();
 }
 

@@ -18,8 +18,10 @@ pub enum Links {
     /// can write (shared folders), and while a package is unpacked.
     Never,
     /// Links are followed when they resolve inside the tree (the kernel refuses any that climb
-    /// out or are absolute). Only for trees nobody can change any more, such as an unpacked
-    /// package's files, whose links were checked at install. Writes never follow links.
+    /// out or are absolute), for reads and for the parents of what is written. Only for trees
+    /// that nobody else changes while dend works in them: an unpacked package's files (served
+    /// by the ingress), an image root dend is building from layers. The last component of a
+    /// write is still never followed: a link there is replaced or refused, not written through.
     Inside,
 }
 
@@ -252,13 +254,13 @@ impl GuestTree {
         self.resolve_at(self.dir.as_fd(), rel.syscall(), flags, 0, links).map_err(|e| self.refused(rel.as_str(), e))
     }
 
-    /// The parent directory of `rel` (an `O_PATH` descriptor, reached without any link) and
-    /// its last component. The root has no parent.
+    /// The parent directory of `rel` (an `O_PATH` descriptor, reached by the tree's link rule)
+    /// and its last component. The root has no parent.
     pub(crate) fn parent<'a>(&self, rel: &'a RelPath) -> Result<(OwnedFd, &'a str), TreeError> {
         let Some((parent, last)) = rel.split_last() else {
             return Err(TreeError::BadPath { path: ".".into(), reason: "names the tree's root itself".into() });
         };
-        let fd = self.resolve(&parent, OFlag::O_PATH | OFlag::O_DIRECTORY, Links::Never)?;
+        let fd = self.resolve(&parent, OFlag::O_PATH | OFlag::O_DIRECTORY, self.links)?;
         Ok((fd, last))
     }
 
@@ -392,14 +394,15 @@ impl GuestTree {
             }
             done.push_str(part);
             let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
-            let next = match self.resolve_at(cur.as_fd(), part, flags, 0, Links::Never) {
+            // Each prefix from the root: a link inside the tree may climb to any part of it.
+            let next = match self.resolve_at(self.dir.as_fd(), &done, flags, 0, self.links) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) => {
                     match nix::sys::stat::mkdirat(Some(cur.as_raw_fd()), part, Mode::from_bits_truncate(mode)) {
                         Ok(()) | Err(Errno::EEXIST) => {}
                         Err(e) => return Err(self.io(&done, errno_io(e))),
                     }
-                    self.resolve_at(cur.as_fd(), part, flags, 0, Links::Never).map_err(|e| self.refused(&done, e))?
+                    self.resolve_at(cur.as_fd(), part, flags, 0, self.links).map_err(|e| self.refused(&done, e))?
                 }
                 Err(Errno::ENOTDIR) => return Err(self.kind_err(&done, Kind::Other("not a directory"), "a directory")),
                 Err(e) => return Err(self.refused(&done, e)),
@@ -521,7 +524,10 @@ impl GuestTree {
     /// types are refused).
     pub fn set_mode(&self, rel: &str, mode: u32) -> Result<(), TreeError> {
         let path = Self::rel(rel)?;
-        let fd = self.resolve(&path, OFlag::O_PATH, Links::Never)?;
+        let (parent, last) = self.parent(&path)?;
+        let fd = self
+            .resolve_at(parent.as_fd(), last, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0, Links::Never)
+            .map_err(|e| self.refused(rel, e))?;
         let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| self.io(rel, errno_io(e)))?;
         let file = match Kind::of(&st) {
             Kind::File => self.reopen(&path, &fd)?,
@@ -532,6 +538,88 @@ impl GuestTree {
             other => return Err(self.kind_err(rel, other, "a file or directory")),
         };
         nix::sys::stat::fchmod(file.as_raw_fd(), Mode::from_bits_truncate(mode)).map_err(|e| self.io(rel, errno_io(e)))
+    }
+}
+
+/// What [`GuestTree::mknod`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    /// A FIFO.
+    Fifo,
+    /// A character device (major, minor).
+    Char(u64, u64),
+    /// A block device (major, minor).
+    Block(u64, u64),
+}
+
+impl GuestTree {
+    /// Makes a FIFO or device node at `rel` (it must not exist). This module never opens one.
+    pub fn mknod(&self, rel: &str, node: Node, mode: u32) -> Result<(), TreeError> {
+        let path = Self::rel(rel)?;
+        let (parent, last) = self.parent(&path)?;
+        let (kind, dev) = match node {
+            Node::Fifo => (SFlag::S_IFIFO, 0),
+            Node::Char(ma, mi) => (SFlag::S_IFCHR, nix::sys::stat::makedev(ma, mi)),
+            Node::Block(ma, mi) => (SFlag::S_IFBLK, nix::sys::stat::makedev(ma, mi)),
+        };
+        nix::sys::stat::mknodat(Some(parent.as_raw_fd()), last, kind, Mode::from_bits_truncate(mode), dev)
+            .map_err(|e| self.io(rel, errno_io(e)))
+    }
+
+    /// Sets the owner of `rel` itself (a link's own owner, not its target's).
+    pub fn set_owner(&self, rel: &str, uid: u32, gid: u32) -> Result<(), TreeError> {
+        let path = Self::rel(rel)?;
+        let (parent, last) = self.parent(&path)?;
+        nix::unistd::fchownat(
+            Some(parent.as_raw_fd()),
+            last,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| self.io(rel, errno_io(e)))
+    }
+
+    /// Sets the modification (and access) time of `rel` itself, in seconds since the epoch.
+    pub fn set_mtime(&self, rel: &str, secs: i64) -> Result<(), TreeError> {
+        let path = Self::rel(rel)?;
+        let (parent, last) = self.parent(&path)?;
+        let t = nix::sys::time::TimeSpec::new(secs, 0);
+        nix::sys::stat::utimensat(
+            Some(parent.as_raw_fd()),
+            last,
+            &t,
+            &t,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(|e| self.io(rel, errno_io(e)))
+    }
+
+    /// Sets the extended attribute `name` of the file or directory `rel` (never through a
+    /// link; other types are refused).
+    pub fn set_xattr(&self, rel: &str, name: &str, value: &[u8]) -> Result<(), TreeError> {
+        let path = Self::rel(rel)?;
+        let (parent, last) = self.parent(&path)?;
+        let fd = self
+            .resolve_at(parent.as_fd(), last, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0, Links::Never)
+            .map_err(|e| self.refused(rel, e))?;
+        let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| self.io(rel, errno_io(e)))?;
+        let file = match Kind::of(&st) {
+            Kind::File => self.reopen(&path, &fd)?,
+            Kind::Dir => File::from(
+                self.resolve_at(fd.as_fd(), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0, Links::Never)
+                    .map_err(|e| self.refused(rel, e))?,
+            ),
+            other => return Err(self.kind_err(rel, other, "a file or directory")),
+        };
+        let cname = std::ffi::CString::new(name)
+            .map_err(|_| TreeError::BadPath { path: name.into(), reason: "holds a NUL byte".into() })?;
+        // SAFETY: the descriptor is open, the name NUL-terminated, the value a valid slice.
+        let r = unsafe { libc::fsetxattr(file.as_raw_fd(), cname.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+        if r == -1 {
+            return Err(self.io(rel, std::io::Error::last_os_error()));
+        }
+        Ok(())
     }
 }
 
