@@ -31,7 +31,43 @@ pub enum ClientError {
     /// The agent answered something this client did not expect.
     #[error("unexpected answer from the agent: {0}")]
     Unexpected(String),
+    /// The guest sent more than the caller takes.
+    #[error("{what} sent more than {max} bytes, the limit; the rest was not read")]
+    TooLarge {
+        /// What was being read.
+        what: String,
+        /// The limit.
+        max: usize,
+    },
+    /// The guest did not finish in time.
+    #[error("{what} did not finish within {after:?}")]
+    Deadline {
+        /// What was waited for.
+        what: String,
+        /// The limit.
+        after: Duration,
+    },
 }
+
+/// How much of a guest's answer the host takes, and for how long it waits: every read of
+/// guest output through this client names both, so none can grow or hang without end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Most bytes taken (stdout and stderr together, or the file).
+    pub max_bytes: usize,
+    /// Longest wait for the whole answer.
+    pub deadline: Duration,
+}
+
+impl Bounds {
+    /// Bounds of `max_bytes` and `deadline`.
+    pub const fn new(max_bytes: usize, deadline: Duration) -> Bounds {
+        Bounds { max_bytes, deadline }
+    }
+}
+
+/// How long the agent may take to say it started a request (exec, forward, file transfer).
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A connected agent.
 #[derive(Clone)]
@@ -143,7 +179,11 @@ impl AgentClient {
 
     async fn started(&self, req: &Request) -> Result<(Stream, Option<u32>), ClientError> {
         let mut stream = self.session.open(req)?;
-        match stream.rx.recv().await {
+        let first = tokio::time::timeout(START_TIMEOUT, stream.rx.recv()).await.map_err(|_| ClientError::Deadline {
+            what: "the agent's start of a request".into(),
+            after: START_TIMEOUT,
+        })?;
+        match first {
             Event::Control(Control::Started { pid }) => Ok((stream, pid)),
             Event::Control(Control::Error(e)) | Event::Closed(Some(e)) => Err(ClientError::Remote(e)),
             Event::Closed(None) => Err(MuxError::StreamClosed(stream.id()).into()),
@@ -158,11 +198,12 @@ impl AgentClient {
         Ok(ExecSession { tx, rx, pid })
     }
 
-    /// Runs `argv` to completion, feeding `stdin`, and collects its output.
-    pub async fn exec_output(&self, argv: &[&str], stdin: Bytes) -> Result<ExecOutput, ClientError> {
+    /// Runs `argv` to completion, feeding `stdin`, and collects its output within `bounds`
+    /// (past them the stream is dropped, which ends the process).
+    pub async fn exec_output(&self, argv: &[&str], stdin: Bytes, bounds: Bounds) -> Result<ExecOutput, ClientError> {
         let req = ExecRequest { argv: argv.iter().map(|s| s.to_string()).collect(), ..Default::default() };
         let session = self.exec(req).await?;
-        session.run(stdin).await
+        session.run(stdin, bounds).await
     }
 
     /// Opens a stream spliced to a TCP or Unix endpoint inside the guest.
@@ -203,28 +244,29 @@ impl AgentClient {
         }
     }
 
-    /// Reads a whole file from the guest.
-    pub async fn get_file(&self, path: &str) -> Result<Vec<u8>, ClientError> {
-        self.get_file_at_most(path, usize::MAX).await
-    }
-
-    /// Reads a whole file from the guest, refusing one longer than `max` bytes (the stream is
-    /// dropped as soon as it is).
-    pub async fn get_file_at_most(&self, path: &str, max: usize) -> Result<Vec<u8>, ClientError> {
+    /// Reads a whole file from the guest within `bounds` (the stream is dropped as soon as the
+    /// file is larger, or the time is up).
+    pub async fn get_file(&self, path: &str, bounds: Bounds) -> Result<Vec<u8>, ClientError> {
         let (mut stream, _) = self.started(&Request::GetFile { path: path.into() }).await?;
-        let mut out = Vec::new();
-        loop {
-            match stream.rx.recv().await {
-                Event::Data { bytes, .. } if out.len().saturating_add(bytes.len()) > max => {
-                    return Err(ClientError::Unexpected(format!("{path} is larger than {max} bytes")));
+        let max = bounds.max_bytes;
+        let read = async {
+            let mut out = Vec::new();
+            loop {
+                match stream.rx.recv().await {
+                    Event::Data { bytes, .. } if out.len().saturating_add(bytes.len()) > max => {
+                        return Err(ClientError::TooLarge { what: path.to_string(), max });
+                    }
+                    Event::Data { bytes, .. } => out.extend_from_slice(&bytes),
+                    Event::Control(Control::Result { .. }) => return Ok(out),
+                    Event::Control(Control::Error(e)) | Event::Closed(Some(e)) => return Err(ClientError::Remote(e)),
+                    Event::Closed(None) => return Err(MuxError::StreamClosed(stream.id()).into()),
+                    _ => {}
                 }
-                Event::Data { bytes, .. } => out.extend_from_slice(&bytes),
-                Event::Control(Control::Result { .. }) => return Ok(out),
-                Event::Control(Control::Error(e)) | Event::Closed(Some(e)) => return Err(ClientError::Remote(e)),
-                Event::Closed(None) => return Err(MuxError::StreamClosed(stream.id()).into()),
-                _ => {}
             }
-        }
+        };
+        tokio::time::timeout(bounds.deadline, read)
+            .await
+            .map_err(|_| ClientError::Deadline { what: format!("reading {path}"), after: bounds.deadline })?
     }
 }
 
@@ -297,8 +339,10 @@ impl ExecSession {
         Ok(self.tx.control(&Control::Signal { signal })?)
     }
 
-    /// Feeds `stdin` (then closes it) while collecting output until the process exits.
-    pub async fn run(self, stdin: Bytes) -> Result<ExecOutput, ClientError> {
+    /// Feeds `stdin` (then closes it) while collecting output until the process exits, within
+    /// `bounds`: more output, or a process still running at the deadline, is an error, and the
+    /// stream is dropped (which ends the process).
+    pub async fn run(self, stdin: Bytes, bounds: Bounds) -> Result<ExecOutput, ClientError> {
         let ExecSession { tx, mut rx, .. } = self;
         let feed = async {
             if !stdin.is_empty() {
@@ -308,8 +352,12 @@ impl ExecSession {
         };
         let collect = async {
             let mut out = ExecOutput { stdout: Vec::new(), stderr: Vec::new(), code: None, signal: None };
+            let max = bounds.max_bytes;
             loop {
                 match rx.recv().await {
+                    Event::Data { bytes, .. } if out.stdout.len() + out.stderr.len() + bytes.len() > max => {
+                        return Err(ClientError::TooLarge { what: "the process".into(), max });
+                    }
                     Event::Data { chan: CHAN_STDERR, bytes } => out.stderr.extend_from_slice(&bytes),
                     Event::Data { bytes, .. } => out.stdout.extend_from_slice(&bytes),
                     Event::Control(Control::Exit { code, signal }) => {
@@ -323,7 +371,10 @@ impl ExecSession {
                 }
             }
         };
-        let (fed, out) = tokio::join!(feed, collect);
+        let both = async { tokio::join!(feed, collect) };
+        let (fed, out) = tokio::time::timeout(bounds.deadline, both)
+            .await
+            .map_err(|_| ClientError::Deadline { what: "the process".into(), after: bounds.deadline })?;
         let out = out?;
         // A process may exit without reading all of stdin; that is not an error of the exec.
         if let Err(e) = fed {

@@ -12,6 +12,6 @@ pub mod frame;
 pub mod msg;
 pub mod mux;
 
-pub use client::{vsock_connect, AgentClient, ClientError, ExecOutput, ExecSession};
+pub use client::{vsock_connect, AgentClient, Bounds, ClientError, ExecOutput, ExecSession};
 pub use msg::{ExecRequest, ForwardTarget, Info, Request, TtySize};
 pub use mux::{Event, MuxError, Role, Session};

@@ -63,18 +63,35 @@ pub enum Event {
     Closed(Option<ErrorReply>),
 }
 
+/// Most control messages and half-closes of one stream that may wait unread: past it the peer
+/// is sending them faster than they can mean anything, and the stream is failed. (Data is
+/// bounded by the window, and empty data frames are dropped.)
+pub const MAX_QUEUED_SIGNALS: usize = 256;
+/// Most frames waiting to be written before a frame the peer provoked (a refusal, a close)
+/// ends the session instead: a peer that sends bad frames and never reads cannot make the
+/// queue grow without bound.
+pub const MAX_BACKLOG: usize = 4096;
+/// Malformed frames a session takes before it is closed (each is logged up to a few).
+pub const MAX_BAD_FRAMES: usize = 64;
+
 struct Slot {
     events: mpsc::UnboundedSender<Event>,
     credit: Arc<Semaphore>,
     unconsumed: Arc<AtomicUsize>,
+    signals: Arc<AtomicUsize>,
 }
 
-/// The reader-side handles of a registered stream: its events, send credit, unconsumed bytes.
-type SlotHandles = (mpsc::UnboundedReceiver<Event>, Arc<Semaphore>, Arc<AtomicUsize>);
+/// The reader-side handles of a registered stream: its events, send credit, unconsumed bytes,
+/// unread signals.
+type SlotHandles = (mpsc::UnboundedReceiver<Event>, Arc<Semaphore>, Arc<AtomicUsize>, Arc<AtomicUsize>);
 
 struct Shared {
     role: Role,
     out: mpsc::UnboundedSender<Frame>,
+    /// Frames queued in `out` and not written yet.
+    backlog: AtomicUsize,
+    /// Malformed frames seen.
+    bad: AtomicUsize,
     streams: Mutex<HashMap<u32, Slot>>,
     next_id: AtomicU32,
     closed: watch::Sender<Option<String>>,
@@ -84,7 +101,18 @@ struct Shared {
 
 impl Shared {
     fn send(&self, f: Frame) -> Result<(), MuxError> {
+        self.backlog.fetch_add(1, Ordering::AcqRel);
         self.out.send(f).map_err(|_| self.closed_error())
+    }
+
+    /// Sends a frame the peer provoked (a refusal, a close), unless the peer has stopped
+    /// reading: then the session ends instead of queueing more.
+    fn send_reply(&self, f: Frame) {
+        if self.backlog.load(Ordering::Acquire) > MAX_BACKLOG {
+            close_session(self, format!("the peer does not read: more than {MAX_BACKLOG} frames wait for it"));
+            return;
+        }
+        let _ = self.send(f);
     }
 
     fn closed_error(&self) -> MuxError {
@@ -103,7 +131,7 @@ impl Shared {
             slot.credit.close();
             let _ = slot.events.send(Event::Closed(Some(err.clone())));
         }
-        let _ = self.send(Frame::json(id, Kind::Close, &err));
+        self.send_reply(Frame::json(id, Kind::Close, &err));
     }
 
     fn fail_all(&self, err: ErrorReply) {
@@ -119,14 +147,30 @@ impl Shared {
         let (tx, rx) = mpsc::unbounded_channel();
         let credit = Arc::new(Semaphore::new(WINDOW));
         let unconsumed = Arc::new(AtomicUsize::new(0));
-        let slot = Slot { events: tx, credit: credit.clone(), unconsumed: unconsumed.clone() };
+        let signals = Arc::new(AtomicUsize::new(0));
+        let slot =
+            Slot { events: tx, credit: credit.clone(), unconsumed: unconsumed.clone(), signals: signals.clone() };
         let mut slots = self.slots();
         if self.closed.borrow().is_some() {
             drop(slots);
             return Err(self.closed_error());
         }
         slots.insert(id, slot);
-        Ok((rx, credit, unconsumed))
+        Ok((rx, credit, unconsumed, signals))
+    }
+
+    /// Queues a control message or half-close of stream `id`, failing the stream when too
+    /// many wait unread.
+    fn signal(&self, id: u32, ev: Event) {
+        let slots = self.slots();
+        let Some(slot) = slots.get(&id) else { return };
+        if slot.signals.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED_SIGNALS {
+            drop(slots);
+            let msg = format!("stream {id}: more than {MAX_QUEUED_SIGNALS} control messages wait unread");
+            self.fail_stream(id, ErrorReply::new("protocol", msg));
+            return;
+        }
+        let _ = slot.events.send(ev);
     }
 }
 
@@ -157,6 +201,8 @@ impl Session {
         let shared = Arc::new(Shared {
             role,
             out: out_tx,
+            backlog: AtomicUsize::new(0),
+            bad: AtomicUsize::new(0),
             streams: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(if role == Role::Host { 1 } else { 2 }),
             closed: watch::channel(None).0,
@@ -193,8 +239,8 @@ impl Session {
     /// Opens a new stream with `request`.
     pub fn open(&self, request: &Request) -> Result<Stream, MuxError> {
         let id = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
-        let (events, credit, unconsumed) = self.shared.new_slot(id)?;
-        let stream = Stream::new(self.shared.clone(), id, events, credit, unconsumed);
+        let handles = self.shared.new_slot(id)?;
+        let stream = Stream::new(self.shared.clone(), id, handles);
         self.shared.send(Frame::json(id, Kind::Open, request))?;
         Ok(stream)
     }
@@ -250,9 +296,13 @@ async fn write_loop<W: AsyncWrite>(
             _ = closed.wait_for(|c| c.is_some()) => return,
         };
         let mut res = sink.feed(f).await;
+        shared.backlog.fetch_sub(1, Ordering::AcqRel);
         while res.is_ok() {
             match rx.try_recv() {
-                Ok(f) => res = sink.feed(f).await,
+                Ok(f) => {
+                    res = sink.feed(f).await;
+                    shared.backlog.fetch_sub(1, Ordering::AcqRel);
+                }
                 Err(_) => break,
             }
         }
@@ -297,7 +347,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
 }
 
 fn on_bad_frame(shared: &Shared, bad: BadFrame) {
-    tracing::warn!(error = %bad, "refused frame");
+    let seen = shared.bad.fetch_add(1, Ordering::AcqRel) + 1;
+    if seen <= 8 {
+        tracing::warn!(error = %bad, "refused frame");
+    }
+    if seen > MAX_BAD_FRAMES {
+        close_session(shared, format!("the peer sent more than {MAX_BAD_FRAMES} malformed frames"));
+        return;
+    }
     shared.fail_stream(bad.stream(), ErrorReply::new("protocol", bad.to_string()));
 }
 
@@ -306,6 +363,8 @@ fn on_frame(shared: &Arc<Shared>, incoming: &mpsc::UnboundedSender<Incoming>, f:
     match f.kind {
         Kind::Hello => on_hello(shared, &f.payload),
         Kind::Open => on_open(shared, incoming, id, &f.payload),
+        // An empty data frame carries nothing; queueing it would be unbounded.
+        Kind::Data if f.payload.is_empty() => {}
         Kind::Data => {
             let slots = shared.slots();
             let Some(slot) = slots.get(&id) else { return };
@@ -318,17 +377,9 @@ fn on_frame(shared: &Arc<Shared>, incoming: &mpsc::UnboundedSender<Incoming>, f:
             }
             let _ = slot.events.send(Event::Data { chan: f.chan, bytes: f.payload });
         }
-        Kind::Eof => {
-            if let Some(slot) = shared.slots().get(&id) {
-                let _ = slot.events.send(Event::Eof { chan: f.chan });
-            }
-        }
+        Kind::Eof => shared.signal(id, Event::Eof { chan: f.chan }),
         Kind::Control => match serde_json::from_slice::<Control>(&f.payload) {
-            Ok(c) => {
-                if let Some(slot) = shared.slots().get(&id) {
-                    let _ = slot.events.send(Event::Control(c));
-                }
-            }
+            Ok(c) => shared.signal(id, Event::Control(c)),
             Err(e) => shared.fail_stream(id, ErrorReply::new("protocol", format!("bad control message: {e}"))),
         },
         Kind::Credit => on_credit(shared, id, &f.payload),
@@ -365,20 +416,20 @@ fn on_open(shared: &Arc<Shared>, incoming: &mpsc::UnboundedSender<Incoming>, id:
     let peer_parity = if shared.role == Role::Host { 0 } else { 1 };
     if id == 0 || id % 2 != peer_parity || shared.slots().contains_key(&id) {
         let msg = format!("stream id {id} is not one the peer may open");
-        let _ = shared.send(Frame::json(id, Kind::Close, &ErrorReply::new("protocol", msg)));
+        shared.send_reply(Frame::json(id, Kind::Close, &ErrorReply::new("protocol", msg)));
         return;
     }
     let request = match serde_json::from_slice::<Request>(payload) {
         Ok(r) => r,
         Err(e) => {
             let err = ErrorReply::new("bad_request", format!("bad request: {e}"));
-            let _ = shared.send(Frame::json(id, Kind::Control, &Control::Error(err.clone())));
-            let _ = shared.send(Frame::json(id, Kind::Close, &err));
+            shared.send_reply(Frame::json(id, Kind::Control, &Control::Error(err.clone())));
+            shared.send_reply(Frame::json(id, Kind::Close, &err));
             return;
         }
     };
-    let Ok((events, credit, unconsumed)) = shared.new_slot(id) else { return };
-    let stream = Stream::new(shared.clone(), id, events, credit, unconsumed);
+    let Ok(handles) = shared.new_slot(id) else { return };
+    let stream = Stream::new(shared.clone(), id, handles);
     let _ = incoming.send(Incoming { request, stream });
 }
 
@@ -443,7 +494,7 @@ struct CloseGuard {
 impl Drop for CloseGuard {
     fn drop(&mut self) {
         if self.shared.slots().remove(&self.id).is_some() {
-            let _ = self.shared.send(Frame::new(self.id, Kind::Close, 0, Bytes::new()));
+            self.shared.send_reply(Frame::new(self.id, Kind::Close, 0, Bytes::new()));
         }
     }
 }
@@ -457,17 +508,12 @@ pub struct Stream {
 }
 
 impl Stream {
-    fn new(
-        shared: Arc<Shared>,
-        id: u32,
-        events: mpsc::UnboundedReceiver<Event>,
-        credit: Arc<Semaphore>,
-        unconsumed: Arc<AtomicUsize>,
-    ) -> Stream {
+    fn new(shared: Arc<Shared>, id: u32, handles: SlotHandles) -> Stream {
+        let (events, credit, unconsumed, signals) = handles;
         let guard = Arc::new(CloseGuard { shared: shared.clone(), id });
         Stream {
             tx: StreamSender { shared: shared.clone(), id, credit, _guard: guard.clone() },
-            rx: StreamReceiver { shared, id, events, unconsumed, owed: 0, _guard: guard },
+            rx: StreamReceiver { shared, id, events, unconsumed, signals, owed: 0, _guard: guard },
         }
     }
 
@@ -556,6 +602,7 @@ pub struct StreamReceiver {
     id: u32,
     events: mpsc::UnboundedReceiver<Event>,
     unconsumed: Arc<AtomicUsize>,
+    signals: Arc<AtomicUsize>,
     /// Bytes handed out whose credit has not been returned yet (see [`CREDIT_BATCH`]).
     owed: usize,
     _guard: Arc<CloseGuard>,
@@ -582,6 +629,10 @@ impl StreamReceiver {
                     let _ = self.shared.send(Frame::new(self.id, Kind::Credit, 0, Bytes::copy_from_slice(&credit)));
                 }
                 Event::Data { chan, bytes }
+            }
+            Some(ev @ (Event::Control(_) | Event::Eof { .. })) => {
+                self.signals.fetch_sub(1, Ordering::AcqRel);
+                ev
             }
             Some(ev) => ev,
             None => Event::Closed(self.shared.closed.borrow().clone().map(|why| ErrorReply::new("channel_lost", why))),

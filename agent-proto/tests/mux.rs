@@ -189,3 +189,74 @@ async fn vsock_connect_handshake_then_protocol() {
     assert_eq!(c.peer().software, "fake-agent");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A host session over `a`, with a raw agent on the other end that has answered the hello.
+async fn host_with_raw_agent(
+    a: tokio::io::DuplexStream,
+    b: tokio::io::DuplexStream,
+) -> (Session, Framed<tokio::io::DuplexStream, FrameCodec>) {
+    let (host, _incoming) = Session::start(a, Role::Host, "host");
+    let mut raw = Framed::new(b, FrameCodec::default());
+    raw.send(Frame::json(0, Kind::Hello, &Hello::ours("raw-agent"))).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), host.handshake()).await.unwrap().unwrap();
+    (host, raw)
+}
+
+#[tokio::test]
+async fn a_guest_flooding_control_messages_loses_only_that_stream() {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let (host, mut raw) = host_with_raw_agent(a, b).await;
+    let mut flooded = host.open(&Request::Forward { target: tcp() }).unwrap();
+    let mut other = host.open(&Request::Forward { target: tcp() }).unwrap();
+    // Nobody reads `flooded` while the guest sends it control messages and empty data frames.
+    for _ in 0..2000 {
+        raw.send(Frame::json(flooded.id(), Kind::Control, &Control::Started { pid: Some(1) })).await.unwrap();
+        raw.send(Frame::new(flooded.id(), Kind::Data, CHAN_STDIO, Bytes::new())).await.unwrap();
+    }
+    raw.send(Frame::new(other.id(), Kind::Data, CHAN_STDIO, &b"ok"[..])).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), other.rx.recv()).await.unwrap() {
+        Event::Data { bytes, .. } => assert_eq!(&bytes[..], b"ok"),
+        e => panic!("{e:?}"),
+    }
+    let mut signals = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), flooded.rx.recv()).await.unwrap() {
+            Event::Control(_) => signals += 1,
+            Event::Closed(Some(e)) => {
+                assert!(e.message.contains("wait unread"), "{e:?}");
+                break;
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+    assert!(signals <= den_agent_proto::mux::MAX_QUEUED_SIGNALS, "{signals} queued");
+    assert_eq!(host.open_streams(), 1, "the other stream lives on");
+}
+
+#[tokio::test]
+async fn a_guest_that_never_reads_cannot_grow_the_hosts_queue() {
+    // A small pipe the raw agent never reads from: every refusal the host sends waits.
+    let (a, b) = tokio::io::duplex(4096);
+    let (host, raw) = host_with_raw_agent(a, b).await;
+    let (_rd, mut wr) = {
+        let parts = raw.into_parts();
+        tokio::io::split(parts.io)
+    };
+    let flood = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut codec = FrameCodec::default();
+        // Opens with ids the agent may not use: each is refused with a Close frame.
+        for i in 0..20_000u32 {
+            let mut buf = BytesMut::new();
+            let f = Frame::json(2 * i + 1, Kind::Open, &Request::Forward { target: tcp() });
+            tokio_util::codec::Encoder::encode(&mut codec, f, &mut buf).unwrap();
+            if wr.write_all(&buf).await.is_err() {
+                return i;
+            }
+        }
+        20_000
+    });
+    let why = tokio::time::timeout(Duration::from_secs(10), host.closed()).await.expect("the host closed the session");
+    assert!(why.contains("does not read"), "{why}");
+    flood.abort();
+}

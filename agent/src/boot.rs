@@ -99,13 +99,17 @@ pub fn switch_root(dev: &str, fstype: &str, read_only: bool) -> Result<(), Strin
     Ok(())
 }
 
-/// Mounts each virtio-fs share (`tag`, `path`), making `path` first; failures are reported on
-/// the console and the boot goes on.
-pub fn mount_shares(shares: &[(String, String)]) {
-    for (tag, path) in shares {
-        mkdir(path);
-        if let Err(e) = mount(Some(tag.as_str()), path.as_str(), Some("virtiofs"), MsFlags::empty(), None::<&str>) {
-            eprintln!("den-agent: mount virtio-fs `{tag}` on {path}: {e} (is the virtiofs module in the image?)");
+/// Mounts each virtio-fs share in order (a share may sit in an earlier, read-only one), making
+/// its folder first; failures are reported on the console and the boot goes on.
+pub fn mount_shares(shares: &[crate::cmdline::Share]) {
+    for s in shares {
+        mkdir(&s.path);
+        let flags = if s.read_only { MsFlags::MS_RDONLY } else { MsFlags::empty() };
+        if let Err(e) = mount(Some(s.tag.as_str()), s.path.as_str(), Some("virtiofs"), flags, None::<&str>) {
+            eprintln!(
+                "den-agent: mount virtio-fs `{}` on {}: {e} (is the virtiofs module in the image?)",
+                s.tag, s.path
+            );
         }
     }
 }

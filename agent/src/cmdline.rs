@@ -25,14 +25,26 @@ pub struct Cmdline {
     pub dns: Option<String>,
     /// `den.vsock_port=1024`: vsock port the agent listens on.
     pub vsock_port: u32,
-    /// `den.share=<tag>:<path>` (repeated): virtio-fs file systems to mount at `path` (with
-    /// `%XX` escapes for bytes a command line cannot hold) once the root is in place.
-    pub shares: Vec<(String, String)>,
+    /// `den.share=<tag>:<path>` and `den.share_ro=<tag>:<path>` (repeated): virtio-fs file
+    /// systems to mount at `path` (with `%XX` escapes for bytes a command line cannot hold),
+    /// read-write or read-only, in the order given, once the root is in place.
+    pub shares: Vec<Share>,
     /// `den.services=<dir>`: another directory of service files, read once the shares are
     /// mounted (an LPK service's definition lives in its app's `/lzcapp/run`).
     pub services: Option<String>,
     /// Every `key=value` seen, for diagnostics.
     pub all: BTreeMap<String, String>,
+}
+
+/// A virtio-fs share to mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// The virtio-fs tag.
+    pub tag: String,
+    /// Where to mount it.
+    pub path: String,
+    /// Mounted read-only (the host serves it read-only too).
+    pub read_only: bool,
 }
 
 /// Default vsock port of the agent.
@@ -57,12 +69,14 @@ impl Cmdline {
                 "den.console" if !v.is_empty() => c.console = Some(v.clone()),
                 "den.services" if v.starts_with('/') => c.services = Some(v.clone()),
                 "den.vsock_port" => c.vsock_port = v.parse().unwrap_or(DEFAULT_VSOCK_PORT),
-                "den.share" => match v.split_once(':').and_then(|(tag, p)| Some((tag, unescape(p)?))) {
-                    Some((tag, path)) if !tag.is_empty() && path.starts_with('/') => {
-                        c.shares.push((tag.to_string(), path))
+                "den.share" | "den.share_ro" => {
+                    match v.split_once(':').and_then(|(tag, p)| Some((tag, unescape(p)?))) {
+                        Some((tag, path)) if !tag.is_empty() && path.starts_with('/') => {
+                            c.shares.push(Share { tag: tag.to_string(), path, read_only: k == "den.share_ro" })
+                        }
+                        _ => eprintln!("den-agent: ignoring `{k}={v}`: expected <tag>:<absolute path>"),
                     }
-                    _ => eprintln!("den-agent: ignoring `den.share={v}`: expected <tag>:<absolute path>"),
-                },
+                }
                 _ => {}
             }
             c.all.insert(k.to_string(), v);
@@ -120,6 +134,10 @@ mod tests {
         let c = Cmdline::parse(
             "den.share=den0:/home/ann/my%20proj den.share=den1:/srv den.share=x den.share=y:rel den.share=z:/a%2 den.share=w:/a%+5",
         );
-        assert_eq!(c.shares, vec![("den0".into(), "/home/ann/my proj".into()), ("den1".into(), "/srv".into())]);
+        let got: Vec<_> = c.shares.iter().map(|s| (s.tag.as_str(), s.path.as_str(), s.read_only)).collect();
+        assert_eq!(got, [("den0", "/home/ann/my proj", false), ("den1", "/srv", false)]);
+        let c = Cmdline::parse("den.share_ro=a:/lzcapp den.share=b:/lzcapp/var");
+        let got: Vec<_> = c.shares.iter().map(|s| (s.tag.as_str(), s.path.as_str(), s.read_only)).collect();
+        assert_eq!(got, [("a", "/lzcapp", true), ("b", "/lzcapp/var", false)], "in order, read-only kept");
     }
 }

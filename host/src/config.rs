@@ -183,7 +183,7 @@ pub fn load(path: &Path) -> Result<Config, String> {
         s.check().map_err(|e| format!("{}: [system] {e}", path.display()))?;
     }
     for p in &cfg.docker.share {
-        let share = crate::model::Share { host: p.clone(), guest: None };
+        let share = crate::model::Share { host: p.clone(), guest: None, readonly: false };
         share.check().map_err(|e| format!("{}: [docker] share: {e}", path.display()))?;
     }
     Ok(cfg)

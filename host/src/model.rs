@@ -124,6 +124,10 @@ pub struct Share {
     /// Where the guest mounts it (default: the same path as on the host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest: Option<std::path::PathBuf>,
+    /// Shared read-only: `virtiofsd` serves it from a read-only mount, so the guest's root
+    /// cannot write it whatever it does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub readonly: bool,
 }
 
 impl Share {
@@ -288,12 +292,15 @@ impl VmSpec {
         for (i, s) in self.shares.iter().enumerate() {
             s.check().or_else(err)?;
             let g = s.guest_path();
-            if let Some(o) =
-                self.shares[..i].iter().map(Share::guest_path).find(|o| o.starts_with(g) || g.starts_with(o))
-            {
+            // A share may be mounted inside an earlier read-only one (whose folder is then its
+            // mount point, and which the guest cannot change); any other overlap hides files.
+            let inside_read_only = |o: &Share| o.readonly && g != o.guest_path() && g.starts_with(o.guest_path());
+            let overlap = |o: &Share| g.starts_with(o.guest_path()) || o.guest_path().starts_with(g);
+            let clash = self.shares[..i].iter().find(|o| overlap(o) && !inside_read_only(o));
+            if let Some(o) = clash {
                 return err(format!(
                     "shared folders at `{}` and `{}` would hide one another",
-                    o.display(),
+                    o.guest_path().display(),
                     g.display()
                 ));
             }
@@ -401,9 +408,15 @@ mod tests {
     #[test]
     fn shares_are_clean_absolute_paths_on_qemu() {
         let limits = Limits { max_cpus: 2, max_memory_mib: 4096 };
-        let share = |host: &str, guest: Option<&str>| Share { host: host.into(), guest: guest.map(Into::into) };
+        let share = |host: &str, guest: Option<&str>| Share {
+            host: host.into(),
+            guest: guest.map(Into::into),
+            readonly: false,
+        };
+        let ro = |host: &str, guest: &str| Share { readonly: true, ..share(host, Some(guest)) };
         let with = |shares: Vec<Share>| VmSpec { shares, ..spec() }.validate(limits);
         assert!(with(vec![share("/home/ann", None), share("/srv/x", Some("/data"))]).is_ok());
+        assert!(with(vec![ro("/a", "/x"), share("/b", Some("/x/var")), share("/c", Some("/x/cache"))]).is_ok());
         for (bad, says) in [
             (vec![share("home", None)], "clean absolute"),
             (vec![share("/home/../etc", None)], "clean absolute"),
@@ -414,6 +427,8 @@ mod tests {
             (vec![share("/srv", Some("/var"))], "system folders"),
             (vec![share("/a", Some("/x")), share("/b", Some("/x"))], "hide one another"),
             (vec![share("/a", Some("/x")), share("/b", Some("/x/y"))], "hide one another"),
+            (vec![share("/b", Some("/x/y")), ro("/a", "/x")], "hide one another"),
+            (vec![ro("/a", "/x"), share("/b", Some("/x"))], "hide one another"),
             (vec![share("/a", None); MAX_SHARES + 1], "at most"),
         ] {
             let e = with(bad.clone()).unwrap_err();

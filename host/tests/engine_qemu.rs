@@ -119,7 +119,7 @@ async fn boot(id: &str, guard: &KillGuard) -> Booted {
 }
 
 async fn sh(agent: &AgentClient, cmd: &str) -> String {
-    let out = agent.exec_output(&["/bin/sh", "-c", cmd], Bytes::new()).await.unwrap();
+    let out = agent.exec_output(&["/bin/sh", "-c", cmd], Bytes::new(), den_tests::EXEC).await.unwrap();
     assert_eq!(out.code, Some(0), "`{cmd}`: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

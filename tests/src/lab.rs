@@ -108,7 +108,7 @@ impl Lab {
     /// boot inner VMs start a fresh lab and try again then.
     pub async fn try_sh(&self, script: &str, limit: Duration) -> Result<ExecOutput, String> {
         let argv = ["/bin/sh", "-c", script];
-        let run = self.agent.exec_output(&argv, Bytes::new());
+        let run = self.agent.exec_output(&argv, Bytes::new(), crate::EXEC);
         match tokio::time::timeout(limit, run).await {
             Ok(out) => Ok(out.unwrap_or_else(|e| {
                 panic!("lab exec `{script}`: {e}\nouter console:\n{}", self.guest.console_tail(40))

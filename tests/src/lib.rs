@@ -15,3 +15,7 @@ pub mod ssh;
 pub mod system;
 
 pub use guest::{Guest, GuestOptions};
+
+/// What the tests take of a guest's output through the agent, and how long they wait: roomy
+/// (the benches move hundreds of MiB), but bounded like every other reader of guest output.
+pub const EXEC: den_agent_proto::Bounds = den_agent_proto::Bounds::new(1 << 30, std::time::Duration::from_secs(900));

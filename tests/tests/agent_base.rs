@@ -17,7 +17,7 @@ fn argv(a: &[&str]) -> ExecRequest {
 }
 
 async fn sh(c: &AgentClient, script: &str) -> den_agent_proto::ExecOutput {
-    c.exec_output(&["/bin/sh", "-c", script], Bytes::new()).await.expect("exec")
+    c.exec_output(&["/bin/sh", "-c", script], Bytes::new(), den_tests::EXEC).await.expect("exec")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,19 +41,19 @@ async fn base_guest_agent_end_to_end() {
     assert_eq!(info.hostname, "base-test");
     // network settings from the kernel command line
     assert!(info.addresses.values().flatten().any(|a| a == "10.0.2.15/24"), "{info:?}");
-    let routes = c.exec_output(&["ip", "route"], Bytes::new()).await.unwrap();
+    let routes = c.exec_output(&["ip", "route"], Bytes::new(), den_tests::EXEC).await.unwrap();
     assert!(String::from_utf8_lossy(&routes.stdout).contains("default via 10.0.2.2"), "{routes:?}");
 
     // exec: output, exit codes, stderr
-    let out = c.exec_output(&["uname", "-r"], Bytes::new()).await.unwrap();
+    let out = c.exec_output(&["uname", "-r"], Bytes::new(), den_tests::EXEC).await.unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), image.kernel_release);
     assert_eq!(out.code, Some(0));
-    assert_eq!(c.exec_output(&["false"], Bytes::new()).await.unwrap().code, Some(1));
+    assert_eq!(c.exec_output(&["false"], Bytes::new(), den_tests::EXEC).await.unwrap().code, Some(1));
     let out = sh(&c, "echo oops >&2; exit 7").await;
     assert_eq!((out.code, out.stderr.as_slice(), out.stdout.len()), (Some(7), &b"oops\n"[..], 0));
     let out = sh(&c, "kill -TERM $$").await;
     assert_eq!((out.code, out.signal), (None, Some(libc::SIGTERM)));
-    match c.exec_output(&["/no/such/program"], Bytes::new()).await {
+    match c.exec_output(&["/no/such/program"], Bytes::new(), den_tests::EXEC).await {
         Err(ClientError::Remote(e)) => assert_eq!(e.code, "not_found", "{e:?}"),
         other => panic!("expected not_found, got {other:?}"),
     }
@@ -67,7 +67,7 @@ async fn base_guest_agent_end_to_end() {
     // 10 MiB cat
     let data: Vec<u8> = (0..10 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
     let t = Instant::now();
-    let out = c.exec_output(&["cat"], Bytes::from(data.clone())).await.unwrap();
+    let out = c.exec_output(&["cat"], Bytes::from(data.clone()), den_tests::EXEC).await.unwrap();
     eprintln!("10 MiB through exec cat: {:.2}s", t.elapsed().as_secs_f64());
     assert_eq!(out.code, Some(0));
     assert_eq!(hex::encode(Sha256::digest(&out.stdout)), hex::encode(Sha256::digest(&data)));
@@ -101,7 +101,10 @@ async fn base_guest_agent_end_to_end() {
     // concurrent
     let runs = (0..8).map(|i| {
         let c = c.clone();
-        async move { c.exec_output(&["/bin/sh", "-c", "sleep 1; echo job $0", &i.to_string()], Bytes::new()).await }
+        async move {
+            c.exec_output(&["/bin/sh", "-c", "sleep 1; echo job $0", &i.to_string()], Bytes::new(), den_tests::EXEC)
+                .await
+        }
     });
     let outs = futures_util::future::join_all(runs).await;
     for (i, o) in outs.into_iter().enumerate() {
@@ -112,16 +115,16 @@ async fn base_guest_agent_end_to_end() {
     // files
     let blob: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
     c.put_file("/root/blob.bin", 0o600, Bytes::from(blob.clone())).await.unwrap();
-    assert_eq!(c.get_file("/root/blob.bin").await.unwrap(), blob);
+    assert_eq!(c.get_file("/root/blob.bin", den_tests::EXEC).await.unwrap(), blob);
     assert_eq!(String::from_utf8_lossy(&sh(&c, "stat -c %a /root/blob.bin").await.stdout).trim(), "600");
-    match c.get_file("/nope").await {
+    match c.get_file("/nope", den_tests::EXEC).await {
         Err(ClientError::Remote(e)) => assert_eq!(e.code, "not_found"),
         other => panic!("expected not_found, got {other:?}"),
     }
     let keys = vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDen test@den".to_string()];
     c.set_authorized_keys("root", &keys).await.unwrap();
     assert_eq!(
-        c.get_file("/root/.ssh/authorized_keys").await.unwrap(),
+        c.get_file("/root/.ssh/authorized_keys", den_tests::EXEC).await.unwrap(),
         b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDen test@den\n"
     );
 

@@ -17,23 +17,28 @@ async fn dev_guest_boots_systemd_and_reaches_sshd() {
 
     let info = c.info().await.unwrap();
     assert!(!info.pid1, "in a full VM systemd is PID 1 and the agent is its service");
-    let out = c.exec_output(&["cat", "/proc/1/comm"], Bytes::new()).await.unwrap();
+    let out = c.exec_output(&["cat", "/proc/1/comm"], Bytes::new(), den_tests::EXEC).await.unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "systemd");
 
     // exec as the normal user
     let req = ExecRequest { argv: vec!["id".into(), "-un".into()], user: Some("dev".into()), ..Default::default() };
-    let out = c.exec(req).await.unwrap().run(Bytes::new()).await.unwrap();
+    let out = c.exec(req).await.unwrap().run(Bytes::new(), den_tests::EXEC).await.unwrap();
     assert_eq!((out.code, String::from_utf8_lossy(&out.stdout).trim()), (Some(0), "dev"));
     let req = ExecRequest { argv: vec!["pwd".into()], user: Some("dev".into()), ..Default::default() };
     assert_eq!(
-        String::from_utf8_lossy(&c.exec(req).await.unwrap().run(Bytes::new()).await.unwrap().stdout).trim(),
+        String::from_utf8_lossy(&c.exec(req).await.unwrap().run(Bytes::new(), den_tests::EXEC).await.unwrap().stdout)
+            .trim(),
         "/home/dev"
     );
 
     // SSH keys land with the right owner and mode
     c.set_authorized_keys("dev", &["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGRlbg dev@den".into()]).await.unwrap();
     let out = c
-        .exec_output(&["stat", "-c", "%U %a", "/home/dev/.ssh/authorized_keys", "/home/dev/.ssh"], Bytes::new())
+        .exec_output(
+            &["stat", "-c", "%U %a", "/home/dev/.ssh/authorized_keys", "/home/dev/.ssh"],
+            Bytes::new(),
+            den_tests::EXEC,
+        )
         .await
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "dev 600\ndev 700\n");

@@ -10,7 +10,11 @@ async fn docker_info(c: &AgentClient, deadline: Duration) -> String {
     let start = Instant::now();
     loop {
         let out = c
-            .exec_output(&["docker", "info", "--format", "{{.ServerVersion}} {{.Driver}}"], Bytes::new())
+            .exec_output(
+                &["docker", "info", "--format", "{{.ServerVersion}} {{.Driver}}"],
+                Bytes::new(),
+                den_tests::EXEC,
+            )
             .await
             .unwrap();
         if out.code == Some(0) {
@@ -36,10 +40,13 @@ async fn docker_guest_runs_dockerd_as_a_supervised_service() {
     );
 
     // Kill dockerd: init notices and starts it again.
-    let out = c.exec_output(&["/bin/sh", "-c", "kill -KILL $(cat /var/run/docker.pid)"], Bytes::new()).await.unwrap();
+    let out = c
+        .exec_output(&["/bin/sh", "-c", "kill -KILL $(cat /var/run/docker.pid)"], Bytes::new(), den_tests::EXEC)
+        .await
+        .unwrap();
     assert_eq!(out.code, Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let again = docker_info(&c, Duration::from_secs(120)).await;
     assert_eq!(again, first);
-    let pid = c.exec_output(&["cat", "/var/run/docker.pid"], Bytes::new()).await.unwrap();
+    let pid = c.exec_output(&["cat", "/var/run/docker.pid"], Bytes::new(), den_tests::EXEC).await.unwrap();
     eprintln!("dockerd restarted as pid {}", String::from_utf8_lossy(&pid.stdout).trim());
 }

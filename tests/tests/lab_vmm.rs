@@ -143,7 +143,8 @@ async fn vsock(lab: Lab) -> Result<(), String> {
         // `cat` echoes 384 KiB: guest-bound and host-bound streams through vsock, intact.
         let data: Vec<u8> = (0..384 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         let t = Instant::now();
-        let out = inner.exec_output(&["cat"], Bytes::from(data.clone())).await.expect("inner exec cat");
+        let out =
+            inner.exec_output(&["cat"], Bytes::from(data.clone()), den_tests::EXEC).await.expect("inner exec cat");
         let secs = t.elapsed().as_secs_f64();
         assert_eq!(out.code, Some(0), "{out:?}");
         assert_eq!(out.stdout.len(), data.len());
@@ -157,7 +158,10 @@ async fn vsock(lab: Lab) -> Result<(), String> {
         // A second connection at the same time works too.
         let (second, port2) = inner_agent_once(&lab).await.expect("a second vsock connection");
         assert_ne!(port, port2);
-        let out = second.exec_output(&["echo", "second"], Bytes::new()).await.expect("exec on the second connection");
+        let out = second
+            .exec_output(&["echo", "second"], Bytes::new(), den_tests::EXEC)
+            .await
+            .expect("exec on the second connection");
         assert_eq!(out.stdout, b"second\n");
         second.close();
 

@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 /// Largest file copied in one request, either way (each is held whole in memory).
 const MAX_FILE: usize = 1 << 30;
+/// How long a copy out of a guest may take.
+const FILE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1800);
 
 #[derive(Deserialize)]
 pub struct FileQuery {
@@ -72,6 +74,7 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let path = guest_path(&q.path)?;
     let agent = den.agent(&den.store.vm(&name)?).await?;
-    let bytes = agent.get_file_at_most(path, MAX_FILE).await.map_err(agent_error)?;
+    let bytes =
+        agent.get_file(path, den_agent_proto::Bounds::new(MAX_FILE, FILE_DEADLINE)).await.map_err(agent_error)?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }

@@ -98,6 +98,11 @@ pub async fn delete(
     Ok(accepted(&den.delete(&name, &caller.user)?, json!({})))
 }
 
+/// What `POST .../exec` takes of a command's output, and how long it waits: longer commands
+/// and bigger output belong on `den vm exec -it` or `den vm cp`, which stream.
+const EXEC_BOUNDS: den_agent_proto::Bounds =
+    den_agent_proto::Bounds::new(16 << 20, std::time::Duration::from_secs(3600));
+
 /// An exec request.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,7 +119,7 @@ pub async fn exec(
     if req.argv.is_empty() {
         return Err(ApiError::invalid_field("argv", "argv: give the command to run"));
     }
-    let out = den.exec(&name, &req.argv).await?;
+    let out = den.exec(&name, &req.argv, EXEC_BOUNDS).await?;
     Ok(Json(json!({
         "code": out.code,
         "signal": out.signal,

@@ -62,7 +62,8 @@ async fn follow_resizes(
         let Some(Size { cols, rows }) = *sizes.borrow_and_update() else { continue };
         let Ok(agent) = den.agent(&vm).await else { return };
         let stty = format!("stty -F /dev/ttyS0 rows {rows} cols {cols} 2>/dev/null || busybox stty -F /dev/ttyS0 rows {rows} cols {cols}");
-        let out = agent.exec_output(&["sh", "-c", &stty], bytes::Bytes::new()).await;
+        let bounds = den_agent_proto::Bounds::new(4 << 10, std::time::Duration::from_secs(5));
+        let out = agent.exec_output(&["sh", "-c", &stty], bytes::Bytes::new(), bounds).await;
         tracing::debug!(vm = %vm.spec.name, cols, rows, ok = out.is_ok(), "console resize");
     }
 }

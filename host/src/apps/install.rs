@@ -2,7 +2,7 @@
 //! if it is refused); the install task then unpacks it into `.staging/`, renames it into place,
 //! and only then marks the app installed. Uninstall removes the app's files and record.
 
-use super::layout::{remove_tree, AppDirs};
+use super::layout::{remove_tree, AppDirs, GuestDir};
 use super::{AppError, AppRecord, AppState};
 use crate::store::now;
 use crate::vms::{new_id, Den};
@@ -14,17 +14,22 @@ fn io(what: &Path, e: std::io::Error) -> String {
     format!("{}: {e}", what.display())
 }
 
-/// Writes a new file, never through a link (guests can write in `/lzcapp`).
-pub(super) fn write_new(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o644)
-        .open(path)?;
-    f.write_all(data)
+/// Largest rendered manifest read back from an app's `/lzcapp/run` (apps installed before
+/// releases kept their own copy).
+const MAX_MANIFEST: u64 = 1 << 20;
+
+/// Writes the rendered manifest of `release` into `/lzcapp/run` (remade from scratch) and
+/// beside the release.
+pub(super) fn write_manifest(dirs: &AppDirs, package: &str, release: &str, text: &[u8]) -> std::io::Result<()> {
+    let lz = dirs.lzcapp_tree(package)?;
+    lz.remove_all("run")?;
+    lz.mkdir("run", 0o755)?;
+    lz.write_new("run/manifest.yml", text, 0o644)?;
+    let kept = dirs.release(package, release);
+    std::fs::create_dir_all(&kept)?;
+    let tmp = kept.join(".manifest.yml.new");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(tmp, kept.join("manifest.yml"))
 }
 
 impl Den {
@@ -191,7 +196,8 @@ impl Den {
 
     /// Makes `release` the app's `/lzcapp/pkg` (the current one goes back to its release
     /// directory `keep` when given, else away), remakes `/lzcapp/run` and writes the rendered
-    /// manifest there. Only while no service of the app runs.
+    /// manifest there and beside the release (for a rollback). Only while no service of the
+    /// app runs.
     pub(super) fn activate(
         &self,
         package: &str,
@@ -200,24 +206,38 @@ impl Den {
         keep: Option<&str>,
     ) -> Result<(), String> {
         let dirs = self.app_dirs();
+        dirs.prepare(package)?;
         let from = dirs.release(package, release).join("pkg");
         let step = || -> std::io::Result<()> {
-            for d in [dirs.var(package), dirs.cache(package)] {
-                std::fs::create_dir_all(d)?;
-            }
+            let lz = dirs.lzcapp_tree(package)?;
             match keep {
-                Some(old) if dirs.pkg(package).exists() => {
+                Some(old) if lz.exists("pkg")? => {
                     std::fs::rename(dirs.pkg(package), dirs.release(package, old).join("pkg"))?
                 }
-                _ => remove_tree(&dirs.pkg(package))?,
+                _ => lz.remove_all("pkg")?,
             }
             std::fs::rename(&from, dirs.pkg(package))?;
-            // /lzcapp/run is remade from scratch: a guest may have left links in the old one.
-            remove_tree(&dirs.run(package))?;
-            std::fs::create_dir_all(dirs.run(package))?;
-            write_new(&dirs.run(package).join("manifest.yml"), rendered.as_bytes())
+            write_manifest(&dirs, package, release, rendered.as_bytes())
         };
         step().map_err(|e| io(&dirs.lzcapp(package), e))
+    }
+
+    /// The rendered manifest of the app's current `release`: the release's copy, or for apps
+    /// installed before releases kept one, `/lzcapp/run/manifest.yml` (read without following
+    /// links, at most 1 MiB), which is then kept with the release.
+    pub(super) fn release_manifest(&self, package: &str, release: &str) -> Result<Vec<u8>, String> {
+        let dirs = self.app_dirs();
+        let kept = dirs.release(package, release).join("manifest.yml");
+        match std::fs::read(&kept) {
+            Ok(m) => return Ok(m),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&kept, e)),
+            Err(_) => {}
+        }
+        let lz = dirs.lzcapp_tree(package).map_err(|e| e.to_string())?;
+        let text = lz.read("run/manifest.yml", MAX_MANIFEST).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(dirs.release(package, release)).map_err(|e| io(&kept, e))?;
+        std::fs::write(&kept, &text).map_err(|e| io(&kept, e))?;
+        Ok(text)
     }
 
     /// Makes each service's image, then the app's network and VMs.
@@ -260,7 +280,8 @@ impl Den {
         let dirs = self.app_dirs();
         let _ = remove_tree(&dirs.staging().join(&app.release));
         let _ = remove_tree(&dirs.release(&app.package, &app.release));
-        let var_kept = std::fs::read_dir(dirs.var(&app.package)).map(|mut d| d.next().is_some()).unwrap_or(false);
+        let var_kept =
+            dirs.guest(&app.package, GuestDir::Var).and_then(|v| v.is_empty_dir("")).is_ok_and(|empty| !empty);
         if !var_kept {
             let _ = remove_tree(&dirs.app(&app.package));
         }
@@ -303,13 +324,17 @@ impl Den {
         self.unprovision_app(app, task).await?;
         let dirs = self.app_dirs();
         task.log("removing the app's files");
-        remove_tree(&dirs.app(&app.package).join("releases")).map_err(|e| io(&dirs.app(&app.package), e))?;
-        for d in [dirs.pkg(&app.package), dirs.cache(&app.package), dirs.run(&app.package)] {
-            remove_tree(&d).map_err(|e| io(&d, e))?;
+        if dirs.app(&app.package).exists() {
+            // An app from before the current layout has its data inside /lzcapp: move it out.
+            dirs.prepare(&app.package)?;
         }
+        remove_tree(&dirs.app(&app.package).join("releases")).map_err(|e| io(&dirs.app(&app.package), e))?;
+        remove_tree(&dirs.lzcapp(&app.package)).map_err(|e| io(&dirs.lzcapp(&app.package), e))?;
+        dirs.remove_guest(&app.package, GuestDir::Cache)?;
         if keep_data {
-            task.log(format!("keeping its data in {}", dirs.var(&app.package).display()));
+            task.log(format!("keeping its data in {}", dirs.kept_data(&app.package).display()));
         } else {
+            dirs.remove_guest(&app.package, GuestDir::Var)?;
             remove_tree(&dirs.app(&app.package)).map_err(|e| io(&dirs.app(&app.package), e))?;
         }
         self.store.delete_app(&app.package).map_err(|e| e.to_string())?;

@@ -3,8 +3,7 @@
 //! gating and end when the app answers (`health_check.test_url` 200, every route upstream
 //! accepting connections).
 
-use super::layout::remove_tree;
-use super::services::{definitions, guest_dir, LZCAPP};
+use super::services::{definitions, guest_dir};
 use super::{AppError, AppRecord, AppState};
 use crate::model::VmState;
 use crate::net::NetworkSpec;
@@ -20,6 +19,8 @@ const APP_SUBNETS: [u8; 2] = [10, 90];
 const VM_TASK: Duration = Duration::from_secs(600);
 /// How long a service's agent may take to answer after its VM started.
 const AGENT_WAIT: Duration = Duration::from_secs(240);
+/// Most output of a health check Den reads.
+const PROBE_OUTPUT: usize = 64 << 10;
 /// Default memory of a service VM, MiB.
 const SERVICE_MEMORY_MIB: u64 = 256;
 
@@ -73,7 +74,7 @@ impl Den {
             self.net.create_network(&self.store, &spec).map_err(err)?;
         }
         app.network = name.clone();
-        let lzcapp = self.app_dirs().lzcapp(&app.package);
+        let shares = self.app_dirs().shares(&app.package);
         for svc in &app.plan.services {
             let vm = vm_name(&app.subdomain, &svc.name);
             let image = app.images.get(&svc.name).ok_or_else(|| format!("service {} has no image", svc.name))?;
@@ -93,7 +94,7 @@ impl Den {
                 "cmdline_extra": format!("den.services={}", guest_dir(&svc.name)),
                 "nics": [{"network": name, "alias": svc.name.replace('_', "-")}],
                 "ports": ports,
-                "shares": [{"host": lzcapp, "guest": LZCAPP}],
+                "shares": shares,
             });
             let spec = serde_json::from_value(spec).map_err(err)?;
             task.log(format!("VM {vm} for service {} ({memory} MiB, image {})", svc.name, image.image));
@@ -105,19 +106,36 @@ impl Den {
         Ok(())
     }
 
-    /// Writes every service's definitions into `/lzcapp/run/den/` (remade from scratch while no
-    /// service runs, so nothing a guest left there is followed).
+    /// Writes every service's definitions into `/lzcapp/run/den/` (remade from scratch; the
+    /// folder is shared read-only and written without following links).
     fn write_definitions(&self, app: &AppRecord) -> Result<(), String> {
         let vars = self.lpk_options(None).map_err(err)?.vars;
-        let root = self.app_dirs().run(&app.package).join("den");
-        remove_tree(&root).map_err(err)?;
-        std::fs::create_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        let lz = self.app_dirs().lzcapp_tree(&app.package).map_err(err)?;
+        lz.remove_all("run/den").map_err(err)?;
+        lz.mkdir("run/den", 0o755).map_err(err)?;
         for svc in &app.plan.services {
             let image = app.images.get(&svc.name).cloned().unwrap_or_default();
-            let dir = root.join(&svc.name);
-            std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let dir = format!("run/den/{}", svc.name);
+            lz.mkdir(&dir, 0o755).map_err(err)?;
             for (file, text) in definitions(app, svc, &image, &vars)? {
-                super::install::write_new(&dir.join(&file), text.as_bytes()).map_err(|e| format!("{file}: {e}"))?;
+                lz.write_new(&format!("{dir}/{file}"), text.as_bytes(), 0o644).map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the app's folders and moves an app from before the read-only `/lzcapp` to the
+    /// current layout: its data out of `/lzcapp`, and its VMs to the current shares.
+    fn prepare_files(&self, app: &AppRecord) -> Result<(), String> {
+        let dirs = self.app_dirs();
+        dirs.prepare(&app.package)?;
+        let shares = dirs.shares(&app.package);
+        for vm in app.vms.values() {
+            let mut rec = self.store.vm(vm).map_err(err)?;
+            if rec.spec.shares != shares && !matches!(rec.state, VmState::Running | VmState::Paused) {
+                tracing::info!(app = %app.package, vm, "sharing /lzcapp read-only, and var and cache read-write");
+                rec.spec.shares = shares.clone();
+                self.store.set_vm_spec(&rec).map_err(err)?;
             }
         }
         Ok(())
@@ -158,6 +176,12 @@ impl Den {
 
     /// Starts each service in order, waiting for its dependencies, then for the app to answer.
     pub(super) async fn run_app(self: &Arc<Self>, app: &AppRecord, task: &TaskHandle) -> Result<(), String> {
+        let stopped = app.vms.values().all(|v| {
+            self.store.vm(v).is_ok_and(|r| !matches!(r.state, VmState::Running | VmState::Paused | VmState::Starting))
+        });
+        if stopped {
+            self.prepare_files(app)?;
+        }
         self.write_definitions(app)?;
         for svc in &app.plan.services {
             let vm = app.vms.get(&svc.name).ok_or_else(|| format!("service {} has no VM", svc.name))?;
@@ -199,7 +223,8 @@ impl Den {
         let start = Instant::now();
         let mut fails = 0;
         loop {
-            let out = tokio::time::timeout(h.timeout, self.exec(vm, &argv)).await;
+            let bounds = den_agent_proto::Bounds::new(PROBE_OUTPUT, h.timeout);
+            let out = tokio::time::timeout(h.timeout, self.exec(vm, &argv, bounds)).await;
             let why = match out {
                 Ok(Ok(o)) if o.code == Some(0) => return Ok(()),
                 Ok(Ok(o)) => format!("exit {:?}: {}", o.code, String::from_utf8_lossy(&o.stderr).trim()),

@@ -97,12 +97,8 @@ impl Den {
         pkg: &Package,
         task: &TaskHandle,
     ) -> Result<(), String> {
-        let dirs = self.app_dirs();
-        // The old manifest goes with its release, for a rollback.
-        let old_manifest = std::fs::read(dirs.run(&old.package).join("manifest.yml")).unwrap_or_default();
-        std::fs::create_dir_all(dirs.release(&old.package, &old.release)).map_err(|e| e.to_string())?;
-        std::fs::write(dirs.release(&old.package, &old.release).join("manifest.yml"), old_manifest)
-            .map_err(|e| e.to_string())?;
+        // The old manifest goes with its release, for a rollback (never read from a guest).
+        self.release_manifest(&old.package, &old.release)?;
         self.unpack_release(upload, opts, &new.package, &new.release, pkg).await?;
         self.make_images(new, pkg, task).await?;
         task.log(format!("stopping {} {}", old.package, old.version));
@@ -128,16 +124,14 @@ impl Den {
         };
         let dirs = self.app_dirs();
         self.unprovision_app(failed, task).await?;
+        dirs.prepare(&old.package)?;
         let old_pkg = dirs.release(&old.package, &old.release).join("pkg");
         if old_pkg.exists() {
             remove_tree(&dirs.pkg(&old.package)).map_err(|e| e.to_string())?;
             std::fs::rename(&old_pkg, dirs.pkg(&old.package)).map_err(|e| e.to_string())?;
         }
-        let manifest = std::fs::read(dirs.release(&old.package, &old.release).join("manifest.yml")).unwrap_or_default();
-        remove_tree(&dirs.run(&old.package)).map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(dirs.run(&old.package)).map_err(|e| e.to_string())?;
-        super::install::write_new(&dirs.run(&old.package).join("manifest.yml"), &manifest)
-            .map_err(|e| e.to_string())?;
+        let manifest = self.release_manifest(&old.package, &old.release).unwrap_or_default();
+        super::install::write_manifest(&dirs, &old.package, &old.release, &manifest).map_err(|e| e.to_string())?;
         if failed.release != old.release {
             let _ = remove_tree(&dirs.release(&old.package, &failed.release));
         }

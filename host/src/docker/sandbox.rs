@@ -53,7 +53,7 @@ impl Sandbox {
 
     /// The configured shared folders, each at the same path in the sandbox.
     fn shares(&self) -> Vec<Share> {
-        self.cfg.share.iter().map(|p| Share { host: p.clone(), guest: None }).collect()
+        self.cfg.share.iter().map(|p| Share { host: p.clone(), guest: None, readonly: false }).collect()
     }
 
     /// A stopped sandbox made under another `share` setting gets the current one before it starts.

@@ -57,6 +57,9 @@ pub struct ShareSpec {
     pub tag: String,
     /// The host folder.
     pub host: PathBuf,
+    /// Served from a read-only mount.
+    #[serde(default)]
+    pub readonly: bool,
 }
 
 /// Booting through firmware (QEMU's q35 machine) instead of a kernel: for ISO installs and

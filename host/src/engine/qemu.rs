@@ -383,7 +383,7 @@ mod tests {
         assert!(!line.contains("memory-backend"), "private memory without shares");
 
         let shared = LaunchSpec {
-            shares: vec![crate::engine::ShareSpec { tag: "den0".into(), host: "/home/ann".into() }],
+            shares: vec![crate::engine::ShareSpec { tag: "den0".into(), host: "/home/ann".into(), readonly: false }],
             ..spec
         };
         let line =

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
 /// How long the first start waits for the agent before giving up on the settings.
+/// What the first-boot script may print, and how long it may take (it adds users and keys).
+const FIRST_BOOT_BOUNDS: den_agent_proto::Bounds = den_agent_proto::Bounds::new(64 << 10, Duration::from_secs(300));
+
 const AGENT_WAIT: Duration = Duration::from_secs(180);
 
 /// What a VM gets on its first boot.
@@ -114,11 +117,11 @@ impl Den {
         if !vm.spec.first_boot.is_empty() {
             let script = vm.spec.first_boot.script(&vm.spec.name);
             let out = agent
-                .exec_output(&["/bin/sh", "-c", &script], bytes::Bytes::new())
+                .exec_output(&["/bin/sh", "-c", &script], bytes::Bytes::new(), FIRST_BOOT_BOUNDS)
                 .await
                 .map_err(|e| format!("first-boot settings: agent: {e}"))?;
             if out.code != Some(0) {
-                return Err(format!("first-boot settings failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+                return Err(format!("first-boot settings failed: {}", crate::vms::guest_text(&out.stderr)));
             }
             task.log(format!(
                 "first boot: {} user(s), {} SSH key(s) set up",

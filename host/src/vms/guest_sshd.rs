@@ -37,6 +37,12 @@ fn script(gateway_key: &str, fresh: bool) -> String {
     s
 }
 
+/// What the sshd set-up may print, and how long it may take (it may make host keys).
+const SSHD_BOUNDS: den_agent_proto::Bounds =
+    den_agent_proto::Bounds::new(64 << 10, std::time::Duration::from_secs(120));
+/// Longest host key line taken from a guest (an Ed25519 key line with a comment is ~100 bytes).
+const MAX_KEY_LINE: usize = 1024;
+
 impl Den {
     /// Sets the guest's sshd up for the gateway and pins its host key. `Ok(None)` when the
     /// guest has no sshd (the gateway then uses agent exec) or no gateway key is configured.
@@ -49,22 +55,22 @@ impl Den {
         let Some(key) = self.gateway_key.get() else { return Ok(None) };
         let script = script(key, fresh_host_keys);
         let out = agent
-            .exec_output(&["/bin/sh", "-c", &script], bytes::Bytes::new())
+            .exec_output(&["/bin/sh", "-c", &script], bytes::Bytes::new(), SSHD_BOUNDS)
             .await
             .map_err(|e| format!("preparing the guest's sshd: agent: {e}"))?;
         match out.code {
             Some(NO_SSHD) => return Ok(None),
             Some(0) => {}
-            _ => {
-                return Err(format!(
-                    "preparing the guest's sshd failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
+            _ => return Err(format!("preparing the guest's sshd failed: {}", crate::vms::guest_text(&out.stderr))),
         }
-        let host_key = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !host_key.starts_with("ssh-ed25519 ") {
-            return Err(format!("the guest's sshd host key is not an Ed25519 key line: {host_key:?}"));
+        // The key line is the last line; anything longer than a key line is not one.
+        let text = String::from_utf8_lossy(&out.stdout);
+        let host_key = text.trim().lines().last().unwrap_or_default().trim().to_string();
+        if !host_key.starts_with("ssh-ed25519 ") || host_key.len() > MAX_KEY_LINE {
+            return Err(format!(
+                "the guest's sshd host key is not an Ed25519 key line: {:?}",
+                crate::vms::guest_text(host_key.as_bytes())
+            ));
         }
         let old = self.store.guest_host_key(vm_id).map_err(|e| e.to_string())?;
         if old.as_deref() != Some(host_key.as_str()) {

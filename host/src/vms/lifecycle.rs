@@ -293,10 +293,11 @@ impl Den {
             .shares
             .iter()
             .enumerate()
-            .map(|(i, s)| engine::ShareSpec { tag: format!("den{i}"), host: s.host.clone() })
+            .map(|(i, s)| engine::ShareSpec { tag: format!("den{i}"), host: s.host.clone(), readonly: s.readonly })
             .collect();
         for (sh, s) in shares.iter().zip(&vm.spec.shares) {
-            cmdline.push_str(&format!(" den.share={}:{}", sh.tag, cmdline_escape(&s.guest_path().to_string_lossy())));
+            let key = if s.readonly { "den.share_ro" } else { "den.share" };
+            cmdline.push_str(&format!(" {key}={}:{}", sh.tag, cmdline_escape(&s.guest_path().to_string_lossy())));
         }
         cmdline = format!("{cmdline} {}", vm.spec.cmdline_extra);
         if cmdline.len() > MAX_CMDLINE {
@@ -569,11 +570,16 @@ impl Den {
         engine::agent(&running).await.map_err(|e| VmError::Engine(e.to_string()))
     }
 
-    /// Runs a command in the guest through its agent.
-    pub async fn exec(&self, name: &str, argv: &[String]) -> Result<den_agent_proto::ExecOutput, VmError> {
+    /// Runs a command in the guest through its agent, taking its output within `bounds`.
+    pub async fn exec(
+        &self,
+        name: &str,
+        argv: &[String],
+        bounds: den_agent_proto::Bounds,
+    ) -> Result<den_agent_proto::ExecOutput, VmError> {
         let agent = self.agent(&self.store.vm(name)?).await?;
         let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-        agent.exec_output(&args, bytes::Bytes::new()).await.map_err(|e| VmError::Engine(format!("agent: {e}")))
+        agent.exec_output(&args, bytes::Bytes::new(), bounds).await.map_err(|e| VmError::Engine(format!("agent: {e}")))
     }
 }
 

@@ -193,3 +193,18 @@ pub fn new_id() -> String {
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// Longest text from a guest (its stderr, a key line) put into an error, a task log or an
+/// event: the tail, which is where errors are.
+pub const GUEST_TEXT: usize = 4096;
+
+/// `bytes` a guest sent, as text for a message: at most [`GUEST_TEXT`] bytes (the end), trimmed.
+pub fn guest_text(bytes: &[u8]) -> String {
+    let tail = &bytes[bytes.len().saturating_sub(GUEST_TEXT)..];
+    let text = String::from_utf8_lossy(tail).trim().to_string();
+    if tail.len() < bytes.len() {
+        format!("…{text}")
+    } else {
+        text
+    }
+}

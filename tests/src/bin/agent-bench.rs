@@ -35,7 +35,7 @@ async fn main() {
 
     let info = timed(n, || async { c.info().await.map(drop).expect("info") }).await;
     let exec = timed(n, || async {
-        let o = c.exec_output(&["true"], Bytes::new()).await.expect("exec");
+        let o = c.exec_output(&["true"], Bytes::new(), den_tests::EXEC).await.expect("exec");
         assert_eq!(o.code, Some(0));
     })
     .await;
@@ -44,22 +44,24 @@ async fn main() {
     let loops = 100;
     let script =
         format!("s=$(date +%s%N); for i in $(seq {loops}); do /bin/true; done; e=$(date +%s%N); echo $((e-s))");
-    let o = c.exec_output(&["/bin/bash", "-c", &script], Bytes::new()).await.expect("baseline");
+    let o = c.exec_output(&["/bin/bash", "-c", &script], Bytes::new(), den_tests::EXEC).await.expect("baseline");
     let spawn_ms = String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().unwrap_or(f64::NAN) / 1e6 / loops as f64;
 
     let mib = 64usize;
     let data = Bytes::from(vec![0x5au8; mib << 20]);
     let t = Instant::now();
-    let o = c.exec_output(&["/bin/sh", "-c", "cat > /dev/null"], data.clone()).await.expect("upload");
+    let o = c.exec_output(&["/bin/sh", "-c", "cat > /dev/null"], data.clone(), den_tests::EXEC).await.expect("upload");
     assert_eq!(o.code, Some(0));
     let up = mib as f64 / t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let o =
-        c.exec_output(&["head", "-c", &format!("{}", mib << 20), "/dev/zero"], Bytes::new()).await.expect("download");
+    let o = c
+        .exec_output(&["head", "-c", &format!("{}", mib << 20), "/dev/zero"], Bytes::new(), den_tests::EXEC)
+        .await
+        .expect("download");
     assert_eq!(o.stdout.len(), mib << 20);
     let down = mib as f64 / t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let o = c.exec_output(&["cat"], data).await.expect("echo");
+    let o = c.exec_output(&["cat"], data, den_tests::EXEC).await.expect("echo");
     assert_eq!(o.stdout.len(), mib << 20);
     let echo = mib as f64 / t.elapsed().as_secs_f64();
 

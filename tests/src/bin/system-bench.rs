@@ -148,7 +148,8 @@ async fn lab_once(lab: &Lab) -> Result<Run, String> {
 
 /// The record of the lab's update to `image`, from the status the script saved after it.
 async fn lab_update(lab: &Lab, image: &str) -> Result<Value, String> {
-    let bytes = lab.agent.get_file(&format!("/lab/out/{image}.json")).await.map_err(|e| e.to_string())?;
+    let bytes =
+        lab.agent.get_file(&format!("/lab/out/{image}.json"), den_tests::EXEC).await.map_err(|e| e.to_string())?;
     let s: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{image}.json: {e}"))?;
     Ok(last_update(&s))
 }

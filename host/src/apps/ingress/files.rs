@@ -1,14 +1,14 @@
-//! `file://` routes: static files from the app's `/lzcapp`, served by the host. Guests can write
-//! under `/lzcapp`, so every lookup is confined to the route's directory by the kernel
-//! (`openat2` with `RESOLVE_BENEATH`: no `..`, no absolute or escaping symlinks, no magic links).
+//! `file://` routes: static files from the app's `/lzcapp`, served by the host. Every request is
+//! resolved beneath the route's directory by a [`GuestTree`] (`AppDirs::route_tree` opened it,
+//! itself without following any link): in the folders guests write (`var`, `cache`) no link is
+//! followed at all; in the package's files, links are followed only while they stay inside the
+//! package. Only regular files are served (never a FIFO or device node a guest made).
 
 use crate::apps::ingress::{plain, Body};
+use den_guest_tree::{GuestTree, Opened, TreeError};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Bytes, Frame};
 use hyper::{Response, StatusCode};
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::Path;
 
 /// A content type by file extension.
 pub fn content_type(name: &str) -> &'static str {
@@ -34,50 +34,37 @@ pub fn content_type(name: &str) -> &'static str {
     }
 }
 
-fn open_beneath(dir: &OwnedFd, rel: &str, flags: OFlag) -> nix::Result<OwnedFd> {
-    use std::os::fd::AsRawFd;
-    let how = OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let rel = if rel.is_empty() { "." } else { rel };
-    let fd = nix::fcntl::openat2(dir.as_raw_fd(), rel, how)?;
-    // SAFETY: openat2 returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// What a lookup failure answers: refusals (links, ways out, special files) are 403, a
+/// missing route directory or file 404.
+fn status(e: &TreeError) -> StatusCode {
+    if e.is_refusal() {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::NOT_FOUND
+    }
 }
 
-/// Serves `path` (the upstream path, query dropped) from `root` on the host: a file, or a
+/// Serves `path` (the upstream path, query dropped) from the route's `tree`: a file, or a
 /// directory's `index.html`. `head` answers without the body.
-pub async fn serve(root: &Path, path: &str, head: bool) -> Response<Body> {
+pub async fn serve(tree: Result<GuestTree, TreeError>, path: &str, head: bool) -> Response<Body> {
     let path = path.split('?').next().unwrap_or("/");
     let decoded = crate::urlcode::percent_decode(path, false);
     let rel = decoded.trim_start_matches('/').to_string();
     if rel.split('/').any(|c| c == "..") || rel.contains('\0') {
         return plain(StatusCode::BAD_REQUEST, "bad path");
     }
-    let root = root.to_path_buf();
     let opened = tokio::task::spawn_blocking(move || -> Result<(std::fs::File, String), StatusCode> {
-        let dir = std::fs::File::open(&root).map_err(|_| StatusCode::NOT_FOUND)?;
-        let dir = OwnedFd::from(dir);
-        let fd = open_beneath(&dir, &rel, OFlag::O_RDONLY).map_err(|e| match e {
-            nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR => StatusCode::NOT_FOUND,
-            _ => StatusCode::FORBIDDEN,
-        })?;
-        let f = std::fs::File::from(fd);
-        let meta = f.metadata().map_err(|_| StatusCode::NOT_FOUND)?;
-        if meta.is_dir() {
-            let index = if rel.is_empty() {
-                "index.html".to_string()
-            } else {
-                format!("{}/index.html", rel.trim_end_matches('/'))
-            };
-            let fd = open_beneath(&dir, &index, OFlag::O_RDONLY).map_err(|_| StatusCode::NOT_FOUND)?;
-            let f = std::fs::File::from(fd);
-            return Ok((f, index));
+        let tree = tree.map_err(|e| status(&e))?;
+        // `a//b` and a trailing `/` are the same file; anything else unclean is refused.
+        let clean: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+        let rel = clean.join("/");
+        match tree.open_entry(&rel).map_err(|e| status(&e))? {
+            Opened::File(f) => Ok((f, rel)),
+            Opened::Dir(dir) => {
+                let f = dir.open_file("index.html").map_err(|e| status(&e))?;
+                Ok((f, "index.html".to_string()))
+            }
         }
-        if !meta.is_file() {
-            return Err(StatusCode::NOT_FOUND);
-        }
-        Ok((f, rel))
     })
     .await;
     let (file, name) = match opened {
@@ -106,8 +93,8 @@ pub async fn serve(root: &Path, path: &str, head: bool) -> Response<Body> {
 mod tests {
     use super::*;
 
-    async fn get(root: &Path, path: &str) -> (StatusCode, String) {
-        let r = serve(root, path, false).await;
+    async fn get(root: &std::path::Path, path: &str) -> (StatusCode, String) {
+        let r = serve(GuestTree::open(root, den_guest_tree::Links::Never), path, false).await;
         let status = r.status();
         let body = r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         (status, String::from_utf8_lossy(&body).into_owned())
@@ -126,11 +113,24 @@ mod tests {
         std::os::unix::fs::symlink("sub/a.css", www.join("in")).unwrap();
         assert_eq!(get(&www, "/").await, (StatusCode::OK, "home".into()));
         assert_eq!(get(&www, "/sub/a.css?x=1").await, (StatusCode::OK, "css".into()));
-        assert_eq!(get(&www, "/in").await.1, "css", "links inside are followed");
+        assert_eq!(get(&www, "/in").await.0, StatusCode::FORBIDDEN, "a guest's folder: no link is followed");
+        let inside = serve(GuestTree::open(&www, den_guest_tree::Links::Inside), "/in", false).await;
+        assert_eq!(inside.status(), StatusCode::OK, "a package's links that stay inside are followed");
+        let out = serve(GuestTree::open(&www, den_guest_tree::Links::Inside), "/out", false).await;
+        assert_eq!(out.status(), StatusCode::FORBIDDEN);
         assert_eq!(get(&www, "/out").await.0, StatusCode::FORBIDDEN);
         assert_eq!(get(&www, "/abs").await.0, StatusCode::FORBIDDEN);
         assert_eq!(get(&www, "/%2e%2e/secret").await.0, StatusCode::BAD_REQUEST);
         assert_eq!(get(&www, "/nope").await.0, StatusCode::NOT_FOUND);
+        assert_eq!(get(&www, "/sub//a.css").await.1, "css");
+        nix::unistd::mkfifo(&www.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        assert_eq!(get(&www, "/fifo").await.0, StatusCode::FORBIDDEN, "a FIFO is refused, not opened");
+        std::os::unix::fs::symlink("/", d.path().join("rootlink")).unwrap();
+        assert_eq!(
+            get(&d.path().join("rootlink"), "/etc/passwd").await.0,
+            StatusCode::FORBIDDEN,
+            "a route dir that is a link"
+        );
         assert_eq!(content_type("a.JS"), "text/javascript; charset=utf-8");
     }
 }

@@ -208,9 +208,8 @@ impl Ingress {
         };
         let (service, port, backend_host) = match &r.upstream {
             Upstream::File { dir } => {
-                let rel = dir.strip_prefix("/lzcapp").unwrap_or(dir).trim_start_matches('/');
-                let root = self.den.app_dirs().lzcapp(&app.package).join(rel);
-                return files::serve(&root, &target.upstream_path, req.method() == Method::HEAD).await;
+                let tree = self.den.app_dirs().route_tree(&app.package, dir);
+                return files::serve(tree, &target.upstream_path, req.method() == Method::HEAD).await;
             }
             Upstream::Http { scheme, .. } if scheme == "https" => {
                 return plain(
