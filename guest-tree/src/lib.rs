@@ -26,7 +26,7 @@ mod tree;
 
 pub use error::TreeError;
 pub use rel::{RelPath, MAX_NAME, MAX_PATH};
-pub use tree::{Entry, GuestTree, Kind, Links, Meta, Node, Opened};
+pub use tree::{open_regular, Entry, GuestTree, Kind, Links, Meta, Node, Opened};
 
 #[cfg(test)]
 mod tests;

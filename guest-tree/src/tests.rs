@@ -113,6 +113,19 @@ fn inside_trees_follow_links_that_stay_inside_only() {
 }
 
 #[test]
+fn a_host_path_opens_only_as_a_regular_file() {
+    let s = Scene::new();
+    nix::unistd::mkfifo(&s.p("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    symlink(s.p("fifo"), s.p("to_fifo")).unwrap();
+    symlink(s.outside.join("marker"), s.p("to_marker")).unwrap();
+    assert!(matches!(open_regular(&s.p("to_fifo")).unwrap_err(), TreeError::Kind { found: "a FIFO", .. }));
+    assert!(open_regular(Path::new("/dev/null")).unwrap_err().is_refusal());
+    let mut text = String::new();
+    open_regular(&s.p("to_marker")).unwrap().read_to_string(&mut text).unwrap();
+    assert_eq!(text, "host secret", "the caller's own links are followed");
+}
+
+#[test]
 fn special_files_are_refused_without_being_opened() {
     let s = Scene::new();
     nix::unistd::mkfifo(&s.p("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();

@@ -623,6 +623,30 @@ impl GuestTree {
     }
 }
 
+/// Opens the regular file at the host path `path` for reading (links on the way followed: the
+/// path is the caller's), without ever opening anything else: the entry is looked at through
+/// an `O_PATH` descriptor first, so a FIFO or device node swapped in for it (by whoever can
+/// write its folder) is refused, not opened. The file read is the one checked.
+pub fn open_regular(path: &Path) -> Result<File, TreeError> {
+    let label = path.display().to_string();
+    let io = |e: std::io::Error| TreeError::Io { tree: label.clone(), path: ".".into(), source: e };
+    let fd = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| io(errno_io(e)))?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| io(errno_io(e)))?;
+    match Kind::of(&st) {
+        Kind::File => {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+                .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                .map_err(io)
+        }
+        other => Err(TreeError::Kind { tree: label, path: ".".into(), found: other.describe(), wanted: "a file" }),
+    }
+}
+
 /// A path as shown in messages (`.` for the root).
 pub(crate) fn shown(path: &str) -> String {
     if path.is_empty() {

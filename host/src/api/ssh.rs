@@ -51,6 +51,8 @@ pub async fn recording(
         return Err(not_found());
     }
     let file = file.ok_or_else(not_found)?;
-    let bytes = tokio::fs::read(&file).await.map_err(|_| not_found())?;
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/x-asciicast")], bytes).into_response())
+    // Streamed: a recording may be tens of MiB.
+    let f = tokio::fs::File::open(&file).await.map_err(|_| not_found())?;
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(f));
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/x-asciicast")], body).into_response())
 }

@@ -239,11 +239,7 @@ pub fn socket_path(cfg: &DockerConfig, run: &Path) -> PathBuf {
 
 /// Binds the socket, open to every local user (who they are decides what they may do).
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
-    Ok(listener)
+    UnixListener::from_std(crate::server::bind_socket(path, 0o666)?)
 }
 
 /// Serves the socket until the process ends, with the port publisher and the resource saver.

@@ -14,25 +14,36 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-/// The published TCP ports in a `GET /containers/json` answer.
+/// Most ports published on the host at once (the sandbox's dockerd says which; it is a guest).
+pub const MAX_PUBLISHED: usize = 256;
+
+/// The published TCP ports in a `GET /containers/json` answer, at most [`MAX_PUBLISHED`].
 pub fn published(list: &serde_json::Value) -> BTreeSet<u16> {
     let ports = list.as_array().into_iter().flatten().filter_map(|c| c["Ports"].as_array()).flatten();
-    ports
+    let all: BTreeSet<u16> = ports
         .filter(|p| p["Type"].as_str().unwrap_or("tcp") == "tcp")
         .filter_map(|p| p["PublicPort"].as_u64().and_then(|n| u16::try_from(n).ok()))
-        .collect()
+        .collect();
+    if all.len() > MAX_PUBLISHED {
+        tracing::warn!(
+            ports = all.len(),
+            "docker: more published ports than Den forwards; only the first {MAX_PUBLISHED}"
+        );
+    }
+    all.into_iter().take(MAX_PUBLISHED).collect()
 }
 
 /// Follows the sandbox while it runs; ends when the process does.
 pub async fn run(bridge: Arc<Bridge>) {
     let mut open: HashMap<u16, JoinHandle<()>> = HashMap::new();
+    let mut reported = BTreeSet::new();
     loop {
         if let Some(agent) = bridge.running_agent().await {
-            if let Err(e) = follow(&bridge, &agent, &mut open).await {
+            if let Err(e) = follow(&bridge, &agent, &mut open, &mut reported).await {
                 tracing::debug!(%e, "docker port publisher");
             }
         }
-        sync(&bridge, None, &BTreeSet::new(), &mut open).await;
+        sync(&bridge, None, &BTreeSet::new(), &mut open, &mut reported).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
@@ -42,16 +53,18 @@ async fn follow(
     bridge: &Arc<Bridge>,
     agent: &AgentClient,
     open: &mut HashMap<u16, JoinHandle<()>>,
+    reported: &mut BTreeSet<u16>,
 ) -> Result<(), String> {
     let filters = r#"{"type":["container"]}"#;
     let path = format!(
         "/events?filters={}",
         filters.replace('"', "%22").replace('{', "%7B").replace('}', "%7D").replace('[', "%5B").replace(']', "%5D")
     );
-    let mut events = upstream::get(agent, &path).await?.into_body();
+    let head = tokio::time::timeout(upstream::JSON_WAIT, upstream::get(agent, &path)).await;
+    let mut events = head.map_err(|_| "dockerd did not answer /events".to_string())??.into_body();
     loop {
         let list = upstream::get_json(agent, "/containers/json").await?;
-        sync(bridge, Some(agent), &published(&list), open).await;
+        sync(bridge, Some(agent), &published(&list), open, reported).await;
         match events.frame().await {
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e.to_string()),
@@ -66,6 +79,7 @@ async fn sync(
     agent: Option<&AgentClient>,
     want: &BTreeSet<u16>,
     open: &mut HashMap<u16, JoinHandle<()>>,
+    reported: &mut BTreeSet<u16>,
 ) {
     open.retain(|port, task| {
         let keep = want.contains(port) && !task.is_finished();
@@ -78,9 +92,14 @@ async fn sync(
     let Some(agent) = agent else { return };
     let missing: Vec<u16> = want.iter().copied().filter(|p| !open.contains_key(p)).collect();
     for port in missing {
+        // Each refusal is an event once per port (the sandbox is a guest: it may ask again
+        // and again).
+        let first = reported.len() < MAX_PUBLISHED && reported.insert(port);
         if port < 1024 {
             let detail = format!("port {port} is below 1024; Den publishes only unprivileged ports on the host");
-            bridge.den.event("dend", "docker.port_refused", bridge.sandbox.name(), &detail);
+            if first {
+                bridge.den.event("dend", "docker.port_refused", bridge.sandbox.name(), &detail);
+            }
             open.insert(port, tokio::spawn(std::future::pending()));
             continue;
         }
@@ -93,8 +112,10 @@ async fn sync(
                 let detail = format!(
                     "127.0.0.1:{port} is taken on the host ({e}); the container is reachable only inside the sandbox"
                 );
-                tracing::warn!(port, %e, "docker: cannot publish");
-                bridge.den.event("dend", "docker.port_busy", bridge.sandbox.name(), &detail);
+                if first {
+                    tracing::warn!(port, %e, "docker: cannot publish");
+                    bridge.den.event("dend", "docker.port_busy", bridge.sandbox.name(), &detail);
+                }
                 open.insert(port, tokio::spawn(std::future::pending()));
             }
         }

@@ -21,6 +21,8 @@ use tokio::sync::Mutex;
 
 /// Largest request body the policy reads (container create bodies are a few KiB).
 pub const MAX_BODY: usize = 4 << 20;
+/// Largest answer kept for replay while the sandbox sleeps (`/_ping`, `/version`).
+const MAX_CACHED: usize = 64 << 10;
 
 /// The upstream connection of one client connection, made on its first request.
 pub type Upstream = Arc<Mutex<Option<SendRequest<Body>>>>;
@@ -113,9 +115,18 @@ pub async fn handle(
     if let (Some(key), true) = (cache_key, resp.status().is_success()) {
         // Small answers, kept to be replayed while the sandbox sleeps.
         let (head, body) = resp.into_parts();
-        let bytes = match body.collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => return reply::error(StatusCode::BAD_GATEWAY, &format!("den: dockerd's answer broke off: {e}")),
+        let whole = tokio::time::timeout(super::upstream::JSON_WAIT, Limited::new(body, MAX_CACHED).collect()).await;
+        let bytes = match whole {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(e)) => {
+                let msg = format!("den: dockerd's answer broke off or is larger than {} KiB: {e}", MAX_CACHED >> 10);
+                return reply::error(StatusCode::BAD_GATEWAY, &msg);
+            }
+            Err(_) => {
+                let msg =
+                    format!("den: dockerd did not finish its answer within {} s", super::upstream::JSON_WAIT.as_secs());
+                return reply::error(StatusCode::GATEWAY_TIMEOUT, &msg);
+            }
         };
         bridge.cache.put(key, head.status, head.headers.clone(), bytes.clone());
         return Response::from_parts(head, Full::new(bytes).map_err(boxed).boxed());

@@ -25,21 +25,31 @@ pub async fn get(agent: &AgentClient, path: &str) -> Result<Response<Incoming>, 
 }
 
 /// How long dockerd may take to answer one of Den's own JSON calls, whole.
-const JSON_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+pub const JSON_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `GET path` to dockerd, answered with JSON within [`JSON_WAIT`].
 pub async fn get_json(agent: &AgentClient, path: &str) -> Result<serde_json::Value, String> {
     let whole = async {
         let resp = get(agent, path).await?;
         let status = resp.status();
-        let body = resp.into_body().collect().await.map_err(|e| format!("dockerd: {e}"))?.to_bytes();
+        let limited = http_body_util::Limited::new(resp.into_body(), super::proxy::MAX_BODY);
+        let body = limited
+            .collect()
+            .await
+            .map_err(|e| {
+                format!(
+                    "dockerd's answer to {path} broke off or is larger than {} MiB: {e}",
+                    super::proxy::MAX_BODY >> 20
+                )
+            })?
+            .to_bytes();
         Ok::<_, String>((status, body))
     };
     let (status, body) = tokio::time::timeout(JSON_WAIT, whole)
         .await
         .map_err(|_| format!("dockerd did not answer {path} within {} s", JSON_WAIT.as_secs()))??;
     if !status.is_success() {
-        return Err(format!("dockerd answered {status} to {path}: {}", String::from_utf8_lossy(&body)));
+        return Err(format!("dockerd answered {status} to {path}: {}", crate::vms::guest_text(&body)));
     }
     serde_json::from_slice(&body).map_err(|e| format!("dockerd's answer to {path}: {e}"))
 }

@@ -5,6 +5,7 @@
 
 mod entry;
 mod handle;
+pub mod logs;
 pub mod process;
 pub mod qemu;
 pub mod qmp;

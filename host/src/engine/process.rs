@@ -8,7 +8,6 @@ use super::EngineError;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs::OpenOptions;
-use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
@@ -285,12 +284,7 @@ pub async fn kill(p: Proc, timeout: Duration) -> Result<Option<ExitStatus>, Engi
 /// The last `lines` lines of a log file (at most its last 64 KiB), for error messages.
 pub fn log_tail(path: &Path, lines: usize) -> String {
     let read = || -> std::io::Result<String> {
-        let mut f = std::fs::File::open(path)?;
-        let len = f.metadata()?.len();
-        f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)))?;
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf)?;
-        Ok(String::from_utf8_lossy(&buf).into_owned())
+        Ok(String::from_utf8_lossy(&super::logs::tail(path, 64 * 1024)?).into_owned())
     };
     match read() {
         Ok(text) => {

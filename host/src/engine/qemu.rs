@@ -322,13 +322,7 @@ pub fn end_reason(reason: &str) -> EndReason {
 }
 
 fn tail_bytes(path: &Path, max: usize) -> std::io::Result<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len();
-    f.seek(SeekFrom::Start(len.saturating_sub(max as u64)))?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    Ok(String::from_utf8_lossy(&super::logs::tail(path, max as u64)?).into_owned())
 }
 
 #[cfg(test)]

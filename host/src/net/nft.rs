@@ -36,12 +36,20 @@ pub struct RuleNet {
     pub audit: Option<String>,
 }
 
+/// How many packets per second (and in a burst) one audit rule logs: guests choose how many
+/// packets they send, and every logged one costs dend a database write.
+pub const AUDIT_RATE: &str = "limit rate 50/second burst 100 packets";
+
 impl RuleNet {
-    /// A `log` statement for the audit, or nothing.
-    fn log(&self, verdict: &str) -> String {
+    /// The rule `<matches> <action>`, audited as `verdict`: when the network is audited, a rule
+    /// before it logs what it matches, at most [`AUDIT_RATE`] (a rate limit on the same rule
+    /// would also limit the action).
+    fn audited(&self, matches: &str, verdict: &str, action: &str) -> String {
         match &self.audit {
-            Some(name) => format!("log prefix \"{AUDIT_PREFIX} {name} {verdict} \" group {AUDIT_GROUP} "),
-            None => String::new(),
+            Some(name) => format!(
+                "    {matches} {AUDIT_RATE} log prefix \"{AUDIT_PREFIX} {name} {verdict} \" group {AUDIT_GROUP}\n    {matches} {action}\n"
+            ),
+            None => format!("    {matches} {action}\n"),
         }
     }
 }
@@ -101,16 +109,15 @@ pub fn render(nets: &[RuleNet], forwards: &[RuleForward]) -> String {
         let b = &n.bridge;
         let _ = writeln!(s, "    iifname \"{b}\" oifname \"{b}\" accept");
         if n.isolated && n.internet {
-            let deny = n.log("deny");
-            let _ = writeln!(s, "    iifname \"{b}\" oifname \"den-*\" {deny}drop");
-            let _ = writeln!(s, "    iifname \"{b}\" ip daddr {NOT_INTERNET} {deny}drop");
+            s.push_str(&n.audited(&format!("iifname \"{b}\" oifname \"den-*\""), "deny", "drop"));
+            s.push_str(&n.audited(&format!("iifname \"{b}\" ip daddr {NOT_INTERNET}"), "deny", "drop"));
             if n.audit.is_some() {
-                let _ = writeln!(s, "    iifname \"{b}\" ct state new {}accept", n.log("allow"));
+                s.push_str(&n.audited(&format!("iifname \"{b}\" ct state new"), "allow", "accept"));
             }
             let _ = writeln!(s, "    iifname \"{b}\" accept");
             let _ = writeln!(s, "    oifname \"{b}\" ct status dnat accept\n    oifname \"{b}\" drop");
         } else if n.isolated {
-            let _ = writeln!(s, "    iifname \"{b}\" {}drop", n.log("deny"));
+            s.push_str(&n.audited(&format!("iifname \"{b}\""), "deny", "drop"));
             if n.audit.is_some() {
                 // An app's `ingress` forwards.
                 let _ = writeln!(s, "    oifname \"{b}\" ct status dnat accept");
@@ -129,7 +136,7 @@ pub fn render(nets: &[RuleNet], forwards: &[RuleForward]) -> String {
         let _ = writeln!(s, "    iifname \"{b}\" udp dport {{ 53, 67 }} accept");
         let _ = writeln!(s, "    iifname \"{b}\" tcp dport 53 accept");
         let _ = writeln!(s, "    iifname \"{b}\" ct state established,related accept");
-        let _ = writeln!(s, "    iifname \"{b}\" {}drop", n.log("deny"));
+        s.push_str(&n.audited(&format!("iifname \"{b}\""), "deny", "drop"));
     }
     s.push_str("  }\n}\n");
     s
@@ -218,13 +225,13 @@ mod tests {
         assert!(s.contains("ip saddr 10.87.0.0/24 ip daddr != 10.87.0.0/24 masquerade"));
         assert!(!s.contains("ip saddr 10.88.0.0/24"), "isolated networks get no NAT: {s}");
         assert!(s.contains("ip saddr 10.90.2.0/24 ip daddr != 10.90.2.0/24 masquerade"), "internet apps do: {s}");
-        assert!(s.contains("iifname \"den-a1\" log prefix \"den-audit a1 deny \" group 3552 drop"), "{s}");
+        assert!(s.contains("iifname \"den-a1\" limit rate 50/second burst 100 packets log prefix \"den-audit a1 deny \" group 3552\n    iifname \"den-a1\" drop"), "{s}");
         assert!(
-            s.contains("iifname \"den-a2\" oifname \"den-*\" log prefix \"den-audit a2 deny \" group 3552 drop"),
+            s.contains("iifname \"den-a2\" oifname \"den-*\" limit rate 50/second burst 100 packets log prefix \"den-audit a2 deny \" group 3552\n    iifname \"den-a2\" oifname \"den-*\" drop"),
             "{s}"
         );
         assert!(
-            s.contains("iifname \"den-a2\" ct state new log prefix \"den-audit a2 allow \" group 3552 accept"),
+            s.contains("iifname \"den-a2\" ct state new limit rate 50/second burst 100 packets log prefix \"den-audit a2 allow \" group 3552\n    iifname \"den-a2\" ct state new accept"),
             "{s}"
         );
         let private = s.find("iifname \"den-a2\" ip daddr {").unwrap();

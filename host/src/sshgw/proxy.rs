@@ -287,19 +287,29 @@ async fn start_upstream(
     Ok((Backend::Upstream(Arc::new(write)), early, read))
 }
 
-/// Waits for a request's reply, keeping other messages for later.
+/// Most messages a guest's sshd may send before it answers a request, and how long it may
+/// take to answer: what comes early is kept in memory until then.
+const MAX_EARLY: usize = 256;
+const REPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits for a request's reply, keeping other messages for later (within [`MAX_EARLY`] and
+/// [`REPLY_WAIT`]; past them the request counts as refused).
 async fn reply(read: &mut russh::ChannelReadHalf, early: &mut Vec<ChannelMsg>) -> bool {
-    loop {
-        match read.wait().await {
-            Some(ChannelMsg::Success) => return true,
-            Some(ChannelMsg::Failure) | None => return false,
-            Some(ChannelMsg::Close) => {
-                early.push(ChannelMsg::Close);
-                return false;
+    let wait = async {
+        loop {
+            match read.wait().await {
+                Some(ChannelMsg::Success) => return true,
+                Some(ChannelMsg::Failure) | None => return false,
+                Some(ChannelMsg::Close) => {
+                    early.push(ChannelMsg::Close);
+                    return false;
+                }
+                Some(_) if early.len() >= MAX_EARLY => return false,
+                Some(m) => early.push(m),
             }
-            Some(m) => early.push(m),
         }
-    }
+    };
+    tokio::time::timeout(REPLY_WAIT, wait).await.unwrap_or(false)
 }
 
 /// Copies the upstream channel's output, status and end to the client.

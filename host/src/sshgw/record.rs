@@ -20,7 +20,13 @@ struct Inner {
     started: Instant,
     /// Incomplete UTF-8 at the end of the last output chunk.
     carry: Vec<u8>,
+    /// Bytes written so far.
+    written: u64,
 }
+
+/// Largest recording: a guest chooses how much it prints, so past this the recording ends with
+/// a note (the session goes on).
+pub const MAX_RECORDING: u64 = 64 << 20;
 
 /// What a recording starts with.
 pub struct Header<'a> {
@@ -58,7 +64,7 @@ impl Recorder {
         }
         writeln!(file, "{header}")?;
         file.flush()?;
-        Ok(Recorder { inner: Mutex::new(Inner { file, started: Instant::now(), carry: Vec::new() }) })
+        Ok(Recorder { inner: Mutex::new(Inner { file, started: Instant::now(), carry: Vec::new(), written: 0 }) })
     }
 
     /// Output the client saw.
@@ -86,8 +92,18 @@ impl Recorder {
 }
 
 fn write_event(inner: &mut Inner, code: &str, data: &str) {
+    if inner.written >= MAX_RECORDING {
+        return;
+    }
     let t = inner.started.elapsed().as_secs_f64();
-    let line = serde_json::json!([(t * 1e6).round() / 1e6, code, data]);
+    let mut line = serde_json::json!([(t * 1e6).round() / 1e6, code, data]).to_string();
+    if inner.written + line.len() as u64 >= MAX_RECORDING {
+        let note = format!("\r\n[den: the recording stops here: it reached {} MiB]\r\n", MAX_RECORDING >> 20);
+        line = serde_json::json!([(t * 1e6).round() / 1e6, "o", note]).to_string();
+        inner.written = MAX_RECORDING;
+    } else {
+        inner.written += line.len() as u64 + 1;
+    }
     if let Err(e) = writeln!(inner.file, "{line}").and_then(|_| inner.file.flush()) {
         tracing::warn!(%e, "writing a session recording");
     }

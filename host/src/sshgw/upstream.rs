@@ -123,6 +123,9 @@ async fn prepare(den: &Den, vm: &VmRecord, agent: &AgentClient) -> Result<String
     }
 }
 
+/// How long the guest's sshd may take for the handshake and the login (TCG guests are slow).
+const SETUP_WAIT: Duration = Duration::from_secs(60);
+
 /// How to log into one guest.
 struct Login<'a> {
     agent: &'a AgentClient,
@@ -146,8 +149,17 @@ impl Login<'_> {
         Err(last)
     }
 
-    /// One connection attempt.
+    /// One connection attempt, within [`SETUP_WAIT`].
     async fn once(&self, pinned: &str) -> Result<Upstream, UpstreamError> {
+        tokio::time::timeout(SETUP_WAIT, self.attempt(pinned)).await.unwrap_or_else(|_| {
+            Err(UpstreamError::Failed(format!(
+                "the guest's sshd did not finish the SSH handshake and login within {} s",
+                SETUP_WAIT.as_secs()
+            )))
+        })
+    }
+
+    async fn attempt(&self, pinned: &str) -> Result<Upstream, UpstreamError> {
         let pinned_key = PublicKey::from_openssh(pinned)
             .map_err(|e| UpstreamError::Failed(format!("the pinned host key does not parse: {e}")))?;
         let io = self.agent.exec_io(sshd_inetd()).await.map_err(|_| UpstreamError::NoSshd)?;

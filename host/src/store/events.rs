@@ -22,9 +22,26 @@ pub struct Event {
     pub detail: String,
 }
 
+/// Longest detail kept with an event: details may quote what a guest said, and the log is kept.
+pub const MAX_DETAIL: usize = 4096;
+
+/// `detail`, cut to [`MAX_DETAIL`] bytes (on a character boundary) with a mark when cut.
+fn bounded(detail: &str) -> std::borrow::Cow<'_, str> {
+    if detail.len() <= MAX_DETAIL {
+        return detail.into();
+    }
+    let mut end = MAX_DETAIL - 3;
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &detail[..end]).into()
+}
+
 impl Store {
-    /// Appends an event; returns it with its sequence number.
+    /// Appends an event (its detail cut to [`MAX_DETAIL`] bytes); returns it with its sequence
+    /// number.
     pub fn add_event(&self, user: &str, kind: &str, target: &str, detail: &str) -> Result<Event, StoreError> {
+        let detail = &*bounded(detail);
         let time = now();
         let conn = self.lock();
         conn.execute(
@@ -70,6 +87,14 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn details_are_bounded() {
+        assert_eq!(bounded("short"), "short");
+        let long = "é".repeat(MAX_DETAIL);
+        let cut = bounded(&long);
+        assert!(cut.len() <= MAX_DETAIL && cut.ends_with('…'));
+    }
 
     #[test]
     fn events_are_ordered_and_paged() {

@@ -37,15 +37,29 @@ pub(crate) async fn make_data_disk(path: &Path, mib: u64) -> Result<(), String> 
 /// Copies `src` to `dst` keeping holes (and sharing blocks where the filesystem can); `dst`
 /// gets mode 0600. Through a temporary name, so `dst` is either the old file or the whole copy.
 /// With a task, its progress follows the copy (the copy's length against the source's).
+///
+/// `src` is opened once, as a regular file only (never a FIFO or device node someone swapped
+/// in), and `cp` copies from that open file: what was checked is what is copied.
 pub(crate) async fn copy_disk(src: &Path, dst: &Path, task: Option<&TaskHandle>) -> Result<(), String> {
     let tmp = dst.with_extension("partial");
-    let copy = tokio::process::Command::new("cp")
-        .args(["--sparse=always", "--reflink=auto"])
-        .arg(src)
-        .arg(&tmp)
-        .kill_on_drop(true)
-        .status();
-    let total = std::fs::metadata(src).map(|m| m.len()).unwrap_or(0).max(1);
+    let file = den_guest_tree::open_regular(src).map_err(|e| e.to_string())?;
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0).max(1);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let mut cmd = tokio::process::Command::new("cp");
+    cmd.args(["--sparse=always", "--reflink=auto", "/dev/fd/3"]).arg(&tmp).kill_on_drop(true);
+    // SAFETY: dup2 and fcntl are async-signal-safe; the open source becomes the child's
+    // descriptor 3, kept across exec (dup2 onto itself would keep close-on-exec).
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = if fd == 3 { libc::fcntl(3, libc::F_SETFD, 0) } else { libc::dup2(fd, 3) };
+            if r == -1 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        });
+    }
+    let copy = cmd.status();
     tokio::pin!(copy);
     let st = loop {
         tokio::select! {
@@ -58,6 +72,7 @@ pub(crate) async fn copy_disk(src: &Path, dst: &Path, task: Option<&TaskHandle>)
         }
     }
     .map_err(|e| format!("cp: {e}"))?;
+    drop(file);
     if !st.success() {
         let _ = std::fs::remove_file(&tmp);
         return Err(format!("copying {} to {} failed ({st})", src.display(), dst.display()));

@@ -57,8 +57,8 @@ impl Den {
             return Err(invalid("name", format!("`{name}` is not an ISO name: a-z, 0-9 and -, 1 to 63 characters")));
         }
         let src = PathBuf::from(from);
-        if !src.is_absolute() || !src.is_file() {
-            return Err(invalid("path", format!("{from} is not a file on the host (give an absolute path)")));
+        if !src.is_absolute() || den_guest_tree::open_regular(&src).is_err() {
+            return Err(invalid("path", format!("{from} is not a regular file on the host (give an absolute path)")));
         }
         if self.iso_dir().join(format!("{name}.iso")).exists() {
             return Err(VmError::Store(crate::store::StoreError::Exists { kind: "ISO", name: name.into() }));

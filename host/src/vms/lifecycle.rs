@@ -556,8 +556,8 @@ impl Den {
             Some(r) => engine::console_recent(r, max).await.map_err(|e| VmError::Engine(e.to_string())),
             None => {
                 let log = self.paths.vm_run(&vm.id).join("console.log");
-                let text = std::fs::read(&log).unwrap_or_default();
-                Ok(String::from_utf8_lossy(&text[text.len().saturating_sub(max)..]).into_owned())
+                let text = engine::logs::tail(&log, max as u64).unwrap_or_default();
+                Ok(String::from_utf8_lossy(&text).into_owned())
             }
         }
     }
