@@ -23,35 +23,9 @@ fn sh(d: &Dend, vm: &str, script: &str) -> String {
     den_ok(d, &["vm", "exec", vm, "--", "sh", "-c", script])
 }
 
-/// `curl` inside the namespace against dend's HTTPS port, `host` resolving to it: (status,
-/// body, headers).
+/// An ingress request from inside the namespace: (status, body, headers).
 fn get(ns: &NetNs, d: &Dend, host: &str, path: &str, extra: &[&str]) -> (u16, String, String) {
-    let addr = d.https_addr();
-    let port = addr.rsplit(':').next().unwrap_or_default();
-    let url = format!("https://{host}:{port}{path}");
-    let resolve = format!("{host}:{port}:127.0.0.1");
-    let out = ns
-        .command("curl")
-        .args([
-            "-sk",
-            "--max-time",
-            "30",
-            "-D",
-            "/dev/stderr",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code}",
-            "--resolve",
-            &resolve,
-        ])
-        .args(extra)
-        .arg(&url)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    d.ingress(ns, host, path, extra)
 }
 
 fn app(d: &Dend, name: &str) -> Value {

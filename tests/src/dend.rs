@@ -185,6 +185,25 @@ impl Dend {
         }
     }
 
+    /// A request to the app ingress on dend's HTTPS port with the real `curl`, from inside `ns`,
+    /// `host` resolving to it: (status, body, response headers).
+    pub fn ingress(&self, ns: &crate::netns::NetNs, host: &str, path: &str, extra: &[&str]) -> (u16, String, String) {
+        let addr = self.https_addr();
+        let port = addr.rsplit(':').next().unwrap_or_default();
+        let url = format!("https://{host}:{port}{path}");
+        let resolve = format!("{host}:{port}:127.0.0.1");
+        let out = ns
+            .command("curl")
+            .args(["-sk", "--max-time", "30", "-D", "/dev/stderr", "-o", "-", "-w", "\n%{http_code}", "--resolve", &resolve])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    }
+
     /// An HTTPS API call with the real `curl` (certificate not checked; see [`Dend::https_addr`];
     /// inside dend's network namespace when it has one), optionally with a bearer token:
     /// (status, body, response headers).

@@ -109,8 +109,8 @@ impl AppDirs {
 
     /// The tree a `file://` route serves, `dir` being the route's clean absolute guest path
     /// under `/lzcapp`: the guest folders never follow a link; the package's files follow
-    /// those that stay inside the package (they were checked at install and guests cannot
-    /// change them).
+    /// those that stay inside the route's folder (they were checked at install and guests
+    /// cannot change them).
     pub fn route_tree(&self, package: &str, dir: &str) -> Result<GuestTree, TreeError> {
         let rel = dir.strip_prefix(super::services::LZCAPP).unwrap_or(dir).trim_start_matches('/');
         let (top, rest) = rel.split_once('/').unwrap_or((rel, ""));

@@ -2,7 +2,7 @@
 //! resolved beneath the route's directory by a [`GuestTree`] (`AppDirs::route_tree` opened it,
 //! itself without following any link): in the folders guests write (`var`, `cache`) no link is
 //! followed at all; in the package's files, links are followed only while they stay inside the
-//! package. Only regular files are served (never a FIFO or device node a guest made).
+//! route's folder. Only regular files are served (never a FIFO or device node a guest made).
 
 use crate::apps::ingress::{plain, Body};
 use den_guest_tree::{GuestTree, Opened, TreeError};
