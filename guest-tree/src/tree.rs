@@ -520,23 +520,29 @@ impl GuestTree {
             .map_err(|e| self.io(to, errno_io(e)))
     }
 
-    /// Sets the permission bits of the file or directory `rel` (never through a link; other
-    /// types are refused).
-    pub fn set_mode(&self, rel: &str, mode: u32) -> Result<(), TreeError> {
+    /// Opens the file or directory `rel` itself (its last component never followed; other
+    /// types refused without being opened), for changing its metadata.
+    fn open_file_or_dir(&self, rel: &str) -> Result<File, TreeError> {
         let path = Self::rel(rel)?;
         let (parent, last) = self.parent(&path)?;
         let fd = self
             .resolve_at(parent.as_fd(), last, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0, Links::Never)
             .map_err(|e| self.refused(rel, e))?;
         let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| self.io(rel, errno_io(e)))?;
-        let file = match Kind::of(&st) {
-            Kind::File => self.reopen(&path, &fd)?,
-            Kind::Dir => File::from(
+        match Kind::of(&st) {
+            Kind::File => self.reopen(&path, &fd),
+            Kind::Dir => Ok(File::from(
                 self.resolve_at(fd.as_fd(), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0, Links::Never)
                     .map_err(|e| self.refused(rel, e))?,
-            ),
-            other => return Err(self.kind_err(rel, other, "a file or directory")),
-        };
+            )),
+            other => Err(self.kind_err(rel, other, "a file or directory")),
+        }
+    }
+
+    /// Sets the permission bits of the file or directory `rel` (never through a link; other
+    /// types are refused).
+    pub fn set_mode(&self, rel: &str, mode: u32) -> Result<(), TreeError> {
+        let file = self.open_file_or_dir(rel)?;
         nix::sys::stat::fchmod(file.as_raw_fd(), Mode::from_bits_truncate(mode)).map_err(|e| self.io(rel, errno_io(e)))
     }
 }
@@ -598,20 +604,7 @@ impl GuestTree {
     /// Sets the extended attribute `name` of the file or directory `rel` (never through a
     /// link; other types are refused).
     pub fn set_xattr(&self, rel: &str, name: &str, value: &[u8]) -> Result<(), TreeError> {
-        let path = Self::rel(rel)?;
-        let (parent, last) = self.parent(&path)?;
-        let fd = self
-            .resolve_at(parent.as_fd(), last, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0, Links::Never)
-            .map_err(|e| self.refused(rel, e))?;
-        let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| self.io(rel, errno_io(e)))?;
-        let file = match Kind::of(&st) {
-            Kind::File => self.reopen(&path, &fd)?,
-            Kind::Dir => File::from(
-                self.resolve_at(fd.as_fd(), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0, Links::Never)
-                    .map_err(|e| self.refused(rel, e))?,
-            ),
-            other => return Err(self.kind_err(rel, other, "a file or directory")),
-        };
+        let file = self.open_file_or_dir(rel)?;
         let cname = std::ffi::CString::new(name)
             .map_err(|_| TreeError::BadPath { path: name.into(), reason: "holds a NUL byte".into() })?;
         // SAFETY: the descriptor is open, the name NUL-terminated, the value a valid slice.

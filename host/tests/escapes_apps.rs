@@ -95,14 +95,7 @@ fn hostile_packages(secret: &[u8; 32]) -> Vec<(&'static str, Packer, &'static st
     let mut out = vec![];
     for depth in 1..=3 {
         let mut p = packer("base");
-        p.item(Item::Symlink("content/u0".into(), "..".into()));
-        p.file("content.tar", tar(&[Item::Symlink("u0/e1".into(), "..".into())]));
-        let mut path = String::from("e1/");
-        for d in 1..depth {
-            p.item(Item::Symlink(format!("{path}u{d}"), "..".into()));
-            path.push_str(&format!("u{d}/"));
-        }
-        p.item(file(&format!("{path}escaped"), "pwned"));
+        den_lpk::pack::link_chain(&mut p, depth, "escaped", b"pwned").unwrap();
         out.push(("a link chain across the package and content.tar", p, "under the symlink"));
     }
     let mut p = packer("base");
@@ -163,10 +156,8 @@ fn guests_and_packages_cannot_reach_the_host() {
     let keys = work.path().join("keys");
     std::fs::create_dir(&keys).unwrap();
     std::fs::write(keys.join("den-test.pub"), den_lpk::pack::public_key_hex(&secret)).unwrap();
-    let config = format!(
-        "[docker]\nenabled = false\n[apps]\nbox_domain = \"box.test\"\nkeys_dir = \"{}\"\n",
-        keys.display()
-    );
+    let config =
+        format!("[docker]\nenabled = false\n[apps]\nbox_domain = \"box.test\"\nkeys_dir = \"{}\"\n", keys.display());
     let d = Dend::start_in_with_config(Path::new(env!("CARGO_BIN_EXE_dend")), &ns, &config);
 
     // A package author: every chain and tampered package is refused, naming the entry, and

@@ -168,6 +168,22 @@ impl Packer {
     }
 }
 
+/// Adds the link chain a package author would use to write outside the package if the package
+/// and its `content.tar` were checked apart: `content/u0 -> ..` in the package, `u0/e1 -> ..` in
+/// `content.tar`, then `depth - 1` more `..` links under `e1/`, and `file` (its name is the
+/// path below the chain) at the end, each level one directory higher. Den must refuse it.
+pub fn link_chain(p: &mut Packer, depth: usize, file: &str, data: &[u8]) -> io::Result<()> {
+    p.item(Item::Symlink("content/u0".into(), "..".into()));
+    p.file("content.tar", tar_bytes(&[Item::Symlink("u0/e1".into(), "..".into())])?);
+    let mut path = String::from("e1/");
+    for d in 1..depth {
+        p.item(Item::Symlink(format!("{path}u{d}"), "..".into()));
+        path.push_str(&format!("u{d}/"));
+    }
+    p.item(Item::File { name: format!("{path}{file}"), data: data.to_vec(), mode: 0o644 });
+    Ok(())
+}
+
 /// A tar of `items` (ustar headers, uid/gid 0, names written raw).
 pub fn tar_bytes(items: &[Item]) -> io::Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());

@@ -76,14 +76,7 @@ fn chains() -> Vec<(&'static str, Packer, &'static str)> {
     // files under e1/, repeated: each level one directory higher.
     for depth in 1..=3 {
         let mut p = packer();
-        p.item(Item::Symlink("content/u0".into(), "..".into()));
-        p.file("content.tar", tar(&[Item::Symlink("u0/e1".into(), "..".into())]));
-        let mut path = String::from("e1/");
-        for d in 1..depth {
-            p.item(Item::Symlink(format!("{path}u{d}"), "..".into()));
-            path.push_str(&format!("u{d}/"));
-        }
-        p.item(file(&format!("{path}escaped")));
+        den_lpk::pack::link_chain(&mut p, depth, "escaped", b"pwned").unwrap();
         out.push(("the issue's chain", p, "under the symlink `content/u0`"));
     }
     // content.tar first: its u0/ is a directory, then the package makes content/u0 a link.

@@ -194,7 +194,19 @@ impl Dend {
         let resolve = format!("{host}:{port}:127.0.0.1");
         let out = ns
             .command("curl")
-            .args(["-sk", "--max-time", "30", "-D", "/dev/stderr", "-o", "-", "-w", "\n%{http_code}", "--resolve", &resolve])
+            .args([
+                "-sk",
+                "--max-time",
+                "30",
+                "-D",
+                "/dev/stderr",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+                "--resolve",
+                &resolve,
+            ])
             .args(extra)
             .arg(&url)
             .output()
