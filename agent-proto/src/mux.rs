@@ -413,6 +413,12 @@ fn on_hello(shared: &Shared, payload: &[u8]) {
 }
 
 fn on_open(shared: &Arc<Shared>, incoming: &mpsc::UnboundedSender<Incoming>, id: u32, payload: &[u8]) {
+    if shared.role == Role::Host {
+        // The host serves nothing to the guest: an open is refused without making anything.
+        let msg = "the host accepts no streams from the guest";
+        shared.send_reply(Frame::json(id, Kind::Close, &ErrorReply::new("protocol", msg)));
+        return;
+    }
     let peer_parity = if shared.role == Role::Host { 0 } else { 1 };
     if id == 0 || id % 2 != peer_parity || shared.slots().contains_key(&id) {
         let msg = format!("stream id {id} is not one the peer may open");

@@ -260,3 +260,20 @@ async fn a_guest_that_never_reads_cannot_grow_the_hosts_queue() {
     assert!(why.contains("does not read"), "{why}");
     flood.abort();
 }
+
+#[tokio::test]
+async fn the_host_accepts_no_streams_from_the_guest() {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let (host, mut raw) = host_with_raw_agent(a, b).await;
+    for i in 0..1000u32 {
+        raw.send(Frame::json(2 * i + 2, Kind::Open, &Request::Forward { target: tcp() })).await.unwrap();
+    }
+    let mut closes = 0;
+    while closes < 1000 {
+        let f = tokio::time::timeout(Duration::from_secs(5), raw.next()).await.unwrap().unwrap().unwrap().unwrap();
+        if f.kind == Kind::Close {
+            closes += 1;
+        }
+    }
+    assert_eq!(host.open_streams(), 0, "nothing was kept for the guest's opens");
+}

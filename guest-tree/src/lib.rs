@@ -18,15 +18,18 @@
 //!   deep the guest made it.
 //!
 //! Paths are given as text and checked as [`RelPath`]s: relative, no `.`/`..`, no NUL.
+//!
+//! [`tar_headers`] guards the tar streams the same parties send (packages, image layers).
 
 mod error;
 mod rel;
 mod remove;
+pub mod tar_headers;
 mod tree;
 
 pub use error::TreeError;
 pub use rel::{RelPath, MAX_NAME, MAX_PATH};
-pub use tree::{open_regular, Entry, GuestTree, Kind, Links, Meta, Node, Opened};
+pub use tree::{open_regular, remove_tree, Entry, GuestTree, Kind, Links, Meta, Node, Opened};
 
 #[cfg(test)]
 mod tests;

@@ -14,9 +14,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 const MAX_DEPTH: usize = 32;
 /// Names read from a directory per round.
 const BATCH: usize = 4096;
-/// Rounds of removal before giving up on a tree that keeps growing (a guest writing into it
-/// while it is removed).
-const MAX_ROUNDS: usize = 1 << 20;
+/// Rounds of removal before giving up on a directory that keeps being refilled (a guest writing
+/// into it while it is removed), and rounds in a row without progress in a tree.
+const MAX_ROUNDS: usize = 1 << 12;
 
 /// Up to `max` names in the directory `fd` (without `.` and `..`), read from its start.
 pub(crate) fn names(tree: &GuestTree, rel: &RelPath, fd: &OwnedFd, max: usize) -> Result<Vec<CString>, TreeError> {
@@ -106,24 +106,31 @@ impl GuestTree {
         let top_raw = top.as_raw_fd();
         let mut stack: Vec<Level> = vec![Level { fd: top, name: CString::default() }];
         let mut moved = 0u64;
-        let mut rounds = 0usize;
+        // Rounds in a row that removed nothing (a tree that is refilled as fast as it is
+        // emptied); any progress starts the count again, so size alone never stops removal.
+        let mut stalled = 0usize;
         let here = RelPath::new(rel)?;
         while let Some(level) = stack.last() {
-            rounds += 1;
-            if rounds > MAX_ROUNDS {
-                return Err(self.limit(rel, "holds too many entries to remove"));
-            }
             let batch = names(self, &here, &level.fd, BATCH)?;
             let cur = level.fd.as_raw_fd();
             let mut descend = None;
+            let mut removed = false;
             for name in &batch {
                 match nix::unistd::unlinkat(Some(cur), name.as_c_str(), UnlinkatFlags::NoRemoveDir) {
-                    Ok(()) | Err(Errno::ENOENT) => continue,
+                    Ok(()) => {
+                        removed = true;
+                        continue;
+                    }
+                    Err(Errno::ENOENT) => continue,
                     Err(Errno::EISDIR) => {}
                     Err(e) => return Err(self.io(rel, e.into())),
                 }
                 match nix::unistd::unlinkat(Some(cur), name.as_c_str(), UnlinkatFlags::RemoveDir) {
-                    Ok(()) | Err(Errno::ENOENT) => continue,
+                    Ok(()) => {
+                        removed = true;
+                        continue;
+                    }
+                    Err(Errno::ENOENT) => continue,
                     Err(Errno::ENOTEMPTY | Errno::EEXIST) => {}
                     Err(Errno::ENOTDIR) => continue,
                     Err(e) => return Err(self.io(rel, e.into())),
@@ -146,6 +153,14 @@ impl GuestTree {
                     }
                     Err(Errno::ELOOP | Errno::ENOTDIR | Errno::ENOENT) => continue,
                     Err(e) => return Err(self.io(rel, e.into())),
+                }
+            }
+            if removed || descend.is_some() || batch.is_empty() {
+                stalled = 0;
+            } else {
+                stalled += 1;
+                if stalled > MAX_ROUNDS {
+                    return Err(self.limit(rel, "keeps being refilled while it is removed"));
                 }
             }
             match descend {

@@ -23,6 +23,10 @@ pub enum Links {
     /// by the ingress), an image root dend is building from layers. The last component of a
     /// write is still never followed: a link there is replaced or refused, not written through.
     Inside,
+    /// Links are followed as if the tree were `/`: absolute links and `..` stay in it (the
+    /// kernel's `RESOLVE_IN_ROOT`), as a container sees its image. For an image root dend
+    /// builds from layers; writes as in [`Links::Inside`].
+    InRoot,
 }
 
 /// What an entry is, read without following it.
@@ -228,10 +232,12 @@ impl GuestTree {
         mode: u32,
         links: Links,
     ) -> Result<OwnedFd, Errno> {
-        let mut resolve = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS;
-        if links == Links::Never {
-            resolve |= ResolveFlag::RESOLVE_NO_SYMLINKS;
-        }
+        let resolve = ResolveFlag::RESOLVE_NO_MAGICLINKS
+            | match links {
+                Links::Never => ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS,
+                Links::Inside => ResolveFlag::RESOLVE_BENEATH,
+                Links::InRoot => ResolveFlag::RESOLVE_IN_ROOT,
+            };
         // openat2 refuses O_PATH with any flag but O_DIRECTORY, O_NOFOLLOW and O_CLOEXEC.
         let extra = if flags.contains(OFlag::O_PATH) { OFlag::O_CLOEXEC } else { OFlag::O_CLOEXEC | OFlag::O_NOCTTY };
         let mut how = OpenHow::new().flags(flags | extra).resolve(resolve);
@@ -362,7 +368,11 @@ impl GuestTree {
     pub fn replace(&self, rel: &str, data: &[u8], mode: u32) -> Result<(), TreeError> {
         let path = Self::rel(rel)?;
         let (_, last) = path.split_last().ok_or_else(|| self.kind_err(rel, Kind::Dir, "a file"))?;
-        let tmp_name = format!(".{}.den-new-{}", &last[..last.len().min(200)], std::process::id());
+        let mut cut = last.len().min(200);
+        while !last.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let tmp_name = format!(".{}.den-new-{}", &last[..cut], std::process::id());
         let tmp = match path.split_last() {
             Some((parent, _)) => parent.join(&tmp_name)?,
             None => RelPath::new(&tmp_name)?,
@@ -402,7 +412,8 @@ impl GuestTree {
                         Ok(()) | Err(Errno::EEXIST) => {}
                         Err(e) => return Err(self.io(&done, errno_io(e))),
                     }
-                    self.resolve_at(cur.as_fd(), part, flags, 0, self.links).map_err(|e| self.refused(&done, e))?
+                    self.resolve_at(self.dir.as_fd(), &done, flags, 0, self.links)
+                        .map_err(|e| self.refused(&done, e))?
                 }
                 Err(Errno::ENOTDIR) => return Err(self.kind_err(&done, Kind::Other("not a directory"), "a directory")),
                 Err(e) => return Err(self.refused(&done, e)),
@@ -539,6 +550,16 @@ impl GuestTree {
         }
     }
 
+    /// Renames `from` in this tree to `to` in `other` (both on one file system), never
+    /// following a link on either side; the entry moved is whatever `from` is, a link included.
+    pub fn rename_to(&self, from: &str, other: &GuestTree, to: &str) -> Result<(), TreeError> {
+        let (a, b) = (Self::rel(from)?, Self::rel(to)?);
+        let (a_dir, a_last) = self.parent(&a)?;
+        let (b_dir, b_last) = other.parent(&b)?;
+        nix::fcntl::renameat(Some(a_dir.as_raw_fd()), a_last, Some(b_dir.as_raw_fd()), b_last)
+            .map_err(|e| other.io(to, errno_io(e)))
+    }
+
     /// Sets the permission bits of the file or directory `rel` (never through a link; other
     /// types are refused).
     pub fn set_mode(&self, rel: &str, mode: u32) -> Result<(), TreeError> {
@@ -637,6 +658,21 @@ pub fn open_regular(path: &Path) -> Result<File, TreeError> {
                 .map_err(io)
         }
         other => Err(TreeError::Kind { tree: label, path: ".".into(), found: other.describe(), wanted: "a file" }),
+    }
+}
+
+/// Removes the host path `path` and, if it is a directory, everything beneath it, however deep
+/// and without following any link in it (its parent folder is the caller's); missing is fine.
+/// For trees whose contents someone else made (an image root, an app's data).
+pub fn remove_tree(path: &Path) -> Result<(), TreeError> {
+    let label = path.display().to_string();
+    let bad = |reason: &str| TreeError::BadPath { path: label.clone(), reason: reason.into() };
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| bad("has no UTF-8 last component"))?;
+    match GuestTree::open(parent, Links::Never) {
+        Ok(tree) => tree.remove_all(name),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -78,8 +78,11 @@ async fn main() -> anyhow::Result<()> {
             cli.data_dir.join("run")
         }
     });
-    let paths = Paths::new(&cli.data_dir, &run, &cli.image_store.clone().unwrap_or_else(default_image_store));
+    let mut paths = Paths::new(&cli.data_dir, &run, &cli.image_store.clone().unwrap_or_else(default_image_store));
     paths.create().with_context(|| format!("creating {} and {}", paths.data.display(), paths.run.display()))?;
+    // Folders Den shares into guests are opened with no link followed on their path: the data
+    // directory is used by its real path (it may be a link, /var/lib/den -> /srv/den say).
+    paths.data = std::fs::canonicalize(&paths.data).with_context(|| format!("resolving {}", paths.data.display()))?;
     let store = Store::open(&paths.db()).with_context(|| format!("opening {}", paths.db().display()))?;
     den_host::net::ipam::Subnet::parse(&cli.subnet).map_err(|e| anyhow::anyhow!("--subnet: {e}"))?;
     let den = Den::new(store, paths.clone(), host_limits(), &cli.subnet);

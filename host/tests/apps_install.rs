@@ -251,8 +251,9 @@ fn install_check_refuse_and_uninstall() {
     assert_eq!(tree(&d), installed, "refused packages leave nothing behind");
     assert_eq!(apps(&d).len(), 2);
 
-    // Uninstall keeping data: /lzcapp/var stays and a new install finds it; then all of it goes.
-    let var = d.dir.path().join("apps").join(HELLO).join("lzcapp/var");
+    // Uninstall keeping data: /lzcapp/var (on the host, beside the read-only /lzcapp) stays and a
+    // new install finds it; then all of it goes.
+    let var = d.dir.path().join("apps").join(HELLO).join("var");
     std::fs::write(var.join("notes.txt"), "kept").unwrap();
     let (code, _, err) = d.den(&["app", "uninstall", HELLO, "--keep-data"]);
     assert_eq!(code, 0, "{err}");

@@ -75,6 +75,14 @@ const MAX_JSON: u64 = 4 << 20;
 pub const MAX_UNPACKED: u64 = 64 << 30;
 /// Most entries a directory may hold for an opaque whiteout to be applied.
 const MAX_DIR_ENTRIES: usize = 1 << 20;
+/// Most entries all layers of one image may hold together (each is an inode on the host while
+/// the image is made).
+pub const MAX_ENTRIES: u64 = 1 << 21;
+/// Extended attributes a layer may set: file capabilities and the user namespace. Others
+/// (`trusted.*`, `security.selinux`, ...) would mean something to the host.
+fn xattr_allowed(name: &str) -> bool {
+    name == "security.capability" || name.starts_with("user.")
+}
 
 fn bad(layout: &Path, reason: impl Into<String>) -> ImageError {
     ImageError::Oci { path: layout.to_path_buf(), reason: reason.into() }
@@ -204,13 +212,14 @@ fn remove_if_there(tree: &GuestTree, rel: &str) -> Result<(), TreeError> {
 
 /// Applies one layer (a tar stream) onto `root`, an image root that only this process writes.
 pub fn apply_layer<R: Read>(root: &Path, layer: R) -> Result<(), ImageError> {
-    let tree = GuestTree::open(root, Links::Inside).map_err(|e| ImageError::io(root, e.into()))?;
-    apply_layer_in(&tree, layer)
+    let tree = GuestTree::open(root, Links::InRoot).map_err(|e| ImageError::io(root, e.into()))?;
+    apply_layer_in(&tree, layer, MAX_ENTRIES)
 }
 
-fn apply_layer_in<R: Read>(tree: &GuestTree, layer: R) -> Result<(), ImageError> {
+/// Applies one layer of at most `max_entries` entries.
+fn apply_layer_in<R: Read>(tree: &GuestTree, layer: R, max_entries: u64) -> Result<(), ImageError> {
     let root = Path::new(tree.label());
-    let mut ar = tar::Archive::new(layer);
+    let mut ar = tar::Archive::new(den_guest_tree::tar_headers::HeaderGuard::new(layer, max_entries));
     let mut created: HashSet<String> = HashSet::new();
     let err = |e: std::io::Error| ImageError::io(root, e);
     let refused =
@@ -331,6 +340,7 @@ fn xattrs<R: Read>(entry: &mut tar::Entry<R>) -> Vec<(String, Vec<u8>)> {
     let Ok(Some(exts)) = entry.pax_extensions() else { return vec![] };
     exts.flatten()
         .filter_map(|e| Some((e.key().ok()?.strip_prefix("SCHILY.xattr.")?.to_string(), e.value_bytes().to_vec())))
+        .filter(|(name, _)| xattr_allowed(name))
         .collect()
 }
 
@@ -346,9 +356,11 @@ pub fn unpack(layout: &Path, reference: Option<&str>, root: &Path) -> Result<Run
     let m = manifest(layout, reference)?;
     let cfg: ImageConfig = json(layout, "image config", &read_blob(layout, &m.config.digest)?)?;
     std::fs::create_dir_all(root).map_err(|e| ImageError::io(root, e))?;
-    let tree = GuestTree::open(root, Links::Inside).map_err(|e| ImageError::io(root, e.into()))?;
+    let tree = GuestTree::open(root, Links::InRoot).map_err(|e| ImageError::io(root, e.into()))?;
     let blobs = open_layout(layout)?;
     let mut left = MAX_UNPACKED;
+    // Each layer gets an equal share of the image's entry budget.
+    let entries = MAX_ENTRIES / (m.layers.len().max(1) as u64);
     for l in &m.layers {
         if l.media_type.ends_with("zstd") {
             return Err(bad(
@@ -367,7 +379,7 @@ pub fn unpack(layout: &Path, reference: Option<&str>, root: &Path) -> Result<Run
         let body: Box<dyn Read + '_> =
             if gz { Box::new(flate2::read::GzDecoder::new(chained)) } else { Box::new(chained) };
         let mut budget = Budget { inner: body, left: &mut left };
-        apply_layer_in(&tree, &mut budget)?;
+        apply_layer_in(&tree, &mut budget, entries)?;
         std::io::copy(&mut budget, &mut std::io::sink())
             .map_err(|e| bad(layout, format!("layer {}: {e}", l.digest)))?;
         drop(budget);
@@ -393,7 +405,7 @@ pub fn to_ext4(
 ) -> Result<RunConfig, ImageError> {
     let root = work.join("oci-root");
     let cfg = unpack(layout, reference, &root)?;
-    let tree = GuestTree::open(&root, Links::Inside).map_err(|e| ImageError::io(&root, e.into()))?;
+    let tree = GuestTree::open(&root, Links::InRoot).map_err(|e| ImageError::io(&root, e.into()))?;
     let body = serde_json::to_vec_pretty(&cfg).unwrap_or_default();
     tree.mkdir_all("etc/den", 0o755)
         .and_then(|_| tree.replace("etc/den/oci-config.json", &body, 0o644))
@@ -490,14 +502,19 @@ mod tests {
         std::fs::create_dir(&root).unwrap();
         std::fs::create_dir_all(root.join("etc/den")).unwrap();
         std::os::unix::fs::symlink(&victim, root.join("etc/den/oci-config.json")).unwrap();
-        let tree = GuestTree::open(&root, Links::Inside).unwrap();
+        let tree = GuestTree::open(&root, Links::InRoot).unwrap();
         tree.replace("etc/den/oci-config.json", b"{}", 0o644).unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
-        // And a layer whose etc/ is a link out of the root cannot take the config there.
+        // And a layer whose etc/ is an absolute link cannot take the config out of the root:
+        // the link means the same place inside the image, as in a container (where it leads
+        // nowhere, the image is refused).
         std::fs::remove_dir_all(root.join("etc")).unwrap();
         std::os::unix::fs::symlink(dir.path(), root.join("etc")).unwrap();
-        assert!(tree.mkdir_all("etc/den", 0o755).unwrap_err().is_refusal());
+        assert!(tree.mkdir_all("etc/den", 0o755).is_err());
+        std::fs::create_dir_all(root.join(dir.path().strip_prefix("/").unwrap())).unwrap();
+        tree.mkdir_all("etc/den", 0o755).unwrap();
         assert!(!dir.path().join("den").exists());
+        assert!(root.join(dir.path().strip_prefix("/").unwrap()).join("den").is_dir());
     }
 
     #[test]
@@ -521,6 +538,9 @@ mod tests {
         };
         add("usr/lib/", tar::EntryType::Directory, 0o755, None, b"");
         add("lib", tar::EntryType::Symlink, 0o777, Some("usr/lib"), b"");
+        add("run/", tar::EntryType::Directory, 0o755, None, b"");
+        add("var/run", tar::EntryType::Symlink, 0o777, Some("/run"), b"");
+        add("var/run/x", tar::EntryType::Regular, 0o644, None, b"in the image's /run");
         add("lib/libx.so", tar::EntryType::Regular, 0o4755, None, b"elf");
         add("lib/hard", tar::EntryType::Link, 0o644, Some("usr/lib/libx.so"), b"");
         add("dev/fifo", tar::EntryType::Fifo, 0o600, None, b"");
@@ -530,6 +550,11 @@ mod tests {
         assert_eq!((m.mode() & 0o7777, m.uid(), m.nlink(), m.mtime()), (0o4755, 1000, 2, 1_000_000));
         assert!(std::fs::symlink_metadata(dir.path().join("lib")).unwrap().file_type().is_symlink());
         assert!(std::fs::symlink_metadata(dir.path().join("dev/fifo")).unwrap().file_type().is_fifo());
+        assert_eq!(
+            std::fs::read(dir.path().join("run/x")).unwrap(),
+            b"in the image's /run",
+            "absolute links stay in the image"
+        );
     }
 
     #[test]

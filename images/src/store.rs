@@ -173,10 +173,11 @@ impl Store {
     }
 
     /// A fresh temporary directory inside the store (same file system, so renames are atomic).
-    pub fn temp_dir(&self, what: &str) -> Result<tempfile::TempDir, ImageError> {
+    pub fn temp_dir(&self, what: &str) -> Result<WorkDir, ImageError> {
         let tmp = self.root.join("tmp");
         let prefix = format!("{what}-{}-", std::process::id());
-        tempfile::Builder::new().prefix(&prefix).tempdir_in(&tmp).map_err(io_at(&tmp))
+        let dir = tempfile::Builder::new().prefix(&prefix).tempdir_in(&tmp).map_err(io_at(&tmp))?;
+        Ok(WorkDir { path: dir.keep() })
     }
 
     /// Path of an object (whether or not it exists).
@@ -377,12 +378,30 @@ impl Store {
     }
 }
 
-/// Removes a file or a directory tree.
+/// Removes a file or a directory tree, however deep, never following a link in it (work
+/// trees hold what an image's layers made).
 pub fn remove_any(p: &Path) -> io::Result<()> {
-    if p.is_dir() {
-        fs::remove_dir_all(p)
-    } else {
-        fs::remove_file(p)
+    Ok(den_guest_tree::remove_tree(p)?)
+}
+
+/// A temporary work directory in the store, removed (like [`remove_any`]) when dropped.
+#[derive(Debug)]
+pub struct WorkDir {
+    path: PathBuf,
+}
+
+impl WorkDir {
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Err(e) = remove_any(&self.path) {
+            tracing::warn!(dir = %self.path.display(), %e, "cannot remove a work directory");
+        }
     }
 }
 

@@ -105,9 +105,10 @@ fn zip_read(name: &[u8], e: std::io::Error) -> LpkError {
     LpkError::entry(lossy(name), format!("cannot be read: {e}"))
 }
 
-/// Visits every entry of a tar stream in order.
+/// Visits every entry of a tar stream in order. Extension headers (long names, pax records)
+/// larger than 64 KiB are refused before the `tar` crate would read them whole.
 pub fn walk_tar<R: Read>(stream: R, visit: &mut Visit) -> Result<(), LpkError> {
-    let mut ar = tar::Archive::new(stream);
+    let mut ar = tar::Archive::new(den_guest_tree::tar_headers::HeaderGuard::new(stream, u64::MAX));
     let entries = ar.entries().map_err(tar_err)?;
     for entry in entries {
         let mut e = entry.map_err(tar_err)?;

@@ -152,7 +152,7 @@ impl Den {
         pkg: &Package,
     ) -> Result<(), String> {
         self.unpack_release(upload, opts, &app.package, &app.release, pkg).await?;
-        self.activate(&app.package, &app.release, &pkg.rendered, None)
+        self.activate(&app.package, &app.release, &pkg.rendered, None).await
     }
 
     /// Unpacks a checked package into `.staging/`, then renames it to the app's
@@ -198,7 +198,7 @@ impl Den {
     /// directory `keep` when given, else away), remakes `/lzcapp/run` and writes the rendered
     /// manifest there and beside the release (for a rollback). Only while no service of the
     /// app runs.
-    pub(super) fn activate(
+    pub(super) async fn activate(
         &self,
         package: &str,
         release: &str,
@@ -206,20 +206,25 @@ impl Den {
         keep: Option<&str>,
     ) -> Result<(), String> {
         let dirs = self.app_dirs();
-        dirs.prepare(package)?;
-        let from = dirs.release(package, release).join("pkg");
-        let step = || -> std::io::Result<()> {
-            let lz = dirs.lzcapp_tree(package)?;
-            match keep {
-                Some(old) if lz.exists("pkg")? => {
-                    std::fs::rename(dirs.pkg(package), dirs.release(package, old).join("pkg"))?
+        let (package, release, rendered, keep) =
+            (package.to_string(), release.to_string(), rendered.to_string(), keep.map(str::to_string));
+        super::blocking(move || {
+            dirs.prepare(&package)?;
+            let from = dirs.release(&package, &release).join("pkg");
+            let step = || -> std::io::Result<()> {
+                let lz = dirs.lzcapp_tree(&package)?;
+                match &keep {
+                    Some(old) if lz.exists("pkg")? => {
+                        std::fs::rename(dirs.pkg(&package), dirs.release(&package, old).join("pkg"))?
+                    }
+                    _ => lz.remove_all("pkg")?,
                 }
-                _ => lz.remove_all("pkg")?,
-            }
-            std::fs::rename(&from, dirs.pkg(package))?;
-            write_manifest(&dirs, package, release, rendered.as_bytes())
-        };
-        step().map_err(|e| io(&dirs.lzcapp(package), e))
+                std::fs::rename(&from, dirs.pkg(&package))?;
+                write_manifest(&dirs, &package, &release, rendered.as_bytes())
+            };
+            step().map_err(|e| io(&dirs.lzcapp(&package), e))
+        })
+        .await
     }
 
     /// The rendered manifest of the app's current `release`: the release's copy, or for apps
@@ -324,19 +329,25 @@ impl Den {
         self.unprovision_app(app, task).await?;
         let dirs = self.app_dirs();
         task.log("removing the app's files");
-        if dirs.app(&app.package).exists() {
-            // An app from before the current layout has its data inside /lzcapp: move it out.
-            dirs.prepare(&app.package)?;
-        }
-        remove_tree(&dirs.app(&app.package).join("releases")).map_err(|e| io(&dirs.app(&app.package), e))?;
-        remove_tree(&dirs.lzcapp(&app.package)).map_err(|e| io(&dirs.lzcapp(&app.package), e))?;
-        dirs.remove_guest(&app.package, GuestDir::Cache)?;
         if keep_data {
             task.log(format!("keeping its data in {}", dirs.kept_data(&app.package).display()));
-        } else {
-            dirs.remove_guest(&app.package, GuestDir::Var)?;
-            remove_tree(&dirs.app(&app.package)).map_err(|e| io(&dirs.app(&app.package), e))?;
         }
+        let package = app.package.clone();
+        super::blocking(move || {
+            if dirs.app(&package).exists() {
+                // An app from before the current layout has its data inside /lzcapp: move it out.
+                dirs.prepare(&package)?;
+            }
+            remove_tree(&dirs.app(&package).join("releases")).map_err(|e| io(&dirs.app(&package), e))?;
+            remove_tree(&dirs.lzcapp(&package)).map_err(|e| io(&dirs.lzcapp(&package), e))?;
+            dirs.remove_guest(&package, GuestDir::Cache)?;
+            if !keep_data {
+                dirs.remove_guest(&package, GuestDir::Var)?;
+                remove_tree(&dirs.app(&package)).map_err(|e| io(&dirs.app(&package), e))?;
+            }
+            Ok(())
+        })
+        .await?;
         self.store.delete_app(&app.package).map_err(|e| e.to_string())?;
         self.forget_unused_service_images();
         task.log("uninstalled");

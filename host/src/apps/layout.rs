@@ -130,30 +130,36 @@ impl AppDirs {
         let lzcapp = self.lzcapp(package);
         std::fs::create_dir_all(&lzcapp).map_err(|e| io(&lzcapp, e))?;
         let lz = self.lzcapp_tree(package).map_err(|e| e.to_string())?;
+        let app = GuestTree::open(&self.app(package), Links::Never).map_err(|e| e.to_string())?;
+        let is_dir = |t: &GuestTree, name: &str| t.metadata(name).map(|m| m.kind == den_guest_tree::Kind::Dir);
         for dir in [GuestDir::Var, GuestDir::Cache] {
-            let root = self.guest_root(package, dir);
-            match std::fs::symlink_metadata(&root) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(format!("{} is not a directory; remove it and start the app again", root.display()))
+            let name = dir.name();
+            match is_dir(&app, name) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let root = self.guest_root(package, dir);
+                    return Err(format!("{} is not a directory; remove it and start the app again", root.display()));
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    // The old layout kept it inside /lzcapp, where a guest could make it a link:
-                    // only a real directory is moved out; anything else is dropped.
-                    match lz.metadata(dir.name()) {
-                        Ok(m) if m.kind == den_guest_tree::Kind::Dir => {
-                            tracing::info!(app = package, dir = dir.name(), "moving the app's data out of /lzcapp");
-                            std::fs::rename(lzcapp.join(dir.name()), &root).map_err(|e| io(&root, e))?;
-                        }
-                        Ok(_) => lz.remove_file(dir.name()).map_err(|e| e.to_string())?,
+                Err(e) if e.is_not_found() => {
+                    // The old layout kept it inside /lzcapp, where a guest could have made it a
+                    // link: it is moved by descriptor, and kept only if what arrived is a real
+                    // directory.
+                    match lz.rename_to(name, &app, name) {
+                        Ok(()) => tracing::info!(app = package, dir = name, "moved the app's data out of /lzcapp"),
                         Err(e) if e.is_not_found() => {}
                         Err(e) => return Err(e.to_string()),
                     }
-                    if !root.exists() {
-                        std::fs::create_dir(&root).map_err(|e| io(&root, e))?;
+                    match is_dir(&app, name) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            app.remove_file(name).map_err(|e| e.to_string())?;
+                            app.mkdir(name, 0o755).map_err(|e| e.to_string())?;
+                        }
+                        Err(e) if e.is_not_found() => app.mkdir(name, 0o755).map_err(|e| e.to_string())?,
+                        Err(e) => return Err(e.to_string()),
                     }
                 }
-                Err(e) => return Err(io(&root, e)),
+                Err(e) => return Err(e.to_string()),
             }
             match lz.metadata(dir.name()) {
                 Ok(m) if m.kind == den_guest_tree::Kind::Dir => {}
@@ -204,13 +210,10 @@ impl AppDirs {
     }
 }
 
-/// Removes a directory tree that only dend writes (its files may be read-only); a missing one
-/// is fine. Never for a folder a guest writes: [`AppDirs::remove_guest`].
+/// Removes a directory tree of an app (its files may be read-only, it may be as deep as a guest
+/// of an earlier Den made it); a missing one is fine. No link in it is followed.
 pub fn remove_tree(p: &Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(p) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
+    Ok(den_guest_tree::remove_tree(p)?)
 }
 
 #[cfg(test)]
@@ -233,6 +236,13 @@ mod tests {
             assert!(m.is_dir() && std::fs::read_dir(lz.join(mount_point)).unwrap().next().is_none());
         }
         assert!(std::path::Path::new("/etc/passwd").exists(), "the link was removed, not followed");
+        // An old layout whose var a guest made a link: the link is not what becomes the data.
+        let other = AppDirs::new(&d.path().join("other"));
+        std::fs::create_dir_all(other.lzcapp("c.d")).unwrap();
+        std::os::unix::fs::symlink("/", other.lzcapp("c.d").join("var")).unwrap();
+        other.prepare("c.d").unwrap();
+        let m = std::fs::symlink_metadata(other.app("c.d").join("var")).unwrap();
+        assert!(m.is_dir() && std::fs::read_dir(other.app("c.d").join("var")).unwrap().next().is_none());
         dirs.prepare("a.b").unwrap();
         let var = dirs.guest("a.b", GuestDir::Var).unwrap();
         assert_eq!(var.read("db/data", 10).unwrap(), b"kept");

@@ -57,3 +57,11 @@ impl From<crate::vms::VmError> for AppError {
         AppError::Failed(e.to_string())
     }
 }
+
+/// Runs file work (unpacking, removing, writing an app's folders) on a blocking thread: it may
+/// take long on a tree a guest filled, and must not hold up the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| format!("the app's file work stopped: {e}"))?
+}

@@ -176,13 +176,28 @@ impl Den {
 
     /// Starts each service in order, waiting for its dependencies, then for the app to answer.
     pub(super) async fn run_app(self: &Arc<Self>, app: &AppRecord, task: &TaskHandle) -> Result<(), String> {
+        // Only when no service has a process: a guest of an earlier Den could still write /lzcapp.
         let stopped = app.vms.values().all(|v| {
-            self.store.vm(v).is_ok_and(|r| !matches!(r.state, VmState::Running | VmState::Paused | VmState::Starting))
+            self.store
+                .vm(v)
+                .is_ok_and(|r| matches!(r.state, VmState::Stopped | VmState::Crashed) && r.running.is_none())
         });
-        if stopped {
-            self.prepare_files(app)?;
+        let shares = self.app_dirs().shares(&app.package);
+        if !stopped && app.vms.values().any(|v| self.store.vm(v).is_ok_and(|r| r.spec.shares != shares)) {
+            return Err(format!(
+                "app `{}` still runs with the writable /lzcapp of an earlier Den; stop it (`den app stop {}`) and \
+                 start it again to move it to the read-only /lzcapp",
+                app.package, app.package
+            ));
         }
-        self.write_definitions(app)?;
+        let (den, rec) = (self.clone(), app.clone());
+        super::blocking(move || {
+            if stopped {
+                den.prepare_files(&rec)?;
+            }
+            den.write_definitions(&rec)
+        })
+        .await?;
         for svc in &app.plan.services {
             let vm = app.vms.get(&svc.name).ok_or_else(|| format!("service {} has no VM", svc.name))?;
             let rec = self.store.vm(vm).map_err(err)?;

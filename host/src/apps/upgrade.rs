@@ -105,7 +105,7 @@ impl Den {
         self.unprovision_app(old, task).await?;
         new.vms.clear();
         new.network.clear();
-        self.activate(&new.package, &new.release, &pkg.rendered, Some(&old.release))?;
+        self.activate(&new.package, &new.release, &pkg.rendered, Some(&old.release)).await?;
         self.provision_app(new, task).await?;
         new.state = AppState::Starting;
         self.store.put_app(new).map_err(|e| e.to_string())?;
@@ -124,14 +124,19 @@ impl Den {
         };
         let dirs = self.app_dirs();
         self.unprovision_app(failed, task).await?;
-        dirs.prepare(&old.package)?;
-        let old_pkg = dirs.release(&old.package, &old.release).join("pkg");
-        if old_pkg.exists() {
-            remove_tree(&dirs.pkg(&old.package)).map_err(|e| e.to_string())?;
-            std::fs::rename(&old_pkg, dirs.pkg(&old.package)).map_err(|e| e.to_string())?;
-        }
         let manifest = self.release_manifest(&old.package, &old.release).unwrap_or_default();
-        super::install::write_manifest(&dirs, &old.package, &old.release, &manifest).map_err(|e| e.to_string())?;
+        let (back_dirs, package, release) = (dirs.clone(), old.package.clone(), old.release.clone());
+        super::blocking(move || {
+            let dirs = back_dirs;
+            dirs.prepare(&package)?;
+            let old_pkg = dirs.release(&package, &release).join("pkg");
+            if old_pkg.exists() {
+                remove_tree(&dirs.pkg(&package)).map_err(|e| e.to_string())?;
+                std::fs::rename(&old_pkg, dirs.pkg(&package)).map_err(|e| e.to_string())?;
+            }
+            super::install::write_manifest(&dirs, &package, &release, &manifest).map_err(|e| e.to_string())
+        })
+        .await?;
         if failed.release != old.release {
             let _ = remove_tree(&dirs.release(&old.package, &failed.release));
         }

@@ -8,6 +8,11 @@
 //! node the guest makes cannot be opened through it, a setuid file it makes is not setuid
 //! there), and `ro` for read-only shares: the kernel refuses every write, whatever the guest
 //! sends. It also runs without `CAP_MKNOD`, so the guest cannot make device nodes at all.
+//!
+//! The folder is opened by dend with no link followed anywhere on its path (another guest, or a
+//! local user, may be able to write one of its parents), and that open folder is what is
+//! mounted, on a mount point of its own in the VM's runtime directory (`fs<N>.root`), which is
+//! what `virtiofsd` is given. Only the folder itself is mounted, not the mounts beneath it.
 
 use super::process::{self, Proc};
 use super::{EngineError, LaunchSpec};
@@ -34,28 +39,69 @@ fn binary() -> Result<&'static str, EngineError> {
     })
 }
 
-/// The command line serving `source` on `sock`, in the flavour of `bin`, in a mount namespace
-/// of its own where `source` is mounted `nodev,nosuid` (and `ro` when `readonly`).
-fn command(bin: &str, sock: &Path, source: &Path, readonly: bool) -> Result<std::process::Command, EngineError> {
+/// Opens the shared folder `host` (an absolute path) without following a link anywhere on it.
+fn open_source(host: &Path) -> Result<std::os::fd::OwnedFd, EngineError> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    use std::os::fd::FromRawFd;
+    let rel = host.strip_prefix("/").unwrap_or(host);
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let root =
+        nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+            .map_err(|e| EngineError::Startup(format!("opening /: {e}")))?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    let root = unsafe { std::os::fd::OwnedFd::from_raw_fd(root) };
+    let path = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    match nix::fcntl::openat2(std::os::fd::AsRawFd::as_raw_fd(&root), path, how) {
+        // SAFETY: openat2 returned a new descriptor that nothing else owns.
+        Ok(fd) => Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }),
+        Err(nix::errno::Errno::ELOOP) => Err(EngineError::Startup(format!(
+            "shared folder {} goes through a symbolic link; Den does not follow links on a shared folder's path \
+             (a guest or a local user may have made one): give its real path, as `realpath` prints it",
+            host.display()
+        ))),
+        Err(e) => Err(EngineError::Startup(format!("shared folder {}: {e}", host.display()))),
+    }
+}
+
+/// The command line serving the folder open as `source` on `sock`, in the flavour of `bin`,
+/// in a mount namespace of its own where the folder is mounted on `mount_point` with
+/// `nodev,nosuid` (and `ro` when `readonly`).
+fn command(
+    bin: &str,
+    sock: &Path,
+    source: &std::os::fd::OwnedFd,
+    mount_point: &Path,
+    readonly: bool,
+) -> Result<std::process::Command, EngineError> {
     let mut cmd = std::process::Command::new(bin);
     cmd.arg(format!("--socket-path={}", sock.display()));
     if bin.starts_with("/usr/lib/qemu/") {
-        cmd.args(["-o", &format!("source={}", source.display()), "-o", "cache=auto", "-o", "modcaps=-mknod"]);
+        cmd.args(["-o", &format!("source={}", mount_point.display()), "-o", "cache=auto", "-o", "modcaps=-mknod"]);
     } else {
-        cmd.arg(format!("--shared-dir={}", source.display())).args(["--cache=auto", "--modcaps=-mknod"]);
+        cmd.arg(format!("--shared-dir={}", mount_point.display())).args(["--cache=auto", "--modcaps=-mknod"]);
     }
-    confine(&mut cmd, source, readonly)?;
+    confine(&mut cmd, source, mount_point, readonly)?;
     Ok(cmd)
 }
 
-/// Makes `cmd` start in a new mount namespace where `source` is bind-mounted over itself with
-/// `nodev,nosuid` (and `ro`). The mount lives as long as the namespace: nothing is left in the
-/// host's mount table.
-fn confine(cmd: &mut std::process::Command, source: &Path, readonly: bool) -> Result<(), EngineError> {
+/// Makes `cmd` start in a new mount namespace where the folder open as `source` is bind-mounted
+/// on `mount_point` with `nodev,nosuid` (and `ro`). The mount lives as long as the namespace:
+/// nothing is left in the host's mount table.
+fn confine(
+    cmd: &mut std::process::Command,
+    source: &std::os::fd::OwnedFd,
+    mount_point: &Path,
+    readonly: bool,
+) -> Result<(), EngineError> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::process::CommandExt;
-    let path = std::ffi::CString::new(source.as_os_str().as_bytes())
-        .map_err(|_| EngineError::Startup(format!("shared folder {} has a NUL byte", source.display())))?;
+    let target = std::ffi::CString::new(mount_point.as_os_str().as_bytes())
+        .map_err(|_| EngineError::Startup(format!("{} has a NUL byte", mount_point.display())))?;
+    // The child still has dend's descriptor (close-on-exec closes it only at exec).
+    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(source)))
+        .map_err(|_| EngineError::Startup("a descriptor path with a NUL byte".into()))?;
     let root = c"/";
     let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NODEV | libc::MS_NOSUID;
     if readonly {
@@ -69,8 +115,8 @@ fn confine(cmd: &mut std::process::Command, source: &Path, readonly: bool) -> Re
             step(libc::unshare(libc::CLONE_NEWNS))?;
             let none = std::ptr::null();
             step(libc::mount(none, root.as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()))?;
-            step(libc::mount(path.as_ptr(), path.as_ptr(), none, libc::MS_BIND | libc::MS_REC, std::ptr::null()))?;
-            step(libc::mount(none, path.as_ptr(), none, flags, std::ptr::null()))
+            step(libc::mount(from.as_ptr(), target.as_ptr(), none, libc::MS_BIND, std::ptr::null()))?;
+            step(libc::mount(none, target.as_ptr(), none, flags, std::ptr::null()))
         })
     };
     Ok(())
@@ -88,7 +134,18 @@ pub async fn start(spec: &LaunchSpec) -> Result<Vec<Proc>, EngineError> {
     for (i, share) in spec.shares.iter().enumerate() {
         let sock = socket(&spec.dir, i);
         let _ = std::fs::remove_file(&sock);
-        let result = match command(bin, &sock, &share.host, share.readonly).and_then(|c| process::spawn(c, bin, &log)) {
+        let mount_point = spec.dir.join(format!("fs{i}.root"));
+        let made = match std::fs::create_dir(&mount_point) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                Err(EngineError::Io(format!("making {}", mount_point.display()), e))
+            }
+            _ => Ok(()),
+        };
+        let source = made.and_then(|()| open_source(&share.host));
+        let spawned = source.and_then(|src| {
+            command(bin, &sock, &src, &mount_point, share.readonly).and_then(|c| process::spawn(c, bin, &log))
+        });
+        let result = match spawned {
             Ok(p) => {
                 started.push(p);
                 wait_socket(p, &sock, &log).await
