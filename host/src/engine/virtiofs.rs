@@ -65,13 +65,13 @@ fn open_source(host: &Path) -> Result<std::os::fd::OwnedFd, EngineError> {
     }
 }
 
-/// The command line serving the folder open as `source` on `sock`, in the flavour of `bin`,
-/// in a mount namespace of its own where the folder is mounted on `mount_point` with
-/// `nodev,nosuid` (and `ro` when `readonly`).
+/// The command line serving the shared folder `host` on `sock`, in the flavour of `bin`, in a
+/// mount namespace of its own where the folder is mounted on `mount_point` with `nodev,nosuid`
+/// (and `ro` when `readonly`).
 fn command(
     bin: &str,
     sock: &Path,
-    source: &std::os::fd::OwnedFd,
+    host: &Path,
     mount_point: &Path,
     readonly: bool,
 ) -> Result<std::process::Command, EngineError> {
@@ -82,41 +82,84 @@ fn command(
     } else {
         cmd.arg(format!("--shared-dir={}", mount_point.display())).args(["--cache=auto", "--modcaps=-mknod"]);
     }
-    confine(&mut cmd, source, mount_point, readonly)?;
+    confine(&mut cmd, host, mount_point, readonly)?;
     Ok(cmd)
 }
 
-/// Makes `cmd` start in a new mount namespace where the folder open as `source` is bind-mounted
-/// on `mount_point` with `nodev,nosuid` (and `ro`). The mount lives as long as the namespace:
-/// nothing is left in the host's mount table.
+/// Writes `/proc/self/fd/<fd>` and a NUL into `buf`, without allocating (in a forked child).
+fn fd_path(buf: &mut [u8; 32], fd: libc::c_int) -> &[u8] {
+    let prefix = b"/proc/self/fd/";
+    buf[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 10];
+    let (mut n, mut len) = (fd.max(0) as u32, 0);
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[prefix.len() + i] = digits[len - 1 - i];
+    }
+    buf[prefix.len() + len] = 0;
+    &buf[..prefix.len() + len + 1]
+}
+
+/// Makes `cmd` start in a new mount namespace where the folder `host` is bind-mounted on
+/// `mount_point` with `nodev,nosuid` (and `ro`). The folder is opened in that namespace (a
+/// bind mount's source must be a mount of the caller's own namespace) with no link followed
+/// on its path, and that open folder is what is mounted. The mount lives as long as the
+/// namespace: nothing is left in the host's mount table.
 fn confine(
     cmd: &mut std::process::Command,
-    source: &std::os::fd::OwnedFd,
+    host: &Path,
     mount_point: &Path,
     readonly: bool,
 ) -> Result<(), EngineError> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::process::CommandExt;
-    let target = std::ffi::CString::new(mount_point.as_os_str().as_bytes())
-        .map_err(|_| EngineError::Startup(format!("{} has a NUL byte", mount_point.display())))?;
-    // The child still has dend's descriptor (close-on-exec closes it only at exec).
-    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(source)))
-        .map_err(|_| EngineError::Startup("a descriptor path with a NUL byte".into()))?;
+    let nul = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| EngineError::Startup(format!("{} has a NUL byte", p.display())))
+    };
+    let target = nul(mount_point)?;
+    let rel = host.strip_prefix("/").unwrap_or(host);
+    let source = nul(if rel.as_os_str().is_empty() { Path::new(".") } else { rel })?;
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    // nix's OpenHow is the kernel's open_how (repr(transparent)).
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     let root = c"/";
     let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NODEV | libc::MS_NOSUID;
     if readonly {
         flags |= libc::MS_RDONLY;
     }
-    let step = |r: libc::c_int| if r == -1 { Err(std::io::Error::last_os_error()) } else { Ok(()) };
-    // SAFETY: unshare and mount are async-signal-safe system calls; the strings were made
-    // before the fork and are only read.
+    let step = |r: libc::c_long| if r == -1 { Err(std::io::Error::last_os_error()) } else { Ok(r) };
+    // SAFETY: unshare, open, openat2, mount and close are async-signal-safe system calls; the
+    // strings and the open_how were made before the fork and are only read; nothing allocates.
     unsafe {
         cmd.pre_exec(move || {
-            step(libc::unshare(libc::CLONE_NEWNS))?;
+            step(libc::unshare(libc::CLONE_NEWNS).into())?;
             let none = std::ptr::null();
-            step(libc::mount(none, root.as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()))?;
-            step(libc::mount(from.as_ptr(), target.as_ptr(), none, libc::MS_BIND, std::ptr::null()))?;
-            step(libc::mount(none, target.as_ptr(), none, flags, std::ptr::null()))
+            step(libc::mount(none, root.as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()).into())?;
+            let dir = step(libc::open(root.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC).into())?;
+            let how_ptr: *const OpenHow = &how;
+            let fd = step(libc::syscall(
+                libc::SYS_openat2,
+                dir as libc::c_int,
+                source.as_ptr(),
+                how_ptr,
+                std::mem::size_of::<libc::open_how>(),
+            ))?;
+            let mut buf = [0u8; 32];
+            let from = fd_path(&mut buf, fd as libc::c_int);
+            step(libc::mount(from.as_ptr().cast(), target.as_ptr(), none, libc::MS_BIND, std::ptr::null()).into())?;
+            libc::close(fd as libc::c_int);
+            libc::close(dir as libc::c_int);
+            step(libc::mount(none, target.as_ptr(), none, flags, std::ptr::null()).into()).map(drop)
         })
     };
     Ok(())
@@ -141,9 +184,10 @@ pub async fn start(spec: &LaunchSpec) -> Result<Vec<Proc>, EngineError> {
             }
             _ => Ok(()),
         };
-        let source = made.and_then(|()| open_source(&share.host));
-        let spawned = source.and_then(|src| {
-            command(bin, &sock, &src, &mount_point, share.readonly).and_then(|c| process::spawn(c, bin, &log))
+        // Opened here first for a clear error; the child opens it again in its own namespace.
+        let checked = made.and_then(|()| open_source(&share.host));
+        let spawned = checked.and_then(|_| {
+            command(bin, &sock, &share.host, &mount_point, share.readonly).and_then(|c| process::spawn(c, bin, &log))
         });
         let result = match spawned {
             Ok(p) => {
@@ -197,4 +241,54 @@ pub fn qemu_args(spec: &LaunchSpec, bus: &str) -> Vec<String> {
         a.push(format!("vhost-user-fs-{bus},chardev=fs{i},tag={}", share.tag));
     }
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptor_paths_are_written_without_allocating() {
+        let mut buf = [0u8; 32];
+        assert_eq!(fd_path(&mut buf, 7), b"/proc/self/fd/7\0");
+        assert_eq!(fd_path(&mut buf, 1234567), b"/proc/self/fd/1234567\0");
+    }
+
+    /// Runs `script` confined to `host` on a mount point (needs root, as dend does).
+    fn confined(
+        host: &Path,
+        mount_point: &Path,
+        readonly: bool,
+        script: &str,
+    ) -> std::io::Result<std::process::Output> {
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.args(["-c", script]);
+        confine(&mut cmd, host, mount_point, readonly).map_err(std::io::Error::other)?;
+        cmd.output()
+    }
+
+    #[test]
+    fn the_folder_is_mounted_read_only_nodev_nosuid_and_never_through_a_link() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let (host, mp) = (d.path().join("share"), d.path().join("fs0.root"));
+        std::fs::create_dir(&host).unwrap();
+        std::fs::create_dir(&mp).unwrap();
+        std::fs::write(host.join("kept"), "host").unwrap();
+        let script = format!("cat {0}/kept; echo; grep ' {0} ' /proc/self/mountinfo; touch {0}/new", mp.display());
+        let out = confined(&host, &mp, true, &script).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with("host"), "{text}");
+        let opts = text.lines().nth(1).unwrap_or_default();
+        assert!(opts.contains("ro,nosuid,nodev"), "{opts}");
+        assert!(!out.status.success() && !host.join("new").exists(), "a read-only share was written");
+        let out = confined(&host, &mp, false, &format!("touch {}/new", mp.display())).unwrap();
+        assert!(out.status.success() && host.join("new").exists(), "a read-write share works");
+        // A folder whose path goes through a link is not mounted (the child does not start).
+        std::os::unix::fs::symlink(&host, d.path().join("link")).unwrap();
+        assert!(confined(&d.path().join("link"), &mp, false, "true").is_err());
+        assert!(open_source(&d.path().join("link")).unwrap_err().to_string().contains("symbolic link"));
+    }
 }
