@@ -369,28 +369,53 @@ pub fn unpack(layout: &Path, reference: Option<&str>, root: &Path) -> Result<Run
             ));
         }
         // Streamed: hashed as it is applied, and the whole root is thrown away if the digest
-        // does not match at the end.
-        let file = blobs.open_file(&blob_name(layout, &l.digest)?).map_err(|e| bad(layout, e.to_string()))?;
-        let mut hashed = Hashing { inner: std::io::BufReader::new(file), hash: Sha256::new() };
-        let mut head = [0u8; 2];
-        let got = hashed.read(&mut head).map_err(|e| bad(layout, format!("layer {}: {e}", l.digest)))?;
-        let chained = std::io::Cursor::new(head[..got].to_vec()).chain(&mut hashed);
-        let gz = l.media_type.ends_with("gzip") || head[..got] == [0x1f, 0x8b];
-        let body: Box<dyn Read + '_> =
-            if gz { Box::new(flate2::read::GzDecoder::new(chained)) } else { Box::new(chained) };
-        let mut budget = Budget { inner: body, left: &mut left };
-        apply_layer_in(&tree, &mut budget, entries)?;
-        std::io::copy(&mut budget, &mut std::io::sink())
-            .map_err(|e| bad(layout, format!("layer {}: {e}", l.digest)))?;
-        drop(budget);
-        std::io::copy(&mut hashed, &mut std::io::sink())
-            .map_err(|e| bad(layout, format!("layer {}: {e}", l.digest)))?;
-        let actual = format!("sha256:{}", hex::encode(hashed.hash.finalize_reset()));
+        // does not match at the end. A layer that fails to apply is checked against its digest
+        // first, so that a corrupt blob is named as such.
+        let name = blob_name(layout, &l.digest)?;
+        let applied = apply_blob(&blobs, &name, l, &tree, &mut left, entries);
+        let actual = match &applied {
+            Ok(actual) => actual.clone(),
+            Err(_) => blob_digest(&blobs, &name).map_err(|e| bad(layout, format!("layer {}: {e}", l.digest)))?,
+        };
         if actual != l.digest {
             return Err(bad(layout, format!("blob {} is corrupt (hashes to {actual})", l.digest)));
         }
+        applied?;
     }
     Ok(cfg.config.unwrap_or_default())
+}
+
+/// Applies the layer blob `name` onto `tree`; returns the blob's digest.
+fn apply_blob(
+    blobs: &GuestTree,
+    name: &str,
+    l: &Descriptor,
+    tree: &GuestTree,
+    left: &mut u64,
+    entries: u64,
+) -> Result<String, ImageError> {
+    let layout = Path::new(blobs.label());
+    let fail = |e: std::io::Error| bad(layout, format!("layer {}: {e}", l.digest));
+    let file = blobs.open_file(name).map_err(|e| bad(layout, e.to_string()))?;
+    let mut hashed = Hashing { inner: std::io::BufReader::new(file), hash: Sha256::new() };
+    let mut head = [0u8; 2];
+    let got = hashed.read(&mut head).map_err(fail)?;
+    let chained = std::io::Cursor::new(head[..got].to_vec()).chain(&mut hashed);
+    let gz = l.media_type.ends_with("gzip") || head[..got] == [0x1f, 0x8b];
+    let body: Box<dyn Read + '_> = if gz { Box::new(flate2::read::GzDecoder::new(chained)) } else { Box::new(chained) };
+    let mut budget = Budget { inner: body, left };
+    apply_layer_in(tree, &mut budget, entries)?;
+    std::io::copy(&mut budget, &mut std::io::sink()).map_err(fail)?;
+    drop(budget);
+    std::io::copy(&mut hashed, &mut std::io::sink()).map_err(fail)?;
+    Ok(format!("sha256:{}", hex::encode(hashed.hash.finalize_reset())))
+}
+
+/// The digest of the blob `name`, streamed.
+fn blob_digest(blobs: &GuestTree, name: &str) -> std::io::Result<String> {
+    let mut hashed = Hashing { inner: blobs.open_file(name)?, hash: Sha256::new() };
+    std::io::copy(&mut hashed, &mut std::io::sink())?;
+    Ok(format!("sha256:{}", hex::encode(hashed.hash.finalize_reset())))
 }
 
 /// OCI layout to an ext4 disk at `out` (size `auto` or explicit); the run configuration is kept

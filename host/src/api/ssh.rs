@@ -51,8 +51,12 @@ pub async fn recording(
         return Err(not_found());
     }
     let file = file.ok_or_else(not_found)?;
-    // Streamed: a recording may be tens of MiB.
+    // Streamed (a recording may be tens of MiB), with its length at the time of asking: a live
+    // session's recording keeps growing.
     let f = tokio::fs::File::open(&file).await.map_err(|_| not_found())?;
-    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(f));
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/x-asciicast")], body).into_response())
+    let len = f.metadata().await.map_err(|_| not_found())?.len();
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(tokio::io::AsyncReadExt::take(f, len)));
+    let head =
+        [(header::CONTENT_TYPE, "application/x-asciicast".to_string()), (header::CONTENT_LENGTH, len.to_string())];
+    Ok((StatusCode::OK, head, body).into_response())
 }
