@@ -277,3 +277,46 @@ async fn the_host_accepts_no_streams_from_the_guest() {
     }
     assert_eq!(host.open_streams(), 0, "nothing was kept for the guest's opens");
 }
+
+/// An agent played by hand: answers the hello, then `Started` and `chunks` of data on the first
+/// stream the host opens, and nothing more.
+async fn scripted_agent(io: tokio::io::DuplexStream, chunks: usize) {
+    let mut raw = Framed::new(io, FrameCodec::default());
+    let mut stream = None;
+    while let Some(Ok(Ok(f))) = raw.next().await {
+        match f.kind {
+            Kind::Hello => raw.send(Frame::json(0, Kind::Hello, &Hello::ours("scripted"))).await.unwrap(),
+            Kind::Open if stream.is_none() => {
+                stream = Some(f.stream);
+                raw.send(Frame::json(f.stream, Kind::Control, &Control::Started { pid: Some(1) })).await.unwrap();
+                for _ in 0..chunks {
+                    raw.send(Frame::new(f.stream, Kind::Data, CHAN_STDIO, vec![b'x'; MAX_PAYLOAD])).await.unwrap();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn guest_output_past_its_bounds_is_refused() {
+    use den_agent_proto::{Bounds, ClientError};
+    // More bytes than taken: refused at once, not read to the end.
+    let (a, b) = tokio::io::duplex(1 << 20);
+    tokio::spawn(scripted_agent(b, 2));
+    let c = AgentClient::over(a, Duration::from_secs(5)).await.unwrap();
+    let small = Bounds::new(100 << 10, Duration::from_secs(5));
+    match c.get_file("/big", small).await {
+        Err(ClientError::TooLarge { max, .. }) => assert_eq!(max, 100 << 10),
+        other => panic!("{other:?}"),
+    }
+    // An exec whose output never ends within the deadline.
+    let (a, b) = tokio::io::duplex(1 << 20);
+    tokio::spawn(scripted_agent(b, 1));
+    let c = AgentClient::over(a, Duration::from_secs(5)).await.unwrap();
+    let quick = Bounds::new(1 << 20, Duration::from_millis(300));
+    match c.exec_output(&["yes"], Bytes::new(), quick).await {
+        Err(ClientError::Deadline { after, .. }) => assert_eq!(after, Duration::from_millis(300)),
+        other => panic!("{other:?}"),
+    }
+}

@@ -51,10 +51,10 @@ impl GuestTree {
     /// fine. The root (`""`) is emptied and kept. Links are removed, never followed.
     pub fn remove_all(&self, rel: &str) -> Result<(), TreeError> {
         let path = RelPath::new(rel)?;
-        let Some((_, _)) = path.split_last() else {
+        if path.is_root() {
             let root = self.resolve_at(self.as_fd(), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0, Links::Never);
             return self.empty(rel, root.map_err(|e| self.refused(rel, e))?);
-        };
+        }
         let (parent, last) = match self.parent(&path) {
             Ok(p) => p,
             Err(e) if e.is_not_found() => return Ok(()),

@@ -164,16 +164,6 @@ impl GuestTree {
         Ok(GuestTree { dir, label, links })
     }
 
-    /// Makes the directory `root` (its parent must exist) with `mode` and opens it.
-    pub fn create(root: &Path, mode: u32, links: Links) -> Result<GuestTree, TreeError> {
-        nix::unistd::mkdir(root, Mode::from_bits_truncate(mode)).map_err(|e| TreeError::Io {
-            tree: root.display().to_string(),
-            path: ".".into(),
-            source: errno_io(e),
-        })?;
-        GuestTree::open(root, links)
-    }
-
     /// The tree's host path, for messages.
     pub fn label(&self) -> &str {
         &self.label
@@ -184,16 +174,16 @@ impl GuestTree {
         self.links
     }
 
-    /// The same tree with another link rule.
-    pub fn with_links(&self, links: Links) -> Result<GuestTree, TreeError> {
-        let dir = self.dir.try_clone().map_err(|e| self.io(".", e))?;
-        Ok(GuestTree { dir, label: self.label.clone(), links })
+    /// A descriptor of the tree's root (an `O_PATH` one).
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
     }
 
-    /// A descriptor of the tree's root (an `O_PATH` one), for `*at` calls of callers that need
-    /// one this module does not wrap.
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.dir.as_fd()
+    /// The directory `dir`, found at `rel` in this tree, as a tree of its own with the same
+    /// link rule.
+    fn child(&self, rel: &RelPath, dir: OwnedFd) -> GuestTree {
+        let label = if rel.is_root() { self.label.clone() } else { Arc::from(format!("{}/{}", self.label, rel)) };
+        GuestTree { dir, label, links: self.links }
     }
 
     pub(crate) fn io(&self, path: &str, source: std::io::Error) -> TreeError {
@@ -279,8 +269,7 @@ impl GuestTree {
             }
             e => e,
         })?;
-        let label = if rel.is_root() { self.label.clone() } else { Arc::from(format!("{}/{}", self.label, rel)) };
-        Ok(GuestTree { dir, label, links: self.links })
+        Ok(self.child(&rel, dir))
     }
 
     /// Opens `rel` as a path descriptor and reads its metadata (following links only as the
@@ -292,15 +281,8 @@ impl GuestTree {
         Ok((fd, st))
     }
 
-    /// Opens a path descriptor for reading without resolving anything again: the descriptor
-    /// already names the checked inode.
     fn reopen(&self, rel: &RelPath, fd: &OwnedFd) -> Result<File, TreeError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
-            .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-            .map_err(|e| self.io(rel.as_str(), e))
+        reopen(fd).map_err(|e| self.io(rel.as_str(), e))
     }
 
     /// Opens the regular file `rel` for reading. FIFOs, sockets and device nodes are refused
@@ -320,11 +302,7 @@ impl GuestTree {
         let (fd, st) = self.open_path(&rel)?;
         match Kind::of(&st) {
             Kind::File => Ok(Opened::File(self.reopen(&rel, &fd)?)),
-            Kind::Dir => {
-                let label =
-                    if rel.is_root() { self.label.clone() } else { Arc::from(format!("{}/{}", self.label, rel)) };
-                Ok(Opened::Dir(GuestTree { dir: fd, label, links: self.links }))
-            }
+            Kind::Dir => Ok(Opened::Dir(self.child(&rel, fd))),
             other => Err(self.kind_err(rel.as_str(), other, "a file or directory")),
         }
     }
@@ -367,16 +345,12 @@ impl GuestTree {
     /// through.
     pub fn replace(&self, rel: &str, data: &[u8], mode: u32) -> Result<(), TreeError> {
         let path = Self::rel(rel)?;
-        let (_, last) = path.split_last().ok_or_else(|| self.kind_err(rel, Kind::Dir, "a file"))?;
+        let (parent, last) = path.split_last().ok_or_else(|| self.kind_err(rel, Kind::Dir, "a file"))?;
         let mut cut = last.len().min(200);
         while !last.is_char_boundary(cut) {
             cut -= 1;
         }
-        let tmp_name = format!(".{}.den-new-{}", &last[..cut], std::process::id());
-        let tmp = match path.split_last() {
-            Some((parent, _)) => parent.join(&tmp_name)?,
-            None => RelPath::new(&tmp_name)?,
-        };
+        let tmp = parent.join(&format!(".{}.den-new-{}", &last[..cut], std::process::id()))?;
         let _ = self.remove_file(tmp.as_str());
         self.write_new(tmp.as_str(), data, mode)?;
         self.rename(tmp.as_str(), rel).inspect_err(|_| {
@@ -420,8 +394,7 @@ impl GuestTree {
             };
             cur = next;
         }
-        let label = if path.is_root() { self.label.clone() } else { Arc::from(format!("{}/{}", self.label, path)) };
-        Ok(GuestTree { dir: cur, label, links: self.links })
+        Ok(self.child(&path, cur))
     }
 
     /// Makes the symbolic link `rel` pointing to `target`. The target is stored as written and
@@ -524,11 +497,7 @@ impl GuestTree {
     /// Renames `from` to `to`, both beneath this tree (replacing `to` if it is a file, a link
     /// or an empty directory).
     pub fn rename(&self, from: &str, to: &str) -> Result<(), TreeError> {
-        let (a, b) = (Self::rel(from)?, Self::rel(to)?);
-        let (a_dir, a_last) = self.parent(&a)?;
-        let (b_dir, b_last) = self.parent(&b)?;
-        nix::fcntl::renameat(Some(a_dir.as_raw_fd()), a_last, Some(b_dir.as_raw_fd()), b_last)
-            .map_err(|e| self.io(to, errno_io(e)))
+        self.rename_to(from, self, to)
     }
 
     /// Opens the file or directory `rel` itself (its last component never followed; other
@@ -649,16 +618,19 @@ pub fn open_regular(path: &Path) -> Result<File, TreeError> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| io(errno_io(e)))?;
     match Kind::of(&st) {
-        Kind::File => {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
-                .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-                .map_err(io)
-        }
+        Kind::File => reopen(&fd).map_err(io),
         other => Err(TreeError::Kind { tree: label, path: ".".into(), found: other.describe(), wanted: "a file" }),
     }
+}
+
+/// Opens a path descriptor for reading without resolving anything again: the descriptor
+/// already names the checked inode.
+fn reopen(fd: &OwnedFd) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 /// Removes the host path `path` and, if it is a directory, everything beneath it, however deep

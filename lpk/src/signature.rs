@@ -77,24 +77,22 @@ fn file_type() -> String {
 impl LockEntry {
     /// The lock line of `entry` at `path`.
     pub fn of(path: &str, entry: &EntryDigest) -> LockEntry {
-        let mut line =
-            LockEntry { path: path.into(), kind: String::new(), digest: None, size: None, mode: None, target: None };
+        let mut line = LockEntry {
+            path: path.into(),
+            kind: kind_name(entry).into(),
+            digest: None,
+            size: None,
+            mode: None,
+            target: None,
+        };
         match entry {
             EntryDigest::File { content, mode } => {
-                line.kind = "file".into();
                 line.digest = Some(content.digest.clone());
                 line.size = Some(content.size);
                 line.mode = Some(format!("{:04o}", mode & 0o7777));
             }
-            EntryDigest::Dir => line.kind = "dir".into(),
-            EntryDigest::Symlink { target } => {
-                line.kind = "symlink".into();
-                line.target = Some(target.clone());
-            }
-            EntryDigest::Hardlink { target } => {
-                line.kind = "hardlink".into();
-                line.target = Some(target.clone());
-            }
+            EntryDigest::Dir => {}
+            EntryDigest::Symlink { target } | EntryDigest::Hardlink { target } => line.target = Some(target.clone()),
         }
         line
     }

@@ -131,7 +131,6 @@ impl AppDirs {
         std::fs::create_dir_all(&lzcapp).map_err(|e| io(&lzcapp, e))?;
         let lz = self.lzcapp_tree(package).map_err(|e| e.to_string())?;
         let app = GuestTree::open(&self.app(package), Links::Never).map_err(|e| e.to_string())?;
-        let is_dir = |t: &GuestTree, name: &str| t.metadata(name).map(|m| m.kind == den_guest_tree::Kind::Dir);
         for dir in [GuestDir::Var, GuestDir::Cache] {
             let name = dir.name();
             match is_dir(&app, name) {
@@ -149,40 +148,19 @@ impl AppDirs {
                         Err(e) if e.is_not_found() => {}
                         Err(e) => return Err(e.to_string()),
                     }
-                    match is_dir(&app, name) {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            app.remove_file(name).map_err(|e| e.to_string())?;
-                            app.mkdir(name, 0o755).map_err(|e| e.to_string())?;
-                        }
-                        Err(e) if e.is_not_found() => app.mkdir(name, 0o755).map_err(|e| e.to_string())?,
-                        Err(e) => return Err(e.to_string()),
-                    }
+                    real_dir(&app, name)?;
                 }
                 Err(e) => return Err(e.to_string()),
             }
-            match lz.metadata(dir.name()) {
-                Ok(m) if m.kind == den_guest_tree::Kind::Dir => {}
-                Ok(_) => {
-                    lz.remove_all(dir.name()).map_err(|e| e.to_string())?;
-                    lz.mkdir(dir.name(), 0o755).map_err(|e| e.to_string())?;
-                }
-                Err(e) if e.is_not_found() => lz.mkdir(dir.name(), 0o755).map_err(|e| e.to_string())?,
-                Err(e) => return Err(e.to_string()),
-            }
+            // The mount point inside /lzcapp.
+            real_dir(&lz, name)?;
         }
         Ok(())
     }
 
-    /// Removes a folder the app's guests wrote (missing: fine), through the tree.
+    /// Removes a folder the app's guests wrote (missing: fine), never following its links.
     pub fn remove_guest(&self, package: &str, dir: GuestDir) -> Result<(), String> {
-        let root = self.guest_root(package, dir);
-        match self.guest(package, dir) {
-            Ok(tree) => tree.remove_all("").map_err(|e| e.to_string())?,
-            Err(e) if e.is_not_found() => return Ok(()),
-            Err(e) => return Err(e.to_string()),
-        }
-        std::fs::remove_dir(&root).map_err(|e| format!("{}: {e}", root.display()))
+        den_guest_tree::remove_tree(&self.guest_root(package, dir)).map_err(|e| e.to_string())
     }
 
     /// Where an uninstalled app's data was kept, for messages.
@@ -208,6 +186,23 @@ impl AppDirs {
         }
         Ok(())
     }
+}
+
+/// Whether `name` in `tree` is a directory (never following a link).
+fn is_dir(tree: &GuestTree, name: &str) -> Result<bool, TreeError> {
+    tree.metadata(name).map(|m| m.kind == den_guest_tree::Kind::Dir)
+}
+
+/// Makes `name` in `tree` a real directory: whatever else is there (a link, a file) is removed,
+/// not followed; a missing one is made.
+fn real_dir(tree: &GuestTree, name: &str) -> Result<(), String> {
+    match is_dir(tree, name) {
+        Ok(true) => return Ok(()),
+        Ok(false) => tree.remove_all(name).map_err(|e| e.to_string())?,
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    tree.mkdir(name, 0o755).map_err(|e| e.to_string())
 }
 
 /// Removes a directory tree of an app (its files may be read-only, it may be as deep as a guest

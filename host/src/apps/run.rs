@@ -125,14 +125,15 @@ impl Den {
     }
 
     /// Makes the app's folders and moves an app from before the read-only `/lzcapp` to the
-    /// current layout: its data out of `/lzcapp`, and its VMs to the current shares.
+    /// current layout: its data out of `/lzcapp`, and its VMs to the current shares. Only
+    /// while no service has a process (`run_app` checks).
     fn prepare_files(&self, app: &AppRecord) -> Result<(), String> {
         let dirs = self.app_dirs();
         dirs.prepare(&app.package)?;
         let shares = dirs.shares(&app.package);
         for vm in app.vms.values() {
             let mut rec = self.store.vm(vm).map_err(err)?;
-            if rec.spec.shares != shares && !matches!(rec.state, VmState::Running | VmState::Paused) {
+            if rec.spec.shares != shares {
                 tracing::info!(app = %app.package, vm, "sharing /lzcapp read-only, and var and cache read-write");
                 rec.spec.shares = shares.clone();
                 self.store.set_vm_spec(&rec).map_err(err)?;
