@@ -21,6 +21,7 @@ pub mod api;
 pub mod apps;
 pub mod auth;
 pub mod config;
+pub mod conn_limit;
 pub mod docker;
 pub mod engine;
 pub mod guest_http;

@@ -61,9 +61,22 @@ fn host_limits() -> Limits {
     Limits { max_cpus: cpus.max(1) * 4, max_memory_mib: ((pages * page) >> 20).max(64) }
 }
 
+/// Makes the allocator give large buffers back to the system when they are freed. glibc's
+/// default raises its mmap threshold after the first large free, so the 19 MiB of every argon2
+/// hash (and big request bodies) would then stay in dend's heap for good: a burst of logins left
+/// it hundreds of MB larger. A fixed threshold keeps such buffers mmapped and returns them.
+fn return_large_buffers() {
+    // SAFETY: mallopt only changes allocator parameters, under the allocator's own locks.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    return_large_buffers();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     if cli.log_json {
         tracing_subscriber::fmt().with_env_filter(filter).json().init();

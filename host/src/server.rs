@@ -3,6 +3,7 @@
 //! present a bearer token.
 
 use crate::api::{self, Caller, Transport};
+use crate::conn_limit::{ConnLimits, ConnPermit};
 use crate::vms::Den;
 use axum::{Extension, Router};
 use hyper_util::rt::TokioIo;
@@ -10,20 +11,32 @@ use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
+
+/// How long a client has to send a request's headers, and how long an idle keep-alive
+/// connection stays open waiting for the next request.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(15);
+/// HTTPS connections open at once, in all and from one address.
+pub const HTTPS_MAX_CONNECTIONS: (usize, usize) = (1024, 128);
 
 fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stream: S,
     router: Router,
     transport: Transport,
+    permit: Option<ConnPermit>,
 ) {
     let svc = TowerToHyperService::new(router.layer(Extension(transport)));
     tokio::spawn(async move {
-        let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEAD_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), svc);
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(%e, "API connection");
         }
+        drop(permit);
     });
 }
 
@@ -62,7 +75,7 @@ pub async fn serve_unix(den: Arc<Den>, listener: UnixListener) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(%e, "accept on the API socket");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
@@ -71,7 +84,7 @@ pub async fn serve_unix(den: Arc<Den>, listener: UnixListener) {
             continue; // the socket is 0600; anyone else reaching it is refused outright
         }
         let user = if uid == 0 { "root".to_string() } else { format!("uid{uid}") };
-        serve_connection(stream, router.clone(), Transport::Local(Caller::local_admin(&user)));
+        serve_connection(stream, router.clone(), Transport::Local(Caller::local_admin(&user)), None);
     }
 }
 
@@ -94,25 +107,31 @@ pub fn https_router(den: Arc<Den>) -> Router {
     }))
 }
 
-/// Serves HTTPS on `listener` with `tls` until the process ends. A handshake gets 10 s.
+/// Serves HTTPS on `listener` with `tls` until the process ends. A handshake gets 10 s, the
+/// headers of each request [`HEAD_TIMEOUT`]; connections are capped ([`HTTPS_MAX_CONNECTIONS`]).
 pub async fn serve_https(den: Arc<Den>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
     let router = https_router(den);
+    let limits = ConnLimits::new(HTTPS_MAX_CONNECTIONS.0, HTTPS_MAX_CONNECTIONS.1);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let (tcp, addr): (_, SocketAddr) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(%e, "accept on the HTTPS port");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        let Some(permit) = limits.admit(addr.ip()) else {
+            tracing::debug!(%addr, "HTTPS connection over the cap: closed");
+            continue;
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let router = router.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => serve_connection(stream, router, Transport::Remote(addr)),
+            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => serve_connection(stream, router, Transport::Remote(addr), Some(permit)),
                 Ok(Err(e)) => tracing::debug!(%addr, %e, "TLS handshake"),
                 Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
             }

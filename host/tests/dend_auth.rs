@@ -119,7 +119,31 @@ fn https_users_roles_grants_and_tokens() {
     d.wait_state("v3", "stopped", std::time::Duration::from_secs(60));
     let (s, b, _) = d.https("POST", "/api/v1/vms/v3/start", Some(&alice), None);
     assert_eq!(s, 403, "an operator may not start a VM with shared folders: {b}");
+    // Nor clone it (its disks), read its console or snapshot it; seeing it is all.
+    for (m, p) in [
+        ("POST", "/api/v1/vms/v3/clone"),
+        ("GET", "/api/v1/vms/v3/console"),
+        ("POST", "/api/v1/vms/v3/snapshots"),
+        ("GET", "/api/v1/vms/v3/files?path=/etc/passwd"),
+    ] {
+        let (s, b, _) = d.https(m, p, Some(&alice), Some(&json!({"name": "mine", "snapshot": "s"}).to_string()));
+        assert_eq!(s, 403, "{m} {p}: {b}");
+        assert!(b["message"].as_str().unwrap_or("").contains("shares host folders"), "says why: {b}");
+    }
+    assert_eq!(d.https("GET", "/api/v1/vms/v3", Some(&alice), None).0, 200);
     assert_eq!(d.den(&["vm", "rm", "v3"]).0, 0);
+    // A task is cancelled by whoever started it or an admin, not by another user.
+    let (_, tasks, _) = d.https("GET", "/api/v1/tasks", Some(&vic), None);
+    let create = tasks
+        .as_array()
+        .and_then(|l| l.iter().find(|t| t["kind"] == "vm.create" && t["target"] == "web1"))
+        .map(|t| t["id"].as_str().unwrap_or_default().to_string())
+        .expect("web1's create task");
+    let cancel = format!("/api/v1/tasks/{create}/cancel");
+    let (s, b, _) = d.https("POST", &cancel, Some(&vic), None);
+    assert_eq!(s, 403, "{b}");
+    assert!(b["message"].as_str().unwrap_or("").contains("started by `alice`"), "{b}");
+    assert_eq!(d.https("POST", &cancel, Some(&alice), None).0, 409, "alice may: it has ended already");
     let (s, b, _) = d.https("GET", "/api/v1/vms", Some(&vic), None);
     assert!(s == 200 && b.as_array().map(Vec::len) == Some(1), "{b}");
     for (m, p) in [("POST", "/api/v1/vms/web1/start"), ("DELETE", "/api/v1/vms/web1"), ("POST", "/api/v1/networks")] {
@@ -186,6 +210,20 @@ fn https_users_roles_grants_and_tokens() {
     let (_, t2, _) = d.https("POST", "/api/v1/tokens", Some(&ci), Some(&up));
     let up = t2["token"].as_str().unwrap_or_default().to_string();
     assert_eq!(d.https("GET", "/api/v1/users", Some(&up), None).0, 403, "no escalation through a token");
+    // Tokens only narrow: a VM list is intersected, an expiry never extended.
+    let wide = json!({"name": "wide", "vms": ["web1", "v9"]}).to_string();
+    let (s, w, _) = d.https("POST", "/api/v1/tokens", Some(&ci), Some(&wide));
+    assert_eq!((s, &w["scope"]["vms"]), (201, &json!(["web1"])), "{w}");
+    let (_, me, _) = d.https("GET", "/api/v1/whoami", Some(w["token"].as_str().unwrap_or_default()), None);
+    assert_eq!((&me["role"], &me["token"]["vms"]), (&json!("viewer"), &json!(["web1"])), "{me}");
+    let short = json!({"name": "short", "expires_in": 3600}).to_string();
+    let (_, p, _) = d.https("POST", "/api/v1/tokens", Some(&alice), Some(&short));
+    let forever = json!({"name": "forever"}).to_string();
+    let (_, c2, _) = d.https("POST", "/api/v1/tokens", Some(p["token"].as_str().unwrap_or_default()), Some(&forever));
+    let (pe, ce) = (p["expires"].as_i64().unwrap_or(0), c2["expires"].as_i64().unwrap_or(i64::MAX));
+    assert!(pe > 0 && ce <= pe, "the child ends with its parent: {p} {c2}");
+    let (_, s2, _) = d.https("POST", "/api/v1/tokens", Some(&alice), Some(&forever));
+    assert!(s2["expires"].is_null(), "a token made from a login session is not tied to the session: {s2}");
     let (_, list, _) = d.https("GET", "/api/v1/tokens", Some(&alice), None);
     assert!(
         list.as_array().is_some_and(|l| l.iter().all(|t| t.get("token").is_none() && t["user"] == "alice")),

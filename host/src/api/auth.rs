@@ -4,6 +4,7 @@
 //! middleware answers 401 or 403 before a handler runs.
 
 use super::{session, ApiError};
+use crate::auth::policy::{self, Action, VmAction};
 use crate::auth::{AuthError, Caller, Role};
 use crate::vms::Den;
 use axum::extract::{Request, State};
@@ -27,13 +28,15 @@ pub enum Transport {
 pub enum Need {
     /// Nothing (login, the API description).
     Public,
-    /// Any valid identity.
+    /// Any valid identity (the handler narrows what it shows).
     Anyone,
     /// A global role of at least this.
     Global(Role),
-    /// A role of at least this on the named VM.
-    Vm(String, Role),
-    /// Being this user, or an admin.
+    /// An action on the named VM.
+    Vm(String, VmAction),
+    /// Cancelling the task with this id.
+    CancelTask(String),
+    /// Being this user (with a token not narrowed), or an admin.
     SelfOrAdmin(String),
 }
 
@@ -48,6 +51,7 @@ pub fn need(method: &Method, path: &str) -> Need {
         .collect();
     let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let read = *method == Method::GET;
+    let vm = |name: &str, act: VmAction| Need::Vm(name.to_string(), act);
     match segs.as_slice() {
         ["login"] | ["openapi.json"] => Need::Public,
         ["session"] if *method == Method::POST => Need::Public,
@@ -68,15 +72,15 @@ pub fn need(method: &Method, path: &str) -> Need {
         {
             Need::Anyone
         }
-        ["vms"] | ["vms", _, "clone"] => Need::Global(Role::Operator),
-        // Typing into a console is as powerful as exec.
-        ["vms", name, "console", "ws"] => Need::Vm(name.to_string(), Role::Operator),
-        // Reading guest files is as powerful as exec.
-        ["vms", name, "files"] => Need::Vm(name.to_string(), Role::Operator),
-        ["vms", name, ..] => Need::Vm(name.to_string(), if read { Role::Viewer } else { Role::Operator }),
+        ["vms"] => Need::Global(Role::Operator),
+        ["vms", name, "clone"] => vm(name, VmAction::Clone),
+        // Typing into a console, reading guest files and exec are all entering the VM.
+        ["vms", name, "console", "ws" | "ticket"] | ["vms", name, "files" | "exec"] => vm(name, VmAction::Enter),
+        ["vms", name] | ["vms", name, "metrics"] if read => vm(name, VmAction::See),
+        ["vms", name, ..] => vm(name, if read { VmAction::Watch } else { VmAction::Operate }),
         ["apps", _, "traffic" | "logs"] if read => Need::Global(Role::Viewer),
         ["system"] if read => Need::Global(Role::Viewer),
-        ["tasks", _, "cancel"] => Need::Global(Role::Operator),
+        ["tasks", id, "cancel"] => Need::CancelTask(id.to_string()),
         ["tasks", ..] => Need::Global(Role::Viewer),
         // Everyone may follow events, but sees only those about VMs they may see
         // ([`EventFilter`]) unless they are a viewer of everything.
@@ -94,33 +98,27 @@ fn forbidden(msg: String) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "forbidden", msg)
 }
 
-/// Whether `caller` may do what `need` asks.
+/// Whether `caller` may do what `need` asks: looks up the VM or task and asks
+/// [`policy::authorize`].
 fn authorize(den: &Den, caller: &Caller, need: &Need) -> Result<(), ApiError> {
-    let ok = match need {
-        Need::Public | Need::Anyone => true,
-        Need::Global(r) => caller.has(*r),
-        // A token narrowed to a role or to VMs may not change its user's password or keys.
-        Need::SelfOrAdmin(u) => {
-            let narrowed = caller.token.as_ref().is_some_and(|t| t.role.is_some() || t.vms.is_some());
-            (*u == caller.user && !narrowed) || caller.is_admin()
-        }
-        Need::Vm(name, r) => match den.store.vm(name) {
-            // Den's own VMs (the Docker sandbox) are operated by admins only.
-            Ok(vm) if crate::auth::needs_admin(&vm) && *r > Role::Viewer => caller.is_admin(),
-            Ok(vm) => caller.role_on(&vm.id, &vm.spec.name, &vm.owner).is_some_and(|have| have >= *r),
+    let denied = |d: policy::Denied| forbidden(d.0);
+    match need {
+        Need::Public | Need::Anyone => Ok(()),
+        Need::Global(r) => policy::authorize(caller, &Action::Global(*r)).map_err(denied),
+        Need::SelfOrAdmin(u) => policy::authorize(caller, &Action::OwnAccount(u)).map_err(denied),
+        Need::Vm(name, act) => match den.store.vm(name) {
+            Ok(vm) => policy::authorize(caller, &Action::Vm(&vm, *act)).map_err(denied),
             // Those who could act on it learn that it does not exist (404 from the handler).
-            Err(_) => caller.has(*r),
+            Err(_) => policy::authorize(caller, &Action::MissingVm(*act)).map_err(denied),
         },
-    };
-    if ok {
-        return Ok(());
+        Need::CancelTask(id) => match den.store.task(id) {
+            Ok(task) => {
+                let vm = den.store.vm(&task.target).ok();
+                policy::authorize(caller, &Action::CancelTask(&task, vm.as_ref())).map_err(denied)
+            }
+            Err(_) => policy::authorize(caller, &Action::Global(Role::Operator)).map_err(denied),
+        },
     }
-    let what = match need {
-        Need::Global(r) | Need::Vm(_, r) => format!("this needs the {} role", r.as_str()),
-        _ => "this is another user's".into(),
-    };
-    let on = if let Need::Vm(name, _) = need { format!(" on VM `{name}`") } else { String::new() };
-    Err(forbidden(format!("user `{}` may not do this: {what}{on}; an admin can grant it", caller.user)))
 }
 
 impl From<AuthError> for ApiError {
@@ -129,6 +127,7 @@ impl From<AuthError> for ApiError {
             AuthError::Unauthorized(m) => unauthorized(m),
             AuthError::Forbidden(m) => forbidden(m),
             AuthError::RateLimited(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string()),
+            AuthError::Busy => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string()),
             AuthError::Invalid(f) => ApiError {
                 field: Some(f.field),
                 ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", format!("{}: {}", f.field, f.message))
@@ -166,7 +165,7 @@ impl EventFilter {
             return false;
         }
         match den.store.vm(&e.target) {
-            Ok(vm) if self.caller.role_on(&vm.id, &vm.spec.name, &vm.owner).is_some() => {
+            Ok(vm) if policy::authorize(&self.caller, &Action::Vm(&vm, VmAction::See)).is_ok() => {
                 self.seen.insert(vm.spec.name);
                 true
             }
@@ -254,15 +253,18 @@ mod tests {
     #[test]
     fn route_needs() {
         let n = |m: Method, p: &str| need(&m, p);
+        let vm = |a: VmAction| Need::Vm("web1".into(), a);
         assert_eq!(n(Method::POST, "/api/v1/login"), Need::Public);
         assert_eq!(n(Method::GET, "/api/v1/vms"), Need::Anyone);
         assert_eq!(n(Method::POST, "/api/v1/vms"), Need::Global(Role::Operator));
-        assert_eq!(n(Method::GET, "/api/v1/vms/web1/console"), Need::Vm("web1".into(), Role::Viewer));
-        assert_eq!(n(Method::POST, "/api/v1/vms/web1/stop"), Need::Vm("web1".into(), Role::Operator));
-        assert_eq!(n(Method::DELETE, "/api/v1/vms/web1"), Need::Vm("web1".into(), Role::Operator));
+        assert_eq!(n(Method::GET, "/api/v1/vms/web1"), vm(VmAction::See));
+        assert_eq!(n(Method::GET, "/api/v1/vms/web1/console"), vm(VmAction::Watch));
+        assert_eq!(n(Method::POST, "/api/v1/vms/web1/stop"), vm(VmAction::Operate));
+        assert_eq!(n(Method::DELETE, "/api/v1/vms/web1"), vm(VmAction::Operate));
         assert_eq!(n(Method::POST, "/api/v1/networks"), Need::Global(Role::Admin));
-        assert_eq!(n(Method::POST, "/api/v1/vms/web1/clone"), Need::Global(Role::Operator), "a clone is a new VM");
-        assert_eq!(n(Method::POST, "/api/v1/vms/web1/snapshots"), Need::Vm("web1".into(), Role::Operator));
+        assert_eq!(n(Method::POST, "/api/v1/vms/web1/clone"), vm(VmAction::Clone), "a clone copies its disks");
+        assert_eq!(n(Method::POST, "/api/v1/vms/web1/snapshots"), vm(VmAction::Operate));
+        assert_eq!(n(Method::GET, "/api/v1/vms/web1/snapshots"), vm(VmAction::Watch));
         assert_eq!(n(Method::GET, "/api/v1/users"), Need::Global(Role::Admin));
         assert_eq!(n(Method::PUT, "/api/v1/users/bob/password"), Need::SelfOrAdmin("bob".into()));
         assert_eq!(n(Method::POST, "/api/v1/users/bob/keys"), Need::SelfOrAdmin("bob".into()));
@@ -270,13 +272,15 @@ mod tests {
         assert_eq!(n(Method::POST, "/api/v1/tokens"), Need::Anyone);
         assert_eq!(n(Method::DELETE, "/api/v1/tokens/abc"), Need::Anyone, "the handler checks ownership");
         assert_eq!(n(Method::GET, "/api/v1/tasks/x"), Need::Global(Role::Viewer));
+        assert_eq!(n(Method::POST, "/api/v1/tasks/x/cancel"), Need::CancelTask("x".into()));
         assert_eq!(n(Method::GET, "/api/v1/events/ws"), Need::Anyone, "filtered by EventFilter");
-        assert_eq!(n(Method::GET, "/api/v1/vms/web1/console/ws"), Need::Vm("web1".into(), Role::Operator));
+        assert_eq!(n(Method::GET, "/api/v1/vms/web1/console/ws"), vm(VmAction::Enter));
         assert_eq!(n(Method::POST, "/api/v1/session"), Need::Public, "logging in");
         assert_eq!(n(Method::GET, "/api/v1/session"), Need::Anyone);
         assert_eq!(n(Method::DELETE, "/api/v1/session"), Need::Anyone);
-        assert_eq!(n(Method::POST, "/api/v1/vms/web1/console/ticket"), Need::Vm("web1".into(), Role::Operator));
-        assert_eq!(n(Method::POST, "/api/v1/vms/%77eb1/exec"), Need::Vm("web1".into(), Role::Operator), "decoded");
+        assert_eq!(n(Method::POST, "/api/v1/vms/web1/console/ticket"), vm(VmAction::Enter));
+        assert_eq!(n(Method::GET, "/api/v1/vms/web1/files"), vm(VmAction::Enter));
+        assert_eq!(n(Method::POST, "/api/v1/vms/%77eb1/exec"), vm(VmAction::Enter), "decoded");
         assert_eq!(n(Method::GET, "/api/v1/nonsense"), Need::Global(Role::Admin), "unknown paths need the most");
     }
 }

@@ -44,7 +44,11 @@ pub(super) async fn password_login(den: &Den, transport: &Transport, req: &Login
             Ok(t)
         }
         Err(e) => {
-            let retry = if let AuthError::RateLimited(d) = &e { Some(d.as_secs().max(1)) } else { None };
+            let retry = match &e {
+                AuthError::RateLimited(d) => Some(d.as_secs().max(1)),
+                AuthError::Busy => Some(2),
+                _ => None,
+            };
             den.event(&req.user, "user.login_failed", &req.user, &format!("{from}: {e}"));
             let mut resp = ApiError::from(e).into_response();
             if let Some(s) = retry {

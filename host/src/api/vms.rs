@@ -2,6 +2,7 @@
 
 use super::body::Body;
 use super::{ApiError, Caller};
+use crate::auth::policy::{self, Action, VmAction};
 use crate::model::VmSpec;
 use crate::vms::Den;
 use axum::extract::{Path, State};
@@ -41,7 +42,7 @@ pub async fn list(
 ) -> Result<Json<Vec<crate::model::VmRecord>>, ApiError> {
     let mut vms = den.store.vms()?;
     if !caller.has(crate::auth::Role::Viewer) || caller.token.as_ref().is_some_and(|t| t.vms.is_some()) {
-        vms.retain(|v| caller.role_on(&v.id, &v.spec.name, &v.owner).is_some());
+        vms.retain(|v| policy::authorize(&caller, &Action::Vm(v, VmAction::See)).is_ok());
     }
     Ok(Json(vms))
 }

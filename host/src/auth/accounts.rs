@@ -1,7 +1,7 @@
 //! Accounts: adding users, logging in (rate-limited), making and checking API tokens, and
 //! turning a user or token into a [`Caller`].
 
-use super::limiter::Limiter;
+use super::limiter::{key_keys, password_keys, Limiter};
 use super::{password, token, Caller, Role, TokenScope};
 use crate::model::{valid_name, FieldError};
 use crate::store::{now, Store, StoreError, TokenRecord};
@@ -25,6 +25,9 @@ pub enum AuthError {
     /// Too many failed logins (429).
     #[error("too many failed logins; try again in {} s", .0.as_secs().max(1))]
     RateLimited(Duration),
+    /// Too many passwords are being checked at once (429).
+    #[error("too many logins are being checked at once; try again in a few seconds")]
+    Busy,
     /// A field is invalid (400).
     #[error("{}: {}", .0.field, .0.message)]
     Invalid(FieldError),
@@ -67,12 +70,28 @@ pub struct NewToken {
     pub token: String,
 }
 
+/// Password hashes computed at once: each takes 19 MiB and a core for about 50 ms.
+pub const MAX_HASHES: usize = 2;
+/// How long a login waits for a free hashing slot before it gets [`AuthError::Busy`].
+pub const HASH_WAIT: Duration = Duration::from_secs(5);
+
 /// The accounts service.
-#[derive(Default)]
 pub struct Accounts {
     limiter: Limiter,
+    /// Bounds the argon2 work (memory and CPU) running at once, whoever asks for it.
+    hashing: tokio::sync::Semaphore,
     /// One-shot console tickets for browsers.
     pub tickets: super::ticket::Tickets,
+}
+
+impl Default for Accounts {
+    fn default() -> Accounts {
+        Accounts {
+            limiter: Limiter::default(),
+            hashing: tokio::sync::Semaphore::new(MAX_HASHES),
+            tickets: Default::default(),
+        }
+    }
 }
 
 impl Accounts {
@@ -91,7 +110,7 @@ impl Accounts {
             return Err(invalid("name", format!("`{name}` is reserved for Den itself")));
         }
         let hash = match pw {
-            Some(p) => Some(hash_password(p).await?),
+            Some(p) => Some(self.hash_password(p).await?),
             None => None,
         };
         Ok(store.insert_user(name, hash.as_deref(), role)?)
@@ -99,7 +118,7 @@ impl Accounts {
 
     /// Sets a user's password.
     pub async fn set_password(&self, store: &Store, name: &str, pw: String) -> Result<(), AuthError> {
-        let hash = hash_password(pw).await?;
+        let hash = self.hash_password(pw).await?;
         Ok(store.set_password(name, Some(&hash))?)
     }
 
@@ -132,37 +151,52 @@ impl Accounts {
     pub async fn login(&self, store: &Store, user: &str, pw: &str, from: &str) -> Result<NewToken, AuthError> {
         self.check_password(store, user, pw, from).await?;
         let _ = store.purge_expired_tokens();
-        self.make_token(store, user, "session", None, None, Some(SESSION_TTL))
+        let expires = Some(now() + SESSION_TTL.as_secs() as i64);
+        let scope = TokenScope { id: String::new(), role: None, vms: None, expires, session: true };
+        self.make_token(store, user, "session", scope)
     }
 
-    /// Checks `user`'s password (the API's login and the SSH gateway's password method), within
-    /// the failure limits per user name and per source address (`from`).
+    /// Checks `user`'s password (the API's login, the ingress's and the SSH gateway's password
+    /// method). The attempt is counted against the user name and the address `from` before the
+    /// hash runs, and at most [`MAX_HASHES`] hashes run at once.
     pub async fn check_password(&self, store: &Store, user: &str, pw: &str, from: &str) -> Result<(), AuthError> {
-        self.not_limited(user, from)?;
+        let attempt =
+            self.limiter.attempt(password_keys(user, from), Instant::now()).map_err(AuthError::RateLimited)?;
         let stored = store.user_auth(user)?.and_then(|u| u.password_hash);
         // Unknown users cost the same time as wrong passwords.
         let hash = stored.unwrap_or_else(|| DUMMY_HASH.to_string());
         let pw = pw.to_string();
-        let ok = tokio::task::spawn_blocking(move || password::verify(&pw, &hash)).await.unwrap_or(false);
+        let ok = self.hashing_slot(move || password::verify(&pw, &hash)).await?;
         if !ok {
-            self.failed_login(user, from);
             return Err(AuthError::Unauthorized("wrong user name or password".into()));
         }
-        self.limiter.succeeded(&limit_keys(user, from)[0]);
+        self.limiter.succeeded(attempt);
         Ok(())
     }
 
-    /// Refuses when `user` or the address `from` failed too often lately.
-    pub fn not_limited(&self, user: &str, from: &str) -> Result<(), AuthError> {
-        match self.limiter.blocked(&limit_keys(user, from), Instant::now()) {
+    /// Runs argon2 work `f` when a hashing slot is free, waiting at most [`HASH_WAIT`].
+    async fn hashing_slot<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, AuthError> {
+        let permit = tokio::time::timeout(HASH_WAIT, self.hashing.acquire())
+            .await
+            .map_err(|_| AuthError::Busy)?
+            .map_err(|_| AuthError::Busy)?;
+        let out = tokio::task::spawn_blocking(f).await.map_err(|_| AuthError::Busy);
+        drop(permit);
+        out
+    }
+
+    /// Refuses when the address `from` offered wrong keys too often lately (public-key logins
+    /// have their own budget: password failures never block them).
+    pub fn key_login_allowed(&self, from: &str) -> Result<(), AuthError> {
+        match self.limiter.blocked(&key_keys(from), Instant::now()) {
             Some(wait) => Err(AuthError::RateLimited(wait)),
             None => Ok(()),
         }
     }
 
-    /// Counts a failed login (any method) of `user` from `from`.
-    pub fn failed_login(&self, user: &str, from: &str) {
-        self.limiter.failed(&limit_keys(user, from), Instant::now());
+    /// Counts a failed public-key login from `from`.
+    pub fn failed_key_login(&self, from: &str) {
+        self.limiter.failed(&key_keys(from), Instant::now());
     }
 
     /// Makes an API token for `user`, as `caller` asks: for themselves, or for anyone when
@@ -171,6 +205,11 @@ impl Accounts {
         let TokenRequest { user, name, role, vms, expires_in } = req;
         let ttl = expires_in.map(Duration::from_secs);
         let name = name.as_str();
+        let vms = vms.map(|mut v| {
+            v.sort();
+            v.dedup();
+            v
+        });
         let user = user.as_deref().unwrap_or(&caller.user);
         if user != caller.user && !caller.is_admin() {
             return Err(AuthError::Forbidden("only an admin makes tokens for other users".into()));
@@ -181,57 +220,39 @@ impl Accounts {
         if name.is_empty() || name.len() > 64 || name.contains(['\n', '\0']) {
             return Err(invalid("name", "give the token a name of 1 to 64 characters (what it is for)"));
         }
+        if let Some(v) = vms.iter().flatten().find(|v| v.is_empty() || v.len() > 64) {
+            return Err(invalid("vms", format!("`{v}` is not a VM name")));
+        }
+        let ttl = ttl.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let expires = ttl.map(|s| now().saturating_add(s));
         // A token never carries more than the token used to make it.
-        let role = match (role, caller.token.as_ref().and_then(|t| t.role)) {
-            (Some(r), Some(cap)) => Some(r.min(cap)),
-            (r, cap) => r.or(cap),
-        };
-        let vms = vms.or_else(|| caller.token.as_ref().and_then(|t| t.vms.clone()));
-        self.make_token(store, user, name, role, vms, ttl)
+        let (role, vms, expires) = super::policy::narrow(caller, role, vms, expires);
+        self.make_token(store, user, name, TokenScope { id: String::new(), role, vms, expires, session: false })
     }
 
-    fn make_token(
-        &self,
-        store: &Store,
-        user: &str,
-        name: &str,
-        role: Option<Role>,
-        vms: Option<Vec<String>>,
-        ttl: Option<Duration>,
-    ) -> Result<NewToken, AuthError> {
+    /// Stores a new token for `user` with `scope` (its id is filled in here).
+    fn make_token(&self, store: &Store, user: &str, name: &str, mut scope: TokenScope) -> Result<NewToken, AuthError> {
         let (id, secret, hash) =
             token::generate().map_err(|e| AuthError::Unauthorized(format!("cannot make a token: {e}")))?;
-        let t = now();
-        let record = TokenRecord {
-            id: id.clone(),
-            user: user.into(),
-            name: name.into(),
-            scope: TokenScope { id, role, vms },
-            created: t,
-            expires: ttl.map(|d| t + d.as_secs() as i64),
-        };
+        scope.id = id.clone();
+        let expires = scope.expires;
+        let record = TokenRecord { id, user: user.into(), name: name.into(), scope, created: now(), expires };
         store.insert_token(&record, &hash)?;
         Ok(NewToken { record, token: secret })
     }
 }
 
-async fn hash_password(pw: String) -> Result<String, AuthError> {
-    password::acceptable(&pw).map_err(|m| invalid("password", m))?;
-    tokio::task::spawn_blocking(move || password::hash(&pw))
-        .await
-        .map_err(|e| invalid("password", e.to_string()))?
-        .map_err(|e| invalid("password", e))
+impl Accounts {
+    async fn hash_password(&self, pw: String) -> Result<String, AuthError> {
+        password::acceptable(&pw).map_err(|m| invalid("password", m))?;
+        self.hashing_slot(move || password::hash(&pw)).await?.map_err(|e| invalid("password", e))
+    }
 }
 
 /// A valid argon2id hash of a random password nobody knows, verified for unknown users so that
 /// a login's duration does not tell whether the user exists.
 const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$4HbLeqcxdTvmGSbp+3O5ZHVVSlKkeVxv0Eo6sqCDEzU";
-
-/// The limiter's keys for a login of `user` from `from`: the user's first.
-fn limit_keys(user: &str, from: &str) -> [String; 2] {
-    [format!("user:{user}"), format!("addr:{from}")]
-}
 
 #[cfg(test)]
 mod tests {
@@ -274,5 +295,25 @@ mod tests {
             acc.login(&store, "alice", "alice-password", "10.0.0.9").await,
             Err(AuthError::RateLimited(_))
         ));
+        assert!(acc.key_login_allowed("10.0.0.9").is_ok(), "password failures never block key logins");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_guesses_are_counted_before_hashing() {
+        let store = Arc::new(Store::memory().unwrap());
+        let acc = Arc::new(Accounts::default());
+        acc.add_user(&store, "admin", Some("admin-password".into()), Some(Role::Admin)).await.unwrap();
+        let guesses = (0..20).map(|i| {
+            let (store, acc) = (store.clone(), acc.clone());
+            tokio::spawn(async move { acc.check_password(&store, "admin", &format!("guess-{i}"), "10.0.0.7").await })
+        });
+        let results = futures_util::future::join_all(guesses).await;
+        let hashed = results.iter().filter(|r| matches!(r, Ok(Err(AuthError::Unauthorized(_))))).count();
+        let limited = results.iter().filter(|r| matches!(r, Ok(Err(AuthError::RateLimited(_))))).count();
+        assert_eq!((hashed, limited), (super::super::limiter::MAX_FAILURES, 20 - super::super::limiter::MAX_FAILURES));
+        assert!(acc.check_password(&store, "admin", "admin-password", "10.0.0.8").await.is_err(), "the user is spent");
+        assert!(acc.key_login_allowed("10.0.0.7").is_ok());
+        acc.failed_key_login("10.0.0.6");
+        assert!(acc.key_login_allowed("10.0.0.6").is_ok(), "one wrong key is not a lockout");
     }
 }

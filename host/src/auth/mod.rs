@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod limiter;
 pub mod password;
+pub mod policy;
 pub mod sshkey;
 pub mod ticket;
 pub mod token;
@@ -70,6 +71,12 @@ pub struct TokenScope {
     pub role: Option<Role>,
     /// VM names it is limited to (`None`: no limit).
     pub vms: Option<Vec<String>>,
+    /// When it ends (Unix seconds; `None`: when revoked).
+    #[serde(default)]
+    pub expires: Option<i64>,
+    /// A login session (the user, having given their password), not an API token.
+    #[serde(default)]
+    pub session: bool,
 }
 
 impl Caller {
@@ -90,18 +97,8 @@ impl Caller {
 
     /// The caller's role on one VM: the highest of the global role, a grant, and operator for
     /// its owner; then capped by the token.
+    /// Callers decide with [`policy::authorize`], which also knows Den's own VMs.
     pub fn role_on(&self, vm_id: &str, vm_name: &str, owner: &str) -> Option<Role> {
-        self.role_on_parts(vm_id, vm_name, owner)
-    }
-
-    /// The caller's role on `vm`, capped at viewer where entering or changing it takes an admin
-    /// (see [`needs_admin`]).
-    pub fn role_on_vm(&self, vm: &crate::model::VmRecord) -> Option<Role> {
-        let role = self.role_on_parts(&vm.id, &vm.spec.name, &vm.owner)?;
-        Some(if needs_admin(vm) && role < Role::Admin { role.min(Role::Viewer) } else { role })
-    }
-
-    fn role_on_parts(&self, vm_id: &str, vm_name: &str, owner: &str) -> Option<Role> {
         let owned = (owner == self.user).then_some(Role::Operator);
         let mut best = [self.global, self.grants.get(vm_id).copied(), owned].into_iter().flatten().max()?;
         if let Some(t) = &self.token {
@@ -114,13 +111,6 @@ impl Caller {
         }
         Some(best)
     }
-}
-
-/// Whether operating `vm` (start, stop, exec, console, SSH) takes an admin: Den's own VMs (the
-/// Docker sandbox: its root is past the Docker policy), and VMs with shared host folders (their
-/// root writes there as root on the host).
-pub fn needs_admin(vm: &crate::model::VmRecord) -> bool {
-    vm.owner == "dend" || !vm.spec.shares.is_empty()
 }
 
 #[cfg(test)]
@@ -146,7 +136,13 @@ mod tests {
         let none = caller(None, &[], None);
         assert_eq!(none.role_on("id2", "web2", "root"), None);
         assert!(!none.has(Role::Viewer));
-        let scoped = TokenScope { id: "t".into(), role: Some(Role::Viewer), vms: Some(vec!["web1".into()]) };
+        let scoped = TokenScope {
+            id: "t".into(),
+            role: Some(Role::Viewer),
+            vms: Some(vec!["web1".into()]),
+            expires: None,
+            session: false,
+        };
         let t = caller(Some(Role::Admin), &[], Some(scoped));
         assert_eq!(t.role_on("id1", "web1", "root"), Some(Role::Viewer), "token caps");
         assert_eq!(t.role_on("id2", "web2", "root"), None, "token limits VMs");

@@ -13,6 +13,7 @@
 //! - `menu`: the VM menu of a plain `ssh host -p 2222`, and the offer to start a stopped VM;
 //! - `record`: asciicast v2 recordings of interactive sessions.
 
+mod grace;
 pub mod keys;
 mod launch;
 mod menu;
@@ -24,10 +25,19 @@ mod upstream;
 
 pub use keys::{client_key, host_key, public_line, KeyError};
 
+use crate::conn_limit::ConnLimits;
 use crate::vms::Den;
 use russh::keys::PrivateKey;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long a connection has to log in (OpenSSH's `LoginGraceTime`).
+pub const LOGIN_GRACE: Duration = Duration::from_secs(30);
+/// How long a connection may send nothing at all, not even an answer to a keepalive.
+pub const INACTIVITY_TIMEOUT: Duration = Duration::from_secs(300);
+/// SSH connections open at once, in all and from one address.
+pub const MAX_CONNECTIONS: (usize, usize) = (256, 32);
 
 /// Serves SSH on `listener` until the process ends: `host_key` identifies the gateway,
 /// `client_key` logs it into guests.
@@ -36,12 +46,14 @@ pub async fn serve(den: Arc<Den>, listener: tokio::net::TcpListener, host_key: P
         keys: vec![host_key],
         auth_rejection_time: Duration::from_secs(1),
         auth_rejection_time_initial: Some(Duration::ZERO),
-        inactivity_timeout: None,
+        // No packet at all (keepalive answers count) for this long ends a connection.
+        inactivity_timeout: Some(INACTIVITY_TIMEOUT),
         keepalive_interval: Some(Duration::from_secs(30)),
         keepalive_max: 4,
         nodelay: true,
         ..Default::default()
     });
+    let limits = ConnLimits::new(MAX_CONNECTIONS.0, MAX_CONNECTIONS.1);
     if let Err(e) = den.store.end_open_ssh_sessions() {
         tracing::warn!(%e, "closing the SSH sessions of the previous dend");
     }
@@ -55,18 +67,28 @@ pub async fn serve(den: Arc<Den>, listener: tokio::net::TcpListener, host_key: P
                 continue;
             }
         };
+        let Some(permit) = limits.admit(peer.ip()) else {
+            tracing::debug!(%peer, "SSH connection over the cap: closed");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
-        let handler = session::Gateway::new(den.clone(), peer, client_key.clone());
+        let logged_in = Arc::new(AtomicBool::new(false));
+        let handler = session::Gateway::new(den.clone(), peer, client_key.clone(), logged_in.clone());
         let config = config.clone();
         tokio::spawn(async move {
-            match russh::server::run_stream(config, tcp, handler).await {
-                Ok(running) => {
+            let deadline = tokio::time::Instant::now() + LOGIN_GRACE;
+            let stream = grace::GraceStream::new(tcp, deadline, logged_in);
+            let started = tokio::time::timeout_at(deadline, russh::server::run_stream(config, stream, handler)).await;
+            match started {
+                Ok(Ok(running)) => {
                     if let Err(e) = running.await {
                         tracing::debug!(%peer, %e, "SSH session ended");
                     }
                 }
-                Err(e) => tracing::debug!(%peer, %e, "SSH handshake"),
+                Ok(Err(e)) => tracing::debug!(%peer, %e, "SSH handshake"),
+                Err(_) => tracing::debug!(%peer, "SSH handshake timed out"),
             }
+            drop(permit);
         });
     }
 }

@@ -2,7 +2,7 @@
 //! (`alice+web1`) and the account in the guest (`web1:dev`); and whether the Den user may go
 //! there (operator on the VM, VM running).
 
-use crate::auth::Role;
+use crate::auth::policy::{self, Action, VmAction};
 use crate::model::{VmRecord, VmState};
 use crate::vms::Den;
 
@@ -63,8 +63,8 @@ pub fn check(den: &Den, user: &str, vm: &str) -> Result<VmRecord, Refusal> {
     let rec =
         den.store.vm(vm).map_err(|_| Refusal::NotFound(format!("den: VM `{vm}` not found (`den vm ls` lists VMs)")))?;
     let caller = den.accounts.caller(&den.store, user).map_err(|e| Refusal::Forbidden(format!("den: {e}")))?;
-    if caller.role_on_vm(&rec).is_none_or(|r| r < Role::Operator) {
-        return Err(Refusal::Forbidden(format!("den: user `{user}` may not enter VM `{vm}`; an admin can grant it")));
+    if let Err(e) = policy::authorize(&caller, &Action::Vm(&rec, VmAction::Enter)) {
+        return Err(Refusal::Forbidden(format!("den: {e}")));
     }
     if rec.state != VmState::Running {
         return Err(Refusal::NotRunning {
@@ -83,7 +83,7 @@ pub fn enterable(den: &Den, user: &str) -> Vec<(String, VmState)> {
         .vms()
         .unwrap_or_default()
         .into_iter()
-        .filter(|v| caller.role_on_vm(v).is_some_and(|r| r >= Role::Operator))
+        .filter(|v| policy::authorize(&caller, &Action::Vm(v, VmAction::Enter)).is_ok())
         .map(|v| (v.spec.name, v.state))
         .collect();
     vms.sort_by(|a, b| a.0.cmp(&b.0));

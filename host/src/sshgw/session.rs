@@ -14,6 +14,7 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, Verif
 use russh::{Channel, ChannelId, ChannelWriteHalf, Pty, Sig};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The gateway's side of one connection.
@@ -30,6 +31,9 @@ pub struct Gateway {
     counted: bool,
     pub(super) vm: Option<VmConn>,
     pub(super) channels: HashMap<ChannelId, Chan>,
+    /// Set once a user logged in (not merely let in to read a refusal): the login grace
+    /// timer in [`super::serve`] ends connections that never get here.
+    logged_in: Arc<AtomicBool>,
 }
 
 /// The VM this connection reached, and how.
@@ -51,7 +55,7 @@ pub(super) enum Chan {
 
 impl Gateway {
     /// A handler for a connection from `peer`.
-    pub fn new(den: Arc<Den>, peer: SocketAddr, client_key: Arc<PrivateKey>) -> Gateway {
+    pub fn new(den: Arc<Den>, peer: SocketAddr, client_key: Arc<PrivateKey>, logged_in: Arc<AtomicBool>) -> Gateway {
         Gateway {
             den,
             peer,
@@ -62,29 +66,38 @@ impl Gateway {
             counted: false,
             vm: None,
             channels: HashMap::new(),
+            logged_in,
         }
     }
 
-    /// Whether this address or user failed too often lately. A limited client is let in with
-    /// nothing but the reason: every channel shows it and ends (a rejection would leave
-    /// OpenSSH printing only "Permission denied").
-    fn limited(&mut self, user: Option<&str>) -> bool {
+    /// Whether this connection is refused for too many failures: `err` is the limiter's answer
+    /// (the key budget, or the password budget). A limited client is let in with nothing but the
+    /// reason: every channel shows it and ends (a rejection would leave OpenSSH printing only
+    /// "Permission denied").
+    fn limited(&mut self, user: Option<&str>, err: Result<(), crate::auth::AuthError>) -> bool {
         if self.blocked.is_some() {
             return true;
         }
+        let Err(e) = err else { return false };
         let addr = self.peer.ip().to_string();
-        let Err(e) = self.den.accounts.not_limited(user.unwrap_or(""), &addr) else { return false };
         self.den.event(user.unwrap_or("-"), "ssh.rate_limited", &self.target.vm, &addr);
         self.blocked = Some(format!("den: {e} (from {addr})"));
         true
     }
 
-    /// Counts a failed attempt (once per connection) and audits it.
+    /// Whether this address offered wrong keys too often lately.
+    fn key_limited(&mut self, user: Option<&str>) -> bool {
+        let err = self.den.accounts.key_login_allowed(&self.peer.ip().to_string());
+        self.limited(user, err)
+    }
+
+    /// Audits a failed attempt; a wrong key counts against the address's key budget (once per
+    /// connection: clients offer every key they have).
     fn failed(&mut self, user: Option<&str>, how: &str) {
         self.den.event(user.unwrap_or("-"), "ssh.auth_failed", &self.target.vm, &format!("{} {how}", self.peer.ip()));
         if !self.counted {
             self.counted = true;
-            self.den.accounts.failed_login(user.unwrap_or(""), &self.peer.ip().to_string());
+            self.den.accounts.failed_key_login(&self.peer.ip().to_string());
         }
     }
 
@@ -95,6 +108,7 @@ impl Gateway {
             self.target.vm.clear();
         }
         self.user = Some(user);
+        self.logged_in.store(self.blocked.is_none(), Ordering::Relaxed);
         Auth::Accept
     }
 
@@ -118,7 +132,7 @@ impl russh::server::Handler for Gateway {
 
     async fn auth_publickey_offered(&mut self, ssh_user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
         let named = Target::parse(ssh_user).den_user;
-        if self.limited(named.as_deref()) {
+        if self.key_limited(named.as_deref()) {
             return Ok(Auth::Accept);
         }
         match self.key_owner(ssh_user, offer.public_key) {
@@ -133,7 +147,7 @@ impl russh::server::Handler for Gateway {
 
     async fn auth_publickey(&mut self, ssh_user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
         let owner = self.key_owner(ssh_user, key.public_key);
-        if self.limited(owner.as_deref()) {
+        if self.key_limited(owner.as_deref()) {
             return Ok(Auth::Accept);
         }
         match owner {
@@ -146,7 +160,7 @@ impl russh::server::Handler for Gateway {
         let t = Target::parse(ssh_user);
         // A password names its user: `alice+web1`, or `alice` for the menu.
         let user = t.den_user.clone().unwrap_or_else(|| t.vm.clone());
-        if self.limited(Some(&user)) {
+        if self.blocked.is_some() {
             return Ok(Auth::Accept);
         }
         let ip = self.peer.ip().to_string();
@@ -159,14 +173,13 @@ impl russh::server::Handler for Gateway {
                 }
                 Ok(auth)
             }
-            Err(crate::auth::AuthError::RateLimited(_)) => {
-                self.limited(Some(&user));
+            Err(e @ (crate::auth::AuthError::RateLimited(_) | crate::auth::AuthError::Busy)) => {
+                self.limited(Some(&user), Err(e));
                 Ok(Auth::Accept)
             }
             Err(_) => {
-                // check_password counted it already.
-                self.counted = true;
-                self.failed(Some(&user), "password");
+                // check_password counted it against the password budget.
+                self.den.event(&user, "ssh.auth_failed", &self.target.vm, &format!("{ip} password"));
                 Ok(Auth::reject())
             }
         }

@@ -133,6 +133,10 @@ const MIGRATIONS: &[&str] = &[
         slot TEXT NOT NULL,
         detail TEXT NOT NULL
      );",
+    // 10: login sessions apart from API tokens (a token made from an API token is narrowed to
+    // it; one made from a session is the user's own).
+    "ALTER TABLE tokens ADD COLUMN session INTEGER NOT NULL DEFAULT 0;
+     UPDATE tokens SET session = 1 WHERE name = 'session' AND role IS NULL AND vms IS NULL;",
 ];
 
 /// The current schema version (0 for an empty database).

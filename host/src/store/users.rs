@@ -171,8 +171,19 @@ impl Store {
         let vms = t.scope.vms.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default());
         self.lock()
             .execute(
-                "INSERT INTO tokens (id, user, hash, name, role, vms, created, expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![t.id, t.user, hash, t.name, t.scope.role.map(Role::as_str), vms, t.created, t.expires],
+                "INSERT INTO tokens (id, user, hash, name, role, vms, created, expires, session) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    t.id,
+                    t.user,
+                    hash,
+                    t.name,
+                    t.scope.role.map(Role::as_str),
+                    vms,
+                    t.created,
+                    t.expires,
+                    t.scope.session
+                ],
             )
             .map_err(exists("token", &t.id))?;
         Ok(())
@@ -273,12 +284,17 @@ impl Store {
     }
 }
 
-const TOKEN_SELECT: &str = "SELECT id, user, hash, name, role, vms, created, expires FROM tokens";
+const TOKEN_SELECT: &str = "SELECT id, user, hash, name, role, vms, created, expires, session FROM tokens";
 
 fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(TokenRecord, String)> {
     let vms: Option<String> = r.get(5)?;
-    let scope =
-        TokenScope { id: r.get(0)?, role: role_of(r.get(4)?), vms: vms.and_then(|v| serde_json::from_str(&v).ok()) };
+    let scope = TokenScope {
+        id: r.get(0)?,
+        role: role_of(r.get(4)?),
+        vms: vms.and_then(|v| serde_json::from_str(&v).ok()),
+        expires: r.get(7)?,
+        session: r.get(8)?,
+    };
     Ok((
         TokenRecord { id: r.get(0)?, user: r.get(1)?, name: r.get(3)?, scope, created: r.get(6)?, expires: r.get(7)? },
         r.get(2)?,
@@ -312,6 +328,8 @@ mod tests {
                 id: "0123456789abcdef".into(),
                 role: Some(Role::Viewer),
                 vms: Some(vec!["web1".into()]),
+                expires: None,
+                session: false,
             },
             created: 1,
             expires: None,

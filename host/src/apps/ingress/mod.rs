@@ -11,7 +11,8 @@ pub mod route;
 
 use crate::api::Transport;
 use crate::apps::{AppRecord, AppState};
-use crate::auth::{Caller, Role};
+use crate::auth::policy::{self, Action};
+use crate::auth::Caller;
 use crate::vms::Den;
 use den_lpk::route::Upstream;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -161,8 +162,10 @@ impl Ingress {
             return self.login(req, &app, &app_path, &base).await;
         }
         let caller = self.caller(&req, &app.package);
-        if app.meta.admin_only && caller.as_ref().is_some_and(|c| !c.is_admin()) {
-            return plain(StatusCode::FORBIDDEN, &format!("den: {} is for Den admins only", app.package));
+        if let Some(Err(e)) =
+            caller.as_ref().map(|c| policy::authorize(c, &Action::UseApp { admin_only: app.meta.admin_only }))
+        {
+            return plain(StatusCode::FORBIDDEN, &format!("den: {}: {e}", app.package));
         }
         if caller.is_none() && (!route::is_public(&app, &app_path) || app.meta.admin_only) {
             let wants_page = req.method() == Method::GET
@@ -270,10 +273,12 @@ impl Ingress {
         if let Err(e) = self.den.accounts.check_password(&self.den.store, &user, &pw, &from).await {
             return login::page(&name, &action, &next, Some(&e.to_string()));
         }
-        let allowed =
-            self.den.accounts.caller(&self.den.store, &user).is_ok_and(|c| !app.meta.admin_only || c.has(Role::Admin));
-        if !allowed {
-            return login::page(&name, &action, &next, Some("this app is for Den admins only"));
+        let allowed = match self.den.accounts.caller(&self.den.store, &user) {
+            Ok(c) => policy::authorize(&c, &Action::UseApp { admin_only: app.meta.admin_only }).map_err(|e| e.0),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = allowed {
+            return login::page(&name, &action, &next, Some(&e));
         }
         match self.sessions.open(&user, &app.package) {
             Ok(token) => login::redirect(&next, Some(login::set_cookie(&token, base, login::TTL.as_secs()))),
