@@ -2,8 +2,9 @@
 //! sample's two services from an embedded busybox image start in dependency order with health
 //! gating, reach each other by service name on the app's own network, see `/lzcapp` and the
 //! injected environment as the brief says, keep `/lzcapp/var` across a restart; the v1 sample's
-//! `exec://` program runs in its entry service. The host's ingress serves both on
-//! `<subdomain>.<box domain>` and under `/apps/<subdomain>/`: proxied routes, static files,
+//! `exec://` program runs in its entry service. The host's ingress serves both on their own
+//! origins, `<subdomain>.<box domain>` (`/apps/<subdomain>/` on the console's host only redirects
+//! there): proxied routes, static files,
 //! `exec://`, public paths, logins (tokens and the app login page) and identity headers that
 //! clients cannot forge. Everything goes on uninstall.
 
@@ -88,8 +89,11 @@ fn apps_run_as_microvms() {
     assert_eq!((code, body.as_str()), (200, "<h1>two 1.0.0</h1>\n"));
     let (code, body, _) = get(&ns, &d, "two.box.test", "/api/", &["-H", &bearer]);
     assert_eq!((code, body.trim()), (200, "backend-backend"), "the route to backend, by service name");
-    let (code, body, _) = get(&ns, &d, "127.0.0.1", "/apps/two/api/", &["-H", &bearer]);
-    assert_eq!((code, body.trim()), (200, "backend-backend"), "the path-prefix fallback");
+    let (code, body, head) = get(&ns, &d, "127.0.0.1", "/apps/two/api/?q=1", &["-H", &bearer]);
+    let port = d.https_addr().rsplit(':').next().unwrap_or_default().to_string();
+    assert_eq!(code, 308, "the old path prefix only redirects to the app's own origin: {body}");
+    assert!(head.contains(&format!("location: https://two.box.test:{port}/api/?q=1")), "{head}");
+    assert!(!body.contains("backend-backend"), "nothing of the app on the console's origin");
     // The app login page: a Den password opens this app (and only this one) for the browser.
     let jar = work.path().join("jar");
     let jar = jar.to_str().unwrap();
@@ -172,8 +176,26 @@ fn apps_run_as_microvms() {
     // program; identity headers come from Den only.
     let (code, body, _) = get(&ns, &d, "hello.box.test", "/", &[]);
     assert_eq!((code, body.as_str()), (200, "<h1>hello 1.0.0</h1>\n"));
-    let (_, env, _) = get(&ns, &d, "hello.box.test", "/cgi/cgi-bin/env", &["-H", "X-HC-User-ID: admin"]);
+    let spoofs = [
+        "X-HC-User-ID: admin",
+        "X_HC_User_Id: admin",
+        "x_hc_user_role: ADMIN",
+        "Forwarded: for=10.9.9.9",
+        "X-Real-IP: 10.9.9.9",
+        "X_Forwarded_For: 10.9.9.9",
+    ];
+    let headers: Vec<&str> = spoofs.iter().flat_map(|h| ["-H", h]).collect();
+    let (_, env, _) = get(&ns, &d, "hello.box.test", "/cgi/cgi-bin/env", &headers);
     assert!(env.contains("HTTP_X_FORWARDED_PROTO=https") && !env.contains("HTTP_X_HC_USER_ID"), "{env}");
+    assert!(!env.contains("admin") && !env.contains("ADMIN") && !env.contains("10.9.9.9"), "every spelling: {env}");
+    assert!(env.contains("HTTP_FORWARDED=for=") && env.contains("HTTP_X_REAL_IP="), "set by Den: {env}");
+    // Paths are normalised before routing and forwarding: dot segments, encodings, `//`.
+    for spelled in ["/x/../cgi/cgi-bin/env", "/x/%2e%2e/cgi//cgi-bin/env", "/%63gi/cgi-bin/./env"] {
+        let (code, env, _) = get(&ns, &d, "hello.box.test", spelled, &["--path-as-is"]);
+        assert!(code == 200 && env.contains("REQUEST_URI=/cgi-bin/env"), "{spelled}: {code} {env}");
+    }
+    let (code, _, _) = get(&ns, &d, "hello.box.test", "/cgi%2f..%2fcgi-bin/env", &["--path-as-is"]);
+    assert_eq!(code, 400, "an encoded separator is refused");
     let (_, env, _) = get(&ns, &d, "hello.box.test", "/cgi/cgi-bin/env", &["-H", &bearer, "-H", "X-HC-User-ID: admin"]);
     assert!(env.contains("HTTP_X_HC_USER_ID=ann") && env.contains("HTTP_X_HC_USER_ROLE=NORMAL"), "{env}");
     assert!(!env.contains("den_"), "Den's credentials never reach the app: {env}");

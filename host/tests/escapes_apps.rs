@@ -275,7 +275,16 @@ fn guests_and_packages_cannot_reach_the_host() {
     den_ok(&d, &["app", "stop", ESC]);
     den_ok(&d, &["app", "start", ESC]);
     outside.intact("after a stop and start with links in var and cache");
-    assert_eq!(get("/").1, "guest-page\n");
+    // The service's setup script writes the page again as it starts: wait for it.
+    let t = Instant::now();
+    loop {
+        let (status, body, head) = get("/");
+        if body == "guest-page\n" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "the page after a restart: {status} {head}{body}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // Floods: output far beyond what Den takes through exec, and through the serial console.
     let rss = dend_rss_kib(&d);

@@ -82,7 +82,7 @@ fn browser_sessions_use_a_strict_cookie_and_csrf() {
     let (code, session, head) = b.call("POST", "/api/v1/session", &[], Some(&login));
     assert_eq!(code, 200, "{session}");
     let cookie = head.lines().find(|l| l.to_lowercase().starts_with("set-cookie:")).unwrap_or_default();
-    for flag in ["den_session=den_", "HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+    for flag in ["__Host-den_session=den_", "HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(flag), "{flag} in {cookie}");
     }
     assert_eq!((session["user"].as_str(), session["role"].as_str()), (Some("ada"), Some("admin")));
@@ -116,7 +116,7 @@ fn browser_sessions_use_a_strict_cookie_and_csrf() {
     let old_cookie = std::fs::read_to_string(&b.jar).unwrap();
     let (code, _, head) = b.call("DELETE", "/api/v1/session", &[&with_csrf], None);
     assert_eq!(code, 200);
-    assert!(head.contains("den_session=;") && head.contains("Max-Age=0"), "the cookie is cleared: {head}");
+    assert!(head.contains("__Host-den_session=;") && head.contains("Max-Age=0"), "the cookie is cleared: {head}");
     std::fs::write(&b.jar, old_cookie).unwrap();
     let (code, resp, _) = b.call("GET", "/api/v1/session", &[], None);
     assert_eq!(code, 401, "{resp}");

@@ -19,8 +19,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-/// The session cookie's name.
-pub const COOKIE: &str = "den_session";
+/// The session cookie's name. `__Host-`: browsers accept it only from the console's own host
+/// (secure, no `Domain`, path `/`), so an app on a subdomain cannot plant or shadow it.
+pub const COOKIE: &str = "__Host-den_session";
 /// The header that proves a cookie-authenticated request came from Den's own page.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
@@ -129,7 +130,7 @@ mod tests {
     #[test]
     fn cookies_and_csrf() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, "theme=dark; den_session=den_abc ".parse().unwrap());
+        h.append(header::COOKIE, "theme=dark; __Host-den_session=den_abc ".parse().unwrap());
         h.append(header::COOKIE, "other=1".parse().unwrap());
         assert_eq!(cookie(&h, COOKIE), Some("den_abc"));
         assert_eq!(cookie(&h, "other"), Some("1"));

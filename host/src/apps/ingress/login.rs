@@ -1,7 +1,8 @@
-//! Logins for apps reached on their own host names, where the console's session cookie (host
-//! only, `SameSite=Strict`) is never sent: `<base>/__den/login` takes a Den user's password and
-//! sets an app cookie for that host alone. The cookie names an in-memory session bound to one
-//! app; it is never the user's Den token, and apps never see it (the proxy strips it).
+//! Logins for apps on their own origins, where the console's session cookie (host only) is
+//! never sent: `/__den/login` takes a Den user's password and sets an app cookie for that host
+//! alone (`__Host-`: the browser refuses it from any other host, and it cannot be given a
+//! `Domain`). The cookie names an in-memory session bound to one app; it is never the user's
+//! Den token, and apps never see it (the proxy strips it).
 
 use super::{plain, Body};
 use http_body_util::{BodyExt, Full};
@@ -12,8 +13,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The app cookie's name.
-pub const COOKIE: &str = "den_app";
-/// Where the login page is, under the app's base path.
+pub const COOKIE: &str = "__Host-den_app";
+/// Where the login page is, on the app's origin.
 pub const LOGIN: &str = "/__den/login";
 /// How long an app login lasts.
 pub const TTL: Duration = Duration::from_secs(12 * 3600);
@@ -68,15 +69,25 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
-/// A `next` that stays on this host: a path, not `//host` or a URL.
-pub fn safe_next(next: &str, base: &str) -> String {
-    let ok = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && !next.contains(['\r', '\n']);
+/// A `next` that stays on this origin: an absolute path, not `//host`, `/\\host` or a URL, with
+/// no whitespace or control character anywhere (browsers drop tabs and newlines from a
+/// `Location`, so `/\t/evil.example` would become `//evil.example`). Anything else is `/`.
+pub fn safe_next(next: &str) -> String {
+    let bytes = next.as_bytes();
+    let ok = bytes.first() == Some(&b'/')
+        && !matches!(bytes.get(1), Some(b'/' | b'\\'))
+        && !next.chars().any(|c| c == '\\' || c.is_whitespace() || c.is_control());
     if ok {
         next.to_string()
     } else {
-        format!("{base}/")
+        "/".to_string()
     }
 }
+
+/// What Den's own pages on an app's origin (the login form, redirects) may do: no script, no
+/// frames, forms only to this origin.
+pub const PAGE_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The login form.
 pub fn page(app_name: &str, action: &str, next: &str, error: Option<&str>) -> Response<Body> {
@@ -97,8 +108,10 @@ pub fn page(app_name: &str, action: &str, next: &str, error: Option<&str>) -> Re
     if error.is_some() {
         *r.status_mut() = StatusCode::UNAUTHORIZED;
     }
-    r.headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/html; charset=utf-8"));
+    let h = r.headers_mut();
+    h.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(hyper::header::CONTENT_SECURITY_POLICY, hyper::header::HeaderValue::from_static(PAGE_CSP));
+    h.insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
     r
 }
 
@@ -114,10 +127,9 @@ pub fn redirect(to: &str, cookie: Option<String>) -> Response<Body> {
     r
 }
 
-/// The `Set-Cookie` value of an app session on `path`.
-pub fn set_cookie(token: &str, path: &str, max_age: u64) -> String {
-    let path = if path.is_empty() { "/" } else { path };
-    format!("{COOKIE}={token}; Path={path}; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax")
+/// The `Set-Cookie` value of an app session (an empty `token` with `max_age` 0 clears it).
+pub fn set_cookie(token: &str, max_age: u64) -> String {
+    format!("{COOKIE}={token}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax")
 }
 
 #[cfg(test)]
@@ -132,9 +144,22 @@ mod tests {
         assert_eq!(s.user(&t, "a.two"), None, "an app's cookie does not open another app");
         s.close(&t);
         assert_eq!(s.user(&t, "a.one"), None);
-        assert_eq!(safe_next("/x?y=1", ""), "/x?y=1");
-        assert_eq!(safe_next("//evil.example/", "/apps/a"), "/apps/a/");
-        assert_eq!(safe_next("https://evil.example/", ""), "/");
+        for good in ["/x?y=1", "/", "/a/b%20c"] {
+            assert_eq!(safe_next(good), good);
+        }
+        for bad in [
+            "//evil.example/",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "\t//evil.example",
+            "/x\n/y",
+            "https://evil.example/",
+            "javascript:alert(1)",
+            "evil.example",
+            "",
+        ] {
+            assert_eq!(safe_next(bad), "/", "{bad:?}");
+        }
         assert!(esc("<a href='x'>").contains("&lt;a href=&#39;x&#39;&gt;"));
     }
 }

@@ -1,11 +1,15 @@
-//! The app ingress on dend's HTTPS port: requests for `<subdomain>.<box domain>` (or under
-//! `/apps/<subdomain>/` on any host) go to the app's routes ([`route`]): reverse proxies to its
-//! services through their agents ([`proxy`]), static files ([`files`]), and `exec://` programs.
-//! `public_path` is open to anyone; everything else needs a Den user (an API token, the
-//! console's session, or an app login ([`login`])) and reaches the app with identity headers.
+//! The app ingress on dend's HTTPS port: requests for `<subdomain>.<box domain>`, each app's
+//! own origin, go to the app's routes ([`route`]): reverse proxies to its services through their
+//! agents ([`proxy`]), static files ([`files`]), and `exec://` programs. Nothing of an app is
+//! served on the console's origin (`/apps/<subdomain>/` there redirects to the app's own), so
+//! an app's scripts never share an origin with Den's API or cookies. Paths are normalised once
+//! ([`path`]) before anything is decided. `public_path` is open to anyone; everything else needs
+//! a Den user (an API token, or an app login ([`login`])) and reaches the app with identity
+//! headers.
 
 pub mod files;
 pub mod login;
+pub mod path;
 pub mod proxy;
 pub mod route;
 
@@ -112,7 +116,8 @@ impl Ingress {
         host.ends_with(&format!(".{domain}")) || req.uri().path().starts_with(route::PATH_PREFIX)
     }
 
-    /// Who is asking: a Den bearer token, the console's session cookie, or an app login.
+    /// Who is asking: a Den bearer token, or an app login. The console's session cookie is
+    /// Den's alone and never stands for anyone here.
     fn caller<B>(&self, req: &Request<B>, package: &str) -> Option<Caller> {
         let den = &self.den;
         let bearer = req
@@ -124,14 +129,36 @@ impl Ingress {
         if let Some(t) = bearer {
             return den.accounts.verify_token(&den.store, t).ok();
         }
-        if let Some(s) = crate::api::session::cookie(req.headers(), crate::api::session::COOKIE) {
-            if let Ok(c) = den.accounts.verify_token(&den.store, s) {
-                return Some(c);
-            }
-        }
         let token = crate::api::session::cookie(req.headers(), login::COOKIE)?;
         let user = self.sessions.user(token, package)?;
         den.accounts.caller(&den.store, &user).ok()
+    }
+
+    /// `/apps/<subdomain>/rest` on the console's origin: a redirect to the app's own origin.
+    fn to_own_origin(&self, host: &str, path: &str, query: Option<&str>) -> Response<Body> {
+        let Some((sub, rest)) = route::prefix_redirect(path) else {
+            return plain(StatusCode::NOT_FOUND, "den: no such app");
+        };
+        let apps: Vec<AppRecord> = self.den.store.apps().unwrap_or_default();
+        if !apps.iter().any(|a| a.subdomain == sub) {
+            return plain(
+                StatusCode::NOT_FOUND,
+                &format!("den: no app has the subdomain `{sub}`; `den app ls` lists apps"),
+            );
+        }
+        let domain = self.den.apps_cfg().box_domain.to_ascii_lowercase();
+        let port = host.rsplit_once(':').map(|(_, p)| p).filter(|p| p.bytes().all(|b| b.is_ascii_digit()));
+        let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+        let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+        let to = format!("https://{sub}.{domain}{port}{rest}{query}");
+        let mut r = plain(
+            StatusCode::PERMANENT_REDIRECT,
+            &format!("den: apps answer on their own origin now: {to} (the name must resolve to this box)"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&to) {
+            r.headers_mut().insert(hyper::header::LOCATION, v);
+        }
+        r
     }
 
     /// Answers a request the ingress [`Ingress::claims`].
@@ -149,17 +176,24 @@ impl Ingress {
         let apps: Vec<AppRecord> = self.den.store.apps().unwrap_or_default();
         let cfg = self.den.apps_cfg();
         let host = host_of(&req);
-        let path = req.uri().path().to_string();
         let query = req.uri().query().map(str::to_string);
-        let Some((app, _, app_path, base)) = route::locate(&apps, &cfg.box_domain, &host, &path) else {
+        let Some((app, _)) = route::locate(&apps, &cfg.box_domain, &host) else {
+            if route::prefix_redirect(req.uri().path()).is_some() {
+                return self.to_own_origin(&host, req.uri().path(), query.as_deref());
+            }
             return plain(
                 StatusCode::NOT_FOUND,
-                &format!("den: no app answers on {} {path}; `den app ls` lists apps", route::bare_host(&host)),
+                &format!("den: no app answers on {}; `den app ls` lists apps", route::bare_host(&host)),
             );
         };
+        let app_path = match path::normalize(req.uri().path()) {
+            Ok(p) => p,
+            Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("den: {e}")),
+        };
+        let path = app_path.clone();
         let app = app.clone();
         if app_path == login::LOGIN || app_path == "/__den/logout" {
-            return self.login(req, &app, &app_path, &base).await;
+            return self.login(req, &app, &app_path).await;
         }
         let caller = self.caller(&req, &app.package);
         if let Some(Err(e)) =
@@ -175,8 +209,8 @@ impl Ingress {
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|a| a.contains("text/html"));
             if wants_page {
-                let next = format!("{base}{app_path}{}", query.as_deref().map(|q| format!("?{q}")).unwrap_or_default());
-                let to = format!("{base}{}?next={}", login::LOGIN, crate::urlcode::percent_encode(&next));
+                let next = format!("{app_path}{}", query.as_deref().map(|q| format!("?{q}")).unwrap_or_default());
+                let to = format!("{}?next={}", login::LOGIN, crate::urlcode::percent_encode(&next));
                 return login::redirect(&to, None);
             }
             return plain(
@@ -236,8 +270,8 @@ impl Ingress {
     }
 
     /// The app login page, its form, and logout.
-    async fn login(&self, req: Request<Body>, app: &AppRecord, app_path: &str, base: &str) -> Response<Body> {
-        let action = format!("{base}{}", login::LOGIN);
+    async fn login(&self, req: Request<Body>, app: &AppRecord, app_path: &str) -> Response<Body> {
+        let action = login::LOGIN;
         let name = app.meta.name.clone().unwrap_or_else(|| app.package.clone());
         let query = req.uri().query().unwrap_or("").to_string();
         let param = |q: &str, k: &str| -> Option<String> {
@@ -249,11 +283,11 @@ impl Ingress {
             if let Some(t) = crate::api::session::cookie(req.headers(), login::COOKIE) {
                 self.sessions.close(t);
             }
-            return login::redirect(&format!("{base}/"), Some(login::set_cookie("", base, 0)));
+            return login::redirect("/", Some(login::set_cookie("", 0)));
         }
         if req.method() != Method::POST {
-            let next = login::safe_next(&param(&query, "next").unwrap_or_default(), base);
-            return login::page(&name, &action, &next, None);
+            let next = login::safe_next(&param(&query, "next").unwrap_or_default());
+            return login::page(&name, action, &next, None);
         }
         let from = req
             .extensions()
@@ -269,19 +303,19 @@ impl Ingress {
         };
         let user = param(&form, "user").unwrap_or_default();
         let pw = param(&form, "password").unwrap_or_default();
-        let next = login::safe_next(&param(&form, "next").unwrap_or_default(), base);
+        let next = login::safe_next(&param(&form, "next").unwrap_or_default());
         if let Err(e) = self.den.accounts.check_password(&self.den.store, &user, &pw, &from).await {
-            return login::page(&name, &action, &next, Some(&e.to_string()));
+            return login::page(&name, action, &next, Some(&e.to_string()));
         }
         let allowed = match self.den.accounts.caller(&self.den.store, &user) {
             Ok(c) => policy::authorize(&c, &Action::UseApp { admin_only: app.meta.admin_only }).map_err(|e| e.0),
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = allowed {
-            return login::page(&name, &action, &next, Some(&e));
+            return login::page(&name, action, &next, Some(&e));
         }
         match self.sessions.open(&user, &app.package) {
-            Ok(token) => login::redirect(&next, Some(login::set_cookie(&token, base, login::TTL.as_secs()))),
+            Ok(token) => login::redirect(&next, Some(login::set_cookie(&token, login::TTL.as_secs()))),
             Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("den: {e}")),
         }
     }

@@ -45,7 +45,7 @@ pub fn upstream_headers(h: &mut HeaderMap, id: &Identity, host: &str) {
         h.insert(hyper::header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(hyper::header::UPGRADE, u);
     }
-    let spoofable: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("x-hc-")).cloned().collect();
+    let spoofable: Vec<HeaderName> = h.keys().filter(|k| set_by_den_only(k.as_str())).cloned().collect();
     for k in spoofable {
         h.remove(k);
     }
@@ -61,10 +61,51 @@ pub fn upstream_headers(h: &mut HeaderMap, id: &Identity, host: &str) {
     }
     set(h, "x-forwarded-proto", "https");
     set(h, "x-forwarded-host", &id.host);
+    let mut forwarded = format!("host=\"{}\";proto=https", id.host.replace(['"', '\\'], ""));
     if let Some(c) = &id.client {
         set(h, "x-forwarded-for", c);
+        set(h, "x-real-ip", c);
+        forwarded = format!("for=\"{}\";{forwarded}", if c.contains(':') { format!("[{c}]") } else { c.clone() });
     }
+    set(h, "forwarded", &forwarded);
     set(h, "host", host);
+}
+
+/// Whether a request header (by name, lowercase) is one only Den sets: identity headers in any
+/// spelling (`X-HC-User-Id`, `x_hc_user_id`), and the proxy headers (`Forwarded`,
+/// `X-Forwarded-*`, `X-Real-IP`). Servers such as nginx and CGI map `_` to `-`, so both count.
+pub fn set_by_den_only(name: &str) -> bool {
+    let n = name.to_ascii_lowercase().replace('_', "-");
+    n.starts_with("x-hc-") || n == "forwarded" || n.starts_with("x-forwarded-") || n == "x-real-ip"
+}
+
+/// Cookie names an app may not set: Den's own (whatever the case).
+fn dens_cookie(name: &str) -> bool {
+    let n = name.trim().to_ascii_lowercase();
+    n.starts_with("__host-den") || n.starts_with("den_") || n.starts_with("__secure-den")
+}
+
+/// Filters an app's `Set-Cookie` headers: Den's cookie names are dropped, and a `Domain`
+/// attribute is removed, so an app's cookie stays on the app's own host and never reaches the
+/// console or another app.
+pub fn app_cookies(h: &mut HeaderMap) {
+    let set: Vec<HeaderValue> = h.get_all(hyper::header::SET_COOKIE).iter().cloned().collect();
+    h.remove(hyper::header::SET_COOKIE);
+    for v in set {
+        let Ok(text) = v.to_str() else { continue };
+        let mut parts = text.split(';');
+        let first = parts.next().unwrap_or("");
+        let name = first.split('=').next().unwrap_or("");
+        if name.trim().is_empty() || dens_cookie(name) {
+            continue;
+        }
+        let kept: Vec<&str> = std::iter::once(first)
+            .chain(parts.filter(|a| !a.trim().to_ascii_lowercase().starts_with("domain")))
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&kept.join(";")) {
+            h.append(hyper::header::SET_COOKIE, v);
+        }
+    }
 }
 
 fn bad_gateway(msg: String) -> Response<Body> {
@@ -105,6 +146,7 @@ pub async fn forward(den: &Den, app: &AppRecord, service: &str, port: u16, mut r
     for name in HOP_BY_HOP {
         resp.headers_mut().remove(*name);
     }
+    app_cookies(resp.headers_mut());
     resp.map(|b| b.map_err(super::BodyError::new).boxed_unsync())
 }
 
@@ -118,11 +160,21 @@ mod tests {
         h.insert("x-hc-user-id", HeaderValue::from_static("admin"));
         h.insert("X-HC-User-Role", HeaderValue::from_static("ADMIN"));
         h.insert("connection", HeaderValue::from_static("keep-alive"));
-        h.insert("cookie", HeaderValue::from_static("den_session=den_x; theme=dark; den_app=abc"));
+        h.insert("cookie", HeaderValue::from_static("__Host-den_session=den_x; theme=dark; __Host-den_app=abc"));
+        for spoof in ["x_hc_user_id", "X-Hc-User-Role", "forwarded", "x-forwarded-for", "x_forwarded_host", "x-real-ip"]
+        {
+            h.insert(
+                HeaderName::from_bytes(spoof.to_ascii_lowercase().as_bytes()).unwrap(),
+                HeaderValue::from_static("admin"),
+            );
+        }
         h.insert("authorization", HeaderValue::from_static("Bearer den_0123456789abcdef_00"));
         let anon = Identity { user: None, role: "NORMAL", client: Some("10.0.0.9".into()), host: "a.box".into() };
         upstream_headers(&mut h, &anon, "a.box");
         assert!(h.get("x-hc-user-id").is_none() && h.get("x-hc-user-role").is_none());
+        assert!(h.get("x_hc_user_id").is_none() && h.get("x_forwarded_host").is_none(), "every spelling");
+        assert_eq!(h.get("forwarded").unwrap(), "for=\"10.0.0.9\";host=\"a.box\";proto=https");
+        assert_eq!(h.get("x-real-ip").unwrap(), "10.0.0.9");
         assert!(h.get("connection").is_none());
         assert_eq!(h.get("cookie").unwrap(), "theme=dark", "Den's cookies never reach the app");
         assert!(h.get("authorization").is_none(), "nor Den's tokens");
@@ -131,5 +183,22 @@ mod tests {
         upstream_headers(&mut h, &ann, "backend:9000");
         assert_eq!(h.get("x-hc-user-id").unwrap(), "ann");
         assert_eq!(h.get("host").unwrap(), "backend:9000");
+    }
+
+    #[test]
+    fn app_cookies_stay_on_the_apps_host() {
+        let mut h = HeaderMap::new();
+        for c in [
+            "sid=1; Path=/; Domain=box.test; HttpOnly",
+            "__Host-den_session=evil; Path=/; Secure",
+            "DEN_SESSION=evil",
+            "theme=dark",
+            "x=1; domain=.box.test; Secure",
+        ] {
+            h.append("set-cookie", HeaderValue::from_static(c));
+        }
+        app_cookies(&mut h);
+        let got: Vec<&str> = h.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).collect();
+        assert_eq!(got, ["sid=1; Path=/; HttpOnly", "theme=dark", "x=1; Secure"]);
     }
 }

@@ -1,12 +1,13 @@
-//! Which app and route a request is for. An app answers on `<subdomain>.<box domain>` (and
-//! `<domain_prefix>-<subdomain>.<box domain>` for routes that set one), and on any host under
-//! the path prefix `/apps/<subdomain>/` for local use. Among the app's routes the longest
-//! matching prefix wins; the prefix is stripped unless the route keeps it.
+//! Which app and route a request is for. An app answers on its own origin,
+//! `<subdomain>.<box domain>` (and `<domain_prefix>-<subdomain>.<box domain>` for routes that
+//! set one), never on the console's: the old path prefix `/apps/<subdomain>/` only redirects
+//! there ([`prefix_redirect`]). Among the app's routes the longest matching prefix wins; the
+//! prefix is stripped unless the route keeps it. Paths arrive normalised ([`super::path`]).
 
 use super::super::AppRecord;
 use den_lpk::route::{Route, Upstream};
 
-/// The path prefix apps are served under on hosts that are not theirs.
+/// The path prefix apps were once served under on the console's host; now it redirects.
 pub const PATH_PREFIX: &str = "/apps/";
 
 /// A request matched to an app.
@@ -16,13 +17,11 @@ pub struct Target {
     pub package: String,
     /// Index of the route in the app's plan.
     pub route: usize,
-    /// The path as the app sees it (after `/apps/<subdomain>` and before the route's prefix is
-    /// stripped): what `public_path` is checked against.
+    /// The path as the app sees it (before the route's prefix is stripped): what
+    /// `public_path` is checked against.
     pub app_path: String,
     /// The path (and query) to send upstream.
     pub upstream_path: String,
-    /// The mount point the app was reached under (`/apps/<sub>` or empty), for redirects.
-    pub base: String,
 }
 
 /// The host without its port, lowercased.
@@ -77,41 +76,36 @@ pub fn upstream_path(route: &Route, path: &str, query: Option<&str>) -> String {
     out
 }
 
-/// Where a request lands: the app, the domain prefix of its host, the path as the app sees it,
-/// and the base path the app was reached under (`/apps/<subdomain>`, or empty on its own host).
-pub fn locate<'a>(
-    apps: &'a [AppRecord],
-    box_domain: &str,
-    host: &str,
-    path: &str,
-) -> Option<(&'a AppRecord, Option<String>, String, String)> {
+/// The app a host name is for, and the domain prefix the name carries (if any).
+pub fn locate<'a>(apps: &'a [AppRecord], box_domain: &str, host: &str) -> Option<(&'a AppRecord, Option<String>)> {
     let host = bare_host(host);
-    let suffix = format!(".{}", box_domain.to_ascii_lowercase());
-    if let Some(label) = host.strip_suffix(&suffix) {
-        let (domain, sub) = match label.rsplit_once('-') {
-            Some((d, s)) if apps.iter().any(|a| a.subdomain == s) && !apps.iter().any(|a| a.subdomain == label) => {
-                (Some(d.to_string()), s.to_string())
-            }
-            _ => (None, label.to_string()),
-        };
-        let app = apps.iter().find(|a| a.subdomain == sub)?;
-        return Some((app, domain, path.to_string(), String::new()));
-    }
-    let rest = path.strip_prefix(PATH_PREFIX)?;
-    let (sub, tail) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+    let label = host.strip_suffix(&format!(".{}", box_domain.to_ascii_lowercase()))?;
+    let (domain, sub) = match label.rsplit_once('-') {
+        Some((d, s)) if apps.iter().any(|a| a.subdomain == s) && !apps.iter().any(|a| a.subdomain == label) => {
+            (Some(d.to_string()), s.to_string())
+        }
+        _ => (None, label.to_string()),
     };
     let app = apps.iter().find(|a| a.subdomain == sub)?;
-    Some((app, None, tail.to_string(), format!("{PATH_PREFIX}{sub}")))
+    Some((app, domain))
 }
 
-/// Matches a request (`host`, `path`, `query`) against the installed apps and their routes.
+/// For a path under the old prefix, `/apps/<subdomain>/rest`: the subdomain and `/rest`.
+pub fn prefix_redirect(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix(PATH_PREFIX)?;
+    Some(match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    })
+}
+
+/// Matches a request (`host`, normalised `path`, `query`) against the installed apps and
+/// their routes.
 pub fn matches(apps: &[AppRecord], box_domain: &str, host: &str, path: &str, query: Option<&str>) -> Option<Target> {
-    let (app, domain, app_path, base) = locate(apps, box_domain, host, path)?;
-    let route = pick(app, &app_path, domain.as_deref())?;
-    let upstream_path = upstream_path(&app.plan.routes[route], &app_path, query);
-    Some(Target { package: app.package.clone(), route, app_path, upstream_path, base })
+    let (app, domain) = locate(apps, box_domain, host)?;
+    let route = pick(app, path, domain.as_deref())?;
+    let upstream_path = upstream_path(&app.plan.routes[route], path, query);
+    Some(Target { package: app.package.clone(), route, app_path: path.to_string(), upstream_path })
 }
 
 /// Whether `path` is public for `app`: it lies under a `public_path` entry and under no `!`
@@ -161,9 +155,9 @@ services:
         let t = m("demo.box.test", "/raw/x").unwrap();
         assert_eq!(t.upstream_path, "/raw/x?q=1", "disable_trim_location keeps the prefix");
         assert_eq!(m("admin-demo.box.test", "/").unwrap().route, 4);
-        let t = m("127.0.0.1:8006", "/apps/demo/api/x").unwrap();
-        assert_eq!((t.route, t.app_path.as_str(), t.base.as_str()), (1, "/api/x", "/apps/demo"));
-        assert_eq!(m("127.0.0.1", "/apps/demo").unwrap().app_path, "/");
+        assert!(m("127.0.0.1:8006", "/apps/demo/api/x").is_none(), "never on the console's origin");
+        assert_eq!(prefix_redirect("/apps/demo/api/x"), Some(("demo", "/api/x")));
+        assert_eq!(prefix_redirect("/apps/demo"), Some(("demo", "/")));
         assert!(m("other.box.test", "/").is_none());
         assert!(m("127.0.0.1", "/api/v1/vms").is_none());
         assert!(m("demo.box.test.evil", "/").is_none());
