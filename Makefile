@@ -17,7 +17,7 @@ run: deps build
 test: export CARGO_INCREMENTAL := 0
 test: deps agent lint
 	$(CARGO) build --workspace
-	./scripts/test.sh
+	DEN_SCHEMATHESIS=$$(./scripts/install-test-tools.sh) ./scripts/test.sh
 
 deps:
 	@./scripts/install-deps.sh

@@ -36,6 +36,9 @@ check xorriso xorriso
 check mformat mtools
 [ -d /usr/lib/grub/i386-pc ] || need+=(grub-pc-bin)
 [ -d /usr/lib/grub/x86_64-efi ] || need+=(grub-efi-amd64-bin)
+# The API fuzz test runs schemathesis (from PyPI) in a virtual environment.
+check python3 python3
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

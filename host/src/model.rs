@@ -233,6 +233,10 @@ impl VmSpec {
         if !valid_name(&self.name) {
             return err("name", format!("`{}` is not a VM name: use a-z, 0-9 and -, 1 to 63 characters", self.name));
         }
+        if !self.image.is_empty() && den_images::spec::check_name(&self.image).is_err() {
+            let msg = format!("`{}` is not an image name: 1 to 63 of a-z, 0-9 and -, starting with a letter (`den image ls` lists them)", self.image);
+            return err("image", msg);
+        }
         match (&self.iso, self.image.is_empty()) {
             (None, true) => return err("image", "an image name is required (`den image ls` lists them)".into()),
             (Some(_), false) => {

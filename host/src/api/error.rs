@@ -87,3 +87,88 @@ impl From<crate::apps::AppError> for ApiError {
         }
     }
 }
+
+/// The stable code for an error status the framework (not a handler) answered with.
+fn code_for(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "no_route",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_json",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    }
+}
+
+/// Turns every error answer that is not already Den's JSON error (axum's own rejections of a bad
+/// query string or path, a wrong method) into one, keeping its status and saying what was wrong.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = match axum::body::to_bytes(body, 4096).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let message = match (status, text.is_empty()) {
+        (StatusCode::METHOD_NOT_ALLOWED, _) => {
+            let allow = parts.headers.get(axum::http::header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("");
+            format!("this path does not take that method; it takes: {allow}")
+        }
+        (_, false) => text,
+        (_, true) => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    let mut out = ApiError::new(status, code_for(status), message).into_response();
+    if let Some(allow) = parts.headers.get(axum::http::header::ALLOW) {
+        out.headers_mut().insert(axum::http::header::ALLOW, allow.clone());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    #[derive(serde::Deserialize)]
+    struct Q {
+        #[allow(dead_code)]
+        n: u32,
+    }
+
+    #[tokio::test]
+    async fn framework_rejections_become_json_errors() {
+        let app = axum::Router::new()
+            .route("/x", get(|_: axum::extract::Query<Q>| async { "ok" }))
+            .layer(axum::middleware::from_fn(json_errors));
+        let call = |uri: &str, method: &str| {
+            let req = axum::http::Request::builder().uri(uri).method(method).body(axum::body::Body::empty()).unwrap();
+            app.clone().oneshot(req)
+        };
+        for (uri, method, status, code) in [
+            ("/x?n=abc", "GET", 400, "bad_request"),
+            ("/x", "GET", 400, "bad_request"),
+            ("/x?n=1", "POST", 405, "method_not_allowed"),
+        ] {
+            let resp = call(uri, method).await.unwrap();
+            assert_eq!(resp.status().as_u16(), status, "{method} {uri}");
+            assert_eq!(resp.headers()["content-type"], "application/json");
+            let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["code"], code, "{v}");
+            assert!(!v["message"].as_str().unwrap_or("").is_empty(), "{v}");
+        }
+        assert_eq!(call("/x?n=1", "GET").await.unwrap().status(), 200);
+    }
+}

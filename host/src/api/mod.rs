@@ -92,6 +92,7 @@ pub fn router(den: Arc<Den>) -> Router {
             ApiError::new(axum::http::StatusCode::NOT_FOUND, "no_route", "no such API path; see /api/v1/host")
         })
         .layer(axum::middleware::from_fn_with_state(den.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(den)
 }
 

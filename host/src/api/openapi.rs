@@ -367,6 +367,16 @@ fn schemas() -> Value {
     })
 }
 
+/// What a success answers with: JSON for all but file contents, recordings and WebSockets.
+fn ok_media(o: &Op) -> Option<&'static str> {
+    match (o.method, o.path) {
+        (_, p) if p.ends_with("/ws") => None,
+        ("get", "/api/v1/vms/{name}/files") => Some("application/octet-stream"),
+        ("get", "/api/v1/ssh/sessions/{id}/recording") => Some("application/x-asciicast"),
+        _ => Some("application/json"),
+    }
+}
+
 /// The document.
 pub fn document() -> Value {
     let mut paths = Map::new();
@@ -377,12 +387,18 @@ pub fn document() -> Value {
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
+        let mut ok = json!({"description": o.ok.1});
+        if let Some(media) = ok_media(o) {
+            let body =
+                if media == "application/json" { json!({"schema": {"type": ["object", "array"]}}) } else { json!({}) };
+            ok["content"] = json!({ media: body });
+        }
         let mut op = json!({
             "summary": o.summary,
             "description": format!("Needs: {}.", o.needs),
             "parameters": params,
             "responses": {
-                o.ok.0.to_string(): {"description": o.ok.1},
+                o.ok.0.to_string(): ok,
                 "default": {"description": "an error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
             },
         });
