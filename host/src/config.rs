@@ -143,6 +143,9 @@ pub struct DockerConfig {
     /// Stop the sandbox after this many seconds without running containers or requests
     /// (0: never).
     pub idle_stop_secs: u64,
+    /// Local users whose Den name is not their Unix name, by uid (`"1001" = "alice"`); the
+    /// others map to the Den user named like them.
+    pub users: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for DockerConfig {
@@ -158,6 +161,7 @@ impl Default for DockerConfig {
             allow: vec![],
             share: vec![],
             idle_stop_secs: 900,
+            users: Default::default(),
         }
     }
 }
@@ -181,6 +185,9 @@ pub fn load(path: &Path) -> Result<Config, String> {
     }
     if let Some(s) = &cfg.system {
         s.check().map_err(|e| format!("{}: [system] {e}", path.display()))?;
+    }
+    if let Some(uid) = cfg.docker.users.keys().find(|u| u.parse::<u32>().is_err()) {
+        return Err(format!("{}: [docker] users: `{uid}` is not a uid (a number)", path.display()));
     }
     for p in &cfg.docker.share {
         let share = crate::model::Share { host: p.clone(), guest: None, readonly: false };

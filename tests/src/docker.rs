@@ -91,12 +91,20 @@ pub fn build_context(dockerfile: &str) -> Vec<u8> {
 pub struct DockerCli {
     socket: PathBuf,
     config: tempfile::TempDir,
+    uid: Option<u32>,
 }
 
 impl DockerCli {
     /// A CLI for the socket at `socket`.
     pub fn new(socket: &Path) -> DockerCli {
-        DockerCli { socket: socket.into(), config: tempfile::tempdir().expect("temp dir") }
+        DockerCli { socket: socket.into(), config: tempfile::tempdir().expect("temp dir"), uid: None }
+    }
+
+    /// A CLI that runs as the local user `uid` (group `uid`), with its own config folder.
+    pub fn as_uid(socket: &Path, uid: u32) -> DockerCli {
+        let cli = DockerCli { uid: Some(uid), ..DockerCli::new(socket) };
+        std::os::unix::fs::chown(cli.config.path(), Some(uid), Some(uid)).expect("chown the config folder");
+        cli
     }
 
     /// A `docker` command with the socket and config set.
@@ -106,7 +114,24 @@ impl DockerCli {
             .env("DOCKER_CONFIG", self.config.path())
             .env_remove("DOCKER_CONTEXT")
             .args(args);
+        if let Some(uid) = self.uid {
+            use std::os::unix::process::CommandExt;
+            c.uid(uid).gid(uid).env("HOME", self.config.path());
+        }
         c
+    }
+
+    /// Runs `docker args` until it succeeds (every 2 s, at most `limit`): its stdout.
+    pub fn until_ok(&self, args: &[&str], limit: std::time::Duration) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let o = self.run(args);
+            if o.status.success() {
+                return String::from_utf8_lossy(&o.stdout).into_owned();
+            }
+            assert!(start.elapsed() < limit, "docker {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+            std::thread::sleep(std::time::Duration::from_secs(2));
+        }
     }
 
     /// Runs the shell line `line` (which calls `docker`) on a terminal made by `script`, typing

@@ -8,6 +8,8 @@ mod docker;
 mod error;
 mod files;
 mod images;
+#[cfg(test)]
+mod matrix;
 mod metrics;
 mod networks;
 pub mod openapi;

@@ -367,6 +367,12 @@ fn schemas() -> Value {
     })
 }
 
+/// Every documented operation as (method, path template): the router's routes (a test keeps
+/// them the same).
+pub fn operations() -> impl Iterator<Item = (&'static str, &'static str)> {
+    OPS.iter().map(|o| (o.method, o.path))
+}
+
 /// What a success answers with: JSON for all but file contents, recordings and WebSockets.
 fn ok_media(o: &Op) -> Option<&'static str> {
     match (o.method, o.path) {

@@ -71,6 +71,17 @@ pub enum Action<'a> {
     },
     /// Changing a user's own password or keys.
     OwnAccount(&'a str),
+    /// Changing, entering or reading the files of an existing Docker object.
+    DockerObject {
+        /// How a person names it (`container \`web\``).
+        what: &'a str,
+        /// Its Den owner, from its label (`None`: none recorded).
+        owner: Option<&'a str>,
+        /// A pulled or loaded image: shared by everyone.
+        shared: bool,
+        /// A container that binds a host folder shared into the sandbox.
+        binds_shares: bool,
+    },
 }
 
 /// Why not: a sentence for the person asking.
@@ -159,6 +170,29 @@ pub fn authorize(caller: &Caller, action: &Action<'_>) -> Result<(), Denied> {
                 return Err(Denied("this app is for Den admins only".into()));
             }
             Ok(())
+        }
+        Action::DockerObject { what, owner, shared, binds_shares } => {
+            if caller.is_admin() {
+                return Ok(());
+            }
+            if !caller.has(Role::Operator) {
+                return Err(Denied(format!(
+                    "user `{who}` may not change {what} or read its files: that needs the operator role"
+                )));
+            }
+            if binds_shares {
+                return Err(Denied(format!(
+                    "{what} binds a host folder shared into the sandbox; only an admin may act on it"
+                )));
+            }
+            match owner {
+                Some(o) if o == who => Ok(()),
+                None if shared => Ok(()),
+                Some(o) => Err(Denied(format!("{what} belongs to `{o}`; only they or an admin may change it or read its files"))),
+                None => Err(Denied(format!(
+                    "{what} has no Den owner (made before Den recorded owners, or by dockerd itself); only an admin may change it"
+                ))),
+            }
         }
         Action::OwnAccount(user) => {
             // A token narrowed to a role or to VMs may not change its user's password or keys.
@@ -315,6 +349,23 @@ mod tests {
         let session = caller("alice", Some(Role::Admin), Some(scope(None, None, Some(100), true)));
         assert_eq!(narrow(&session, None, None, None), (None, None, None));
         assert!(!within(&scope(None, None, None, false), &scope(None, Some(&["a"]), None, false)));
+    }
+
+    #[test]
+    fn docker_objects_belong_to_their_owner() {
+        let op = caller("alice", Some(Role::Operator), None);
+        let viewer = caller("vic", Some(Role::Viewer), None);
+        let admin = caller("root", Some(Role::Admin), None);
+        let obj =
+            |owner, shared, binds_shares| Action::DockerObject { what: "container `c`", owner, shared, binds_shares };
+        assert!(authorize(&op, &obj(Some("alice"), false, false)).is_ok());
+        let e = authorize(&op, &obj(Some("root"), false, false)).unwrap_err();
+        assert!(e.0.contains("belongs to `root`"), "{e}");
+        assert!(authorize(&op, &obj(None, false, false)).is_err(), "no owner: admins only");
+        assert!(authorize(&op, &obj(None, true, false)).is_ok(), "shared images");
+        assert!(authorize(&op, &obj(Some("alice"), false, true)).unwrap_err().0.contains("shared into the sandbox"));
+        assert!(authorize(&viewer, &obj(Some("vic"), false, false)).is_err(), "viewers read no files");
+        assert!(authorize(&admin, &obj(Some("alice"), false, true)).is_ok());
     }
 
     #[test]

@@ -13,6 +13,12 @@ pub enum Endpoint {
     ExecCreate,
     /// `POST /volumes/create`.
     VolumeCreate,
+    /// `POST /networks/create`.
+    NetworkCreate,
+    /// `POST /commit` (an image from a container).
+    Commit,
+    /// `/grpc`: BuildKit's own control API, past every build option the policy reads.
+    Grpc,
     /// `POST /build` (the body is the build context; the query holds the options).
     Build,
     /// Installing, configuring or enabling a plugin.
@@ -75,6 +81,9 @@ pub fn classify(method: &str, path: &str) -> Endpoint {
         (true, ["containers", _, .., "update"]) => Endpoint::ContainerUpdate,
         (true, ["containers", _, .., "exec"]) => Endpoint::ExecCreate,
         (true, ["volumes", "create"]) => Endpoint::VolumeCreate,
+        (true, ["networks", "create"]) => Endpoint::NetworkCreate,
+        (true, ["commit"]) => Endpoint::Commit,
+        (_, ["grpc", ..]) => Endpoint::Grpc,
         (true, ["build"]) => Endpoint::Build,
         (true, ["plugins", ..]) => Endpoint::Plugin,
         (true, ["swarm", ..] | ["services", ..] | ["secrets", "create"] | ["configs", "create"]) => Endpoint::Swarm,
@@ -101,6 +110,8 @@ mod tests {
         assert_eq!(classify("POST", "/v1.47/build?t=x"), Endpoint::Build);
         assert_eq!(classify("POST", "/v1.47/plugins/pull?remote=x"), Endpoint::Plugin);
         assert_eq!(classify("POST", "/v1.47/swarm/init"), Endpoint::Swarm);
+        assert_eq!(classify("POST", "/grpc"), Endpoint::Grpc);
+        assert_eq!(classify("POST", "/v1.47/networks/create"), Endpoint::NetworkCreate);
         assert_eq!(classify("HEAD", "/_ping"), Endpoint::Ping);
         assert_eq!(classify("GET", "/v1.47/containers/json?all=1"), Endpoint::ContainerList);
         assert_eq!(classify("GET", "/v1.47/containers/create"), Endpoint::Other, "only POST creates");

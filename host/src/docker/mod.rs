@@ -6,6 +6,7 @@
 //! the host's loopback (`ports`).
 
 pub mod endpoint;
+pub mod owners;
 pub mod peer;
 pub mod policy;
 pub mod ports;
@@ -42,6 +43,8 @@ pub struct Bridge {
     /// dockerd's answers replayed while the sandbox sleeps.
     cache: saver::Cache,
     idle_stop: std::time::Duration,
+    /// Den users by local uid (`[docker] users`).
+    users: std::collections::BTreeMap<String, String>,
     /// Set when dend is shutting down: streaming answers end cleanly.
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -68,6 +71,7 @@ impl Bridge {
             per_uid: Default::default(),
             cache,
             idle_stop: std::time::Duration::from_secs(cfg.idle_stop_secs),
+            users: cfg.users.clone(),
             stopping: tokio::sync::watch::channel(false).0,
         })
     }
@@ -118,6 +122,38 @@ impl Bridge {
             }
             _ => Cow::Borrowed(&self.policy),
         }
+    }
+
+    /// Whether `caller` may change (or read the files of) `object`, asked of the one
+    /// authorization function with what dockerd says of the object; an object dockerd does
+    /// not know is let through (dockerd then answers that it does not exist).
+    async fn may_touch(self: &Arc<Self>, caller: &Caller, object: &owners::Object) -> Result<(), String> {
+        if caller.is_admin() {
+            return Ok(());
+        }
+        let agent = self.sandbox.ready(&self.den).await.map_err(|e| format!("den: the Docker sandbox: {e}"))?;
+        let mut target = object.clone();
+        if let owners::Object::Exec(_) = object {
+            let Some(exec) = upstream::get_json_opt(&agent, &owners::inspect_path(object)).await? else {
+                return Ok(());
+            };
+            let container = exec.get("ContainerID").and_then(|v| v.as_str()).unwrap_or_default();
+            target = owners::Object::Container(container.to_string());
+        }
+        let Some(inspect) = upstream::get_json_opt(&agent, &owners::inspect_path(&target)).await? else {
+            return Ok(());
+        };
+        let owned = owners::owned_from(&target, &inspect);
+        let binds_shares =
+            owned.binds.iter().any(|b| self.policy.shared.iter().any(|s| std::path::Path::new(b).starts_with(s)));
+        let what = target.describe();
+        let action = crate::auth::policy::Action::DockerObject {
+            what: &what,
+            owner: owned.owner.as_deref(),
+            shared: owned.shared_image,
+            binds_shares,
+        };
+        crate::auth::policy::authorize(caller, &action).map_err(|d| format!("den: {d}"))
     }
 
     /// The sandbox's agent when it runs (never starts it).
@@ -257,7 +293,7 @@ pub async fn serve(bridge: Arc<Bridge>, listener: UnixListener) {
         };
         let uid = stream.peer_cred().ok().map(|c| c.uid());
         let (caller, open) = match Open::for_user(bridge.clone(), uid) {
-            Ok(open) => (peer::identify(&bridge.den, &stream), Some(Arc::new(open))),
+            Ok(open) => (peer::identify(&bridge.den, &bridge.users, &stream), Some(Arc::new(open))),
             Err(why) => (Err(why), None),
         };
         let over_cap = open.is_none();

@@ -1,18 +1,24 @@
 //! Who is on the other end of the Docker socket: the Unix user from the connection's peer
-//! credentials, mapped to the Den user of the same name. Root (and dend's own user) is the
-//! local admin.
+//! credentials, mapped to the Den user `[docker] users` names for its uid, else to the Den user
+//! of the same name. Root (and dend's own user) is the local admin.
 
 use crate::auth::Caller;
 use crate::vms::Den;
+use std::collections::BTreeMap;
 use tokio::net::UnixStream;
 
 /// The Den identity of the socket's peer, or why it has none (shown to the `docker` CLI).
-pub fn identify(den: &Den, stream: &UnixStream) -> Result<Caller, String> {
+pub fn identify(den: &Den, users: &BTreeMap<String, String>, stream: &UnixStream) -> Result<Caller, String> {
     let cred = stream.peer_cred().map_err(|e| format!("cannot read the caller's credentials: {e}"))?;
     let uid = cred.uid();
     // SAFETY: geteuid has no preconditions.
     if uid == 0 || uid == unsafe { libc::geteuid() } {
         return Ok(Caller::local_admin("root"));
+    }
+    if let Some(name) = users.get(&uid.to_string()) {
+        return den.accounts.caller(&den.store, name).map_err(|_| {
+            format!("uid {uid} maps to the Den user `{name}` ([docker] users), who does not exist; `den user ls` lists users")
+        });
     }
     let name = nix::unistd::User::from_uid(uid.into())
         .ok()

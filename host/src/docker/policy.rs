@@ -22,7 +22,7 @@ pub struct Refusal {
 }
 
 /// Every rule an admin can relax (`[docker] allow = [...]`).
-pub const RULES: [&str; 14] = [
+pub const RULES: [&str; 15] = [
     "privileged",
     "host-namespaces",
     "capabilities",
@@ -37,6 +37,7 @@ pub const RULES: [&str; 14] = [
     "volumes-from",
     "plugins",
     "swarm",
+    "buildkit-api",
 ];
 
 /// Capabilities a container may add: Docker's defaults and a few that reach nothing outside it.
@@ -173,6 +174,10 @@ impl Policy {
                 Err(refuse("plugins", "installing or changing plugins runs their code with the sandbox's rights"))
             }
             Endpoint::Swarm if self.on("swarm") => Err(refuse("swarm", "swarm mode is not offered in Den's sandbox")),
+            Endpoint::Grpc if self.on("buildkit-api") => Err(refuse(
+                "buildkit-api",
+                "BuildKit's own API (`/grpc`) takes build options Den cannot check; `docker build` works",
+            )),
             Endpoint::Build => self.check_build(query),
             e if inspects_body(e) => {
                 let obj = object(body)?;

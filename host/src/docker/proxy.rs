@@ -6,10 +6,11 @@
 //! connections over to a byte splice that passes half-closes through.
 
 use super::endpoint::{classify, Endpoint};
+use super::owners::{self, Access};
 use super::policy::inspects_body;
 use super::sandbox::GUEST_SOCKET;
 use super::{reply, Body, Bridge};
-use crate::auth::{Caller, Role};
+use crate::auth::Caller;
 use den_agent_proto::ForwardTarget;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -45,27 +46,31 @@ pub async fn handle(
     };
     let endpoint = classify(req.method().as_str(), req.uri().path());
     let what = format!("{} {}", req.method(), req.uri().path());
-    // Reads need a viewer; changes, and every upgrade (an attach types into a container), an
-    // operator.
+    let access = owners::access(req.method().as_str(), req.uri().path(), req.uri().query().unwrap_or(""));
+    // Looking needs a viewer; changes, reading files and every upgrade (an attach types into a
+    // container) an operator; what reaches everyone's objects an admin.
     let upgrade = req.headers().contains_key(hyper::header::UPGRADE) || req.uri().path().ends_with("/attach/ws");
-    let read = matches!(*req.method(), Method::GET | Method::HEAD) && !upgrade;
-    let need = if read { Role::Viewer } else { Role::Operator };
+    let need = owners::role_for(&access, matches!(*req.method(), Method::GET | Method::HEAD) && !upgrade);
     if !caller.has(need) {
+        let why = if let Access::Everyone(why) = &access { format!(" ({why})") } else { String::new() };
         let msg = format!(
-            "den: user `{}` may not do this with Docker: it needs the {} role; an admin can grant it",
+            "den: user `{}` may not do this with Docker: it needs the {} role{why}; an admin can grant it",
             caller.user,
             need.as_str()
         );
-        tracing::info!(user = %caller.user, request = %what, decision = "forbidden", "docker");
-        return reply::error(StatusCode::FORBIDDEN, &msg);
+        return refused(&bridge, &caller, &what, "role", &msg);
     }
     if let Some(why) = super::endpoint::unacceptable(req.uri().path()) {
         return refused(&bridge, &caller, &what, "path", &format!("refused by Den's Docker policy: {why}"));
     }
     let client_upgrade = hyper::upgrade::on(&mut req);
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let query = parts.uri.query().unwrap_or("").to_string();
-    let (body, read): (Body, Option<hyper::body::Bytes>) = if inspects_body(&endpoint) {
+    let labels = matches!(
+        endpoint,
+        Endpoint::ContainerCreate | Endpoint::VolumeCreate | Endpoint::NetworkCreate | Endpoint::Commit
+    );
+    let (body, read): (Body, Option<hyper::body::Bytes>) = if inspects_body(&endpoint) || labels {
         match Limited::new(body, MAX_BODY).collect().await {
             Ok(c) => {
                 let bytes = c.to_bytes();
@@ -85,6 +90,39 @@ pub async fn handle(
     };
     if let Err(r) = bridge.policy_for(&caller).check(&endpoint, &query, read.as_deref()) {
         return refused(&bridge, &caller, &what, r.rule, &r.message);
+    }
+    // Existing objects: their owner decides; new ones get theirs.
+    let mut reached = match &access {
+        Access::Change(objects) | Access::ReadFiles(objects) => objects.clone(),
+        Access::Make(Some(from)) => vec![from.clone()],
+        _ => vec![],
+    };
+    if let (Endpoint::ContainerCreate, Some(bytes)) = (&endpoint, &read) {
+        reached.extend(owners::reached_by_create(bytes));
+    }
+    for object in &reached {
+        if let Err(why) = bridge.may_touch(&caller, object).await {
+            return refused(&bridge, &caller, &what, "owner", &why);
+        }
+    }
+    let body = match (labels, &read) {
+        (true, Some(bytes)) => match owners::label_body(bytes, &caller.user) {
+            Ok(b) => {
+                parts.headers.insert(hyper::header::CONTENT_LENGTH, hyper::header::HeaderValue::from(b.len()));
+                Full::new(hyper::body::Bytes::from(b)).map_err(boxed).boxed()
+            }
+            Err(e) => return refused(&bridge, &caller, &what, "body", &format!("refused by Den's Docker policy: {e}")),
+        },
+        _ => body,
+    };
+    if endpoint == Endpoint::Build {
+        match owners::label_build_query(&query, &caller.user).map(|q| format!("{}?{q}", parts.uri.path())) {
+            Ok(uri) => match uri.parse() {
+                Ok(u) => parts.uri = u,
+                Err(e) => return refused(&bridge, &caller, &what, "body", &format!("den: the build's query: {e}")),
+            },
+            Err(e) => return refused(&bridge, &caller, &what, "body", &format!("refused by Den's Docker policy: {e}")),
+        }
     }
     let cache_key = cache_key(&parts.method, &endpoint);
     if bridge.asleep() {

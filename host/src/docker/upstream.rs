@@ -27,8 +27,8 @@ pub async fn get(agent: &AgentClient, path: &str) -> Result<Response<Incoming>, 
 /// How long dockerd may take to answer one of Den's own JSON calls, whole.
 pub const JSON_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// `GET path` to dockerd, answered with JSON within [`JSON_WAIT`].
-pub async fn get_json(agent: &AgentClient, path: &str) -> Result<serde_json::Value, String> {
+/// `GET path` to dockerd, answered whole within [`JSON_WAIT`]: its status and body.
+async fn fetch(agent: &AgentClient, path: &str) -> Result<(hyper::StatusCode, Bytes), String> {
     let whole = async {
         let resp = get(agent, path).await?;
         let status = resp.status();
@@ -45,11 +45,29 @@ pub async fn get_json(agent: &AgentClient, path: &str) -> Result<serde_json::Val
             .to_bytes();
         Ok::<_, String>((status, body))
     };
-    let (status, body) = tokio::time::timeout(JSON_WAIT, whole)
+    tokio::time::timeout(JSON_WAIT, whole)
         .await
-        .map_err(|_| format!("dockerd did not answer {path} within {} s", JSON_WAIT.as_secs()))??;
+        .map_err(|_| format!("dockerd did not answer {path} within {} s", JSON_WAIT.as_secs()))?
+}
+
+fn json_of(path: &str, status: hyper::StatusCode, body: &[u8]) -> Result<serde_json::Value, String> {
     if !status.is_success() {
-        return Err(format!("dockerd answered {status} to {path}: {}", crate::vms::guest_text(&body)));
+        return Err(format!("dockerd answered {status} to {path}: {}", crate::vms::guest_text(body)));
     }
-    serde_json::from_slice(&body).map_err(|e| format!("dockerd's answer to {path}: {e}"))
+    serde_json::from_slice(body).map_err(|e| format!("dockerd's answer to {path}: {e}"))
+}
+
+/// `GET path` to dockerd, answered with JSON within [`JSON_WAIT`].
+pub async fn get_json(agent: &AgentClient, path: &str) -> Result<serde_json::Value, String> {
+    let (status, body) = fetch(agent, path).await?;
+    json_of(path, status, &body)
+}
+
+/// [`get_json`], with `None` when dockerd answers 404 (no such object).
+pub async fn get_json_opt(agent: &AgentClient, path: &str) -> Result<Option<serde_json::Value>, String> {
+    let (status, body) = fetch(agent, path).await?;
+    if status == hyper::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    json_of(path, status, &body).map(Some)
 }

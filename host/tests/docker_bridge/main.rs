@@ -15,18 +15,6 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn until_ok(cli: &DockerCli, args: &[&str], limit: Duration) -> String {
-    let start = Instant::now();
-    loop {
-        let o = cli.run(args);
-        if o.status.success() {
-            return String::from_utf8_lossy(&o.stdout).into_owned();
-        }
-        assert!(start.elapsed() < limit, "docker {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-        std::thread::sleep(Duration::from_secs(2));
-    }
-}
-
 /// One HTTP request written by hand (`Content-Length: len`, then `body`, then the write side
 /// closed): the answer's head and body as text.
 fn raw_request(sock: &Path, method: &str, path: &str, body: &str, len: usize) -> String {
@@ -89,7 +77,7 @@ fn docker_cli_through_the_bridge() {
 
     // The first call makes and starts the sandbox; `docker version` shows both ends.
     let version =
-        until_ok(&cli, &["version", "--format", "{{.Server.Version}} {{.Server.Os}}"], Duration::from_secs(600));
+        cli.until_ok(&["version", "--format", "{{.Server.Version}} {{.Server.Os}}"], Duration::from_secs(600));
     assert!(version.trim().ends_with("linux"), "{version}");
     assert_eq!(cli.ok(&["info", "--format", "{{.OSType}}"]).trim(), "linux");
     let vm = d.vm("docker-sandbox");
@@ -271,7 +259,7 @@ fn docker_cli_through_the_bridge() {
     std::io::Read::read_to_string(&mut follow.stdout.take().unwrap(), &mut seen).unwrap();
     assert!(seen.contains("tick"), "{seen}");
     d.spawn();
-    let running = until_ok(&cli, &["ps", "--format", "{{.ID}}"], Duration::from_secs(120));
+    let running = cli.until_ok(&["ps", "--format", "{{.ID}}"], Duration::from_secs(120));
     assert!(ticker.starts_with(running.trim()), "the container kept running across dend's restart: {running}");
     cli.ok(&["rm", "-f", &ticker]);
     // The admin relaxed one rule (`allow`): that rule no longer refuses; the others still do.
