@@ -87,12 +87,14 @@ impl Caller {
 
     /// Whether the caller is an admin.
     pub fn is_admin(&self) -> bool {
-        self.global == Some(Role::Admin)
+        self.has(Role::Admin)
     }
 
-    /// Whether the caller's global role is at least `need`.
+    /// Whether the caller's global role is at least `need`. A token limited to VMs keeps its
+    /// user's role on those VMs only ([`Caller::role_on`]): on the whole box it can at most look.
     pub fn has(&self, need: Role) -> bool {
-        self.global.is_some_and(|r| r >= need)
+        let limited = self.token.as_ref().is_some_and(|t| t.vms.is_some());
+        self.global.is_some_and(|r| r >= need) && (!limited || need <= Role::Viewer)
     }
 
     /// The caller's role on one VM: the highest of the global role, a grant, and operator for

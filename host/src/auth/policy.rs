@@ -352,6 +352,23 @@ mod tests {
     }
 
     #[test]
+    fn a_token_limited_to_vms_is_no_admin_of_the_box() {
+        let t = caller("ada", Some(Role::Admin), Some(scope(None, Some(&["web1"]), None, false)));
+        assert!(authorize(&t, &Action::Global(Role::Admin)).is_err(), "users, networks, system");
+        assert!(authorize(&t, &Action::Global(Role::Operator)).is_err(), "new VMs");
+        assert!(authorize(&t, &Action::Global(Role::Viewer)).is_ok());
+        assert!(
+            authorize(&t, &Action::OwnAccount("bob")).is_err() && authorize(&t, &Action::OwnAccount("ada")).is_err()
+        );
+        let web1 = vm("web1", "root");
+        assert!(authorize(&t, &Action::Vm(&web1, VmAction::Enter)).is_ok(), "its own VMs as before");
+        assert!(authorize(&t, &Action::Vm(&vm("web2", "root"), VmAction::See)).is_err());
+        let obj =
+            Action::DockerObject { what: "container `c`", owner: Some("ada"), shared: false, binds_shares: false };
+        assert!(authorize(&t, &obj).is_err());
+    }
+
+    #[test]
     fn docker_objects_belong_to_their_owner() {
         let op = caller("alice", Some(Role::Operator), None);
         let viewer = caller("vic", Some(Role::Viewer), None);
