@@ -174,6 +174,12 @@ impl Accounts {
         Ok(())
     }
 
+    /// Checks and hashes a new password in a hashing slot.
+    async fn hash_password(&self, pw: String) -> Result<String, AuthError> {
+        password::acceptable(&pw).map_err(|m| invalid("password", m))?;
+        self.hashing_slot(move || password::hash(&pw)).await?.map_err(|e| invalid("password", e))
+    }
+
     /// Runs argon2 work `f` when a hashing slot is free, waiting at most [`HASH_WAIT`].
     async fn hashing_slot<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, AuthError> {
         let permit = tokio::time::timeout(HASH_WAIT, self.hashing.acquire())
@@ -239,13 +245,6 @@ impl Accounts {
         let record = TokenRecord { id, user: user.into(), name: name.into(), scope, created: now(), expires };
         store.insert_token(&record, &hash)?;
         Ok(NewToken { record, token: secret })
-    }
-}
-
-impl Accounts {
-    async fn hash_password(&self, pw: String) -> Result<String, AuthError> {
-        password::acceptable(&pw).map_err(|m| invalid("password", m))?;
-        self.hashing_slot(move || password::hash(&pw)).await?.map_err(|e| invalid("password", e))
     }
 }
 

@@ -98,8 +98,8 @@ impl Caller {
     }
 
     /// The caller's role on one VM: the highest of the global role, a grant, and operator for
-    /// its owner; then capped by the token.
-    /// Callers decide with [`policy::authorize`], which also knows Den's own VMs.
+    /// its owner; then capped by the token. Callers decide with [`policy::authorize`], which
+    /// also knows Den's own VMs.
     pub fn role_on(&self, vm_id: &str, vm_name: &str, owner: &str) -> Option<Role> {
         let owned = (owner == self.user).then_some(Role::Operator);
         let mut best = [self.global, self.grants.get(vm_id).copied(), owned].into_iter().flatten().max()?;

@@ -11,7 +11,7 @@
 //!   dend's own tasks only by an admin;
 //! - tokens only narrow ([`narrow`]).
 
-use super::{Caller, Role, TokenScope};
+use super::{Caller, Role};
 use crate::model::VmRecord;
 use crate::store::Task;
 
@@ -230,31 +230,32 @@ pub fn narrow(
     (role, vms, expires)
 }
 
-/// Whether a token scope is within `parent`'s (for tests and audits).
-pub fn within(child: &TokenScope, parent: &TokenScope) -> bool {
-    let role_ok = match (child.role, parent.role) {
-        (_, None) => true,
-        (Some(c), Some(p)) => c <= p,
-        (None, Some(_)) => false,
-    };
-    let vms_ok = match (&child.vms, &parent.vms) {
-        (_, None) => true,
-        (Some(c), Some(p)) => c.iter().all(|v| p.contains(v)),
-        (None, Some(_)) => false,
-    };
-    let exp_ok = match (child.expires, parent.expires) {
-        (_, None) => true,
-        (Some(c), Some(p)) => c <= p,
-        (None, Some(_)) => false,
-    };
-    role_ok && vms_ok && exp_ok
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::TokenScope;
     use super::*;
     use crate::store::TaskStatus;
     use std::sync::Arc;
+
+    /// Whether a token scope is within `parent`'s.
+    fn within(child: &TokenScope, parent: &TokenScope) -> bool {
+        let role_ok = match (child.role, parent.role) {
+            (_, None) => true,
+            (Some(c), Some(p)) => c <= p,
+            (None, Some(_)) => false,
+        };
+        let vms_ok = match (&child.vms, &parent.vms) {
+            (_, None) => true,
+            (Some(c), Some(p)) => c.iter().all(|v| p.contains(v)),
+            (None, Some(_)) => false,
+        };
+        let exp_ok = match (child.expires, parent.expires) {
+            (_, None) => true,
+            (Some(c), Some(p)) => c <= p,
+            (None, Some(_)) => false,
+        };
+        role_ok && vms_ok && exp_ok
+    }
 
     fn vm(name: &str, owner: &str) -> VmRecord {
         let mut v = crate::store::vms::tests::record(name);

@@ -205,6 +205,12 @@ fn with_owner(mut obj: Map<String, Value>, user: &str) -> Map<String, Value> {
     obj
 }
 
+/// Whether `endpoint`'s body makes an object and gets the owner label ([`label_body`]).
+pub fn labels_body(endpoint: &super::endpoint::Endpoint) -> bool {
+    use super::endpoint::Endpoint;
+    matches!(endpoint, Endpoint::ContainerCreate | Endpoint::VolumeCreate | Endpoint::NetworkCreate | Endpoint::Commit)
+}
+
 /// A create body (container, volume, network, commit) labelled with its owner. An empty body
 /// (a commit may have none) becomes just the label.
 pub fn label_body(body: &[u8], user: &str) -> Result<Vec<u8>, String> {

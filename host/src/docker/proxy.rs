@@ -66,10 +66,7 @@ pub async fn handle(
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
     let query = parts.uri.query().unwrap_or("").to_string();
-    let labels = matches!(
-        endpoint,
-        Endpoint::ContainerCreate | Endpoint::VolumeCreate | Endpoint::NetworkCreate | Endpoint::Commit
-    );
+    let labels = owners::labels_body(&endpoint);
     let (body, read): (Body, Option<hyper::body::Bytes>) = if inspects_body(&endpoint) || labels {
         match Limited::new(body, MAX_BODY).collect().await {
             Ok(c) => {

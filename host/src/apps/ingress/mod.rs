@@ -190,7 +190,6 @@ impl Ingress {
             Ok(p) => p,
             Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("den: {e}")),
         };
-        let path = app_path.clone();
         let app = app.clone();
         if app_path == login::LOGIN || app_path == "/__den/logout" {
             return self.login(req, &app, &app_path).await;
@@ -229,7 +228,7 @@ impl Ingress {
                 ),
             );
         }
-        let Some(target) = route::matches(&apps, &cfg.box_domain, &host, &path, query.as_deref()) else {
+        let Some(target) = route::matches(&apps, &cfg.box_domain, &host, &app_path, query.as_deref()) else {
             return plain(StatusCode::NOT_FOUND, &format!("den: app {} has no route for {app_path}", app.package));
         };
         let r = app.plan.routes[target.route].clone();
