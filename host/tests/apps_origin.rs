@@ -4,8 +4,9 @@
 //! opens it (the old `/apps/<subdomain>/` address redirects to the app's own origin), logs in to
 //! the app, and the script's attempts to read the session, call the API (with and without a
 //! CSRF value), plant Den's cookie and open the events WebSocket all fail, while the app works.
-//! With `curl`: the console's session cookie never authenticates a request to an app, Den's
-//! login page on the app's origin runs no script, and the old address redirects.
+//! With `curl`: the console's session cookie never authenticates a request to an app, the
+//! password is asked on the console's origin (never the app's) by a page that runs no script,
+//! and the old address redirects.
 
 use den_lpk::pack::{Item, Packer};
 use den_tests::dend::Dend;
@@ -43,6 +44,10 @@ const EVIL_PAGE: &str = r#"<!doctype html><meta charset=utf-8><title>evil</title
     document.cookie = '__Host-den_session=planted; Secure; Path=/; Domain=box.test';
     document.cookie = 'den_session=planted; Secure; Path=/; Domain=box.test';
     return document.cookie;
+  });
+  await attempt('own_login_page', async () => {
+    const x = await fetch('/__den/login', { redirect: 'manual' });
+    return x.type + ' ' + x.status + ' ' + (await x.text());
   });
   await attempt('events_ws', () => new Promise((resolve) => {
     const ws = new WebSocket(`wss://box.test:${location.port}/api/v1/events/ws`);
@@ -118,7 +123,10 @@ fn an_apps_page_cannot_reach_the_console() {
     };
     let (_, head) = curl("evil.box.test", "/", &["-H", &format!("Cookie: {cookie}")]);
     assert!(head.starts_with("HTTP/1.1 401"), "the console's cookie opens nothing here: {head}");
-    let (_, head) = curl("evil.box.test", "/__den/login", &[]);
+    let (_, head) = curl("evil.box.test", "/__den/login?next=/x", &[]);
+    let to_console = format!("location: https://box.test:{port}/__den/app-login?app=evil.box.test&next=/x");
+    assert!(head.starts_with("HTTP/1.1 303") && head.contains(&to_console), "no password on the app's origin: {head}");
+    let (_, head) = curl("box.test", "/__den/app-login?app=evil.box.test&next=/x", &[]);
     assert!(head.to_ascii_lowercase().contains("content-security-policy: default-src 'none'"), "{head}");
     let (_, head) = curl("box.test", "/apps/evil/x?y=1", &[]);
     assert!(head.contains(&format!("location: https://evil.box.test:{port}/x?y=1")), "{head}");

@@ -94,36 +94,61 @@ fn apps_run_as_microvms() {
     assert_eq!(code, 308, "the old path prefix only redirects to the app's own origin: {body}");
     assert!(head.contains(&format!("location: https://two.box.test:{port}/api/?q=1")), "{head}");
     assert!(!body.contains("backend-backend"), "nothing of the app on the console's origin");
-    // The app login page: a Den password opens this app (and only this one) for the browser.
+    // The app login: the password is typed on the console's origin, never on the app's (whose
+    // scripts could read it there); a one-time code brings the login back to this app alone.
     let jar = work.path().join("jar");
     let jar = jar.to_str().unwrap();
-    let (code, _, head) = get(
-        &ns,
-        &d,
-        "two.box.test",
-        "/__den/login",
-        &[
-            "-c",
-            jar,
-            "--data-urlencode",
-            "user=ann",
-            "--data-urlencode",
-            "password=correct horse 1",
-            "--data-urlencode",
-            "next=/api/",
-        ],
-    );
+    let (code, _, head) = get(&ns, &d, "two.box.test", "/__den/login?next=/api/", &[]);
+    let console_login = format!("location: https://box.test:{port}/__den/app-login?app=two.box.test&next=/api/");
+    assert!(code == 303 && head.contains(&console_login), "{code} {head}");
+    let (code, form, head) = get(&ns, &d, "box.test", "/__den/app-login?app=two.box.test&next=/api/", &[]);
+    assert!(code == 200 && form.contains("name=password"), "{code} {form}");
+    let csp = format!("form-action 'self' https://two.box.test:{port};");
+    assert!(head.contains("default-src 'none'") && head.contains(&csp), "no script; forms lead only back: {head}");
+    let login_as = |pw: &str| {
+        let fields = [("user", "ann"), ("password", pw), ("app", "two.box.test"), ("next", "/api/")];
+        let args: Vec<String> =
+            fields.iter().flat_map(|(k, v)| ["--data-urlencode".into(), format!("{k}={v}")]).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        get(&ns, &d, "box.test", "/__den/app-login", &args)
+    };
+    let (code, body, _) = login_as("wrong");
+    assert!(code == 401 && body.contains("Log in"), "{code} {body}");
+    let (code, _, head) = login_as("correct horse 1");
+    let back = format!("location: https://two.box.test:{port}/__den/callback?code=");
+    assert!(code == 303 && head.contains(&back), "{code} {head}");
+    let callback = head.lines().find_map(|l| l.strip_prefix("location: ")).unwrap().trim();
+    let callback = callback.split_once(&port).unwrap().1.to_string();
+    let (code, _, _) = get(&ns, &d, "one.box.test", &callback, &[]);
+    assert_eq!(code, 404, "no other host takes the code");
+    let (code, _, head) = get(&ns, &d, "two.box.test", &callback, &["-c", jar]);
     assert!(code == 303 && head.contains("location: /api/"), "{code} {head}");
+    assert!(head.contains("__Host-den_app="), "{head}");
+    let (code, body, _) = get(&ns, &d, "two.box.test", &callback, &[]);
+    assert!(code == 403 && body.contains("spent"), "a code works once: {code} {body}");
     let (code, body, _) = get(&ns, &d, "two.box.test", "/api/", &["-b", jar]);
     assert_eq!((code, body.trim()), (200, "backend-backend"));
+    // Other apps are on the same site: their pages may not send changes or open WebSockets
+    // with this app's login; this app's own pages may.
+    let sibling = format!("Origin: https://evil.box.test:{port}");
+    for extra in [
+        &["-X", "POST", "-H", &sibling, "-H", "Sec-Fetch-Site: same-site"][..],
+        &["-X", "POST", "-H", "Sec-Fetch-Site: cross-site"],
+        &["-H", "Upgrade: websocket", "-H", "Connection: Upgrade", "-H", &sibling],
+    ] {
+        let args: Vec<&str> = ["-b", jar].iter().chain(extra).copied().collect();
+        let (code, body, _) = get(&ns, &d, "two.box.test", "/api/", &args);
+        assert!(code == 403 && body.contains("own pages"), "{extra:?}: {code} {body}");
+    }
+    let own = format!("Origin: https://two.box.test:{port}");
     let (code, body, _) = get(
         &ns,
         &d,
         "two.box.test",
-        "/__den/login",
-        &["--data-urlencode", "user=ann", "--data-urlencode", "password=wrong"],
+        "/api/",
+        &["-b", jar, "-X", "POST", "-H", &own, "-H", "Sec-Fetch-Site: same-origin"],
     );
-    assert!(code == 401 && body.contains("Log in"), "{code} {body}");
+    assert!(!body.contains("den:"), "the app's own page reaches it: {code} {body}");
 
     // Resources, user, the TCP ingress, logs.
     assert_eq!(d.vm("two-backend")["spec"]["memory_mib"], 200, "mem_limit");
@@ -190,7 +215,9 @@ fn apps_run_as_microvms() {
     assert!(!env.contains("admin") && !env.contains("ADMIN") && !env.contains("10.9.9.9"), "every spelling: {env}");
     assert!(env.contains("HTTP_FORWARDED=for=") && env.contains("HTTP_X_REAL_IP="), "set by Den: {env}");
     // Paths are normalised before routing and forwarding: dot segments, encodings, `//`.
-    for spelled in ["/x/../cgi/cgi-bin/env", "/x/%2e%2e/cgi//cgi-bin/env", "/%63gi/cgi-bin/./env"] {
+    for spelled in
+        ["/x/../cgi/cgi-bin/env", "/x/%2e%2e/cgi//cgi-bin/env", "/%63gi/cgi-bin/./env", "/x/..;/cgi/cgi-bin/env"]
+    {
         let (code, env, _) = get(&ns, &d, "hello.box.test", spelled, &["--path-as-is"]);
         assert!(code == 200 && env.contains("REQUEST_URI=/cgi-bin/env"), "{spelled}: {code} {env}");
     }

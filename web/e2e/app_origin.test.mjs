@@ -4,7 +4,8 @@
 //              https://evil.box.test:<port>; Chromium maps both names to 127.0.0.1)
 //   DEN_ADMIN  user:password of an admin
 // An admin logs in to the console, opens the app through the old `/apps/evil/` address, logs in
-// to the app, and the app's script then tries to read the session and its CSRF value, call the
+// to the app (on the console's origin, whence a one-time code brings the login back), and the
+// app's script then tries to read the session and its CSRF value, call the
 // API with and without a CSRF value, plant a cookie for Den and open the events WebSocket.
 
 import assert from 'node:assert/strict';
@@ -79,9 +80,10 @@ test("an app's page cannot act as the admin who opens it", { timeout: 120_000 },
   const before = await consoleSession(page);
   assert.equal(before.body?.user, ADMIN, JSON.stringify(before));
 
-  // The old address leads to the app's own origin, whose login page is Den's.
+  // The old address leads to the app's own origin, which sends the browser to log in on the
+  // console's origin: the password is never typed where the app's scripts run.
   await page.goto(DEN + '/apps/evil/');
-  assert.ok(page.url().startsWith(APP + '/__den/login'), page.url());
+  assert.ok(page.url().startsWith(DEN + '/__den/app-login?app=evil.box.test'), page.url());
   await page.fill('input[name=user]', ADMIN);
   await page.fill('input[name=password]', ADMIN_PW);
   await page.click('input[type=submit]');
@@ -97,6 +99,7 @@ test("an app's page cannot act as the admin who opens it", { timeout: 120_000 },
   assert.doesNotMatch(r.own_origin_session, /csrf/, "Den's API is not on the app's origin");
   assert.match(r.create_admin_with_csrf, /^blocked/, 'a preflighted call is refused');
   assert.match(r.events_ws, /^blocked/, 'the events WebSocket is refused');
+  assert.doesNotMatch(r.own_login_page, /password/, 'no login form on the app origin: ' + r.own_login_page);
 
   // The console is unharmed: its session cookie is its own (the app could set one only for its
   // own host, and a `den_session` for the whole domain is no name Den reads), same user, no

@@ -1,5 +1,9 @@
 //! Logins for apps on their own origins, where the console's session cookie (host only) is
-//! never sent: `/__den/login` takes a Den user's password and sets an app cookie for that host
+//! never sent. A password is never typed on an app's origin, where the app's own scripts (a
+//! service worker, a window it opened) could read it: `/__den/login` there sends the browser to
+//! [`CONSOLE_LOGIN`] on the console's origin (the bare box domain), which takes the Den
+//! password and sends the browser back to the app's [`CALLBACK`] with a one-time code
+//! ([`Codes`]: one app, one use, [`CODE_TTL`]). The callback sets an app cookie for that host
 //! alone (`__Host-`: the browser refuses it from any other host, and it cannot be given a
 //! `Domain`). The cookie names an in-memory session bound to one app; it is never the user's
 //! Den token, and apps never see it (the proxy strips it).
@@ -14,8 +18,16 @@ use std::time::{Duration, Instant};
 
 /// The app cookie's name.
 pub const COOKIE: &str = "__Host-den_app";
-/// Where the login page is, on the app's origin.
+/// Where a login starts, on the app's origin (it redirects to [`CONSOLE_LOGIN`]).
 pub const LOGIN: &str = "/__den/login";
+/// The login form, on the console's origin.
+pub const CONSOLE_LOGIN: &str = "/__den/app-login";
+/// Where the console's login form sends the browser back to, on the app's origin.
+pub const CALLBACK: &str = "/__den/callback";
+/// Logs out of an app, on the app's origin.
+pub const LOGOUT: &str = "/__den/logout";
+/// How long a login's one-time code is good for.
+pub const CODE_TTL: Duration = Duration::from_secs(60);
 /// How long an app login lasts.
 pub const TTL: Duration = Duration::from_secs(12 * 3600);
 /// Most live app sessions (the oldest go first).
@@ -28,19 +40,22 @@ struct Session {
     until: Instant,
 }
 
-/// Live app sessions.
+/// Random keys, each naming a user's login to one app until a deadline, at most
+/// [`MAX_SESSIONS`] (the one closest to its end goes first).
 #[derive(Default)]
-pub struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
-}
+struct Logins(Mutex<HashMap<String, Session>>);
 
-impl Sessions {
-    /// A new session of `user` for `package`: its cookie value.
-    pub fn open(&self, user: &str, package: &str) -> Result<String, String> {
+impl Logins {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new key for `user` and `package`, good for `ttl`.
+    fn add(&self, user: &str, package: &str, ttl: Duration) -> Result<String, String> {
         let mut b = [0u8; 32];
         crate::auth::token::getrandom(&mut b)?;
-        let token = hex::encode(b);
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let key = hex::encode(b);
+        let mut m = self.lock();
         let now = Instant::now();
         m.retain(|_, s| s.until > now);
         if m.len() >= MAX_SESSIONS {
@@ -48,19 +63,52 @@ impl Sessions {
                 m.remove(&oldest);
             }
         }
-        m.insert(token.clone(), Session { user: user.into(), package: package.into(), until: now + TTL });
-        Ok(token)
+        m.insert(key.clone(), Session { user: user.into(), package: package.into(), until: now + ttl });
+        Ok(key)
+    }
+
+    /// The user of a live `key` for `package` (removed first when `spend`).
+    fn user(&self, key: &str, package: &str, spend: bool) -> Option<String> {
+        let mut m = self.lock();
+        let s = if spend { m.remove(key)? } else { m.get(key)?.clone() };
+        (s.package == package && s.until > Instant::now()).then_some(s.user)
+    }
+}
+
+/// Live app sessions.
+#[derive(Default)]
+pub struct Sessions(Logins);
+
+impl Sessions {
+    /// A new session of `user` for `package`: its cookie value.
+    pub fn open(&self, user: &str, package: &str) -> Result<String, String> {
+        self.0.add(user, package, TTL)
     }
 
     /// The user of a live session for `package`.
     pub fn user(&self, token: &str, package: &str) -> Option<String> {
-        let m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(token).filter(|s| s.package == package && s.until > Instant::now()).map(|s| s.user.clone())
+        self.0.user(token, package, false)
     }
 
     /// Ends a session.
     pub fn close(&self, token: &str) {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(token);
+        self.0.lock().remove(token);
+    }
+}
+
+/// One-time codes that carry a login from the console's origin to one app's.
+#[derive(Default)]
+pub struct Codes(Logins);
+
+impl Codes {
+    /// A new code for `user` logging in to `package`.
+    pub fn issue(&self, user: &str, package: &str) -> Result<String, String> {
+        self.0.add(user, package, CODE_TTL)
+    }
+
+    /// The user of `code` when it is live and for `package`; the code is spent either way.
+    pub fn take(&self, code: &str, package: &str) -> Option<String> {
+        self.0.user(code, package, true)
     }
 }
 
@@ -84,13 +132,25 @@ pub fn safe_next(next: &str) -> String {
     }
 }
 
-/// What Den's own pages on an app's origin (the login form, redirects) may do: no script, no
-/// frames, forms only to this origin.
+/// What Den's own pages (the login form, redirects) may do: no script, no frames, forms only to
+/// this origin (the login form adds the one app it sends the browser back to).
 pub const PAGE_CSP: &str =
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The login form.
-pub fn page(app_name: &str, action: &str, next: &str, error: Option<&str>) -> Response<Body> {
+/// What the login form is for: the app (its name, subdomain and origin) and where to go after.
+pub struct Form<'a> {
+    /// The app's name, as people know it.
+    pub app_name: &'a str,
+    /// The app's subdomain (posted back with the form).
+    pub subdomain: &'a str,
+    /// The app's origin (`https://sub.domain:port`): the one place the form may lead to.
+    pub app_origin: &'a str,
+    /// The path on the app to open after logging in (already [`safe_next`]).
+    pub next: &'a str,
+}
+
+/// The login form, on the console's origin.
+pub fn page(form: &Form<'_>, error: Option<&str>) -> Response<Body> {
     let err = error.map(|e| format!("<p class=err>{}</p>", esc(e))).unwrap_or_default();
     let html = format!(
         "<!doctype html><meta charset=utf-8><meta name=viewport content='width=device-width'>\
@@ -99,10 +159,12 @@ pub fn page(app_name: &str, action: &str, next: &str, error: Option<&str>) -> Re
          <h1>{name}</h1><p>Log in with your Den account.</p>{err}\
          <form method=post action='{action}'><input name=user placeholder=User autocomplete=username required>\
          <input name=password type=password placeholder=Password autocomplete=current-password required>\
-         <input type=hidden name=next value='{next}'><input type=submit value='Log in'></form>",
-        name = esc(app_name),
-        action = esc(action),
-        next = esc(next),
+         <input type=hidden name=app value='{sub}'><input type=hidden name=next value='{next}'>\
+         <input type=submit value='Log in'></form>",
+        name = esc(form.app_name),
+        action = CONSOLE_LOGIN,
+        sub = esc(form.subdomain),
+        next = esc(form.next),
     );
     let mut r = Response::new(Full::new(Bytes::from(html)).map_err(|e| match e {}).boxed_unsync());
     if error.is_some() {
@@ -110,7 +172,11 @@ pub fn page(app_name: &str, action: &str, next: &str, error: Option<&str>) -> Re
     }
     let h = r.headers_mut();
     h.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/html; charset=utf-8"));
-    h.insert(hyper::header::CONTENT_SECURITY_POLICY, hyper::header::HeaderValue::from_static(PAGE_CSP));
+    // Chromium holds a form's redirect to the `form-action` list too: the app's origin is on it.
+    let csp = PAGE_CSP.replace("form-action 'self'", &format!("form-action 'self' {}", form.app_origin));
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&csp) {
+        h.insert(hyper::header::CONTENT_SECURITY_POLICY, v);
+    }
     h.insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
     r
 }
@@ -144,6 +210,13 @@ mod tests {
         assert_eq!(s.user(&t, "a.two"), None, "an app's cookie does not open another app");
         s.close(&t);
         assert_eq!(s.user(&t, "a.one"), None);
+        let codes = Codes::default();
+        let c = codes.issue("ann", "a.one").unwrap();
+        assert_eq!(codes.take(&c, "a.two"), None, "a code is for one app...");
+        assert_eq!(codes.take(&c, "a.one"), None, "...and spent by any try");
+        let c = codes.issue("ann", "a.one").unwrap();
+        assert_eq!(codes.take(&c, "a.one").as_deref(), Some("ann"));
+        assert_eq!(codes.take(&c, "a.one"), None, "once");
         for good in ["/x?y=1", "/", "/a/b%20c"] {
             assert_eq!(safe_next(good), good);
         }

@@ -91,6 +91,7 @@ pub fn strip_den_credentials(h: &mut HeaderMap) {
 pub struct Ingress {
     den: Arc<Den>,
     sessions: login::Sessions,
+    codes: login::Codes,
 }
 
 fn host_of<B>(req: &Request<B>) -> String {
@@ -105,20 +106,22 @@ fn host_of<B>(req: &Request<B>) -> String {
 impl Ingress {
     /// The ingress of `den`.
     pub fn new(den: Arc<Den>) -> Arc<Ingress> {
-        Arc::new(Ingress { den, sessions: login::Sessions::default() })
+        Arc::new(Ingress { den, sessions: login::Sessions::default(), codes: login::Codes::default() })
     }
 
     /// Whether a request is for an app (its host is under the box domain, or its path under
-    /// `/apps/`); others go to the API and the console.
+    /// `/apps/`) or the apps' login form; others go to the API and the console.
     pub fn claims<B>(&self, req: &Request<B>) -> bool {
         let host = route::bare_host(&host_of(req));
         let domain = self.den.apps_cfg().box_domain.to_ascii_lowercase();
-        host.ends_with(&format!(".{domain}")) || req.uri().path().starts_with(route::PATH_PREFIX)
+        let path = req.uri().path();
+        host.ends_with(&format!(".{domain}")) || path.starts_with(route::PATH_PREFIX) || path == login::CONSOLE_LOGIN
     }
 
-    /// Who is asking: a Den bearer token, or an app login. The console's session cookie is
-    /// Den's alone and never stands for anyone here.
-    fn caller<B>(&self, req: &Request<B>, package: &str) -> Option<Caller> {
+    /// Who is asking: a Den bearer token, or an app login (then `true`: a browser sends that
+    /// cookie by itself). The console's session cookie is Den's alone and never stands for anyone
+    /// here.
+    fn caller<B>(&self, req: &Request<B>, package: &str) -> Option<(Caller, bool)> {
         let den = &self.den;
         let bearer = req
             .headers()
@@ -127,11 +130,11 @@ impl Ingress {
             .and_then(|v| v.trim().strip_prefix("Bearer "))
             .map(str::trim);
         if let Some(t) = bearer {
-            return den.accounts.verify_token(&den.store, t).ok();
+            return den.accounts.verify_token(&den.store, t).ok().map(|c| (c, false));
         }
         let token = crate::api::session::cookie(req.headers(), login::COOKIE)?;
         let user = self.sessions.user(token, package)?;
-        den.accounts.caller(&den.store, &user).ok()
+        den.accounts.caller(&den.store, &user).ok().map(|c| (c, true))
     }
 
     /// `/apps/<subdomain>/rest` on the console's origin: a redirect to the app's own origin.
@@ -147,8 +150,7 @@ impl Ingress {
             );
         }
         let domain = self.den.apps_cfg().box_domain.to_ascii_lowercase();
-        let port = host.rsplit_once(':').map(|(_, p)| p).filter(|p| p.bytes().all(|b| b.is_ascii_digit()));
-        let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+        let port = port_of(host);
         let query = query.map(|q| format!("?{q}")).unwrap_or_default();
         let to = format!("https://{sub}.{domain}{port}{rest}{query}");
         let mut r = plain(
@@ -178,6 +180,9 @@ impl Ingress {
         let host = host_of(&req);
         let query = req.uri().query().map(str::to_string);
         let Some((app, _)) = route::locate(&apps, &cfg.box_domain, &host) else {
+            if req.uri().path() == login::CONSOLE_LOGIN {
+                return self.console_login(req, &apps).await;
+            }
             if route::prefix_redirect(req.uri().path()).is_some() {
                 return self.to_own_origin(&host, req.uri().path(), query.as_deref());
             }
@@ -191,10 +196,23 @@ impl Ingress {
             Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("den: {e}")),
         };
         let app = app.clone();
-        if app_path == login::LOGIN || app_path == "/__den/logout" {
-            return self.login(req, &app, &app_path).await;
+        if [login::LOGIN, login::CALLBACK, login::LOGOUT].contains(&app_path.as_str()) {
+            return self.app_login(&req, &app, &host, &app_path);
         }
         let caller = self.caller(&req, &app.package);
+        if caller.as_ref().is_some_and(|(_, cookie)| *cookie) && !from_own_pages(&req, &host) {
+            let origin =
+                req.headers().get(hyper::header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("another site");
+            return plain(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "den: {}: a change or WebSocket from {origin} with this app's login was refused: an app's login \
+                     counts only on the app's own pages (call it from elsewhere with a Den API token)",
+                    app.package
+                ),
+            );
+        }
+        let caller = caller.map(|(c, _)| c);
         if let Some(Err(e)) =
             caller.as_ref().map(|c| policy::authorize(c, &Action::UseApp { admin_only: app.meta.admin_only }))
         {
@@ -268,26 +286,50 @@ impl Ingress {
         proxy::forward(&self.den, &app, &service, port, Request::from_parts(parts, body)).await
     }
 
-    /// The app login page, its form, and logout.
-    async fn login(&self, req: Request<Body>, app: &AppRecord, app_path: &str) -> Response<Body> {
-        let action = login::LOGIN;
-        let name = app.meta.name.clone().unwrap_or_else(|| app.package.clone());
-        let query = req.uri().query().unwrap_or("").to_string();
-        let param = |q: &str, k: &str| -> Option<String> {
-            q.split('&')
-                .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-                .map(|v| crate::urlcode::percent_decode(v, true))
-        };
-        if app_path == "/__den/logout" {
-            if let Some(t) = crate::api::session::cookie(req.headers(), login::COOKIE) {
-                self.sessions.close(t);
+    /// Den's pages on an app's origin: the start of a login (a redirect to the console's
+    /// origin, where the password is typed), the callback with its one-time code, and logout.
+    fn app_login<B>(&self, req: &Request<B>, app: &AppRecord, host: &str, app_path: &str) -> Response<Body> {
+        let query = req.uri().query().unwrap_or("");
+        let next = login::safe_next(&query_param(query, "next").unwrap_or_default());
+        match app_path {
+            login::LOGOUT => {
+                if let Some(t) = crate::api::session::cookie(req.headers(), login::COOKIE) {
+                    self.sessions.close(t);
+                }
+                login::redirect("/", Some(login::set_cookie("", 0)))
             }
-            return login::redirect("/", Some(login::set_cookie("", 0)));
+            login::CALLBACK => {
+                let code = query_param(query, "code").unwrap_or_default();
+                let Some(user) = self.codes.take(&code, &app.package) else {
+                    return plain(
+                        StatusCode::FORBIDDEN,
+                        "den: this login link is spent, expired or for another app; open the app again to log in",
+                    );
+                };
+                match self.sessions.open(&user, &app.package) {
+                    Ok(token) => login::redirect(&next, Some(login::set_cookie(&token, login::TTL.as_secs()))),
+                    Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("den: {e}")),
+                }
+            }
+            _ => {
+                let domain = self.den.apps_cfg().box_domain.to_ascii_lowercase();
+                let to = format!(
+                    "https://{domain}{}{}?app={}&next={}",
+                    port_of(host),
+                    login::CONSOLE_LOGIN,
+                    crate::urlcode::percent_encode(&route::bare_host(host)),
+                    crate::urlcode::percent_encode(&next)
+                );
+                login::redirect(&to, None)
+            }
         }
-        if req.method() != Method::POST {
-            let next = login::safe_next(&param(&query, "next").unwrap_or_default());
-            return login::page(&name, action, &next, None);
-        }
+    }
+
+    /// The apps' login form on the console's origin (`?app=<the app's host>&next=<path>`): a
+    /// Den password there sends the browser back to the app with a one-time code.
+    async fn console_login(&self, req: Request<Body>, apps: &[AppRecord]) -> Response<Body> {
+        let domain = self.den.apps_cfg().box_domain.to_ascii_lowercase();
+        let port = port_of(&host_of(&req));
         let from = req
             .extensions()
             .get::<Transport>()
@@ -296,26 +338,123 @@ impl Ingress {
                 Transport::Local(_) => "local".into(),
             })
             .unwrap_or_default();
-        let form = match Limited::new(req.into_body(), 16 << 10).collect().await {
-            Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
-            Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "den: the login form is too large"),
+        let post = req.method() == Method::POST;
+        let fields = if post {
+            match Limited::new(req.into_body(), 16 << 10).collect().await {
+                Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+                Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "den: the login form is too large"),
+            }
+        } else {
+            req.uri().query().unwrap_or("").to_string()
         };
-        let user = param(&form, "user").unwrap_or_default();
-        let pw = param(&form, "password").unwrap_or_default();
-        let next = login::safe_next(&param(&form, "next").unwrap_or_default());
+        let app_host = route::bare_host(&query_param(&fields, "app").unwrap_or_default());
+        let Some((app, _)) = route::locate(apps, &domain, &app_host) else {
+            return plain(
+                StatusCode::NOT_FOUND,
+                &format!("den: no app answers on `{app_host}`; open the app's own address to log in"),
+            );
+        };
+        let origin = format!("https://{app_host}{port}");
+        let next = login::safe_next(&query_param(&fields, "next").unwrap_or_default());
+        let name = app.meta.name.clone().unwrap_or_else(|| app.package.clone());
+        let form = login::Form { app_name: &name, subdomain: &app_host, app_origin: &origin, next: &next };
+        if !post {
+            return login::page(&form, None);
+        }
+        let user = query_param(&fields, "user").unwrap_or_default();
+        let pw = query_param(&fields, "password").unwrap_or_default();
         if let Err(e) = self.den.accounts.check_password(&self.den.store, &user, &pw, &from).await {
-            return login::page(&name, action, &next, Some(&e.to_string()));
+            return login::page(&form, Some(&e.to_string()));
         }
         let allowed = match self.den.accounts.caller(&self.den.store, &user) {
             Ok(c) => policy::authorize(&c, &Action::UseApp { admin_only: app.meta.admin_only }).map_err(|e| e.0),
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = allowed {
-            return login::page(&name, action, &next, Some(&e));
+            return login::page(&form, Some(&e));
         }
-        match self.sessions.open(&user, &app.package) {
-            Ok(token) => login::redirect(&next, Some(login::set_cookie(&token, login::TTL.as_secs()))),
-            Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("den: {e}")),
+        match self.codes.issue(&user, &app.package) {
+            Ok(code) => {
+                let to =
+                    format!("{origin}{}?code={code}&next={}", login::CALLBACK, crate::urlcode::percent_encode(&next));
+                login::redirect(&to, None)
+            }
+            Err(e) => plain(StatusCode::SERVICE_UNAVAILABLE, &format!("den: {e}")),
         }
+    }
+}
+
+/// Whether a request a browser may have sent by itself (a change: any method but `GET`, `HEAD`
+/// and `OPTIONS`; or a WebSocket) came from the pages of `host` itself. Every app is on the
+/// same site as every other (`*.<box domain>`), so `SameSite` cookies do not keep one app's
+/// pages from sending requests to another with its login: the browser's `Sec-Fetch-Site` and
+/// `Origin` do. A client that sends neither is no browser acting for someone else.
+pub fn from_own_pages<B>(req: &Request<B>, host: &str) -> bool {
+    let h = req.headers();
+    let quiet = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if quiet && !h.contains_key(hyper::header::UPGRADE) {
+        return true;
+    }
+    let site = h.get("sec-fetch-site").map(|v| v.to_str().unwrap_or("?"));
+    if site.is_some_and(|s| s != "same-origin" && s != "none") {
+        return false;
+    }
+    match h.get(hyper::header::ORIGIN) {
+        None => true,
+        Some(o) => o.to_str().is_ok_and(|o| o.eq_ignore_ascii_case(&format!("https://{host}"))),
+    }
+}
+
+/// The `:port` of a `Host` value, or nothing.
+fn port_of(host: &str) -> String {
+    let port = host.rsplit_once(':').map(|(_, p)| p).filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    port.map(|p| format!(":{p}")).unwrap_or_default()
+}
+
+/// The first value of `key` in a query string or form body, decoded.
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| crate::urlcode::percent_decode(v, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().method(method).uri("/x");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn an_apps_login_counts_only_on_its_own_pages() {
+        let host = "two.box.test:8006";
+        let own = [("origin", "https://two.box.test:8006"), ("sec-fetch-site", "same-origin")];
+        assert!(from_own_pages(&req("POST", &own), host));
+        assert!(from_own_pages(&req("GET", &[("sec-fetch-site", "same-site")]), host), "a link from a sibling");
+        assert!(from_own_pages(&req("POST", &[]), host), "no browser");
+        for bad in [
+            &[("origin", "https://evil.box.test:8006"), ("sec-fetch-site", "same-site")][..],
+            &[("origin", "https://evil.box.test:8006")],
+            &[("sec-fetch-site", "cross-site")],
+            &[("origin", "null")],
+            &[("origin", "http://two.box.test:8006")],
+        ] {
+            assert!(!from_own_pages(&req("POST", bad), host), "{bad:?}");
+            assert!(!from_own_pages(&req("DELETE", bad), host), "{bad:?}");
+        }
+        let ws = [("upgrade", "websocket"), ("origin", "https://evil.box.test:8006")];
+        assert!(!from_own_pages(&req("GET", &ws), host), "a WebSocket from a sibling app");
+        assert_eq!(
+            (port_of("a.b:8006"), port_of("a.b"), port_of("[::1]")),
+            (":8006".into(), String::new(), String::new())
+        );
+        assert_eq!(query_param("a=1&next=%2Fx&next=y", "next").as_deref(), Some("/x"));
     }
 }

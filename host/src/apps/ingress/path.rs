@@ -50,6 +50,12 @@ fn encode(seg: &str, out: &mut String) {
     }
 }
 
+/// `normal` with every segment's `;` parameters dropped (`/admin;jsessionid=1` is `/admin` to a
+/// servlet container): the public/private decision holds for both spellings.
+pub fn without_params(normal: &str) -> String {
+    normal.split('/').map(|seg| seg.split(';').next().unwrap_or("")).collect::<Vec<_>>().join("/")
+}
+
 /// The normal form of `raw` (a request's path, without its query): every segment
 /// percent-decoded once, empty and `.` segments dropped, `..` taking back the one before (never
 /// above `/`), then each segment encoded again the one way. A trailing `/` (or a trailing `.`
@@ -63,8 +69,11 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
         if text.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
             return Err(PathError::HiddenSeparator(seg.to_string()));
         }
-        trailing = matches!(text.as_str(), "" | "." | "..");
-        match text.as_str() {
+        // `..;x` is `..` to servlet containers (Tomcat, Jetty), which drop a segment's `;`
+        // parameters before they resolve dot segments.
+        let bare = text.split(';').next().unwrap_or("");
+        trailing = matches!(bare, "" | "." | "..");
+        match bare {
             "" | "." => {}
             ".." => {
                 segs.pop();
@@ -111,6 +120,10 @@ mod tests {
             ("/%25", "/%25"),
             ("/100%", "/100%25"),
             ("/a;b=c@d:e", "/a;b=c@d:e"),
+            ("/pub/..;/admin", "/admin"),
+            ("/pub/..;x=1/admin", "/admin"),
+            ("/pub/.;x/admin", "/pub/admin"),
+            ("/pub/%2e%2e%3b/admin", "/admin"),
             ("/q%3Fx", "/q%3Fx"),
         ] {
             assert_eq!(normalize(raw).as_deref(), Ok(want), "{raw}");
@@ -123,6 +136,13 @@ mod tests {
             assert!(matches!(normalize(raw), Err(PathError::HiddenSeparator(_))), "{raw}");
         }
         assert_eq!(normalize("/%ff"), Err(PathError::NotUtf8));
+    }
+
+    #[test]
+    fn parameters_are_dropped_for_the_decision() {
+        assert_eq!(without_params("/admin;jsessionid=1/x;y"), "/admin/x");
+        assert_eq!(without_params("/pub;x"), "/pub");
+        assert_eq!(without_params("/"), "/");
     }
 
     #[test]

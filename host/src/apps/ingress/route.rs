@@ -111,12 +111,20 @@ pub fn matches(apps: &[AppRecord], box_domain: &str, host: &str, path: &str, que
 /// Whether `path` is public for `app`: it lies under a `public_path` entry and under no `!`
 /// exclusion (exclusions win). Entries match whole path segments: `/pub` opens `/pub` and
 /// `/pub/x`, not `/pubx`.
+///
+/// A servlet container reads `/pub;x` as `/pub` and some servers ignore case, so a path is
+/// public only when it is so with and without its `;` parameters, and exclusions match in any
+/// ASCII case (`/API/private` stays private).
 pub fn is_public(app: &AppRecord, path: &str) -> bool {
-    let under = |p: &str| has_prefix(path, p.trim_end_matches('/')) || has_prefix(path, p);
-    let list = &app.plan.public_path;
-    let excluded = list.iter().filter_map(|p| p.strip_prefix('!')).any(under);
-    let included = list.iter().filter(|p| !p.starts_with('!')).any(|p| under(p));
-    included && !excluded
+    let public = |path: &str| {
+        let lower = path.to_ascii_lowercase();
+        let under = |p: &str, path: &str| has_prefix(path, p.trim_end_matches('/')) || has_prefix(path, p);
+        let list = &app.plan.public_path;
+        let excluded = list.iter().filter_map(|p| p.strip_prefix('!')).any(|p| under(&p.to_ascii_lowercase(), &lower));
+        let included = list.iter().filter(|p| !p.starts_with('!')).any(|p| under(p, path));
+        included && !excluded
+    };
+    public(path) && public(&super::path::without_params(path))
 }
 
 #[cfg(test)]
@@ -173,5 +181,9 @@ services:
         let mut b = app();
         b.plan.public_path = vec!["/pub".into()];
         assert!(is_public(&b, "/pub/a") && !is_public(&b, "/private") && !is_public(&b, "/pubx"));
+        for private in ["/api;x/private", "/api/private;jsessionid=1", "/API/private", "/api/Private/x"] {
+            assert!(!is_public(&a, private), "{private}");
+        }
+        assert!(!is_public(&b, "/pub;x") && !is_public(&b, "/PUB/a"), "inclusions match exactly");
     }
 }
