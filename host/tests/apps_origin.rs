@@ -126,7 +126,8 @@ fn an_apps_page_cannot_reach_the_console() {
     let (_, head) = curl("evil.box.test", "/__den/login?next=/x", &[]);
     let to_console = format!("location: https://box.test:{port}/__den/app-login?app=evil.box.test&next=/x");
     assert!(head.starts_with("HTTP/1.1 303") && head.contains(&to_console), "no password on the app's origin: {head}");
-    let (_, head) = curl("box.test", "/__den/app-login?app=evil.box.test&next=/x", &[]);
+    let (_, head) =
+        curl("box.test", "/__den/app-login?app=evil.box.test&next=/x&state=0123456789abcdef0123456789abcdef", &[]);
     assert!(head.to_ascii_lowercase().contains("content-security-policy: default-src 'none'"), "{head}");
     let (_, head) = curl("box.test", "/apps/evil/x?y=1", &[]);
     assert!(head.contains(&format!("location: https://evil.box.test:{port}/x?y=1")), "{head}");

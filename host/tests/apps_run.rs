@@ -98,33 +98,63 @@ fn apps_run_as_microvms() {
     // scripts could read it there); a one-time code brings the login back to this app alone.
     let jar = work.path().join("jar");
     let jar = jar.to_str().unwrap();
-    let (code, _, head) = get(&ns, &d, "two.box.test", "/__den/login?next=/api/", &[]);
-    let console_login = format!("location: https://box.test:{port}/__den/app-login?app=two.box.test&next=/api/");
-    assert!(code == 303 && head.contains(&console_login), "{code} {head}");
-    let (code, form, head) = get(&ns, &d, "box.test", "/__den/app-login?app=two.box.test&next=/api/", &[]);
+    let begin = || {
+        let (code, _, head) = get(&ns, &d, "two.box.test", "/__den/login?next=/api/", &["-c", jar]);
+        let console_login =
+            format!("location: https://box.test:{port}/__den/app-login?app=two.box.test&next=/api/&state=");
+        assert!(code == 303 && head.contains(&console_login), "{code} {head}");
+        assert!(head.contains("__Host-den_state="), "the browser that began holds the state: {head}");
+        head.lines()
+            .find_map(|l| l.strip_prefix("location: "))
+            .unwrap()
+            .trim()
+            .rsplit_once("state=")
+            .unwrap()
+            .1
+            .to_string()
+    };
+    let state = begin();
+    let (code, form, head) =
+        get(&ns, &d, "box.test", &format!("/__den/app-login?app=two.box.test&next=/api/&state={state}"), &[]);
     assert!(code == 200 && form.contains("name=password"), "{code} {form}");
     let csp = format!("form-action 'self' https://two.box.test:{port};");
     assert!(head.contains("default-src 'none'") && head.contains(&csp), "no script; forms lead only back: {head}");
-    let login_as = |pw: &str| {
-        let fields = [("user", "ann"), ("password", pw), ("app", "two.box.test"), ("next", "/api/")];
-        let args: Vec<String> =
+    let (code, _, _) = get(&ns, &d, "box.test", "/__den/app-login?app=evil.example%2Fx-two.box.test&state=x", &[]);
+    assert_eq!(code, 404, "only an app's own host names");
+    let login_as = |pw: &str, state: &str, extra: &[&str]| {
+        let fields = [("user", "ann"), ("password", pw), ("app", "two.box.test"), ("next", "/api/"), ("state", state)];
+        let mut args: Vec<String> =
             fields.iter().flat_map(|(k, v)| ["--data-urlencode".into(), format!("{k}={v}")]).collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        get(&ns, &d, "box.test", "/__den/app-login", &args)
+        let (code, body, head) = get(&ns, &d, "box.test", "/__den/app-login", &args);
+        let callback = head.lines().find_map(|l| l.strip_prefix("location: ")).unwrap_or_default().trim().to_string();
+        (code, body, callback.split_once(port.as_str()).map(|(_, p)| p.to_string()).unwrap_or_default())
     };
-    let (code, body, _) = login_as("wrong");
+    let (code, body, _) = login_as("wrong", &state, &[]);
     assert!(code == 401 && body.contains("Log in"), "{code} {body}");
-    let (code, _, head) = login_as("correct horse 1");
-    let back = format!("location: https://two.box.test:{port}/__den/callback?code=");
-    assert!(code == 303 && head.contains(&back), "{code} {head}");
-    let callback = head.lines().find_map(|l| l.strip_prefix("location: ")).unwrap().trim();
-    let callback = callback.split_once(&port).unwrap().1.to_string();
-    let (code, _, _) = get(&ns, &d, "one.box.test", &callback, &[]);
+    let (code, body, _) = login_as(
+        "correct horse 1",
+        &state,
+        &["-H", "Origin: https://evil.box.test", "-H", "Sec-Fetch-Site: same-site"],
+    );
+    assert!(code == 403 && body.contains("another site"), "a form sent from a sibling app: {code} {body}");
+    // A code works only in the browser that began the login (a sibling app cannot plant its
+    // own login in someone else's browser), only on this app's host, and once.
+    let (code, _, callback) = login_as("correct horse 1", &state, &[]);
+    assert!(code == 303 && callback.starts_with("/__den/callback?code="), "{code} {callback}");
+    let (code, body, _) = get(&ns, &d, "two.box.test", &callback, &[]);
+    assert!(code == 403 && body.contains("another browser"), "no state cookie: {code} {body}");
+    let state = begin();
+    let (_, _, callback) = login_as("correct horse 1", &state, &[]);
+    let (code, _, _) = get(&ns, &d, "one.box.test", &callback, &["-b", jar]);
     assert_eq!(code, 404, "no other host takes the code");
-    let (code, _, head) = get(&ns, &d, "two.box.test", &callback, &["-c", jar]);
+    let state = begin();
+    let (_, _, callback) = login_as("correct horse 1", &state, &[]);
+    let (code, _, head) = get(&ns, &d, "two.box.test", &callback, &["-b", jar, "-c", jar]);
     assert!(code == 303 && head.contains("location: /api/"), "{code} {head}");
     assert!(head.contains("__Host-den_app="), "{head}");
-    let (code, body, _) = get(&ns, &d, "two.box.test", &callback, &[]);
+    let (code, body, _) = get(&ns, &d, "two.box.test", &callback, &["-b", jar]);
     assert!(code == 403 && body.contains("spent"), "a code works once: {code} {body}");
     let (code, body, _) = get(&ns, &d, "two.box.test", "/api/", &["-b", jar]);
     assert_eq!((code, body.trim()), (200, "backend-backend"));

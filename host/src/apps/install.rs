@@ -98,6 +98,11 @@ impl Den {
             installed: t,
             updated: t,
         };
+        let clash = super::ingress::route::host_clash(&self.store.apps()?, &rec);
+        if let Some(why) = clash {
+            let _ = std::fs::remove_file(&upload);
+            return Err(AppError::Conflict(why));
+        }
         if let Err(e) = self.store.insert_app(&rec) {
             let _ = std::fs::remove_file(&upload);
             return Err(e.into());

@@ -50,6 +50,11 @@ impl Den {
         new.state = AppState::Upgrading;
         new.error = None;
         new.updated = now();
+        let clash = super::ingress::route::host_clash(&self.store.apps()?, &new);
+        if let Some(why) = clash {
+            let _ = std::fs::remove_file(&upload);
+            return Err(AppError::Conflict(why));
+        }
         if let Err(e) = self.store.put_app(&new) {
             let _ = std::fs::remove_file(&upload);
             return Err(e.into());

@@ -20,12 +20,21 @@ const MAX_KEYS: usize = 10_000;
 
 /// The keys a password login of `user` from `from` counts against: the user's first.
 pub fn password_keys(user: &str, from: &str) -> Vec<String> {
-    vec![format!("pw-user:{user}"), format!("pw-addr:{from}")]
+    vec![format!("pw-user:{user}"), format!("pw-addr:{}", addr_key(from))]
 }
 
 /// The keys a public-key login from `from` counts against.
 pub fn key_keys(from: &str) -> Vec<String> {
-    vec![format!("key-addr:{from}")]
+    vec![format!("key-addr:{}", addr_key(from))]
+}
+
+/// What an address counts as (an IPv6 peer's /64: [`crate::conn_limit::source_key`]);
+/// anything that is no address (`local`) as itself.
+fn addr_key(from: &str) -> String {
+    match from.parse::<std::net::IpAddr>() {
+        Ok(ip) => crate::conn_limit::source_key(ip).to_string(),
+        Err(_) => from.to_string(),
+    }
 }
 
 /// An attempt counted in advance; [`Limiter::succeeded`] takes it back.
@@ -137,5 +146,7 @@ mod tests {
         l.succeeded(held.next().unwrap());
         assert!(l.attempt(password_keys("a", "1.2.3.4"), t0).is_ok(), "a success gives its place back");
         assert!(l.attempt(password_keys("c", "1.2.3.4"), t0).is_err(), "the address is still spent");
+        assert_eq!(password_keys("a", "2001:db8::7")[1], password_keys("a", "2001:db8::ffff:1")[1], "one /64");
+        assert_eq!(key_keys("local"), ["key-addr:local"]);
     }
 }

@@ -190,7 +190,7 @@ pub fn authorize(caller: &Caller, action: &Action<'_>) -> Result<(), Denied> {
                 None if shared => Ok(()),
                 Some(o) => Err(Denied(format!("{what} belongs to `{o}`; only they or an admin may change it or read its files"))),
                 None => Err(Denied(format!(
-                    "{what} has no Den owner (made before Den recorded owners, or by dockerd itself); only an admin may change it"
+                    "{what} has no Den owner (it is shared: pulled, loaded, or made before Den recorded owners); only an admin may change it"
                 ))),
             }
         }

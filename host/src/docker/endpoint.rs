@@ -17,6 +17,10 @@ pub enum Endpoint {
     NetworkCreate,
     /// `POST /commit` (an image from a container).
     Commit,
+    /// `POST /networks/{id}/connect` (the body names a container).
+    NetworkConnect,
+    /// `POST /images/load` (the body is an image archive that names tags).
+    ImageLoad,
     /// `/grpc`: BuildKit's own control API, past every build option the policy reads.
     Grpc,
     /// `POST /build` (the body is the build context; the query holds the options).
@@ -83,6 +87,8 @@ pub fn classify(method: &str, path: &str) -> Endpoint {
         (true, ["volumes", "create"]) => Endpoint::VolumeCreate,
         (true, ["networks", "create"]) => Endpoint::NetworkCreate,
         (true, ["commit"]) => Endpoint::Commit,
+        (true, ["networks", _, "connect"]) => Endpoint::NetworkConnect,
+        (true, ["images", "load"]) => Endpoint::ImageLoad,
         (_, ["grpc", ..]) => Endpoint::Grpc,
         (true, ["build"]) => Endpoint::Build,
         (true, ["plugins", ..]) => Endpoint::Plugin,
@@ -112,6 +118,8 @@ mod tests {
         assert_eq!(classify("POST", "/v1.47/swarm/init"), Endpoint::Swarm);
         assert_eq!(classify("POST", "/grpc"), Endpoint::Grpc);
         assert_eq!(classify("POST", "/v1.47/networks/create"), Endpoint::NetworkCreate);
+        assert_eq!(classify("POST", "/v1.47/networks/n1/connect"), Endpoint::NetworkConnect);
+        assert_eq!(classify("POST", "/images/load"), Endpoint::ImageLoad);
         assert_eq!(classify("HEAD", "/_ping"), Endpoint::Ping);
         assert_eq!(classify("GET", "/v1.47/containers/json?all=1"), Endpoint::ContainerList);
         assert_eq!(classify("GET", "/v1.47/containers/create"), Endpoint::Other, "only POST creates");

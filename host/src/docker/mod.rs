@@ -6,6 +6,7 @@
 //! the host's loopback (`ports`).
 
 pub mod endpoint;
+pub mod load;
 pub mod owners;
 pub mod peer;
 pub mod policy;
@@ -125,24 +126,35 @@ impl Bridge {
     }
 
     /// Whether `caller` may change (or read the files of) `object`, asked of the one
-    /// authorization function with what dockerd says of the object; an object dockerd does
-    /// not know is let through (dockerd then answers that it does not exist).
-    async fn may_touch(self: &Arc<Self>, caller: &Caller, object: &owners::Object) -> Result<(), String> {
+    /// authorization function with what dockerd says of the object: `Ok` with the object's
+    /// full id (`None` for an admin, who is not asked, and for an object dockerd does not
+    /// know, which is let through: dockerd then answers that it does not exist, and a tag
+    /// that names nothing yet is anyone's to set).
+    async fn may_touch(self: &Arc<Self>, caller: &Caller, object: &owners::Object) -> Result<Option<String>, String> {
         if caller.is_admin() {
-            return Ok(());
+            return Ok(None);
         }
         let agent = self.sandbox.ready(&self.den).await.map_err(|e| format!("den: the Docker sandbox: {e}"))?;
         let mut target = object.clone();
         if let owners::Object::Exec(_) = object {
             let Some(exec) = upstream::get_json_opt(&agent, &owners::inspect_path(object)).await? else {
-                return Ok(());
+                return Ok(None);
             };
             let container = exec.get("ContainerID").and_then(|v| v.as_str()).unwrap_or_default();
             target = owners::Object::Container(container.to_string());
         }
         let Some(inspect) = upstream::get_json_opt(&agent, &owners::inspect_path(&target)).await? else {
-            return Ok(());
+            return Ok(None);
         };
+        let id = inspect.get("Id").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        if let owners::Object::Image(reference) = &target {
+            if owners::could_be_id_prefix(reference) && !id.starts_with(&format!("sha256:{reference}")) {
+                return Err(format!(
+                    "den: the image name `{reference}` is also an image id prefix; name the image with a tag \
+                     (`{reference}:latest`) or by its full id"
+                ));
+            }
+        }
         let owned = owners::owned_from(&target, &inspect);
         let binds_shares =
             owned.binds.iter().any(|b| self.policy.shared.iter().any(|s| std::path::Path::new(b).starts_with(s)));
@@ -153,7 +165,8 @@ impl Bridge {
             shared: owned.shared_image,
             binds_shares,
         };
-        crate::auth::policy::authorize(caller, &action).map_err(|d| format!("den: {d}"))
+        crate::auth::policy::authorize(caller, &action).map_err(|d| format!("den: {d}"))?;
+        Ok(Some(id).filter(|i| !i.is_empty()))
     }
 
     /// The sandbox's agent when it runs (never starts it).

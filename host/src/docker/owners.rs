@@ -26,6 +26,9 @@ pub enum Object {
     Network(String),
     /// An image, by name or id.
     Image(String),
+    /// A tag (`repo[:tag]`) a request points at another image or removes: moving it changes
+    /// what everyone who runs that name gets, so it is decided on the image it names now.
+    Tag(String),
 }
 
 impl Object {
@@ -37,6 +40,7 @@ impl Object {
             Object::Volume(n) => format!("volume `{n}`"),
             Object::Network(n) => format!("network `{n}`"),
             Object::Image(n) => format!("image `{n}`"),
+            Object::Tag(t) => format!("the tag `{t}`"),
         }
     }
 }
@@ -47,8 +51,9 @@ pub enum Access {
     /// Lists, inspects, logs, events, pings: anyone who may use Docker.
     Look,
     /// Makes a new object, labelled with its owner (containers, volumes, networks, builds,
-    /// commits of `container`), or pulls and loads images (shared by everyone).
-    Make(Option<Object>),
+    /// commits), or pulls and loads images (shared by everyone); with the existing objects it
+    /// reaches (a commit's container, the tags it sets).
+    Make(Vec<Object>),
     /// Reads an object's files (`docker cp` out, `export`, `save`): an operator who owns it.
     ReadFiles(Vec<Object>),
     /// Changes, starts, stops, enters or deletes an existing object: its owner or an admin.
@@ -79,14 +84,47 @@ fn container_and_action<'a>(rest: &'a [&'a str]) -> (String, &'a str) {
     }
 }
 
-/// The values of `key` in a query string.
+/// The values of `key` in a query string, in order, read as Go's `url.ParseQuery` reads them
+/// (a key without `=` has the empty value; dockerd takes the first value of most keys).
 fn query_values(query: &str, key: &str) -> Vec<String> {
     query
         .split('&')
-        .filter_map(|kv| kv.split_once('='))
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
         .filter(|(k, _)| percent_decode(k, true) == key)
         .map(|(_, v)| percent_decode(v, true))
         .collect()
+}
+
+/// The reference a query's first `repo` and `tag` name (dockerd's `r.Form.Get`): `repo:tag`,
+/// `repo@digest`, or `repo` (its `latest`).
+fn reference(query: &str, repo_key: &str) -> Option<String> {
+    let repo = query_values(query, repo_key).into_iter().next().filter(|r| !r.is_empty())?;
+    Some(match query_values(query, "tag").into_iter().next().filter(|t| !t.is_empty()) {
+        Some(digest) if digest.contains(':') => format!("{repo}@{digest}"),
+        Some(tag) => format!("{repo}:{tag}"),
+        None => repo,
+    })
+}
+
+/// The tag a query's `repo` and `tag` name (tag, commit, import), if any.
+fn tag_of(query: &str) -> Option<Object> {
+    reference(query, "repo").map(Object::Tag)
+}
+
+/// The tags a build sets: every `t`, and the `name`s of its BuildKit `outputs` (a JSON list of
+/// `{Type, Attrs}`; the image exporter tags `Attrs.name`, a comma-separated list, when no `t`
+/// is given).
+fn build_tags(query: &str) -> Vec<String> {
+    let mut tags = query_values(query, "t");
+    for outputs in query_values(query, "outputs") {
+        let Ok(Value::Array(list)) = serde_json::from_str::<Value>(&outputs) else { continue };
+        for attrs in list.iter().filter_map(Value::as_object).flat_map(|o| fields(o, "Attrs")) {
+            let names = attrs.get("name").and_then(Value::as_str).unwrap_or_default();
+            tags.extend(names.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_string));
+        }
+    }
+    tags
 }
 
 /// What `method path?query` does.
@@ -108,7 +146,7 @@ pub fn access(method: &str, path: &str, query: &str) -> Access {
             Access::ReadFiles(vec![Object::Image(name.join("/"))])
         }
         _ if read => Access::Look,
-        ("POST", ["containers", "create"]) => Access::Make(None),
+        ("POST", ["containers", "create"]) => Access::Make(vec![]),
         ("POST", [kind, "prune"]) if ["containers", "volumes", "images", "networks", "build"].contains(kind) => {
             Access::Everyone("pruning removes everyone's objects")
         }
@@ -117,14 +155,29 @@ pub fn access(method: &str, path: &str, query: &str) -> Access {
         }
         ("DELETE", ["containers", rest @ ..]) if !rest.is_empty() => Access::Change(vec![container(rest.join("/"))]),
         ("POST", ["exec", id, "start" | "resize"]) => Access::Change(vec![Object::Exec(id.to_string())]),
-        ("POST", ["volumes", "create"]) | ("POST", ["networks", "create"]) | ("POST", ["build"]) => Access::Make(None),
-        ("POST", ["session"]) => Access::Make(None),
-        ("POST", ["images", "create" | "load"]) => Access::Make(None),
-        ("POST", ["commit"]) => Access::Make(query_values(query, "container").into_iter().next().map(container)),
-        ("POST", ["images", name @ .., "tag" | "push"]) if !name.is_empty() => {
+        ("POST", ["volumes", "create"]) | ("POST", ["networks", "create"]) | ("POST", ["session"]) => {
+            Access::Make(vec![])
+        }
+        ("POST", ["build"]) => Access::Make(build_tags(query).into_iter().map(Object::Tag).collect()),
+        // A pull points its tag at what the registry serves (decided as a use of the image the
+        // tag names now: a shared one is everyone's to pull again, someone's own is theirs); an
+        // import (`fromSrc`) at the body, as a tag.
+        ("POST", ["images", "create"]) if query_values(query, "fromSrc").is_empty() => {
+            Access::Make(reference(query, "fromImage").map(Object::Image).into_iter().collect())
+        }
+        ("POST", ["images", "create"]) => Access::Make(tag_of(query).into_iter().collect()),
+        ("POST", ["images", "load"]) => Access::Make(vec![]),
+        ("POST", ["commit"]) => {
+            let from = query_values(query, "container").into_iter().next().map(container);
+            Access::Make(from.into_iter().chain(tag_of(query)).collect())
+        }
+        ("POST", ["images", name @ .., "push"]) if !name.is_empty() => {
             Access::Change(vec![Object::Image(name.join("/"))])
         }
-        ("DELETE", ["images", name @ ..]) if !name.is_empty() => Access::Change(vec![Object::Image(name.join("/"))]),
+        ("POST", ["images", name @ .., "tag"]) if !name.is_empty() => {
+            Access::Change(std::iter::once(Object::Image(name.join("/"))).chain(tag_of(query)).collect())
+        }
+        ("DELETE", ["images", name @ ..]) if !name.is_empty() => Access::Change(vec![Object::Tag(name.join("/"))]),
         ("DELETE", ["volumes", name]) => Access::Change(vec![Object::Volume(name.to_string())]),
         ("DELETE", ["networks", id]) => Access::Change(vec![Object::Network(id.to_string())]),
         ("POST", ["networks", id, "connect" | "disconnect"]) => Access::Change(vec![Object::Network(id.to_string())]),
@@ -170,6 +223,8 @@ pub fn owned_from(object: &Object, inspect: &Value) -> Owned {
             let owner = owner_in(inspect.pointer("/Config/Labels"));
             Owned { shared_image: owner.is_none(), owner, binds: vec![] }
         }
+        // A shared image's tag is everyone's: only an admin moves it.
+        Object::Tag(_) => Owned { owner: owner_in(inspect.pointer("/Config/Labels")), ..Owned::default() },
         Object::Volume(_) | Object::Network(_) => {
             Owned { owner: owner_in(inspect.get("Labels")), binds: vec![], shared_image: false }
         }
@@ -184,7 +239,7 @@ pub fn inspect_path(object: &Object) -> String {
         Object::Exec(e) => format!("/exec/{}/json", id(e)),
         Object::Volume(v) => format!("/volumes/{}", id(v)),
         Object::Network(n) => format!("/networks/{}", id(n)),
-        Object::Image(i) => format!("/images/{}/json", percent_encode(i)),
+        Object::Image(i) | Object::Tag(i) => format!("/images/{}/json", percent_encode(i)),
     }
 }
 
@@ -249,15 +304,76 @@ pub fn label_build_query(query: &str, user: &str) -> Result<String, String> {
     Ok(out.join("&"))
 }
 
-/// The existing objects a container create body reaches: named volumes it mounts, the network
-/// it joins, and a container whose namespaces it shares (`container:<id>` modes) or whose
-/// volumes it takes (`VolumesFrom`).
+/// Every value of the field `name` in `o`, under any spelling Go's decoder accepts.
+pub fn fields(o: &Map<String, Value>, name: &str) -> Vec<Value> {
+    o.iter().filter(|(k, _)| go_key_matches(k, name)).map(|(_, v)| v.clone()).collect()
+}
+
+/// Network names every container may use (dockerd's own; empty: none given).
+const DEFAULT_NETWORKS: [&str; 5] = ["", "bridge", "host", "none", "default"];
+
+/// The networks an endpoint configuration names by `NetworkID` (dockerd prefers it to the
+/// name it is filed under).
+fn endpoint_networks(ep: &Value) -> Vec<Object> {
+    let Some(ep) = ep.as_object() else { return vec![] };
+    fields(ep, "NetworkID")
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|n| !DEFAULT_NETWORKS.contains(n))
+        .map(|n| Object::Network(n.to_string()))
+        .collect()
+}
+
+/// What a network connect body names: its `Container`, and a network by `NetworkID`.
+pub fn reached_by_connect(body: &[u8]) -> Vec<Object> {
+    let Ok(Value::Object(top)) = serde_json::from_slice::<Value>(body) else { return vec![] };
+    let mut out: Vec<Object> =
+        fields(&top, "Container").iter().filter_map(Value::as_str).map(|c| Object::Container(c.to_string())).collect();
+    out.extend(fields(&top, "EndpointConfig").iter().flat_map(endpoint_networks));
+    out
+}
+
+/// A commit's query with one more `changes`, last (so it wins over any other), that sets the
+/// owner label to `user`.
+pub fn label_commit_query(query: &str, user: &str) -> String {
+    let change = format!("changes={}", percent_encode(&format!("LABEL \"{OWNER_LABEL}\"=\"{user}\"")));
+    if query.is_empty() {
+        change
+    } else {
+        format!("{query}&{change}")
+    }
+}
+
+/// Whether a request removes a link (`DELETE /containers/<parent>/<alias>?link=1`): its path
+/// names the link, not a container, and stays as it is.
+pub fn removes_link(method: &str, query: &str) -> bool {
+    method.eq_ignore_ascii_case("DELETE")
+        && query_values(query, "link")
+            .first()
+            .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True" | "TRUE" | "t" | "T"))
+}
+
+/// Whether an image reference could also be an id prefix (lowercase hex, shorter than an id):
+/// dockerd looks it up as a name first and as an id prefix when no name matches.
+pub fn could_be_id_prefix(reference: &str) -> bool {
+    (1..64).contains(&reference.len()) && reference.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether a commit's `changes` (Dockerfile instructions dockerd applies over the body's
+/// configuration, after Den's label) mention the owner label: such a commit could name anyone
+/// as its image's owner.
+pub fn changes_name_owner(query: &str) -> bool {
+    query_values(query, "changes").iter().any(|c| c.to_ascii_lowercase().contains(OWNER_LABEL))
+}
+
+/// The existing objects a container create body reaches: the image it runs, named volumes it
+/// mounts, the networks it joins (`NetworkMode`, `NetworkingConfig.EndpointsConfig`), and a
+/// container whose namespaces it shares (`container:<id>` modes) or whose volumes it takes
+/// (`VolumesFrom`).
 pub fn reached_by_create(body: &[u8]) -> Vec<Object> {
     let Ok(Value::Object(top)) = serde_json::from_slice::<Value>(body) else { return vec![] };
-    let fields = |o: &Map<String, Value>, name: &str| -> Vec<Value> {
-        o.iter().filter(|(k, _)| go_key_matches(k, name)).map(|(_, v)| v.clone()).collect()
-    };
-    let mut out = Vec::new();
+    let mut out: Vec<Object> =
+        fields(&top, "Image").iter().filter_map(Value::as_str).map(|i| Object::Image(i.to_string())).collect();
     let mut configs = vec![top.clone()];
     for hc in fields(&top, "HostConfig") {
         if let Value::Object(hc) = hc {
@@ -284,22 +400,181 @@ pub fn reached_by_create(body: &[u8]) -> Vec<Object> {
                 }
             }
         }
-        for from in fields(hc, "VolumesFrom") {
-            for v in from.as_array().into_iter().flatten().filter_map(Value::as_str) {
-                out.push(Object::Container(v.split(':').next().unwrap_or(v).to_string()));
+        for field in ["VolumesFrom", "Links"] {
+            for from in fields(hc, field) {
+                for v in from.as_array().into_iter().flatten().filter_map(Value::as_str) {
+                    out.push(Object::Container(v.split(':').next().unwrap_or(v).to_string()));
+                }
+            }
+        }
+        for nc in fields(hc, "NetworkingConfig") {
+            for eps in nc.as_object().map(|o| fields(o, "EndpointsConfig")).unwrap_or_default() {
+                for (name, ep) in eps.as_object().into_iter().flatten() {
+                    if !DEFAULT_NETWORKS.contains(&name.as_str()) {
+                        out.push(Object::Network(name.clone()));
+                    }
+                    out.extend(endpoint_networks(ep));
+                }
             }
         }
         for mode in ["NetworkMode", "PidMode", "IpcMode"] {
             for v in fields(hc, mode).iter().filter_map(Value::as_str) {
                 if let Some(c) = v.strip_prefix("container:") {
                     out.push(Object::Container(c.to_string()));
-                } else if mode == "NetworkMode" && !["", "bridge", "host", "none", "default"].contains(&v) {
+                } else if mode == "NetworkMode" && !DEFAULT_NETWORKS.contains(&v) {
                     out.push(Object::Network(v.to_string()));
                 }
             }
         }
     }
     out
+}
+
+/// The objects that are forwarded by their full id once decided on ([`pin_path`],
+/// [`pin_query`], [`pin_body`]): containers and networks are also found by name and id prefix,
+/// and a name can change hands between the owner lookup and the request (a rename, or a name
+/// that was another object's id prefix being removed).
+pub fn pinned(object: &Object) -> bool {
+    matches!(object, Object::Container(_) | Object::Network(_))
+}
+
+/// `path` with the objects of `pins` (object, full id) that it names replaced by their ids.
+pub fn pin_path(path: &str, pins: &[(Object, String)]) -> String {
+    let mut out = path.to_string();
+    for (object, id) in pins {
+        let (kind, name) = match object {
+            Object::Container(n) => ("containers", n),
+            Object::Network(n) => ("networks", n),
+            _ => continue,
+        };
+        let at = format!("/{kind}/{name}");
+        if let Some(i) = out.find(&at) {
+            let end = i + at.len();
+            if matches!(out.as_bytes().get(end), None | Some(b'/')) {
+                out.replace_range(i..end, &format!("/{kind}/{id}"));
+            }
+        }
+    }
+    out
+}
+
+/// A commit's query with its `container` pinned to the id.
+pub fn pin_query(query: &str, pins: &[(Object, String)]) -> String {
+    query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if percent_decode(k, true) == "container" => {
+                let name = percent_decode(v, true);
+                match pins.iter().find(|(o, _)| *o == Object::Container(name.clone())) {
+                    Some((_, id)) => format!("{k}={id}"),
+                    None => kv.to_string(),
+                }
+            }
+            _ => kv.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A create or network connect body with the containers it names pinned to their ids
+/// (`VolumesFrom`, `container:` modes, `Container`); `None` when nothing changed.
+pub fn pin_body(body: &[u8], pins: &[(Object, String)]) -> Option<Vec<u8>> {
+    let Ok(Value::Object(mut top)) = serde_json::from_slice::<Value>(body) else { return None };
+    let mut pinner = Pinner { pins, changed: false };
+    pinner.config(&mut top);
+    for (k, v) in top.iter_mut() {
+        match v {
+            Value::Object(hc) if go_key_matches(k, "HostConfig") => pinner.config(hc),
+            Value::Object(nc) if go_key_matches(k, "NetworkingConfig") => {
+                for (k, eps) in nc.iter_mut() {
+                    if let (true, Value::Object(eps)) = (go_key_matches(k, "EndpointsConfig"), eps) {
+                        pinner.endpoints(eps);
+                    }
+                }
+            }
+            Value::Object(ep) if go_key_matches(k, "EndpointConfig") => pinner.endpoint(ep),
+            _ => {}
+        }
+    }
+    if !pinner.changed {
+        return None;
+    }
+    serde_json::to_vec(&Value::Object(top)).ok()
+}
+
+/// Rewrites the names in a body to the ids they were decided on.
+struct Pinner<'a> {
+    pins: &'a [(Object, String)],
+    changed: bool,
+}
+
+impl Pinner<'_> {
+    fn id(&self, object: Object) -> Option<String> {
+        self.pins.iter().find(|(o, _)| *o == object).map(|(_, id)| id.clone())
+    }
+
+    fn set(&mut self, v: &mut Value, new: Option<String>) {
+        if let Some(new) = new {
+            *v = Value::String(new);
+            self.changed = true;
+        }
+    }
+
+    /// `VolumesFrom`, `Links`, the modes and a connect's `Container` in a (host) configuration.
+    fn config(&mut self, o: &mut Map<String, Value>) {
+        let container = |p: &Self, name: &str| p.id(Object::Container(name.to_string()));
+        for (k, v) in o.iter_mut() {
+            let fields = ["VolumesFrom", "Links", "NetworkMode", "PidMode", "IpcMode", "Container"];
+            let Some(field) = fields.into_iter().find(|f| go_key_matches(k, f)) else { continue };
+            let items: Vec<&mut Value> = match v {
+                Value::Array(items) => items.iter_mut().collect(),
+                v => vec![v],
+            };
+            for item in items {
+                let Some(text) = item.as_str().map(str::to_string) else { continue };
+                let new = match field {
+                    "VolumesFrom" | "Links" => {
+                        let (name, rest) = text.split_once(':').map_or((text.as_str(), None), |(n, r)| (n, Some(r)));
+                        container(self, name).map(|id| rest.map_or(id.clone(), |r| format!("{id}:{r}")))
+                    }
+                    "Container" => container(self, &text),
+                    "NetworkMode" if !text.starts_with("container:") => self.id(Object::Network(text.clone())),
+                    _ => text
+                        .strip_prefix("container:")
+                        .and_then(|c| container(self, c))
+                        .map(|id| format!("container:{id}")),
+                };
+                self.set(item, new);
+            }
+        }
+    }
+
+    /// `NetworkingConfig.EndpointsConfig`: its keys (networks) and each entry's `NetworkID`.
+    fn endpoints(&mut self, eps: &mut Map<String, Value>) {
+        let renamed: Vec<(String, String)> =
+            eps.keys().filter_map(|k| self.id(Object::Network(k.clone())).map(|id| (k.clone(), id))).collect();
+        for (old, id) in renamed {
+            if let Some(v) = eps.remove(&old) {
+                eps.insert(id, v);
+                self.changed = true;
+            }
+        }
+        for ep in eps.values_mut() {
+            if let Value::Object(ep) = ep {
+                self.endpoint(ep);
+            }
+        }
+    }
+
+    /// An endpoint's `NetworkID` (dockerd prefers it to the network's name).
+    fn endpoint(&mut self, ep: &mut Map<String, Value>) {
+        for (k, v) in ep.iter_mut() {
+            if go_key_matches(k, "NetworkID") {
+                let new = v.as_str().and_then(|n| self.id(Object::Network(n.to_string())));
+                self.set(v, new);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -325,7 +600,7 @@ mod tests {
             access("GET", "/images/library/busybox/get", ""),
             Access::ReadFiles(vec![Object::Image("library/busybox".into())])
         );
-        assert_eq!(access("POST", "/containers/create", "name=x"), Access::Make(None));
+        assert_eq!(access("POST", "/containers/create", "name=x"), Access::Make(vec![]));
         for action in ["start", "stop", "restart", "kill", "exec", "update", "attach", "wait", "rename", "pause"] {
             assert_eq!(
                 access("POST", &format!("/v1.41/containers/abc/{action}"), ""),
@@ -337,13 +612,38 @@ mod tests {
         assert_eq!(access("PUT", "/containers/abc/archive", "path=/"), Access::Change(vec![c("abc")]));
         assert_eq!(access("DELETE", "/containers/abc", "force=1"), Access::Change(vec![c("abc")]));
         assert_eq!(access("POST", "/exec/e1/start", ""), Access::Change(vec![Object::Exec("e1".into())]));
-        assert_eq!(access("POST", "/commit", "container=abc&repo=x"), Access::Make(Some(c("abc"))));
+        let tag = |t: &str| Object::Tag(t.into());
+        assert_eq!(access("POST", "/commit", "container=abc&repo=x"), Access::Make(vec![c("abc"), tag("x")]));
+        assert_eq!(access("POST", "/commit", "container=abc&repo=x&tag=2"), Access::Make(vec![c("abc"), tag("x:2")]));
+        assert_eq!(access("POST", "/build", "t=a%3A1&t=b"), Access::Make(vec![tag("a:1"), tag("b")]));
+        let outputs = percent_encode(r#"[{"type":"moby","attrs":{"name":"busybox:latest, x:1"}}]"#);
+        assert_eq!(
+            access("POST", "/build", &format!("version=2&outputs={outputs}")),
+            Access::Make(vec![tag("busybox:latest"), tag("x:1")]),
+            "BuildKit's outputs name tags too"
+        );
+        assert_eq!(
+            access("POST", "/images/mine/tag", "repo=busybox&tag=latest"),
+            Access::Change(vec![Object::Image("mine".into()), tag("busybox:latest")])
+        );
+        assert_eq!(access("DELETE", "/images/busybox", ""), Access::Change(vec![tag("busybox")]));
+        assert_eq!(access("POST", "/images/create", "fromSrc=-&repo=a&tag=1"), Access::Make(vec![tag("a:1")]));
+        assert_eq!(
+            access("POST", "/images/create", "fromImage=a&tag=1"),
+            Access::Make(vec![Object::Image("a:1".into())]),
+            "a pull"
+        );
+        assert_eq!(
+            access("POST", "/images/mine/tag", "repo=busybox&tag&tag=zz"),
+            Access::Change(vec![Object::Image("mine".into()), tag("busybox")]),
+            "a bare `tag` is the empty value dockerd reads first"
+        );
         assert_eq!(access("DELETE", "/volumes/v1", ""), Access::Change(vec![Object::Volume("v1".into())]));
         assert_eq!(access("POST", "/networks/n1/connect", ""), Access::Change(vec![Object::Network("n1".into())]));
         assert!(matches!(access("POST", "/containers/prune", ""), Access::Everyone(_)));
         assert!(matches!(access("POST", "/volumes/prune", ""), Access::Everyone(_)));
         assert!(matches!(access("POST", "/something/new", ""), Access::Everyone(_)), "unknown changes: admins");
-        assert_eq!(access("POST", "/images/create", "fromImage=x"), Access::Make(None));
+        assert_eq!(access("POST", "/images/create", "fromImage=x"), Access::Make(vec![Object::Image("x".into())]));
     }
 
     #[test]
@@ -356,6 +656,16 @@ mod tests {
         let out: Value = serde_json::from_slice(&label_body(b"", "bob").unwrap()).unwrap();
         assert_eq!(out, json!({"Labels": {"den.owner": "bob"}}));
         assert!(label_body(b"[1]", "bob").is_err());
+        assert!(changes_name_owner("container=x&changes=LABEL%20%22DEN.OWNER%22%3Droot"));
+        assert!(!changes_name_owner("container=x&changes=ENV%20A%3D1"));
+        let q = label_commit_query("container=x&changes=ENV%20A%3D1", "alice");
+        assert_eq!(query_values(&q, "changes").last().map(String::as_str), Some("LABEL \"den.owner\"=\"alice\""));
+        assert!(
+            removes_link("DELETE", "link=1") && !removes_link("DELETE", "force=1") && !removes_link("POST", "link=1")
+        );
+        assert!(
+            could_be_id_prefix("deadbeef") && !could_be_id_prefix("busybox") && !could_be_id_prefix(&"a".repeat(64))
+        );
         let q =
             label_build_query("t=x&labels=%7B%22den.owner%22%3A%22root%22%2C%22k%22%3A%22v%22%7D", "alice").unwrap();
         assert!(q.starts_with("t=x&labels="), "{q}");
@@ -385,6 +695,51 @@ mod tests {
             "host paths are the policy's"
         );
         assert!(reached_by_create(br#"{"HostConfig":{"NetworkMode":"bridge"}}"#).is_empty());
+    }
+
+    #[test]
+    fn decided_objects_are_forwarded_by_id() {
+        let pins = vec![
+            (Object::Container("web".into()), "f00d".to_string()),
+            (Object::Container("db".into()), "beef".to_string()),
+            (Object::Network("net".into()), "cafe".to_string()),
+        ];
+        assert_eq!(pin_path("/v1.41/containers/web/exec", &pins), "/v1.41/containers/f00d/exec");
+        assert_eq!(pin_path("/containers/web", &pins), "/containers/f00d");
+        assert_eq!(pin_path("/containers/webx/start", &pins), "/containers/webx/start", "whole names only");
+        assert_eq!(pin_path("/networks/net/connect", &pins), "/networks/cafe/connect");
+        assert_eq!(pin_query("container=web&repo=x", &pins), "container=f00d&repo=x");
+        let body = br#"{"Image":"i","HostConfig":{"VolumesFrom":["db:ro","other"],"NetworkMode":"container:web"},
+            "hostconfig":{"pidmode":"container:db"}}"#;
+        let out: Value = serde_json::from_slice(&pin_body(body, &pins).unwrap()).unwrap();
+        assert_eq!(out["HostConfig"]["VolumesFrom"], json!(["beef:ro", "other"]));
+        assert_eq!(out["HostConfig"]["NetworkMode"], "container:f00d");
+        assert_eq!(out["hostconfig"]["pidmode"], "container:beef");
+        let out: Value = serde_json::from_slice(&pin_body(br#"{"container":"web"}"#, &pins).unwrap()).unwrap();
+        assert_eq!(out["container"], "f00d");
+        assert_eq!(pin_body(br#"{"Image":"web"}"#, &pins), None, "nothing to pin");
+        assert_eq!(reached_by_connect(br#"{"Container":"web"}"#), [Object::Container("web".into())]);
+        let connect = br#"{"Container":"web","EndpointConfig":{"networkid":"net"}}"#;
+        assert_eq!(reached_by_connect(connect), [Object::Container("web".into()), Object::Network("net".into())]);
+        let out: Value = serde_json::from_slice(&pin_body(connect, &pins).unwrap()).unwrap();
+        assert_eq!(
+            (out["Container"].as_str(), out["EndpointConfig"]["networkid"].as_str()),
+            (Some("f00d"), Some("cafe"))
+        );
+        let create = br#"{"Image":"i","HostConfig":{"NetworkMode":"net","Links":["db:alias"]},
+            "NetworkingConfig":{"EndpointsConfig":{"net":{"NetworkID":"net"}}}}"#;
+        let out: Value = serde_json::from_slice(&pin_body(create, &pins).unwrap()).unwrap();
+        assert_eq!(out["HostConfig"]["NetworkMode"], "cafe", "networks by id too");
+        assert_eq!(out["HostConfig"]["Links"], json!(["beef:alias"]));
+        assert_eq!(out["NetworkingConfig"]["EndpointsConfig"], json!({"cafe": {"NetworkID": "cafe"}}));
+        let create = br#"{"Image":"theirs","NetworkingConfig":{"EndpointsConfig":{"their-net":{},"bridge":{}}}}"#;
+        assert_eq!(reached_by_create(create), [Object::Image("theirs".into()), Object::Network("their-net".into())]);
+        let create = br#"{"Image":"i","NetworkingConfig":{"EndpointsConfig":{"mine":{"NetworkID":"theirs"}}},
+            "HostConfig":{"Links":["victim:db"]}}"#;
+        let got = reached_by_create(create);
+        for want in [Object::Network("theirs".into()), Object::Container("victim".into())] {
+            assert!(got.contains(&want), "{want:?} in {got:?}");
+        }
     }
 
     #[test]

@@ -80,7 +80,11 @@ pub struct Policy {
 pub fn inspects_body(endpoint: &Endpoint) -> bool {
     matches!(
         endpoint,
-        Endpoint::ContainerCreate | Endpoint::ContainerUpdate | Endpoint::ExecCreate | Endpoint::VolumeCreate
+        Endpoint::ContainerCreate
+            | Endpoint::ContainerUpdate
+            | Endpoint::ExecCreate
+            | Endpoint::VolumeCreate
+            | Endpoint::NetworkConnect
     )
 }
 
@@ -185,7 +189,8 @@ impl Policy {
                     Endpoint::ContainerCreate => self.check_create(&obj),
                     Endpoint::ContainerUpdate => self.check_resources(&obj),
                     Endpoint::ExecCreate => self.check_exec(&obj),
-                    _ => self.check_volume(&obj),
+                    Endpoint::VolumeCreate => self.check_volume(&obj),
+                    _ => Ok(()),
                 }
             }
             _ => Ok(()),

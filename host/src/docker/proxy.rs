@@ -88,29 +88,78 @@ pub async fn handle(
     if let Err(r) = bridge.policy_for(&caller).check(&endpoint, &query, read.as_deref()) {
         return refused(&bridge, &caller, &what, r.rule, &r.message);
     }
-    // Existing objects: their owner decides; new ones get theirs.
-    let mut reached = match &access {
-        Access::Change(objects) | Access::ReadFiles(objects) => objects.clone(),
-        Access::Make(Some(from)) => vec![from.clone()],
-        _ => vec![],
-    };
-    if let (Endpoint::ContainerCreate, Some(bytes)) = (&endpoint, &read) {
-        reached.extend(owners::reached_by_create(bytes));
+    if endpoint == Endpoint::Commit && owners::changes_name_owner(&query) {
+        let msg = format!(
+            "refused by Den's Docker policy: a commit's `--change` may not set the `{}` label; Den sets it",
+            owners::OWNER_LABEL
+        );
+        return refused(&bridge, &caller, &what, "body", &msg);
     }
+    // Existing objects: their owner decides, and what was decided on is what is forwarded (by
+    // id); new ones get their owner.
+    let mut reached = match &access {
+        Access::Change(objects) | Access::ReadFiles(objects) | Access::Make(objects) => objects.clone(),
+        Access::Look | Access::Everyone(_) => vec![],
+    };
+    match (&endpoint, &read) {
+        (Endpoint::ContainerCreate, Some(bytes)) => reached.extend(owners::reached_by_create(bytes)),
+        (Endpoint::NetworkConnect, Some(bytes)) => reached.extend(owners::reached_by_connect(bytes)),
+        _ => {}
+    }
+    let mut pins = Vec::new();
     for object in &reached {
-        if let Err(why) = bridge.may_touch(&caller, object).await {
-            return refused(&bridge, &caller, &what, "owner", &why);
+        match bridge.may_touch(&caller, object).await {
+            Ok(Some(id)) if owners::pinned(object) => pins.push((object.clone(), id)),
+            Ok(_) => {}
+            Err(why) => return refused(&bridge, &caller, &what, "owner", &why),
         }
     }
-    let body = match (labels, &read) {
-        (true, Some(bytes)) => match owners::label_body(bytes, &caller.user) {
-            Ok(b) => {
-                parts.headers.insert(hyper::header::CONTENT_LENGTH, hyper::header::HeaderValue::from(b.len()));
-                Full::new(hyper::body::Bytes::from(b)).map_err(boxed).boxed()
-            }
-            Err(e) => return refused(&bridge, &caller, &what, "body", &format!("refused by Den's Docker policy: {e}")),
-        },
-        _ => body,
+    let pin_here = !pins.is_empty() && !owners::removes_link(parts.method.as_str(), &query);
+    if pin_here || endpoint == Endpoint::Commit {
+        let mut path = parts.uri.path().to_string();
+        let mut new_query = query.clone();
+        if pin_here {
+            path = owners::pin_path(&path, &pins);
+            new_query = owners::pin_query(&new_query, &pins);
+        }
+        if endpoint == Endpoint::Commit {
+            new_query = owners::label_commit_query(&new_query, &caller.user);
+        }
+        let uri = if new_query.is_empty() { path } else { format!("{path}?{new_query}") };
+        match uri.parse() {
+            Ok(u) => parts.uri = u,
+            Err(e) => return refused(&bridge, &caller, &what, "path", &format!("den: the request's path: {e}")),
+        }
+    }
+    let body = match &read {
+        Some(bytes) => {
+            let bytes = owners::pin_body(bytes, &pins).unwrap_or_else(|| bytes.to_vec());
+            let bytes = if labels {
+                match owners::label_body(&bytes, &caller.user) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let msg = format!("refused by Den's Docker policy: {e}");
+                        return refused(&bridge, &caller, &what, "body", &msg);
+                    }
+                }
+            } else {
+                bytes
+            };
+            parts.headers.insert(hyper::header::CONTENT_LENGTH, hyper::header::HeaderValue::from(bytes.len()));
+            // A commit may come with no body; dockerd wants JSON named as such once there is one.
+            parts
+                .headers
+                .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+            Full::new(hyper::body::Bytes::from(bytes)).map_err(boxed).boxed()
+        }
+        None => body,
+    };
+    // An archive a non-admin loads may not move a tag of someone else's image (`load`).
+    let load_verdict: Verdict = Default::default();
+    let body = if endpoint == Endpoint::ImageLoad && !caller.is_admin() {
+        checked_load(bridge.clone(), caller.clone(), body, load_verdict.clone())
+    } else {
+        body
     };
     if endpoint == Endpoint::Build {
         match owners::label_build_query(&query, &caller.user).map(|q| format!("{}?{q}", parts.uri.path())) {
@@ -130,7 +179,11 @@ pub async fn handle(
     }
     tracing::info!(user = %caller.user, request = %what, decision = "allowed", "docker");
     bridge.touch();
-    let mut resp = match forward(&bridge, &upstream, Request::from_parts(parts, body)).await {
+    let forwarded = forward(&bridge, &upstream, Request::from_parts(parts, body)).await;
+    if let Some(why) = load_verdict.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return refused(&bridge, &caller, &what, "owner", &format!("den: nothing was loaded: {why}"));
+    }
+    let mut resp = match forwarded {
         Ok(r) => r,
         Err(e) => return reply::error(StatusCode::SERVICE_UNAVAILABLE, &format!("den: the Docker sandbox: {e}")),
     };
@@ -168,6 +221,58 @@ pub async fn handle(
     }
     let stop = bridge.stopping.subscribe();
     resp.map(|b| end_on_shutdown(b, stop))
+}
+
+/// Why a checked load was cut off, when it was.
+type Verdict = Arc<std::sync::Mutex<Option<String>>>;
+
+/// An image archive's body, read on its way to dockerd ([`super::load::TarWatch`]): each tag
+/// it names is decided on ([`Bridge::may_touch`]) as soon as the file naming it has passed and
+/// before the next bytes go on, and every tag once more before the archive's end goes on (a
+/// tag that named nothing at first may name someone's image by then). A refusal breaks the body
+/// off (dockerd then loads nothing: it reads the tags only after the archive's end) and leaves
+/// its reason in `verdict`; the rest of the client's upload is read and dropped, so the client
+/// gets the answer rather than a broken pipe.
+fn checked_load(bridge: Arc<Bridge>, caller: Caller, body: Body, verdict: Verdict) -> Body {
+    let watch = super::load::TarWatch::default();
+    let frames = futures_util::stream::unfold(Some((body, watch)), move |state| {
+        let (bridge, caller, verdict) = (bridge.clone(), caller.clone(), verdict.clone());
+        async move {
+            let (mut body, mut watch) = state?;
+            let refusal = match body.frame().await {
+                Some(Err(e)) => return Some((Err(e), None)),
+                None => match watch.finish() {
+                    Ok(()) => return None,
+                    Err(e) => e.to_string(),
+                },
+                Some(Ok(frame)) => {
+                    let mut tags = vec![];
+                    let fed = frame.data_ref().map_or(Ok(()), |data| watch.feed(data));
+                    if let Err(e) = fed {
+                        e.to_string()
+                    } else {
+                        tags.extend(watch.take_tags());
+                        tags.extend(watch.at_end().unwrap_or_default());
+                        let mut refusal = None;
+                        for tag in tags {
+                            if let Err(why) = bridge.may_touch(&caller, &owners::Object::Tag(tag)).await {
+                                refusal = Some(why);
+                                break;
+                            }
+                        }
+                        match refusal {
+                            None => return Some((Ok(frame), Some((body, watch)))),
+                            Some(why) => why,
+                        }
+                    }
+                }
+            };
+            *verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(refusal.clone());
+            while let Some(Ok(_)) = body.frame().await {}
+            Some((Err(boxed(refusal)), None))
+        }
+    });
+    http_body_util::StreamBody::new(frames).boxed()
 }
 
 /// `body`, ended early (cleanly, as if dockerd had finished it) when dend shuts down.

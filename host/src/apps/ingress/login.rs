@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 /// The app cookie's name.
 pub const COOKIE: &str = "__Host-den_app";
+/// The cookie that ties a login under way to the browser that started it (on the app's
+/// origin): a code is good only with the same value.
+pub const STATE_COOKIE: &str = "__Host-den_state";
 /// Where a login starts, on the app's origin (it redirects to [`CONSOLE_LOGIN`]).
 pub const LOGIN: &str = "/__den/login";
 /// The login form, on the console's origin.
@@ -101,14 +104,40 @@ impl Sessions {
 pub struct Codes(Logins);
 
 impl Codes {
-    /// A new code for `user` logging in to `package`.
-    pub fn issue(&self, user: &str, package: &str) -> Result<String, String> {
-        self.0.add(user, package, CODE_TTL)
+    /// A new code for `user` logging in to `package` from the browser that holds `state`.
+    pub fn issue(&self, user: &str, package: &str, state: &str) -> Result<String, String> {
+        self.0.add(user, &format!("{package}\n{state}"), CODE_TTL)
     }
 
-    /// The user of `code` when it is live and for `package`; the code is spent either way.
-    pub fn take(&self, code: &str, package: &str) -> Option<String> {
-        self.0.user(code, package, true)
+    /// The user of `code` when it is live, for `package` and from the browser that holds
+    /// `state`; the code is spent either way.
+    pub fn take(&self, code: &str, package: &str, state: &str) -> Option<String> {
+        self.0.user(code, &format!("{package}\n{state}"), true)
+    }
+}
+
+/// A new login state: 128 random bits as hex.
+pub fn new_state() -> Result<String, String> {
+    let mut b = [0u8; 16];
+    crate::auth::token::getrandom(&mut b)?;
+    Ok(hex::encode(b))
+}
+
+/// Whether `state` is one [`new_state`] could have made.
+pub fn valid_state(state: &str) -> bool {
+    state.len() == 32 && state.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// The `Set-Cookie` value of a login state (an empty one with `max_age` 0 clears it).
+pub fn state_cookie(state: &str, max_age: u64) -> String {
+    format!("{STATE_COOKIE}={state}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax")
+}
+
+impl Codes {
+    /// How many codes are live (for tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().len()
     }
 }
 
@@ -147,6 +176,8 @@ pub struct Form<'a> {
     pub app_origin: &'a str,
     /// The path on the app to open after logging in (already [`safe_next`]).
     pub next: &'a str,
+    /// The login state of the browser that began (already [`valid_state`]).
+    pub state: &'a str,
 }
 
 /// The login form, on the console's origin.
@@ -160,11 +191,12 @@ pub fn page(form: &Form<'_>, error: Option<&str>) -> Response<Body> {
          <form method=post action='{action}'><input name=user placeholder=User autocomplete=username required>\
          <input name=password type=password placeholder=Password autocomplete=current-password required>\
          <input type=hidden name=app value='{sub}'><input type=hidden name=next value='{next}'>\
-         <input type=submit value='Log in'></form>",
+         <input type=hidden name=state value='{state}'><input type=submit value='Log in'></form>",
         name = esc(form.app_name),
         action = CONSOLE_LOGIN,
         sub = esc(form.subdomain),
         next = esc(form.next),
+        state = esc(form.state),
     );
     let mut r = Response::new(Full::new(Bytes::from(html)).map_err(|e| match e {}).boxed_unsync());
     if error.is_some() {
@@ -181,14 +213,14 @@ pub fn page(form: &Form<'_>, error: Option<&str>) -> Response<Body> {
     r
 }
 
-/// A redirect to `to`, optionally setting a cookie.
-pub fn redirect(to: &str, cookie: Option<String>) -> Response<Body> {
+/// A redirect to `to`, setting `cookies`.
+pub fn redirect(to: &str, cookies: &[String]) -> Response<Body> {
     let mut r = plain(StatusCode::SEE_OTHER, "");
     if let Ok(v) = hyper::header::HeaderValue::from_str(to) {
         r.headers_mut().insert(hyper::header::LOCATION, v);
     }
-    if let Some(c) = cookie.and_then(|c| hyper::header::HeaderValue::from_str(&c).ok()) {
-        r.headers_mut().insert(hyper::header::SET_COOKIE, c);
+    for c in cookies.iter().filter_map(|c| hyper::header::HeaderValue::from_str(c).ok()) {
+        r.headers_mut().append(hyper::header::SET_COOKIE, c);
     }
     r
 }
@@ -211,12 +243,17 @@ mod tests {
         s.close(&t);
         assert_eq!(s.user(&t, "a.one"), None);
         let codes = Codes::default();
-        let c = codes.issue("ann", "a.one").unwrap();
-        assert_eq!(codes.take(&c, "a.two"), None, "a code is for one app...");
-        assert_eq!(codes.take(&c, "a.one"), None, "...and spent by any try");
-        let c = codes.issue("ann", "a.one").unwrap();
-        assert_eq!(codes.take(&c, "a.one").as_deref(), Some("ann"));
-        assert_eq!(codes.take(&c, "a.one"), None, "once");
+        let st = new_state().unwrap();
+        assert!(valid_state(&st) && !valid_state("x") && !valid_state(&st.to_uppercase()));
+        let c = codes.issue("ann", "a.one", &st).unwrap();
+        assert_eq!(codes.take(&c, "a.two", &st), None, "a code is for one app...");
+        assert_eq!(codes.take(&c, "a.one", &st), None, "...and spent by any try");
+        let c = codes.issue("ann", "a.one", &st).unwrap();
+        assert_eq!(codes.take(&c, "a.one", &new_state().unwrap()), None, "...for the browser that began");
+        let c = codes.issue("ann", "a.one", &st).unwrap();
+        assert_eq!(codes.take(&c, "a.one", &st).as_deref(), Some("ann"));
+        assert_eq!(codes.take(&c, "a.one", &st), None, "once");
+        assert_eq!(codes.len(), 0);
         for good in ["/x?y=1", "/", "/a/b%20c"] {
             assert_eq!(safe_next(good), good);
         }

@@ -228,7 +228,7 @@ impl Ingress {
             if wants_page {
                 let next = format!("{app_path}{}", query.as_deref().map(|q| format!("?{q}")).unwrap_or_default());
                 let to = format!("{}?next={}", login::LOGIN, crate::urlcode::percent_encode(&next));
-                return login::redirect(&to, None);
+                return login::redirect(&to, &[]);
             }
             return plain(
                 StatusCode::UNAUTHORIZED,
@@ -291,36 +291,52 @@ impl Ingress {
     fn app_login<B>(&self, req: &Request<B>, app: &AppRecord, host: &str, app_path: &str) -> Response<Body> {
         let query = req.uri().query().unwrap_or("");
         let next = login::safe_next(&query_param(query, "next").unwrap_or_default());
+        let from_elsewhere = req
+            .headers()
+            .get("sec-fetch-site")
+            .is_some_and(|v| !matches!(v.to_str().unwrap_or(""), "same-origin" | "none"));
         match app_path {
+            login::LOGOUT if from_elsewhere => {
+                plain(StatusCode::FORBIDDEN, "den: log out from the app's own pages (another site sent this)")
+            }
             login::LOGOUT => {
                 if let Some(t) = crate::api::session::cookie(req.headers(), login::COOKIE) {
                     self.sessions.close(t);
                 }
-                login::redirect("/", Some(login::set_cookie("", 0)))
+                login::redirect("/", &[login::set_cookie("", 0)])
             }
             login::CALLBACK => {
                 let code = query_param(query, "code").unwrap_or_default();
-                let Some(user) = self.codes.take(&code, &app.package) else {
+                let state = crate::api::session::cookie(req.headers(), login::STATE_COOKIE).unwrap_or_default();
+                let Some(user) = self.codes.take(&code, &app.package, state) else {
                     return plain(
                         StatusCode::FORBIDDEN,
-                        "den: this login link is spent, expired or for another app; open the app again to log in",
+                        "den: this login link is spent, expired, for another app or from another browser; \
+                         open the app again to log in",
                     );
                 };
                 match self.sessions.open(&user, &app.package) {
-                    Ok(token) => login::redirect(&next, Some(login::set_cookie(&token, login::TTL.as_secs()))),
+                    Ok(token) => login::redirect(
+                        &next,
+                        &[login::set_cookie(&token, login::TTL.as_secs()), login::state_cookie("", 0)],
+                    ),
                     Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("den: {e}")),
                 }
             }
             _ => {
+                let state = match login::new_state() {
+                    Ok(s) => s,
+                    Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("den: {e}")),
+                };
                 let domain = self.den.apps_cfg().box_domain.to_ascii_lowercase();
                 let to = format!(
-                    "https://{domain}{}{}?app={}&next={}",
+                    "https://{domain}{}{}?app={}&next={}&state={state}",
                     port_of(host),
                     login::CONSOLE_LOGIN,
                     crate::urlcode::percent_encode(&route::bare_host(host)),
                     crate::urlcode::percent_encode(&next)
                 );
-                login::redirect(&to, None)
+                login::redirect(&to, &[login::state_cookie(&state, login::CODE_TTL.as_secs() * 10)])
             }
         }
     }
@@ -339,6 +355,12 @@ impl Ingress {
             })
             .unwrap_or_default();
         let post = req.method() == Method::POST;
+        if post && !from_own_pages(&req, &host_of(&req)) {
+            return plain(
+                StatusCode::FORBIDDEN,
+                "den: the login form was sent from another site; log in from Den's page",
+            );
+        }
         let fields = if post {
             match Limited::new(req.into_body(), 16 << 10).collect().await {
                 Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
@@ -356,8 +378,13 @@ impl Ingress {
         };
         let origin = format!("https://{app_host}{port}");
         let next = login::safe_next(&query_param(&fields, "next").unwrap_or_default());
+        let state = query_param(&fields, "state").unwrap_or_default();
+        if !login::valid_state(&state) {
+            return plain(StatusCode::BAD_REQUEST, "den: this login has no valid state; open the app again to log in");
+        }
         let name = app.meta.name.clone().unwrap_or_else(|| app.package.clone());
-        let form = login::Form { app_name: &name, subdomain: &app_host, app_origin: &origin, next: &next };
+        let form =
+            login::Form { app_name: &name, subdomain: &app_host, app_origin: &origin, next: &next, state: &state };
         if !post {
             return login::page(&form, None);
         }
@@ -373,11 +400,11 @@ impl Ingress {
         if let Err(e) = allowed {
             return login::page(&form, Some(&e));
         }
-        match self.codes.issue(&user, &app.package) {
+        match self.codes.issue(&user, &app.package, &state) {
             Ok(code) => {
                 let to =
                     format!("{origin}{}?code={code}&next={}", login::CALLBACK, crate::urlcode::percent_encode(&next));
-                login::redirect(&to, None)
+                login::redirect(&to, &[])
             }
             Err(e) => plain(StatusCode::SERVICE_UNAVAILABLE, &format!("den: {e}")),
         }

@@ -77,17 +77,49 @@ pub fn upstream_path(route: &Route, path: &str, query: Option<&str>) -> String {
 }
 
 /// The app a host name is for, and the domain prefix the name carries (if any).
+///
+/// Only names an app answers on count ([`host_labels`]): one DNS label of `a-z`, `0-9` and `-`
+/// that is the app's subdomain or `<domain_prefix>-<subdomain>` for one of its routes. Anything
+/// else (another prefix, a `/`, `;` or `#` smuggled into the host) is no app's.
 pub fn locate<'a>(apps: &'a [AppRecord], box_domain: &str, host: &str) -> Option<(&'a AppRecord, Option<String>)> {
     let host = bare_host(host);
     let label = host.strip_suffix(&format!(".{}", box_domain.to_ascii_lowercase()))?;
-    let (domain, sub) = match label.rsplit_once('-') {
-        Some((d, s)) if apps.iter().any(|a| a.subdomain == s) && !apps.iter().any(|a| a.subdomain == label) => {
-            (Some(d.to_string()), s.to_string())
-        }
-        _ => (None, label.to_string()),
-    };
+    if label.is_empty() || !label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return None;
+    }
+    if let Some(app) = apps.iter().find(|a| a.subdomain == label) {
+        return Some((app, None));
+    }
+    let (domain, sub) = label.rsplit_once('-')?;
     let app = apps.iter().find(|a| a.subdomain == sub)?;
-    Some((app, domain))
+    app.plan.routes.iter().any(|r| r.domain_prefix.as_deref() == Some(domain)).then(|| (app, Some(domain.to_string())))
+}
+
+/// The host labels (before `.<box domain>`) `app` answers on: its subdomain, and
+/// `<domain_prefix>-<subdomain>` for each route that sets a domain prefix.
+pub fn host_labels(app: &AppRecord) -> Vec<String> {
+    let mut out = vec![app.subdomain.clone()];
+    for prefix in app.plan.routes.iter().filter_map(|r| r.domain_prefix.as_deref()) {
+        let label = format!("{prefix}-{}", app.subdomain);
+        if !out.contains(&label) {
+            out.push(label);
+        }
+    }
+    out
+}
+
+/// A host label `app` would share with another installed app (another package): then the two
+/// would read each other's cookies and requests. The sentence says which, for the installer.
+pub fn host_clash(apps: &[AppRecord], app: &AppRecord) -> Option<String> {
+    let mine = host_labels(app);
+    apps.iter().filter(|other| other.package != app.package).find_map(|other| {
+        let label = host_labels(other).into_iter().find(|l| mine.contains(l))?;
+        Some(format!(
+            "the host name `{label}` is app {}'s already; an app's subdomain and its routes' \
+             `<domain_prefix>-<subdomain>` names must be its own (change `subdomain` in the package)",
+            other.package
+        ))
+    })
 }
 
 /// For a path under the old prefix, `/apps/<subdomain>/rest`: the subdomain and `/rest`.
@@ -169,6 +201,24 @@ services:
         assert!(m("other.box.test", "/").is_none());
         assert!(m("127.0.0.1", "/api/v1/vms").is_none());
         assert!(m("demo.box.test.evil", "/").is_none());
+        for not_an_app in
+            ["x-demo.box.test", "evil.example/x-demo.box.test", "a;frame-ancestors-demo.box.test", "-demo.box.test"]
+        {
+            assert!(locate(&apps, "box.test", not_an_app).is_none(), "{not_an_app}");
+        }
+        assert_eq!(locate(&apps, "box.test", "ADMIN-demo.box.test").map(|(_, d)| d), Some(Some("admin".into())));
+    }
+
+    #[test]
+    fn apps_do_not_share_host_names() {
+        let a = app();
+        assert_eq!(host_labels(&a), ["demo", "admin-demo"]);
+        let b = AppRecord::fixture("cloud.den.other", "application: {subdomain: admin-demo}");
+        assert!(host_clash(std::slice::from_ref(&a), &b).is_some_and(|m| m.contains("cloud.den.demo")));
+        assert!(host_clash(std::slice::from_ref(&b), &a).is_some(), "either way round");
+        let c = AppRecord::fixture("cloud.den.c", "application: {subdomain: c}");
+        assert_eq!(host_clash(&[a.clone(), b], &c), None);
+        assert_eq!(host_clash(std::slice::from_ref(&a), &a), None, "an upgrade of the same app");
     }
 
     #[test]
