@@ -227,6 +227,34 @@ fn docker_objects_belong_to_their_owners() {
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).unwrap();
     assert!(bob.ok(&["load", "-i", copy.to_str().unwrap()]).contains("bobcopy:1"), "a new tag loads");
 
+    // A tag that names nothing yet is held by the request that may set it until that request
+    // ends: an admin cannot give it to an image while bob's slow build still runs (bob's build
+    // would otherwise take it over at its end).
+    let slow = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(slow.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let slow_file = slow.path().join("Dockerfile");
+    std::fs::write(&slow_file, "FROM busybox\nRUN sleep 20\n").unwrap();
+    std::fs::set_permissions(&slow_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let builds = || d.log().lines().filter(|l| l.contains("bob") && l.contains("POST /v1.41/build")).count();
+    let before = builds();
+    let mut building = bob
+        .cmd(&["build", "-q", "-t", "pg:16", slow.path().to_str().unwrap()])
+        .env("DOCKER_BUILDKIT", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while builds() == before {
+        assert!(t.elapsed() < Duration::from_secs(60), "bob's build did not reach the bridge");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    refused(&root, &["tag", "busybox", "pg:16"], "still under way");
+    assert!(building.wait().unwrap().success(), "bob's build");
+    let label = root.ok(&["image", "inspect", "--format", "{{index .Config.Labels \"den.owner\"}}", "pg:16"]);
+    assert_eq!(label.trim(), "bob");
+    root.ok(&["tag", "busybox", "pg:16"]);
+
     // What a create or connect names is decided on too: someone else's image and network.
     refused(&alice, &["run", "--rm", "bobimg:1", "true"], "belongs to `bob`");
     bob.ok(&["network", "create", "bnet"]);

@@ -9,6 +9,7 @@ pub mod endpoint;
 pub mod load;
 pub mod owners;
 pub mod peer;
+pub mod pending;
 pub mod policy;
 pub mod ports;
 pub mod proxy;
@@ -48,6 +49,8 @@ pub struct Bridge {
     users: std::collections::BTreeMap<String, String>,
     /// Set when dend is shutting down: streaming answers end cleanly.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Tags that requests under way may still set.
+    pending: Arc<pending::Pending>,
 }
 
 fn unix_now() -> u64 {
@@ -74,6 +77,7 @@ impl Bridge {
             idle_stop: std::time::Duration::from_secs(cfg.idle_stop_secs),
             users: cfg.users.clone(),
             stopping: tokio::sync::watch::channel(false).0,
+            pending: Default::default(),
         })
     }
 

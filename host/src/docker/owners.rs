@@ -127,6 +127,17 @@ fn build_tags(query: &str) -> Vec<String> {
     tags
 }
 
+/// The reference a pull (`POST /images/create?fromImage=`) points at what a registry serves.
+pub fn pulled(method: &str, path: &str, query: &str) -> Option<String> {
+    let segs: Vec<&str> = unversioned(path).split('/').filter(|s| !s.is_empty()).collect();
+    let pull = method.eq_ignore_ascii_case("POST") && segs == ["images", "create"];
+    if pull && query_values(query, "fromSrc").is_empty() {
+        reference(query, "fromImage")
+    } else {
+        None
+    }
+}
+
 /// What `method path?query` does.
 pub fn access(method: &str, path: &str, query: &str) -> Access {
     let segs: Vec<&str> = unversioned(path).split('/').filter(|s| !s.is_empty()).collect();
@@ -644,6 +655,8 @@ mod tests {
         assert!(matches!(access("POST", "/volumes/prune", ""), Access::Everyone(_)));
         assert!(matches!(access("POST", "/something/new", ""), Access::Everyone(_)), "unknown changes: admins");
         assert_eq!(access("POST", "/images/create", "fromImage=x"), Access::Make(vec![Object::Image("x".into())]));
+        assert_eq!(pulled("POST", "/v1.41/images/create", "fromImage=x&tag=2").as_deref(), Some("x:2"));
+        assert_eq!(pulled("POST", "/images/create", "fromSrc=-&repo=x"), None, "an import");
     }
 
     #[test]

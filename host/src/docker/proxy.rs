@@ -114,6 +114,15 @@ pub async fn handle(
             Err(why) => return refused(&bridge, &caller, &what, "owner", &why),
         }
     }
+    // Tags this request may set are its own until its answer ends (`pending`).
+    let tags_held = bridge.pending.hold(&caller.user);
+    let mut sets: Vec<String> =
+        reached.iter().filter_map(|o| if let owners::Object::Tag(t) = o { Some(t.clone()) } else { None }).collect();
+    sets.extend(owners::pulled(parts.method.as_str(), parts.uri.path(), &query));
+    if let Err(why) = tags_held.add(&sets) {
+        return refused(&bridge, &caller, &what, "owner", &why);
+    }
+    let tags_held = Arc::new(tags_held);
     let pin_here = !pins.is_empty() && !owners::removes_link(parts.method.as_str(), &query);
     if pin_here || endpoint == Endpoint::Commit {
         let mut path = parts.uri.path().to_string();
@@ -157,7 +166,7 @@ pub async fn handle(
     // An archive a non-admin loads may not move a tag of someone else's image (`load`).
     let load_verdict: Verdict = Default::default();
     let body = if endpoint == Endpoint::ImageLoad && !caller.is_admin() {
-        checked_load(bridge.clone(), caller.clone(), body, load_verdict.clone())
+        checked_load(bridge.clone(), caller.clone(), body, load_verdict.clone(), tags_held.clone())
     } else {
         body
     };
@@ -220,7 +229,7 @@ pub async fn handle(
         return Response::from_parts(head, Full::new(bytes).map_err(boxed).boxed());
     }
     let stop = bridge.stopping.subscribe();
-    resp.map(|b| end_on_shutdown(b, stop))
+    resp.map(|b| end_on_shutdown(b, stop, tags_held))
 }
 
 /// Why a checked load was cut off, when it was.
@@ -233,10 +242,16 @@ type Verdict = Arc<std::sync::Mutex<Option<String>>>;
 /// off (dockerd then loads nothing: it reads the tags only after the archive's end) and leaves
 /// its reason in `verdict`; the rest of the client's upload is read and dropped, so the client
 /// gets the answer rather than a broken pipe.
-fn checked_load(bridge: Arc<Bridge>, caller: Caller, body: Body, verdict: Verdict) -> Body {
+fn checked_load(
+    bridge: Arc<Bridge>,
+    caller: Caller,
+    body: Body,
+    verdict: Verdict,
+    held: Arc<super::pending::Held>,
+) -> Body {
     let watch = super::load::TarWatch::default();
     let frames = futures_util::stream::unfold(Some((body, watch)), move |state| {
-        let (bridge, caller, verdict) = (bridge.clone(), caller.clone(), verdict.clone());
+        let (bridge, caller, verdict, held) = (bridge.clone(), caller.clone(), verdict.clone(), held.clone());
         async move {
             let (mut body, mut watch) = state?;
             let refusal = match body.frame().await {
@@ -253,8 +268,8 @@ fn checked_load(bridge: Arc<Bridge>, caller: Caller, body: Body, verdict: Verdic
                     } else {
                         tags.extend(watch.take_tags());
                         tags.extend(watch.at_end().unwrap_or_default());
-                        let mut refusal = None;
-                        for tag in tags {
+                        let mut refusal = held.add(&tags).err();
+                        for tag in tags.into_iter().take_while(|_| refusal.is_none()) {
                             if let Err(why) = bridge.may_touch(&caller, &owners::Object::Tag(tag)).await {
                                 refusal = Some(why);
                                 break;
@@ -275,15 +290,16 @@ fn checked_load(bridge: Arc<Bridge>, caller: Caller, body: Body, verdict: Verdic
     http_body_util::StreamBody::new(frames).boxed()
 }
 
-/// `body`, ended early (cleanly, as if dockerd had finished it) when dend shuts down.
-fn end_on_shutdown(body: Incoming, stop: tokio::sync::watch::Receiver<bool>) -> Body {
-    let frames = futures_util::stream::unfold((body, stop), |(mut body, mut stop)| async move {
+/// `body`, ended early (cleanly, as if dockerd had finished it) when dend shuts down; the
+/// request's held tags ([`super::pending`]) go when it ends.
+fn end_on_shutdown(body: Incoming, stop: tokio::sync::watch::Receiver<bool>, held: Arc<super::pending::Held>) -> Body {
+    let frames = futures_util::stream::unfold((body, stop, held), |(mut body, mut stop, held)| async move {
         let frame = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => None,
             frame = body.frame() => frame,
         };
-        frame.map(|f| (f.map_err(boxed), (body, stop)))
+        frame.map(|f| (f.map_err(boxed), (body, stop, held)))
     });
     http_body_util::StreamBody::new(frames).boxed()
 }

@@ -1,5 +1,5 @@
 //! The same API paths as the CLI part, through bollard (a Rust Docker client): version
-//! negotiation, info, images, create/attach/start/wait with stdin, logs, exec, build (classic),
+//! negotiation, info, images, create/attach/start/wait with stdin, logs, exec, build (classic and BuildKit),
 //! volumes, removal, and a policy refusal that bollard reports as dockerd's own 403.
 
 use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig, VolumeCreateRequest};
@@ -30,6 +30,17 @@ fn body(image: &str, cmd: &[&str]) -> ContainerCreateBody {
         cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
         ..Default::default()
     }
+}
+
+/// What `cat /b` prints in a container of `image` (run, waited for, removed).
+async fn output_of(docker: &Docker, image: &str) -> String {
+    let id = docker.create_container(None, body(image, &["cat", "/b"])).await.expect("create").id;
+    docker.start_container(&id, None).await.expect("start");
+    let _: Vec<_> = docker.wait_container(&id, None).collect().await;
+    let logs = docker.logs(&id, Some(LogsOptionsBuilder::default().stdout(true).build()));
+    let out = collect(logs).await.trim().to_string();
+    docker.remove_container(&id, None).await.expect("remove");
+    out
 }
 
 /// Runs the bollard checks against the bridge at `sock` (the sandbox is up; busybox is loaded).
@@ -110,12 +121,23 @@ async fn run(sock: &Path) {
         BuildImageOptionsBuilder::default().t("bollard-built:1").rm(true).version(BuilderVersion::BuilderV1).build();
     let steps: Vec<_> = docker.build_image(opts, None, Some(bollard::body_full(ctx.into()))).collect().await;
     assert!(steps.iter().all(|s| s.as_ref().is_ok_and(|b| b.error_detail.is_none())), "{steps:?}");
-    let id = docker.create_container(None, body("bollard-built:1", &["cat", "/b"])).await.expect("create").id;
-    docker.start_container(&id, None).await.expect("start");
-    let _: Vec<_> = docker.wait_container(&id, None).collect().await;
-    let logs = docker.logs(&id, Some(LogsOptionsBuilder::default().stdout(true).build()));
-    assert_eq!(collect(logs).await.trim(), "from-bollard");
-    docker.remove_container(&id, None).await.expect("remove");
+    assert_eq!(output_of(&docker, "bollard-built:1").await, "from-bollard");
+
+    // The same with BuildKit (`version=2`): bollard holds a session (`/session`, an h2c
+    // upgrade) for BuildKit to call back, and reads BuildKit's progress.
+    let ctx = build_context("FROM busybox\nRUN echo from-buildkit > /b\nCMD [\"cat\", \"/b\"]\n");
+    let opts = BuildImageOptionsBuilder::default()
+        .t("bollard-bk:1")
+        .version(BuilderVersion::BuilderBuildKit)
+        .session("den-bollard-bk")
+        .build();
+    let steps: Vec<_> = docker.build_image(opts, None, Some(bollard::body_full(ctx.into()))).collect().await;
+    assert!(steps.iter().all(|s| s.as_ref().is_ok_and(|b| b.error_detail.is_none())), "{steps:?}");
+    let buildkit = |s: &Result<bollard::models::BuildInfo, _>| {
+        matches!(s, Ok(bollard::models::BuildInfo { aux: Some(bollard::models::BuildInfoAux::BuildKit(_)), .. }))
+    };
+    assert!(steps.iter().any(buildkit), "BuildKit ran the build: {steps:?}");
+    assert_eq!(output_of(&docker, "bollard-bk:1").await, "from-buildkit");
 
     // Volumes.
     let v = VolumeCreateRequest { name: Some("bollard-vol".into()), ..Default::default() };
