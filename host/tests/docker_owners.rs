@@ -291,6 +291,21 @@ fn docker_objects_belong_to_their_owners() {
         post_as(ALICE, &sock, &format!("/v1.41/build?version=2&outputs={outputs}"), "application/x-tar", &ctxtar);
     assert!(code == 403 && out.contains("belongs to `bob`"), "a tag named by BuildKit's outputs: {code} {out}");
 
+    // A named volume a create mounts that is not there yet is made as its maker's; a container
+    // that is not there yet is not let through (it could appear as someone else's first).
+    alice.ok(&["run", "--rm", "-v", "fresh:/data", "busybox", "true"]);
+    assert_eq!(root.ok(&["volume", "inspect", "--format", "{{index .Labels \"den.owner\"}}", "fresh"]).trim(), "alice");
+    alice.ok(&["volume", "rm", "fresh"]);
+    let (code, out) = api_as(BOB, &sock, "/v1.41/containers/nosuch/exec", r#"{"Cmd":["true"]}"#);
+    assert!(code == 404 && out.contains("den: no such container"), "{code} {out}");
+    // A form body would be read by dockerd as options Den does not see.
+    let form = dir.path().join("form");
+    std::fs::write(&form, "repo=busybox&tag=latest").unwrap();
+    std::fs::set_permissions(&form, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out) =
+        post_as(BOB, &sock, "/v1.41/images/bobimg:1/tag?repo=bobx&tag=1", "application/x-www-form-urlencoded", &form);
+    assert!(code == 403 && out.contains("form-urlencoded"), "{code} {out}");
+
     // Pruning reaches everyone's objects: admins only.
     refused(&alice, &["container", "prune", "-f"], "admin");
 

@@ -75,6 +75,19 @@ pub fn unacceptable(path: &str) -> Option<String> {
     None
 }
 
+/// Why a request's body type is not served at all: dockerd reads a form body
+/// (`application/x-www-form-urlencoded`, `multipart/*`) as query values, ahead of the query
+/// string Den decides on.
+pub fn unacceptable_body_type(headers: &hyper::HeaderMap) -> Option<String> {
+    headers.get_all(hyper::header::CONTENT_TYPE).iter().find_map(|v| {
+        let text = String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase();
+        let media = text.split(';').next().unwrap_or("").trim().to_string();
+        (media == "application/x-www-form-urlencoded" || media.starts_with("multipart/")).then(|| {
+            format!("a `{media}` body, which dockerd would read as options Den does not see; send JSON or a tar")
+        })
+    })
+}
+
 /// The operation `method path` is. Container routes are told apart by their last segment,
 /// since dockerd lets a container name span segments (link aliases).
 pub fn classify(method: &str, path: &str) -> Endpoint {
@@ -120,6 +133,14 @@ mod tests {
         assert_eq!(classify("POST", "/v1.47/networks/create"), Endpoint::NetworkCreate);
         assert_eq!(classify("POST", "/v1.47/networks/n1/connect"), Endpoint::NetworkConnect);
         assert_eq!(classify("POST", "/images/load"), Endpoint::ImageLoad);
+        let mut h = hyper::HeaderMap::new();
+        h.append(hyper::header::CONTENT_TYPE, "application/x-tar".parse().unwrap());
+        assert_eq!(unacceptable_body_type(&h), None);
+        h.append(hyper::header::CONTENT_TYPE, "Application/X-WWW-Form-Urlencoded; charset=x".parse().unwrap());
+        assert!(unacceptable_body_type(&h).is_some(), "every Content-Type header, any case");
+        let mut h = hyper::HeaderMap::new();
+        h.insert(hyper::header::CONTENT_TYPE, "multipart/form-data; boundary=x".parse().unwrap());
+        assert!(unacceptable_body_type(&h).is_some());
         assert_eq!(classify("HEAD", "/_ping"), Endpoint::Ping);
         assert_eq!(classify("GET", "/v1.47/containers/json?all=1"), Endpoint::ContainerList);
         assert_eq!(classify("GET", "/v1.47/containers/create"), Endpoint::Other, "only POST creates");

@@ -67,12 +67,13 @@ pub struct TarWatch {
     /// The pending PAX record set (`path`, `size`) and GNU long name for the next entry.
     pax: Option<(Option<String>, Option<u64>)>,
     long_name: Option<String>,
-    symlinks: HashSet<String>,
+    /// Entries that are not folders (files, links): nothing may come beneath them (a link,
+    /// or a hard link to one, would lead elsewhere).
+    not_folders: HashSet<String>,
     tags: Vec<String>,
     /// Every tag seen so far (checked again at the archive's end).
     seen: Vec<String>,
     headers: u64,
-    end_reported: bool,
 }
 
 impl Default for TarWatch {
@@ -84,11 +85,10 @@ impl Default for TarWatch {
             zero_blocks: 0,
             pax: None,
             long_name: None,
-            symlinks: HashSet::new(),
+            not_folders: HashSet::new(),
             tags: Vec::new(),
             seen: Vec::new(),
             headers: 0,
-            end_reported: false,
         }
     }
 }
@@ -230,14 +230,10 @@ impl TarWatch {
         std::mem::take(&mut self.tags)
     }
 
-    /// Every tag named so far, once, when the archive's end has just been read (dockerd reads
-    /// the tags after it: they are checked once more then, against what exists by that time).
-    pub fn at_end(&mut self) -> Option<Vec<String>> {
-        if matches!(self.state, State::End) && !self.end_reported {
-            self.end_reported = true;
-            return Some(self.seen.clone());
-        }
-        None
+    /// Every tag named so far (dockerd reads the tags once the whole body is in: they are all
+    /// checked once more then, against what exists by that time).
+    pub fn seen(&self) -> &[String] {
+        &self.seen
     }
 
     /// The body has ended: an archive that never had a whole header is refused (dockerd would
@@ -307,8 +303,9 @@ impl TarWatch {
             return Err(LoadError::Unchecked(format!("an old-style entry `{name}` that is both a folder and a file")));
         }
         let path = clean(&name);
-        if self.symlinks.iter().any(|l| path.starts_with(&format!("{l}/"))) {
-            return Err(LoadError::Unchecked(format!("`{path}` beneath a symbolic link")));
+        let meta = matches!(kind, b'x' | b'g' | b'L' | b'K');
+        if !meta && path.match_indices('/').any(|(i, _)| self.not_folders.contains(&path[..i])) {
+            return Err(LoadError::Unchecked(format!("`{path}` beneath a link or file")));
         }
         let keep = match kind {
             b'x' => Keep::Pax,
@@ -321,8 +318,8 @@ impl TarWatch {
             }
             _ => Keep::Nothing,
         };
-        if kind == b'2' {
-            self.symlinks.insert(path);
+        if !meta && kind != b'5' {
+            self.not_folders.insert(path);
         }
         let limit = match &keep {
             Keep::Pax | Keep::LongName => MAX_RECORD,
@@ -352,22 +349,19 @@ impl TarWatch {
             Keep::Nothing => {}
             Keep::LongName => self.long_name = Some(text(&data)),
             Keep::Pax => {
-                let mut pax = (None, None);
-                for (k, v) in pax_records(&data) {
-                    match k.as_str() {
-                        "path" => pax.0 = Some(v),
-                        "size" if !v.is_empty() => {
-                            let s =
-                                v.parse().map_err(|_| LoadError::Unchecked("a PAX size that is no number".into()))?;
-                            pax.1 = Some(s);
-                        }
-                        k if k.starts_with("GNU.sparse") => {
-                            return Err(LoadError::Unchecked("a PAX sparse file".into()));
-                        }
-                        _ => {}
-                    }
+                // The last record of a key wins, and an empty value then counts as none (Go).
+                let records: std::collections::HashMap<String, String> = pax_records(&data).into_iter().collect();
+                if records.keys().any(|k| k.starts_with("GNU.sparse")) {
+                    return Err(LoadError::Unchecked("a PAX sparse file".into()));
                 }
-                self.pax = Some(pax);
+                let value = |k: &str| records.get(k).filter(|v| !v.is_empty()).cloned();
+                let size = match value("size") {
+                    Some(v) => {
+                        Some(v.parse().map_err(|_| LoadError::Unchecked("a PAX size that is no number".into()))?)
+                    }
+                    None => None,
+                };
+                self.pax = Some((value("path"), size));
             }
             Keep::Watched(name) => {
                 let tags = tags_in(&name, &data)?;
@@ -477,13 +471,28 @@ mod tests {
         gz.resize(2048, b'0');
         assert_eq!(tags_of(&gz, 1), Err(LoadError::Compressed("gzip")));
         assert!(matches!(tags_of(&[0x1f], 1), Err(LoadError::Unchecked(_))), "too short to be checked");
-        // At the end, every tag once more.
+        // The last PAX `size` wins, even empty; nothing beneath a hard link (to a link).
+        let a = join(&[
+            raw("p", b'x', &[pax("size", "1024"), pax("size", "")].concat(), none),
+            raw("a", b'0', b"", none),
+            raw("manifest.json", b'0', manifest, none),
+        ]);
+        assert_eq!(tags_of(&a, 512).unwrap(), ["alice/app:1"]);
+        let link = |target: &'static str| {
+            move |h: &mut [u8; 512]| h[157..157 + target.len()].copy_from_slice(target.as_bytes())
+        };
+        let a = join(&[
+            raw("d", b'2', b"", link(".")),
+            raw("e", b'1', b"", link("d")),
+            raw("e/manifest.json", b'0', manifest, none),
+        ]);
+        assert!(matches!(tags_of(&a, 512), Err(LoadError::Unchecked(_))));
+        // Every tag stays known for the check at the end.
         let mut w = TarWatch::default();
         w.feed(&join(&[raw("manifest.json", b'0', manifest, none)])).unwrap();
-        assert_eq!(
-            (w.take_tags(), w.at_end(), w.at_end()),
-            (vec!["alice/app:1".to_string()], Some(vec!["alice/app:1".to_string()]), None)
-        );
+        assert_eq!(w.take_tags(), ["alice/app:1"]);
+        assert!(w.take_tags().is_empty());
+        assert_eq!(w.seen(), ["alice/app:1"]);
     }
 
     #[test]

@@ -173,6 +173,14 @@ impl Bridge {
         Ok(Some(id).filter(|i| !i.is_empty()))
     }
 
+    /// Makes the named volume `name` as `caller`'s (a create that mounts a volume that is not
+    /// there yet; dockerd would make it with no owner).
+    async fn make_volume(self: &Arc<Self>, caller: &Caller, name: &str) -> Result<(), String> {
+        let agent = self.sandbox.ready(&self.den).await.map_err(|e| format!("den: the Docker sandbox: {e}"))?;
+        let body = serde_json::json!({"Name": name, "Labels": {owners::OWNER_LABEL: caller.user}});
+        upstream::post_json(&agent, "/volumes/create", &body).await.map_err(|e| format!("den: volume `{name}`: {e}"))
+    }
+
     /// The sandbox's agent when it runs (never starts it).
     async fn running_agent(&self) -> Option<den_agent_proto::AgentClient> {
         let vm = self.den.store.vm(self.sandbox.name()).ok()?;

@@ -81,10 +81,17 @@ impl Held {
     }
 }
 
-impl Drop for Held {
-    fn drop(&mut self) {
+impl Held {
+    /// Lets every tag of this hold go (a refused request gives them back at once).
+    pub fn clear(&self) {
         let mut held = self.pending.held.lock().unwrap_or_else(|p| p.into_inner());
         held.retain(|_, (_, id)| *id != self.id);
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 
@@ -107,7 +114,10 @@ mod tests {
         assert!(e.contains("`bob`"), "{e}");
         assert!(admin.add(&["other".into()]).is_ok(), "nothing was added by the refused call");
         assert!(p.hold("bob").add(&["postgres:16".into()]).is_ok(), "the same user's other request");
-        drop(bob);
-        assert!(admin.add(&["postgres:16".into()]).is_ok(), "let go when the first request ended");
+        bob.clear();
+        assert!(admin.add(&["postgres:16".into()]).is_ok(), "let go when the first request was refused");
+        drop(admin);
+        let bob = p.hold("bob");
+        assert!(bob.add(&["postgres:16".into()]).is_ok(), "and when it ended");
     }
 }

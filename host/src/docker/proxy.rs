@@ -63,6 +63,9 @@ pub async fn handle(
     if let Some(why) = super::endpoint::unacceptable(req.uri().path()) {
         return refused(&bridge, &caller, &what, "path", &format!("refused by Den's Docker policy: {why}"));
     }
+    if let Some(why) = super::endpoint::unacceptable_body_type(req.headers()) {
+        return refused(&bridge, &caller, &what, "body", &format!("refused by Den's Docker policy: {why}"));
+    }
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
     let query = parts.uri.query().unwrap_or("").to_string();
@@ -110,7 +113,24 @@ pub async fn handle(
     for object in &reached {
         match bridge.may_touch(&caller, object).await {
             Ok(Some(id)) if owners::pinned(object) => pins.push((object.clone(), id)),
-            Ok(_) => {}
+            Ok(Some(_)) => {}
+            // Not there yet: for a non-admin, a named volume a create mounts is made now as
+            // theirs; any other container, exec or network could appear as someone else's
+            // before dockerd looks, so it must exist first.
+            Ok(None) if caller.is_admin() => {}
+            Ok(None) => match object {
+                owners::Object::Volume(v) if endpoint == Endpoint::ContainerCreate => {
+                    if let Err(why) = bridge.make_volume(&caller, v).await {
+                        return refused(&bridge, &caller, &what, "owner", &why);
+                    }
+                }
+                o if owners::pinned(o) || matches!(o, owners::Object::Exec(_)) => {
+                    let msg =
+                        format!("den: no such {}; `docker ps -a` and `docker network ls` list them", o.describe());
+                    return reply::error(StatusCode::NOT_FOUND, &msg);
+                }
+                _ => {}
+            },
             Err(why) => return refused(&bridge, &caller, &what, "owner", &why),
         }
     }
@@ -163,9 +183,10 @@ pub async fn handle(
         }
         None => body,
     };
-    // An archive a non-admin loads may not move a tag of someone else's image (`load`).
+    // An archive a non-admin loads may not move a tag of someone else's image; anyone's load
+    // holds the tags it names (`load`, `pending`).
     let load_verdict: Verdict = Default::default();
-    let body = if endpoint == Endpoint::ImageLoad && !caller.is_admin() {
+    let body = if endpoint == Endpoint::ImageLoad {
         checked_load(bridge.clone(), caller.clone(), body, load_verdict.clone(), tags_held.clone())
     } else {
         body
@@ -235,13 +256,16 @@ pub async fn handle(
 /// Why a checked load was cut off, when it was.
 type Verdict = Arc<std::sync::Mutex<Option<String>>>;
 
-/// An image archive's body, read on its way to dockerd ([`super::load::TarWatch`]): each tag
-/// it names is decided on ([`Bridge::may_touch`]) as soon as the file naming it has passed and
-/// before the next bytes go on, and every tag once more before the archive's end goes on (a
-/// tag that named nothing at first may name someone's image by then). A refusal breaks the body
-/// off (dockerd then loads nothing: it reads the tags only after the archive's end) and leaves
-/// its reason in `verdict`; the rest of the client's upload is read and dropped, so the client
-/// gets the answer rather than a broken pipe.
+/// An image archive's body, read on its way to dockerd ([`super::load::TarWatch`]). The
+/// latest frame is always held back until the next one has been read, so the body's end
+/// reaches dockerd (which reads the tags only once the whole body is in) only after every check.
+/// Each tag named is decided on ([`Bridge::may_touch`], when `decide`: a non-admin) and held
+/// ([`super::pending`]) as soon as the file naming it has passed, and all of them are decided on
+/// once more at the end (a tag that named nothing at first may name someone's image by then).
+/// A refusal lets the held tags go, breaks the body off (dockerd loads nothing) and leaves its
+/// reason in `verdict`; the rest of the upload is read and dropped for up to [`DRAIN`], so the
+/// client gets the answer rather than a broken pipe. For an admin an archive Den cannot read is
+/// passed on unwatched.
 fn checked_load(
     bridge: Arc<Bridge>,
     caller: Caller,
@@ -249,45 +273,91 @@ fn checked_load(
     verdict: Verdict,
     held: Arc<super::pending::Held>,
 ) -> Body {
-    let watch = super::load::TarWatch::default();
-    let frames = futures_util::stream::unfold(Some((body, watch)), move |state| {
+    let decide = !caller.is_admin();
+    let start = LoadState { body, watch: Some(super::load::TarWatch::default()), held_back: None, ended: false };
+    let frames = futures_util::stream::unfold(Some(start), move |state| {
         let (bridge, caller, verdict, held) = (bridge.clone(), caller.clone(), verdict.clone(), held.clone());
         async move {
-            let (mut body, mut watch) = state?;
-            let refusal = match body.frame().await {
-                Some(Err(e)) => return Some((Err(e), None)),
-                None => match watch.finish() {
-                    Ok(()) => return None,
-                    Err(e) => e.to_string(),
-                },
-                Some(Ok(frame)) => {
-                    let mut tags = vec![];
-                    let fed = frame.data_ref().map_or(Ok(()), |data| watch.feed(data));
-                    if let Err(e) = fed {
-                        e.to_string()
-                    } else {
-                        tags.extend(watch.take_tags());
-                        tags.extend(watch.at_end().unwrap_or_default());
-                        let mut refusal = held.add(&tags).err();
-                        for tag in tags.into_iter().take_while(|_| refusal.is_none()) {
-                            if let Err(why) = bridge.may_touch(&caller, &owners::Object::Tag(tag)).await {
-                                refusal = Some(why);
-                                break;
+            let mut st = state.filter(|s| !s.ended)?;
+            loop {
+                let refusal = match st.body.frame().await {
+                    Some(Err(e)) => return Some((Err(e), None)),
+                    None => {
+                        let last = match st.watch.as_ref() {
+                            Some(w) if decide => w.finish().map_err(|e| e.to_string()).map(|()| w.seen().to_vec()),
+                            _ => Ok(vec![]),
+                        };
+                        let checked = match last {
+                            Ok(tags) => decide_and_hold(&bridge, &caller, &held, decide, tags).await,
+                            Err(e) => Err(e),
+                        };
+                        match checked {
+                            Err(why) => why,
+                            Ok(()) => {
+                                st.ended = true;
+                                let frame = st.held_back.take()?;
+                                return Some((Ok(frame), Some(st)));
                             }
                         }
-                        match refusal {
-                            None => return Some((Ok(frame), Some((body, watch)))),
-                            Some(why) => why,
+                    }
+                    Some(Ok(frame)) => {
+                        let fed = match (st.watch.as_mut(), frame.data_ref()) {
+                            (Some(w), Some(data)) => w.feed(data).map(|()| w.take_tags()),
+                            _ => Ok(vec![]),
+                        };
+                        let checked = match fed {
+                            Ok(tags) => decide_and_hold(&bridge, &caller, &held, decide, tags).await,
+                            Err(e) if decide => Err(e.to_string()),
+                            Err(_) => {
+                                st.watch = None;
+                                Ok(())
+                            }
+                        };
+                        match checked {
+                            Err(why) => why,
+                            Ok(()) => match st.held_back.replace(frame) {
+                                Some(out) => return Some((Ok(out), Some(st))),
+                                None => continue,
+                            },
                         }
                     }
-                }
-            };
-            *verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(refusal.clone());
-            while let Some(Ok(_)) = body.frame().await {}
-            Some((Err(boxed(refusal)), None))
+                };
+                held.clear();
+                *verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(refusal.clone());
+                let drain = async { while let Some(Ok(_)) = st.body.frame().await {} };
+                let _ = tokio::time::timeout(DRAIN, drain).await;
+                return Some((Err(boxed(refusal)), None));
+            }
         }
     });
     http_body_util::StreamBody::new(frames).boxed()
+}
+
+/// Decides on `tags` (when `decide`) and then holds them for this request.
+async fn decide_and_hold(
+    bridge: &Arc<Bridge>,
+    caller: &Caller,
+    held: &super::pending::Held,
+    decide: bool,
+    tags: Vec<String>,
+) -> Result<(), String> {
+    for tag in tags.iter().filter(|_| decide) {
+        bridge.may_touch(caller, &owners::Object::Tag(tag.clone())).await?;
+    }
+    held.add(&tags)
+}
+
+/// How long the rest of a refused upload is read (and dropped) so its client gets the answer.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Where a checked load is.
+struct LoadState {
+    body: Body,
+    /// `None` once an admin's archive could not be read.
+    watch: Option<super::load::TarWatch>,
+    /// The latest frame, forwarded once the next one has been checked.
+    held_back: Option<hyper::body::Frame<hyper::body::Bytes>>,
+    ended: bool,
 }
 
 /// `body`, ended early (cleanly, as if dockerd had finished it) when dend shuts down; the

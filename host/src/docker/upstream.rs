@@ -3,13 +3,22 @@
 
 use super::sandbox::GUEST_SOCKET;
 use den_agent_proto::{AgentClient, ForwardTarget};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
 /// `GET path` to dockerd: the response, its body still streaming.
 pub async fn get(agent: &AgentClient, path: &str) -> Result<Response<Incoming>, String> {
+    send(agent, Request::get(path).header(hyper::header::HOST, "docker").body(Full::new(Bytes::new()))).await
+}
+
+/// One request to dockerd on a fresh connection.
+async fn send(
+    agent: &AgentClient,
+    req: Result<Request<Full<Bytes>>, hyper::http::Error>,
+) -> Result<Response<Incoming>, String> {
+    let req = req.map_err(|e| e.to_string())?;
     let io = agent
         .forward_io(ForwardTarget::Unix { path: GUEST_SOCKET.into() })
         .await
@@ -17,11 +26,30 @@ pub async fn get(agent: &AgentClient, path: &str) -> Result<Response<Incoming>, 
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| format!("dockerd: {e}"))?;
     tokio::spawn(conn);
-    let req = Request::get(path)
-        .header(hyper::header::HOST, "docker")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
     sender.send_request(req).await.map_err(|e| format!("dockerd: {e}"))
+}
+
+/// `POST path` with a JSON body to dockerd, answered within [`JSON_WAIT`]: an error unless
+/// dockerd says it succeeded.
+pub async fn post_json(agent: &AgentClient, path: &str, body: &serde_json::Value) -> Result<(), String> {
+    let req = Request::post(path)
+        .header(hyper::header::HOST, "docker")
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())));
+    let whole = async {
+        let resp = send(agent, req).await?;
+        let status = resp.status();
+        let limited = http_body_util::Limited::new(resp.into_body(), 64 << 10);
+        let text = limited.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("dockerd answered {status} to {path}: {}", crate::vms::guest_text(&text)))
+        }
+    };
+    tokio::time::timeout(JSON_WAIT, whole)
+        .await
+        .map_err(|_| format!("dockerd did not answer {path} within {} s", JSON_WAIT.as_secs()))?
 }
 
 /// How long dockerd may take to answer one of Den's own JSON calls, whole.

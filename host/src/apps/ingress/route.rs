@@ -112,7 +112,9 @@ pub fn host_labels(app: &AppRecord) -> Vec<String> {
 /// would read each other's cookies and requests. The sentence says which, for the installer.
 pub fn host_clash(apps: &[AppRecord], app: &AppRecord) -> Option<String> {
     let mine = host_labels(app);
-    apps.iter().filter(|other| other.package != app.package).find_map(|other| {
+    // The same subdomain is the store's to refuse, with its own words.
+    let mut others = apps.iter().filter(|o| o.package != app.package && o.subdomain != app.subdomain);
+    others.find_map(|other| {
         let label = host_labels(other).into_iter().find(|l| mine.contains(l))?;
         Some(format!(
             "the host name `{label}` is app {}'s already; an app's subdomain and its routes' \
