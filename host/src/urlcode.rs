@@ -40,6 +40,18 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
+/// The values of `key` in a query string or form body, in order and decoded, read as Go's
+/// `url.ParseQuery` reads them (a key without `=` has the empty value).
+pub fn query_values(query: &str, key: &str) -> Vec<String> {
+    query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
+        .filter(|(k, _)| percent_decode(k, true) == key)
+        .map(|(_, v)| percent_decode(v, true))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

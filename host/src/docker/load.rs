@@ -93,7 +93,9 @@ impl Default for TarWatch {
     }
 }
 
-/// A tar number field: octal text, or base-256 when the top bit is set.
+/// A tar number field: octal text, or base-256 when the top bit is set, read as Go reads it.
+/// (`den_guest_tree`'s tar guard has its own reader, which follows the `tar` crate: the two
+/// readers dend guards against differ, so each guard mirrors its own.)
 fn number(field: &[u8]) -> Option<u64> {
     if field.first().is_some_and(|b| b & 0x80 != 0) {
         let mut v: u64 = u64::from(field[0] & 0x7f);

@@ -7,7 +7,7 @@
 
 use super::endpoint::unversioned;
 use super::policy::go_key_matches;
-use crate::urlcode::{percent_decode, percent_encode};
+use crate::urlcode::{percent_decode, percent_encode, query_values};
 use serde_json::{Map, Value};
 
 /// The label that names an object's Den owner.
@@ -82,18 +82,6 @@ fn container_and_action<'a>(rest: &'a [&'a str]) -> (String, &'a str) {
         [id] => (id.to_string(), ""),
         _ => (String::new(), ""),
     }
-}
-
-/// The values of `key` in a query string, in order, read as Go's `url.ParseQuery` reads them
-/// (a key without `=` has the empty value; dockerd takes the first value of most keys).
-fn query_values(query: &str, key: &str) -> Vec<String> {
-    query
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
-        .filter(|(k, _)| percent_decode(k, true) == key)
-        .map(|(_, v)| percent_decode(v, true))
-        .collect()
 }
 
 /// The reference a query's first `repo` and `tag` name (dockerd's `r.Form.Get`): `repo:tag`,

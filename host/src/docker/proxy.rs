@@ -143,16 +143,24 @@ pub async fn handle(
         return refused(&bridge, &caller, &what, "owner", &why);
     }
     let tags_held = Arc::new(tags_held);
+    // What is forwarded: decided objects by id, and the owner label on builds and commits.
     let pin_here = !pins.is_empty() && !owners::removes_link(parts.method.as_str(), &query);
-    if pin_here || endpoint == Endpoint::Commit {
+    if pin_here || matches!(endpoint, Endpoint::Commit | Endpoint::Build) {
         let mut path = parts.uri.path().to_string();
         let mut new_query = query.clone();
         if pin_here {
             path = owners::pin_path(&path, &pins);
             new_query = owners::pin_query(&new_query, &pins);
         }
-        if endpoint == Endpoint::Commit {
-            new_query = owners::label_commit_query(&new_query, &caller.user);
+        match endpoint {
+            Endpoint::Commit => new_query = owners::label_commit_query(&new_query, &caller.user),
+            Endpoint::Build => match owners::label_build_query(&new_query, &caller.user) {
+                Ok(q) => new_query = q,
+                Err(e) => {
+                    return refused(&bridge, &caller, &what, "body", &format!("refused by Den's Docker policy: {e}"))
+                }
+            },
+            _ => {}
         }
         let uri = if new_query.is_empty() { path } else { format!("{path}?{new_query}") };
         match uri.parse() {
@@ -191,15 +199,6 @@ pub async fn handle(
     } else {
         body
     };
-    if endpoint == Endpoint::Build {
-        match owners::label_build_query(&query, &caller.user).map(|q| format!("{}?{q}", parts.uri.path())) {
-            Ok(uri) => match uri.parse() {
-                Ok(u) => parts.uri = u,
-                Err(e) => return refused(&bridge, &caller, &what, "body", &format!("den: the build's query: {e}")),
-            },
-            Err(e) => return refused(&bridge, &caller, &what, "body", &format!("refused by Den's Docker policy: {e}")),
-        }
-    }
     let cache_key = cache_key(&parts.method, &endpoint);
     if bridge.asleep() {
         if let Some(resp) = asleep_answer(&bridge, cache_key, &endpoint, &query) {

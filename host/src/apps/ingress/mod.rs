@@ -250,10 +250,7 @@ impl Ingress {
             return plain(StatusCode::NOT_FOUND, &format!("den: app {} has no route for {app_path}", app.package));
         };
         let r = app.plan.routes[target.route].clone();
-        let client = req.extensions().get::<Transport>().and_then(|t| match t {
-            Transport::Remote(a) => Some(a.ip().to_string()),
-            Transport::Local(_) => None,
-        });
+        let client = client_ip(&req);
         let id = proxy::Identity {
             role: if caller.as_ref().is_some_and(Caller::is_admin) { "ADMIN" } else { "NORMAL" },
             user: caller.map(|c| c.user),
@@ -291,12 +288,8 @@ impl Ingress {
     fn app_login<B>(&self, req: &Request<B>, app: &AppRecord, host: &str, app_path: &str) -> Response<Body> {
         let query = req.uri().query().unwrap_or("");
         let next = login::safe_next(&query_param(query, "next").unwrap_or_default());
-        let from_elsewhere = req
-            .headers()
-            .get("sec-fetch-site")
-            .is_some_and(|v| !matches!(v.to_str().unwrap_or(""), "same-origin" | "none"));
         match app_path {
-            login::LOGOUT if from_elsewhere => {
+            login::LOGOUT if sent_by_another_site(req.headers()) => {
                 plain(StatusCode::FORBIDDEN, "den: log out from the app's own pages (another site sent this)")
             }
             login::LOGOUT => {
@@ -346,14 +339,7 @@ impl Ingress {
     async fn console_login(&self, req: Request<Body>, apps: &[AppRecord]) -> Response<Body> {
         let domain = self.den.apps_cfg().box_domain.to_ascii_lowercase();
         let port = port_of(&host_of(&req));
-        let from = req
-            .extensions()
-            .get::<Transport>()
-            .map(|t| match t {
-                Transport::Remote(a) => a.ip().to_string(),
-                Transport::Local(_) => "local".into(),
-            })
-            .unwrap_or_default();
+        let from = client_ip(&req).unwrap_or_else(|| "local".into());
         let post = req.method() == Method::POST;
         if post && !from_own_pages(&req, &host_of(&req)) {
             return plain(
@@ -422,13 +408,26 @@ pub fn from_own_pages<B>(req: &Request<B>, host: &str) -> bool {
     if quiet && !h.contains_key(hyper::header::UPGRADE) {
         return true;
     }
-    let site = h.get("sec-fetch-site").map(|v| v.to_str().unwrap_or("?"));
-    if site.is_some_and(|s| s != "same-origin" && s != "none") {
+    if sent_by_another_site(h) {
         return false;
     }
     match h.get(hyper::header::ORIGIN) {
         None => true,
         Some(o) => o.to_str().is_ok_and(|o| o.eq_ignore_ascii_case(&format!("https://{host}"))),
+    }
+}
+
+/// Whether the browser says another site (or another origin of this one) sent the request
+/// (`Sec-Fetch-Site` other than `same-origin` or `none`).
+fn sent_by_another_site(h: &HeaderMap) -> bool {
+    h.get("sec-fetch-site").is_some_and(|v| !matches!(v.to_str().unwrap_or("?"), "same-origin" | "none"))
+}
+
+/// The address of a remote client (none for a local one).
+fn client_ip<B>(req: &Request<B>) -> Option<String> {
+    match req.extensions().get::<Transport>()? {
+        Transport::Remote(a) => Some(a.ip().to_string()),
+        Transport::Local(_) => None,
     }
 }
 
@@ -440,11 +439,7 @@ fn port_of(host: &str) -> String {
 
 /// The first value of `key` in a query string or form body, decoded.
 fn query_param(query: &str, key: &str) -> Option<String> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| crate::urlcode::percent_decode(v, true))
+    crate::urlcode::query_values(query, key).into_iter().next()
 }
 
 #[cfg(test)]
