@@ -41,11 +41,13 @@ struct Cli {
 
 /// Binds a TCP listener and writes its real address to `record` (tests and tools that asked
 /// for port 0 read it there).
-async fn bind_recorded(addr: &str, flag: &str, record: &Path) -> anyhow::Result<tokio::net::TcpListener> {
+/// Keeps the port from VMs' port forwards.
+async fn bind_recorded(den: &Den, addr: &str, flag: &str, record: &Path) -> anyhow::Result<tokio::net::TcpListener> {
     let tcp = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("{flag} {addr}: cannot bind (is another dend, or Proxmox, using it?)"))?;
     let bound = tcp.local_addr()?;
+    den.net.reserve(den_host::net::Proto::Tcp, bound.port());
     std::fs::write(record, bound.to_string()).with_context(|| format!("writing {}", record.display()))?;
     tracing::info!(addr = %bound, "{flag} listening");
     Ok(tcp)
@@ -107,6 +109,12 @@ async fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(paths.run.join("ssh.addr"));
     // Bound first: it also refuses to run next to another dend on the same directories.
     let unix = den_host::server::bind_unix(&paths.socket()).await?;
+    // dend's own ports are kept from port forwards before anything can make one.
+    for addr in [&cli.listen, &cli.ssh_listen] {
+        if let Some(port) = addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port()).filter(|p| *p != 0) {
+            den.net.reserve(den_host::net::Proto::Tcp, port);
+        }
+    }
     let booted = den.reconcile().await.context("reconciling the state left by the previous dend")?;
     den.reconcile_apps().await.context("reconciling the apps left by the previous dend")?;
     // The business OS starts before every other VM.
@@ -133,12 +141,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if cli.listen != "off" {
         let tls = den_host::tls::server_config(&paths.data).context("loading dend's TLS certificate")?;
-        let tcp = bind_recorded(&cli.listen, "--listen", &paths.run.join("https.addr")).await?;
+        let tcp = bind_recorded(&den, &cli.listen, "--listen", &paths.run.join("https.addr")).await?;
         tokio::spawn(den_host::server::serve_https(den.clone(), tcp, tls));
     }
     if cli.ssh_listen != "off" {
         let key = den_host::sshgw::host_key(&paths.data).context("the SSH gateway's host key")?;
-        let tcp = bind_recorded(&cli.ssh_listen, "--ssh-listen", &paths.run.join("ssh.addr")).await?;
+        let tcp = bind_recorded(&den, &cli.ssh_listen, "--ssh-listen", &paths.run.join("ssh.addr")).await?;
         tokio::spawn(den_host::sshgw::serve(den.clone(), tcp, key, client_key));
     }
     tracing::info!(socket = %paths.socket().display(), "dend serving");

@@ -96,6 +96,21 @@ fn egress_is_default_deny_permitted_by_net_internet_and_audited() {
     let recs = traffic_until(&d, HELLO, |r| r["dest"] == web.as_str());
     assert!(recs.iter().any(|r| r["dest"] == web.as_str() && r["verdict"] == "denied"), "{recs:?}");
 
+    // An app's network is Den's: no VM joins it through the API, not even an admin's, and no
+    // clone of a service either (it would answer the app's service names); it is not removable.
+    let app_net = d.vm("hello-app")["nics"][0]["network"].as_str().unwrap_or_default().to_string();
+    let body = serde_json::json!({"name": "intruder", "image": "base", "nics": [{"network": app_net}]});
+    let (s, b) = d.api("POST", "/api/v1/vms", body.to_string().as_bytes());
+    assert!(
+        s == 400 && b["field"] == "nics" && b["message"].as_str().unwrap_or("").contains("app's own network"),
+        "{b}"
+    );
+    let (s, b) = d.api("POST", "/api/v1/vms/hello-app/clone", br#"{"name":"intruder"}"#);
+    assert!(s == 400 && b["message"].as_str().unwrap_or("").contains("app's own network"), "{s} {b}");
+    let (code, _, err) = d.den(&["net", "rm", &app_net]);
+    assert!(code == 1 && err.contains("goes when the app is uninstalled"), "{err}");
+    assert!(d.den(&["vm", "inspect", "intruder"]).0 != 0, "nothing half-made is left");
+
     // The CLI table.
     let table = den_ok(&d, &["app", "traffic", TWO]);
     assert!(table.contains("198.51.100.7:8080") && table.contains("allowed"), "{table}");

@@ -26,14 +26,6 @@ fn serve(d: &Dend, vm: &str, text: &str) {
     guest_sh(d, vm, &format!("mkdir -p /tmp/w && echo {text} > /tmp/w/index.html && busybox httpd -p 80 -h /tmp/w"));
 }
 
-fn create(d: &Dend, args: &[&str]) {
-    let mut a = vec!["vm", "create"];
-    a.extend_from_slice(args);
-    a.extend_from_slice(&["--image", "base", "--memory", "256", "--engine", "qemu", "--restart", "never", "--start"]);
-    let (code, _, err) = d.den(&a);
-    assert_eq!(code, 0, "{args:?}: {err}\n{}", d.log());
-}
-
 /// Device names in a namespace.
 fn devices(ns: &NetNs) -> Vec<String> {
     ns.ip("-o link show")
@@ -62,8 +54,8 @@ fn dend_network_nat_dns_forwards_isolation_and_cleanup() {
     let mut d = Dend::start_in(Path::new(env!("CARGO_BIN_EXE_dend")), &host);
 
     // Two VMs on the default network; `a` publishes its port 80 on host port 8080.
-    create(&d, &["a", "-p", "8080:80"]);
-    create(&d, &["b"]);
+    d.create_base_vm(&["a", "-p", "8080:80"]);
+    d.create_base_vm(&["b"]);
     let (a_ip, b_ip) = (ip_of(&d, "a"), ip_of(&d, "b"));
     assert!(a_ip.starts_with("10.87.0.") && b_ip.starts_with("10.87.0.") && a_ip != b_ip, "{a_ip} {b_ip}");
     let (_, ls, _) = d.den(&["vm", "ls"]);
@@ -122,7 +114,7 @@ fn dend_network_nat_dns_forwards_isolation_and_cleanup() {
     assert!(code == 1 && err.contains("overlaps"), "{err}");
     assert_eq!(d.den(&["vm", "stop", "b"]).0, 0);
     assert_eq!(d.den(&["vm", "rm", "b"]).0, 0);
-    create(&d, &["c", "--network", "lab"]);
+    d.create_base_vm(&["c", "--network", "lab"]);
     let c_ip = ip_of(&d, "c");
     assert!(c_ip.starts_with("10.88.0."), "{c_ip}");
     let lease = guest_sh(&d, "c", "busybox udhcpc -i eth0 -n -q -t 5 -s /bin/true 2>&1");

@@ -147,6 +147,26 @@ impl Dend {
         (out.status.code().unwrap_or(-1), so, se)
     }
 
+    /// `den vm create <args>` of a started QEMU VM from the `base` image (256 MiB, never
+    /// restarted), asserting it worked.
+    pub fn create_base_vm(&self, args: &[&str]) {
+        let mut a = vec!["vm", "create"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&[
+            "--image",
+            "base",
+            "--memory",
+            "256",
+            "--engine",
+            "qemu",
+            "--restart",
+            "never",
+            "--start",
+        ]);
+        let (code, _, err) = self.den(&a);
+        assert_eq!(code, 0, "{args:?}: {err}\n{}", self.log());
+    }
+
     /// Runs `sh -c script` in VM `vm` through `den vm exec` until it exits 0 (the agent may still
     /// be starting), for up to 180 s; its standard output.
     pub fn sh_until_ok(&self, vm: &str, script: &str) -> String {

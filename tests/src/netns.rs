@@ -99,3 +99,11 @@ impl Drop for NetNs {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
     }
 }
+
+/// The `net-probe` packet tool (`tests/src/bin/net-probe.rs`) that `cargo build --workspace`
+/// builds: hand-made frames from guests, recorders on the host side.
+pub fn net_probe() -> std::path::PathBuf {
+    let p = crate::images::target_dir().join("debug/net-probe");
+    assert!(p.is_file(), "net-probe not found at {}: run `cargo build --workspace` (or `make test`)", p.display());
+    p
+}

@@ -38,7 +38,7 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     Body(spec): Body<NetworkSpec>,
 ) -> Result<(StatusCode, Json<NetworkSpec>), ApiError> {
-    den.net.create_network(&den.store, &spec).map_err(VmError::from)?;
+    den.net.create_network(&den.store, &spec, crate::net::By::Person).map_err(VmError::from)?;
     den.event(&caller.user, "network.created", &spec.name, &spec.subnet);
     Ok((StatusCode::CREATED, Json(spec)))
 }
@@ -49,7 +49,7 @@ pub async fn delete(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    den.net.delete_network(&den.store, &name).map_err(VmError::from)?;
+    den.net.delete_network(&den.store, &name, crate::net::By::Person).map_err(VmError::from)?;
     den.event(&caller.user, "network.deleted", &name, "");
     Ok(Json(json!({"deleted": name})))
 }

@@ -24,10 +24,8 @@ const PROBE_OUTPUT: usize = 64 << 10;
 /// Default memory of a service VM, MiB.
 const SERVICE_MEMORY_MIB: u64 = 256;
 
-/// The app's network name: `a` and 10 hex digits of its package id (bridge `den-a...`).
-pub fn network_name(package: &str) -> String {
-    format!("a{:010x}", crate::net::ipam::fnv1a(package.bytes()) & 0xff_ffff_ffff)
-}
+/// The app's network name (see [`crate::net::spec::app_network_name`]).
+pub use crate::net::spec::app_network_name as network_name;
 
 /// The VM of `service`: `<subdomain>-<service>`, in VM-name characters.
 pub fn vm_name(subdomain: &str, service: &str) -> String {
@@ -71,7 +69,7 @@ impl Den {
                 spec.subnet,
                 if spec.internet { "internet allowed (net.internet)" } else { "no internet" }
             ));
-            self.net.create_network(&self.store, &spec).map_err(err)?;
+            self.net.create_network(&self.store, &spec, crate::net::By::Den).map_err(err)?;
         }
         app.network = name.clone();
         let shares = self.app_dirs().shares(&app.package);
@@ -352,7 +350,7 @@ impl Den {
         if !app.network.is_empty() && self.net.networks(&self.store).map_err(err)?.iter().any(|n| n.name == app.network)
         {
             task.log(format!("deleting network {}", app.network));
-            self.net.delete_network(&self.store, &app.network).map_err(err)?;
+            self.net.delete_network(&self.store, &app.network, crate::net::By::Den).map_err(err)?;
             self.net.sync(&self.store).await.map_err(err)?;
         }
         Ok(())
@@ -371,5 +369,6 @@ mod tests {
         assert_eq!(n.len(), 11);
         assert!(crate::model::valid_name(&n) && n.starts_with('a'));
         assert_ne!(n, network_name("cloud.den.test.hello"));
+        assert!(crate::net::spec::is_app_network(&n));
     }
 }

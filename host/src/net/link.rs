@@ -62,9 +62,14 @@ pub fn is_tap(name: &str) -> bool {
     std::path::Path::new(&format!("/sys/class/net/{name}/tun_flags")).exists()
 }
 
-/// Makes sure bridge `name` exists, has `gateway/prefix`, is up, and lets host-local
-/// clients of port forwards through (`route_localnet`).
-pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<(), LinkError> {
+/// Makes sure bridge `name` exists, has `gateway/prefix` and no IPv6, and is up.
+///
+/// `forwarded`: a port forward leads into this network, so the host's own clients of it
+/// (`127.0.0.1:PORT`, DNAT in the output chain) must be let out through the bridge with their
+/// loopback source until the masquerade rewrites it: that takes `route_localnet=1` on the
+/// bridge. Without forwards it stays 0. Either way, `nft::render`'s raw chain drops anything
+/// a guest addresses to or from 127.0.0.0/8 before it is routed.
+pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8, forwarded: bool) -> Result<(), LinkError> {
     let h = handle()?;
     if index(name).is_none() {
         h.link()
@@ -77,6 +82,7 @@ pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<
         what: format!("bridge {name} vanished right after it was made"),
         source: std::io::ErrorKind::NotFound.into(),
     })?;
+    no_ipv6(name)?;
     h.address()
         .add(idx, gateway.into(), prefix)
         .replace()
@@ -88,11 +94,21 @@ pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<
         .execute()
         .await
         .map_err(nl(format!("bring {name} up")))?;
-    sysctl(&format!("net/ipv4/conf/{name}/route_localnet"), "1")?;
-    Ok(())
+    sysctl(&format!("net/ipv4/conf/{name}/route_localnet"), if forwarded { "1" } else { "0" })
 }
 
-/// Turns on IPv4 forwarding in this network namespace (NAT needs it).
+/// Turns IPv6 off on device `name`: Den's networks are IPv4 only, and a bridge or TAP with an
+/// IPv6 link-local address would be a way to the host the IPv4 rules do not see. (Guests'
+/// IPv6 frames never enter a bridge either, see `bind`.) Nothing to do on a host without IPv6.
+fn no_ipv6(name: &str) -> Result<(), LinkError> {
+    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        return Ok(());
+    }
+    sysctl(&format!("net/ipv6/conf/{name}/disable_ipv6"), "1")
+}
+
+/// Turns on IPv4 forwarding in this network namespace: NAT and port forwards route guests'
+/// packets (the forward chain in `nft` decides which).
 pub fn enable_forwarding() -> Result<(), LinkError> {
     sysctl("net/ipv4/ip_forward", "1")
 }
@@ -137,6 +153,7 @@ pub async fn ensure_tap(name: &str, bridge: &str) -> Result<(), LinkError> {
         what: format!("TAP {name} vanished right after it was made"),
         source: std::io::ErrorKind::NotFound.into(),
     })?;
+    no_ipv6(name)?;
     let br = index(bridge).ok_or_else(|| LinkError::Io {
         what: format!("bridge {bridge} for TAP {name}"),
         source: std::io::ErrorKind::NotFound.into(),

@@ -4,13 +4,14 @@
 //! isolation and forwards) and removes what nothing uses any more, so a `dend` killed halfway
 //! leaves nothing the next sync does not fix. TAPs exist while their VM's engine runs.
 
+pub mod bind;
 pub mod dhcp;
 pub mod ipam;
 pub mod link;
 pub mod nft;
 pub mod spec;
 
-pub use spec::{NetworkSpec, Nic, NicRequest, PortForward, Proto, DEFAULT_NETWORK, DEFAULT_SUBNET};
+pub use spec::{By, NetworkSpec, Nic, NicRequest, PortForward, Proto, DEFAULT_NETWORK, DEFAULT_SUBNET};
 
 use crate::model::{FieldError, VmRecord, VmSpec};
 use crate::store::{Store, StoreError};
@@ -37,8 +38,9 @@ pub enum NetError {
     Bad(String, String),
 }
 
-/// Host ports a forward may not take (dend's own HTTPS API and SSH gateway).
-const RESERVED_PORTS: [u16; 2] = [8006, 2222];
+/// Ports of the services dend runs for guests on every gateway (dnsmasq's DNS and DHCP): a
+/// forward on one would take them over for guests too.
+const GUEST_SERVICE_PORTS: [(Proto, u16); 3] = [(Proto::Udp, 53), (Proto::Tcp, 53), (Proto::Udp, 67)];
 
 /// The networking service.
 pub struct Net {
@@ -48,6 +50,8 @@ pub struct Net {
     alloc: std::sync::Mutex<()>,
     /// Serialises syncs and TAP changes.
     apply: tokio::sync::Mutex<()>,
+    /// Host ports dend itself listens on (as configured): no forward may take them.
+    reserved: std::sync::Mutex<Vec<(Proto, u16)>>,
 }
 
 impl Net {
@@ -59,7 +63,22 @@ impl Net {
             default_subnet: default_subnet.into(),
             alloc: std::sync::Mutex::new(()),
             apply: tokio::sync::Mutex::new(()),
+            reserved: std::sync::Mutex::new(GUEST_SERVICE_PORTS.to_vec()),
         }
+    }
+
+    /// Keeps host port `port`/`proto` from every port forward: dend listens on it (its HTTPS
+    /// API and web console, its SSH gateway, as configured).
+    pub fn reserve(&self, proto: Proto, port: u16) {
+        let mut r = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        if !r.contains(&(proto, port)) {
+            r.push((proto, port));
+        }
+    }
+
+    /// Whether `p`'s host port is one dend keeps ([`Net::reserve`]).
+    fn reserved(&self, p: PortForward) -> bool {
+        self.reserved.lock().unwrap_or_else(|p| p.into_inner()).contains(&(p.proto, p.host_port))
     }
 
     /// Every network: the stored ones, plus `default` unless one is stored under that name.
@@ -87,8 +106,9 @@ impl Net {
     }
 
     /// Resolves a new VM's NICs (network, MAC, address, TAP name) and checks its forwards
-    /// against every other VM's and the host's ports in use.
-    pub fn allocate(&self, store: &Store, vm_id: &str, spec: &VmSpec) -> Result<Vec<Nic>, AllocError> {
+    /// against every other VM's and the host's ports in use. App networks take only VMs dend
+    /// makes (`by`); a name or alias already answered on a network is refused there.
+    pub fn allocate(&self, store: &Store, vm_id: &str, spec: &VmSpec, by: By) -> Result<Vec<Nic>, AllocError> {
         let nets = self.networks(store)?;
         let vms = store.vms()?;
         let mut nics = vec![];
@@ -96,6 +116,16 @@ impl Net {
             let Some(net) = nets.iter().find(|n| n.name == req.network) else {
                 return Err(field("nics", format!("network `{}` not found; `den net ls` lists networks", req.network)));
             };
+            if spec::is_app_network(&net.name) && by != By::Den {
+                return Err(field(
+                    "nics",
+                    format!(
+                        "network `{}` is an app's own network: only Den puts VMs on it (its services are the app's VMs)",
+                        net.name
+                    ),
+                ));
+            }
+            check_names(&vms, &nics, &spec.name, req, &net.name)?;
             let sub = net.subnet().map_err(|e| NetError::Bad(net.name.clone(), e))?;
             let mut used: HashSet<_> =
                 vms.iter().flat_map(|v| &v.nics).filter(|n| n.network == net.name).map(|n| n.ip).collect();
@@ -139,7 +169,17 @@ impl Net {
                     ),
                 ));
             }
-            if RESERVED_PORTS.contains(&p.host_port) || !host_port_free(*p) {
+            if self.reserved(*p) {
+                return Err(field(
+                    "ports",
+                    format!(
+                        "host port {}/{} is Den's own (its API, SSH gateway, or guests' DNS and DHCP); pick another",
+                        p.host_port,
+                        p.proto.as_str()
+                    ),
+                ));
+            }
+            if !host_port_free(*p) {
                 return Err(field(
                     "ports",
                     format!("host port {}/{} is in use on this host; pick another", p.host_port, p.proto.as_str()),
@@ -156,6 +196,13 @@ impl Net {
         let nets = self.networks(store)?;
         let vms = store.vms()?;
         let used: HashSet<&str> = vms.iter().flat_map(|v| &v.nics).map(|n| n.network.as_str()).collect();
+        // Networks a port forward leads into: only their bridges need `route_localnet`.
+        let forwarded: HashSet<&str> = vms
+            .iter()
+            .filter(|v| !v.spec.ports.is_empty())
+            .filter_map(|v| v.nics.first())
+            .map(|n| n.network.as_str())
+            .collect();
         let mut rule_nets = vec![];
         for net in &nets {
             let sub = net.subnet().map_err(|e| NetError::Bad(net.name.clone(), e))?;
@@ -164,7 +211,8 @@ impl Net {
                 link::delete(&net.bridge()).await?;
                 continue;
             }
-            link::ensure_bridge(&net.bridge(), sub.gateway(), sub.prefix).await?;
+            link::ensure_bridge(&net.bridge(), sub.gateway(), sub.prefix, forwarded.contains(net.name.as_str()))
+                .await?;
             let hosts = vms
                 .iter()
                 .flat_map(|v| v.nics.iter().map(move |n| (v, n)))
@@ -215,13 +263,24 @@ impl Net {
         if rule_nets.is_empty() && !self.dir.join("nft").exists() {
             return Ok(());
         }
-        nft::apply(&nft::render(&rule_nets, &forwards)).await?;
+        let nics: Vec<bind::BoundNic> = vms
+            .iter()
+            .flat_map(|v| {
+                v.nics.iter().map(move |n| bind::BoundNic {
+                    tap: n.tap.clone(),
+                    mac: n.mac.clone(),
+                    ip: n.ip,
+                    vm: v.spec.name.clone(),
+                })
+            })
+            .collect();
+        nft::apply(&nft::render(&rule_nets, &forwards, &nics)).await?;
         let marker = self.dir.join("nft");
         if rule_nets.is_empty() {
             let _ = std::fs::remove_file(&marker);
         } else {
             std::fs::create_dir_all(&self.dir)
-                .and_then(|_| std::fs::write(&marker, b"den owns table ip den\n"))
+                .and_then(|_| std::fs::write(&marker, b"den owns tables ip den and bridge den\n"))
                 .map_err(|source| link::LinkError::Io { what: format!("record {}", marker.display()), source })?;
         }
         Ok(())
@@ -267,9 +326,16 @@ impl Net {
         }
     }
 
-    /// Adds a network after checking its name and that its subnet overlaps no other.
-    pub fn create_network(&self, store: &Store, spec: &NetworkSpec) -> Result<(), AllocError> {
+    /// Adds a network after checking its name and that its subnet overlaps no other. Names of
+    /// app networks are dend's (`by`).
+    pub fn create_network(&self, store: &Store, spec: &NetworkSpec, by: By) -> Result<(), AllocError> {
         let _g = self.allocation_guard();
+        if spec::is_app_network(&spec.name) && by != By::Den {
+            return Err(field(
+                "name",
+                format!("`{}`: names of `a` and 10 hex digits are kept for app networks; pick another", spec.name),
+            ));
+        }
         let nets = self.networks(store)?;
         if nets.iter().any(|n| n.name == spec.name) {
             return Err(AllocError::Net(NetError::Store(StoreError::Exists {
@@ -281,9 +347,15 @@ impl Net {
         Ok(store.insert_network(spec)?)
     }
 
-    /// Removes a network that no VM uses.
-    pub fn delete_network(&self, store: &Store, name: &str) -> Result<(), AllocError> {
+    /// Removes a network that no VM uses (an app's network only when dend removes the app).
+    pub fn delete_network(&self, store: &Store, name: &str, by: By) -> Result<(), AllocError> {
         let _g = self.allocation_guard();
+        if spec::is_app_network(name) && by != By::Den {
+            return Err(field(
+                "name",
+                format!("network `{name}` is an app's own network: it goes when the app is uninstalled"),
+            ));
+        }
         if let Some(v) = store.vms()?.into_iter().find(|v| v.nics.iter().any(|n| n.network == name)) {
             return Err(field(
                 "name",
@@ -323,6 +395,34 @@ impl From<StoreError> for AllocError {
     fn from(e: StoreError) -> AllocError {
         AllocError::Net(NetError::Store(e))
     }
+}
+
+/// Refuses a NIC whose VM name or alias is already a DNS name on `network` (dnsmasq answers
+/// each name with one address: a second one would take over the first's name there).
+/// `vms` are the stored VMs, `nics` the new VM's NICs resolved so far.
+fn check_names(vms: &[VmRecord], nics: &[Nic], name: &str, req: &NicRequest, network: &str) -> Result<(), AllocError> {
+    let mut taken: Vec<(&str, &str)> = vec![];
+    for v in vms {
+        for n in v.nics.iter().filter(|n| n.network == network) {
+            taken.push((v.spec.name.as_str(), v.spec.name.as_str()));
+            if let Some(a) = &n.alias {
+                taken.push((a.as_str(), v.spec.name.as_str()));
+            }
+        }
+    }
+    taken.extend(nics.iter().filter(|n| n.network == network).filter_map(|n| n.alias.as_deref()).map(|a| (a, name)));
+    let wanted = std::iter::once(name).chain(req.alias.as_deref());
+    for want in wanted {
+        if let Some((_, owner)) = taken.iter().find(|(t, owner)| *t == want && *owner != name) {
+            return Err(field(
+                "nics",
+                format!(
+                    "`{want}` is already a name on network `{network}` (VM `{owner}`); pick another alias or VM name"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn field(field: &'static str, message: String) -> AllocError {

@@ -1,6 +1,11 @@
-//! Den's nftables rules: one table, `ip den`, that dend owns completely. It is rendered from the
-//! networks in use and the port forwards of existing VMs and replaced in one atomic `nft -f`
-//! transaction, so the rules never drift from the store and nothing stale survives a sync.
+//! Den's nftables rules: two tables dend owns completely, `ip den` (NAT, forwards, isolation,
+//! what guests may reach on the host) and `bridge den` (each TAP bound to its VM, see
+//! [`super::bind`]). Both are rendered from the networks in use and the VMs' NICs and port
+//! forwards, and replaced in one atomic `nft -f` transaction, so the rules never drift from the
+//! store and nothing stale survives a sync.
+//!
+//! What a guest may reach on the host: its gateway's DHCP and DNS, answers to connections the
+//! host opened, and nothing else (no other port, no other host address, never 127.0.0.0/8).
 
 use super::ipam::Subnet;
 use super::spec::Proto;
@@ -70,13 +75,29 @@ pub struct RuleForward {
 }
 
 /// The whole `nft -f` script: create-then-delete-then-create makes it one transaction that
-/// works whether or not the table exists. With no networks it only removes the table.
-pub fn render(nets: &[RuleNet], forwards: &[RuleForward]) -> String {
-    let mut s = format!("table ip {TABLE}\ndelete table ip {TABLE}\n");
+/// works whether or not the tables exist. With no networks it only removes the tables.
+pub fn render(nets: &[RuleNet], forwards: &[RuleForward], nics: &[super::bind::BoundNic]) -> String {
+    let mut s =
+        format!("table ip {TABLE}\ndelete table ip {TABLE}\ntable bridge {TABLE}\ndelete table bridge {TABLE}\n");
     if nets.is_empty() {
         return s;
     }
-    let _ = writeln!(s, "table ip {TABLE} {{");
+    s.push_str(&render_ip(nets, forwards));
+    s.push_str(&super::bind::render(nics));
+    s
+}
+
+/// The `table ip den { ... }` block.
+fn render_ip(nets: &[RuleNet], forwards: &[RuleForward]) -> String {
+    let mut s = format!("table ip {TABLE} {{\n");
+    // Before conntrack and NAT: nothing from a guest is addressed to or from loopback (the
+    // bridges need `route_localnet` for the host's own clients of a forward, see
+    // `link::ensure_bridge`, which would otherwise let a guest reach 127.0.0.1 through its
+    // gateway, or match a host loopback connection's conntrack entry).
+    s.push_str("  chain raw {\n    type filter hook prerouting priority raw; policy accept;\n");
+    s.push_str(
+        "    iifname \"den-*\" ip daddr 127.0.0.0/8 drop\n    iifname \"den-*\" ip saddr 127.0.0.0/8 drop\n  }\n",
+    );
     let dnat: String = forwards
         .iter()
         .map(|f| {
@@ -130,15 +151,17 @@ pub fn render(nets: &[RuleNet], forwards: &[RuleForward]) -> String {
         }
     }
     s.push_str("  }\n");
+    // The host itself: DHCP anywhere on the bridge, DNS on the gateway, answers to what the
+    // host opened; every other packet from any Den bridge is dropped.
     s.push_str("  chain input {\n    type filter hook input priority filter; policy accept;\n");
-    for n in nets.iter().filter(|n| n.isolated) {
-        let b = &n.bridge;
-        let _ = writeln!(s, "    iifname \"{b}\" udp dport {{ 53, 67 }} accept");
-        let _ = writeln!(s, "    iifname \"{b}\" tcp dport 53 accept");
+    for n in nets {
+        let (b, gw) = (&n.bridge, n.subnet.gateway());
         let _ = writeln!(s, "    iifname \"{b}\" ct state established,related accept");
+        let _ = writeln!(s, "    iifname \"{b}\" udp dport 67 accept");
+        let _ = writeln!(s, "    iifname \"{b}\" ip daddr {gw} meta l4proto {{ tcp, udp }} th dport 53 accept");
         s.push_str(&n.audited(&format!("iifname \"{b}\""), "deny", "drop"));
     }
-    s.push_str("  }\n}\n");
+    s.push_str("    iifname \"den-*\" drop\n  }\n}\n");
     s
 }
 
@@ -219,8 +242,13 @@ mod tests {
             guest_port: 80,
             vm: "web1".into(),
         };
-        let s = render(&nets(), &[fwd]);
-        assert!(s.starts_with("table ip den\ndelete table ip den\ntable ip den {"), "{s}");
+        let s = render(&nets(), &[fwd], &[]);
+        assert!(
+            s.starts_with(
+                "table ip den\ndelete table ip den\ntable bridge den\ndelete table bridge den\ntable ip den {"
+            ),
+            "{s}"
+        );
         assert_eq!(s.matches("tcp dport 8080 dnat to 10.87.0.2:80").count(), 2, "prerouting and output: {s}");
         assert!(s.contains("ip saddr 10.87.0.0/24 ip daddr != 10.87.0.0/24 masquerade"));
         assert!(!s.contains("ip saddr 10.88.0.0/24"), "isolated networks get no NAT: {s}");
@@ -242,6 +270,12 @@ mod tests {
         let lab_drop = s.find("iifname \"den-lab\" drop").unwrap();
         let default_out = s.find("    iifname \"den-default\" accept").unwrap();
         assert!(lab_drop < default_out, "isolation before NAT accepts: {s}");
+        // The host: loopback never, DNS on the gateway only, DHCP, answers; nothing else.
+        assert!(s.contains("type filter hook prerouting priority raw; policy accept;\n    iifname \"den-*\" ip daddr 127.0.0.0/8 drop"), "{s}");
+        assert!(s.contains("iifname \"den-default\" ip daddr 10.87.0.1 meta l4proto { tcp, udp } th dport 53 accept\n    iifname \"den-default\" drop"), "{s}");
+        assert!(s.contains("    iifname \"den-*\" drop\n  }\n}\n"), "{s}");
+        let input = &s[s.find("chain input").unwrap()..];
+        assert!(!input.contains("8006") && !input.contains("2222"), "no host port is open by default: {input}");
     }
 
     /// nft itself accepts the rendered rules (`--check` parses and validates without applying).
@@ -254,7 +288,15 @@ mod tests {
             guest_port: 53,
             vm: "dns".into(),
         };
-        let script = render(&nets(), &[fwd]).replace("delete table ip den\n", "");
+        let nic = super::super::bind::BoundNic {
+            tap: "dt01234567890".into(),
+            mac: "02:de:00:00:00:01".into(),
+            ip: Ipv4Addr::new(10, 87, 0, 9),
+            vm: "dns".into(),
+        };
+        let script = render(&nets(), &[fwd], &[nic])
+            .replace("delete table ip den\n", "")
+            .replace("delete table bridge den\n", "");
         let mut child = std::process::Command::new("nft")
             .args(["--check", "-f", "-"])
             .stdin(std::process::Stdio::piped())
@@ -269,6 +311,9 @@ mod tests {
 
     #[test]
     fn no_networks_removes_the_table() {
-        assert_eq!(render(&[], &[]), "table ip den\ndelete table ip den\n");
+        assert_eq!(
+            render(&[], &[], &[]),
+            "table ip den\ndelete table ip den\ntable bridge den\ndelete table bridge den\n"
+        );
     }
 }

@@ -12,6 +12,38 @@ pub const DEFAULT_SUBNET: &str = "10.87.0.0/24";
 /// Most NICs per VM.
 pub const MAX_NICS: usize = 8;
 
+/// Who asks for a network change: dend itself (an app's network and VMs) or a person (the API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum By {
+    /// dend, for an app: the only one that makes, joins and removes app networks.
+    Den,
+    /// A person through the API, CLI or web console, whatever their role.
+    Person,
+}
+
+impl By {
+    /// Who `user` is: dend's own tasks run as the reserved user `dend`, which no account takes.
+    pub fn user(user: &str) -> By {
+        if user == "dend" {
+            By::Den
+        } else {
+            By::Person
+        }
+    }
+}
+
+/// The network of app `package`: `a` and 10 hex digits of its id (bridge `den-a...`).
+pub fn app_network_name(package: &str) -> String {
+    format!("a{:010x}", super::ipam::fnv1a(package.bytes()) & 0xff_ffff_ffff)
+}
+
+/// Whether `name` has the shape of an app network's name. Such names are dend's: nobody else
+/// makes a network by that name, puts a VM on it or removes it (an app's isolation and its
+/// services' DNS names depend on who is on its network).
+pub fn is_app_network(name: &str) -> bool {
+    name.len() == 11 && name.starts_with('a') && name[1..].chars().all(|c| c.is_ascii_digit() || matches!(c, 'a'..='f'))
+}
+
 /// A network (`POST /api/v1/networks`): a host bridge with a subnet, DHCP and DNS, and NAT to
 /// the host's uplink unless it is isolated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -137,7 +137,7 @@ impl Den {
         if self.store.vm(&spec.name).is_ok() {
             return Err(VmError::Store(crate::store::StoreError::Exists { kind: "VM", name: spec.name }));
         }
-        let nics = self.net.allocate(&self.store, &id, &spec)?;
+        let nics = self.net.allocate(&self.store, &id, &spec, crate::net::By::user(user))?;
         let vm = VmRecord {
             id,
             engine,

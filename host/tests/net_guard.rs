@@ -1,0 +1,232 @@
+//! Network isolation attacked from a guest's root (issue 21), inside network namespaces with
+//! real QEMU guests. VM `a` sends hand-made frames (`net-probe`, copied into it): to the host's
+//! loopback, to the host's other addresses, with another MAC, with another VM's address, as a
+//! DHCP server, as ARP for another VM's address, and as IPv6 to the host and to a neighbour.
+//! Recorders on the host, in VM `b` and on a "WAN" namespace show that none of it arrived,
+//! while the same tool's legitimate frames (sent after the attacks, on the same paths) did.
+//! Then what dend refuses: names and aliases twice on a network, app network names, forwards
+//! on Den's own ports; and which sysctls each bridge got.
+
+use den_tests::dend::Dend;
+use den_tests::images;
+use den_tests::netns::{net_probe, NetNs};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const PROBE: &str = "/root/net-probe";
+
+fn nic(d: &Dend, vm: &str, key: &str) -> String {
+    d.vm(vm)["nics"][0][key].as_str().unwrap_or_default().to_string()
+}
+
+/// The IPv6 link-local address a device with `mac` gets from EUI-64.
+fn link_local(mac: &str) -> String {
+    let b: Vec<u8> = mac.split(':').filter_map(|p| u8::from_str_radix(p, 16).ok()).collect();
+    format!("fe80::{:02x}{:02x}:{:02x}ff:fe{:02x}:{:02x}{:02x}", b[0] ^ 2, b[1], b[2], b[3], b[4], b[5])
+}
+
+/// A recorder started in the background inside `ns`: `net-probe listen` writing to a file.
+struct Recorder {
+    _proc: den_tests::netns::Background,
+    file: PathBuf,
+}
+
+impl Recorder {
+    fn start(ns: &NetNs, dir: &Path, proto: &str, addr: &str) -> Recorder {
+        let file = dir.join(format!("{}-{proto}-{}", ns.name, addr.replace([':', '[', ']'], "_")));
+        let script = format!("exec {} listen {proto} '{addr}' 300 > {}", net_probe().display(), file.display());
+        let proc = ns.background("sh", &["-c", &script]);
+        Recorder { _proc: proc, file }
+    }
+
+    fn got(&self) -> String {
+        std::fs::read_to_string(&self.file).unwrap_or_default()
+    }
+
+    /// Waits until `what` was recorded (a control sent on purpose).
+    fn wait_for(&self, what: &str, send: impl Fn()) {
+        let t = Instant::now();
+        while !self.got().contains(what) {
+            assert!(t.elapsed() < Duration::from_secs(30), "{what} never arrived at {}", self.file.display());
+            send();
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+/// What a recorder in VM `vm` (started by [`guest_recorder`]) has written.
+fn guest_got(d: &Dend, vm: &str, file: &str) -> String {
+    d.den(&["vm", "exec", vm, "--", "cat", file]).1
+}
+
+fn guest_recorder(d: &Dend, vm: &str, proto: &str, addr: &str, file: &str) {
+    let script = format!("setsid {PROBE} listen {proto} '{addr}' 300 > {file} 2>&1 < /dev/null &");
+    let (code, _, err) = d.den(&["vm", "exec", vm, "--", "sh", "-c", &script]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Waits until the recorder in `vm` shows `what`.
+fn guest_wait_for(d: &Dend, vm: &str, file: &str, what: &str, send: impl Fn()) -> String {
+    let t = Instant::now();
+    loop {
+        send();
+        std::thread::sleep(Duration::from_millis(300));
+        let got = guest_got(d, vm, file);
+        if got.contains(what) {
+            return got;
+        }
+        assert!(t.elapsed() < Duration::from_secs(40), "{what} never arrived in {vm}: {got}\n{}", d.log());
+    }
+}
+
+#[test]
+fn guests_cannot_reach_the_host_spoof_or_answer_for_others() {
+    let store = images::shared_store();
+    images::build_builtin(&store, "base");
+    let work = tempfile::tempdir().unwrap();
+    let wan = NetNs::new("gwan");
+    let host = NetNs::new("ghost");
+    host.veth("up0", "192.0.2.2/24", &wan, "wan0", "192.0.2.1/24");
+    host.ip("route add default via 192.0.2.1");
+    let d = Dend::start_in_with_config(Path::new(env!("CARGO_BIN_EXE_dend")), &host, "[docker]\nenabled = false\n");
+
+    d.create_base_vm(&["a", "-p", "8080:80"]);
+    d.create_base_vm(&["b"]);
+    d.den(&["net", "create", "lab", "--subnet", "10.88.0.0/24", "--isolated"]);
+    d.create_base_vm(&["c", "--network", "lab"]);
+    let probe = net_probe();
+    for vm in ["a", "b", "c"] {
+        d.sh_until_ok(vm, "true");
+        let (code, _, err) = d.den(&["vm", "cp", probe.to_str().unwrap(), &format!("{vm}:{PROBE}"), "--mode", "755"]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let (a_ip, a_mac) = (nic(&d, "a", "ip"), nic(&d, "a", "mac"));
+    let (b_ip, b_mac) = (nic(&d, "b", "ip"), nic(&d, "b", "mac"));
+    let gw_mac = host.ip("-o link show den-default").split("link/ether ").nth(1).unwrap_or_default()[..17].to_string();
+    let gw = format!("{}.1", a_ip.rsplit_once('.').map(|(n, _)| n).unwrap_or_default());
+
+    // The sysctls: no IPv6 on bridges and TAPs; route_localnet only where a forward leads.
+    let sysctl = |key: &str| host.sh(&format!("cat /proc/sys/net/{key}")).1.trim().to_string();
+    let a_tap = nic(&d, "a", "tap");
+    assert_eq!(sysctl("ipv6/conf/den-default/disable_ipv6"), "1");
+    assert_eq!(sysctl(&format!("ipv6/conf/{a_tap}/disable_ipv6")), "1");
+    assert_eq!(sysctl("ipv4/conf/den-default/route_localnet"), "1", "a's forward needs it");
+    assert_eq!(sysctl("ipv4/conf/den-lab/route_localnet"), "0", "no forward leads into lab");
+
+    // Recorders: the host's loopback, every host address, IPv6 on the host, the WAN, and VM b.
+    let loopback = Recorder::start(&host, work.path(), "udp", "127.0.0.1:9999");
+    let host_any = Recorder::start(&host, work.path(), "udp", "0.0.0.0:9998");
+    let host_tcp = Recorder::start(&host, work.path(), "tcp", "0.0.0.0:9997");
+    let host_v6 = Recorder::start(&host, work.path(), "udp", "[::]:9996");
+    let outside = Recorder::start(&wan, work.path(), "udp", "192.0.2.1:5000");
+    let send_in = |ns: &NetNs, addr: &str, text: &str| {
+        let _ = ns.command(probe.to_str().unwrap()).args(["send", addr, text]).output();
+    };
+    loopback.wait_for("ready", || send_in(&host, "127.0.0.1:9999", "ready"));
+    host_any.wait_for("ready", || send_in(&host, "127.0.0.1:9998", "ready"));
+    host_v6.wait_for("ready", || send_in(&host, "[::1]:9996", "ready"));
+    outside.wait_for("ready", || send_in(&wan, "192.0.2.1:5000", "ready"));
+    guest_recorder(&d, "b", "udp", "0.0.0.0:68", "/tmp/got68");
+    guest_recorder(&d, "b", "udp", "[::]:9995", "/tmp/got6");
+    guest_wait_for(&d, "b", "/tmp/got68", "ready", || send_in(&host, &format!("{b_ip}:68"), "ready"));
+
+    // The attacks, all from a's root, then the legitimate frames on the same paths.
+    let udp = |smac: &str, dmac: &str, sip: &str, sport: u16, dip: &str, dport: u16, text: &str| {
+        format!("{PROBE} udp eth0 {smac} {dmac} {sip} {sport} {dip} {dport} {text}")
+    };
+    let (a_ll, b_ll, gw_ll) = (link_local(&a_mac), link_local(&b_mac), link_local(&gw_mac));
+    let attacks = [
+        udp(&a_mac, &gw_mac, &a_ip, 40000, "127.0.0.1", 9999, "to-loopback"),
+        udp(&a_mac, &gw_mac, &a_ip, 40001, "127.0.0.1", 9998, "to-loopback-any"),
+        udp(&a_mac, &gw_mac, &a_ip, 40002, &gw, 9998, "to-gateway"),
+        udp(&a_mac, &gw_mac, &a_ip, 40003, "192.0.2.2", 9998, "to-uplink-address"),
+        udp(&a_mac, &gw_mac, "127.0.0.1", 40004, "127.0.0.1", 9999, "from-loopback"),
+        udp("02:00:00:00:00:99", &gw_mac, &a_ip, 40005, "192.0.2.1", 5000, "spoofed-mac"),
+        udp(&a_mac, &gw_mac, &b_ip, 40006, "192.0.2.1", 5000, "spoofed-ip"),
+        udp(&a_mac, &b_mac, &a_ip, 67, &b_ip, 68, "rogue-dhcp"),
+        udp(&a_mac, &gw_mac, &a_ll, 40007, &gw_ll, 9996, "ipv6-to-host"),
+        udp(&a_mac, "33:33:00:00:00:01", &a_ll, 40008, "ff02::1", 9996, "ipv6-to-all"),
+        udp(&a_mac, &b_mac, &a_ll, 40009, &b_ll, 9995, "ipv6-to-neighbour"),
+        format!("{PROBE} arp eth0 {a_mac} {b_ip}"),
+        format!("{PROBE} arp eth0 {a_mac} {gw}"),
+        format!("timeout 5 busybox nc {gw} 9997 </dev/null; echo tcp-to-gateway | timeout 5 busybox nc 192.0.2.2 9997"),
+    ];
+    // The host knows b's MAC before a claims b's address.
+    assert_eq!(host.sh(&format!("busybox ping -c 1 -W 5 {b_ip}")).0, 0, "the host reaches b");
+    let script = attacks.join("; ") + "; true";
+    let (code, out, err) = d.den(&["vm", "exec", "a", "--", "sh", "-c", &script]);
+    assert_eq!(code, 0, "{out}{err}");
+    let legit = [
+        udp(&a_mac, &gw_mac, &a_ip, 40010, "192.0.2.1", 5000, "legit-outside"),
+        udp(&a_mac, &b_mac, &a_ip, 6767, &b_ip, 68, "legit-neighbour"),
+    ]
+    .join(" && ");
+    let (code, out, err) = d.den(&["vm", "exec", "a", "--", "sh", "-c", &legit]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // The legitimate frames arrived (so the attacks before them had the same chance) ...
+    outside.wait_for("legit-outside", || {});
+    let got68 = guest_wait_for(&d, "b", "/tmp/got68", "legit-neighbour", || {});
+    std::thread::sleep(Duration::from_secs(2));
+    // ... and nothing else did.
+    assert!(!outside.got().contains("spoofed"), "a spoofed frame left the box: {}", outside.got());
+    assert!(outside.got().contains("192.0.2.2:"), "NAT as usual: {}", outside.got());
+    assert!(!got68.contains("rogue-dhcp"), "a guest answered DHCP: {got68}");
+    let got6 = guest_got(&d, "b", "/tmp/got6");
+    assert!(!got6.contains("ipv6"), "IPv6 between guests: {got6}");
+    for (rec, what) in [(&loopback, "loopback"), (&host_any, "host addresses"), (&host_v6, "host IPv6")] {
+        let lines: Vec<String> = rec.got().lines().filter(|l| !l.ends_with(" ready")).map(String::from).collect();
+        assert!(lines.is_empty(), "a guest reached the host's {what}: {lines:?}");
+    }
+    assert!(host_tcp.got().is_empty(), "a guest connected to a host port: {}", host_tcp.got());
+    let neigh = host.ip(&format!("neigh show {b_ip}"));
+    assert!(!neigh.contains(&a_mac) && neigh.contains(&b_mac), "a took b's address in the host's ARP cache: {neigh}");
+    let b_neigh = d.den(&["vm", "exec", "b", "--", "ip", "neigh", "show", &gw]).1;
+    assert!(!b_neigh.contains(&a_mac), "a took the gateway's address in b's ARP cache: {b_neigh}");
+
+    // The isolated network's VM: nothing to b by IPv6 either, and DNS still answers there.
+    let ipv6 = udp(&nic(&d, "c", "mac"), &b_mac, &link_local(&nic(&d, "c", "mac")), 40011, &b_ll, 9995, "ipv6-cross");
+    assert_eq!(d.den(&["vm", "exec", "c", "--", "sh", "-c", &ipv6]).0, 0);
+    assert_eq!(d.sh_until_ok("c", "busybox nslookup c.den 10.88.0.1 >/dev/null && echo ok").trim(), "ok");
+    assert_eq!(d.sh_until_ok("b", "busybox nslookup a.den >/dev/null && echo ok").trim(), "ok");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!guest_got(&d, "b", "/tmp/got6").contains("ipv6"), "IPv6 across networks");
+
+    // The legitimate paths: the forward from outside, and DNS by name between VMs.
+    d.sh_until_ok("a", "mkdir -p /tmp/w && echo from-a > /tmp/w/index.html && busybox httpd -p 80 -h /tmp/w");
+    let (code, out) = wan.sh("timeout 10 busybox wget -q -O- http://192.0.2.2:8080/");
+    assert_eq!((code, out.trim()), (0, "from-a"), "the forward still works");
+    assert_eq!(d.sh_until_ok("b", "timeout 10 busybox wget -q -O- http://a.den/").trim(), "from-a");
+
+    // What dend refuses: a name twice on a network, app network names, Den's own ports.
+    let refused = |body: String, field: &str, text: &str| {
+        let (s, b) = d.api("POST", "/api/v1/vms", body.as_bytes());
+        assert!(
+            s == 400 && b["field"] == field && b["message"].as_str().unwrap_or("").contains(text),
+            "{body}: {s} {b}"
+        );
+    };
+    refused(r#"{"name":"d","image":"base","nics":[{"network":"lab","alias":"c"}]}"#.into(), "nics", "already a name");
+    refused(r#"{"name":"d","image":"base","nics":[{"alias":"b"}]}"#.into(), "nics", "VM `b`");
+    let https_port = d.https_addr().rsplit_once(':').map(|(_, p)| p.to_string()).unwrap_or_default();
+    refused(
+        format!(
+            r#"{{"name":"d","image":"base","nics":[{{}}],"ports":[{{"host_port":{https_port},"guest_port":80}}]}}"#
+        ),
+        "ports",
+        "Den's own",
+    );
+    refused(
+        r#"{"name":"d","image":"base","nics":[{}],"ports":[{"host_port":53,"guest_port":53,"proto":"udp"}]}"#.into(),
+        "ports",
+        "Den's own",
+    );
+    let (code, _, err) = d.den(&["net", "create", "a0123456789", "--subnet", "10.89.0.0/24", "--isolated"]);
+    assert!(code == 1 && err.contains("kept for app networks"), "{err}");
+    for v in ["a", "b", "c"] {
+        assert_eq!(d.den(&["vm", "stop", v]).0, 0, "{}", d.log());
+        assert_eq!(d.den(&["vm", "rm", v]).0, 0, "{}", d.log());
+    }
+    let tables = host.sh("nft list tables").1;
+    assert!(!tables.contains("den"), "both tables go with the last network: {tables}");
+}
