@@ -264,6 +264,13 @@ pub fn run(cmd: AppCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
                     r["verdict"].as_str().unwrap_or("?"),
                 );
             }
+            let app = request(socket, "GET", &format!("/api/v1/apps/{}", enc(&app)), None)?.ok()?;
+            let unlogged = app["traffic_unlogged"].as_u64().unwrap_or(0);
+            if unlogged > 0 {
+                println!(
+                    "{unlogged} more packets were not logged: the app sent more than the audit logs (50 a second)"
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -190,8 +190,9 @@ pub struct CreateArgs {
     /// No NIC at all.
     #[arg(long, conflicts_with = "networks")]
     no_network: bool,
-    /// Forward a host port to the VM: HOST:GUEST or HOST:GUEST/udp (repeatable).
-    #[arg(short = 'p', long = "publish", value_name = "HOST:GUEST")]
+    /// Forward a host port to the VM: HOST:GUEST or HOST:GUEST/udp, for connections from
+    /// elsewhere; add `,local` for the host's own connections too (`8080:80,local`). Repeatable.
+    #[arg(short = 'p', long = "publish", value_name = "HOST:GUEST[/udp][,local]")]
     publish: Vec<String>,
     /// A user account to create in the guest on first boot, with sudo (repeatable).
     #[arg(long = "user", value_name = "NAME")]
@@ -260,10 +261,16 @@ pub fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
             let nics: Vec<Value> = networks.iter().map(|n| json!({"network": n})).collect();
             let mut ports = vec![];
             for p in &a.publish {
-                let (hp, rest) = p.split_once(':').with_context(|| format!("--publish {p}: write HOST:GUEST[/udp]"))?;
+                let (spec, local) = match p.split_once(',') {
+                    Some((s, "local")) => (s, true),
+                    Some((_, o)) => anyhow::bail!("--publish {p}: `{o}` is not an option (`,local` is)"),
+                    None => (p.as_str(), false),
+                };
+                let (hp, rest) =
+                    spec.split_once(':').with_context(|| format!("--publish {p}: write HOST:GUEST[/udp][,local]"))?;
                 let (gp, proto) = rest.split_once('/').unwrap_or((rest, "tcp"));
                 let num = |s: &str| s.parse::<u16>().with_context(|| format!("--publish {p}: `{s}` is not a port"));
-                ports.push(json!({"host_port": num(hp)?, "guest_port": num(gp)?, "proto": proto}));
+                ports.push(json!({"host_port": num(hp)?, "guest_port": num(gp)?, "proto": proto, "local": local}));
             }
             let disk = a.disk.as_deref().map(parse_mib).transpose()?;
             let mut keys = vec![];

@@ -76,6 +76,9 @@ impl SystemConfig {
         if let Some(url) = &self.http_check {
             crate::system::HttpCheck::parse(url).map_err(|e| format!("http_check: {e}"))?;
         }
+        if crate::net::spec::is_app_network(&self.network) {
+            return Err(format!("network: `{}` is an app's own network; name another", self.network));
+        }
         let positive = [
             ("check_interval_secs", self.check_interval_secs),
             ("health_window_secs", self.health_window_secs),

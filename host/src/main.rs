@@ -127,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
     }
     den_host::apps::audit::start(den.clone());
     tokio::spawn(den_host::metrics::run(den.clone()));
+    tokio::spawn(den_host::vms::net_watch::watch(den.clone()));
     tokio::spawn(den_host::engine::logs::run(paths.run.join("vms")));
     let mut bridge = None;
     if cfg.docker.enabled {

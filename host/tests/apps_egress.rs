@@ -4,7 +4,7 @@
 //! (Timeouts come from `timeout`: the busybox-static wget of Debian 12 crashes with `-T`.)
 
 use den_tests::dend::Dend;
-use den_tests::lpk::{hello_v1, two_v2, write, HELLO, TWO};
+use den_tests::lpk::{colliding_package, first_network_name, hello_as, hello_v1, two_v2, write, HELLO, TWO};
 use den_tests::netns::NetNs;
 use serde_json::Value;
 use std::path::Path;
@@ -93,12 +93,27 @@ fn egress_is_default_deny_permitted_by_net_internet_and_audited() {
     let (code, out) =
         sh(&d, "two-web", &format!("timeout 5 nc {gateway} 8006 </dev/null || timeout 5 nc {gateway} 2222 </dev/null"));
     assert_ne!(code, 0, "an app reached dend's own ports: {out}");
+    // Nor another app's ingress through the host's port forward (its DNAT).
+    let hello_gw = format!("{}.1", hello_ip.rsplit_once('.').map(|(n, _)| n).unwrap_or_default());
+    let (code, out) = sh(&d, "hello-app", &format!("timeout 5 busybox wget -q -O - http://{hello_gw}:19000/"));
+    assert_ne!(code, 0, "an isolated app reached another app's ingress through the forward: {out}");
     let recs = traffic_until(&d, HELLO, |r| r["dest"] == web.as_str());
     assert!(recs.iter().any(|r| r["dest"] == web.as_str() && r["verdict"] == "denied"), "{recs:?}");
 
     // An app's network is Den's: no VM joins it through the API, not even an admin's, and no
     // clone of a service either (it would answer the app's service names); it is not removable.
     let app_net = d.vm("hello-app")["nics"][0]["network"].as_str().unwrap_or_default().to_string();
+    assert_eq!(app_net, first_network_name(HELLO));
+    // Nor does a package whose id was chosen to give the same network name.
+    let evil = colliding_package(HELLO);
+    assert_eq!(first_network_name(&evil), app_net, "{evil} collides");
+    let evil_lpk = write(&hello_as(&evil, "evil", "1.0.0").unwrap(), work.path(), "evil.lpk", true);
+    den_ok(&d, &["app", "install", evil_lpk.to_str().unwrap()]);
+    let evil_net = d.vm("evil-app")["nics"][0]["network"].as_str().unwrap_or_default().to_string();
+    assert!(!evil_net.is_empty() && evil_net != app_net, "{evil} joined {HELLO}'s network {app_net}");
+    let (code, out) = sh(&d, "evil-app", &format!("timeout 5 busybox wget -q -O - http://{hello_ip}:3000/"));
+    assert_ne!(code, 0, "the colliding app reached hello: {out}");
+    den_ok(&d, &["app", "uninstall", &evil]);
     let body = serde_json::json!({"name": "intruder", "image": "base", "nics": [{"network": app_net}]});
     let (s, b) = d.api("POST", "/api/v1/vms", body.to_string().as_bytes());
     assert!(
@@ -110,6 +125,16 @@ fn egress_is_default_deny_permitted_by_net_internet_and_audited() {
     let (code, _, err) = d.den(&["net", "rm", &app_net]);
     assert!(code == 1 && err.contains("goes when the app is uninstalled"), "{err}");
     assert!(d.den(&["vm", "inspect", "intruder"]).0 != 0, "nothing half-made is left");
+
+    // A flood is not all logged: over the audit's rate (50 a second per app network), packets
+    // are counted instead, and the count is shown.
+    let flood = "busybox ping -c 600 -i 0.005 -q -w 10 198.51.100.7 >/dev/null 2>&1; true";
+    assert_eq!(sh(&d, "hello-app", flood).0, 0);
+    let (_, app) = d.api("GET", &format!("/api/v1/apps/{HELLO}"), b"");
+    let unlogged = app["traffic_unlogged"].as_u64().unwrap_or(0);
+    assert!(unlogged >= 50, "600 pings in a few seconds, at most 100 + 50 a second logged: {unlogged} counted\n{app}");
+    let table = den_ok(&d, &["app", "traffic", HELLO]);
+    assert!(table.contains("more packets were not logged"), "{table}");
 
     // The CLI table.
     let table = den_ok(&d, &["app", "traffic", TWO]);

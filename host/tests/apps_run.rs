@@ -41,6 +41,8 @@ fn apps_run_as_microvms() {
     }
     let work = tempfile::tempdir().unwrap();
     let ns = NetNs::new("apprun");
+    let lan = NetNs::new("lanrun");
+    ns.veth("up0", "192.0.2.2/24", &lan, "lan0", "192.0.2.7/24");
     let config = "[docker]\nenabled = false\n[apps]\nbox_domain = \"box.test\"\nbox_name = \"den1\"\n";
     let d = Dend::start_in_with_config(Path::new(env!("CARGO_BIN_EXE_dend")), &ns, config);
 
@@ -185,8 +187,10 @@ fn apps_run_as_microvms() {
     assert_eq!(d.vm("two-backend")["spec"]["cpus"], 1, "cpus");
     let uid = sh(&d, "two-web", "grep Uid /proc/$(pidof httpd)/status");
     assert!(uid.split_whitespace().nth(1) == Some("1000"), "user: {uid}");
-    let (code, out) = ns.sh("curl -s --max-time 10 http://127.0.0.1:19000/");
+    let (code, out) = lan.sh("curl -s --max-time 10 http://192.0.2.2:19000/");
     assert_eq!((code, out.trim()), (0, "backend-backend"), "ingress: host port 19000 reaches backend:9000");
+    let (code, out) = ns.sh("curl -s --max-time 5 http://127.0.0.1:19000/");
+    assert!(code != 0 && !out.contains("backend"), "an app's port took the host's own connection: {out}");
     let logs = den_ok(&d, &["app", "logs", TWO, "--service", "backend"]);
     assert!(!logs.trim().is_empty(), "the service's console output");
     // A service that dies is started again.

@@ -53,8 +53,9 @@ fn dend_network_nat_dns_forwards_isolation_and_cleanup() {
     let _httpd = wan.background("busybox", &["httpd", "-f", "-p", "192.0.2.1:80", "-h", &www_dir]);
     let mut d = Dend::start_in(Path::new(env!("CARGO_BIN_EXE_dend")), &host);
 
-    // Two VMs on the default network; `a` publishes its port 80 on host port 8080.
-    d.create_base_vm(&["a", "-p", "8080:80"]);
+    // Two VMs on the default network; `a` publishes its port 80 on host port 8080, for the
+    // host's own connections too.
+    d.create_base_vm(&["a", "-p", "8080:80,local"]);
     d.create_base_vm(&["b"]);
     let (a_ip, b_ip) = (ip_of(&d, "a"), ip_of(&d, "b"));
     assert!(a_ip.starts_with("10.87.0.") && b_ip.starts_with("10.87.0.") && a_ip != b_ip, "{a_ip} {b_ip}");
@@ -76,6 +77,8 @@ fn dend_network_nat_dns_forwards_isolation_and_cleanup() {
     let (code, out) = wan.sh("timeout 10 busybox wget -q -O- http://192.0.2.2:8080/");
     assert_eq!((code, out.trim()), (0, "from-a"), "uplink forward");
     let rules = host.sh("nft list table ip den").1;
+    let localnet = host.sh("cat /proc/sys/net/ipv4/conf/den-default/route_localnet").1;
+    assert_eq!(localnet.trim(), "1", "the host's own clients of a `,local` forward need it");
     assert!(rules.contains("dport 8080 dnat to") && rules.contains("masquerade"), "{rules}");
 
     // A second forward of the same port is refused, naming the field; so is a host port in use.

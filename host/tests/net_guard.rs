@@ -1,11 +1,15 @@
 //! Network isolation attacked from a guest's root (issue 21), inside network namespaces with
 //! real QEMU guests. VM `a` sends hand-made frames (`net-probe`, copied into it): to the host's
 //! loopback, to the host's other addresses, with another MAC, with another VM's address, as a
-//! DHCP server, as ARP for another VM's address, and as IPv6 to the host and to a neighbour.
+//! DHCP server (from port 67 or any other), as ARP for another VM's address, as IPv6 to the
+//! host and to a neighbour, and to link-local group MACs (which the bridge hands to the host
+//! past its own hooks, and learns from) with another VM's MAC.
 //! Recorders on the host, in VM `b` and on a "WAN" namespace show that none of it arrived,
 //! while the same tool's legitimate frames (sent after the attacks, on the same paths) did.
-//! Then what dend refuses: names and aliases twice on a network, app network names, forwards
-//! on Den's own ports; and which sysctls each bridge got.
+//! Then port forwards: only a `,local` one takes the host's own connections, and a host program
+//! listening on a forwarded port later is reported (`vm.port_clash`). Then what dend refuses:
+//! names and aliases twice on a network, app network names, forwards on Den's own ports; and
+//! which sysctls each bridge got.
 
 use den_tests::dend::Dend;
 use den_tests::images;
@@ -90,8 +94,10 @@ fn guests_cannot_reach_the_host_spoof_or_answer_for_others() {
     host.ip("route add default via 192.0.2.1");
     let d = Dend::start_in_with_config(Path::new(env!("CARGO_BIN_EXE_dend")), &host, "[docker]\nenabled = false\n");
 
-    d.create_base_vm(&["a", "-p", "8080:80"]);
-    d.create_base_vm(&["b"]);
+    // a's forward takes the host's own connections too, so its bridge has route_localnet on
+    // (the raw chain is what keeps guests from 127.0.0.1 then); b's forward does not.
+    d.create_base_vm(&["a", "-p", "8080:80,local"]);
+    d.create_base_vm(&["b", "-p", "8081:80"]);
     d.den(&["net", "create", "lab", "--subnet", "10.88.0.0/24", "--isolated"]);
     d.create_base_vm(&["c", "--network", "lab"]);
     let probe = net_probe();
@@ -105,12 +111,13 @@ fn guests_cannot_reach_the_host_spoof_or_answer_for_others() {
     let gw_mac = host.ip("-o link show den-default").split("link/ether ").nth(1).unwrap_or_default()[..17].to_string();
     let gw = format!("{}.1", a_ip.rsplit_once('.').map(|(n, _)| n).unwrap_or_default());
 
-    // The sysctls: no IPv6 on bridges and TAPs; route_localnet only where a forward leads.
+    // The sysctls: no IPv6 on bridges and TAPs; route_localnet only where a `,local` forward
+    // leads.
     let sysctl = |key: &str| host.sh(&format!("cat /proc/sys/net/{key}")).1.trim().to_string();
     let a_tap = nic(&d, "a", "tap");
     assert_eq!(sysctl("ipv6/conf/den-default/disable_ipv6"), "1");
     assert_eq!(sysctl(&format!("ipv6/conf/{a_tap}/disable_ipv6")), "1");
-    assert_eq!(sysctl("ipv4/conf/den-default/route_localnet"), "1", "a's forward needs it");
+    assert_eq!(sysctl("ipv4/conf/den-default/route_localnet"), "1", "a's `,local` forward needs it");
     assert_eq!(sysctl("ipv4/conf/den-lab/route_localnet"), "0", "no forward leads into lab");
 
     // Recorders: the host's loopback, every host address, IPv6 on the host, the WAN, and VM b.
@@ -128,6 +135,8 @@ fn guests_cannot_reach_the_host_spoof_or_answer_for_others() {
     outside.wait_for("ready", || send_in(&wan, "192.0.2.1:5000", "ready"));
     guest_recorder(&d, "b", "udp", "0.0.0.0:68", "/tmp/got68");
     guest_recorder(&d, "b", "udp", "[::]:9995", "/tmp/got6");
+    guest_recorder(&d, "b", "udp", "0.0.0.0:6800", "/tmp/got6800");
+    guest_wait_for(&d, "b", "/tmp/got6800", "ready", || send_in(&host, &format!("{b_ip}:6800"), "ready"));
     guest_wait_for(&d, "b", "/tmp/got68", "ready", || send_in(&host, &format!("{b_ip}:68"), "ready"));
 
     // The attacks, all from a's root, then the legitimate frames on the same paths.
@@ -144,6 +153,9 @@ fn guests_cannot_reach_the_host_spoof_or_answer_for_others() {
         udp("02:00:00:00:00:99", &gw_mac, &a_ip, 40005, "192.0.2.1", 5000, "spoofed-mac"),
         udp(&a_mac, &gw_mac, &b_ip, 40006, "192.0.2.1", 5000, "spoofed-ip"),
         udp(&a_mac, &b_mac, &a_ip, 67, &b_ip, 68, "rogue-dhcp"),
+        udp(&a_mac, &b_mac, &a_ip, 6767, &b_ip, 68, "rogue-dhcp-other-port"),
+        udp(&a_mac, "01:80:c2:00:00:03", &a_ip, 40012, &gw, 9998, "link-local-group-to-gateway"),
+        udp(&a_mac, "01:80:c2:00:00:03", "0.0.0.0", 40013, "255.255.255.255", 9998, "link-local-group-broadcast"),
         udp(&a_mac, &gw_mac, &a_ll, 40007, &gw_ll, 9996, "ipv6-to-host"),
         udp(&a_mac, "33:33:00:00:00:01", &a_ll, 40008, "ff02::1", 9996, "ipv6-to-all"),
         udp(&a_mac, &b_mac, &a_ll, 40009, &b_ll, 9995, "ipv6-to-neighbour"),
@@ -158,7 +170,7 @@ fn guests_cannot_reach_the_host_spoof_or_answer_for_others() {
     assert_eq!(code, 0, "{out}{err}");
     let legit = [
         udp(&a_mac, &gw_mac, &a_ip, 40010, "192.0.2.1", 5000, "legit-outside"),
-        udp(&a_mac, &b_mac, &a_ip, 6767, &b_ip, 68, "legit-neighbour"),
+        udp(&a_mac, &b_mac, &a_ip, 6767, &b_ip, 6800, "legit-neighbour"),
     ]
     .join(" && ");
     let (code, out, err) = d.den(&["vm", "exec", "a", "--", "sh", "-c", &legit]);
@@ -166,12 +178,13 @@ fn guests_cannot_reach_the_host_spoof_or_answer_for_others() {
 
     // The legitimate frames arrived (so the attacks before them had the same chance) ...
     outside.wait_for("legit-outside", || {});
-    let got68 = guest_wait_for(&d, "b", "/tmp/got68", "legit-neighbour", || {});
+    guest_wait_for(&d, "b", "/tmp/got6800", "legit-neighbour", || {});
+    let got68 = guest_got(&d, "b", "/tmp/got68");
     std::thread::sleep(Duration::from_secs(2));
     // ... and nothing else did.
     assert!(!outside.got().contains("spoofed"), "a spoofed frame left the box: {}", outside.got());
     assert!(outside.got().contains("192.0.2.2:"), "NAT as usual: {}", outside.got());
-    assert!(!got68.contains("rogue-dhcp"), "a guest answered DHCP: {got68}");
+    assert!(!got68.contains("rogue"), "a guest answered DHCP: {got68}");
     let got6 = guest_got(&d, "b", "/tmp/got6");
     assert!(!got6.contains("ipv6"), "IPv6 between guests: {got6}");
     for (rec, what) in [(&loopback, "loopback"), (&host_any, "host addresses"), (&host_v6, "host IPv6")] {
@@ -181,6 +194,22 @@ fn guests_cannot_reach_the_host_spoof_or_answer_for_others() {
     assert!(host_tcp.got().is_empty(), "a guest connected to a host port: {}", host_tcp.got());
     let neigh = host.ip(&format!("neigh show {b_ip}"));
     assert!(!neigh.contains(&a_mac) && neigh.contains(&b_mac), "a took b's address in the host's ARP cache: {neigh}");
+    // The bridge learns no MAC from a link-local group frame: a sends them as b for a while,
+    // and b's MAC never moves to a's port.
+    let lldp = udp(&b_mac, "01:80:c2:00:00:0e", &b_ip, 40014, &gw, 9998, "lldp-as-b");
+    let as_b = format!("for i in $(seq 40); do {lldp}; busybox usleep 50000; done");
+    std::thread::scope(|s| {
+        let sender = s.spawn(|| d.den(&["vm", "exec", "a", "--", "sh", "-c", &as_b]));
+        while !sender.is_finished() {
+            let fdb = host.sh("bridge fdb show br den-default").1;
+            assert!(
+                !fdb.lines().any(|l| l.starts_with(&b_mac) && l.contains(&a_tap)),
+                "b's MAC moved to a's port: {fdb}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    assert!(!host_any.got().contains("lldp"), "a link-local group frame reached the host: {}", host_any.got());
     let b_neigh = d.den(&["vm", "exec", "b", "--", "ip", "neigh", "show", &gw]).1;
     assert!(!b_neigh.contains(&a_mac), "a took the gateway's address in b's ARP cache: {b_neigh}");
 
@@ -197,6 +226,37 @@ fn guests_cannot_reach_the_host_spoof_or_answer_for_others() {
     let (code, out) = wan.sh("timeout 10 busybox wget -q -O- http://192.0.2.2:8080/");
     assert_eq!((code, out.trim()), (0, "from-a"), "the forward still works");
     assert_eq!(d.sh_until_ok("b", "timeout 10 busybox wget -q -O- http://a.den/").trim(), "from-a");
+
+    let (code, out) = host.sh("timeout 10 busybox wget -q -O- http://127.0.0.1:8080/");
+    assert_eq!((code, out.trim()), (0, "from-a"), "a `,local` forward takes the host's own connections");
+
+    // b's forward (not `,local`) leaves them alone: nothing answers 127.0.0.1:8081 until a
+    // host program listens there; then that program gets them, the outside still gets the VM,
+    // and dend reports the clash.
+    d.sh_until_ok("b", "mkdir -p /tmp/w && echo from-b > /tmp/w/index.html && busybox httpd -p 80 -h /tmp/w");
+    let (code, out) = wan.sh("timeout 10 busybox wget -q -O- http://192.0.2.2:8081/");
+    assert_eq!((code, out.trim()), (0, "from-b"), "b's forward from outside");
+    let (code, out) = host.sh("timeout 5 busybox wget -q -O- http://127.0.0.1:8081/");
+    assert!(code != 0 && !out.contains("from-b"), "the forward took the host's own connection: {out}");
+    let program = Recorder::start(&host, work.path(), "tcp", "0.0.0.0:8081");
+    program.wait_for("mine", || {
+        let _ = host.sh("echo mine | timeout 2 busybox nc 127.0.0.1 8081");
+    });
+    let (code, out) = wan.sh("timeout 10 busybox wget -q -O- http://192.0.2.2:8081/");
+    assert_eq!((code, out.trim()), (0, "from-b"), "the outside still reaches the VM");
+    let t = Instant::now();
+    let clash = loop {
+        let (_, events) = d.api("GET", "/api/v1/events?limit=1000", b"");
+        let found = events.as_array().into_iter().flatten().find(|e| e["kind"] == "vm.port_clash").cloned();
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(t.elapsed() < Duration::from_secs(40), "no vm.port_clash event: {events}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(clash["target"], "b", "{clash}");
+    assert!(clash["detail"].as_str().unwrap_or("").contains("host port 8081/tcp"), "{clash}");
+    drop(program);
 
     // What dend refuses: a name twice on a network, app network names, Den's own ports.
     let refused = |body: String, field: &str, text: &str| {

@@ -17,13 +17,18 @@ fn file(name: &str, data: &str, mode: u32) -> Item {
 /// The v1 sample (ZIP): `/` serves `content/www` from the host, `/cgi/` runs a busybox httpd in
 /// the entry service through `exec://`, and the environment echoes the injected variables.
 pub fn hello_v1(version: &str) -> std::io::Result<Packer> {
+    hello_as(HELLO, "hello", version)
+}
+
+/// [`hello_v1`] under another package id and subdomain.
+pub fn hello_as(package: &str, subdomain: &str, version: &str) -> std::io::Result<Packer> {
     let manifest = format!(
         "lzc-sdk-version: '0.1'
-package: {HELLO}
+package: {package}
 version: {version}
 name: Hello
 application:
-  subdomain: hello
+  subdomain: {subdomain}
   routes:
     - /=file:///lzcapp/pkg/content/www
     - /cgi/=exec://3000,/lzcapp/pkg/content/serve.sh
@@ -101,4 +106,53 @@ pub fn write(p: &Packer, dir: &Path, name: &str, zip: bool) -> std::path::PathBu
         panic!("writing {}: {e}", path.display());
     }
     path
+}
+
+/// A package id `cloud.den.test.x<9 letters or digits>` whose first app network name (`a` and
+/// the low 40 bits of its FNV-1a hash, `net::spec::app_network_name`) is `victim`'s: what a
+/// package author can find in a second, meeting in the middle (FNV-1a steps can be undone).
+pub fn colliding_package(victim: &str) -> String {
+    const PRIME: u64 = 0x0100_0000_01b3;
+    const MASK: u64 = (1 << 40) - 1;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let step = |h: u64, b: u8| ((h ^ u64::from(b)).wrapping_mul(PRIME)) & MASK;
+    let fnv = |bytes: &[u8], from: u64| bytes.iter().fold(from, |h, b| step(h, *b));
+    let mut inverse = PRIME;
+    for _ in 0..6 {
+        inverse = inverse.wrapping_mul(2u64.wrapping_sub(PRIME.wrapping_mul(inverse)));
+    }
+    let target = fnv(victim.as_bytes(), 0xcbf2_9ce4_8422_2325 & MASK);
+    let words = |n: u32| {
+        (0..36u64.pow(n)).map(move |mut i| {
+            (0..n)
+                .map(|_| {
+                    let c = ALPHABET[(i % 36) as usize];
+                    i /= 36;
+                    c
+                })
+                .collect::<Vec<u8>>()
+        })
+    };
+    // The state each 4-character ending needs before it to end at the target.
+    let mut before: std::collections::HashMap<u64, Vec<u8>> = std::collections::HashMap::new();
+    for end in words(4) {
+        let h = end.iter().rev().fold(target, |h, b| (h.wrapping_mul(inverse) & MASK) ^ u64::from(*b));
+        before.insert(h, end);
+    }
+    let prefix = b"cloud.den.test.x";
+    let start = fnv(prefix, 0xcbf2_9ce4_8422_2325 & MASK);
+    for middle in words(5) {
+        if let Some(end) = before.get(&fnv(&middle, start)) {
+            let id = [&prefix[..], &middle, end].concat();
+            return String::from_utf8(id).unwrap_or_default();
+        }
+    }
+    panic!("no package id found colliding with {victim}");
+}
+
+/// The first network name dend tries for app `package` (`net::spec::app_network_name`, attempt
+/// 0), computed here on its own so a test can check a collision is real.
+pub fn first_network_name(package: &str) -> String {
+    let h = package.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("a{:010x}", h & 0xff_ffff_ffff)
 }

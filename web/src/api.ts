@@ -85,7 +85,7 @@ export interface Vm {
     restart: string;
     autostart: boolean;
     nics: { network: string }[];
-    ports: { host_port: number; guest_port: number; proto: string }[];
+    ports: { host_port: number; guest_port: number; proto: string; local?: boolean }[];
     first_boot?: { users?: string[]; ssh_keys?: string[] };
   };
   nics: { network: string; mac: string; ip: string; tap: string }[];

@@ -118,9 +118,16 @@ pub async fn list(State(den): State<Arc<Den>>) -> Result<Json<Value>, ApiError> 
 }
 
 /// `GET /api/v1/apps/:name` (package id or subdomain).
+/// With `traffic_unlogged`: how many packets of the app's traffic were not logged because its
+/// services sent more than the audit logs (`net::nft::AUDIT_RATE`).
 pub async fn get(State(den): State<Arc<Den>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let app = den.store.app(&name).map_err(crate::apps::AppError::from)?;
-    Ok(Json(serde_json::to_value(app).unwrap_or_default()))
+    let unlogged = crate::net::nft::unlogged().await.get(&app.network).copied().unwrap_or(0);
+    let mut v = serde_json::to_value(app).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("traffic_unlogged".into(), unlogged.into());
+    }
+    Ok(Json(v))
 }
 
 #[derive(Deserialize)]

@@ -160,7 +160,7 @@ const OPS: &[Op] = &[
         Some("Package"),
         (202, "`{task, app, check}` (200 with the check alone for a dry run)"),
     ),
-    op("get", "/api/v1/apps/{name}", "One app, by package id or subdomain", "anyone", None, (200, "app record")),
+    op("get", "/api/v1/apps/{name}", "One app, by package id or subdomain, with `traffic_unlogged` (packets over the audit's rate)", "anyone", None, (200, "app record")),
     op("delete", "/api/v1/apps/{name}", "Uninstall an app (`?keep_data=true` keeps /lzcapp/var)", "admin", None, TASK),
     op(
         "get",
@@ -346,7 +346,7 @@ fn schemas() -> Value {
             "first_boot": s(json!({"users": {"type": "array", "items": {"type": "string"}}, "ssh_keys": {"type": "array", "items": {"type": "string"}}}), &[]),
             "start_order": {"type": "integer", "minimum": 0},
             "nics": {"type": "array", "maxItems": 8, "items": s(json!({"network": {"type": "string"}, "mac": {"type": "string"}}), &[])},
-            "ports": {"type": "array", "items": s(json!({"host_port": {"type": "integer"}, "guest_port": {"type": "integer"}, "proto": {"enum": ["tcp", "udp"]}}), &["host_port", "guest_port"])},
+            "ports": {"type": "array", "items": s(json!({"host_port": {"type": "integer"}, "guest_port": {"type": "integer"}, "proto": {"enum": ["tcp", "udp"]}, "local": {"type": "boolean"}}), &["host_port", "guest_port"])},
             "data_disk_mib": {"type": "integer", "minimum": 64},
             "shares": {"type": "array", "maxItems": 8, "description": "host folders shared over virtio-fs (admins only)", "items": s(json!({"host": {"type": "string"}, "guest": {"type": "string"}}), &["host"])},
         }), &["name", "image"]),

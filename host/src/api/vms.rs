@@ -23,16 +23,21 @@ pub(super) fn accepted(task: &str, extra: serde_json::Value) -> Response {
     (StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(body)).into_response()
 }
 
-/// Shared host folders give the guest the host's files: only an admin may make a VM with them.
-fn shares_need_admin(caller: &Caller, spec: &VmSpec) -> Result<(), ApiError> {
-    if spec.shares.is_empty() || caller.is_admin() {
+/// What reaches into the host itself needs an admin: shared host folders give the guest the
+/// host's files, and a `local` port forward takes the host's own connections to its port
+/// (whatever host program, another user's included, listens there later).
+fn host_reach_needs_admin(caller: &Caller, spec: &VmSpec) -> Result<(), ApiError> {
+    if caller.is_admin() {
         return Ok(());
     }
-    Err(ApiError::new(
-        StatusCode::FORBIDDEN,
-        "forbidden",
-        "only an admin may share host folders with a VM (`shares`)".to_string(),
-    ))
+    let why = if !spec.shares.is_empty() {
+        "only an admin may share host folders with a VM (`shares`)"
+    } else if spec.ports.iter().any(|p| p.local) {
+        "only an admin may forward the host's own connections to a VM (`local` port forwards, `-p HOST:GUEST,local`); drop `local` to forward connections from elsewhere"
+    } else {
+        return Ok(());
+    };
+    Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", why.to_string()))
 }
 
 /// `GET /api/v1/vms`: the VMs the caller may see.
@@ -58,7 +63,7 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     Body(spec): Body<VmSpec>,
 ) -> Result<Response, ApiError> {
-    shares_need_admin(&caller, &spec)?;
+    host_reach_needs_admin(&caller, &spec)?;
     let (task, vm) = den.create(spec, &caller.user)?;
     Ok(accepted(&task, json!({"vm": vm})))
 }
@@ -215,7 +220,10 @@ pub async fn clone(
     Path(name): Path<String>,
     Body(req): Body<CloneBody>,
 ) -> Result<Response, ApiError> {
-    shares_need_admin(&caller, &den.store.vm(&name).map_err(crate::vms::VmError::from)?.spec)?;
+    // A clone gets the source's folders, not its forwards.
+    let mut spec = den.store.vm(&name).map_err(crate::vms::VmError::from)?.spec;
+    spec.ports.clear();
+    host_reach_needs_admin(&caller, &spec)?;
     let (task, vm) = den.clone_vm(&name, &req.name, &caller.user)?;
     Ok(accepted(&task, json!({"vm": vm})))
 }

@@ -10,6 +10,7 @@ use crate::net::NetworkSpec;
 use crate::vms::{Den, TaskHandle};
 use den_lpk::plan::{Probe, ServicePlan};
 use den_lpk::route::Upstream;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,10 +53,33 @@ impl Den {
         Err("no free /24 left in 10.90.0.0/16 for another app network".into())
     }
 
+    /// The app's network: the one it has, unless another app has it too; else the first name
+    /// for its package id that is neither another app's network nor a network already there.
+    /// Package authors choose package ids, and two ids may give one name: an app never joins
+    /// another app's network.
+    fn app_network(&self, app: &AppRecord) -> Result<String, String> {
+        let others: HashSet<String> = self
+            .store
+            .apps()
+            .map_err(err)?
+            .into_iter()
+            .filter(|a| a.package != app.package)
+            .map(|a| a.network)
+            .collect();
+        if !app.network.is_empty() && !others.contains(&app.network) {
+            return Ok(app.network.clone());
+        }
+        let nets = self.net.networks(&self.store).map_err(err)?;
+        (0..=u8::MAX)
+            .map(|attempt| network_name(&app.package, attempt))
+            .find(|n| !others.contains(n) && !nets.iter().any(|x| &x.name == n))
+            .ok_or_else(|| format!("no free network name for {}", app.package))
+    }
+
     /// Makes the app's network and a stopped VM per service (each from its image, with
     /// `/lzcapp` shared and its service definitions' directory on the command line).
     pub(super) async fn provision_app(self: &Arc<Self>, app: &mut AppRecord, task: &TaskHandle) -> Result<(), String> {
-        let name = network_name(&app.package);
+        let name = self.app_network(app)?;
         if !self.net.networks(&self.store).map_err(err)?.iter().any(|n| n.name == name) {
             let spec = NetworkSpec {
                 name: name.clone(),
@@ -365,10 +389,11 @@ mod tests {
     fn names() {
         assert_eq!(vm_name("two", "my_db"), "two-my-db");
         assert_eq!(vm_name(&"x".repeat(70), "web").len(), 63);
-        let n = network_name("cloud.den.test.two");
+        let n = network_name("cloud.den.test.two", 0);
         assert_eq!(n.len(), 11);
         assert!(crate::model::valid_name(&n) && n.starts_with('a'));
-        assert_ne!(n, network_name("cloud.den.test.hello"));
+        assert_ne!(n, network_name("cloud.den.test.hello", 0));
+        assert_ne!(n, network_name("cloud.den.test.two", 1), "another attempt, another name");
         assert!(crate::net::spec::is_app_network(&n));
     }
 }

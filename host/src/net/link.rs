@@ -64,7 +64,7 @@ pub fn is_tap(name: &str) -> bool {
 
 /// Makes sure bridge `name` exists, has `gateway/prefix` and no IPv6, and is up.
 ///
-/// `forwarded`: a port forward leads into this network, so the host's own clients of it
+/// `forwarded`: a `local` port forward leads into this network, so the host's own clients of it
 /// (`127.0.0.1:PORT`, DNAT in the output chain) must be let out through the bridge with their
 /// loopback source until the masquerade rewrites it: that takes `route_localnet=1` on the
 /// bridge. Without forwards it stays 0. Either way, `nft::render`'s raw chain drops anything
@@ -94,13 +94,20 @@ pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8, forwarded:
         .execute()
         .await
         .map_err(nl(format!("bring {name} up")))?;
-    sysctl(&format!("net/ipv4/conf/{name}/route_localnet"), if forwarded { "1" } else { "0" })
+    sysctl(&format!("net/ipv4/conf/{name}/route_localnet"), if forwarded { "1" } else { "0" })?;
+    // Frames to link-local group addresses (01:80:c2:00:00:0X) pass no bridge hook: the
+    // bridge must not learn their source MAC, or a guest could take another VM's frames.
+    let learn = format!("/sys/class/net/{name}/bridge/no_linklocal_learn");
+    if std::fs::read_to_string(&learn).is_ok_and(|v| v.trim() != "1") {
+        std::fs::write(&learn, "1").map_err(io(format!("set {learn} to 1")))?;
+    }
+    Ok(())
 }
 
 /// Turns IPv6 off on device `name`: Den's networks are IPv4 only, and a bridge or TAP with an
 /// IPv6 link-local address would be a way to the host the IPv4 rules do not see. (Guests'
 /// IPv6 frames never enter a bridge either, see `bind`.) Nothing to do on a host without IPv6.
-fn no_ipv6(name: &str) -> Result<(), LinkError> {
+pub fn no_ipv6(name: &str) -> Result<(), LinkError> {
     if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
         return Ok(());
     }

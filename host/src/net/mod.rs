@@ -8,6 +8,7 @@ pub mod bind;
 pub mod dhcp;
 pub mod ipam;
 pub mod link;
+pub mod listeners;
 pub mod nft;
 pub mod spec;
 
@@ -196,21 +197,22 @@ impl Net {
         let nets = self.networks(store)?;
         let vms = store.vms()?;
         let used: HashSet<&str> = vms.iter().flat_map(|v| &v.nics).map(|n| n.network.as_str()).collect();
-        // Networks a port forward leads into: only their bridges need `route_localnet`.
+        let in_use: Vec<&NetworkSpec> = nets.iter().filter(|n| used.contains(n.name.as_str())).collect();
+        // The rules first: nothing below may leave running VMs under older or no rules.
+        self.apply_rules(&in_use, &vms).await?;
+        for net in nets.iter().filter(|n| !used.contains(n.name.as_str())) {
+            dhcp::stop(&self.dir, &net.name).await;
+            link::delete(&net.bridge()).await?;
+        }
+        // Networks a `local` port forward leads into: only their bridges need `route_localnet`.
         let forwarded: HashSet<&str> = vms
             .iter()
-            .filter(|v| !v.spec.ports.is_empty())
+            .filter(|v| v.spec.ports.iter().any(|p| p.local))
             .filter_map(|v| v.nics.first())
             .map(|n| n.network.as_str())
             .collect();
-        let mut rule_nets = vec![];
-        for net in &nets {
+        for net in in_use {
             let sub = net.subnet().map_err(|e| NetError::Bad(net.name.clone(), e))?;
-            if !used.contains(net.name.as_str()) {
-                dhcp::stop(&self.dir, &net.name).await;
-                link::delete(&net.bridge()).await?;
-                continue;
-            }
             link::ensure_bridge(&net.bridge(), sub.gateway(), sub.prefix, forwarded.contains(net.name.as_str()))
                 .await?;
             let hosts = vms
@@ -235,33 +237,50 @@ impl Net {
                 hosts,
             };
             dhcp::ensure(&self.dir, &cfg).await?;
+            link::enable_forwarding()?;
+        }
+        // TAPs of VMs that kept running across a dend upgrade get what new TAPs get.
+        for tap in vms.iter().flat_map(|v| &v.nics).map(|n| &n.tap).filter(|t| link::index(t).is_some()) {
+            link::no_ipv6(tap)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces Den's nftables tables with the rules for networks `in_use` and `vms` (or
+    /// removes them when no network is in use).
+    async fn apply_rules(&self, in_use: &[&NetworkSpec], vms: &[VmRecord]) -> Result<(), NetError> {
+        let mut rule_nets = vec![];
+        for net in in_use {
             rule_nets.push(nft::RuleNet {
                 bridge: net.bridge(),
-                subnet: sub,
+                subnet: net.subnet().map_err(|e| NetError::Bad(net.name.clone(), e))?,
                 isolated: net.isolated,
                 internet: net.internet,
                 audit: net.audit.then(|| net.name.clone()),
             });
         }
-        if !rule_nets.is_empty() {
-            link::enable_forwarding()?;
+        // Skip the nft call entirely on hosts where Den has never had a network.
+        let marker = self.dir.join("nft");
+        if rule_nets.is_empty() && !marker.exists() {
+            return Ok(());
         }
-        let forwards: Vec<nft::RuleForward> = vms
-            .iter()
-            .filter_map(|v| v.nics.first().map(|n| (v, n)))
-            .flat_map(|(v, n)| {
-                v.spec.ports.iter().map(move |p| nft::RuleForward {
+        let mut forwards = vec![];
+        for (v, n) in vms.iter().filter_map(|v| v.nics.first().map(|n| (v, n))) {
+            for p in &v.spec.ports {
+                if self.reserved(*p) {
+                    // dend was told to listen there since the forward was made.
+                    tracing::warn!(vm = %v.spec.name, port = p.host_port, "a port forward on a port dend listens on is not applied");
+                    continue;
+                }
+                forwards.push(nft::RuleForward {
                     proto: p.proto,
                     host_port: p.host_port,
                     ip: n.ip,
                     guest_port: p.guest_port,
                     vm: v.spec.name.clone(),
-                })
-            })
-            .collect();
-        // Skip the nft call entirely on hosts where Den has never had a network.
-        if rule_nets.is_empty() && !self.dir.join("nft").exists() {
-            return Ok(());
+                    local: p.local,
+                });
+            }
         }
         let nics: Vec<bind::BoundNic> = vms
             .iter()
@@ -274,16 +293,33 @@ impl Net {
                 })
             })
             .collect();
-        nft::apply(&nft::render(&rule_nets, &forwards, &nics)).await?;
-        let marker = self.dir.join("nft");
+        let unlogged = nft::unlogged().await;
+        nft::apply(&nft::render(&rule_nets, &forwards, &nics, &unlogged)).await?;
         if rule_nets.is_empty() {
             let _ = std::fs::remove_file(&marker);
         } else {
             std::fs::create_dir_all(&self.dir)
-                .and_then(|_| std::fs::write(&marker, b"den owns tables ip den and bridge den\n"))
+                .and_then(|_| std::fs::write(&marker, b"den owns tables ip den, bridge den and arp den\n"))
                 .map_err(|source| link::LinkError::Io { what: format!("record {}", marker.display()), source })?;
         }
         Ok(())
+    }
+
+    /// Whether Den's tables are missing although networks are in use (something removed
+    /// them, e.g. `flush ruleset` in a restarted nftables service): [`Net::sync`] puts them back.
+    pub async fn rules_missing(&self) -> bool {
+        if !self.dir.join("nft").exists() {
+            return false;
+        }
+        let out = tokio::process::Command::new("nft")
+            .args(["list", "tables"])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .await;
+        let Ok(out) = out else { return false };
+        let tables = String::from_utf8_lossy(&out.stdout);
+        nft::FAMILIES.iter().any(|f| !tables.lines().any(|l| l.trim() == format!("table {f} {}", nft::TABLE)))
     }
 
     /// Creates and attaches the TAPs of a VM about to start.
@@ -368,6 +404,26 @@ impl Net {
         Ok(store.delete_network(name)?)
     }
 
+    /// Port forwards whose host port a host program listens on now (it came after the
+    /// forward, which a create would have refused): (VM, forward). Connections from elsewhere
+    /// still reach the VM, and for a `local` forward the host's own too.
+    pub fn clashes(&self, store: &Store) -> Result<Vec<(String, PortForward)>, StoreError> {
+        let (tcp, udp) = (listeners::ports(Proto::Tcp), listeners::ports(Proto::Udp));
+        let mut out = vec![];
+        for v in store.vms()?.into_iter().filter(|v| !v.nics.is_empty()) {
+            for p in &v.spec.ports {
+                let bound = match p.proto {
+                    Proto::Tcp => &tcp,
+                    Proto::Udp => &udp,
+                };
+                if bound.contains(&p.host_port) {
+                    out.push((v.spec.name.clone(), *p));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The address of each VM NIC on each network, for listings.
     pub fn leases(&self, store: &Store) -> Result<BTreeMap<String, Vec<(String, Nic)>>, StoreError> {
         let mut m: BTreeMap<String, Vec<(String, Nic)>> = BTreeMap::new();
@@ -400,6 +456,10 @@ impl From<StoreError> for AllocError {
 /// Refuses a NIC whose VM name or alias is already a DNS name on `network` (dnsmasq answers
 /// each name with one address: a second one would take over the first's name there).
 /// `vms` are the stored VMs, `nics` the new VM's NICs resolved so far.
+/// DNS names no VM answers on a network: software in guests asks for them unprompted (proxy
+/// autodiscovery, the local host).
+const RESERVED_NAMES: [&str; 4] = ["localhost", "wpad", "isatap", "gateway"];
+
 fn check_names(vms: &[VmRecord], nics: &[Nic], name: &str, req: &NicRequest, network: &str) -> Result<(), AllocError> {
     let mut taken: Vec<(&str, &str)> = vec![];
     for v in vms {
@@ -412,6 +472,14 @@ fn check_names(vms: &[VmRecord], nics: &[Nic], name: &str, req: &NicRequest, net
     }
     taken.extend(nics.iter().filter(|n| n.network == network).filter_map(|n| n.alias.as_deref()).map(|a| (a, name)));
     let wanted = std::iter::once(name).chain(req.alias.as_deref());
+    for want in wanted.clone() {
+        if RESERVED_NAMES.contains(&want) {
+            return Err(field(
+                "nics",
+                format!("`{want}` is a name guests' software looks up by itself; pick another VM name or alias"),
+            ));
+        }
+    }
     for want in wanted {
         if let Some((_, owner)) = taken.iter().find(|(t, owner)| *t == want && *owner != name) {
             return Err(field(

@@ -1,19 +1,27 @@
-//! Den's nftables rules: two tables dend owns completely, `ip den` (NAT, forwards, isolation,
-//! what guests may reach on the host) and `bridge den` (each TAP bound to its VM, see
-//! [`super::bind`]). Both are rendered from the networks in use and the VMs' NICs and port
+//! Den's nftables rules: tables dend owns completely, `ip den` (NAT, forwards, isolation, what
+//! guests may reach on the host), `bridge den` (each TAP bound to its VM, see [`super::bind`])
+//! and `arp den`. All are rendered from the networks in use and the VMs' NICs and port
 //! forwards, and replaced in one atomic `nft -f` transaction, so the rules never drift from the
 //! store and nothing stale survives a sync.
+//!
+//! Between networks: a VM reaches the VMs of its own network, and another network's only
+//! through that network's port forwards (never into an isolated network, never from one).
 //!
 //! What a guest may reach on the host: its gateway's DHCP and DNS, answers to connections the
 //! host opened, and nothing else (no other port, no other host address, never 127.0.0.0/8).
 
 use super::ipam::Subnet;
 use super::spec::Proto;
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
-/// The table's name (family `ip`).
+/// The tables' name (in each of [`FAMILIES`]).
 pub const TABLE: &str = "den";
+
+/// The families Den has a table in: `ip` (NAT, forwards, isolation, the host), `bridge` (TAPs
+/// bound to their VMs), `arp` (no ARP from a TAP straight to the host).
+pub const FAMILIES: [&str; 3] = ["ip", "bridge", "arp"];
 
 /// The NFLOG group audited networks log to ([`crate::apps::audit`] reads it).
 pub const AUDIT_GROUP: u16 = 3552;
@@ -41,20 +49,37 @@ pub struct RuleNet {
     pub audit: Option<String>,
 }
 
-/// How many packets per second (and in a burst) one audit rule logs: guests choose how many
-/// packets they send, and every logged one costs dend a database write.
-pub const AUDIT_RATE: &str = "limit rate 50/second burst 100 packets";
+/// How many packets per second (and in a burst) one audited network logs, all its rules
+/// together: guests choose how many packets they send, and every logged one costs dend a
+/// database write. What goes over is counted instead ([`UNLOGGED`]).
+pub const AUDIT_RATE: &str = "rate over 50/second burst 100 packets";
+
+/// The name prefix of each audited network's counter of packets not logged (over
+/// [`AUDIT_RATE`]): `unlogged_<network>`.
+pub const UNLOGGED: &str = "unlogged_";
 
 impl RuleNet {
-    /// The rule `<matches> <action>`, audited as `verdict`: when the network is audited, a rule
-    /// before it logs what it matches, at most [`AUDIT_RATE`] (a rate limit on the same rule
-    /// would also limit the action).
+    /// The rule `<matches> <action>`, audited as `verdict`: when the network is audited, what
+    /// it matches is logged first, at most [`AUDIT_RATE`] for the network; what goes over is
+    /// counted and not logged. (A rate limit on the action's own rule would limit the action.)
     fn audited(&self, matches: &str, verdict: &str, action: &str) -> String {
         match &self.audit {
             Some(name) => format!(
-                "    {matches} {AUDIT_RATE} log prefix \"{AUDIT_PREFIX} {name} {verdict} \" group {AUDIT_GROUP}\n    {matches} {action}\n"
+                "    {matches} limit name \"audit_{name}\" counter name \"{UNLOGGED}{name}\" {action}\n    \
+                 {matches} log prefix \"{AUDIT_PREFIX} {name} {verdict} \" group {AUDIT_GROUP}\n    {matches} {action}\n"
             ),
             None => format!("    {matches} {action}\n"),
+        }
+    }
+
+    /// The network's rate limit and its counter of what went over, starting from `unlogged`
+    /// (so a sync, which replaces the table, keeps the count).
+    fn audit_objects(&self, unlogged: u64) -> String {
+        match &self.audit {
+            Some(name) => format!(
+                "  limit audit_{name} {{ {AUDIT_RATE} }}\n  counter {UNLOGGED}{name} {{ packets {unlogged} bytes 0 }}\n"
+            ),
+            None => String::new(),
         }
     }
 }
@@ -72,48 +97,72 @@ pub struct RuleForward {
     pub guest_port: u16,
     /// The VM it belongs to (a comment in the rule, for people reading `nft list`).
     pub vm: String,
+    /// Also the host's own connections (the output chain).
+    pub local: bool,
 }
 
 /// The whole `nft -f` script: create-then-delete-then-create makes it one transaction that
 /// works whether or not the tables exist. With no networks it only removes the tables.
-pub fn render(nets: &[RuleNet], forwards: &[RuleForward], nics: &[super::bind::BoundNic]) -> String {
-    let mut s =
-        format!("table ip {TABLE}\ndelete table ip {TABLE}\ntable bridge {TABLE}\ndelete table bridge {TABLE}\n");
+/// `unlogged` are the audit counters' values now ([`unlogged`]), kept across the replacement.
+pub fn render(
+    nets: &[RuleNet],
+    forwards: &[RuleForward],
+    nics: &[super::bind::BoundNic],
+    unlogged: &BTreeMap<String, u64>,
+) -> String {
+    let mut s = String::new();
+    for family in FAMILIES {
+        let _ = write!(s, "table {family} {TABLE}\ndelete table {family} {TABLE}\n");
+    }
     if nets.is_empty() {
         return s;
     }
-    s.push_str(&render_ip(nets, forwards));
+    s.push_str(&render_ip(nets, forwards, unlogged));
     s.push_str(&super::bind::render(nics));
+    // ARP a TAP's port hands to the host itself (see the raw chain) is neither answered nor
+    // learnt from.
+    let _ = write!(
+        s,
+        "table arp {TABLE} {{\n  chain input {{\n    type filter hook input priority filter; policy accept;\n    iifname \"dt*\" drop\n  }}\n}}\n"
+    );
     s
 }
 
 /// The `table ip den { ... }` block.
-fn render_ip(nets: &[RuleNet], forwards: &[RuleForward]) -> String {
+fn render_ip(nets: &[RuleNet], forwards: &[RuleForward], unlogged: &BTreeMap<String, u64>) -> String {
     let mut s = format!("table ip {TABLE} {{\n");
+    for n in nets {
+        let count = n.audit.as_ref().and_then(|name| unlogged.get(name)).copied().unwrap_or(0);
+        s.push_str(&n.audit_objects(count));
+    }
     // Before conntrack and NAT: nothing from a guest is addressed to or from loopback (the
     // bridges need `route_localnet` for the host's own clients of a forward, see
     // `link::ensure_bridge`, which would otherwise let a guest reach 127.0.0.1 through its
     // gateway, or match a host loopback connection's conntrack entry).
     s.push_str("  chain raw {\n    type filter hook prerouting priority raw; policy accept;\n");
-    s.push_str(
-        "    iifname \"den-*\" ip daddr 127.0.0.0/8 drop\n    iifname \"den-*\" ip saddr 127.0.0.0/8 drop\n  }\n",
+    s.push_str("    iifname \"den-*\" ip daddr 127.0.0.0/8 drop\n    iifname \"den-*\" ip saddr 127.0.0.0/8 drop\n");
+    // IPv4 only ever arrives through a bridge: a frame a TAP's port hands to the host itself
+    // (link-local group addresses, 01:80:c2:00:00:0X, which the bridge's own hooks never see)
+    // goes no further.
+    s.push_str("    iifname \"dt*\" drop\n  }\n");
+    let dnat = |f: &RuleForward| {
+        format!(
+            "    fib daddr type local {p} dport {} dnat to {}:{} comment \"vm {}\"\n",
+            f.host_port,
+            f.ip,
+            f.guest_port,
+            f.vm,
+            p = f.proto.as_str()
+        )
+    };
+    // Connections arriving from elsewhere; the host's own only for `local` forwards.
+    let outside: String = forwards.iter().map(dnat).collect();
+    let local: String = forwards.iter().filter(|f| f.local).map(dnat).collect();
+    let _ = write!(
+        s,
+        "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n{outside}  }}\n"
     );
-    let dnat: String = forwards
-        .iter()
-        .map(|f| {
-            format!(
-                "    fib daddr type local {p} dport {} dnat to {}:{} comment \"vm {}\"\n",
-                f.host_port,
-                f.ip,
-                f.guest_port,
-                f.vm,
-                p = f.proto.as_str()
-            )
-        })
-        .collect();
-    let _ =
-        write!(s, "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n{dnat}  }}\n");
-    let _ = write!(s, "  chain output {{\n    type nat hook output priority -100; policy accept;\n{dnat}  }}\n");
+    let _ = write!(s, "  chain output {{\n    type nat hook output priority -100; policy accept;\n{local}  }}\n");
     s.push_str("  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n");
     for n in nets.iter().filter(|n| !n.isolated || n.internet) {
         let _ = writeln!(s, "    ip saddr {0} ip daddr != {0} masquerade", n.subnet);
@@ -125,30 +174,38 @@ fn render_ip(nets: &[RuleNet], forwards: &[RuleForward]) -> String {
     s.push_str("  }\n");
     s.push_str("  chain forward {\n    type filter hook forward priority filter; policy accept;\n");
     s.push_str("    ct state established,related accept\n");
-    // Isolated networks first, so that no NAT network's accept rule lets traffic into them.
-    for n in nets.iter().filter(|n| n.isolated).chain(nets.iter().filter(|n| !n.isolated)) {
+    // Never link-local addresses (a cloud's metadata service) from a guest.
+    s.push_str("    iifname \"den-*\" ip daddr 169.254.0.0/16 drop\n");
+    for n in nets {
+        let _ = writeln!(s, "    iifname \"{0}\" oifname \"{0}\" accept", n.bridge);
+    }
+    // What an isolated network's VMs may not reach, decided before anything else accepts
+    // (a port forward's DNAT included: one app's VMs do not reach another's ingress).
+    for n in nets.iter().filter(|n| n.isolated) {
         let b = &n.bridge;
-        let _ = writeln!(s, "    iifname \"{b}\" oifname \"{b}\" accept");
-        if n.isolated && n.internet {
+        if n.internet {
             s.push_str(&n.audited(&format!("iifname \"{b}\" oifname \"den-*\""), "deny", "drop"));
             s.push_str(&n.audited(&format!("iifname \"{b}\" ip daddr {NOT_INTERNET}"), "deny", "drop"));
-            if n.audit.is_some() {
-                s.push_str(&n.audited(&format!("iifname \"{b}\" ct state new"), "allow", "accept"));
-            }
-            let _ = writeln!(s, "    iifname \"{b}\" accept");
-            let _ = writeln!(s, "    oifname \"{b}\" ct status dnat accept\n    oifname \"{b}\" drop");
-        } else if n.isolated {
-            s.push_str(&n.audited(&format!("iifname \"{b}\""), "deny", "drop"));
-            if n.audit.is_some() {
-                // An app's `ingress` forwards.
-                let _ = writeln!(s, "    oifname \"{b}\" ct status dnat accept");
-            }
-            let _ = writeln!(s, "    oifname \"{b}\" drop");
         } else {
-            let _ = writeln!(s, "    iifname \"{b}\" accept");
-            let _ = writeln!(s, "    oifname \"{b}\" ct status dnat accept");
-            let _ = writeln!(s, "    oifname \"{b}\" drop");
+            s.push_str(&n.audited(&format!("iifname \"{b}\""), "deny", "drop"));
         }
+    }
+    // Into a network from elsewhere (another network, the LAN): only through its forwards,
+    // where forwards may lead (NAT networks, apps' ingress).
+    for n in nets {
+        let b = &n.bridge;
+        if !n.isolated || n.internet || n.audit.is_some() {
+            let _ = writeln!(s, "    oifname \"{b}\" ct status dnat accept");
+        }
+        let _ = writeln!(s, "    oifname \"{b}\" drop");
+    }
+    // Out to the uplink: NAT networks, and isolated ones with `internet` (audited apps).
+    for n in nets.iter().filter(|n| !n.isolated || n.internet) {
+        let b = &n.bridge;
+        if n.isolated && n.audit.is_some() {
+            s.push_str(&n.audited(&format!("iifname \"{b}\" ct state new"), "allow", "accept"));
+        }
+        let _ = writeln!(s, "    iifname \"{b}\" accept");
     }
     s.push_str("  }\n");
     // The host itself: DHCP anywhere on the bridge, DNS on the gateway, answers to what the
@@ -157,7 +214,7 @@ fn render_ip(nets: &[RuleNet], forwards: &[RuleForward]) -> String {
     for n in nets {
         let (b, gw) = (&n.bridge, n.subnet.gateway());
         let _ = writeln!(s, "    iifname \"{b}\" ct state established,related accept");
-        let _ = writeln!(s, "    iifname \"{b}\" udp dport 67 accept");
+        let _ = writeln!(s, "    iifname \"{b}\" ip daddr {{ {gw}, 255.255.255.255 }} udp dport 67 accept");
         let _ = writeln!(s, "    iifname \"{b}\" ip daddr {gw} meta l4proto {{ tcp, udp }} th dport 53 accept");
         s.push_str(&n.audited(&format!("iifname \"{b}\""), "deny", "drop"));
     }
@@ -174,6 +231,34 @@ pub enum NftError {
     /// `nft` refused the rules.
     #[error("nft refused Den's rules: {0}")]
     Refused(String),
+}
+
+/// Each audited network's count of packets not logged (over [`AUDIT_RATE`]) since its
+/// network's rules were first made, by network name; empty without Den's table.
+pub async fn unlogged() -> BTreeMap<String, u64> {
+    let out = tokio::process::Command::new("nft")
+        .args(["-j", "list", "counters", "table", "ip", TABLE])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .await;
+    let Ok(out) = out.map(|o| o.stdout) else { return BTreeMap::new() };
+    counters(&out)
+}
+
+/// The `unlogged_*` counters in `nft -j list counters` output.
+fn counters(json: &[u8]) -> BTreeMap<String, u64> {
+    let v: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+    v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| {
+            let c = &o["counter"];
+            let net = c["name"].as_str()?.strip_prefix(UNLOGGED)?;
+            (c["table"] == TABLE).then(|| Some((net.to_string(), c["packets"].as_u64()?))).flatten()
+        })
+        .collect()
 }
 
 /// Applies `script` with `nft -f -`.
@@ -241,27 +326,36 @@ mod tests {
             ip: Ipv4Addr::new(10, 87, 0, 2),
             guest_port: 80,
             vm: "web1".into(),
+            local: true,
         };
-        let s = render(&nets(), &[fwd], &[]);
+        let lan_only = RuleForward { host_port: 8081, local: false, ..fwd.clone() };
+        let unlogged = BTreeMap::from([("a2".to_string(), 41)]);
+        let s = render(&nets(), &[fwd, lan_only], &[], &unlogged);
         assert!(
             s.starts_with(
-                "table ip den\ndelete table ip den\ntable bridge den\ndelete table bridge den\ntable ip den {"
+                "table ip den\ndelete table ip den\ntable bridge den\ndelete table bridge den\ntable arp den\ndelete table arp den\ntable ip den {"
             ),
             "{s}"
         );
         assert_eq!(s.matches("tcp dport 8080 dnat to 10.87.0.2:80").count(), 2, "prerouting and output: {s}");
+        assert_eq!(s.matches("tcp dport 8081 dnat to").count(), 1, "not the host's own connections: {s}");
+        let output = &s[s.find("chain output").unwrap()..s.find("chain postrouting").unwrap()];
+        assert!(!output.contains("8081"), "{output}");
         assert!(s.contains("ip saddr 10.87.0.0/24 ip daddr != 10.87.0.0/24 masquerade"));
         assert!(!s.contains("ip saddr 10.88.0.0/24"), "isolated networks get no NAT: {s}");
         assert!(s.contains("ip saddr 10.90.2.0/24 ip daddr != 10.90.2.0/24 masquerade"), "internet apps do: {s}");
-        assert!(s.contains("iifname \"den-a1\" limit rate 50/second burst 100 packets log prefix \"den-audit a1 deny \" group 3552\n    iifname \"den-a1\" drop"), "{s}");
+        // Audited rules: over the network's rate, counted and not logged; else logged.
+        assert!(s.contains("iifname \"den-a1\" limit name \"audit_a1\" counter name \"unlogged_a1\" drop\n    iifname \"den-a1\" log prefix \"den-audit a1 deny \" group 3552\n    iifname \"den-a1\" drop"), "{s}");
         assert!(
-            s.contains("iifname \"den-a2\" oifname \"den-*\" limit rate 50/second burst 100 packets log prefix \"den-audit a2 deny \" group 3552\n    iifname \"den-a2\" oifname \"den-*\" drop"),
+            s.contains("iifname \"den-a2\" oifname \"den-*\" limit name \"audit_a2\" counter name \"unlogged_a2\" drop\n    iifname \"den-a2\" oifname \"den-*\" log prefix \"den-audit a2 deny \" group 3552\n    iifname \"den-a2\" oifname \"den-*\" drop"),
             "{s}"
         );
         assert!(
-            s.contains("iifname \"den-a2\" ct state new limit rate 50/second burst 100 packets log prefix \"den-audit a2 allow \" group 3552\n    iifname \"den-a2\" ct state new accept"),
+            s.contains("iifname \"den-a2\" ct state new limit name \"audit_a2\" counter name \"unlogged_a2\" accept\n    iifname \"den-a2\" ct state new log prefix \"den-audit a2 allow \" group 3552\n    iifname \"den-a2\" ct state new accept"),
             "{s}"
         );
+        assert!(s.contains("  limit audit_a2 { rate over 50/second burst 100 packets }\n  counter unlogged_a2 { packets 41 bytes 0 }\n"), "the count survives a sync: {s}");
+        assert!(s.contains("counter unlogged_a1 { packets 0 bytes 0 }") && !s.contains("unlogged_lab"), "{s}");
         let private = s.find("iifname \"den-a2\" ip daddr {").unwrap();
         let allow = s.find("iifname \"den-a2\" ct state new").unwrap();
         assert!(private < allow, "private ranges are refused before anything is allowed: {s}");
@@ -270,6 +364,21 @@ mod tests {
         let lab_drop = s.find("iifname \"den-lab\" drop").unwrap();
         let default_out = s.find("    iifname \"den-default\" accept").unwrap();
         assert!(lab_drop < default_out, "isolation before NAT accepts: {s}");
+        // An isolated network's VMs are refused before any forward's DNAT is accepted (app
+        // networks' names sort first), and nothing goes from one network into another.
+        let first_dnat = s.find("ct status dnat accept").unwrap();
+        assert!(lab_drop < first_dnat && s.find("iifname \"den-a2\" oifname \"den-*\"").unwrap() < first_dnat, "{s}");
+        assert!(s.contains("oifname \"den-lab\" drop") && !s.contains("oifname \"den-lab\" ct status dnat"), "{s}");
+        assert!(s.contains("iifname \"den-*\" ip daddr 169.254.0.0/16 drop"), "{s}");
+        assert!(
+            s.contains("iifname \"den-default\" ip daddr { 10.87.0.1, 255.255.255.255 } udp dport 67 accept"),
+            "{s}"
+        );
+        assert!(
+            s.contains("ip saddr 127.0.0.0/8 drop\n    iifname \"dt*\" drop\n"),
+            "IPv4 straight from a TAP port: {s}"
+        );
+        assert!(s.contains("table arp den {\n  chain input {\n    type filter hook input priority filter; policy accept;\n    iifname \"dt*\" drop"), "{s}");
         // The host: loopback never, DNS on the gateway only, DHCP, answers; nothing else.
         assert!(s.contains("type filter hook prerouting priority raw; policy accept;\n    iifname \"den-*\" ip daddr 127.0.0.0/8 drop"), "{s}");
         assert!(s.contains("iifname \"den-default\" ip daddr 10.87.0.1 meta l4proto { tcp, udp } th dport 53 accept\n    iifname \"den-default\" drop"), "{s}");
@@ -287,6 +396,7 @@ mod tests {
             ip: Ipv4Addr::new(10, 87, 0, 9),
             guest_port: 53,
             vm: "dns".into(),
+            local: true,
         };
         let nic = super::super::bind::BoundNic {
             tap: "dt01234567890".into(),
@@ -294,9 +404,10 @@ mod tests {
             ip: Ipv4Addr::new(10, 87, 0, 9),
             vm: "dns".into(),
         };
-        let script = render(&nets(), &[fwd], &[nic])
+        let script = render(&nets(), &[fwd], &[nic], &BTreeMap::from([("a1".to_string(), 3)]))
             .replace("delete table ip den\n", "")
-            .replace("delete table bridge den\n", "");
+            .replace("delete table bridge den\n", "")
+            .replace("delete table arp den\n", "");
         let mut child = std::process::Command::new("nft")
             .args(["--check", "-f", "-"])
             .stdin(std::process::Stdio::piped())
@@ -310,10 +421,20 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_unlogged_counters() {
+        let json = br#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
+            {"counter": {"family": "ip", "name": "unlogged_a1", "table": "den", "handle": 3, "packets": 7, "bytes": 0}},
+            {"counter": {"family": "ip", "name": "other", "table": "den", "handle": 4, "packets": 9, "bytes": 0}},
+            {"counter": {"family": "ip", "name": "unlogged_x", "table": "elsewhere", "handle": 5, "packets": 9, "bytes": 0}}]}"#;
+        assert_eq!(counters(json), BTreeMap::from([("a1".to_string(), 7)]));
+        assert!(counters(b"not json").is_empty());
+    }
+
+    #[test]
     fn no_networks_removes_the_table() {
         assert_eq!(
-            render(&[], &[], &[]),
-            "table ip den\ndelete table ip den\ntable bridge den\ndelete table bridge den\n"
+            render(&[], &[], &[], &BTreeMap::new()),
+            "table ip den\ndelete table ip den\ntable bridge den\ndelete table bridge den\ntable arp den\ndelete table arp den\n"
         );
     }
 }

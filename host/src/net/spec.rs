@@ -32,9 +32,13 @@ impl By {
     }
 }
 
-/// The network of app `package`: `a` and 10 hex digits of its id (bridge `den-a...`).
-pub fn app_network_name(package: &str) -> String {
-    format!("a{:010x}", super::ipam::fnv1a(package.bytes()) & 0xff_ffff_ffff)
+/// A name for the network of app `package`: `a` and 10 hex digits of its id (bridge
+/// `den-a...`); `attempt` 1, 2, ... give others. Package ids are a package author's choice, so
+/// two can give the same name: dend takes the first attempt no other app has
+/// (`apps::run`), never another app's network.
+pub fn app_network_name(package: &str, attempt: u8) -> String {
+    let salt: &[u8] = if attempt == 0 { &[] } else { &[0xff, attempt] };
+    format!("a{:010x}", super::ipam::fnv1a(package.bytes().chain(salt.iter().copied())) & 0xff_ffff_ffff)
 }
 
 /// Whether `name` has the shape of an app network's name. Such names are dend's: nobody else
@@ -146,19 +150,33 @@ impl Proto {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortForward {
-    /// Port on every host address (loopback included).
+    /// Port on the host's addresses, for connections that arrive from elsewhere (the LAN,
+    /// other VMs).
     pub host_port: u16,
     /// Port in the guest.
     pub guest_port: u16,
     /// Protocol.
     #[serde(default)]
     pub proto: Proto,
+    /// Also the host's own connections to the port (`127.0.0.1:PORT` or the host's addresses,
+    /// from programs on the host). Off unless asked: a forward then never takes over what a
+    /// host program connects to.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local: bool,
 }
 
 impl PortForward {
-    /// Parses the CLI form `8080:80` or `5353:53/udp`.
+    /// Parses the CLI form `8080:80`, `5353:53/udp`, with `,local` for the host's own
+    /// connections too (`8080:80,local`).
     pub fn parse(s: &str) -> Result<PortForward, String> {
-        let bad = || format!("`{s}` is not a port forward: write HOST:GUEST, e.g. 8080:80 or 5353:53/udp");
+        let bad = || {
+            format!("`{s}` is not a port forward: write HOST:GUEST[/udp][,local], e.g. 8080:80, 5353:53/udp or 8080:80,local")
+        };
+        let (s, local) = match s.split_once(',') {
+            Some((p, "local")) => (p, true),
+            Some(_) => return Err(bad()),
+            None => (s, false),
+        };
         let (ports, proto) = match s.rsplit_once('/') {
             Some((p, "tcp")) => (p, Proto::Tcp),
             Some((p, "udp")) => (p, Proto::Udp),
@@ -166,7 +184,12 @@ impl PortForward {
             None => (s, Proto::Tcp),
         };
         let (h, g) = ports.split_once(':').ok_or_else(bad)?;
-        Ok(PortForward { host_port: h.parse().map_err(|_| bad())?, guest_port: g.parse().map_err(|_| bad())?, proto })
+        Ok(PortForward {
+            host_port: h.parse().map_err(|_| bad())?,
+            guest_port: g.parse().map_err(|_| bad())?,
+            proto,
+            local,
+        })
     }
 }
 
@@ -258,10 +281,12 @@ mod tests {
     fn forwards_and_nics() {
         assert_eq!(
             PortForward::parse("5353:53/udp").unwrap(),
-            PortForward { host_port: 5353, guest_port: 53, proto: Proto::Udp }
+            PortForward { host_port: 5353, guest_port: 53, proto: Proto::Udp, local: false }
         );
+        assert!(PortForward::parse("8080:80,local").unwrap().local && !PortForward::parse("8080:80").unwrap().local);
+        assert!(PortForward::parse("5353:53/udp,local").unwrap().local);
         assert_eq!(PortForward::parse("8080:80").unwrap().proto, Proto::Tcp);
-        for bad in ["8080", "a:80", "8080:80/sctp", "70000:80"] {
+        for bad in ["8080", "a:80", "8080:80/sctp", "70000:80", "8080:80,lan", "8080:80,local,local"] {
             assert!(PortForward::parse(bad).is_err(), "{bad}");
         }
         let nic = NicRequest { network: "default".into(), mac: None, alias: None };

@@ -8,6 +8,7 @@ mod firstboot;
 mod guest_sshd;
 mod isos;
 mod lifecycle;
+pub mod net_watch;
 mod reconcile;
 mod tasks;
 
