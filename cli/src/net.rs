@@ -22,6 +22,10 @@ pub enum NetCmd {
         /// VMs on it reach each other only: no NAT, no port forwards, no host services.
         #[arg(long)]
         isolated: bool,
+        /// A host port its VMs may reach on their gateway, PORT or PORT/udp (repeatable; by
+        /// default they reach only its DHCP and DNS).
+        #[arg(long = "host-port", value_name = "PORT[/udp]")]
+        host_ports: Vec<String>,
     },
     /// Remove a network no VM uses.
     Rm {
@@ -59,8 +63,15 @@ pub fn run(cmd: NetCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        NetCmd::Create { name, subnet, isolated } => {
-            let body = json!({"name": name, "subnet": subnet, "isolated": isolated});
+        NetCmd::Create { name, subnet, isolated, host_ports } => {
+            let mut ports = vec![];
+            for p in &host_ports {
+                let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+                let port: u16 =
+                    port.parse().map_err(|_| anyhow::anyhow!("--host-port {p}: write PORT or PORT/udp, e.g. 8006"))?;
+                ports.push(json!({"port": port, "proto": proto}));
+            }
+            let body = json!({"name": name, "subnet": subnet, "isolated": isolated, "host_ports": ports});
             let n = request(socket, "POST", "/api/v1/networks", Some(&body))?.ok()?;
             println!("{}", if json { n.to_string() } else { format!("created network {name}") });
             Ok(ExitCode::SUCCESS)

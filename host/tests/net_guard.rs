@@ -98,7 +98,10 @@ fn guests_cannot_reach_the_host_spoof_or_answer_for_others() {
     // (the raw chain is what keeps guests from 127.0.0.1 then); b's forward does not.
     d.create_base_vm(&["a", "-p", "8080:80,local"]);
     d.create_base_vm(&["b", "-p", "8081:80"]);
-    d.den(&["net", "create", "lab", "--subnet", "10.88.0.0/24", "--isolated"]);
+    // An admin opened one host port to lab's VMs; nothing else on the host is theirs to reach.
+    let (code, _, err) =
+        d.den(&["net", "create", "lab", "--subnet", "10.88.0.0/24", "--isolated", "--host-port", "9997"]);
+    assert_eq!(code, 0, "{err}");
     d.create_base_vm(&["c", "--network", "lab"]);
     let probe = net_probe();
     for vm in ["a", "b", "c"] {
@@ -192,6 +195,11 @@ fn guests_cannot_reach_the_host_spoof_or_answer_for_others() {
         assert!(lines.is_empty(), "a guest reached the host's {what}: {lines:?}");
     }
     assert!(host_tcp.got().is_empty(), "a guest connected to a host port: {}", host_tcp.got());
+    // The port an admin opened for lab: c reaches it on its gateway (a, on default, did not).
+    let (code, out, err) =
+        d.den(&["vm", "exec", "c", "--", "sh", "-c", "echo opened-for-lab | timeout 5 busybox nc 10.88.0.1 9997"]);
+    assert_eq!(code, 0, "{out}{err}");
+    host_tcp.wait_for("opened-for-lab", || {});
     let neigh = host.ip(&format!("neigh show {b_ip}"));
     assert!(!neigh.contains(&a_mac) && neigh.contains(&b_mac), "a took b's address in the host's ARP cache: {neigh}");
     // The bridge learns no MAC from a link-local group frame: a sends them as b for a while,

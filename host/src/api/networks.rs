@@ -26,6 +26,7 @@ pub async fn list(State(den): State<Arc<Den>>) -> Result<Json<Value>, ApiError> 
                 .collect();
             let bridge = n.bridge();
             json!({"name": n.name, "subnet": n.subnet, "isolated": n.isolated, "bridge": bridge,
+                   "host_ports": n.host_ports,
                    "up": crate::net::link::index(&bridge).is_some(), "vms": vms})
         })
         .collect();

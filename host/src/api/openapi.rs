@@ -350,7 +350,7 @@ fn schemas() -> Value {
             "data_disk_mib": {"type": "integer", "minimum": 64},
             "shares": {"type": "array", "maxItems": 8, "description": "host folders shared over virtio-fs (admins only)", "items": s(json!({"host": {"type": "string"}, "guest": {"type": "string"}}), &["host"])},
         }), &["name", "image"]),
-        "NetworkSpec": s(json!({"name": {"type": "string", "maxLength": 11}, "subnet": {"type": "string", "examples": ["10.88.0.0/24"]}, "isolated": {"type": "boolean"}}), &["name", "subnet"]),
+        "NetworkSpec": s(json!({"name": {"type": "string", "maxLength": 11}, "subnet": {"type": "string", "examples": ["10.88.0.0/24"]}, "isolated": {"type": "boolean"}, "host_ports": {"type": "array", "maxItems": 64, "items": s(json!({"port": {"type": "integer", "minimum": 1, "maximum": 65535}, "proto": {"enum": ["tcp", "udp"]}}), &["port"])}}), &["name", "subnet"]),
         "Package": {"type": "string", "format": "binary", "description": "an .lpk file (v1 ZIP or v2 tar)"},
         "ImportIso": s(json!({"name": {"type": "string"}, "path": {"type": "string"}}), &["name", "path"]),
         "SystemUpdate": s(json!({"image": {"type": "string"}}), &["image"]),

@@ -87,6 +87,7 @@ impl Den {
                 isolated: true,
                 internet: app.meta.wants("net.internet"),
                 audit: true,
+                host_ports: vec![],
             };
             task.log(format!(
                 "network {name} ({}): isolated, {}, audited",

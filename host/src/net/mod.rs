@@ -12,7 +12,7 @@ pub mod listeners;
 pub mod nft;
 pub mod spec;
 
-pub use spec::{By, NetworkSpec, Nic, NicRequest, PortForward, Proto, DEFAULT_NETWORK, DEFAULT_SUBNET};
+pub use spec::{By, HostPort, NetworkSpec, Nic, NicRequest, PortForward, Proto, DEFAULT_NETWORK, DEFAULT_SUBNET};
 
 use crate::model::{FieldError, VmRecord, VmSpec};
 use crate::store::{Store, StoreError};
@@ -94,6 +94,7 @@ impl Net {
                     isolated: false,
                     internet: false,
                     audit: false,
+                    host_ports: vec![],
                 },
             );
         }
@@ -257,6 +258,7 @@ impl Net {
                 isolated: net.isolated,
                 internet: net.internet,
                 audit: net.audit.then(|| net.name.clone()),
+                host_ports: net.host_ports.clone(),
             });
         }
         // Skip the nft call entirely on hosts where Den has never had a network.

@@ -47,6 +47,8 @@ pub struct RuleNet {
     pub internet: bool,
     /// Log new outbound attempts under this network name.
     pub audit: Option<String>,
+    /// Host ports an admin opened to this network's VMs (on its gateway).
+    pub host_ports: Vec<super::spec::HostPort>,
 }
 
 /// How many packets per second (and in a burst) one audited network logs, all its rules
@@ -216,6 +218,9 @@ fn render_ip(nets: &[RuleNet], forwards: &[RuleForward], unlogged: &BTreeMap<Str
         let _ = writeln!(s, "    iifname \"{b}\" ct state established,related accept");
         let _ = writeln!(s, "    iifname \"{b}\" ip daddr {{ {gw}, 255.255.255.255 }} udp dport 67 accept");
         let _ = writeln!(s, "    iifname \"{b}\" ip daddr {gw} meta l4proto {{ tcp, udp }} th dport 53 accept");
+        for p in &n.host_ports {
+            let _ = writeln!(s, "    iifname \"{b}\" ip daddr {gw} {} dport {} accept", p.proto.as_str(), p.port);
+        }
         s.push_str(&n.audited(&format!("iifname \"{b}\""), "deny", "drop"));
     }
     s.push_str("    iifname \"den-*\" drop\n  }\n}\n");
@@ -293,6 +298,7 @@ mod tests {
                 isolated: false,
                 internet: false,
                 audit: None,
+                host_ports: vec![],
             },
             RuleNet {
                 bridge: "den-lab".into(),
@@ -300,6 +306,7 @@ mod tests {
                 isolated: true,
                 internet: false,
                 audit: None,
+                host_ports: vec![crate::net::HostPort { port: 8006, proto: Proto::Tcp }],
             },
             RuleNet {
                 bridge: "den-a1".into(),
@@ -307,6 +314,7 @@ mod tests {
                 isolated: true,
                 internet: false,
                 audit: Some("a1".into()),
+                host_ports: vec![],
             },
             RuleNet {
                 bridge: "den-a2".into(),
@@ -314,6 +322,7 @@ mod tests {
                 isolated: true,
                 internet: true,
                 audit: Some("a2".into()),
+                host_ports: vec![],
             },
         ]
     }
@@ -384,7 +393,12 @@ mod tests {
         assert!(s.contains("iifname \"den-default\" ip daddr 10.87.0.1 meta l4proto { tcp, udp } th dport 53 accept\n    iifname \"den-default\" drop"), "{s}");
         assert!(s.contains("    iifname \"den-*\" drop\n  }\n}\n"), "{s}");
         let input = &s[s.find("chain input").unwrap()..];
-        assert!(!input.contains("8006") && !input.contains("2222"), "no host port is open by default: {input}");
+        assert!(
+            input
+                .contains("iifname \"den-lab\" ip daddr 10.88.0.1 tcp dport 8006 accept\n    iifname \"den-lab\" drop"),
+            "{input}"
+        );
+        assert_eq!(input.matches("8006").count(), 1, "only where an admin opened it: {input}");
     }
 
     /// nft itself accepts the rendered rules (`--check` parses and validates without applying).

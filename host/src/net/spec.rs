@@ -67,6 +67,21 @@ pub struct NetworkSpec {
     /// Log every new outbound connection attempt, allowed or denied, for the traffic audit.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub audit: bool,
+    /// Ports of the host (on this network's gateway address) its VMs may reach besides DHCP
+    /// and DNS: none unless an admin opens them (`den net create --host-port 8006/tcp`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_ports: Vec<HostPort>,
+}
+
+/// A host port a network's VMs may reach on their gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostPort {
+    /// Port.
+    pub port: u16,
+    /// Protocol.
+    #[serde(default)]
+    pub proto: Proto,
 }
 
 impl NetworkSpec {
@@ -95,6 +110,12 @@ impl NetworkSpec {
         let sub = self.subnet().map_err(|message| FieldError { field: "subnet", message })?;
         if (self.internet || self.audit) && !self.isolated {
             return err("isolated", "`internet` and `audit` are settings of isolated networks".into());
+        }
+        if self.host_ports.iter().any(|p| p.port == 0) {
+            return err("host_ports", "port 0 cannot be opened".into());
+        }
+        if self.host_ports.len() > 64 {
+            return err("host_ports", format!("{} host ports: at most 64", self.host_ports.len()));
         }
         for o in others.iter().filter(|o| o.name != self.name) {
             if o.subnet().is_ok_and(|s| s.overlaps(sub)) {
@@ -260,7 +281,14 @@ mod tests {
     use super::*;
 
     fn net(name: &str, subnet: &str) -> NetworkSpec {
-        NetworkSpec { name: name.into(), subnet: subnet.into(), isolated: false, internet: false, audit: false }
+        NetworkSpec {
+            name: name.into(),
+            subnet: subnet.into(),
+            isolated: false,
+            internet: false,
+            audit: false,
+            host_ports: vec![],
+        }
     }
 
     #[test]
@@ -274,7 +302,10 @@ mod tests {
         assert!(net("lab", "10.88.0.0/24").validate(std::slice::from_ref(&d)).is_ok());
         let open_audit = NetworkSpec { audit: true, ..net("app", "10.89.0.0/24") };
         assert_eq!(open_audit.validate(&[]).unwrap_err().field, "isolated");
-        assert!(NetworkSpec { isolated: true, ..open_audit }.validate(&[d]).is_ok());
+        assert!(NetworkSpec { isolated: true, ..open_audit }.validate(std::slice::from_ref(&d)).is_ok());
+        let port0 =
+            NetworkSpec { host_ports: vec![HostPort { port: 0, proto: Proto::Tcp }], ..net("lab", "10.88.0.0/24") };
+        assert_eq!(port0.validate(&[d]).unwrap_err().field, "host_ports");
     }
 
     #[test]

@@ -55,6 +55,7 @@ mod tests {
             isolated: true,
             internet: true,
             audit: true,
+            host_ports: vec![],
         };
         s.insert_network(&n).unwrap();
         assert!(matches!(s.insert_network(&n), Err(StoreError::Exists { .. })));
