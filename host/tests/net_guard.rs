@@ -91,6 +91,10 @@ fn guests_cannot_reach_the_host_spoof_or_answer_for_others() {
     let wan = NetNs::new("gwan");
     let host = NetNs::new("ghost");
     host.veth("up0", "192.0.2.2/24", &wan, "wan0", "192.0.2.1/24");
+    // The WAN side also plays a cloud's metadata service (Azure's WireServer address), and
+    // routes Den's default subnet to the host as a LAN router might.
+    wan.ip("addr add 168.63.129.16/32 dev wan0");
+    wan.ip("route add 10.87.0.0/24 via 192.0.2.2");
     host.ip("route add default via 192.0.2.1");
     let d = Dend::start_in_with_config(Path::new(env!("CARGO_BIN_EXE_dend")), &host, "[docker]\nenabled = false\n");
 
@@ -128,7 +132,7 @@ fn guests_cannot_reach_the_host_spoof_or_answer_for_others() {
     let host_any = Recorder::start(&host, work.path(), "udp", "0.0.0.0:9998");
     let host_tcp = Recorder::start(&host, work.path(), "tcp", "0.0.0.0:9997");
     let host_v6 = Recorder::start(&host, work.path(), "udp", "[::]:9996");
-    let outside = Recorder::start(&wan, work.path(), "udp", "192.0.2.1:5000");
+    let outside = Recorder::start(&wan, work.path(), "udp", "0.0.0.0:5000");
     let send_in = |ns: &NetNs, addr: &str, text: &str| {
         let _ = ns.command(probe.to_str().unwrap()).args(["send", addr, text]).output();
     };
@@ -155,6 +159,7 @@ fn guests_cannot_reach_the_host_spoof_or_answer_for_others() {
         udp(&a_mac, &gw_mac, "127.0.0.1", 40004, "127.0.0.1", 9999, "from-loopback"),
         udp("02:00:00:00:00:99", &gw_mac, &a_ip, 40005, "192.0.2.1", 5000, "spoofed-mac"),
         udp(&a_mac, &gw_mac, &b_ip, 40006, "192.0.2.1", 5000, "spoofed-ip"),
+        udp(&a_mac, &gw_mac, &a_ip, 40015, "168.63.129.16", 5000, "to-metadata"),
         udp(&a_mac, &b_mac, &a_ip, 67, &b_ip, 68, "rogue-dhcp"),
         udp(&a_mac, &b_mac, &a_ip, 6767, &b_ip, 68, "rogue-dhcp-other-port"),
         udp(&a_mac, "01:80:c2:00:00:03", &a_ip, 40012, &gw, 9998, "link-local-group-to-gateway"),
@@ -186,6 +191,7 @@ fn guests_cannot_reach_the_host_spoof_or_answer_for_others() {
     std::thread::sleep(Duration::from_secs(2));
     // ... and nothing else did.
     assert!(!outside.got().contains("spoofed"), "a spoofed frame left the box: {}", outside.got());
+    assert!(!outside.got().contains("metadata"), "a guest reached a metadata service: {}", outside.got());
     assert!(outside.got().contains("192.0.2.2:"), "NAT as usual: {}", outside.got());
     assert!(!got68.contains("rogue"), "a guest answered DHCP: {got68}");
     let got6 = guest_got(&d, "b", "/tmp/got6");
@@ -229,11 +235,19 @@ fn guests_cannot_reach_the_host_spoof_or_answer_for_others() {
     std::thread::sleep(Duration::from_secs(1));
     assert!(!guest_got(&d, "b", "/tmp/got6").contains("ipv6"), "IPv6 across networks");
 
+    // The LAN reaches neither the VMs behind NAT nor the gateways' DNS; b reaches a's forward
+    // through the host's address (the answer comes back through the host).
+    let (code, out) = wan.sh(&format!("timeout 5 busybox wget -q -O- http://{a_ip}/"));
+    assert!(code != 0 && !out.contains("from-a"), "the LAN reached a NAT'd VM directly: {out}");
+    let (code, out) = wan.sh(&format!("timeout 5 busybox nslookup a.den {gw}"));
+    assert!(code != 0 || !out.contains(&a_ip), "the LAN asked a gateway's DNS: {out}");
+
     // The legitimate paths: the forward from outside, and DNS by name between VMs.
     d.sh_until_ok("a", "mkdir -p /tmp/w && echo from-a > /tmp/w/index.html && busybox httpd -p 80 -h /tmp/w");
     let (code, out) = wan.sh("timeout 10 busybox wget -q -O- http://192.0.2.2:8080/");
     assert_eq!((code, out.trim()), (0, "from-a"), "the forward still works");
     assert_eq!(d.sh_until_ok("b", "timeout 10 busybox wget -q -O- http://a.den/").trim(), "from-a");
+    assert_eq!(d.sh_until_ok("b", "timeout 10 busybox wget -q -O- http://192.0.2.2:8080/").trim(), "from-a");
 
     let (code, out) = host.sh("timeout 10 busybox wget -q -O- http://127.0.0.1:8080/");
     assert_eq!((code, out.trim()), (0, "from-a"), "a `,local` forward takes the host's own connections");
@@ -291,10 +305,31 @@ fn guests_cannot_reach_the_host_spoof_or_answer_for_others() {
     );
     let (code, _, err) = d.den(&["net", "create", "a0123456789", "--subnet", "10.89.0.0/24", "--isolated"]);
     assert!(code == 1 && err.contains("kept for app networks"), "{err}");
+    // Something removes every rule (a restarted nftables service's `flush ruleset`): dend
+    // puts them back and says so, and the guests are held as before.
+    assert_eq!(host.sh("nft flush ruleset").0, 0);
+    let t = Instant::now();
+    loop {
+        let (_, events) = d.api("GET", "/api/v1/events?limit=1000", b"");
+        if events.as_array().into_iter().flatten().any(|e| e["kind"] == "net.rules_restored") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(40), "rules not restored: {}", d.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let tables = host.sh("nft list tables").1;
+    for family in ["ip", "bridge", "arp", "ip6"] {
+        assert!(tables.contains(&format!("table {family} den")), "{tables}");
+    }
+    let again = udp(&a_mac, &gw_mac, &a_ip, 40016, &gw, 9998, "after-restore");
+    assert_eq!(d.den(&["vm", "exec", "a", "--", "sh", "-c", &again]).0, 0);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!host_any.got().contains("after-restore"), "{}", host_any.got());
+
     for v in ["a", "b", "c"] {
         assert_eq!(d.den(&["vm", "stop", v]).0, 0, "{}", d.log());
         assert_eq!(d.den(&["vm", "rm", v]).0, 0, "{}", d.log());
     }
     let tables = host.sh("nft list tables").1;
-    assert!(!tables.contains("den"), "both tables go with the last network: {tables}");
+    assert!(!tables.contains("den"), "the tables go with the last network: {tables}");
 }

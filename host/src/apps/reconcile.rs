@@ -70,6 +70,25 @@ impl Den {
                 _ => {}
             }
         }
+        self.remove_orphan_app_networks();
         Ok(())
+    }
+
+    /// Removes app networks that no app claims and no VM is on: made by a dend that died
+    /// before it recorded them with their app (nobody else may remove them).
+    fn remove_orphan_app_networks(&self) {
+        let (Ok(apps), Ok(nets), Ok(vms)) = (self.store.apps(), self.store.networks(), self.store.vms()) else {
+            return;
+        };
+        for net in nets.iter().filter(|n| crate::net::spec::is_app_network(&n.name)) {
+            let claimed = apps.iter().any(|a| a.network == net.name);
+            let used = vms.iter().flat_map(|v| &v.nics).any(|n| n.network == net.name);
+            if !claimed && !used {
+                tracing::info!(network = %net.name, "removing an app network no app has");
+                if let Err(e) = self.net.delete_network(&self.store, &net.name, crate::net::By::Den) {
+                    tracing::warn!(network = %net.name, %e, "cannot remove an app network no app has");
+                }
+            }
+        }
     }
 }

@@ -6,7 +6,8 @@
 use super::services::{definitions, guest_dir};
 use super::{AppError, AppRecord, AppState};
 use crate::model::VmState;
-use crate::net::NetworkSpec;
+use crate::net::{AllocError, NetError, NetworkSpec};
+use crate::store::StoreError;
 use crate::vms::{Den, TaskHandle};
 use den_lpk::plan::{Probe, ServicePlan};
 use den_lpk::route::Upstream;
@@ -53,11 +54,22 @@ impl Den {
         Err("no free /24 left in 10.90.0.0/16 for another app network".into())
     }
 
-    /// The app's network: the one it has, unless another app has it too; else the first name
-    /// for its package id that is neither another app's network nor a network already there.
-    /// Package authors choose package ids, and two ids may give one name: an app never joins
-    /// another app's network.
-    fn app_network(&self, app: &AppRecord) -> Result<String, String> {
+    /// The network the app has, unless another app has it too (it is then given a new one).
+    fn own_network(&self, app: &AppRecord) -> Result<Option<String>, String> {
+        if app.network.is_empty() {
+            return Ok(None);
+        }
+        let shared =
+            self.store.apps().map_err(err)?.iter().any(|a| a.package != app.package && a.network == app.network);
+        let exists = self.net.networks(&self.store).map_err(err)?.iter().any(|n| n.name == app.network);
+        Ok((exists && !shared).then(|| app.network.clone()))
+    }
+
+    /// Makes a new network for the app, named by the first attempt for its package id that is
+    /// neither another app's network nor any network already there (package authors choose
+    /// package ids, and two ids may give one name: an app never joins another app's network,
+    /// also when two installs race, as the create itself refuses a name that exists).
+    fn new_app_network(&self, app: &AppRecord, task: &TaskHandle) -> Result<String, String> {
         let others: HashSet<String> = self
             .store
             .apps()
@@ -66,21 +78,11 @@ impl Den {
             .filter(|a| a.package != app.package)
             .map(|a| a.network)
             .collect();
-        if !app.network.is_empty() && !others.contains(&app.network) {
-            return Ok(app.network.clone());
-        }
-        let nets = self.net.networks(&self.store).map_err(err)?;
-        (0..=u8::MAX)
-            .map(|attempt| network_name(&app.package, attempt))
-            .find(|n| !others.contains(n) && !nets.iter().any(|x| &x.name == n))
-            .ok_or_else(|| format!("no free network name for {}", app.package))
-    }
-
-    /// Makes the app's network and a stopped VM per service (each from its image, with
-    /// `/lzcapp` shared and its service definitions' directory on the command line).
-    pub(super) async fn provision_app(self: &Arc<Self>, app: &mut AppRecord, task: &TaskHandle) -> Result<(), String> {
-        let name = self.app_network(app)?;
-        if !self.net.networks(&self.store).map_err(err)?.iter().any(|n| n.name == name) {
+        for attempt in 0..=u8::MAX {
+            let name = network_name(&app.package, attempt);
+            if others.contains(&name) {
+                continue;
+            }
             let spec = NetworkSpec {
                 name: name.clone(),
                 subnet: self.free_app_subnet()?,
@@ -89,13 +91,29 @@ impl Den {
                 audit: true,
                 host_ports: vec![],
             };
-            task.log(format!(
-                "network {name} ({}): isolated, {}, audited",
-                spec.subnet,
-                if spec.internet { "internet allowed (net.internet)" } else { "no internet" }
-            ));
-            self.net.create_network(&self.store, &spec, crate::net::By::Den).map_err(err)?;
+            match self.net.create_network(&self.store, &spec, crate::net::By::Den) {
+                Ok(()) => {
+                    task.log(format!(
+                        "network {name} ({}): isolated, {}, audited",
+                        spec.subnet,
+                        if spec.internet { "internet allowed (net.internet)" } else { "no internet" }
+                    ));
+                    return Ok(name);
+                }
+                Err(AllocError::Net(NetError::Store(StoreError::Exists { .. }))) => continue,
+                Err(e) => return Err(e.to_string()),
+            }
         }
+        Err(format!("no free network name for {}", app.package))
+    }
+
+    /// Makes the app's network and a stopped VM per service (each from its image, with
+    /// `/lzcapp` shared and its service definitions' directory on the command line).
+    pub(super) async fn provision_app(self: &Arc<Self>, app: &mut AppRecord, task: &TaskHandle) -> Result<(), String> {
+        let name = match self.own_network(app)? {
+            Some(name) => name,
+            None => self.new_app_network(app, task)?,
+        };
         app.network = name.clone();
         let shares = self.app_dirs().shares(&app.package);
         for svc in &app.plan.services {

@@ -47,6 +47,8 @@ pub fn render(nics: &[BoundNic]) -> String {
             "  chain {c} {{\n    ether saddr != {mac} drop\n    \
              {arp} arp saddr ip {ip} accept\n    \
              {arp} arp saddr ip 0.0.0.0 arp daddr ip {ip} accept\n    \
+             udp dport 67 ip frag-off & 0x2000 != 0 drop\n    \
+             udp dport 67 meta length > 1500 drop\n    \
              udp dport 67 @th,{CHADDR_BITS},48 != 0x{hex} drop\n    \
              udp sport 67 drop\n    \
              udp dport 68 drop\n    \
@@ -62,7 +64,8 @@ pub fn render(nics: &[BoundNic]) -> String {
 
 /// Where a DHCP message's client hardware address starts, in bits from the UDP header: 8
 /// bytes of UDP, then 28 of BOOTP before `chaddr`. A VM asks DHCP only for its own MAC, so it
-/// cannot decline or release another VM's address.
+/// cannot decline or release another VM's address. A message in fragments (whose later parts
+/// no rule can read) or in one oversized segmentation-offload packet is dropped first.
 const CHADDR_BITS: u32 = (8 + 28) * 8;
 
 /// The chain of one TAP.
@@ -91,6 +94,8 @@ mod tests {
             "probes only for its own address: {s}"
         );
         assert!(s.contains("udp dport 67 @th,288,48 != 0x02de00000001 drop"), "DHCP only for its own MAC: {s}");
+        let fragments = s.find("udp dport 67 ip frag-off & 0x2000 != 0 drop").unwrap();
+        assert!(fragments < s.find("@th,288,48").unwrap(), "no DHCP in fragments past the check: {s}");
         assert!(s.contains("udp dport 68 drop"), "nothing to DHCP clients, from any port: {s}");
         let server = s.find("udp sport 67 drop").unwrap();
         let own = s.find("ip saddr 10.87.0.2 accept").unwrap();

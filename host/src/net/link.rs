@@ -97,8 +97,11 @@ pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8, forwarded:
     sysctl(&format!("net/ipv4/conf/{name}/route_localnet"), if forwarded { "1" } else { "0" })?;
     // Frames to link-local group addresses (01:80:c2:00:00:0X) pass no bridge hook: the
     // bridge must not learn their source MAC, or a guest could take another VM's frames.
+    // Without the setting (Linux before 5.0) Den's networks would not hold: refuse them.
     let learn = format!("/sys/class/net/{name}/bridge/no_linklocal_learn");
-    if std::fs::read_to_string(&learn).is_ok_and(|v| v.trim() != "1") {
+    let now = std::fs::read_to_string(&learn)
+        .map_err(io(format!("read {learn} (Den's networks need Linux 5.0 or later for it)")))?;
+    if now.trim() != "1" {
         std::fs::write(&learn, "1").map_err(io(format!("set {learn} to 1")))?;
     }
     Ok(())

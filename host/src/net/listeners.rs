@@ -5,16 +5,38 @@
 use super::spec::Proto;
 use std::collections::HashSet;
 
-/// The ports of `proto` that a socket of this host listens on (TCP) or is bound to (UDP).
+/// The ports of `proto` that a socket of this host listens on: TCP sockets listening, UDP
+/// sockets bound and unconnected outside the kernel's range for clients' ports (which every
+/// unconnected client socket also has).
 pub fn ports(proto: Proto) -> HashSet<u16> {
     let (files, state) = match proto {
         Proto::Tcp => (["/proc/net/tcp", "/proc/net/tcp6"], "0A"),
         Proto::Udp => (["/proc/net/udp", "/proc/net/udp6"], "07"),
     };
-    files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).flat_map(|t| parse(&t, state)).collect()
+    let clients = match proto {
+        Proto::Tcp => 0..=0,
+        Proto::Udp => client_ports(),
+    };
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| parse(&t, state))
+        .filter(|p| !clients.contains(p))
+        .collect()
 }
 
-/// The local ports of the table's sockets in `state` (`0A` listening, `07` bound UDP).
+/// The kernel's range for clients' ports (`ip_local_port_range`).
+fn client_ports() -> std::ops::RangeInclusive<u16> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut it = text.split_whitespace().filter_map(|p| p.parse().ok());
+    match (it.next(), it.next()) {
+        (Some(lo), Some(hi)) => lo..=hi,
+        _ => 32768..=60999,
+    }
+}
+
+/// The local ports of the table's sockets in `state` (`0A` listening, `07` bound UDP) with no
+/// remote end.
 fn parse(table: &str, state: &str) -> Vec<u16> {
     table
         .lines()
@@ -22,9 +44,11 @@ fn parse(table: &str, state: &str) -> Vec<u16> {
         .filter_map(|line| {
             let mut cols = line.split_whitespace();
             let local = cols.nth(1)?;
-            let st = cols.nth(1)?;
+            let remote = cols.next()?;
+            let st = cols.next()?;
+            let unconnected = remote.rsplit_once(':')?.1 == "0000";
             let port = local.rsplit_once(':')?.1;
-            (st == state).then(|| u16::from_str_radix(port, 16).ok()).flatten()
+            (st == state && unconnected).then(|| u16::from_str_radix(port, 16).ok()).flatten()
         })
         .collect()
 }
@@ -43,6 +67,13 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         assert!(ports(Proto::Tcp).contains(&l.local_addr().unwrap().port()));
         let u = std::net::UdpSocket::bind("[::1]:0").unwrap();
-        assert!(ports(Proto::Udp).contains(&u.local_addr().unwrap().port()));
+        let port = u.local_addr().unwrap().port();
+        assert_eq!(
+            ports(Proto::Udp).contains(&port),
+            !client_ports().contains(&port),
+            "a client's port is no listener"
+        );
+        let server = (20000..20100).find_map(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).ok()).unwrap();
+        assert!(ports(Proto::Udp).contains(&server.local_addr().unwrap().port()), "a UDP server's port is");
     }
 }

@@ -308,8 +308,21 @@ impl Net {
     }
 
     /// Whether Den's tables are missing although networks are in use (something removed
-    /// them, e.g. `flush ruleset` in a restarted nftables service): [`Net::sync`] puts them back.
-    pub async fn rules_missing(&self) -> bool {
+    /// them, e.g. `flush ruleset` in a restarted nftables service): [`Net::sync`] puts them
+    /// back. Also turns IPv6 off again on Den's bridges and TAPs, should a sysctl run
+    /// (`net.ipv6.conf.all.disable_ipv6=0`) have turned it on.
+    pub async fn rules_missing(&self, store: &Store) -> bool {
+        let _g = self.apply.lock().await;
+        let nets = self.networks(store).unwrap_or_default();
+        let vms = store.vms().unwrap_or_default();
+        let bridges = nets.iter().map(|n| n.bridge());
+        for dev in bridges.chain(vms.iter().flat_map(|v| &v.nics).map(|n| n.tap.clone())) {
+            if link::index(&dev).is_some() {
+                if let Err(e) = link::no_ipv6(&dev) {
+                    tracing::warn!(%e, "cannot turn IPv6 off on {dev}");
+                }
+            }
+        }
         if !self.dir.join("nft").exists() {
             return false;
         }

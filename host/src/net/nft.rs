@@ -20,8 +20,9 @@ use std::net::Ipv4Addr;
 pub const TABLE: &str = "den";
 
 /// The families Den has a table in: `ip` (NAT, forwards, isolation, the host), `bridge` (TAPs
-/// bound to their VMs), `arp` (no ARP from a TAP straight to the host).
-pub const FAMILIES: [&str; 3] = ["ip", "bridge", "arp"];
+/// bound to their VMs), `arp` (no ARP from a TAP straight to the host), `ip6` (no IPv6 from a
+/// bridge or a TAP, whatever the IPv6 sysctls become).
+pub const FAMILIES: [&str; 4] = ["ip", "bridge", "arp", "ip6"];
 
 /// The NFLOG group audited networks log to ([`crate::apps::audit`] reads it).
 pub const AUDIT_GROUP: u16 = 3552;
@@ -33,6 +34,10 @@ pub const AUDIT_PREFIX: &str = "den-audit";
 /// loopback, multicast and "this network" ranges (the LAN and the host's neighbours).
 pub const NOT_INTERNET: &str =
     "{ 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16, 224.0.0.0/3 }";
+
+/// Cloud metadata services no guest reaches: link-local (AWS, GCP, OpenStack...), Azure's
+/// WireServer, Alibaba Cloud's.
+pub const METADATA: &str = "{ 169.254.0.0/16, 168.63.129.16, 100.100.100.200 }";
 
 /// A network as the rules see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,14 +56,18 @@ pub struct RuleNet {
     pub host_ports: Vec<super::spec::HostPort>,
 }
 
-/// How many packets per second (and in a burst) one audited network logs, all its rules
-/// together: guests choose how many packets they send, and every logged one costs dend a
+/// How many packets per second (and in a burst) one audited network logs, of its allowed and
+/// of its denied attempts each (so a flood of denied packets cannot hide an allowed
+/// connection): guests choose how many packets they send, and every logged one costs dend a
 /// database write. What goes over is counted instead ([`UNLOGGED`]).
 pub const AUDIT_RATE: &str = "rate over 50/second burst 100 packets";
 
-/// The name prefix of each audited network's counter of packets not logged (over
-/// [`AUDIT_RATE`]): `unlogged_<network>`.
+/// The name prefix of an audited network's counters of packets not logged (over
+/// [`AUDIT_RATE`]): `unlogged_allow_<network>` and `unlogged_deny_<network>`.
 pub const UNLOGGED: &str = "unlogged_";
+
+/// The verdicts an audit rule logs under, as in its log prefix.
+const VERDICTS: [&str; 2] = ["allow", "deny"];
 
 impl RuleNet {
     /// The rule `<matches> <action>`, audited as `verdict`: when the network is audited, what
@@ -67,22 +76,27 @@ impl RuleNet {
     fn audited(&self, matches: &str, verdict: &str, action: &str) -> String {
         match &self.audit {
             Some(name) => format!(
-                "    {matches} limit name \"audit_{name}\" counter name \"{UNLOGGED}{name}\" {action}\n    \
+                "    {matches} limit name \"audit_{verdict}_{name}\" counter name \"{UNLOGGED}{verdict}_{name}\" {action}\n    \
                  {matches} log prefix \"{AUDIT_PREFIX} {name} {verdict} \" group {AUDIT_GROUP}\n    {matches} {action}\n"
             ),
             None => format!("    {matches} {action}\n"),
         }
     }
 
-    /// The network's rate limit and its counter of what went over, starting from `unlogged`
-    /// (so a sync, which replaces the table, keeps the count).
-    fn audit_objects(&self, unlogged: u64) -> String {
-        match &self.audit {
-            Some(name) => format!(
-                "  limit audit_{name} {{ {AUDIT_RATE} }}\n  counter {UNLOGGED}{name} {{ packets {unlogged} bytes 0 }}\n"
-            ),
-            None => String::new(),
+    /// The network's rate limits and its counters of what went over, starting from the
+    /// values in `unlogged` (so a sync, which replaces the table, keeps the counts).
+    fn audit_objects(&self, unlogged: &BTreeMap<String, u64>) -> String {
+        let Some(name) = &self.audit else { return String::new() };
+        let mut s = String::new();
+        for verdict in VERDICTS {
+            let counter = format!("{UNLOGGED}{verdict}_{name}");
+            let count = unlogged.get(&counter).copied().unwrap_or(0);
+            let _ = write!(
+                s,
+                "  limit audit_{verdict}_{name} {{ {AUDIT_RATE} }}\n  counter {counter} {{ packets {count} bytes 0 }}\n"
+            );
         }
+        s
     }
 }
 
@@ -122,10 +136,11 @@ pub fn render(
     s.push_str(&render_ip(nets, forwards, unlogged));
     s.push_str(&super::bind::render(nics));
     // ARP a TAP's port hands to the host itself (see the raw chain) is neither answered nor
-    // learnt from.
+    // learnt from; IPv6 from a bridge or a TAP goes nowhere.
     let _ = write!(
         s,
-        "table arp {TABLE} {{\n  chain input {{\n    type filter hook input priority filter; policy accept;\n    iifname \"dt*\" drop\n  }}\n}}\n"
+        "table arp {TABLE} {{\n  chain input {{\n    type filter hook input priority filter; policy accept;\n    iifname \"dt*\" drop\n  }}\n}}\n\
+         table ip6 {TABLE} {{\n  chain raw {{\n    type filter hook prerouting priority raw; policy accept;\n    iifname \"dt*\" drop\n    iifname \"den-*\" drop\n  }}\n}}\n"
     );
     s
 }
@@ -134,8 +149,7 @@ pub fn render(
 fn render_ip(nets: &[RuleNet], forwards: &[RuleForward], unlogged: &BTreeMap<String, u64>) -> String {
     let mut s = format!("table ip {TABLE} {{\n");
     for n in nets {
-        let count = n.audit.as_ref().and_then(|name| unlogged.get(name)).copied().unwrap_or(0);
-        s.push_str(&n.audit_objects(count));
+        s.push_str(&n.audit_objects(unlogged));
     }
     // Before conntrack and NAT: nothing from a guest is addressed to or from loopback (the
     // bridges need `route_localnet` for the host's own clients of a forward, see
@@ -169,15 +183,22 @@ fn render_ip(nets: &[RuleNet], forwards: &[RuleForward], unlogged: &BTreeMap<Str
     for n in nets.iter().filter(|n| !n.isolated || n.internet) {
         let _ = writeln!(s, "    ip saddr {0} ip daddr != {0} masquerade", n.subnet);
     }
+    for n in nets.iter().filter(|n| !n.isolated) {
+        // A VM reaching a forward to its own network (through a host address): the answer
+        // must come back through the host, not straight across the bridge.
+        let _ = writeln!(s, "    ip saddr {0} ip daddr {0} ct status dnat masquerade", n.subnet);
+    }
     for n in nets.iter().filter(|n| !n.isolated || n.audit.is_some()) {
         // Host-local clients of a forward (127.0.0.1:PORT) need a source the VM can answer.
         let _ = writeln!(s, "    ip saddr 127.0.0.0/8 oifname \"{}\" masquerade", n.bridge);
     }
     s.push_str("  }\n");
     s.push_str("  chain forward {\n    type filter hook forward priority filter; policy accept;\n");
-    s.push_str("    ct state established,related accept\n");
-    // Never link-local addresses (a cloud's metadata service) from a guest.
-    s.push_str("    iifname \"den-*\" ip daddr 169.254.0.0/16 drop\n");
+    // Answers, at once; anything else a guest sends is decided below even within a connection
+    // (one opened while Den's rules were away does not outlive their return).
+    s.push_str("    ct state established ct direction reply accept\n");
+    // Never a cloud's metadata services from a guest.
+    let _ = writeln!(s, "    iifname \"den-*\" ip daddr {METADATA} drop");
     for n in nets {
         let _ = writeln!(s, "    iifname \"{0}\" oifname \"{0}\" accept", n.bridge);
     }
@@ -192,6 +213,8 @@ fn render_ip(nets: &[RuleNet], forwards: &[RuleForward], unlogged: &BTreeMap<Str
             s.push_str(&n.audited(&format!("iifname \"{b}\""), "deny", "drop"));
         }
     }
+    // ICMP errors about connections (path MTU, unreachable), from anywhere not refused above.
+    s.push_str("    ct state related accept\n");
     // Into a network from elsewhere (another network, the LAN): only through its forwards,
     // where forwards may lead (NAT networks, apps' ingress).
     for n in nets {
@@ -211,11 +234,12 @@ fn render_ip(nets: &[RuleNet], forwards: &[RuleForward], unlogged: &BTreeMap<Str
     }
     s.push_str("  }\n");
     // The host itself: DHCP anywhere on the bridge, DNS on the gateway, answers to what the
-    // host opened; every other packet from any Den bridge is dropped.
+    // host opened; every other packet from any Den bridge is dropped. The gateways' addresses
+    // are not for anyone else (the LAN, other networks) either.
     s.push_str("  chain input {\n    type filter hook input priority filter; policy accept;\n");
     for n in nets {
         let (b, gw) = (&n.bridge, n.subnet.gateway());
-        let _ = writeln!(s, "    iifname \"{b}\" ct state established,related accept");
+        let _ = writeln!(s, "    iifname \"{b}\" ct state established,related ct direction reply accept");
         let _ = writeln!(s, "    iifname \"{b}\" ip daddr {{ {gw}, 255.255.255.255 }} udp dport 67 accept");
         let _ = writeln!(s, "    iifname \"{b}\" ip daddr {gw} meta l4proto {{ tcp, udp }} th dport 53 accept");
         for p in &n.host_ports {
@@ -223,7 +247,11 @@ fn render_ip(nets: &[RuleNet], forwards: &[RuleForward], unlogged: &BTreeMap<Str
         }
         s.push_str(&n.audited(&format!("iifname \"{b}\""), "deny", "drop"));
     }
-    s.push_str("    iifname \"den-*\" drop\n  }\n}\n");
+    s.push_str("    iifname \"den-*\" drop\n");
+    for n in nets {
+        let _ = writeln!(s, "    iifname != {{ \"lo\", \"{}\" }} ip daddr {} drop", n.bridge, n.subnet.gateway());
+    }
+    s.push_str("  }\n}\n");
     s
 }
 
@@ -238,17 +266,25 @@ pub enum NftError {
     Refused(String),
 }
 
-/// Each audited network's count of packets not logged (over [`AUDIT_RATE`]) since its
-/// network's rules were first made, by network name; empty without Den's table.
+/// The audit's counters of packets not logged (over [`AUDIT_RATE`]) since their network's
+/// rules were made, by counter name; empty without Den's table or when `nft` does not answer
+/// within 10 s. [`unlogged_of`] adds up one network's.
 pub async fn unlogged() -> BTreeMap<String, u64> {
-    let out = tokio::process::Command::new("nft")
+    let run = tokio::process::Command::new("nft")
         .args(["-j", "list", "counters", "table", "ip", TABLE])
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .output()
-        .await;
-    let Ok(out) = out.map(|o| o.stdout) else { return BTreeMap::new() };
-    counters(&out)
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(std::time::Duration::from_secs(10), run).await {
+        Ok(Ok(out)) => counters(&out.stdout),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// Network `name`'s packets not logged, of `counters` ([`unlogged`]).
+pub fn unlogged_of(counters: &BTreeMap<String, u64>, name: &str) -> u64 {
+    VERDICTS.iter().filter_map(|v| counters.get(&format!("{UNLOGGED}{v}_{name}"))).sum()
 }
 
 /// The `unlogged_*` counters in `nft -j list counters` output.
@@ -260,8 +296,8 @@ fn counters(json: &[u8]) -> BTreeMap<String, u64> {
         .flatten()
         .filter_map(|o| {
             let c = &o["counter"];
-            let net = c["name"].as_str()?.strip_prefix(UNLOGGED)?;
-            (c["table"] == TABLE).then(|| Some((net.to_string(), c["packets"].as_u64()?))).flatten()
+            let name = c["name"].as_str().filter(|n| n.starts_with(UNLOGGED))?;
+            (c["table"] == TABLE).then(|| Some((name.to_string(), c["packets"].as_u64()?))).flatten()
         })
         .collect()
 }
@@ -338,11 +374,11 @@ mod tests {
             local: true,
         };
         let lan_only = RuleForward { host_port: 8081, local: false, ..fwd.clone() };
-        let unlogged = BTreeMap::from([("a2".to_string(), 41)]);
+        let unlogged = BTreeMap::from([("unlogged_deny_a2".to_string(), 41)]);
         let s = render(&nets(), &[fwd, lan_only], &[], &unlogged);
         assert!(
             s.starts_with(
-                "table ip den\ndelete table ip den\ntable bridge den\ndelete table bridge den\ntable arp den\ndelete table arp den\ntable ip den {"
+                "table ip den\ndelete table ip den\ntable bridge den\ndelete table bridge den\ntable arp den\ndelete table arp den\ntable ip6 den\ndelete table ip6 den\ntable ip den {"
             ),
             "{s}"
         );
@@ -354,17 +390,24 @@ mod tests {
         assert!(!s.contains("ip saddr 10.88.0.0/24"), "isolated networks get no NAT: {s}");
         assert!(s.contains("ip saddr 10.90.2.0/24 ip daddr != 10.90.2.0/24 masquerade"), "internet apps do: {s}");
         // Audited rules: over the network's rate, counted and not logged; else logged.
-        assert!(s.contains("iifname \"den-a1\" limit name \"audit_a1\" counter name \"unlogged_a1\" drop\n    iifname \"den-a1\" log prefix \"den-audit a1 deny \" group 3552\n    iifname \"den-a1\" drop"), "{s}");
+        assert!(s.contains("iifname \"den-a1\" limit name \"audit_deny_a1\" counter name \"unlogged_deny_a1\" drop\n    iifname \"den-a1\" log prefix \"den-audit a1 deny \" group 3552\n    iifname \"den-a1\" drop"), "{s}");
         assert!(
-            s.contains("iifname \"den-a2\" oifname \"den-*\" limit name \"audit_a2\" counter name \"unlogged_a2\" drop\n    iifname \"den-a2\" oifname \"den-*\" log prefix \"den-audit a2 deny \" group 3552\n    iifname \"den-a2\" oifname \"den-*\" drop"),
+            s.contains("iifname \"den-a2\" oifname \"den-*\" limit name \"audit_deny_a2\" counter name \"unlogged_deny_a2\" drop\n    iifname \"den-a2\" oifname \"den-*\" log prefix \"den-audit a2 deny \" group 3552\n    iifname \"den-a2\" oifname \"den-*\" drop"),
             "{s}"
         );
         assert!(
-            s.contains("iifname \"den-a2\" ct state new limit name \"audit_a2\" counter name \"unlogged_a2\" accept\n    iifname \"den-a2\" ct state new log prefix \"den-audit a2 allow \" group 3552\n    iifname \"den-a2\" ct state new accept"),
+            s.contains("iifname \"den-a2\" ct state new limit name \"audit_allow_a2\" counter name \"unlogged_allow_a2\" accept\n    iifname \"den-a2\" ct state new log prefix \"den-audit a2 allow \" group 3552\n    iifname \"den-a2\" ct state new accept"),
             "{s}"
         );
-        assert!(s.contains("  limit audit_a2 { rate over 50/second burst 100 packets }\n  counter unlogged_a2 { packets 41 bytes 0 }\n"), "the count survives a sync: {s}");
-        assert!(s.contains("counter unlogged_a1 { packets 0 bytes 0 }") && !s.contains("unlogged_lab"), "{s}");
+        assert!(s.contains("  limit audit_deny_a2 { rate over 50/second burst 100 packets }\n  counter unlogged_deny_a2 { packets 41 bytes 0 }\n"), "the count survives a sync: {s}");
+        assert!(
+            s.contains("  limit audit_allow_a2 { rate over 50/second burst 100 packets }\n"),
+            "allowed attempts have their own limit: {s}"
+        );
+        assert!(
+            s.contains("counter unlogged_deny_a1 { packets 0 bytes 0 }") && !s.contains("unlogged_deny_lab"),
+            "{s}"
+        );
         let private = s.find("iifname \"den-a2\" ip daddr {").unwrap();
         let allow = s.find("iifname \"den-a2\" ct state new").unwrap();
         assert!(private < allow, "private ranges are refused before anything is allowed: {s}");
@@ -378,7 +421,17 @@ mod tests {
         let first_dnat = s.find("ct status dnat accept").unwrap();
         assert!(lab_drop < first_dnat && s.find("iifname \"den-a2\" oifname \"den-*\"").unwrap() < first_dnat, "{s}");
         assert!(s.contains("oifname \"den-lab\" drop") && !s.contains("oifname \"den-lab\" ct status dnat"), "{s}");
-        assert!(s.contains("iifname \"den-*\" ip daddr 169.254.0.0/16 drop"), "{s}");
+        assert!(
+            s.contains("iifname \"den-*\" ip daddr { 169.254.0.0/16, 168.63.129.16, 100.100.100.200 } drop"),
+            "{s}"
+        );
+        assert!(s.contains("chain forward {\n    type filter hook forward priority filter; policy accept;\n    ct state established ct direction reply accept\n"), "{s}");
+        let related = s.find("    ct state related accept").unwrap();
+        assert!(lab_drop < related && related < first_dnat, "an isolated VM's ICMP errors go nowhere: {s}");
+        assert!(s.contains("iifname \"den-default\" ct state established,related ct direction reply accept"), "{s}");
+        assert!(s.contains("iifname != { \"lo\", \"den-default\" } ip daddr 10.87.0.1 drop"), "not the LAN's: {s}");
+        assert!(s.contains("ip saddr 10.87.0.0/24 ip daddr 10.87.0.0/24 ct status dnat masquerade"), "hairpin: {s}");
+        assert!(s.contains("table ip6 den {") && s.contains("    iifname \"den-*\" drop\n  }\n}\n"), "{s}");
         assert!(
             s.contains("iifname \"den-default\" ip daddr { 10.87.0.1, 255.255.255.255 } udp dport 67 accept"),
             "{s}"
@@ -418,10 +471,11 @@ mod tests {
             ip: Ipv4Addr::new(10, 87, 0, 9),
             vm: "dns".into(),
         };
-        let script = render(&nets(), &[fwd], &[nic], &BTreeMap::from([("a1".to_string(), 3)]))
+        let script = render(&nets(), &[fwd], &[nic], &BTreeMap::from([("unlogged_allow_a1".to_string(), 3)]))
             .replace("delete table ip den\n", "")
             .replace("delete table bridge den\n", "")
-            .replace("delete table arp den\n", "");
+            .replace("delete table arp den\n", "")
+            .replace("delete table ip6 den\n", "");
         let mut child = std::process::Command::new("nft")
             .args(["--check", "-f", "-"])
             .stdin(std::process::Stdio::piped())
@@ -437,10 +491,14 @@ mod tests {
     #[test]
     fn reads_the_unlogged_counters() {
         let json = br#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
-            {"counter": {"family": "ip", "name": "unlogged_a1", "table": "den", "handle": 3, "packets": 7, "bytes": 0}},
+            {"counter": {"family": "ip", "name": "unlogged_deny_a1", "table": "den", "handle": 3, "packets": 7, "bytes": 0}},
+            {"counter": {"family": "ip", "name": "unlogged_allow_a1", "table": "den", "handle": 6, "packets": 2, "bytes": 0}},
             {"counter": {"family": "ip", "name": "other", "table": "den", "handle": 4, "packets": 9, "bytes": 0}},
             {"counter": {"family": "ip", "name": "unlogged_x", "table": "elsewhere", "handle": 5, "packets": 9, "bytes": 0}}]}"#;
-        assert_eq!(counters(json), BTreeMap::from([("a1".to_string(), 7)]));
+        let c = counters(json);
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert_eq!(unlogged_of(&c, "a1"), 9);
+        assert_eq!(unlogged_of(&c, "a2"), 0);
         assert!(counters(b"not json").is_empty());
     }
 
@@ -448,7 +506,7 @@ mod tests {
     fn no_networks_removes_the_table() {
         assert_eq!(
             render(&[], &[], &[], &BTreeMap::new()),
-            "table ip den\ndelete table ip den\ntable bridge den\ndelete table bridge den\ntable arp den\ndelete table arp den\n"
+            "table ip den\ndelete table ip den\ntable bridge den\ndelete table bridge den\ntable arp den\ndelete table arp den\ntable ip6 den\ndelete table ip6 den\n"
         );
     }
 }

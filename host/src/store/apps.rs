@@ -94,7 +94,7 @@ impl Store {
         Ok(())
     }
 
-    /// Appends traffic records of an app, keeping the newest `keep`.
+    /// Appends traffic records of an app, keeping the newest `keep` of each verdict.
     pub fn add_traffic(&self, app: &str, recs: &[TrafficRecord], keep: i64) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
@@ -104,10 +104,17 @@ impl Store {
                 params![app, r.time, r.proto, r.source, r.dest, r.port, r.verdict],
             )?;
         }
-        tx.execute(
-            "DELETE FROM app_traffic WHERE app = ?1 AND seq <= (SELECT MAX(seq) FROM app_traffic WHERE app = ?1) - ?2",
-            params![app, keep],
-        )?;
+        // Allowed and denied attempts each keep their newest `keep`: a flood of denied ones
+        // (which an app's service chooses) cannot push out the record of an allowed one.
+        let mut verdicts: Vec<&str> = recs.iter().map(|r| r.verdict.as_str()).collect();
+        verdicts.dedup();
+        for verdict in verdicts {
+            tx.execute(
+                "DELETE FROM app_traffic WHERE app = ?1 AND verdict = ?2 AND seq <= \
+                 (SELECT seq FROM app_traffic WHERE app = ?1 AND verdict = ?2 ORDER BY seq DESC LIMIT 1 OFFSET ?3)",
+                params![app, verdict, keep],
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -175,5 +182,10 @@ mod tests {
         assert_eq!(kept.iter().map(|r| r.port).collect::<Vec<_>>(), [7, 8, 9, 10]);
         assert_eq!(s.traffic("a.one", kept[1].seq, 100).unwrap().len(), 2);
         assert!(s.traffic("a.two", 0, 100).unwrap().is_empty());
+        // An allowed attempt outlives any number of denied ones.
+        s.add_traffic("a.one", &[TrafficRecord { verdict: "allowed".into(), ..rec(443) }], 4).unwrap();
+        s.add_traffic("a.one", &(20..40).map(rec).collect::<Vec<_>>(), 4).unwrap();
+        let kept = s.traffic("a.one", 0, 100).unwrap();
+        assert_eq!(kept.iter().map(|r| r.port).collect::<Vec<_>>(), [443, 36, 37, 38, 39]);
     }
 }

@@ -20,7 +20,7 @@ pub const INTERVAL: Duration = Duration::from_secs(10);
 pub async fn watch(den: Arc<Den>) {
     let mut reported: HashSet<(String, u16, &'static str)> = HashSet::new();
     loop {
-        if den.net.rules_missing().await {
+        if den.net.rules_missing(&den.store).await {
             tracing::warn!("Den's nftables tables were removed by something else; putting them back");
             match den.net.sync(&den.store).await {
                 Ok(()) => {
@@ -29,8 +29,9 @@ pub async fn watch(den: Arc<Den>) {
                 Err(e) => tracing::error!(%e, "cannot restore Den's nftables tables"),
             }
         }
-        match den.net.clashes(&den.store) {
-            Ok(clashes) => {
+        let d = den.clone();
+        match tokio::task::spawn_blocking(move || d.net.clashes(&d.store).map_err(|e| e.to_string())).await {
+            Ok(Ok(clashes)) => {
                 let now: HashSet<_> =
                     clashes.iter().map(|(vm, p)| (vm.clone(), p.host_port, p.proto.as_str())).collect();
                 for (vm, p) in &clashes {
@@ -42,7 +43,8 @@ pub async fn watch(den: Arc<Den>) {
                 }
                 reported.retain(|k| now.contains(k));
             }
-            Err(e) => tracing::warn!(%e, "cannot compare port forwards with the host's listening ports"),
+            Ok(Err(e)) => tracing::warn!(%e, "cannot compare port forwards with the host's listening ports"),
+            Err(e) => tracing::warn!(%e, "the port forward check stopped"),
         }
         tokio::time::sleep(INTERVAL).await;
     }
