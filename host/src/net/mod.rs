@@ -212,6 +212,9 @@ impl Net {
             .filter_map(|v| v.nics.first())
             .map(|n| n.network.as_str())
             .collect();
+        if !in_use.is_empty() {
+            link::enable_forwarding()?;
+        }
         for net in in_use {
             let sub = net.subnet().map_err(|e| NetError::Bad(net.name.clone(), e))?;
             link::ensure_bridge(&net.bridge(), sub.gateway(), sub.prefix, forwarded.contains(net.name.as_str()))
@@ -238,13 +241,9 @@ impl Net {
                 hosts,
             };
             dhcp::ensure(&self.dir, &cfg).await?;
-            link::enable_forwarding()?;
         }
         // TAPs of VMs that kept running across a dend upgrade get what new TAPs get.
-        for tap in vms.iter().flat_map(|v| &v.nics).map(|n| &n.tap).filter(|t| link::index(t).is_some()) {
-            link::no_ipv6(tap)?;
-        }
-        Ok(())
+        Ok(no_ipv6_on(taps(&vms).cloned())?)
     }
 
     /// Replaces Den's nftables tables with the rules for networks `in_use` and `vms` (or
@@ -301,7 +300,9 @@ impl Net {
             let _ = std::fs::remove_file(&marker);
         } else {
             std::fs::create_dir_all(&self.dir)
-                .and_then(|_| std::fs::write(&marker, b"den owns tables ip den, bridge den and arp den\n"))
+                .and_then(|_| {
+                    std::fs::write(&marker, format!("den owns tables {} {}\n", nft::TABLE, nft::FAMILIES.join(" ")))
+                })
                 .map_err(|source| link::LinkError::Io { what: format!("record {}", marker.display()), source })?;
         }
         Ok(())
@@ -315,26 +316,11 @@ impl Net {
         let _g = self.apply.lock().await;
         let nets = self.networks(store).unwrap_or_default();
         let vms = store.vms().unwrap_or_default();
-        let bridges = nets.iter().map(|n| n.bridge());
-        for dev in bridges.chain(vms.iter().flat_map(|v| &v.nics).map(|n| n.tap.clone())) {
-            if link::index(&dev).is_some() {
-                if let Err(e) = link::no_ipv6(&dev) {
-                    tracing::warn!(%e, "cannot turn IPv6 off on {dev}");
-                }
-            }
+        let devices = nets.iter().map(NetworkSpec::bridge).chain(taps(&vms).cloned());
+        if let Err(e) = no_ipv6_on(devices) {
+            tracing::warn!(%e, "cannot turn IPv6 off on Den's devices");
         }
-        if !self.dir.join("nft").exists() {
-            return false;
-        }
-        let out = tokio::process::Command::new("nft")
-            .args(["list", "tables"])
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .output()
-            .await;
-        let Ok(out) = out else { return false };
-        let tables = String::from_utf8_lossy(&out.stdout);
-        nft::FAMILIES.iter().any(|f| !tables.lines().any(|l| l.trim() == format!("table {f} {}", nft::TABLE)))
+        self.dir.join("nft").exists() && nft::tables_missing().await == Some(true)
     }
 
     /// Creates and attaches the TAPs of a VM about to start.
@@ -471,6 +457,18 @@ impl From<StoreError> for AllocError {
 /// Refuses a NIC whose VM name or alias is already a DNS name on `network` (dnsmasq answers
 /// each name with one address: a second one would take over the first's name there).
 /// `vms` are the stored VMs, `nics` the new VM's NICs resolved so far.
+/// The TAP names of `vms`' NICs.
+fn taps(vms: &[VmRecord]) -> impl Iterator<Item = &String> {
+    vms.iter().flat_map(|v| &v.nics).map(|n| &n.tap)
+}
+
+/// Turns IPv6 off on those of `devices` that exist, all of them even when one fails (the
+/// first failure is returned).
+fn no_ipv6_on(devices: impl Iterator<Item = String>) -> Result<(), link::LinkError> {
+    let results: Vec<_> = devices.filter(|d| link::index(d).is_some()).map(|d| link::no_ipv6(&d)).collect();
+    results.into_iter().collect()
+}
+
 /// DNS names no VM answers on a network: software in guests asks for them unprompted (proxy
 /// autodiscovery, the local host).
 const RESERVED_NAMES: [&str; 4] = ["localhost", "wpad", "isatap", "gateway"];

@@ -270,15 +270,27 @@ pub enum NftError {
 /// rules were made, by counter name; empty without Den's table or when `nft` does not answer
 /// within 10 s. [`unlogged_of`] adds up one network's.
 pub async fn unlogged() -> BTreeMap<String, u64> {
+    read(&["-j", "list", "counters", "table", "ip", TABLE]).await.map(|out| counters(&out)).unwrap_or_default()
+}
+
+/// Whether any of Den's tables ([`FAMILIES`]) is missing; `None` when `nft` does not answer.
+pub async fn tables_missing() -> Option<bool> {
+    let out = read(&["list", "tables"]).await?;
+    let tables = String::from_utf8_lossy(&out);
+    Some(FAMILIES.iter().any(|f| !tables.lines().any(|l| l.trim() == format!("table {f} {TABLE}"))))
+}
+
+/// What `nft <args>` prints, or `None` when it cannot run or takes over 10 s.
+async fn read(args: &[&str]) -> Option<Vec<u8>> {
     let run = tokio::process::Command::new("nft")
-        .args(["-j", "list", "counters", "table", "ip", TABLE])
+        .args(args)
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
     match tokio::time::timeout(std::time::Duration::from_secs(10), run).await {
-        Ok(Ok(out)) => counters(&out.stdout),
-        _ => BTreeMap::new(),
+        Ok(Ok(out)) => Some(out.stdout),
+        _ => None,
     }
 }
 
