@@ -113,6 +113,13 @@ fn https_users_roles_grants_and_tokens() {
     let (s, b, _) = d.https("POST", "/api/v1/vms", Some(&alice), Some(&shared));
     assert_eq!((s, b["code"].as_str()), (403, Some("forbidden")), "{b}");
     assert!(b["message"].as_str().unwrap_or("").contains("only an admin may share"), "{b}");
+    // Nor a forward of the host's own connections (it would take what host programs connect to).
+    let local = json!({"name": "v4", "image": "base", "nics": [{}],
+                       "ports": [{"host_port": 18080, "guest_port": 80, "local": true}]})
+    .to_string();
+    let (s, b, _) = d.https("POST", "/api/v1/vms", Some(&alice), Some(&local));
+    assert_eq!((s, b["code"].as_str()), (403, Some("forbidden")), "{b}");
+    assert!(b["message"].as_str().unwrap_or("").contains("`local` port forwards"), "{b}");
     // An admin may; operating that VM then takes an admin too (its root writes host files).
     let (s, b) = d.api("POST", "/api/v1/vms", shared.as_bytes());
     assert_eq!(s, 202, "{b}");
