@@ -2,6 +2,8 @@
 CARGO ?= cargo
 AGENT_TARGET := x86_64-unknown-linux-gnu
 AGENT_BIN := target/$(AGENT_TARGET)/release/den-agent
+# Den's binaries, linked statically: one release build serves the host, the guests and the KVM lab.
+BIN := target/$(AGENT_TARGET)/release
 
 .PHONY: run test deps build agent lint bench bench-vmm bench-lab bench-dend bench-sshgw bench-web bench-docker bench-apps bench-system bench-system-lab clean
 
@@ -9,8 +11,8 @@ AGENT_BIN := target/$(AGENT_TARGET)/release/den-agent
 ## then run the daemon (dend) in the foreground (with packaging/den.toml, the business OS
 ## included, when /etc/den/den.toml does not exist)
 run: deps build
-	./target/release/den up
-	./target/release/dend $$([ -e /etc/den/den.toml ] || echo --config packaging/den.toml)
+	$(BIN)/den up
+	$(BIN)/dend $$([ -e /etc/den/den.toml ] || echo --config packaging/den.toml)
 
 ## test: the whole test suite (lint, unit tests, end-to-end tests with real QEMU guests)
 # No incremental caches: on a clean clone they only fill the disk (gigabytes over every test binary).
@@ -23,10 +25,9 @@ deps:
 	@./scripts/install-deps.sh
 
 build: agent
-	$(CARGO) build --release --workspace
 
 # den-agent runs as PID 1 of guests; den-vmm, dend and den run inside the KVM lab guest: all are
-# linked statically.
+# linked statically, and the same binaries run on the host (`make run`).
 agent:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p den-agent -p den-vmm -p den-host -p den-cli --target $(AGENT_TARGET)
 

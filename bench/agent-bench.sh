@@ -5,7 +5,7 @@
 #   agent: round trips and throughput over the agent channel of a base guest under QEMU TCG
 set -euo pipefail
 cd "$(dirname "$0")/.."
-den=./target/release/den
+den=./target/x86_64-unknown-linux-gnu/release/den
 export DEN_DOWNLOAD_DIR="${DEN_CACHE_DIR:-$HOME/.cache/den}"
 tmp=$(mktemp -d /var/tmp/den-bench.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT

@@ -2,10 +2,10 @@
 # Installs Den as a systemd service from a build (`make build`): binaries in /usr/lib/den
 # (with /usr/bin/den and /usr/bin/dend), the units dend.service and dend-fallback.service, and
 # /etc/den/den.toml if there is none yet. Then enables and starts dend.
-#   scripts/install-service.sh [BUILD_DIR]     (default: target/release)
+#   scripts/install-service.sh [BUILD_DIR]     (default: target/x86_64-unknown-linux-gnu/release, what `make run` builds)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:-$here/target/release}
+build=${1:-$here/target/x86_64-unknown-linux-gnu/release}
 lib=${DEN_LIB_DIR:-/usr/lib/den}
 agent=${DEN_AGENT_BIN:-$here/target/x86_64-unknown-linux-gnu/release/den-agent}
 for f in "$build/dend" "$build/den" "$agent"; do

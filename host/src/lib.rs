@@ -1,5 +1,5 @@
 //! dend: Den's host daemon. It owns the VMs, their state and who may touch them.
-//! Data flows one way: [`api`] -> [`vms`] -> [`engine`] -> VM processes.
+//! Data flows one way: [`api`] -> [`vms`] -> `den-engine` (its own crate) -> VM processes.
 //!
 //! - [`api`]: the REST API (`/api/v1/`), JSON errors with stable codes;
 //! - [`auth`]: roles, per-VM grants, API tokens, argon2id passwords, login rate limiting;
@@ -11,7 +11,8 @@
 //! - [`system`]: the business OS: one always-on VM, A/B slots, health checks, updates that
 //!   commit or roll back by themselves;
 //! - [`apps`]: LPK apps (install, run as microVMs, uninstall), built on [`vms`] and [`net`];
-//! - [`engine`]: starting, finding again, stopping VM processes (QEMU over QMP, den-vmm);
+//! - `den-engine` (crate `engine/`): starting, finding again, stopping VM processes (QEMU over
+//!   QMP, den-vmm);
 //! - [`net`]: bridges, TAPs, DHCP/DNS (dnsmasq), NAT, isolation and port forwards (nftables);
 //! - [`model`]: what a VM is (spec, state, record) and its validation;
 //! - [`store`]: the transactional state database (VMs, tasks, events);
@@ -23,7 +24,6 @@ pub mod auth;
 pub mod config;
 pub mod conn_limit;
 pub mod docker;
-pub mod engine;
 pub mod guest_http;
 pub mod metrics;
 pub mod model;

@@ -128,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
     den_host::apps::audit::start(den.clone());
     tokio::spawn(den_host::metrics::run(den.clone()));
     tokio::spawn(den_host::vms::net_watch::watch(den.clone()));
-    tokio::spawn(den_host::engine::logs::run(paths.run.join("vms")));
+    tokio::spawn(den_engine::logs::run(paths.run.join("vms")));
     let mut bridge = None;
     if cfg.docker.enabled {
         let path = den_host::docker::socket_path(&cfg.docker, &paths.run);

@@ -1,8 +1,8 @@
 //! What a VM is: its spec (what the user asked for), its state and its record. Validation lives
 //! here so the API and the CLI report the same field names.
 
-use crate::engine::{EngineKind, Running};
 use crate::net::{Nic, NicRequest, PortForward};
+use den_engine::{EngineKind, Running};
 use serde::{Deserialize, Serialize};
 
 /// What a VM is for.

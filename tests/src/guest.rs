@@ -26,7 +26,7 @@ pub struct GuestOptions {
     pub attempts: u32,
     /// Give the guest a NIC on QEMU's isolated user network (`restrict=on`: nothing leaves the VM).
     pub isolated_nic: bool,
-    /// Pass the host's TSC frequency to the guest kernel (`den_vmm::host::tcg_guest_cmdline`),
+    /// Pass the host's TSC frequency to the guest kernel (`den_kvm_probe::tcg_guest_cmdline`),
     /// which keeps TCG boots from hanging in early TSC calibration. The KVM lab's outer guest
     /// goes without: it hosts KVM guests, and was only ever tested as it was.
     pub tsc_hint: bool,
@@ -64,10 +64,10 @@ pub struct Guest {
 }
 
 /// Kernel words that keep TCG boots from stalling at their start (see
-/// `den_vmm::host::tcg_guest_cmdline`); measured once per test process.
+/// `den_kvm_probe::tcg_guest_cmdline`); measured once per test process.
 fn tcg_words() -> &'static str {
     static WORDS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    WORDS.get_or_init(den_vmm::host::tcg_guest_cmdline)
+    WORDS.get_or_init(den_kvm_probe::tcg_guest_cmdline)
 }
 
 fn kill_with_parent() -> std::io::Result<()> {

@@ -1,6 +1,5 @@
 //! den-vmm: Den's KVM microVM monitor (issue 3, first slice).
 //!
-//! - [`host`]: what this host's `/dev/kvm` can run (a PVM-backed KVM cannot run stock kernels);
 //! - [`devices`]: device models (the 8250 serial console so far);
 //! - [`tiny`]: runs tiny hand-made real-mode guests and collects their port I/O, the plumbing
 //!   every later device builds on, and the way den-vmm is tested on hosts that cannot run Linux.
@@ -15,7 +14,6 @@ pub mod event_loop;
 pub mod exit;
 #[cfg(any(test, feature = "testkit"))]
 pub mod fuzz;
-pub mod host;
 pub mod layout;
 pub mod machine;
 pub mod memory;
@@ -24,6 +22,12 @@ pub mod signals;
 pub mod tiny;
 pub mod tiny_kernel;
 pub mod vcpu;
+
+/// The one line den-vmm prints when it refuses to boot Linux here.
+pub const PVM_REFUSAL: &str =
+    "den-vmm: this host's /dev/kvm is PVM-backed (kvm_pvm): it cannot run stock Linux kernels \
+(they stop with an emulation failure); run den-vmm on a host with kvm_intel/kvm_amd or in the KVM lab, \
+use the qemu engine here, or pass --tiny-test-guest for a hand-made test guest";
 
 /// Errors of the VMM.
 #[derive(Debug, thiserror::Error)]

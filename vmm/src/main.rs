@@ -2,10 +2,11 @@
 //! `/dev/kvm` cannot run them and runs tiny hand-made test guests.
 
 use clap::{Parser, Subcommand};
+use den_kvm_probe::{kvm_kind, KvmKind};
 use den_vmm::config::{Console, DiskConfig, NetConfig, VmConfig, VsockConfig};
 use den_vmm::exit::ExitReason;
-use den_vmm::host::{kvm_kind, KvmKind, PVM_REFUSAL};
 use den_vmm::machine::Machine;
+use den_vmm::PVM_REFUSAL;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

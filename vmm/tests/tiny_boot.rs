@@ -143,7 +143,7 @@ fn a_real_kernel_boot_is_refused_on_a_pvm_host_in_one_line() {
     let out = run(den_vmm().args(["boot", "--kernel", &kernel, "--console", "none"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert_eq!(stderr.trim_end(), den_vmm::host::PVM_REFUSAL);
+    assert_eq!(stderr.trim_end(), den_vmm::PVM_REFUSAL);
     assert!(out.stdout.is_empty());
 }
 

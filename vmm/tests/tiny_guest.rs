@@ -34,11 +34,11 @@ fn a_guest_that_never_halts_is_stopped_with_an_error() {
 
 #[test]
 fn booting_linux_on_a_pvm_host_is_refused_in_one_line() {
-    let kind = den_vmm::host::kvm_kind(std::path::Path::new("/sys"), std::path::Path::new("/dev/kvm"));
+    let kind = den_kvm_probe::kvm_kind(std::path::Path::new("/sys"), std::path::Path::new("/dev/kvm"));
     let out = Command::new(env!("CARGO_BIN_EXE_den-vmm")).args(["boot", "--kernel", "/nonexistent"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     match kind {
-        den_vmm::host::KvmKind::Pvm => {
+        den_kvm_probe::KvmKind::Pvm => {
             assert_eq!(out.status.code(), Some(3));
             assert_eq!(err.lines().count(), 1, "{err}");
             assert!(err.contains("PVM") && err.contains("cannot run stock Linux kernels"), "{err}");

@@ -99,9 +99,9 @@ pub fn router(den: Arc<Den>) -> Router {
 }
 
 async fn host(State(den): State<Arc<Den>>) -> Json<serde_json::Value> {
-    let kvm = den_vmm::host::kvm_kind(std::path::Path::new("/sys"), std::path::Path::new("/dev/kvm"));
+    let kvm = den_kvm_probe::kvm_kind(std::path::Path::new("/sys"), std::path::Path::new("/dev/kvm"));
     let mut warnings = vec![];
-    if kvm != den_vmm::host::KvmKind::Hardware {
+    if kvm != den_kvm_probe::KvmKind::Hardware {
         warnings.push(
             "this host's /dev/kvm cannot run Linux guests: VMs run on QEMU with TCG (software emulation), slowly"
                 .to_string(),

@@ -26,7 +26,7 @@ pub async fn console(
     let Some(running) = vm.running.clone().filter(|_| matches!(vm.state, VmState::Running | VmState::Paused)) else {
         return Err(VmError::Conflict { name: vm.spec.name, state: vm.state.as_str(), hint: "start it first" }.into());
     };
-    let (prefix, stream) = crate::engine::console_stream(&running).await.map_err(|e| VmError::Engine(e.to_string()))?;
+    let (prefix, stream) = den_engine::console_stream(&running).await.map_err(|e| VmError::Engine(e.to_string()))?;
     den.event(&caller.user, "vm.console_attached", &vm.spec.name, "");
     let (size_tx, size_rx) = tokio::sync::watch::channel(None);
     tokio::spawn(follow_resizes(den, vm, size_rx));

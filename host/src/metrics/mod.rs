@@ -6,9 +6,9 @@
 pub mod history;
 pub mod proc;
 
-use crate::engine::process::{self, Proc};
 use crate::model::VmState;
 use crate::vms::Den;
+use den_engine::process::{self, Proc};
 use history::{History, HostSample, VmCounters, VmSample};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

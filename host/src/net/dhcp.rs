@@ -4,7 +4,7 @@
 //! runs detached, so DHCP outlives a `dend` restart; dend finds it again through a state file
 //! (pid, start time, and a hash of its arguments) and restarts it when the reservations change.
 
-use crate::engine::process::{self, Proc};
+use den_engine::process::{self, Proc};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,8 +1,8 @@
 //! VM records.
 
 use super::{now, Store, StoreError};
-use crate::engine::{EngineKind, Running};
 use crate::model::{VmRecord, VmSpec, VmState};
+use den_engine::{EngineKind, Running};
 use rusqlite::{params, OptionalExtension, Row};
 
 fn corrupt(id: &str, e: impl std::fmt::Display) -> StoreError {

@@ -104,10 +104,10 @@ impl Den {
             })
             .map_err(|e| e.to_string())?;
         let (slot, info, [kernel, initrd, root]) = boot;
-        let mut disks = vec![crate::engine::DiskSpec { path: root, read_only: true }];
+        let mut disks = vec![den_engine::DiskSpec { path: root, read_only: true }];
         let data = dir.join(crate::vms::DATA_DISK);
         if data.exists() {
-            disks.push(crate::engine::DiskSpec { path: data, read_only: false });
+            disks.push(den_engine::DiskSpec { path: data, read_only: false });
         }
         let cmdline = format!("{} den.slot={}", info.cmdline, slot.as_str());
         Ok(crate::vms::BootFiles { kernel, initrd, cmdline, disks })

@@ -9,11 +9,11 @@ use super::slots;
 use super::state::{decide, Action, Down, Outcome, Phase, Rules, Seen};
 use super::{SystemError, DEND};
 use crate::config::SystemConfig;
-use crate::engine;
 use crate::model::{Kind, VmRecord, VmSpec, VmState};
 use crate::store::now_ms;
 use crate::store::StoreError;
 use crate::vms::Den;
+use den_engine as engine;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -3,10 +3,10 @@
 //! A running VM is paused for the copy, so every copy is crash-consistent, like a power cut.
 
 use super::{conflict, invalid, Den, TaskHandle, VmError};
-use crate::engine;
 use crate::model::{valid_name, VmRecord, VmSpec, VmState};
 use crate::net::NicRequest;
 use crate::store::{Snapshot, StoreError};
+use den_engine as engine;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -4,8 +4,8 @@
 //! and runs once; a VM that failed it tries again on its next start.
 
 use super::{Den, TaskHandle};
-use crate::engine::{self, Running};
 use crate::model::{FieldError, VmRecord};
+use den_engine::{self as engine, Running};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 

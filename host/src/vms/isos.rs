@@ -4,8 +4,8 @@
 //! on QEMU's q35 machine, with a VGA display on a VNC socket.
 
 use super::{invalid, Den, TaskHandle, VmError};
-use crate::engine::{DiskSpec, FirmwareBoot, LaunchSpec, OVMF_VARS};
 use crate::model::{valid_name, Firmware, VmRecord};
+use den_engine::{DiskSpec, FirmwareBoot, LaunchSpec, OVMF_VARS};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -2,10 +2,10 @@
 
 use super::disks::DATA_DISK;
 use super::{conflict, new_id, Den, TaskHandle, VmError};
-use crate::engine::{self, DiskSpec, EngineKind, LaunchSpec, Running};
 use crate::model::{EngineChoice, Kind, RestartPolicy, VmRecord, VmSpec, VmState};
 use crate::net::NetError;
 use crate::store::now;
+use den_engine::{self as engine, DiskSpec, EngineKind, LaunchSpec, Running};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,8 +67,8 @@ pub(crate) fn engine_for(choice: EngineChoice) -> EngineKind {
         EngineChoice::Qemu => EngineKind::Qemu,
         EngineChoice::Vmm => EngineKind::Vmm,
         EngineChoice::Auto => {
-            match den_vmm::host::kvm_kind(std::path::Path::new("/sys"), std::path::Path::new("/dev/kvm")) {
-                den_vmm::host::KvmKind::Hardware => EngineKind::Vmm,
+            match den_kvm_probe::kvm_kind(std::path::Path::new("/sys"), std::path::Path::new("/dev/kvm")) {
+                den_kvm_probe::KvmKind::Hardware => EngineKind::Vmm,
                 _ => EngineKind::Qemu,
             }
         }

@@ -3,8 +3,8 @@
 //! adopted and watched again; those that died meanwhile get their restart policy.
 
 use super::Den;
-use crate::engine;
 use crate::model::VmState;
+use den_engine as engine;
 use std::sync::Arc;
 
 impl Den {

@@ -1,4 +1,6 @@
-//! What the host's `/dev/kvm` can run.
+//! What the host's `/dev/kvm` can run, and the kernel command line Linux guests need under
+//! QEMU's TCG. Its own crate (no dependencies) so that dend, den-vmm and the tests share one
+//! probe without linking each other.
 
 use std::path::Path;
 
@@ -54,12 +56,6 @@ pub fn tcg_guest_cmdline() -> String {
         None => String::new(),
     }
 }
-
-/// The one line den-vmm prints when it refuses to boot Linux here.
-pub const PVM_REFUSAL: &str =
-    "den-vmm: this host's /dev/kvm is PVM-backed (kvm_pvm): it cannot run stock Linux kernels \
-(they stop with an emulation failure); run den-vmm on a host with kvm_intel/kvm_amd or in the KVM lab, \
-use the qemu engine here, or pass --tiny-test-guest for a hand-made test guest";
 
 #[cfg(test)]
 mod tests {

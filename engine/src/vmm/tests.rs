@@ -1,7 +1,7 @@
 //! den-vmm engine: command line, exit codes, and the API client against a fake API server.
 
 use super::*;
-use crate::engine::{DiskSpec, NicSpec};
+use crate::{DiskSpec, NicSpec};
 use std::sync::{Arc, Mutex};
 use tokio::net::UnixListener;
 

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use den_agent_proto::AgentClient;
-use den_host::engine::{self, Accel, DiskSpec, EndReason, EngineKind, LaunchSpec, Running, VmState};
+use den_engine::{self as engine, Accel, DiskSpec, EndReason, EngineKind, LaunchSpec, Running, VmState};
 use den_images::ImageRecord;
 use den_tests::images::{build_builtin, shared_store};
 use std::path::{Path, PathBuf};

@@ -11,7 +11,7 @@ use super::process::{self, Proc};
 use super::qmp::Qmp;
 use super::virtiofs;
 use super::{EndReason, EngineError, EngineKind, LaunchSpec, Running, VmState};
-use den_vmm::host::{kvm_kind, KvmKind};
+use den_kvm_probe::{kvm_kind, KvmKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::ffi::OsString;
@@ -42,7 +42,7 @@ pub struct AccelChoice {
     pub warning: Option<String>,
 }
 
-/// Chooses the accelerator from what `/dev/kvm` can run (`den_vmm::host::kvm_kind`).
+/// Chooses the accelerator from what `/dev/kvm` can run (`den_kvm_probe::kvm_kind`).
 pub fn choose_accel() -> AccelChoice {
     accel_for(&kvm_kind(Path::new("/sys"), Path::new("/dev/kvm")))
 }
@@ -68,7 +68,7 @@ const REBOOT_WORD: &str = "reboot=t";
 /// Kernel command line words that keep TCG boots from stalling (measured once per process).
 fn tcg_words() -> &'static str {
     static WORDS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    WORDS.get_or_init(den_vmm::host::tcg_guest_cmdline)
+    WORDS.get_or_init(den_kvm_probe::tcg_guest_cmdline)
 }
 
 /// Escapes a value for a QEMU `key=value,...` option (commas are doubled).
@@ -328,7 +328,7 @@ fn tail_bytes(path: &Path, max: usize) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{DiskSpec, NicSpec};
+    use crate::{DiskSpec, NicSpec};
     use std::path::PathBuf;
 
     #[test]
@@ -377,7 +377,7 @@ mod tests {
         assert!(!line.contains("memory-backend"), "private memory without shares");
 
         let shared = LaunchSpec {
-            shares: vec![crate::engine::ShareSpec { tag: "den0".into(), host: "/home/ann".into(), readonly: false }],
+            shares: vec![crate::ShareSpec { tag: "den0".into(), host: "/home/ann".into(), readonly: false }],
             ..spec
         };
         let line =

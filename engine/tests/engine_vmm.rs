@@ -4,7 +4,7 @@
 //! boot on a PVM-backed /dev/kvm, and `kill -9`. Needs `target/debug/den-vmm` (built by
 //! `cargo build --workspace`); skipped without it.
 
-use den_host::engine::{self, EndReason, EngineKind, LaunchSpec, Running, VmState};
+use den_engine::{self as engine, EndReason, EngineKind, LaunchSpec, Running, VmState};
 use den_tests::images::target_dir;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
