@@ -33,6 +33,7 @@ agent:
 
 lint:
 	$(CARGO) fmt --all -- --check
+	./scripts/check-deps.py
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## bench: image build and agent channel numbers, printed as a table

@@ -68,15 +68,9 @@ pub fn spawn(mut cmd: std::process::Command, what: &str, log: &Path) -> Result<P
     let out = OpenOptions::new().create(true).append(true).open(log).map_err(open_err)?;
     let err = out.try_clone().map_err(open_err)?;
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-    // SAFETY: setsid is async-signal-safe and only affects the child.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        })
-    };
+    // SAFETY: the hook runs in the child between fork and exec; setsid is async-signal-safe and
+    // only affects the child.
+    unsafe { cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from)) };
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(false);
     let mut child = cmd.spawn().map_err(|source| EngineError::Spawn { what: what.into(), source })?;
@@ -144,8 +138,11 @@ pub fn start_time(pid: i32) -> Option<u64> {
 /// is still the same process.
 pub fn usage(p: Proc) -> Option<(u64, u64)> {
     let s = stat(p.pid).filter(|s| s.start_time == p.start_time)?;
-    // SAFETY: sysconf has no preconditions.
-    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(4096);
     Some((s.cpu_ticks, s.rss_pages.saturating_mul(page)))
 }
 
@@ -322,7 +319,7 @@ mod tests {
         assert!(alive(p));
         assert!(!alive(Proc { start_time: p.start_time + 1, ..p }), "another start time is another process");
         // Its own session (setsid): session id = its pid.
-        assert_eq!(unsafe { libc::getsid(p.pid) }, p.pid);
+        assert_eq!(nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(p.pid))), Ok(nix::unistd::Pid::from_raw(p.pid)));
         let status = kill(p, Duration::from_secs(5)).await.unwrap();
         assert_eq!(status, Some(ExitStatus { code: None, signal: Some(libc::SIGKILL) }));
         assert!(!alive(p));

@@ -63,8 +63,7 @@ struct KillOnDrop(i32);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on a process this test started.
-        unsafe { libc::kill(self.0, libc::SIGKILL) };
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::SIGKILL);
     }
 }
 

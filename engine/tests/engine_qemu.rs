@@ -4,6 +4,9 @@
 //! for 30 s, a known TCG hiccup) is killed and retried once. Every QEMU a test starts is
 //! killed by a guard when the test ends, also on failure.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::Bytes;
 use den_agent_proto::AgentClient;
 use den_engine::{self as engine, Accel, DiskSpec, EndReason, EngineKind, LaunchSpec, Running, VmState};

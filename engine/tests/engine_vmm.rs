@@ -4,6 +4,9 @@
 //! boot on a PVM-backed /dev/kvm, and `kill -9`. Needs `target/debug/den-vmm` (built by
 //! `cargo build --workspace`); skipped without it.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_engine::{self as engine, EndReason, EngineKind, LaunchSpec, Running, VmState};
 use den_tests::images::target_dir;
 use std::path::{Path, PathBuf};

@@ -115,8 +115,9 @@ pub(crate) fn fake_api(path: &Path, stop_pid: Option<i32>) -> Arc<Mutex<Vec<Stri
                     }
                     "garbage" => json!("not an object"),
                     "stop" if stop_pid.is_some() => {
-                        // SAFETY: kill(2) on the test's own fake VM process.
-                        unsafe { libc::kill(stop_pid.unwrap_or(0), libc::SIGTERM) };
+                        if let Some(pid) = stop_pid {
+                            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM);
+                        }
                         json!({"ok": true, "result": {"state": "stopping"}})
                     }
                     _ => json!({"ok": false, "error": {"code": "invalid_request", "message": "unknown op"}}),
