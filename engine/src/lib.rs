@@ -315,8 +315,7 @@ impl LaunchSpec {
 }
 
 fn valid_mac(mac: &str) -> bool {
-    let parts: Vec<&str> = mac.split(':').collect();
-    parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+    den_net_util::MacAddr::parse(mac).is_ok()
 }
 
 /// Refuses to launch into a directory whose control socket answers: a VM still runs there.

@@ -153,6 +153,5 @@ pub fn colliding_package(victim: &str) -> String {
 /// The first network name dend tries for app `package` (`net::spec::app_network_name`, attempt
 /// 0), computed here on its own so a test can check a collision is real.
 pub fn first_network_name(package: &str) -> String {
-    let h = package.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("a{:010x}", h & 0xff_ffff_ffff)
+    format!("a{:010x}", den_net_util::fnv1a(package.bytes()) & 0xff_ffff_ffff)
 }

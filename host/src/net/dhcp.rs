@@ -104,7 +104,7 @@ pub fn args(cfg: &DhcpConfig) -> Vec<String> {
 }
 
 fn hash(args: &[String]) -> String {
-    format!("{:016x}", super::ipam::fnv1a(args.join("\n").into_bytes()))
+    format!("{:016x}", den_net_util::fnv1a(args.join("\n").into_bytes()))
 }
 
 fn state_file(dir: &Path, network: &str) -> PathBuf {

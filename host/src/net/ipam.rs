@@ -4,6 +4,8 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::Ipv4Addr;
 
+use den_net_util::MacAddr;
+
 /// An IPv4 subnet (`10.87.0.0/24`). The first host address is the bridge (gateway); VMs get
 /// the ones after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,22 +81,13 @@ impl fmt::Display for Subnet {
 /// A locally administered unicast MAC derived from a VM id and NIC index, so it stays the same
 /// for the VM's whole life (guests key their interface configuration on it).
 pub fn mac_for(vm_id: &str, index: usize) -> String {
-    let b = fnv1a(vm_id.bytes().chain([index as u8])).to_be_bytes();
-    format!("02:de:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3])
-}
-
-/// FNV-1a, 64 bits: a stable hash for names that must not change between releases (unlike
-/// std's `DefaultHasher`).
-pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
-    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    // `02:de` is unicast: derived() cannot refuse it.
+    MacAddr::derived(&[0x02, 0xde], vm_id.bytes().chain([index as u8])).map(|m| m.to_string()).unwrap_or_default()
 }
 
 /// Whether `mac` is six hex pairs naming a unicast address.
 pub fn valid_mac(mac: &str) -> bool {
-    let parts: Vec<&str> = mac.split(':').collect();
-    parts.len() == 6
-        && parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
-        && u8::from_str_radix(parts[0], 16).is_ok_and(|b| b & 1 == 0)
+    MacAddr::parse(mac).is_ok()
 }
 
 #[cfg(test)]

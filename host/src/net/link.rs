@@ -3,7 +3,6 @@
 //! Lookups read `/sys/class/net`; changes go through netlink.
 
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 
 /// Device errors.
 #[derive(Debug, thiserror::Error)]
@@ -140,19 +139,6 @@ pub async fn delete(name: &str) -> Result<(), LinkError> {
     }
 }
 
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
-const IFF_TAP: libc::c_short = 0x0002;
-const IFF_NO_PI: libc::c_short = 0x1000;
-const IFF_VNET_HDR: libc::c_short = 0x4000;
-
-#[repr(C)]
-struct IfReq {
-    name: [u8; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
-
 /// Creates persistent TAP `name` (if missing), puts it on `bridge` and brings it up. The VM's
 /// engine opens it by name later.
 pub async fn ensure_tap(name: &str, bridge: &str) -> Result<(), LinkError> {
@@ -177,21 +163,7 @@ pub async fn ensure_tap(name: &str, bridge: &str) -> Result<(), LinkError> {
 }
 
 fn create_persistent_tap(name: &str) -> Result<(), LinkError> {
-    let what = || format!("create TAP {name}");
-    if name.len() >= libc::IFNAMSIZ {
-        return Err(LinkError::Io { what: what(), source: std::io::ErrorKind::InvalidInput.into() });
-    }
-    let tun =
-        std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun").map_err(io("open /dev/net/tun"))?;
-    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, _pad: [0; 22] };
-    req.name[..name.len()].copy_from_slice(name.as_bytes());
-    // SAFETY: TUNSETIFF reads and writes an ifreq, which `req` is laid out as (40 bytes).
-    if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF as _, &mut req) } < 0 {
-        return Err(io(what())(std::io::Error::last_os_error()));
-    }
-    // SAFETY: TUNSETPERSIST takes an integer flag by value.
-    if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETPERSIST as _, 1 as libc::c_ulong) } < 0 {
-        return Err(io(format!("make TAP {name} persistent"))(std::io::Error::last_os_error()));
-    }
-    Ok(())
+    let options = den_net_util::tap::TapOptions { vnet_hdr: true, nonblocking: false };
+    let tap = den_net_util::tap::open(name, options).map_err(io(format!("create TAP {name}")))?;
+    den_net_util::tap::persist(&tap).map_err(io(format!("make TAP {name} persistent")))
 }

@@ -38,7 +38,7 @@ impl By {
 /// (`apps::run`), never another app's network.
 pub fn app_network_name(package: &str, attempt: u8) -> String {
     let salt: &[u8] = if attempt == 0 { &[] } else { &[0xff, attempt] };
-    format!("a{:010x}", super::ipam::fnv1a(package.bytes().chain(salt.iter().copied())) & 0xff_ffff_ffff)
+    format!("a{:010x}", den_net_util::fnv1a(package.bytes().chain(salt.iter().copied())) & 0xff_ffff_ffff)
 }
 
 /// Whether `name` has the shape of an app network's name. Such names are dend's: nobody else
