@@ -20,18 +20,11 @@ pub use handle::Vm;
 pub use process::kill_orphans;
 pub use qemu::{Accel, AccelChoice};
 
+/// What a VM's record says about its engine and process: the types live in den-core, with the
+/// record.
+pub use den_core::vm::{EngineKind, Running};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// Which engine runs a VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EngineKind {
-    /// QEMU over QMP.
-    Qemu,
-    /// den-vmm.
-    Vmm,
-}
 
 /// A disk given to the guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,27 +101,6 @@ pub struct LaunchSpec {
     /// Host folders shared over virtio-fs.
     #[serde(default)]
     pub shares: Vec<ShareSpec>,
-}
-
-/// A started (or re-adopted) VM process and where to reach it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Running {
-    /// Engine.
-    pub engine: EngineKind,
-    /// Process id.
-    pub pid: i32,
-    /// The process's start time (clock ticks after boot, /proc/<pid>/stat field 22): a pid
-    /// reused by another process does not match.
-    pub start_time: u64,
-    /// The serial console: a Unix socket clients attach to (den-vmm: recent output, then
-    /// live; QEMU: live only, one client at a time, with everything also in `console.log`
-    /// next to it). [`console_recent`] reads recent output for both.
-    pub console: PathBuf,
-    /// The engine's control socket (QMP or den-vmm's API).
-    pub control: PathBuf,
-    /// The agent channel: a Unix socket (QEMU: virtio-serial port; den-vmm: vsock, reached with
-    /// `CONNECT 1024`).
-    pub agent: PathBuf,
 }
 
 /// Engine failures.

@@ -70,13 +70,13 @@ impl Default for SystemConfig {
 impl SystemConfig {
     /// Checks the values that cannot be right, naming the key.
     pub fn check(&self) -> Result<(), String> {
-        if !crate::model::valid_name(&self.name) {
+        if !den_core::valid_name(&self.name) {
             return Err(format!("name: `{}` is not a VM name (a-z, 0-9 and -)", self.name));
         }
         if let Some(url) = &self.http_check {
             crate::system::HttpCheck::parse(url).map_err(|e| format!("http_check: {e}"))?;
         }
-        if crate::net::spec::is_app_network(&self.network) {
+        if den_core::net::is_app_network(&self.network) {
             return Err(format!("network: `{}` is an app's own network; name another", self.network));
         }
         let positive = [
@@ -193,7 +193,7 @@ pub fn load(path: &Path) -> Result<Config, String> {
         return Err(format!("{}: [docker] users: `{uid}` is not a uid (a number)", path.display()));
     }
     for p in &cfg.docker.share {
-        let share = crate::model::Share { host: p.clone(), guest: None, readonly: false };
+        let share = den_core::vm::Share { host: p.clone(), guest: None, readonly: false };
         share.check().map_err(|e| format!("{}: [docker] share: {e}", path.display()))?;
     }
     Ok(cfg)

@@ -14,7 +14,8 @@
 //! - `den-engine` (crate `engine/`): starting, finding again, stopping VM processes (QEMU over
 //!   QMP, den-vmm);
 //! - [`net`]: bridges, TAPs, DHCP/DNS (dnsmasq), NAT, isolation and port forwards (nftables);
-//! - [`model`]: what a VM is (spec, state, record) and its validation;
+//! - `den-core` (crate `core/`): what a VM, a network, a role and the business OS's state are,
+//!   and their validation;
 //! - [`store`]: the transactional state database (VMs, tasks, events);
 //! - [`paths`]: where everything lives.
 
@@ -26,7 +27,6 @@ pub mod conn_limit;
 pub mod docker;
 pub mod guest_http;
 pub mod metrics;
-pub mod model;
 pub mod net;
 pub mod paths;
 pub mod server;

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use den_host::model::Limits;
+use den_core::vm::Limits;
 use den_host::paths::{default_image_store, Paths};
 use den_host::store::Store;
 use den_host::vms::Den;
@@ -99,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
     // directory is used by its real path (it may be a link, /var/lib/den -> /srv/den say).
     paths.data = std::fs::canonicalize(&paths.data).with_context(|| format!("resolving {}", paths.data.display()))?;
     let store = Store::open(&paths.db()).with_context(|| format!("opening {}", paths.db().display()))?;
-    den_host::net::ipam::Subnet::parse(&cli.subnet).map_err(|e| anyhow::anyhow!("--subnet: {e}"))?;
+    den_core::net::ipam::Subnet::parse(&cli.subnet).map_err(|e| anyhow::anyhow!("--subnet: {e}"))?;
     let den = Den::new(store, paths.clone(), host_limits(), &cli.subnet);
     // Guests get the gateway's key at first boot, also those autostarted by the reconcile below.
     let client_key = den_host::sshgw::client_key(&paths.data).context("the SSH gateway's key for guests")?;

@@ -170,11 +170,7 @@ fn default_size() -> String {
 
 /// Checks an image name.
 pub fn check_name(name: &str) -> Result<(), ImageError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
+    if den_core::valid_image_name(name) {
         Ok(())
     } else {
         Err(ImageError::Spec {

@@ -124,7 +124,7 @@ fn den() -> Arc<Den> {
     let den = Den::new(
         crate::store::Store::memory().unwrap(),
         paths,
-        crate::model::Limits { max_cpus: 2, max_memory_mib: 1024 },
+        den_core::vm::Limits { max_cpus: 2, max_memory_mib: 1024 },
         "10.87.0.0/24",
     );
     for (name, owner) in [("own1", "olga"), ("other1", "root"), ("den1", "dend")] {

@@ -468,7 +468,7 @@ mod tests {
     /// The VmSpec schema lists exactly the fields the API accepts.
     #[test]
     fn vm_spec_schema_matches_the_type() {
-        let spec: crate::model::VmSpec =
+        let spec: den_core::vm::VmSpec =
             serde_json::from_value(json!({"name": "a", "image": "b", "disk_mib": 100, "first_boot": {"users": ["u"]},
                                           "iso": "x", "firmware": "bios", "data_disk_mib": 100,
                                           "shares": [{"host": "/srv"}]}))

@@ -180,7 +180,7 @@ pub async fn create_token(
     Body(req): Body<TokenRequest>,
 ) -> Result<(StatusCode, Json<NewToken>), ApiError> {
     if c.token.is_none() && c.user == "root" && req.user.is_none() {
-        return Err(ApiError::from(AuthError::Invalid(crate::model::FieldError {
+        return Err(ApiError::from(AuthError::Invalid(den_core::FieldError {
             field: "user",
             message: "root is the local admin, not a Den user: name the user the token is for".into(),
         })));
@@ -227,7 +227,7 @@ pub async fn add_key(
     Body(k): Body<NewKey>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let key = crate::auth::sshkey::SshKey::parse(&k.key)
-        .map_err(|message| ApiError::from(AuthError::Invalid(crate::model::FieldError { field: "key", message })))?;
+        .map_err(|message| ApiError::from(AuthError::Invalid(den_core::FieldError { field: "key", message })))?;
     den.store.insert_key(&name, &key.fingerprint, &key.line()).map_err(|e| ApiError::from(VmError::Store(e)))?;
     den.event(&c.user, "user.key_added", &name, &key.fingerprint);
     Ok((StatusCode::CREATED, Json(json!({"user": name, "fingerprint": key.fingerprint, "type": key.kind}))))

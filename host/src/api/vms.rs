@@ -3,12 +3,12 @@
 use super::body::Body;
 use super::{ApiError, Caller};
 use crate::auth::policy::{self, Action, VmAction};
-use crate::model::VmSpec;
 use crate::vms::Den;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use den_core::vm::VmSpec;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -44,7 +44,7 @@ fn host_reach_needs_admin(caller: &Caller, spec: &VmSpec) -> Result<(), ApiError
 pub async fn list(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
-) -> Result<Json<Vec<crate::model::VmRecord>>, ApiError> {
+) -> Result<Json<Vec<den_core::vm::VmRecord>>, ApiError> {
     let mut vms = den.store.vms()?;
     if !caller.has(crate::auth::Role::Viewer) || caller.token.as_ref().is_some_and(|t| t.vms.is_some()) {
         vms.retain(|v| policy::authorize(&caller, &Action::Vm(v, VmAction::See)).is_ok());

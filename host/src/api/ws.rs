@@ -4,12 +4,12 @@
 //! text frame, first the stored ones after `N`, then live ones as they happen).
 
 use super::{ApiError, Caller};
-use crate::model::VmState;
 use crate::vms::{Den, VmError};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::Extension;
+use den_core::vm::VmState;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -55,7 +55,7 @@ fn resize_of(text: &str) -> Option<Size> {
 /// until the console session ends. Guests without an agent keep their size.
 async fn follow_resizes(
     den: Arc<Den>,
-    vm: crate::model::VmRecord,
+    vm: den_core::vm::VmRecord,
     mut sizes: tokio::sync::watch::Receiver<Option<Size>>,
 ) {
     while sizes.changed().await.is_ok() {

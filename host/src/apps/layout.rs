@@ -21,7 +21,7 @@
 //! `engine::virtiofs`). Apps installed before this layout had one read-write `/lzcapp`;
 //! [`AppDirs::prepare`] moves their data out of it the next time the app is stopped.
 
-use crate::model::Share;
+use den_core::vm::Share;
 use den_guest_tree::{GuestTree, Links, TreeError};
 use std::path::{Path, PathBuf};
 

@@ -57,7 +57,7 @@ impl Den {
                     let state = if app
                         .vms
                         .values()
-                        .all(|v| self.store.vm(v).is_ok_and(|r| r.state == crate::model::VmState::Running))
+                        .all(|v| self.store.vm(v).is_ok_and(|r| r.state == den_core::vm::VmState::Running))
                     {
                         AppState::Running
                     } else {
@@ -80,7 +80,7 @@ impl Den {
         let (Ok(apps), Ok(nets), Ok(vms)) = (self.store.apps(), self.store.networks(), self.store.vms()) else {
             return;
         };
-        for net in nets.iter().filter(|n| crate::net::spec::is_app_network(&n.name)) {
+        for net in nets.iter().filter(|n| den_core::net::is_app_network(&n.name)) {
             let claimed = apps.iter().any(|a| a.network == net.name);
             let used = vms.iter().flat_map(|v| &v.nics).any(|n| n.network == net.name);
             if !claimed && !used {

@@ -5,10 +5,10 @@
 
 use super::services::{definitions, guest_dir};
 use super::{AppError, AppRecord, AppState};
-use crate::model::VmState;
 use crate::net::{AllocError, NetError, NetworkSpec};
 use crate::store::StoreError;
 use crate::vms::{Den, TaskHandle};
+use den_core::vm::VmState;
 use den_lpk::plan::{Probe, ServicePlan};
 use den_lpk::route::Upstream;
 use std::collections::HashSet;
@@ -26,8 +26,8 @@ const PROBE_OUTPUT: usize = 64 << 10;
 /// Default memory of a service VM, MiB.
 const SERVICE_MEMORY_MIB: u64 = 256;
 
-/// The app's network name (see [`crate::net::spec::app_network_name`]).
-pub use crate::net::spec::app_network_name as network_name;
+/// The app's network name (see [`den_core::net::app_network_name`]).
+pub use den_core::net::app_network_name as network_name;
 
 /// The VM of `service`: `<subdomain>-<service>`, in VM-name characters.
 pub fn vm_name(subdomain: &str, service: &str) -> String {
@@ -46,7 +46,7 @@ impl Den {
         let subs: Vec<_> = nets.iter().filter_map(|n| n.subnet().ok()).collect();
         for third in 0..=255u8 {
             let cand = format!("{}.{}.{third}.0/24", APP_SUBNETS[0], APP_SUBNETS[1]);
-            let Ok(s) = crate::net::ipam::Subnet::parse(&cand) else { continue };
+            let Ok(s) = den_core::net::ipam::Subnet::parse(&cand) else { continue };
             if !subs.iter().any(|o| o.overlaps(s)) {
                 return Ok(cand);
             }
@@ -410,9 +410,9 @@ mod tests {
         assert_eq!(vm_name(&"x".repeat(70), "web").len(), 63);
         let n = network_name("cloud.den.test.two", 0);
         assert_eq!(n.len(), 11);
-        assert!(crate::model::valid_name(&n) && n.starts_with('a'));
+        assert!(den_core::valid_name(&n) && n.starts_with('a'));
         assert_ne!(n, network_name("cloud.den.test.hello", 0));
         assert_ne!(n, network_name("cloud.den.test.two", 1), "another attempt, another name");
-        assert!(crate::net::spec::is_app_network(&n));
+        assert!(den_core::net::is_app_network(&n));
     }
 }

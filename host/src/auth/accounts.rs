@@ -3,8 +3,8 @@
 
 use super::limiter::{key_keys, password_keys, Limiter};
 use super::{password, token, Caller, Role, TokenScope};
-use crate::model::{valid_name, FieldError};
 use crate::store::{now, Store, StoreError, TokenRecord};
+use den_core::{valid_name, FieldError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

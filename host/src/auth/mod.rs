@@ -12,42 +12,9 @@ pub mod token;
 
 pub use accounts::{Accounts, AuthError, NewToken};
 
-use serde::{Deserialize, Serialize};
+pub use den_core::users::{Role, TokenScope};
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// What a user may do, in increasing order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// See VMs, their state, console output, tasks and events.
-    Viewer,
-    /// Also create VMs and start, stop, reboot, pause, exec and delete them.
-    Operator,
-    /// Everything: users, tokens, networks, every VM.
-    Admin,
-}
-
-impl Role {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-
-    /// Parses a stored or typed name.
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "viewer" => Some(Role::Viewer),
-            "operator" => Some(Role::Operator),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-}
 
 /// The identity behind one request.
 #[derive(Debug, Clone)]
@@ -60,23 +27,6 @@ pub struct Caller {
     pub grants: Arc<HashMap<String, Role>>,
     /// The token's cap and VM list, when the request came with a token.
     pub token: Option<TokenScope>,
-}
-
-/// What a token allows beyond its user's own limits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenScope {
-    /// Token id.
-    pub id: String,
-    /// Highest role the token carries (`None`: its user's).
-    pub role: Option<Role>,
-    /// VM names it is limited to (`None`: no limit).
-    pub vms: Option<Vec<String>>,
-    /// When it ends (Unix seconds; `None`: when revoked).
-    #[serde(default)]
-    pub expires: Option<i64>,
-    /// A login session (the user, having given their password), not an API token.
-    #[serde(default)]
-    pub session: bool,
 }
 
 impl Caller {

@@ -12,8 +12,8 @@
 //! - tokens only narrow ([`narrow`]).
 
 use super::{Caller, Role};
-use crate::model::VmRecord;
 use crate::store::Task;
+use den_core::vm::VmRecord;
 
 /// What is done to one VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

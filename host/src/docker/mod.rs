@@ -102,7 +102,7 @@ impl Bridge {
 
     /// Whether the sandbox VM exists and is stopped (asleep).
     fn asleep(&self) -> bool {
-        self.den.store.vm(self.sandbox.name()).is_ok_and(|v| v.state == crate::model::VmState::Stopped)
+        self.den.store.vm(self.sandbox.name()).is_ok_and(|v| v.state == den_core::vm::VmState::Stopped)
     }
 
     /// The policy for `caller`: only admins may bind shared folders, and only those the running
@@ -117,7 +117,7 @@ impl Bridge {
             return Cow::Owned(policy::Policy { shared: vec![], shares_need_admin: true, ..self.policy.clone() });
         }
         match self.den.store.vm(self.sandbox.name()) {
-            Ok(vm) if vm.state == crate::model::VmState::Running => {
+            Ok(vm) if vm.state == den_core::vm::VmState::Running => {
                 let mounted: Vec<_> = vm.spec.shares.iter().map(|s| s.host.clone()).collect();
                 if mounted == self.policy.shared {
                     return Cow::Borrowed(&self.policy);
@@ -184,7 +184,7 @@ impl Bridge {
     /// The sandbox's agent when it runs (never starts it).
     async fn running_agent(&self) -> Option<den_agent_proto::AgentClient> {
         let vm = self.den.store.vm(self.sandbox.name()).ok()?;
-        if vm.state != crate::model::VmState::Running {
+        if vm.state != den_core::vm::VmState::Running {
             return None;
         }
         self.den.agent(&vm).await.ok()

@@ -6,8 +6,8 @@
 pub mod history;
 pub mod proc;
 
-use crate::model::VmState;
 use crate::vms::Den;
+use den_core::vm::VmState;
 use den_engine::process::{self, Proc};
 use history::{History, HostSample, VmCounters, VmSample};
 use std::sync::{Arc, Mutex};

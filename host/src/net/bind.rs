@@ -20,7 +20,7 @@ use std::net::Ipv4Addr;
 /// A VM NIC as the binding sees it (from the store: MAC and address are validated there).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BoundNic {
-    /// TAP device (`dt` + hex, see [`super::spec::tap_name`]).
+    /// TAP device (`dt` + hex, see [`den_core::net::tap_name`]).
     pub tap: String,
     /// The VM's MAC for this NIC.
     pub mac: String,

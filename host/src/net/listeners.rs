@@ -2,7 +2,7 @@
 //! network namespace's sockets) without binding anything, so asking never gets in a
 //! program's way.
 
-use super::spec::Proto;
+use den_core::net::Proto;
 use std::collections::HashSet;
 
 /// The ports of `proto` that a socket of this host listens on: TCP sockets listening, UDP

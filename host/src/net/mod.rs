@@ -6,16 +6,18 @@
 
 pub mod bind;
 pub mod dhcp;
-pub mod ipam;
 pub mod link;
 pub mod listeners;
 pub mod nft;
-pub mod spec;
 
-pub use spec::{By, HostPort, NetworkSpec, Nic, NicRequest, PortForward, Proto, DEFAULT_NETWORK, DEFAULT_SUBNET};
+// What networks and NICs are lives in den-core; this module makes them real on the host.
+pub use den_core::net::{
+    By, HostPort, NetworkSpec, Nic, NicRequest, PortForward, Proto, DEFAULT_NETWORK, DEFAULT_SUBNET,
+};
 
-use crate::model::{FieldError, VmRecord, VmSpec};
 use crate::store::{Store, StoreError};
+use den_core::vm::{VmRecord, VmSpec};
+use den_core::FieldError;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -118,7 +120,7 @@ impl Net {
             let Some(net) = nets.iter().find(|n| n.name == req.network) else {
                 return Err(field("nics", format!("network `{}` not found; `den net ls` lists networks", req.network)));
             };
-            if spec::is_app_network(&net.name) && by != By::Den {
+            if den_core::net::is_app_network(&net.name) && by != By::Den {
                 return Err(field(
                     "nics",
                     format!(
@@ -135,7 +137,7 @@ impl Net {
             let Some(ip) = sub.next_free(&used) else {
                 return Err(field("nics", format!("network `{}` ({}) has no free address left", net.name, net.subnet)));
             };
-            let mac = req.mac.clone().unwrap_or_else(|| ipam::mac_for(vm_id, i));
+            let mac = req.mac.clone().unwrap_or_else(|| den_core::net::ipam::mac_for(vm_id, i));
             if vms.iter().flat_map(|v| &v.nics).any(|n| n.mac.eq_ignore_ascii_case(&mac)) {
                 return Err(field("nics", format!("MAC {mac} is already used by another VM")));
             }
@@ -143,7 +145,7 @@ impl Net {
                 network: net.name.clone(),
                 mac,
                 ip,
-                tap: spec::tap_name(vm_id, i),
+                tap: den_core::net::tap_name(vm_id, i),
                 alias: req.alias.clone(),
             });
         }
@@ -354,7 +356,7 @@ impl Net {
     pub async fn sweep_taps(&self, running: &HashSet<String>) {
         let _g = self.apply.lock().await;
         for name in link::names() {
-            if spec::is_den_tap(&name) && link::is_tap(&name) && !running.contains(&name) {
+            if den_core::net::is_den_tap(&name) && link::is_tap(&name) && !running.contains(&name) {
                 tracing::info!(tap = %name, "removing a TAP no running VM owns");
                 if let Err(e) = link::delete(&name).await {
                     tracing::warn!(tap = %name, %e, "cannot remove a TAP");
@@ -367,7 +369,7 @@ impl Net {
     /// app networks are dend's (`by`).
     pub fn create_network(&self, store: &Store, spec: &NetworkSpec, by: By) -> Result<(), AllocError> {
         let _g = self.allocation_guard();
-        if spec::is_app_network(&spec.name) && by != By::Den {
+        if den_core::net::is_app_network(&spec.name) && by != By::Den {
             return Err(field(
                 "name",
                 format!("`{}`: names of `a` and 10 hex digits are kept for app networks; pick another", spec.name),
@@ -387,7 +389,7 @@ impl Net {
     /// Removes a network that no VM uses (an app's network only when dend removes the app).
     pub fn delete_network(&self, store: &Store, name: &str, by: By) -> Result<(), AllocError> {
         let _g = self.allocation_guard();
-        if spec::is_app_network(name) && by != By::Den {
+        if den_core::net::is_app_network(name) && by != By::Den {
             return Err(field(
                 "name",
                 format!("network `{name}` is an app's own network: it goes when the app is uninstalled"),

@@ -10,8 +10,8 @@
 //! What a guest may reach on the host: its gateway's DHCP and DNS, answers to connections the
 //! host opened, and nothing else (no other port, no other host address, never 127.0.0.0/8).
 
-use super::ipam::Subnet;
-use super::spec::Proto;
+use den_core::net::ipam::Subnet;
+use den_core::net::Proto;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::Ipv4Addr;
@@ -53,7 +53,7 @@ pub struct RuleNet {
     /// Log new outbound attempts under this network name.
     pub audit: Option<String>,
     /// Host ports an admin opened to this network's VMs (on its gateway).
-    pub host_ports: Vec<super::spec::HostPort>,
+    pub host_ports: Vec<den_core::net::HostPort>,
 }
 
 /// How many packets per second (and in a burst) one audited network logs, of its allowed and

@@ -2,7 +2,7 @@
 //! enter, picked by number or name; and the offer to start a stopped VM. Pure line editing and
 //! choices: the session does the I/O and the starting.
 
-use crate::model::VmState;
+use den_core::vm::VmState;
 
 /// What the menu decided.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,8 +3,8 @@
 //! there (operator on the VM, VM running).
 
 use crate::auth::policy::{self, Action, VmAction};
-use crate::model::{VmRecord, VmState};
 use crate::vms::Den;
+use den_core::vm::{VmRecord, VmState};
 
 /// A parsed SSH user name.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! VM records.
 
 use super::{now, Store, StoreError};
-use crate::model::{VmRecord, VmSpec, VmState};
+use den_core::vm::{VmRecord, VmSpec, VmState};
 use den_engine::{EngineKind, Running};
 use rusqlite::{params, OptionalExtension, Row};
 
@@ -130,7 +130,7 @@ impl Store {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::{EngineChoice, Kind, RestartPolicy};
+    use den_core::vm::{EngineChoice, Kind, RestartPolicy};
 
     pub(crate) fn record(name: &str) -> VmRecord {
         VmRecord {

@@ -1,10 +1,10 @@
 //! One health check of the business OS: its agent must answer, and the optional HTTP check
 //! inside the guest (reached through the agent, no guest port opened) must answer 2xx or 3xx.
 
-use super::state::Check;
-use crate::model::VmRecord;
 use crate::vms::Den;
 use den_agent_proto::ForwardTarget;
+use den_core::system::Check;
+use den_core::vm::VmRecord;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 

@@ -10,17 +10,17 @@
 
 mod health;
 pub mod slots;
-pub mod state;
 mod supervisor;
 mod update;
 
 pub use health::{HealthSample, HttpCheck};
-pub use state::{Outcome, Phase, Slot, SlotInfo, SystemState, Update};
+// The recorded state and its decisions live in den-core; this module does the I/O.
+pub use den_core::system::{Outcome, Phase, Slot, SlotInfo, SystemState, Update};
 pub use supervisor::System;
 
-use crate::model::{Kind, VmRecord};
 use crate::store::StoreError;
 use crate::vms::{Den, VmError};
+use den_core::vm::{Kind, VmRecord};
 use serde::Serialize;
 use std::sync::Arc;
 

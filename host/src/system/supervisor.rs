@@ -1,18 +1,18 @@
 //! The supervisor: one loop that makes the system VM when it is missing, starts it before every
 //! other VM, checks its health, restarts it when it dies, and carries updates through their
-//! trial ([`super::state::decide`] says what to do; this file does it). One turn at a time; the
+//! trial ([`den_core::system::decide`] says what to do; this file does it). One turn at a time; the
 //! state it acts on is re-read from the store every turn, so a new dend continues where the
 //! previous one stopped.
 
 use super::health::{self, HealthSample, HttpCheck};
 use super::slots;
-use super::state::{decide, Action, Down, Outcome, Phase, Rules, Seen};
 use super::{SystemError, DEND};
 use crate::config::SystemConfig;
-use crate::model::{Kind, VmRecord, VmSpec, VmState};
 use crate::store::now_ms;
 use crate::store::StoreError;
 use crate::vms::Den;
+use den_core::system::{decide, Action, Down, Outcome, Phase, Rules, Seen};
+use den_core::vm::{Kind, VmRecord, VmSpec, VmState};
 use den_engine as engine;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -265,7 +265,7 @@ impl System {
         vm: &VmRecord,
         mem: &mut Memory,
         slot: Option<super::Slot>,
-    ) -> super::state::Check {
+    ) -> den_core::system::Check {
         let c = health::check(den, vm, self.http.as_ref()).await;
         mem.last_check = Some(Instant::now());
         let sample = HealthSample {
@@ -443,6 +443,6 @@ fn failed_stop(mem: &Memory) -> Duration {
 }
 
 /// A `[system]` setting the VM spec refuses.
-fn config_error(e: crate::model::FieldError) -> SystemError {
+fn config_error(e: den_core::FieldError) -> SystemError {
     SystemError::Image(format!("[system] {}: {}", e.field, e.message))
 }

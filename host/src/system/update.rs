@@ -4,11 +4,11 @@
 //! short while writing is marked failed and its half-written slot removed.
 
 use super::slots;
-use super::state::{abort_trial, Outcome, Phase, Slot, SystemState, Update};
 use super::SystemError;
 use crate::store::now_ms;
 use crate::store::StoreError;
 use crate::vms::Den;
+use den_core::system::{abort_trial, Outcome, Phase, Slot, SystemState, Update};
 use std::sync::Arc;
 
 fn new_update(kind: &str, user: &str, st: &SystemState, to_label: String, slot: Slot, now: u64) -> Update {
@@ -194,11 +194,11 @@ impl Den {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::system::state::SlotInfo;
+    use den_core::system::SlotInfo;
 
     fn den(dir: &std::path::Path) -> Arc<Den> {
         let paths = crate::paths::Paths::new(dir, &dir.join("run"), &dir.join("images"));
-        let limits = crate::model::Limits { max_cpus: 2, max_memory_mib: 1024 };
+        let limits = den_core::vm::Limits { max_cpus: 2, max_memory_mib: 1024 };
         Den::new(crate::store::Store::memory().unwrap(), paths, limits, "10.87.0.0/24")
     }
 

@@ -6,8 +6,8 @@
 //! that.
 
 use super::Den;
-use crate::model::{Kind, VmRecord, VmState};
 use crate::store::TaskStatus;
+use den_core::vm::{Kind, VmRecord, VmState};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -3,9 +3,10 @@
 //! A running VM is paused for the copy, so every copy is crash-consistent, like a power cut.
 
 use super::{conflict, invalid, Den, TaskHandle, VmError};
-use crate::model::{valid_name, VmRecord, VmSpec, VmState};
 use crate::net::NicRequest;
 use crate::store::{Snapshot, StoreError};
+use den_core::valid_name;
+use den_core::vm::{VmRecord, VmSpec, VmState};
 use den_engine as engine;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -238,7 +239,7 @@ impl Den {
     /// original). A running source is paused for the copy.
     pub fn clone_vm(self: &Arc<Self>, name: &str, new_name: &str, user: &str) -> Result<(String, VmRecord), VmError> {
         let src = self.store.vm(name)?;
-        if src.spec.kind == crate::model::Kind::System {
+        if src.spec.kind == den_core::vm::Kind::System {
             return Err(invalid(
                 "name",
                 format!("`{name}` is the business OS: it cannot be cloned (its OS lives in slots)"),
@@ -289,7 +290,7 @@ impl Den {
     /// The guest grows its filesystem itself (`resize2fs /dev/vda`).
     pub async fn resize(&self, name: &str, disk_mib: u64, user: &str) -> Result<VmRecord, VmError> {
         let mut vm = self.store.vm(name)?;
-        if vm.spec.kind == crate::model::Kind::System {
+        if vm.spec.kind == den_core::vm::Kind::System {
             return Err(invalid(
                 "disk_mib",
                 format!("`{name}` is the business OS: its root comes from its image, its data disk from data_disk_mib"),
@@ -301,11 +302,11 @@ impl Den {
         let now_bytes =
             std::fs::metadata(&root).map_err(|e| VmError::Engine(format!("{}: {e}", root.display())))?.len();
         let bytes = disk_mib << 20;
-        if bytes < now_bytes || disk_mib > crate::model::MAX_DISK_MIB {
+        if bytes < now_bytes || disk_mib > den_core::vm::MAX_DISK_MIB {
             let have = now_bytes >> 20;
             return Err(invalid(
                 "disk_mib",
-                format!("{disk_mib} MiB: disks only grow (now {have} MiB, at most {} MiB)", crate::model::MAX_DISK_MIB),
+                format!("{disk_mib} MiB: disks only grow (now {have} MiB, at most {} MiB)", den_core::vm::MAX_DISK_MIB),
             ));
         }
         self.claim(&vm)?;

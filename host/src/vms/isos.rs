@@ -4,7 +4,8 @@
 //! on QEMU's q35 machine, with a VGA display on a VNC socket.
 
 use super::{invalid, Den, TaskHandle, VmError};
-use crate::model::{valid_name, Firmware, VmRecord};
+use den_core::valid_name;
+use den_core::vm::{Firmware, VmRecord};
 use den_engine::{DiskSpec, FirmwareBoot, LaunchSpec, OVMF_VARS};
 use serde::Serialize;
 use std::path::PathBuf;

@@ -2,9 +2,9 @@
 
 use super::disks::DATA_DISK;
 use super::{conflict, new_id, Den, TaskHandle, VmError};
-use crate::model::{EngineChoice, Kind, RestartPolicy, VmRecord, VmSpec, VmState};
 use crate::net::NetError;
 use crate::store::now;
+use den_core::vm::{EngineChoice, Kind, RestartPolicy, VmRecord, VmSpec, VmState};
 use den_engine::{self as engine, DiskSpec, EngineKind, LaunchSpec, Running};
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,7 +93,7 @@ impl Den {
             }
             None => Some(self.images()?.image(&spec.image).map_err(|e| VmError::Images(e.to_string()))?.ok_or_else(
                 || {
-                    VmError::Invalid(crate::model::FieldError {
+                    VmError::Invalid(den_core::FieldError {
                         field: "image",
                         message: format!(
                             "image `{}` not found; `den image ls` lists images, `den image build` makes them",
@@ -185,7 +185,7 @@ impl Den {
         let path = self.images()?.get(rootfs, false).map_err(|e| VmError::Images(e.to_string()))?;
         let need = std::fs::metadata(&path).map(|m| m.len().div_ceil(1 << 20)).unwrap_or(0);
         if mib < need {
-            return Err(VmError::Invalid(crate::model::FieldError {
+            return Err(VmError::Invalid(den_core::FieldError {
                 field: "disk_mib",
                 message: format!("{mib} MiB is smaller than image `{}`'s root disk ({need} MiB)", spec.image),
             }));

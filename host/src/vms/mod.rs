@@ -13,15 +13,15 @@ mod reconcile;
 mod tasks;
 
 pub(crate) use disks::{copy_disk, make_data_disk, DATA_DISK};
-pub use firstboot::FirstBoot;
 pub use isos::Iso;
 pub(crate) use lifecycle::{engine_for, BootFiles};
 pub use tasks::TaskHandle;
 
-use crate::model::{FieldError, Limits};
 use crate::net::{AllocError, Net, NetError};
 use crate::paths::Paths;
 use crate::store::{Event, Store, StoreError};
+use den_core::vm::Limits;
+use den_core::FieldError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
@@ -145,7 +145,7 @@ impl Den {
     }
 
     /// Marks a VM busy with a disk operation; a conflict when it already is.
-    fn claim(&self, vm: &crate::model::VmRecord) -> Result<(), VmError> {
+    fn claim(&self, vm: &den_core::vm::VmRecord) -> Result<(), VmError> {
         if self.busy.lock().unwrap_or_else(|p| p.into_inner()).insert(vm.id.clone()) {
             return Ok(());
         }
@@ -158,7 +158,7 @@ impl Den {
     }
 
     /// A conflict when a disk operation holds the VM.
-    fn not_busy(&self, vm: &crate::model::VmRecord) -> Result<(), VmError> {
+    fn not_busy(&self, vm: &den_core::vm::VmRecord) -> Result<(), VmError> {
         if self.busy.lock().unwrap_or_else(|p| p.into_inner()).contains(&vm.id) {
             return Err(VmError::Conflict { name: vm.spec.name.clone(), state: "busy", hint: BUSY_HINT });
         }
@@ -176,7 +176,7 @@ fn invalid(field: &'static str, message: String) -> VmError {
 }
 
 /// The VM is in the wrong state for this; `hint` says what to do.
-fn conflict(vm: &crate::model::VmRecord, hint: &'static str) -> VmError {
+fn conflict(vm: &den_core::vm::VmRecord, hint: &'static str) -> VmError {
     VmError::Conflict { name: vm.spec.name.clone(), state: vm.state.as_str(), hint }
 }
 

@@ -3,7 +3,7 @@
 //! adopted and watched again; those that died meanwhile get their restart policy.
 
 use super::Den;
-use crate::model::VmState;
+use den_core::vm::VmState;
 use den_engine as engine;
 use std::sync::Arc;
 
@@ -58,7 +58,7 @@ impl Den {
                     self.event("dend", "vm.exited", &vm.spec.name, "its engine process ended while dend was away");
                     let was_up = matches!(state, VmState::Running | VmState::Paused | VmState::Starting);
                     // After a host boot only autostart decides; restart policies are for crashes.
-                    if was_up && !booted && vm.spec.restart != crate::model::RestartPolicy::Never {
+                    if was_up && !booted && vm.spec.restart != den_core::vm::RestartPolicy::Never {
                         if let Err(e) = self.start(&vm.id, "dend") {
                             self.event("dend", "vm.restart_failed", &vm.spec.name, &e.to_string());
                         }

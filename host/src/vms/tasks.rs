@@ -141,7 +141,7 @@ mod tests {
     async fn cancellable_tasks_end_cancelled_and_others_refuse() {
         let dir = tempfile::tempdir().unwrap();
         let paths = crate::paths::Paths::new(dir.path(), &dir.path().join("run"), &dir.path().join("images"));
-        let limits = crate::model::Limits { max_cpus: 2, max_memory_mib: 1024 };
+        let limits = den_core::vm::Limits { max_cpus: 2, max_memory_mib: 1024 };
         let den = Den::new(crate::store::Store::memory().unwrap(), paths, limits, "10.87.0.0/24");
         let forever = |t: TaskHandle| async move { t.cancellable(std::future::pending::<Result<(), String>>()).await };
         let id = den.spawn_task("vm.create", "x", "root", forever).unwrap();

@@ -1,9 +1,11 @@
 //! What a VM is: its spec (what the user asked for), its state and its record. Validation lives
 //! here so the API and the CLI report the same field names.
 
+use crate::firstboot::FirstBoot;
 use crate::net::{Nic, NicRequest, PortForward};
-use den_engine::{EngineKind, Running};
+use crate::{valid_image_name, valid_name, FieldError};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// What a VM is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -89,8 +91,8 @@ pub struct VmSpec {
     #[serde(default)]
     pub cmdline_extra: String,
     /// Users and SSH keys set up through the agent on the first start.
-    #[serde(default, skip_serializing_if = "crate::vms::FirstBoot::is_empty")]
-    pub first_boot: crate::vms::FirstBoot,
+    #[serde(default, skip_serializing_if = "FirstBoot::is_empty")]
+    pub first_boot: FirstBoot,
     /// Start when the host boots (system VMs always do, first).
     #[serde(default)]
     pub autostart: bool,
@@ -198,15 +200,6 @@ fn default_memory() -> u64 {
 /// Largest disk a VM may ask for (16 TiB).
 pub const MAX_DISK_MIB: u64 = 16 << 20;
 
-/// A field-level validation failure.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// The field (`name`, `cpus`, ...).
-    pub field: &'static str,
-    /// What is wrong and what is allowed.
-    pub message: String,
-}
-
 /// Upper bounds a host imposes.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -216,16 +209,6 @@ pub struct Limits {
     pub max_memory_mib: u64,
 }
 
-/// Whether `name` is a valid VM name.
-pub fn valid_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b[0].is_ascii_lowercase() | b[0].is_ascii_digit()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && !name.ends_with('-')
-}
-
 impl VmSpec {
     /// Checks the spec against the host's limits; the first problem, naming the field.
     pub fn validate(&self, limits: Limits) -> Result<(), FieldError> {
@@ -233,7 +216,7 @@ impl VmSpec {
         if !valid_name(&self.name) {
             return err("name", format!("`{}` is not a VM name: use a-z, 0-9 and -, 1 to 63 characters", self.name));
         }
-        if !self.image.is_empty() && den_images::spec::check_name(&self.image).is_err() {
+        if !self.image.is_empty() && !valid_image_name(&self.image) {
             let msg = format!("`{}` is not an image name: 1 to 63 of a-z, 0-9 and -, starting with a letter (`den image ls` lists them)", self.image);
             return err("image", msg);
         }
@@ -279,7 +262,7 @@ impl VmSpec {
             return err("data_disk_mib", format!("{d} MiB is not possible (64 to {MAX_DISK_MIB})"));
         }
         self.validate_shares()?;
-        crate::net::spec::validate_vm_net(&self.nics, &self.ports)
+        crate::net::validate_vm_net(&self.nics, &self.ports)
     }
 
     fn validate_shares(&self) -> Result<(), FieldError> {
@@ -352,7 +335,17 @@ impl VmState {
 
     /// Parses a stored name.
     pub fn parse(s: &str) -> Option<VmState> {
-        serde_json::from_value(serde_json::Value::String(s.into())).ok()
+        const ALL: [VmState; 8] = [
+            VmState::Creating,
+            VmState::Stopped,
+            VmState::Starting,
+            VmState::Running,
+            VmState::Paused,
+            VmState::Stopping,
+            VmState::Crashed,
+            VmState::Deleting,
+        ];
+        ALL.into_iter().find(|state| state.as_str() == s)
     }
 }
 
@@ -383,6 +376,37 @@ pub struct VmRecord {
     pub updated: i64,
 }
 
+/// Which engine runs a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// QEMU over QMP.
+    Qemu,
+    /// den-vmm.
+    Vmm,
+}
+
+/// A started (or re-adopted) VM process and where to reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Running {
+    /// Engine.
+    pub engine: EngineKind,
+    /// Process id.
+    pub pid: i32,
+    /// The process's start time (clock ticks after boot, /proc/<pid>/stat field 22): a pid
+    /// reused by another process does not match.
+    pub start_time: u64,
+    /// The serial console: a Unix socket clients attach to (den-vmm: recent output, then
+    /// live; QEMU: live only, one client at a time, with everything also in `console.log`
+    /// next to it). `den_engine::console_recent` reads recent output for both.
+    pub console: PathBuf,
+    /// The engine's control socket (QMP or den-vmm's API).
+    pub control: PathBuf,
+    /// The agent channel: a Unix socket (QEMU: virtio-serial port; den-vmm: vsock, reached with
+    /// `CONNECT 1024`).
+    pub agent: PathBuf,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,6 +431,15 @@ mod tests {
         assert!(unknown.unwrap_err().to_string().contains("unknown field `cpu`"));
         assert_eq!(VmState::parse("running"), Some(VmState::Running));
         assert_eq!(VmState::parse("nope"), None);
+    }
+
+    #[test]
+    fn stored_state_names_are_the_json_names() {
+        for name in ["creating", "stopped", "starting", "running", "paused", "stopping", "crashed", "deleting"] {
+            let state = VmState::parse(name).unwrap();
+            assert_eq!(state.as_str(), name);
+            assert_eq!(serde_json::to_value(state).unwrap(), serde_json::Value::String(name.into()));
+        }
     }
 
     #[test]

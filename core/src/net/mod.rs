@@ -1,7 +1,9 @@
 //! What networks, NICs and port forwards are, as users ask for them and as dend resolves them.
 
-use super::ipam::{valid_mac, Subnet};
-use crate::model::FieldError;
+pub mod ipam;
+
+use crate::FieldError;
+use ipam::{valid_mac, Subnet};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
@@ -104,7 +106,7 @@ impl NetworkSpec {
     /// Checks the name and subnet, and that the subnet overlaps none of `others`.
     pub fn validate(&self, others: &[NetworkSpec]) -> Result<(), FieldError> {
         let err = |field, message: String| Err(FieldError { field, message });
-        if self.name.len() > 11 || !crate::model::valid_name(&self.name) {
+        if self.name.len() > 11 || !crate::valid_name(&self.name) {
             return err("name", format!("`{}` is not a network name: a-z, 0-9 and -, 1 to 11 characters", self.name));
         }
         let sub = self.subnet().map_err(|message| FieldError { field: "subnet", message })?;
@@ -221,10 +223,10 @@ pub fn validate_vm_net(nics: &[NicRequest], ports: &[PortForward]) -> Result<(),
         return err("nics", format!("{} NICs: at most {MAX_NICS}", nics.len()));
     }
     for n in nics {
-        if n.network.len() > 11 || !crate::model::valid_name(&n.network) {
+        if n.network.len() > 11 || !crate::valid_name(&n.network) {
             return err("nics", format!("`{}` is not a network name (`den net ls` lists networks)", n.network));
         }
-        if let Some(a) = n.alias.as_deref().filter(|a| !crate::model::valid_name(a)) {
+        if let Some(a) = n.alias.as_deref().filter(|a| !crate::valid_name(a)) {
             return err("nics", format!("alias `{a}`: a-z, 0-9 and -, 1 to 63 characters"));
         }
         if let Some(mac) = n.mac.as_deref().filter(|m| !valid_mac(m)) {
