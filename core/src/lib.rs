@@ -7,6 +7,8 @@
 pub mod firstboot;
 pub mod net;
 pub mod system;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod users;
 pub mod vm;
 

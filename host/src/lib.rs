@@ -16,7 +16,7 @@
 //! - [`net`]: bridges, TAPs, DHCP/DNS (dnsmasq), NAT, isolation and port forwards (nftables);
 //! - `den-core` (crate `core/`): what a VM, a network, a role and the business OS's state are,
 //!   and their validation;
-//! - [`store`]: the transactional state database (VMs, tasks, events);
+//! - `den-store` (crate `store/`): the transactional state database (VMs, tasks, events);
 //! - [`paths`]: where everything lives.
 
 pub mod api;
@@ -32,7 +32,6 @@ pub mod paths;
 pub mod server;
 pub mod service;
 pub mod sshgw;
-pub mod store;
 pub mod system;
 pub mod tls;
 pub mod urlcode;

@@ -4,8 +4,8 @@ use anyhow::Context;
 use clap::Parser;
 use den_core::vm::Limits;
 use den_host::paths::{default_image_store, Paths};
-use den_host::store::Store;
 use den_host::vms::Den;
+use den_store::Store;
 use std::path::{Path, PathBuf};
 
 /// Den's host daemon.

@@ -6,6 +6,19 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// A recorded health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthSample {
+    /// ms since the Unix epoch.
+    pub time: u64,
+    /// Passed.
+    pub ok: bool,
+    /// The slot that ran (`a`, `b`).
+    pub slot: String,
+    /// What it found.
+    pub detail: String,
+}
+
 /// One of the two OS slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

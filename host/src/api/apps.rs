@@ -2,6 +2,7 @@
 //! traffic audit.
 
 use super::{ApiError, Caller};
+use crate::apps::AppTable;
 use crate::vms::{new_id, Den};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;

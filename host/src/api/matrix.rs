@@ -122,13 +122,13 @@ fn den() -> Arc<Den> {
     let dir = tempfile::tempdir().unwrap();
     let paths = crate::paths::Paths::new(dir.path(), &dir.path().join("run"), &dir.path().join("images"));
     let den = Den::new(
-        crate::store::Store::memory().unwrap(),
+        den_store::Store::memory().unwrap(),
         paths,
         den_core::vm::Limits { max_cpus: 2, max_memory_mib: 1024 },
         "10.87.0.0/24",
     );
     for (name, owner) in [("own1", "olga"), ("other1", "root"), ("den1", "dend")] {
-        let mut vm = crate::store::vms::tests::record(name);
+        let mut vm = den_core::testkit::vm_record(name);
         vm.owner = owner.into();
         den.store.insert_vm(&vm).unwrap();
         den.store.insert_task(&format!("t-{name}"), "vm.create", name, owner).unwrap();

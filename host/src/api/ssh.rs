@@ -41,7 +41,7 @@ pub async fn recording(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let not_found = || {
-        ApiError::from(VmError::Store(crate::store::StoreError::NotFound {
+        ApiError::from(VmError::Store(den_store::StoreError::NotFound {
             kind: "SSH session recording",
             name: id.clone(),
         }))

@@ -197,7 +197,7 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let not_found =
-        || ApiError::from(VmError::Store(crate::store::StoreError::NotFound { kind: "token", name: id.clone() }));
+        || ApiError::from(VmError::Store(den_store::StoreError::NotFound { kind: "token", name: id.clone() }));
     let (t, _) = den.store.token(&id)?.ok_or_else(not_found)?;
     if t.user != c.user && !c.is_admin() {
         return Err(not_found());

@@ -5,6 +5,7 @@
 //! within [`SAME_ATTEMPT`] count once.
 
 use super::TrafficRecord;
+use crate::apps::AppTable;
 use crate::net::nft::{AUDIT_GROUP, AUDIT_PREFIX};
 use crate::vms::Den;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
@@ -165,7 +166,7 @@ fn record(den: &Den, a: Attempt) {
     tracing::info!(app = %app.package, dest = %a.dest, port = a.port, proto = %a.proto, verdict = a.verdict, "app traffic");
     let rec = TrafficRecord {
         seq: 0,
-        time: crate::store::now(),
+        time: den_store::now(),
         proto: a.proto,
         source: a.source.to_string(),
         dest: a.dest.to_string(),

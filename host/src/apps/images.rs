@@ -4,6 +4,7 @@
 //! it), an image Den already has, or Den's `base` for services that name none.
 
 use super::AppError;
+use crate::apps::AppTable;
 use crate::vms::Den;
 use den_images::oci::RunConfig;
 use den_images::{ImageRecord, Store};

@@ -4,9 +4,10 @@
 
 use super::layout::{remove_tree, AppDirs, GuestDir};
 use super::{AppError, AppRecord, AppState};
-use crate::store::now;
+use crate::apps::AppTable;
 use crate::vms::{new_id, Den};
 use den_lpk::Package;
+use den_store::now;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

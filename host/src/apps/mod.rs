@@ -12,12 +12,14 @@ mod reach;
 mod reconcile;
 mod run;
 pub mod services;
+mod store;
 mod upgrade;
 
 pub use layout::AppDirs;
 pub use model::{AppRecord, AppState, TrafficRecord};
+pub use store::AppTable;
 
-use crate::store::StoreError;
+use den_store::StoreError;
 
 /// Errors of the app service, mapped to API errors by the API layer.
 #[derive(Debug, thiserror::Error)]

@@ -2,6 +2,7 @@
 
 use super::layout::remove_tree;
 use super::AppState;
+use crate::apps::AppTable;
 use crate::vms::Den;
 use std::sync::Arc;
 

@@ -5,12 +5,13 @@
 
 use super::services::{definitions, guest_dir};
 use super::{AppError, AppRecord, AppState};
+use crate::apps::AppTable;
 use crate::net::{AllocError, NetError, NetworkSpec};
-use crate::store::StoreError;
 use crate::vms::{Den, TaskHandle};
 use den_core::vm::VmState;
 use den_lpk::plan::{Probe, ServicePlan};
 use den_lpk::route::Upstream;
+use den_store::StoreError;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

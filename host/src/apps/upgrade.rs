@@ -5,9 +5,10 @@
 
 use super::layout::remove_tree;
 use super::{AppError, AppRecord, AppState};
-use crate::store::now;
+use crate::apps::AppTable;
 use crate::vms::{new_id, Den, TaskHandle};
 use den_lpk::{Package, Version};
+use den_store::now;
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -3,8 +3,8 @@
 
 use super::limiter::{key_keys, password_keys, Limiter};
 use super::{password, token, Caller, Role, TokenScope};
-use crate::store::{now, Store, StoreError, TokenRecord};
 use den_core::{valid_name, FieldError};
+use den_store::{now, Store, StoreError, TokenRecord};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -124,7 +124,7 @@ impl Accounts {
 
     /// The identity of `user` with their own rights (no token cap).
     pub fn caller(&self, store: &Store, user: &str) -> Result<Caller, AuthError> {
-        let Some(crate::store::UserAuth { role, .. }) = store.user_auth(user)? else {
+        let Some(den_store::UserAuth { role, .. }) = store.user_auth(user)? else {
             return Err(AuthError::Unauthorized(format!("user `{user}` no longer exists")));
         };
         Ok(Caller { user: user.into(), global: role, grants: Arc::new(store.grants_of(user)?), token: None })

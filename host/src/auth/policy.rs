@@ -12,8 +12,8 @@
 //! - tokens only narrow ([`narrow`]).
 
 use super::{Caller, Role};
-use crate::store::Task;
 use den_core::vm::VmRecord;
+use den_store::Task;
 
 /// What is done to one VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -234,7 +234,7 @@ pub fn narrow(
 mod tests {
     use super::super::TokenScope;
     use super::*;
-    use crate::store::TaskStatus;
+    use den_store::TaskStatus;
     use std::sync::Arc;
 
     /// Whether a token scope is within `parent`'s.
@@ -258,7 +258,7 @@ mod tests {
     }
 
     fn vm(name: &str, owner: &str) -> VmRecord {
-        let mut v = crate::store::vms::tests::record(name);
+        let mut v = den_core::testkit::vm_record(name);
         v.owner = owner.into();
         v
     }

@@ -54,7 +54,7 @@ pub struct Bridge {
 }
 
 fn unix_now() -> u64 {
-    u64::try_from(crate::store::now()).unwrap_or(0)
+    u64::try_from(den_store::now()).unwrap_or(0)
 }
 
 impl Bridge {

@@ -51,7 +51,7 @@ impl Metrics {
 
     /// Takes one sample of the host and of every running VM.
     pub fn sample(&self, den: &Den) {
-        let t = crate::store::now();
+        let t = den_store::now();
         let at = self.started.elapsed().as_secs_f64();
         let cpu = proc::read("/proc/stat").as_deref().and_then(proc::parse_cpu);
         let mem = proc::read("/proc/meminfo").as_deref().and_then(proc::parse_meminfo).unwrap_or((0, 0));

@@ -15,9 +15,9 @@ pub use den_core::net::{
     By, HostPort, NetworkSpec, Nic, NicRequest, PortForward, Proto, DEFAULT_NETWORK, DEFAULT_SUBNET,
 };
 
-use crate::store::{Store, StoreError};
 use den_core::vm::{VmRecord, VmSpec};
 use den_core::FieldError;
+use den_store::{Store, StoreError};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 

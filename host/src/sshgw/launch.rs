@@ -8,9 +8,9 @@ use super::record::{Header, Recorder};
 use super::route::{self, Refusal};
 use super::session::{Chan, Gateway, VmConn};
 use super::upstream::{self, Upstream, UpstreamError};
-use crate::store::SshSession;
 use crate::vms::Den;
 use den_core::vm::VmState;
+use den_store::SshSession;
 use russh::server::{Msg, Session};
 use russh::{ChannelId, ChannelWriteHalf};
 use std::sync::Arc;
@@ -178,7 +178,7 @@ impl Gateway {
                     kind: what.kind().into(),
                     command: what.command().into(),
                     peer: self.peer.ip().to_string(),
-                    started: crate::store::now(),
+                    started: den_store::now(),
                     ended: None,
                     exit: None,
                     recorded: false,

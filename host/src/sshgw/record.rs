@@ -55,7 +55,7 @@ impl Recorder {
             "version": 2,
             "width": h.cols,
             "height": h.rows,
-            "timestamp": crate::store::now(),
+            "timestamp": den_store::now(),
             "title": h.title,
             "env": {"TERM": h.term},
         });

@@ -5,24 +5,10 @@ use crate::vms::Den;
 use den_agent_proto::ForwardTarget;
 use den_core::system::Check;
 use den_core::vm::VmRecord;
-use serde::Serialize;
 use std::time::{Duration, Instant};
 
 /// How long each part of a check may take.
 const LIMIT: Duration = Duration::from_secs(5);
-
-/// A recorded health check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HealthSample {
-    /// ms since the Unix epoch.
-    pub time: u64,
-    /// Passed.
-    pub ok: bool,
-    /// The slot that ran (`a`, `b`).
-    pub slot: String,
-    /// What it found.
-    pub detail: String,
-}
 
 /// `http_check` of `[system]`: a port and path inside the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,14 +13,14 @@ pub mod slots;
 mod supervisor;
 mod update;
 
-pub use health::{HealthSample, HttpCheck};
+pub use health::HttpCheck;
 // The recorded state and its decisions live in den-core; this module does the I/O.
-pub use den_core::system::{Outcome, Phase, Slot, SlotInfo, SystemState, Update};
+pub use den_core::system::{HealthSample, Outcome, Phase, Slot, SlotInfo, SystemState, Update};
 pub use supervisor::System;
 
-use crate::store::StoreError;
 use crate::vms::{Den, VmError};
 use den_core::vm::{Kind, VmRecord};
+use den_store::StoreError;
 use serde::Serialize;
 use std::sync::Arc;
 

@@ -3,9 +3,9 @@
 //! A slot is written under `slot-X.partial/`, flushed, then renamed into place, so a slot
 //! directory is whole or absent; the record in the store names a slot only once it is.
 
-use crate::store::now_ms;
 use crate::vms::TaskHandle;
 use den_core::system::{Slot, SlotInfo};
+use den_store::now_ms;
 use std::path::{Path, PathBuf};
 
 /// Files of a slot, by artifact role.

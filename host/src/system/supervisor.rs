@@ -4,16 +4,17 @@
 //! state it acts on is re-read from the store every turn, so a new dend continues where the
 //! previous one stopped.
 
-use super::health::{self, HealthSample, HttpCheck};
+use super::health::{self, HttpCheck};
 use super::slots;
 use super::{SystemError, DEND};
 use crate::config::SystemConfig;
-use crate::store::now_ms;
-use crate::store::StoreError;
 use crate::vms::Den;
+use den_core::system::HealthSample;
 use den_core::system::{decide, Action, Down, Outcome, Phase, Rules, Seen};
 use den_core::vm::{Kind, VmRecord, VmSpec, VmState};
 use den_engine as engine;
+use den_store::now_ms;
+use den_store::StoreError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

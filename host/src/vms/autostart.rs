@@ -6,8 +6,8 @@
 //! that.
 
 use super::Den;
-use crate::store::TaskStatus;
 use den_core::vm::{Kind, VmRecord, VmState};
+use den_store::TaskStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,7 +69,7 @@ mod tests {
     #[test]
     fn by_order_then_name_leaving_system_vms_to_their_supervisor() {
         let mk = |name: &str, kind: Kind, autostart: bool, order: u32, state: VmState| {
-            let mut r = crate::store::vms::tests::record(name);
+            let mut r = den_core::testkit::vm_record(name);
             r.spec.kind = kind;
             r.spec.autostart = autostart;
             r.spec.start_order = order;

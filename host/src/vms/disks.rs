@@ -4,10 +4,10 @@
 
 use super::{conflict, invalid, Den, TaskHandle, VmError};
 use crate::net::NicRequest;
-use crate::store::{Snapshot, StoreError};
 use den_core::valid_name;
 use den_core::vm::{VmRecord, VmSpec, VmState};
 use den_engine as engine;
+use den_store::{Snapshot, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

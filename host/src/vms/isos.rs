@@ -62,7 +62,7 @@ impl Den {
             return Err(invalid("path", format!("{from} is not a regular file on the host (give an absolute path)")));
         }
         if self.iso_dir().join(format!("{name}.iso")).exists() {
-            return Err(VmError::Store(crate::store::StoreError::Exists { kind: "ISO", name: name.into() }));
+            return Err(VmError::Store(den_store::StoreError::Exists { kind: "ISO", name: name.into() }));
         }
         let (den, name2, user2) = (self.clone(), name.to_string(), user.to_string());
         self.spawn_task("iso.import", name, user, move |task: TaskHandle| async move {

@@ -3,9 +3,9 @@
 use super::disks::DATA_DISK;
 use super::{conflict, new_id, Den, TaskHandle, VmError};
 use crate::net::NetError;
-use crate::store::now;
 use den_core::vm::{EngineChoice, Kind, RestartPolicy, VmRecord, VmSpec, VmState};
 use den_engine::{self as engine, DiskSpec, EngineKind, LaunchSpec, Running};
+use den_store::now;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,7 +135,7 @@ impl Den {
         let id = new_id();
         let _guard = self.net.allocation_guard();
         if self.store.vm(&spec.name).is_ok() {
-            return Err(VmError::Store(crate::store::StoreError::Exists { kind: "VM", name: spec.name }));
+            return Err(VmError::Store(den_store::StoreError::Exists { kind: "VM", name: spec.name }));
         }
         let nics = self.net.allocate(&self.store, &id, &spec, crate::net::By::user(user))?;
         let vm = VmRecord {

@@ -19,9 +19,9 @@ pub use tasks::TaskHandle;
 
 use crate::net::{AllocError, Net, NetError};
 use crate::paths::Paths;
-use crate::store::{Event, Store, StoreError};
 use den_core::vm::Limits;
 use den_core::FieldError;
+use den_store::{Event, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;

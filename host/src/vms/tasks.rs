@@ -4,7 +4,7 @@
 //! [`TaskHandle::cancellable`], and a cancelled step fails into the task's own cleanup.
 
 use super::{new_id, Den};
-use crate::store::TaskStatus;
+use den_store::TaskStatus;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -142,7 +142,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = crate::paths::Paths::new(dir.path(), &dir.path().join("run"), &dir.path().join("images"));
         let limits = den_core::vm::Limits { max_cpus: 2, max_memory_mib: 1024 };
-        let den = Den::new(crate::store::Store::memory().unwrap(), paths, limits, "10.87.0.0/24");
+        let den = Den::new(den_store::Store::memory().unwrap(), paths, limits, "10.87.0.0/24");
         let forever = |t: TaskHandle| async move { t.cancellable(std::future::pending::<Result<(), String>>()).await };
         let id = den.spawn_task("vm.create", "x", "root", forever).unwrap();
         let other = den.spawn_task("vm.start", "x", "root", forever).unwrap();

@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod route;
 
 use crate::api::Transport;
+use crate::apps::AppTable;
 use crate::apps::{AppRecord, AppState};
 use crate::auth::policy::{self, Action};
 use crate::auth::Caller;

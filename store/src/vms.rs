@@ -1,8 +1,8 @@
 //! VM records.
 
 use super::{now, Store, StoreError};
+use den_core::vm::{EngineKind, Running};
 use den_core::vm::{VmRecord, VmSpec, VmState};
-use den_engine::{EngineKind, Running};
 use rusqlite::{params, OptionalExtension, Row};
 
 fn corrupt(id: &str, e: impl std::fmt::Display) -> StoreError {
@@ -23,7 +23,7 @@ fn decode(raw: RawVm) -> Result<VmRecord, StoreError> {
         spec: VmSpec,
         engine: EngineKind,
         #[serde(default)]
-        nics: Vec<crate::net::Nic>,
+        nics: Vec<den_core::net::Nic>,
         #[serde(default)]
         provisioned: bool,
     }
@@ -128,43 +128,9 @@ impl Store {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use den_core::vm::{EngineChoice, Kind, RestartPolicy};
-
-    pub(crate) fn record(name: &str) -> VmRecord {
-        VmRecord {
-            id: format!("id-{name}"),
-            spec: VmSpec {
-                name: name.into(),
-                image: "base".into(),
-                iso: None,
-                firmware: None,
-                shares: vec![],
-                kind: Kind::Dev,
-                engine: EngineChoice::Qemu,
-                cpus: 1,
-                memory_mib: 256,
-                restart: RestartPolicy::Never,
-                cmdline_extra: String::new(),
-                disk_mib: None,
-                data_disk_mib: None,
-                autostart: false,
-                start_order: 0,
-                first_boot: Default::default(),
-                nics: vec![],
-                ports: vec![],
-            },
-            nics: vec![],
-            owner: "root".into(),
-            state: VmState::Stopped,
-            running: None,
-            engine: EngineKind::Qemu,
-            provisioned: false,
-            created: 1,
-            updated: 1,
-        }
-    }
+    use den_core::testkit::vm_record as record;
 
     #[test]
     fn crud_and_unique_names() {

@@ -3,9 +3,9 @@
 //! spec and, while a process exists, how to find it again), `tasks` (long operations with their
 //! log and outcome) and `events` (the lifecycle and audit log, kept), `networks`, `snapshots`, `users`
 //! with their `grants` and `tokens`, for the SSH gateway `guest_host_keys` and `ssh_sessions`, for
-//! apps `apps` and `app_traffic`, and for the business OS `system` and `system_health`.
+//! apps `apps` and `app_traffic` (whose queries live with the apps, `AppTable`), and for the
+//! business OS `system` and `system_health`.
 
-mod apps;
 mod events;
 mod migrations;
 mod networks;
@@ -14,7 +14,7 @@ mod ssh;
 mod system;
 mod tasks;
 mod users;
-pub(crate) mod vms;
+mod vms;
 
 pub use events::Event;
 pub use snapshots::Snapshot;
@@ -93,7 +93,9 @@ impl Store {
         Ok(store)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    /// The connection, for the tables whose owners keep their own queries (an app's records
+    /// live with the LPK host). One statement or transaction at a time; keep it short.
+    pub fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -1,7 +1,7 @@
 //! Users, per-VM grants and API tokens.
 
 use super::{now, Store, StoreError};
-use crate::auth::{Role, TokenScope};
+use den_core::users::{Role, TokenScope};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -315,7 +315,7 @@ mod tests {
             Some(UserAuth { role: Some(Role::Viewer), password_hash: Some("$hash".into()) })
         );
         assert_eq!(s.user_auth("bob").unwrap(), None);
-        s.insert_vm(&crate::store::vms::tests::record("web1")).unwrap();
+        s.insert_vm(&den_core::testkit::vm_record("web1")).unwrap();
         s.set_grant("alice", "id-web1", Some(Role::Operator)).unwrap();
         assert!(s.set_grant("nobody", "id-web1", Some(Role::Operator)).is_err());
         assert_eq!(s.grants_of("alice").unwrap().get("id-web1"), Some(&Role::Operator));

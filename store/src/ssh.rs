@@ -116,7 +116,7 @@ mod tests {
     #[test]
     fn pins_and_sessions() {
         let s = Store::memory().unwrap();
-        s.insert_vm(&crate::store::vms::tests::record("web1")).unwrap();
+        s.insert_vm(&den_core::testkit::vm_record("web1")).unwrap();
         assert_eq!(s.guest_host_key("id-web1").unwrap(), None);
         s.pin_guest_host_key("id-web1", "ssh-ed25519 AAAA1").unwrap();
         s.pin_guest_host_key("id-web1", "ssh-ed25519 AAAA2").unwrap();

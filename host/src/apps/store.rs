@@ -1,16 +1,44 @@
-//! App records and their traffic audit.
+//! App records and their traffic audit: the `apps` and `app_traffic` tables (made by den-store's
+//! migrations), queried here by their owner.
 
-use super::{now, Store, StoreError};
 use crate::apps::{AppRecord, AppState, TrafficRecord};
+use den_store::{now, Store, StoreError};
 use rusqlite::{params, OptionalExtension};
 
 fn corrupt(id: &str, e: serde_json::Error) -> StoreError {
     StoreError::Corrupt { id: id.to_string(), why: e.to_string() }
 }
 
-impl Store {
+/// The app tables, implemented for den-store's [`Store`].
+pub trait AppTable {
     /// Claims a package id and subdomain for a new app.
-    pub fn insert_app(&self, app: &AppRecord) -> Result<(), StoreError> {
+    fn insert_app(&self, app: &AppRecord) -> Result<(), StoreError>;
+
+    /// Replaces an app's record (same package id).
+    fn put_app(&self, app: &AppRecord) -> Result<(), StoreError>;
+
+    /// An app by package id or subdomain.
+    fn app(&self, name: &str) -> Result<AppRecord, StoreError>;
+
+    /// Every app, by package id.
+    fn apps(&self) -> Result<Vec<AppRecord>, StoreError>;
+
+    /// Sets an app's state and error.
+    fn set_app_state(&self, package: &str, state: AppState, error: Option<String>) -> Result<AppRecord, StoreError>;
+
+    /// Removes an app's record and its traffic log.
+    fn delete_app(&self, package: &str) -> Result<(), StoreError>;
+
+    /// Appends traffic records of an app, keeping the newest `keep` of each verdict.
+    fn add_traffic(&self, app: &str, recs: &[TrafficRecord], keep: i64) -> Result<(), StoreError>;
+
+    /// An app's traffic after `after`, oldest first, at most `limit`.
+    fn traffic(&self, app: &str, after: i64, limit: u32) -> Result<Vec<TrafficRecord>, StoreError>;
+}
+
+impl AppTable for Store {
+    /// Claims a package id and subdomain for a new app.
+    fn insert_app(&self, app: &AppRecord) -> Result<(), StoreError> {
         let rec = serde_json::to_string(app).map_err(|e| corrupt(&app.package, e))?;
         let conn = self.lock();
         let taken: Option<String> = conn
@@ -35,7 +63,7 @@ impl Store {
     }
 
     /// Replaces an app's record (same package id).
-    pub fn put_app(&self, app: &AppRecord) -> Result<(), StoreError> {
+    fn put_app(&self, app: &AppRecord) -> Result<(), StoreError> {
         let rec = serde_json::to_string(app).map_err(|e| corrupt(&app.package, e))?;
         let n = self.lock().execute(
             "UPDATE apps SET subdomain = ?2, state = ?3, record = ?4, updated = ?5 WHERE package = ?1",
@@ -48,7 +76,7 @@ impl Store {
     }
 
     /// An app by package id or subdomain.
-    pub fn app(&self, name: &str) -> Result<AppRecord, StoreError> {
+    fn app(&self, name: &str) -> Result<AppRecord, StoreError> {
         let rec: Option<(String, String)> = self
             .lock()
             .query_row("SELECT package, record FROM apps WHERE package = ?1 OR subdomain = ?1", [name], |r| {
@@ -60,7 +88,7 @@ impl Store {
     }
 
     /// Every app, by package id.
-    pub fn apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+    fn apps(&self) -> Result<Vec<AppRecord>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached("SELECT package, record FROM apps ORDER BY package")?;
         let rows: Vec<(String, String)> =
@@ -69,12 +97,7 @@ impl Store {
     }
 
     /// Sets an app's state and error.
-    pub fn set_app_state(
-        &self,
-        package: &str,
-        state: AppState,
-        error: Option<String>,
-    ) -> Result<AppRecord, StoreError> {
+    fn set_app_state(&self, package: &str, state: AppState, error: Option<String>) -> Result<AppRecord, StoreError> {
         let mut app = self.app(package)?;
         app.state = state;
         app.error = error;
@@ -84,7 +107,7 @@ impl Store {
     }
 
     /// Removes an app's record and its traffic log.
-    pub fn delete_app(&self, package: &str) -> Result<(), StoreError> {
+    fn delete_app(&self, package: &str) -> Result<(), StoreError> {
         let conn = self.lock();
         conn.execute("DELETE FROM app_traffic WHERE app = ?1", [package])?;
         let n = conn.execute("DELETE FROM apps WHERE package = ?1", [package])?;
@@ -95,7 +118,7 @@ impl Store {
     }
 
     /// Appends traffic records of an app, keeping the newest `keep` of each verdict.
-    pub fn add_traffic(&self, app: &str, recs: &[TrafficRecord], keep: i64) -> Result<(), StoreError> {
+    fn add_traffic(&self, app: &str, recs: &[TrafficRecord], keep: i64) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         for r in recs {
@@ -120,7 +143,7 @@ impl Store {
     }
 
     /// An app's traffic after `after`, oldest first, at most `limit`.
-    pub fn traffic(&self, app: &str, after: i64, limit: u32) -> Result<Vec<TrafficRecord>, StoreError> {
+    fn traffic(&self, app: &str, after: i64, limit: u32) -> Result<Vec<TrafficRecord>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
             "SELECT seq, time, proto, source, dest, port, verdict FROM app_traffic WHERE app = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",

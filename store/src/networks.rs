@@ -1,7 +1,7 @@
 //! Network records.
 
 use super::{now, Store, StoreError};
-use crate::net::NetworkSpec;
+use den_core::net::NetworkSpec;
 use rusqlite::params;
 
 impl Store {

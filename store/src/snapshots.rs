@@ -56,7 +56,7 @@ mod tests {
     #[test]
     fn crud_and_cascade() {
         let s = Store::memory().unwrap();
-        s.insert_vm(&crate::store::vms::tests::record("web1")).unwrap();
+        s.insert_vm(&den_core::testkit::vm_record("web1")).unwrap();
         s.insert_snapshot("id-web1", "before", "pre-upgrade").unwrap();
         assert!(matches!(s.insert_snapshot("id-web1", "before", ""), Err(StoreError::Exists { .. })));
         assert_eq!(s.snapshots("id-web1").unwrap()[0].description, "pre-upgrade");

@@ -1,7 +1,7 @@
 //! The business OS's record (one JSON row, changed atomically) and its health checks.
 
 use super::{Store, StoreError};
-use crate::system::{HealthSample, SystemState};
+use den_core::system::{HealthSample, SystemState};
 use rusqlite::{params, OptionalExtension};
 
 const KEY: &str = "state";
@@ -75,7 +75,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::system::{Phase, Slot};
+    use den_core::system::{Phase, Slot};
 
     #[test]
     fn state_changes_are_all_or_nothing_and_health_is_bounded() {

@@ -140,12 +140,12 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The current schema version (0 for an empty database).
-pub fn version(conn: &Connection) -> Result<i64, StoreError> {
+pub(crate) fn version(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
 }
 
 /// Applies every migration the database has not seen.
-pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let known = MIGRATIONS.len() as i64;
     let found = version(conn)?;
     if found > known {
@@ -168,15 +168,15 @@ mod tests {
     fn migrates_once_and_refuses_newer_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        let s = crate::store::Store::open(&path).unwrap();
+        let s = crate::Store::open(&path).unwrap();
         assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
         drop(s);
-        let s = crate::store::Store::open(&path).unwrap();
+        let s = crate::Store::open(&path).unwrap();
         assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
         drop(s);
         let c = Connection::open(&path).unwrap();
         c.pragma_update(None, "user_version", 99).unwrap();
         drop(c);
-        assert!(matches!(crate::store::Store::open(&path), Err(StoreError::TooNew { found: 99, .. })));
+        assert!(matches!(crate::Store::open(&path), Err(StoreError::TooNew { found: 99, .. })));
     }
 }

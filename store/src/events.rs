@@ -23,7 +23,7 @@ pub struct Event {
 }
 
 /// Longest detail kept with an event: details may quote what a guest said, and the log is kept.
-pub const MAX_DETAIL: usize = 4096;
+pub(crate) const MAX_DETAIL: usize = 4096;
 
 /// `detail`, cut to [`MAX_DETAIL`] bytes (on a character boundary) with a mark when cut.
 fn bounded(detail: &str) -> std::borrow::Cow<'_, str> {
