@@ -1,8 +1,8 @@
 //! Den's record types and their validation, shared by every part of dend (and its clients):
 //! what a VM is ([`vm`]), its first-boot settings ([`firstboot`]), networks and NICs ([`net`]),
 //! users' roles and token scopes ([`users`]), and the business OS's recorded state ([`system`]).
-//! Pure data and pure functions: no I/O, no async, nothing of dend's services, so each layer
-//! above can depend on it.
+//! Pure data and pure functions (and [`new_id`]): no I/O, no async, nothing of dend's services, so
+//! each layer above can depend on it.
 
 pub mod firstboot;
 pub mod net;
@@ -37,4 +37,15 @@ pub fn valid_image_name(name: &str) -> bool {
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// A new random id (128 bits, hex) for a record (VM, task, app service).
+pub fn new_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::getrandom(&mut b).is_err() {
+        // Fall back to time and pid: ids need uniqueness, not secrecy.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        b = (t ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -2,7 +2,8 @@
 //! Data flows one way: [`api`] -> [`vms`] -> `den-engine` (its own crate) -> VM processes.
 //!
 //! - [`api`]: the REST API (`/api/v1/`), JSON errors with stable codes;
-//! - [`auth`]: roles, per-VM grants, API tokens, argon2id passwords, login rate limiting;
+//! - `den-auth` (crate `auth/`): accounts, per-VM grants, API tokens, sessions, argon2id
+//!   passwords, login and connection limits, and the one authorization function;
 //! - [`service`]: dend under systemd (readiness) and committing its own updates;
 //! - [`server`]: serving it on the local Unix socket (callers from peer credentials) and on
 //!   HTTPS (bearer tokens), with [`tls`] holding the certificate;
@@ -21,9 +22,7 @@
 
 pub mod api;
 pub mod apps;
-pub mod auth;
 pub mod config;
-pub mod conn_limit;
 pub mod docker;
 pub mod guest_http;
 pub mod metrics;

@@ -3,9 +3,9 @@
 //! present a bearer token.
 
 use crate::api::{self, Caller, Transport};
-use crate::conn_limit::{ConnLimits, ConnPermit};
 use crate::vms::Den;
 use axum::{Extension, Router};
+use den_auth::conn_limit::{ConnLimits, ConnPermit};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;

@@ -3,10 +3,11 @@
 
 use super::{ApiError, Caller};
 use crate::apps::AppTable;
-use crate::vms::{new_id, Den};
+use crate::vms::Den;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use den_core::new_id;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};

@@ -4,13 +4,13 @@
 //! middleware answers 401 or 403 before a handler runs.
 
 use super::{session, ApiError};
-use crate::auth::policy::{self, Action, VmAction};
-use crate::auth::{AuthError, Caller, Role};
 use crate::vms::Den;
 use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use den_auth::policy::{self, Action, VmAction};
+use den_auth::{AuthError, Caller, Role};
 use std::net::SocketAddr;
 use std::sync::Arc;
 

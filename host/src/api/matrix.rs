@@ -4,10 +4,10 @@
 //! changed row. The Docker socket's request classes are checked the same way.
 
 use super::auth::{authorize_for_test, need};
-use crate::auth::policy::{self, narrow};
-use crate::auth::{Caller, Role, TokenScope};
 use crate::vms::Den;
 use axum::http::Method;
+use den_auth::policy::{self, narrow};
+use den_auth::{Caller, Role, TokenScope};
 use std::sync::Arc;
 
 /// The callers, each with the VM that `{name}` stands for (and the task `{id}` on it):

@@ -29,8 +29,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use std::sync::Arc;
 
-pub use crate::auth::Caller;
 pub use auth::Transport;
+pub use den_auth::Caller;
 
 /// The API's routes.
 pub fn router(den: Arc<Den>) -> Router {

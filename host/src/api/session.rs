@@ -8,13 +8,13 @@ use super::auth::Transport;
 use super::body::Body;
 use super::users::Login;
 use super::ApiError;
-use crate::auth::accounts::SESSION_TTL;
-use crate::auth::{token, AuthError, Caller};
 use crate::vms::{Den, VmError};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use den_auth::accounts::SESSION_TTL;
+use den_auth::{token, AuthError, Caller};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -120,7 +120,7 @@ pub async fn console_ticket(
     let vm = den.store.vm(&name).map_err(VmError::from)?;
     let ticket = den.accounts.tickets.issue(&caller, &vm.id).map_err(|e| ApiError::from(AuthError::Unauthorized(e)))?;
     let url = format!("/api/v1/vms/{}/console/ws?ticket={ticket}", vm.spec.name);
-    Ok(Json(json!({"ticket": ticket, "url": url, "expires_in": crate::auth::ticket::TICKET_TTL.as_secs()})))
+    Ok(Json(json!({"ticket": ticket, "url": url, "expires_in": den_auth::ticket::TICKET_TTL.as_secs()})))
 }
 
 #[cfg(test)]

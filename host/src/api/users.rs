@@ -3,13 +3,13 @@
 use super::auth::Transport;
 use super::body::Body;
 use super::ApiError;
-use crate::auth::accounts::TokenRequest;
-use crate::auth::{AuthError, Caller, NewToken, Role};
 use crate::vms::{Den, VmError};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use den_auth::accounts::TokenRequest;
+use den_auth::{AuthError, Caller, NewToken, Role};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -226,7 +226,7 @@ pub async fn add_key(
     Path(name): Path<String>,
     Body(k): Body<NewKey>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let key = crate::auth::sshkey::SshKey::parse(&k.key)
+    let key = den_auth::sshkey::SshKey::parse(&k.key)
         .map_err(|message| ApiError::from(AuthError::Invalid(den_core::FieldError { field: "key", message })))?;
     den.store.insert_key(&name, &key.fingerprint, &key.line()).map_err(|e| ApiError::from(VmError::Store(e)))?;
     den.event(&c.user, "user.key_added", &name, &key.fingerprint);

@@ -2,12 +2,12 @@
 
 use super::body::Body;
 use super::{ApiError, Caller};
-use crate::auth::policy::{self, Action, VmAction};
 use crate::vms::Den;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use den_auth::policy::{self, Action, VmAction};
 use den_core::vm::VmSpec;
 use serde::Deserialize;
 use serde_json::json;
@@ -46,7 +46,7 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Vec<den_core::vm::VmRecord>>, ApiError> {
     let mut vms = den.store.vms()?;
-    if !caller.has(crate::auth::Role::Viewer) || caller.token.as_ref().is_some_and(|t| t.vms.is_some()) {
+    if !caller.has(den_auth::Role::Viewer) || caller.token.as_ref().is_some_and(|t| t.vms.is_some()) {
         vms.retain(|v| policy::authorize(&caller, &Action::Vm(v, VmAction::See)).is_ok());
     }
     Ok(Json(vms))

@@ -5,7 +5,8 @@
 use super::layout::{remove_tree, AppDirs, GuestDir};
 use super::{AppError, AppRecord, AppState};
 use crate::apps::AppTable;
-use crate::vms::{new_id, Den};
+use crate::vms::Den;
+use den_core::new_id;
 use den_lpk::Package;
 use den_store::now;
 use std::path::{Path, PathBuf};

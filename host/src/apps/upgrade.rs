@@ -6,7 +6,8 @@
 use super::layout::remove_tree;
 use super::{AppError, AppRecord, AppState};
 use crate::apps::AppTable;
-use crate::vms::{new_id, Den, TaskHandle};
+use crate::vms::{Den, TaskHandle};
+use den_core::new_id;
 use den_lpk::{Package, Version};
 use den_store::now;
 use std::path::PathBuf;

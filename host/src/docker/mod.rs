@@ -18,9 +18,9 @@ pub mod sandbox;
 pub mod saver;
 pub mod upstream;
 
-use crate::auth::Caller;
 use crate::config::DockerConfig;
 use crate::vms::Den;
+use den_auth::Caller;
 use hyper_util::rt::TokioIo;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -163,13 +163,13 @@ impl Bridge {
         let binds_shares =
             owned.binds.iter().any(|b| self.policy.shared.iter().any(|s| std::path::Path::new(b).starts_with(s)));
         let what = target.describe();
-        let action = crate::auth::policy::Action::DockerObject {
+        let action = den_auth::policy::Action::DockerObject {
             what: &what,
             owner: owned.owner.as_deref(),
             shared: owned.shared_image,
             binds_shares,
         };
-        crate::auth::policy::authorize(caller, &action).map_err(|d| format!("den: {d}"))?;
+        den_auth::policy::authorize(caller, &action).map_err(|d| format!("den: {d}"))?;
         Ok(Some(id).filter(|i| !i.is_empty()))
     }
 

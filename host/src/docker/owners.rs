@@ -3,7 +3,7 @@
 //! client's own value under any spelling is replaced, never trusted). A request that reaches an
 //! existing object ([`access`]) is decided on that object's owner and, for containers, on
 //! whether it binds a shared host folder ([`Owned`], looked up from dockerd before the request
-//! is forwarded), by [`crate::auth::policy::authorize`].
+//! is forwarded), by [`den_auth::policy::authorize`].
 
 use super::endpoint::unversioned;
 use super::policy::go_key_matches;
@@ -64,8 +64,8 @@ pub enum Access {
 
 /// The role a request needs before its objects are looked at: looking (a plain read) a
 /// viewer, what reaches everyone's objects an admin, everything else an operator.
-pub fn role_for(access: &Access, plain_read: bool) -> crate::auth::Role {
-    use crate::auth::Role;
+pub fn role_for(access: &Access, plain_read: bool) -> den_auth::Role {
+    use den_auth::Role;
     match access {
         Access::Look if plain_read => Role::Viewer,
         Access::Everyone(_) => Role::Admin,

@@ -52,7 +52,7 @@ fn load_or_make(path: &Path) -> Result<PrivateKey, KeyError> {
         return PrivateKey::read_openssh_file(path).map_err(|e| err(e.to_string()));
     }
     let mut seed = [0u8; 32];
-    crate::auth::token::getrandom(&mut seed).map_err(err)?;
+    den_auth::token::getrandom(&mut seed).map_err(err)?;
     let key = PrivateKey::from(russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&seed));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;

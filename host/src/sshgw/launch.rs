@@ -170,7 +170,7 @@ impl Gateway {
         let started = match reached.and_then(|()| self.vm.as_ref().ok_or_else(|| "den: no VM".to_string())) {
             Err(line) => Err(line),
             Ok(conn) => {
-                let id = crate::vms::new_id();
+                let id = den_core::new_id();
                 let record = SshSession {
                     id: id.clone(),
                     user: user.clone(),

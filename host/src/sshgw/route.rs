@@ -2,8 +2,8 @@
 //! (`alice+web1`) and the account in the guest (`web1:dev`); and whether the Den user may go
 //! there (operator on the VM, VM running).
 
-use crate::auth::policy::{self, Action, VmAction};
 use crate::vms::Den;
+use den_auth::policy::{self, Action, VmAction};
 use den_core::vm::{VmRecord, VmState};
 
 /// A parsed SSH user name.

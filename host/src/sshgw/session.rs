@@ -9,7 +9,7 @@ use super::upstream::Upstream;
 use crate::vms::Den;
 use den_agent_proto::{AgentClient, ForwardTarget};
 use den_core::vm::VmRecord;
-use russh::keys::{HashAlg, PrivateKey, PublicKey};
+use russh::keys::{PrivateKey, PublicKey};
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelWriteHalf, Pty, Sig};
 use std::collections::HashMap;
@@ -74,7 +74,7 @@ impl Gateway {
     /// (the key budget, or the password budget). A limited client is let in with nothing but the
     /// reason: every channel shows it and ends (a rejection would leave OpenSSH printing only
     /// "Permission denied").
-    fn limited(&mut self, user: Option<&str>, err: Result<(), crate::auth::AuthError>) -> bool {
+    fn limited(&mut self, user: Option<&str>, err: Result<(), den_auth::AuthError>) -> bool {
         if self.blocked.is_some() {
             return true;
         }
@@ -114,7 +114,7 @@ impl Gateway {
 
     /// The owner of `key` if it may log in as `ssh_user`.
     fn key_owner(&self, ssh_user: &str, key: &PublicKey) -> Option<String> {
-        let fp = key.fingerprint(HashAlg::Sha256).to_string();
+        let fp = fingerprint(key);
         let owner = self.den.store.key(&fp).ok().flatten()?.user;
         Target::parse(ssh_user).den_user.is_none_or(|u| u == owner).then_some(owner)
     }
@@ -125,6 +125,11 @@ impl Gateway {
             _ => None,
         }
     }
+}
+
+/// A client key's fingerprint, computed as stored keys' are ([`den_auth::sshkey::fingerprint`]).
+fn fingerprint(key: &PublicKey) -> String {
+    key.to_bytes().map(|blob| den_auth::sshkey::fingerprint(&blob)).unwrap_or_default()
 }
 
 impl russh::server::Handler for Gateway {
@@ -138,7 +143,7 @@ impl russh::server::Handler for Gateway {
         match self.key_owner(ssh_user, offer.public_key) {
             Some(_) => Ok(Auth::Accept),
             None => {
-                let fp = offer.public_key.fingerprint(HashAlg::Sha256);
+                let fp = fingerprint(offer.public_key);
                 self.failed(named.as_deref(), &format!("key {fp}"));
                 Ok(Auth::reject())
             }
@@ -173,7 +178,7 @@ impl russh::server::Handler for Gateway {
                 }
                 Ok(auth)
             }
-            Err(e @ (crate::auth::AuthError::RateLimited(_) | crate::auth::AuthError::Busy)) => {
+            Err(e @ (den_auth::AuthError::RateLimited(_) | den_auth::AuthError::Busy)) => {
                 self.limited(Some(&user), Err(e));
                 Ok(Auth::Accept)
             }
@@ -354,5 +359,23 @@ impl russh::server::Handler for Gateway {
             Err(e) => tracing::debug!(%e, %target, "direct-tcpip: the guest could not connect"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use russh::keys::{HashAlg, PublicKey};
+
+    #[test]
+    fn offered_keys_fingerprint_as_stored_keys_do() {
+        for line in [
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@laptop",
+            "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEezOmxkZMy7opKgwFB9nkt5YRrYMjNuG5N87uRgg6CLrbo5wAdT/y6v0mKV0U2w0WZ2YB/++Tpockg=",
+        ] {
+            let stored = den_auth::sshkey::SshKey::parse(line).unwrap();
+            let offered = PublicKey::from_openssh(line).unwrap();
+            assert_eq!(super::fingerprint(&offered), stored.fingerprint, "{line}");
+            assert_eq!(offered.fingerprint(HashAlg::Sha256).to_string(), stored.fingerprint, "{line}");
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! Create, start, stop, delete and exec, and the watcher that notices a VM process ending.
 
 use super::disks::DATA_DISK;
-use super::{conflict, new_id, Den, TaskHandle, VmError};
+use super::{conflict, Den, TaskHandle, VmError};
 use crate::net::NetError;
+use den_core::new_id;
 use den_core::vm::{EngineChoice, Kind, RestartPolicy, VmRecord, VmSpec, VmState};
 use den_engine::{self as engine, DiskSpec, EngineKind, LaunchSpec, Running};
 use den_store::now;

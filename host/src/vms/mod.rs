@@ -85,7 +85,7 @@ pub struct Den {
     /// Networking.
     pub net: Net,
     /// Users, logins and tokens.
-    pub accounts: crate::auth::Accounts,
+    pub accounts: den_auth::Accounts,
     /// Usage graphs of the host and the VMs.
     pub metrics: crate::metrics::Metrics,
     /// The Docker bridge's settings, when it is on (set at start).
@@ -181,19 +181,6 @@ fn conflict(vm: &den_core::vm::VmRecord, hint: &'static str) -> VmError {
 }
 
 const BUSY_HINT: &str = "a snapshot, rollback, clone or resize is in progress; try again when its task ends";
-
-/// A new random id (128 bits, hex).
-pub fn new_id() -> String {
-    let mut b = [0u8; 16];
-    // SAFETY: getrandom writes at most `len` bytes into the buffer.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n != b.len() as isize {
-        // Fall back to time and pid: ids need uniqueness, not secrecy.
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        b = (t ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 /// Longest text from a guest (its stderr, a key line) put into an error, a task log or an
 /// event: the tail, which is where errors are.

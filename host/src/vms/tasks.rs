@@ -3,7 +3,8 @@
 //! undone (create, clone, snapshot) can be cancelled: their long steps run through
 //! [`TaskHandle::cancellable`], and a cancelled step fails into the task's own cleanup.
 
-use super::{new_id, Den};
+use super::Den;
+use den_core::new_id;
 use den_store::TaskStatus;
 use std::future::Future;
 use std::sync::Arc;

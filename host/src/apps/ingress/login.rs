@@ -56,7 +56,7 @@ impl Logins {
     /// A new key for `user` and `package`, good for `ttl`.
     fn add(&self, user: &str, package: &str, ttl: Duration) -> Result<String, String> {
         let mut b = [0u8; 32];
-        crate::auth::token::getrandom(&mut b)?;
+        den_auth::token::getrandom(&mut b)?;
         let key = hex::encode(b);
         let mut m = self.lock();
         let now = Instant::now();
@@ -119,7 +119,7 @@ impl Codes {
 /// A new login state: 128 random bits as hex.
 pub fn new_state() -> Result<String, String> {
     let mut b = [0u8; 16];
-    crate::auth::token::getrandom(&mut b)?;
+    den_auth::token::getrandom(&mut b)?;
     Ok(hex::encode(b))
 }
 

@@ -232,8 +232,8 @@ pub fn narrow(
 
 #[cfg(test)]
 mod tests {
-    use super::super::TokenScope;
     use super::*;
+    use crate::TokenScope;
     use den_store::TaskStatus;
     use std::sync::Arc;
 

@@ -3,6 +3,7 @@
 //! request with everything needed to answer "may they?" without further lookups.
 
 pub mod accounts;
+pub mod conn_limit;
 pub mod limiter;
 pub mod password;
 pub mod policy;

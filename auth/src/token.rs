@@ -2,6 +2,7 @@
 //! bits of secret, of which only the SHA-256 is stored. Shown once, at creation.
 
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// A new token: (id, the whole token string, the hash to store).
 pub fn generate() -> Result<(String, String, String), String> {
@@ -26,19 +27,15 @@ pub fn digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// Compares two digests in time that does not depend on where they differ.
+/// Compares two secrets (digests, CSRF values) in time that does not depend on where they
+/// differ.
 pub fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// Fills `buf` from the kernel's random source.
 pub fn getrandom(buf: &mut [u8]) -> Result<(), String> {
-    // SAFETY: getrandom writes at most `len` bytes into the buffer.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n != buf.len() as isize {
-        return Err(format!("getrandom: {}", std::io::Error::last_os_error()));
-    }
-    Ok(())
+    getrandom::getrandom(buf).map_err(|e| format!("the kernel's random source: {e}"))
 }
 
 #[cfg(test)]

@@ -287,7 +287,7 @@ mod tests {
         assert!(matches!(acc.create_token(&store, &c, other), Err(AuthError::Forbidden(_))));
         store.delete_token(&ro.record.id).unwrap();
         assert!(matches!(acc.verify_token(&store, &ro.token), Err(AuthError::Unauthorized(_))), "revoked");
-        for _ in 0..super::super::limiter::MAX_FAILURES {
+        for _ in 0..crate::limiter::MAX_FAILURES {
             assert!(matches!(acc.login(&store, "alice", "wrong", "10.0.0.9").await, Err(AuthError::Unauthorized(_))));
         }
         assert!(matches!(
@@ -309,7 +309,7 @@ mod tests {
         let results = futures_util::future::join_all(guesses).await;
         let hashed = results.iter().filter(|r| matches!(r, Ok(Err(AuthError::Unauthorized(_))))).count();
         let limited = results.iter().filter(|r| matches!(r, Ok(Err(AuthError::RateLimited(_))))).count();
-        assert_eq!((hashed, limited), (super::super::limiter::MAX_FAILURES, 20 - super::super::limiter::MAX_FAILURES));
+        assert_eq!((hashed, limited), (crate::limiter::MAX_FAILURES, 20 - crate::limiter::MAX_FAILURES));
         assert!(acc.check_password(&store, "admin", "admin-password", "10.0.0.8").await.is_err(), "the user is spent");
         assert!(acc.key_login_allowed("10.0.0.7").is_ok());
         acc.failed_key_login("10.0.0.6");

@@ -16,6 +16,13 @@ const TYPES: [&str; 8] = [
     "ssh-dss",
 ];
 
+/// The SHA-256 fingerprint of a key's wire-format blob, as `ssh-keygen -l` prints it
+/// (`SHA256:` and unpadded base64). The one function for stored keys and for keys the SSH gateway
+/// is offered, so both always match.
+pub fn fingerprint(blob: &[u8]) -> String {
+    format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(blob)))
+}
+
 /// A parsed public key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshKey {
@@ -51,8 +58,7 @@ impl SshKey {
         if !inner || len_ok != Some(true) {
             return Err(format!("the key data is not a {kind} key"));
         }
-        let fp = base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(&raw));
-        Ok(SshKey { kind: kind.into(), blob: blob.into(), comment, fingerprint: format!("SHA256:{fp}") })
+        Ok(SshKey { kind: kind.into(), blob: blob.into(), comment, fingerprint: fingerprint(&raw) })
     }
 
     /// The `authorized_keys` line.
