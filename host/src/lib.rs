@@ -11,10 +11,11 @@
 //! - [`vms`]: the VM service (tasks, lifecycle, watchers, reconciliation after a restart);
 //! - [`system`]: the business OS: one always-on VM, A/B slots, health checks, updates that
 //!   commit or roll back by themselves;
-//! - [`apps`]: LPK apps (install, run as microVMs, uninstall), built on [`vms`] and [`net`];
+//! - [`apps`]: LPK apps (install, run as microVMs, uninstall), built on [`vms`] and `den-net`;
 //! - `den-engine` (crate `engine/`): starting, finding again, stopping VM processes (QEMU over
 //!   QMP, den-vmm);
-//! - [`net`]: bridges, TAPs, DHCP/DNS (dnsmasq), NAT, isolation and port forwards (nftables);
+//! - `den-net` (crate `net/`): bridges, TAPs, DHCP/DNS (dnsmasq), NAT, isolation and port
+//!   forwards (nftables);
 //! - `den-core` (crate `core/`): what a VM, a network, a role and the business OS's state are,
 //!   and their validation;
 //! - `den-store` (crate `store/`): the transactional state database (VMs, tasks, events);
@@ -26,7 +27,6 @@ pub mod config;
 pub mod docker;
 pub mod guest_http;
 pub mod metrics;
-pub mod net;
 pub mod paths;
 pub mod server;
 pub mod service;

@@ -23,7 +23,7 @@ struct Cli {
     #[arg(long, env = "DEN_IMAGE_STORE")]
     image_store: Option<PathBuf>,
     /// Subnet of the `default` network (its bridge is `den-default`, with NAT to the uplink).
-    #[arg(long, env = "DEN_SUBNET", default_value = den_host::net::DEFAULT_SUBNET)]
+    #[arg(long, env = "DEN_SUBNET", default_value = den_net::DEFAULT_SUBNET)]
     subnet: String,
     /// HTTPS address of the API (and later the web console); `off` serves only the Unix socket.
     #[arg(long, env = "DEN_LISTEN", default_value = "0.0.0.0:8006")]
@@ -47,7 +47,7 @@ async fn bind_recorded(den: &Den, addr: &str, flag: &str, record: &Path) -> anyh
         .await
         .with_context(|| format!("{flag} {addr}: cannot bind (is another dend, or Proxmox, using it?)"))?;
     let bound = tcp.local_addr()?;
-    den.net.reserve(den_host::net::Proto::Tcp, bound.port());
+    den.net.reserve(den_net::Proto::Tcp, bound.port());
     std::fs::write(record, bound.to_string()).with_context(|| format!("writing {}", record.display()))?;
     tracing::info!(addr = %bound, "{flag} listening");
     Ok(tcp)
@@ -112,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
     // dend's own ports are kept from port forwards before anything can make one.
     for addr in [&cli.listen, &cli.ssh_listen] {
         if let Some(port) = addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port()).filter(|p| *p != 0) {
-            den.net.reserve(den_host::net::Proto::Tcp, port);
+            den.net.reserve(den_net::Proto::Tcp, port);
         }
     }
     let booted = den.reconcile().await.context("reconciling the state left by the previous dend")?;

@@ -124,7 +124,7 @@ pub async fn list(State(den): State<Arc<Den>>) -> Result<Json<Value>, ApiError> 
 /// services sent more than the audit logs (`net::nft::AUDIT_RATE`).
 pub async fn get(State(den): State<Arc<Den>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let app = den.store.app(&name).map_err(crate::apps::AppError::from)?;
-    let unlogged = crate::net::nft::unlogged_of(&crate::net::nft::unlogged().await, &app.network);
+    let unlogged = den_net::nft::unlogged_of(&den_net::nft::unlogged().await, &app.network);
     let mut v = serde_json::to_value(app).unwrap_or_default();
     if let Some(o) = v.as_object_mut() {
         o.insert("traffic_unlogged".into(), unlogged.into());

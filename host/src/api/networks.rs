@@ -2,11 +2,11 @@
 
 use super::body::Body;
 use super::{ApiError, Caller};
-use crate::net::NetworkSpec;
 use crate::vms::{Den, VmError};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use den_net::NetworkSpec;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -27,7 +27,7 @@ pub async fn list(State(den): State<Arc<Den>>) -> Result<Json<Value>, ApiError> 
             let bridge = n.bridge();
             json!({"name": n.name, "subnet": n.subnet, "isolated": n.isolated, "bridge": bridge,
                    "host_ports": n.host_ports,
-                   "up": crate::net::link::index(&bridge).is_some(), "vms": vms})
+                   "up": den_net::link::index(&bridge).is_some(), "vms": vms})
         })
         .collect();
     Ok(Json(Value::Array(nets)))
@@ -39,7 +39,7 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     Body(spec): Body<NetworkSpec>,
 ) -> Result<(StatusCode, Json<NetworkSpec>), ApiError> {
-    den.net.create_network(&den.store, &spec, crate::net::By::Person).map_err(VmError::from)?;
+    den.net.create_network(&den.store, &spec, den_net::By::Person).map_err(VmError::from)?;
     den.event(&caller.user, "network.created", &spec.name, &spec.subnet);
     Ok((StatusCode::CREATED, Json(spec)))
 }
@@ -50,7 +50,7 @@ pub async fn delete(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    den.net.delete_network(&den.store, &name, crate::net::By::Person).map_err(VmError::from)?;
+    den.net.delete_network(&den.store, &name, den_net::By::Person).map_err(VmError::from)?;
     den.event(&caller.user, "network.deleted", &name, "");
     Ok(Json(json!({"deleted": name})))
 }

@@ -86,7 +86,7 @@ impl Den {
             let used = vms.iter().flat_map(|v| &v.nics).any(|n| n.network == net.name);
             if !claimed && !used {
                 tracing::info!(network = %net.name, "removing an app network no app has");
-                if let Err(e) = self.net.delete_network(&self.store, &net.name, crate::net::By::Den) {
+                if let Err(e) = self.net.delete_network(&self.store, &net.name, den_net::By::Den) {
                     tracing::warn!(network = %net.name, %e, "cannot remove an app network no app has");
                 }
             }

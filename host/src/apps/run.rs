@@ -6,11 +6,11 @@
 use super::services::{definitions, guest_dir};
 use super::{AppError, AppRecord, AppState};
 use crate::apps::AppTable;
-use crate::net::{AllocError, NetError, NetworkSpec};
 use crate::vms::{Den, TaskHandle};
 use den_core::vm::VmState;
 use den_lpk::plan::{Probe, ServicePlan};
 use den_lpk::route::Upstream;
+use den_net::{AllocError, NetError, NetworkSpec};
 use den_store::StoreError;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -92,7 +92,7 @@ impl Den {
                 audit: true,
                 host_ports: vec![],
             };
-            match self.net.create_network(&self.store, &spec, crate::net::By::Den) {
+            match self.net.create_network(&self.store, &spec, den_net::By::Den) {
                 Ok(()) => {
                     task.log(format!(
                         "network {name} ({}): isolated, {}, audited",
@@ -394,7 +394,7 @@ impl Den {
         if !app.network.is_empty() && self.net.networks(&self.store).map_err(err)?.iter().any(|n| n.name == app.network)
         {
             task.log(format!("deleting network {}", app.network));
-            self.net.delete_network(&self.store, &app.network, crate::net::By::Den).map_err(err)?;
+            self.net.delete_network(&self.store, &app.network, den_net::By::Den).map_err(err)?;
             self.net.sync(&self.store).await.map_err(err)?;
         }
         Ok(())

@@ -3,10 +3,10 @@
 //! A running VM is paused for the copy, so every copy is crash-consistent, like a power cut.
 
 use super::{conflict, invalid, Den, TaskHandle, VmError};
-use crate::net::NicRequest;
 use den_core::valid_name;
 use den_core::vm::{VmRecord, VmSpec, VmState};
 use den_engine as engine;
+use den_net::NicRequest;
 use den_store::{Snapshot, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -2,10 +2,10 @@
 
 use super::disks::DATA_DISK;
 use super::{conflict, Den, TaskHandle, VmError};
-use crate::net::NetError;
 use den_core::new_id;
 use den_core::vm::{EngineChoice, Kind, RestartPolicy, VmRecord, VmSpec, VmState};
 use den_engine::{self as engine, DiskSpec, EngineKind, LaunchSpec, Running};
+use den_net::NetError;
 use den_store::now;
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,7 +138,7 @@ impl Den {
         if self.store.vm(&spec.name).is_ok() {
             return Err(VmError::Store(den_store::StoreError::Exists { kind: "VM", name: spec.name }));
         }
-        let nics = self.net.allocate(&self.store, &id, &spec, crate::net::By::user(user))?;
+        let nics = self.net.allocate(&self.store, &id, &spec, den_net::By::user(user))?;
         let vm = VmRecord {
             id,
             engine,
@@ -330,7 +330,7 @@ impl Den {
 
     /// The kernel command line words that give the guest agent its first NIC's settings
     /// directly (no DHCP round trip at boot; the DHCP server hands out the same address).
-    fn net_cmdline(&self, nic: &crate::net::Nic) -> Result<String, VmError> {
+    fn net_cmdline(&self, nic: &den_net::Nic) -> Result<String, VmError> {
         let nets = self.net.networks(&self.store)?;
         let Some(net) = nets.iter().find(|x| x.name == nic.network) else {
             return Err(VmError::Net(NetError::Bad(nic.network.clone(), "not found".into())));

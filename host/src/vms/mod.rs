@@ -17,10 +17,10 @@ pub use isos::Iso;
 pub(crate) use lifecycle::{engine_for, BootFiles};
 pub use tasks::TaskHandle;
 
-use crate::net::{AllocError, Net, NetError};
 use crate::paths::Paths;
 use den_core::vm::Limits;
 use den_core::FieldError;
+use den_net::{AllocError, Net, NetError};
 use den_store::{Event, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -8,7 +8,7 @@
 //!   and what to do.
 
 use super::Den;
-use crate::net::PortForward;
+use den_net::PortForward;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;

@@ -24,7 +24,7 @@ pub const TABLE: &str = "den";
 /// bridge or a TAP, whatever the IPv6 sysctls become).
 pub const FAMILIES: [&str; 4] = ["ip", "bridge", "arp", "ip6"];
 
-/// The NFLOG group audited networks log to ([`crate::apps::audit`] reads it).
+/// The NFLOG group audited networks log to (the LPK host's traffic audit reads it).
 pub const AUDIT_GROUP: u16 = 3552;
 
 /// What the audit log prefix starts with: `den-audit <network> allow|deny `.
@@ -354,7 +354,7 @@ mod tests {
                 isolated: true,
                 internet: false,
                 audit: None,
-                host_ports: vec![crate::net::HostPort { port: 8006, proto: Proto::Tcp }],
+                host_ports: vec![crate::HostPort { port: 8006, proto: Proto::Tcp }],
             },
             RuleNet {
                 bridge: "den-a1".into(),
