@@ -118,8 +118,10 @@ async fn main() -> anyhow::Result<()> {
     let booted = den.reconcile().await.context("reconciling the state left by the previous dend")?;
     den.reconcile_apps().await.context("reconciling the apps left by the previous dend")?;
     // The business OS starts before every other VM.
+    let mut services = den_host::api::Services::new(den.clone());
     if let Some(sys) = cfg.system.clone() {
-        den_host::system::System::start(&den, sys).map_err(|e| anyhow::anyhow!("[system]: {e}"))?;
+        let supervisor = den_host::system::System::start(&den, sys).map_err(|e| anyhow::anyhow!("[system]: {e}"))?;
+        services.system = Some(supervisor);
     }
     if booted {
         tracing::info!("the host booted since dend last ran: starting autostart VMs");
@@ -135,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
         let listener = den_host::docker::bind(&path)
             .with_context(|| format!("binding the Docker socket {} ([docker] socket)", path.display()))?;
         tracing::info!(socket = %path.display(), "Docker socket listening");
-        let _ = den.docker.set(den_host::docker::Status::new(&cfg.docker, &path));
+        services.docker = Some(den_host::docker::Status::new(&cfg.docker, &path));
         let b = den_host::docker::Bridge::new(den.clone(), &cfg.docker);
         bridge = Some(b.clone());
         tokio::spawn(den_host::docker::serve(b, listener));
@@ -143,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
     if cli.listen != "off" {
         let tls = den_host::tls::server_config(&paths.data).context("loading dend's TLS certificate")?;
         let tcp = bind_recorded(&den, &cli.listen, "--listen", &paths.run.join("https.addr")).await?;
-        tokio::spawn(den_host::server::serve_https(den.clone(), tcp, tls));
+        tokio::spawn(den_host::server::serve_https(services.clone(), tcp, tls));
     }
     if cli.ssh_listen != "off" {
         let key = den_host::sshgw::host_key(&paths.data).context("the SSH gateway's host key")?;
@@ -158,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        () = den_host::server::serve_unix(den, unix) => {}
+        () = den_host::server::serve_unix(services, unix) => {}
         _ = term.recv() => tracing::info!("SIGTERM: stopping (VMs keep running)"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping (VMs keep running)"),
     }

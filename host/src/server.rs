@@ -2,8 +2,7 @@
 //! peer credentials (root, and dend's own user, are the local admin), and on HTTPS, where callers
 //! present a bearer token.
 
-use crate::api::{self, Caller, Transport};
-use crate::vms::Den;
+use crate::api::{self, Caller, Services, Transport};
 use axum::{Extension, Router};
 use den_auth::conn_limit::{ConnLimits, ConnPermit};
 use hyper_util::rt::TokioIo;
@@ -66,8 +65,8 @@ pub fn bind_socket(path: &Path, mode: u32) -> std::io::Result<std::os::unix::net
 }
 
 /// Serves the Unix socket until the process ends.
-pub async fn serve_unix(den: Arc<Den>, listener: UnixListener) {
-    let router = api::router(den);
+pub async fn serve_unix(services: Services, listener: UnixListener) {
+    let router = api::router(services);
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     loop {
@@ -90,10 +89,10 @@ pub async fn serve_unix(den: Arc<Den>, listener: UnixListener) {
 
 /// What the HTTPS port serves: LPK apps on their host names and under `/apps/`, the API under
 /// `/api/`, the web console everywhere else.
-pub fn https_router(den: Arc<Den>) -> Router {
+pub fn https_router(services: Services) -> Router {
     use tower::ServiceExt;
-    let apps = crate::apps::ingress::Ingress::new(den.clone());
-    let api = api::router(den);
+    let apps = crate::apps::ingress::Ingress::new(services.den.clone());
+    let api = api::router(services);
     let web = Router::new().fallback(axum::routing::get(crate::web::serve));
     Router::new().fallback_service(tower::service_fn(move |req: axum::extract::Request| {
         let (apps, api, web) = (apps.clone(), api.clone(), web.clone());
@@ -109,8 +108,8 @@ pub fn https_router(den: Arc<Den>) -> Router {
 
 /// Serves HTTPS on `listener` with `tls` until the process ends. A handshake gets 10 s, the
 /// headers of each request [`HEAD_TIMEOUT`]; connections are capped ([`HTTPS_MAX_CONNECTIONS`]).
-pub async fn serve_https(den: Arc<Den>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
-    let router = https_router(den);
+pub async fn serve_https(services: Services, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
+    let router = https_router(services);
     let limits = ConnLimits::new(HTTPS_MAX_CONNECTIONS.0, HTTPS_MAX_CONNECTIONS.1);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {

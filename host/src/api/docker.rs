@@ -1,17 +1,16 @@
 //! `/api/v1/docker`: where the Docker socket is and how its sandbox VM is doing.
 
-use crate::vms::Den;
+use super::Services;
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 /// `GET /api/v1/docker`: the socket, the sandbox VM and its state, and the policy's settings.
-pub async fn status(State(den): State<Arc<Den>>) -> Json<Value> {
-    let Some(d) = den.docker.get() else {
+pub async fn status(State(services): State<Services>) -> Json<Value> {
+    let Some(d) = services.docker.as_ref() else {
         return Json(json!({"enabled": false}));
     };
-    let state = den.store.vm(&d.vm).map(|v| v.state.as_str()).unwrap_or("not created yet");
+    let state = services.den.store.vm(&d.vm).map(|v| v.state.as_str()).unwrap_or("not created yet");
     Json(json!({
         "enabled": true,
         "socket": d.socket,

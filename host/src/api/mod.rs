@@ -32,8 +32,33 @@ use std::sync::Arc;
 pub use auth::Transport;
 pub use den_auth::Caller;
 
+/// What the API's handlers reach: the VM service and the parts that run beside it. Handlers that
+/// need only the VM service take `State<Arc<Den>>`.
+#[derive(Clone)]
+pub struct Services {
+    /// The VM service.
+    pub den: Arc<Den>,
+    /// The business OS's supervisor, when `[system]` is configured.
+    pub system: Option<Arc<crate::system::System>>,
+    /// The Docker bridge's settings, when it is on.
+    pub docker: Option<crate::docker::Status>,
+}
+
+impl Services {
+    /// The VM service alone (no business OS, no Docker bridge).
+    pub fn new(den: Arc<Den>) -> Services {
+        Services { den, system: None, docker: None }
+    }
+}
+
+impl axum::extract::FromRef<Services> for Arc<Den> {
+    fn from_ref(services: &Services) -> Arc<Den> {
+        services.den.clone()
+    }
+}
+
 /// The API's routes.
-pub fn router(den: Arc<Den>) -> Router {
+pub fn router(services: Services) -> Router {
     Router::new()
         .route("/api/v1/host", get(host))
         .route("/api/v1/host/metrics", get(metrics::host))
@@ -93,9 +118,9 @@ pub fn router(den: Arc<Den>) -> Router {
         .fallback(|| async {
             ApiError::new(axum::http::StatusCode::NOT_FOUND, "no_route", "no such API path; see /api/v1/host")
         })
-        .layer(axum::middleware::from_fn_with_state(den.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(services.den.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn(error::json_errors))
-        .with_state(den)
+        .with_state(services)
 }
 
 async fn host(State(den): State<Arc<Den>>) -> Json<serde_json::Value> {

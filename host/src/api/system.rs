@@ -1,14 +1,13 @@
 //! `/api/v1/system`: the business OS's status, updates and rollbacks.
 
+use super::Services;
 use super::{ApiError, Caller};
-use crate::system::SystemError;
-use crate::vms::Den;
+use crate::system::{configured, SystemError};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 impl From<SystemError> for ApiError {
     fn from(e: SystemError) -> ApiError {
@@ -33,8 +32,8 @@ pub struct StatusQuery {
 }
 
 /// `GET /api/v1/system`: slots, phase, updates with their steps and outcomes, recent checks.
-pub async fn status(State(den): State<Arc<Den>>, Query(q): Query<StatusQuery>) -> Result<Json<Value>, ApiError> {
-    let s = den.system_status(q.health.unwrap_or(20).min(2000))?;
+pub async fn status(State(services): State<Services>, Query(q): Query<StatusQuery>) -> Result<Json<Value>, ApiError> {
+    let s = configured(services.system.as_ref())?.status(&services.den, q.health.unwrap_or(20).min(2000))?;
     Ok(Json(serde_json::to_value(s).unwrap_or_default()))
 }
 
@@ -48,11 +47,11 @@ pub struct UpdateBody {
 
 /// `POST /api/v1/system/update`: writes the image into the inactive slot and puts it on trial.
 pub async fn update(
-    State(den): State<Arc<Den>>,
+    State(services): State<Services>,
     Extension(caller): Extension<Caller>,
     super::body::Body(b): super::body::Body<UpdateBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let (task, update) = den.system_update(&b.image, &caller.user)?;
+    let (task, update) = configured(services.system.as_ref())?.update(&services.den, &b.image, &caller.user)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"task": task, "location": format!("/api/v1/tasks/{task}"), "update": update})),
@@ -61,9 +60,9 @@ pub async fn update(
 
 /// `POST /api/v1/system/rollback`: ends a trial, or goes back to the other slot's OS.
 pub async fn rollback(
-    State(den): State<Arc<Den>>,
+    State(services): State<Services>,
     Extension(caller): Extension<Caller>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let update = den.system_rollback(&caller.user)?;
+    let update = configured(services.system.as_ref())?.rollback(&services.den, &caller.user)?;
     Ok((StatusCode::ACCEPTED, Json(json!({"update": update}))))
 }

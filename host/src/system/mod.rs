@@ -18,14 +18,20 @@ pub use health::HttpCheck;
 pub use den_core::system::{HealthSample, Outcome, Phase, Slot, SlotInfo, SystemState, Update};
 pub use supervisor::System;
 
-use crate::vms::{Den, VmError};
+use crate::vms::{BootFiles, Den, VmError, VmKeeper};
 use den_core::vm::{Kind, VmRecord};
 use den_store::StoreError;
 use serde::Serialize;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Who Den's own actions on the system VM are recorded as.
 const DEND: &str = "dend";
+
+/// How long other VMs wait for the business OS's first start.
+const FIRST_START: Duration = Duration::from_secs(600);
 
 /// Failures of the business OS's operations.
 #[derive(Debug, thiserror::Error)]
@@ -72,23 +78,46 @@ pub struct Status {
     pub rules: serde_json::Value,
 }
 
-impl Den {
-    /// The business OS's supervisor, when `[system]` is configured.
-    pub fn system(&self) -> Result<&Arc<System>, SystemError> {
-        self.system.get().ok_or(SystemError::NotConfigured)
+/// The supervisor, when `[system]` is configured: what the API answers with when it is not.
+pub fn configured(system: Option<&Arc<System>>) -> Result<&Arc<System>, SystemError> {
+    system.ok_or(SystemError::NotConfigured)
+}
+
+impl System {
+    /// The business OS's status, with the newest `health` checks.
+    pub fn status(&self, den: &Den, health: u32) -> Result<Status, SystemError> {
+        let (state, problem) = match den.store.vm(self.name()) {
+            Ok(vm) => (vm.state.as_str().to_string(), None),
+            Err(StoreError::NotFound { .. }) => ("missing".to_string(), self.problem()),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Status {
+            vm: self.name().to_string(),
+            state,
+            problem,
+            record: den.store.system_state()?,
+            health: den.store.health(health)?,
+            rules: self.rules_json(),
+        })
+    }
+}
+
+/// The supervisor keeps the business OS's VM: the VM service asks it what to boot, tells it of
+/// exits, and leaves deletion and restarts to it.
+impl VmKeeper for System {
+    fn label(&self) -> String {
+        format!("the business OS `{}`", self.name())
     }
 
-    /// Whether `vm` is the business OS Den runs (which only `[system]` may remove).
-    pub(crate) fn is_managed_system_vm(&self, vm: &VmRecord) -> bool {
-        vm.spec.kind == Kind::System && self.system.get().is_some_and(|s| s.name() == vm.spec.name)
+    fn keeps(&self, vm: &VmRecord) -> bool {
+        vm.spec.kind == Kind::System && self.name() == vm.spec.name
     }
 
-    /// The boot of the business OS: the kernel, initramfs and read-only root disk of the slot
-    /// the record says (the trial's, else the active one), then the data disk. Records which
-    /// slot this boot uses.
-    pub(crate) fn system_boot(&self, vm: &VmRecord) -> Result<crate::vms::BootFiles, String> {
-        let dir = self.paths.vm_data(&vm.id);
-        let boot = self
+    /// The kernel, initramfs and read-only root disk of the slot the record says (the trial's,
+    /// else the active one), then the data disk. Records which slot this boot uses.
+    fn boot_files(&self, den: &Den, vm: &VmRecord) -> Result<BootFiles, String> {
+        let dir = den.paths.vm_data(&vm.id);
+        let boot = den
             .store
             .modify_system(|st| {
                 let slot = st.boot_slot();
@@ -110,25 +139,19 @@ impl Den {
             disks.push(den_engine::DiskSpec { path: data, read_only: false });
         }
         let cmdline = format!("{} den.slot={}", info.cmdline, slot.as_str());
-        Ok(crate::vms::BootFiles { kernel, initrd, cmdline, disks })
+        Ok(BootFiles { kernel, initrd, cmdline, disks })
     }
 
-    /// The business OS's status, with the newest `health` checks.
-    pub fn system_status(&self, health: u32) -> Result<Status, SystemError> {
-        let sys = self.system()?;
-        let (state, problem) = match self.store.vm(sys.name()) {
-            Ok(vm) => (vm.state.as_str().to_string(), None),
-            Err(StoreError::NotFound { .. }) => ("missing".to_string(), sys.problem()),
-            Err(e) => return Err(e.into()),
-        };
-        Ok(Status {
-            vm: sys.name().to_string(),
-            state,
-            problem,
-            record: self.store.system_state()?,
-            health: self.store.health(health)?,
-            rules: sys.rules_json(),
-        })
+    fn exited(&self, _vm: &VmRecord) {
+        self.wake();
+    }
+
+    fn delete_refusal(&self, _vm: &VmRecord) -> &'static str {
+        "it is the business OS: remove [system] from den.toml and restart dend first"
+    }
+
+    fn before_autostart(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.first_turn_done(FIRST_START))
     }
 }
 

@@ -76,10 +76,10 @@ impl System {
         });
         if let Ok(vm) = den.store.vm(&sys.cfg.name).map_err(|e| e.to_string()) {
             if vm.spec.kind == Kind::System {
-                den.reconcile_system(&vm.spec.name, &den.paths.vm_data(&vm.id)).map_err(|e| e.to_string())?;
+                System::reconcile(den, &vm.spec.name, &den.paths.vm_data(&vm.id)).map_err(|e| e.to_string())?;
             }
         }
-        den.system.set(sys.clone()).map_err(|_| "the business OS is supervised already".to_string())?;
+        den.add_keeper(sys.clone())?;
         tokio::spawn(sys.clone().run(den.clone()));
         Ok(sys)
     }

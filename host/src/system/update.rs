@@ -4,7 +4,7 @@
 //! short while writing is marked failed and its half-written slot removed.
 
 use super::slots;
-use super::SystemError;
+use super::{System, SystemError};
 use crate::vms::Den;
 use den_core::system::{abort_trial, Outcome, Phase, Slot, SystemState, Update};
 use den_store::now_ms;
@@ -40,20 +40,20 @@ fn busy(phase: &Phase) -> SystemError {
     })
 }
 
-impl Den {
+impl System {
     /// Starts an update to image `image`: the task writes it into the inactive slot, then the
     /// new OS goes on trial. Returns the task and the update's number.
-    pub fn system_update(self: &Arc<Self>, image: &str, user: &str) -> Result<(String, u64), SystemError> {
-        let sys = self.system()?.clone();
-        let vm = self.store.vm(sys.name()).map_err(|_| SystemError::NoVm(sys.name().into()))?;
-        let img = self.images()?.image(image).map_err(|e| SystemError::Image(e.to_string()))?.ok_or_else(|| {
+    pub fn update(self: &Arc<Self>, den: &Arc<Den>, image: &str, user: &str) -> Result<(String, u64), SystemError> {
+        let sys = self.clone();
+        let vm = den.store.vm(sys.name()).map_err(|_| SystemError::NoVm(sys.name().into()))?;
+        let img = den.images()?.image(image).map_err(|e| SystemError::Image(e.to_string()))?.ok_or_else(|| {
             SystemError::Image(format!(
                 "image `{image}` not found; `den image build <spec.yml>` builds it, `den image ls` lists images"
             ))
         })?;
         let label = slots::info_of(&img).map_err(SystemError::Image)?.label();
         let now = now_ms();
-        let (update, slot) = self.store.modify_system(|st| {
+        let (update, slot) = den.store.modify_system(|st| {
             if st.phase != Phase::Steady {
                 return Err(busy(&st.phase));
             }
@@ -65,16 +65,18 @@ impl Den {
             st.phase = Phase::Writing { update: id, slot };
             Ok::<_, SystemError>((id, slot))
         })?;
-        let (den, name) = (self.clone(), sys.name().to_string());
-        let dir = self.paths.vm_data(&vm.id);
-        let task = self.spawn_task("system.update", &name, user, move |task| async move {
+        let name = sys.name().to_string();
+        let dir = den.paths.vm_data(&vm.id);
+        let worker = den.clone();
+        let task = den.spawn_task("system.update", &name, user, move |task| async move {
             let t = std::time::Instant::now();
             let written =
-                async { slots::write(&den.images().map_err(|e| e.to_string())?, &img, &dir, slot, &task).await };
+                async { slots::write(&worker.images().map_err(|e| e.to_string())?, &img, &dir, slot, &task).await };
             match written.await {
                 Ok(info) => {
                     let secs = t.elapsed().as_secs_f64();
-                    den.store
+                    worker
+                        .store
                         .modify_system(|st| {
                             if st.phase != (Phase::Writing { update, slot }) {
                                 return Err(SystemError::Busy(format!(
@@ -103,7 +105,7 @@ impl Den {
                 }
                 Err(e) => {
                     let _ = slots::clear(&dir, slot);
-                    let _ = den.store.modify_system(|st| {
+                    let _ = worker.store.modify_system(|st| {
                         st.phase = Phase::Steady;
                         if let Some(u) = st.update_mut(update) {
                             u.end(now_ms(), Outcome::Failed, &format!("writing the slot failed: {e}"));
@@ -114,16 +116,16 @@ impl Den {
                 }
             }
         })?;
-        self.event(user, "system.update_started", &name, &format!("update {update}: {label}"));
+        den.event(user, "system.update_started", &name, &format!("update {update}: {label}"));
         Ok((task, update))
     }
 
     /// Rolls back by hand: ends a trial, or puts the OS of the other slot on trial again.
     /// Returns the update's number.
-    pub fn system_rollback(&self, user: &str) -> Result<u64, SystemError> {
-        let sys = self.system()?;
+    pub fn rollback(&self, den: &Den, user: &str) -> Result<u64, SystemError> {
+        let sys = self;
         let now = now_ms();
-        let id = self.store.modify_system(|st| match st.phase.clone() {
+        let id = den.store.modify_system(|st| match st.phase.clone() {
             Phase::Trial { update, .. } => {
                 abort_trial(st, now, user);
                 Ok(update)
@@ -153,14 +155,14 @@ impl Den {
             other => Err(busy(&other)),
         })?;
         sys.wake();
-        self.event(user, "system.rollback", sys.name(), &format!("update {id}"));
+        den.event(user, "system.rollback", sys.name(), &format!("update {id}"));
         Ok(id)
     }
 
     /// After a restart of dend: an update that was writing its slot is failed and the slot's
     /// files removed, as are slot files no record names (a write cut short before its record).
-    pub(super) fn reconcile_system(&self, name: &str, vm_data: &std::path::Path) -> Result<(), SystemError> {
-        let cut = self.store.modify_system(|st| {
+    pub(super) fn reconcile(den: &Den, name: &str, vm_data: &std::path::Path) -> Result<(), SystemError> {
+        let cut = den.store.modify_system(|st| {
             let Phase::Writing { update, slot } = st.phase else { return Ok::<_, SystemError>(None) };
             st.phase = Phase::Steady;
             st.set_slot(slot, None);
@@ -171,14 +173,14 @@ impl Den {
         })?;
         if let Some(u) = cut {
             tracing::warn!(update = u, "a business OS update was cut short while writing its slot");
-            self.event(
+            den.event(
                 "dend",
                 "system.update_failed",
                 name,
                 &format!("update {u}: dend stopped while writing the slot"),
             );
         }
-        let st = self.store.system_state()?;
+        let st = den.store.system_state()?;
         for slot in [Slot::A, Slot::B] {
             let d = slots::dir(vm_data, slot);
             let partial = d.with_extension("partial");
@@ -231,7 +233,7 @@ mod tests {
             .unwrap();
         std::fs::create_dir_all(slots::dir(&vm_data, Slot::B).with_extension("partial")).unwrap();
         std::fs::create_dir_all(slots::dir(&vm_data, Slot::A)).unwrap();
-        den.reconcile_system("system", &vm_data).unwrap();
+        System::reconcile(&den, "system", &vm_data).unwrap();
         let st = den.store.system_state().unwrap();
         assert_eq!((st.phase, st.b.is_none(), st.updates[0].outcome), (Phase::Steady, true, Outcome::Failed));
         assert!(st.updates[0].why.contains("dend stopped while it was writing"));
@@ -243,16 +245,16 @@ mod tests {
     async fn rollback_by_hand_needs_a_previous_os_and_no_update_under_way() {
         let dir = tempfile::tempdir().unwrap();
         let den = den(dir.path());
-        assert!(matches!(den.system_rollback("root"), Err(SystemError::NotConfigured)));
+        assert!(matches!(crate::system::configured(None), Err(SystemError::NotConfigured)));
         let cfg = crate::config::SystemConfig { name: "os".into(), ..Default::default() };
-        crate::system::System::start(&den, cfg).unwrap();
+        let sys = crate::system::System::start(&den, cfg).unwrap();
         den.store
             .modify_system(|st| {
                 st.a = Some(info());
                 Ok::<_, SystemError>(())
             })
             .unwrap();
-        let e = den.system_rollback("root").unwrap_err().to_string();
+        let e = sys.rollback(&den, "root").unwrap_err().to_string();
         assert!(e.contains("slot B holds no OS"), "{e}");
         den.store
             .modify_system(|st| {
@@ -260,14 +262,14 @@ mod tests {
                 Ok::<_, SystemError>(())
             })
             .unwrap();
-        let id = den.system_rollback("root").unwrap();
+        let id = sys.rollback(&den, "root").unwrap();
         let st = den.store.system_state().unwrap();
         assert!(matches!(st.phase, Phase::Trial { slot: Slot::B, update, .. } if update == id));
         assert_eq!(st.updates[0].kind, "rollback");
-        let e = den.system_rollback("ann").unwrap();
+        let e = sys.rollback(&den, "ann").unwrap();
         assert_eq!(e, id, "a second rollback ends the trial");
         assert!(matches!(den.store.system_state().unwrap().phase, Phase::RollingBack { .. }));
-        let e = den.system_rollback("ann").unwrap_err().to_string();
+        let e = sys.rollback(&den, "ann").unwrap_err().to_string();
         assert!(e.contains("is rolling back"), "{e}");
     }
 }

@@ -33,17 +33,14 @@ pub fn boot_order(vms: &[VmRecord]) -> Vec<&VmRecord> {
     v
 }
 
-/// How long other VMs wait for the business OS's first start.
-const SYSTEM_FIRST: Duration = Duration::from_secs(600);
-
 impl Den {
-    /// Starts the autostart VMs in [`boot_order`], in the background, once the business OS
-    /// (if any) has been started.
+    /// Starts the autostart VMs in [`boot_order`], in the background, once every keeper of
+    /// special VMs (the business OS's supervisor) lets them.
     pub fn autostart(self: &Arc<Self>) {
         let den = self.clone();
         tokio::spawn(async move {
-            if let Some(sys) = den.system.get() {
-                sys.first_turn_done(SYSTEM_FIRST).await;
+            for keeper in den.keepers() {
+                keeper.before_autostart().await;
             }
             let Ok(vms) = den.store.vms() else { return };
             let order: Vec<String> = boot_order(&vms).iter().map(|v| v.spec.name.clone()).collect();

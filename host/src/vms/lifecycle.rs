@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// What a boot uses besides the VM's settings.
-pub(crate) struct BootFiles {
+pub struct BootFiles {
     /// The kernel.
     pub kernel: std::path::PathBuf,
     /// The initramfs.
@@ -271,11 +271,11 @@ impl Den {
         if vm.spec.iso.is_some() {
             return self.firmware_launch_spec(vm);
         }
-        let boot = match (vm.spec.kind, self.is_managed_system_vm(vm)) {
-            (_, true) => self.system_boot(vm)?,
+        let boot = match (vm.spec.kind, self.keeper_of(vm)) {
+            (_, Some(keeper)) => keeper.boot_files(self, vm)?,
             // Its OS lives in slots only its supervisor knows; the image's own boot would take
             // the data disk for a root disk.
-            (Kind::System, false) => {
+            (Kind::System, None) => {
                 return Err(format!(
                     "VM `{}` is a business OS that no [system] section in den.toml names: put it back to run it",
                     vm.spec.name
@@ -423,11 +423,11 @@ impl Den {
                 return; // a newer process took over
             }
             den.event("dend", "vm.exited", &vm.spec.name, "the VM's engine process ended by itself");
-            // The business OS's supervisor decides what an exit means (a crash, a failed boot).
-            if let Some(sys) = den.system.get().filter(|_| den.is_managed_system_vm(&vm)) {
+            // Its keeper (the business OS's supervisor) decides what an exit means.
+            if let Some(keeper) = den.keeper_of(&vm) {
                 let _ = den.store.set_vm_state(&id, VmState::Crashed, None);
                 den.net.unplug(&vm).await;
-                sys.wake();
+                keeper.exited(&vm);
                 return;
             }
             let restart = matches!(vm.spec.restart, RestartPolicy::Always | RestartPolicy::OnFailure);
@@ -515,8 +515,8 @@ impl Den {
     pub fn delete(self: &Arc<Self>, name: &str, user: &str) -> Result<String, VmError> {
         let vm = self.store.vm(name)?;
         self.not_busy(&vm)?;
-        if self.is_managed_system_vm(&vm) {
-            return Err(conflict(&vm, "it is the business OS: remove [system] from den.toml and restart dend first"));
+        if let Some(keeper) = self.keeper_of(&vm) {
+            return Err(conflict(&vm, keeper.delete_refusal(&vm)));
         }
         if !matches!(vm.state, VmState::Stopped | VmState::Crashed) {
             return Err(conflict(&vm, "stop it first (`den vm stop`)"));

@@ -7,6 +7,7 @@ mod disks;
 mod firstboot;
 mod guest_sshd;
 mod isos;
+mod keeper;
 mod lifecycle;
 pub mod net_watch;
 mod reconcile;
@@ -14,7 +15,9 @@ mod tasks;
 
 pub(crate) use disks::{copy_disk, make_data_disk, DATA_DISK};
 pub use isos::Iso;
-pub(crate) use lifecycle::{engine_for, BootFiles};
+pub use keeper::VmKeeper;
+pub(crate) use lifecycle::engine_for;
+pub use lifecycle::BootFiles;
 pub use tasks::TaskHandle;
 
 use crate::paths::Paths;
@@ -88,14 +91,12 @@ pub struct Den {
     pub accounts: den_auth::Accounts,
     /// Usage graphs of the host and the VMs.
     pub metrics: crate::metrics::Metrics,
-    /// The Docker bridge's settings, when it is on (set at start).
-    pub docker: std::sync::OnceLock<crate::docker::Status>,
     /// The SSH gateway's public key (set at start), installed in guests for their sshd.
     pub gateway_key: std::sync::OnceLock<String>,
     /// `[apps]` of den.toml (set at start; the defaults until then).
     pub apps_config: std::sync::OnceLock<crate::config::AppsConfig>,
-    /// The business OS's supervisor, when `[system]` is configured (set at start).
-    pub system: std::sync::OnceLock<Arc<crate::system::System>>,
+    /// Owners of special VMs (the business OS's supervisor), registered at start.
+    keepers: Mutex<Vec<Arc<dyn VmKeeper>>>,
     events: broadcast::Sender<Event>,
     /// VMs whose process is being stopped or replaced on purpose (the watcher must not treat
     /// the exit as a crash).
@@ -118,10 +119,9 @@ impl Den {
             net,
             accounts: Default::default(),
             metrics: Default::default(),
-            docker: Default::default(),
             gateway_key: Default::default(),
             apps_config: Default::default(),
-            system: Default::default(),
+            keepers: Mutex::default(),
             events,
             expected_exit: Mutex::new(HashMap::new()),
             busy: Mutex::default(),

@@ -48,7 +48,7 @@ impl Den {
                 }
                 (VmState::Stopped | VmState::Crashed, None) => {}
                 // The business OS's supervisor takes it from here (its restarts count boots).
-                (_, _) if self.is_managed_system_vm(&vm) => {
+                (_, _) if self.keeper_of(&vm).is_some() => {
                     self.store.set_vm_state(&vm.id, VmState::Crashed, None)?;
                     self.event("dend", "vm.exited", &vm.spec.name, "its engine process ended while dend was away");
                     self.net.unplug(&vm).await;
