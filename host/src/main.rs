@@ -104,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
     // Guests get the gateway's key at first boot, also those autostarted by the reconcile below.
     let client_key = den_host::sshgw::client_key(&paths.data).context("the SSH gateway's key for guests")?;
     let _ = den.gateway_key.set(den_host::sshgw::public_line(&client_key));
-    let _ = den.apps_config.set(cfg.apps.clone());
+    let apps = den_host::apps::Apps::new(den.clone(), cfg.apps.clone());
     let _ = std::fs::remove_file(paths.run.join("https.addr"));
     let _ = std::fs::remove_file(paths.run.join("ssh.addr"));
     // Bound first: it also refuses to run next to another dend on the same directories.
@@ -116,9 +116,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let booted = den.reconcile().await.context("reconciling the state left by the previous dend")?;
-    den.reconcile_apps().await.context("reconciling the apps left by the previous dend")?;
+    apps.reconcile_apps().await.context("reconciling the apps left by the previous dend")?;
     // The business OS starts before every other VM.
-    let mut services = den_host::api::Services::new(den.clone());
+    let mut services = den_host::api::Services::new(den.clone(), apps.clone());
     if let Some(sys) = cfg.system.clone() {
         let supervisor = den_host::system::System::start(&den, sys).map_err(|e| anyhow::anyhow!("[system]: {e}"))?;
         services.system = Some(supervisor);

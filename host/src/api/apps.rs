@@ -2,7 +2,7 @@
 //! traffic audit.
 
 use super::{ApiError, Caller};
-use crate::apps::AppTable;
+use crate::apps::{AppTable, Apps};
 use crate::vms::Den;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
@@ -15,14 +15,14 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
 /// Receives the request body into `.uploads/<id>.lpk`, refusing more than the configured size.
-async fn receive(den: &Den, req: Request) -> Result<std::path::PathBuf, ApiError> {
-    let dirs = den.app_dirs();
+async fn receive(apps: &Apps, req: Request) -> Result<std::path::PathBuf, ApiError> {
+    let dirs = apps.app_dirs();
     let fail = |e: std::io::Error| {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed", format!("cannot store the package: {e}"))
     };
     dirs.create().map_err(fail)?;
     let path = dirs.uploads().join(format!("{}.lpk", new_id()));
-    let max = den.apps_cfg().max_package_mib << 20;
+    let max = apps.apps_cfg().max_package_mib << 20;
     let mut file = tokio::fs::File::create(&path).await.map_err(fail)?;
     let mut stream = req.into_body().into_data_stream();
     let mut total = 0u64;
@@ -80,20 +80,20 @@ pub struct InstallQuery {
 /// the installed version of the same package; with `?dry_run=true` only checks it (200 with
 /// what the check found).
 pub async fn install(
-    State(den): State<Arc<Den>>,
+    State(apps): State<Arc<Apps>>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<InstallQuery>,
     req: Request,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let file = receive(&den, req).await?;
+    let file = receive(&apps, req).await?;
     if q.dry_run {
-        let res = async { den.app_check(&file, den.lpk_options(None)?).await }.await;
+        let res = async { apps.app_check(&file, apps.lpk_options(None)?).await }.await;
         let _ = std::fs::remove_file(&file);
         return Ok((StatusCode::OK, Json(report(&res?))));
     }
     let checked = async {
-        let opts = den.lpk_options(None)?;
-        let pkg = den.app_check(&file, opts.clone()).await?;
+        let opts = apps.lpk_options(None)?;
+        let pkg = apps.app_check(&file, opts.clone()).await?;
         Ok::<_, crate::apps::AppError>((pkg, opts))
     }
     .await;
@@ -107,9 +107,9 @@ pub async fn install(
     let summary = report(&pkg);
     let (task, app) = if q.upgrade {
         let name = pkg.meta.package.clone();
-        den.app_upgrade(&name, file, pkg, opts, &caller.user)?
+        apps.app_upgrade(&name, file, pkg, opts, &caller.user)?
     } else {
-        den.app_install(file, pkg, opts, &caller.user)?
+        apps.app_install(file, pkg, opts, &caller.user)?
     };
     Ok((StatusCode::ACCEPTED, Json(json!({"task": task, "app": app.package, "check": summary}))))
 }
@@ -140,12 +140,12 @@ pub struct UninstallQuery {
 
 /// `DELETE /api/v1/apps/:name?keep_data=true`.
 pub async fn uninstall(
-    State(den): State<Arc<Den>>,
+    State(apps): State<Arc<Apps>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(q): Query<UninstallQuery>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let task = den.app_uninstall(&name, q.keep_data, &caller.user)?;
+    let task = apps.app_uninstall(&name, q.keep_data, &caller.user)?;
     Ok((StatusCode::ACCEPTED, Json(json!({"task": task}))))
 }
 
@@ -168,21 +168,21 @@ pub async fn traffic(
 
 /// `POST /api/v1/apps/:name/start`.
 pub async fn start(
-    State(den): State<Arc<Den>>,
+    State(apps): State<Arc<Apps>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let task = den.app_start(&name, &caller.user)?;
+    let task = apps.app_start(&name, &caller.user)?;
     Ok((StatusCode::ACCEPTED, Json(json!({"task": task}))))
 }
 
 /// `POST /api/v1/apps/:name/stop`.
 pub async fn stop(
-    State(den): State<Arc<Den>>,
+    State(apps): State<Arc<Apps>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let task = den.app_stop(&name, &caller.user)?;
+    let task = apps.app_stop(&name, &caller.user)?;
     Ok((StatusCode::ACCEPTED, Json(json!({"task": task}))))
 }
 

@@ -38,6 +38,8 @@ pub use den_auth::Caller;
 pub struct Services {
     /// The VM service.
     pub den: Arc<Den>,
+    /// The LPK app service.
+    pub apps: Arc<crate::apps::Apps>,
     /// The business OS's supervisor, when `[system]` is configured.
     pub system: Option<Arc<crate::system::System>>,
     /// The Docker bridge's settings, when it is on.
@@ -45,9 +47,15 @@ pub struct Services {
 }
 
 impl Services {
-    /// The VM service alone (no business OS, no Docker bridge).
-    pub fn new(den: Arc<Den>) -> Services {
-        Services { den, system: None, docker: None }
+    /// The VM and app services (no business OS, no Docker bridge).
+    pub fn new(den: Arc<Den>, apps: Arc<crate::apps::Apps>) -> Services {
+        Services { den, apps, system: None, docker: None }
+    }
+}
+
+impl axum::extract::FromRef<Services> for Arc<crate::apps::Apps> {
+    fn from_ref(services: &Services) -> Arc<crate::apps::Apps> {
+        services.apps.clone()
     }
 }
 

@@ -4,8 +4,8 @@
 //! it), an image Den already has, or Den's `base` for services that name none.
 
 use super::AppError;
+use super::Apps;
 use crate::apps::AppTable;
-use crate::vms::Den;
 use den_images::oci::RunConfig;
 use den_images::{ImageRecord, Store};
 use den_lpk::plan::ImageRef;
@@ -45,7 +45,7 @@ fn config_in_disk(disk: &Path) -> RunConfig {
     out.ok().and_then(|o| serde_json::from_slice(&o.stdout).ok()).unwrap_or_default()
 }
 
-impl Den {
+impl Apps {
     /// The store image a service runs, made (or refreshed: the runtime's kernel and init may have
     /// been rebuilt since) from `image`; `layout` is the release's unpacked `images/`.
     pub(super) fn service_image(
@@ -55,7 +55,7 @@ impl Den {
         layout: &Path,
         log: &dyn Fn(String),
     ) -> Result<ServiceImage, AppError> {
-        let store = self.images().map_err(failed)?;
+        let store = self.den.images().map_err(failed)?;
         let runtime = need(&store, RUNTIME, "the kernel and init of app services")?;
         let (name, rootfs, config) = match image {
             ImageRef::Base => {
@@ -131,9 +131,9 @@ impl Den {
     /// installed version nor one an upgrade under way may go back to. Images made in the last
     /// [`FRESH`] are kept: an install may be about to record them.
     pub(super) fn forget_unused_service_images(&self) {
-        let Ok(store) = self.images() else { return };
+        let Ok(store) = self.den.images() else { return };
         let mut used = std::collections::HashSet::new();
-        for a in self.store.apps().unwrap_or_default() {
+        for a in self.den.store.apps().unwrap_or_default() {
             used.extend(a.images.values().map(|i| i.image.clone()));
             if let Some(b) = &a.before_upgrade {
                 used.extend(b.images.values().map(|i| i.image.clone()));

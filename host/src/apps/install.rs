@@ -3,9 +3,9 @@
 //! and only then marks the app installed. Uninstall removes the app's files and record.
 
 use super::layout::{remove_tree, AppDirs, GuestDir};
+use super::Apps;
 use super::{AppError, AppRecord, AppState};
 use crate::apps::AppTable;
-use crate::vms::Den;
 use den_core::new_id;
 use den_lpk::Package;
 use den_store::now;
@@ -34,15 +34,15 @@ pub(super) fn write_manifest(dirs: &AppDirs, package: &str, release: &str, text:
     std::fs::rename(tmp, kept.join("manifest.yml"))
 }
 
-impl Den {
+impl Apps {
     /// The apps directory tree.
     pub fn app_dirs(&self) -> AppDirs {
-        AppDirs::new(&self.paths.data)
+        AppDirs::new(&self.den.paths.data)
     }
 
     /// `[apps]` of den.toml.
     pub fn apps_cfg(&self) -> crate::config::AppsConfig {
-        self.apps_config.get().cloned().unwrap_or_default()
+        self.config.clone()
     }
 
     /// How packages are read here: trusted keys and the box's variables.
@@ -100,18 +100,18 @@ impl Den {
             installed: t,
             updated: t,
         };
-        let clash = super::ingress::route::host_clash(&self.store.apps()?, &rec);
+        let clash = super::ingress::route::host_clash(&self.den.store.apps()?, &rec);
         if let Some(why) = clash {
             let _ = std::fs::remove_file(&upload);
             return Err(AppError::Conflict(why));
         }
-        if let Err(e) = self.store.insert_app(&rec) {
+        if let Err(e) = self.den.store.insert_app(&rec) {
             let _ = std::fs::remove_file(&upload);
             return Err(e.into());
         }
-        let den = self.clone();
+        let apps = self.clone();
         let mut app = rec.clone();
-        let task = self.spawn_task("app.install", &rec.package, user, move |task| async move {
+        let task = self.den.spawn_task("app.install", &rec.package, user, move |task| async move {
             task.log(format!(
                 "installing {} {} ({} files, {} MiB unpacked)",
                 app.package,
@@ -119,24 +119,24 @@ impl Den {
                 pkg.files.len(),
                 pkg.unpacked >> 20
             ));
-            let mut res = den.unpack(&upload, &opts, &app, &pkg).await;
+            let mut res = apps.unpack(&upload, &opts, &app, &pkg).await;
             let _ = std::fs::remove_file(&upload);
             if res.is_ok() {
-                res = den.prepare_app(&mut app, &pkg, &task).await;
+                res = apps.prepare_app(&mut app, &pkg, &task).await;
             }
             match res {
                 Ok(()) => {
-                    den.store.set_app_state(&app.package, AppState::Stopped, None).map_err(|e| e.to_string())?;
+                    apps.den.store.set_app_state(&app.package, AppState::Stopped, None).map_err(|e| e.to_string())?;
                     task.log("installed");
-                    den.event(&app.owner, "app.installed", &app.package, &app.version);
+                    apps.den.event(&app.owner, "app.installed", &app.package, &app.version);
                     Ok(())
                 }
                 Err(e) => {
-                    if let Err(u) = den.unprovision_app(&app, &task).await {
+                    if let Err(u) = apps.unprovision_app(&app, &task).await {
                         task.log(format!("removing its VMs and network: {u}"));
                     }
-                    den.forget_failed_install(&app).await;
-                    den.forget_unused_service_images();
+                    apps.forget_failed_install(&app).await;
+                    apps.forget_unused_service_images();
                     Err(e)
                 }
             }
@@ -144,7 +144,7 @@ impl Den {
         match task {
             Ok(id) => Ok((id, rec)),
             Err(e) => {
-                let _ = self.store.delete_app(&rec.package);
+                let _ = self.den.store.delete_app(&rec.package);
                 Err(e.into())
             }
         }
@@ -273,17 +273,17 @@ impl Den {
         let layout = self.app_dirs().release(&app.package, &app.release).join("images");
         app.images.clear();
         for svc in &app.plan.services {
-            let (den, image, emb, layout, t) =
+            let (apps, image, emb, layout, t) =
                 (self.clone(), svc.image.clone(), pkg.embedded.clone(), layout.clone(), task.clone());
             let made =
-                tokio::task::spawn_blocking(move || den.service_image(&image, emb.as_ref(), &layout, &|l| t.log(l)))
+                tokio::task::spawn_blocking(move || apps.service_image(&image, emb.as_ref(), &layout, &|l| t.log(l)))
                     .await
                     .map_err(|e| format!("making the image of {}: {e}", svc.name))?
                     .map_err(|e| e.to_string())?;
             task.log(format!("service {}: image {}", svc.name, made.image));
             app.images.insert(svc.name.clone(), made);
         }
-        self.store.put_app(app).map_err(|e| e.to_string())
+        self.den.store.put_app(app).map_err(|e| e.to_string())
     }
 
     /// Removes what a failed or interrupted install made: its release, its staging directory,
@@ -297,14 +297,14 @@ impl Den {
         if !var_kept {
             let _ = remove_tree(&dirs.app(&app.package));
         }
-        if let Err(e) = self.store.delete_app(&app.package) {
+        if let Err(e) = self.den.store.delete_app(&app.package) {
             tracing::error!(app = %app.package, %e, "cannot remove the record of a failed install");
         }
     }
 
     /// Starts the uninstall task: the app's files go (its data too unless `keep_data`), then its record.
     pub fn app_uninstall(self: &Arc<Self>, name: &str, keep_data: bool, user: &str) -> Result<String, AppError> {
-        let app = self.store.app(name)?;
+        let app = self.den.store.app(name)?;
         if matches!(app.state, AppState::Installing | AppState::Upgrading | AppState::Uninstalling) {
             return Err(AppError::Conflict(format!(
                 "app `{}` is {}; wait for its task to end (`den task ls`)",
@@ -315,12 +315,17 @@ impl Den {
         let mut rec = app.clone();
         rec.state = AppState::Uninstalling;
         rec.keep_data = keep_data;
-        self.store.put_app(&rec)?;
-        let den = self.clone();
+        self.den.store.put_app(&rec)?;
+        let apps = self.clone();
         let user2 = user.to_string();
-        let task = self.spawn_task("app.uninstall", &app.package, user, move |task| async move {
-            den.finish_uninstall(&rec, keep_data, &task).await?;
-            den.event(&user2, "app.uninstalled", &rec.package, if keep_data { "data kept" } else { "data removed" });
+        let task = self.den.spawn_task("app.uninstall", &app.package, user, move |task| async move {
+            apps.finish_uninstall(&rec, keep_data, &task).await?;
+            apps.den.event(
+                &user2,
+                "app.uninstalled",
+                &rec.package,
+                if keep_data { "data kept" } else { "data removed" },
+            );
             Ok(())
         })?;
         Ok(task)
@@ -355,7 +360,7 @@ impl Den {
             Ok(())
         })
         .await?;
-        self.store.delete_app(&app.package).map_err(|e| e.to_string())?;
+        self.den.store.delete_app(&app.package).map_err(|e| e.to_string())?;
         self.forget_unused_service_images();
         task.log("uninstalled");
         Ok(())

@@ -1,6 +1,7 @@
 //! LPK apps: install a package (checked completely by `den-lpk` before anything is written),
 //! keep its files in the layout of [`layout`], and remove it again. A crash at any step leaves
-//! a state [`Den::reconcile_apps`] finishes or undoes at the next start.
+//! a state [`Apps::reconcile_apps`] finishes or undoes at the next start. [`Apps`] is the service:
+//! it runs each app's services as VMs of the VM service, which knows nothing of apps.
 
 pub mod audit;
 pub mod images;
@@ -19,7 +20,25 @@ pub use layout::AppDirs;
 pub use model::{AppRecord, AppState, TrafficRecord};
 pub use store::AppTable;
 
+use crate::config::AppsConfig;
+use crate::vms::Den;
 use den_store::StoreError;
+use std::sync::Arc;
+
+/// The LPK app service: installs, runs, upgrades and removes apps over the VM service.
+pub struct Apps {
+    /// The VM service the apps' services run on.
+    pub den: Arc<Den>,
+    /// `[apps]` of den.toml.
+    config: AppsConfig,
+}
+
+impl Apps {
+    /// The app service over `den`, configured by `[apps]`.
+    pub fn new(den: Arc<Den>, config: AppsConfig) -> Arc<Apps> {
+        Arc::new(Apps { den, config })
+    }
+}
 
 /// Errors of the app service, mapped to API errors by the API layer.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 //! path works for `exec://` programs that listen on loopback only).
 
 use super::AppRecord;
-use crate::vms::Den;
+use super::Apps;
 use den_agent_proto::ForwardTarget;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ pub fn service_of(host: &str) -> String {
     host.split('.').next().unwrap_or(host).to_string()
 }
 
-impl Den {
+impl Apps {
     /// A stream to `127.0.0.1:port` in `service`'s VM.
     pub(super) async fn app_connect(
         &self,
@@ -25,20 +25,20 @@ impl Den {
         port: u16,
     ) -> Result<tokio::io::DuplexStream, String> {
         let vm = app.vms.get(service).ok_or_else(|| format!("the app has no service `{service}`"))?;
-        let rec = self.store.vm(vm).map_err(|e| e.to_string())?;
-        let agent = self.agent(&rec).await.map_err(|e| e.to_string())?;
+        let rec = self.den.store.vm(vm).map_err(|e| e.to_string())?;
+        let agent = self.den.agent(&rec).await.map_err(|e| e.to_string())?;
         agent.forward_io(ForwardTarget::Tcp { host: "127.0.0.1".into(), port }).await.map_err(|e| e.to_string())
     }
 }
 
 /// The status of `GET url`, where the URL's host is a service of the app.
-pub(super) async fn get_status(den: &Den, app: &AppRecord, url: &str) -> Result<u16, String> {
+pub(super) async fn get_status(apps: &Apps, app: &AppRecord, url: &str) -> Result<u16, String> {
     // The manifest check parsed it already; https:// test URLs are not spoken here.
     let (host, port, path) = match den_lpk::route::parse_upstream(url)? {
         den_lpk::route::Upstream::Http { scheme, host, port, path } if scheme == "http" => (host, port, path),
         _ => return Err(format!("`{url}` is not an http:// URL")),
     };
-    let io = den.app_connect(app, &service_of(&host), port).await?;
+    let io = apps.app_connect(app, &service_of(&host), port).await?;
     crate::guest_http::get_status(io, &host, &path, Duration::from_secs(10)).await
 }
 

@@ -2,11 +2,11 @@
 
 use super::layout::remove_tree;
 use super::AppState;
+use super::Apps;
 use crate::apps::AppTable;
-use crate::vms::Den;
 use std::sync::Arc;
 
-impl Den {
+impl Apps {
     /// Rolls back interrupted installs, finishes interrupted uninstalls, and clears partial
     /// uploads and unpacked packages.
     pub async fn reconcile_apps(self: &Arc<Self>) -> Result<(), super::AppError> {
@@ -20,36 +20,36 @@ impl Den {
             }
         }
         dirs.create().map_err(|e| super::AppError::Failed(format!("{}: {e}", dirs.staging().display())))?;
-        for app in self.store.apps()? {
+        for app in self.den.store.apps()? {
             match app.state {
                 AppState::Installing => {
                     tracing::warn!(app = %app.package, "rolling back an install the previous dend did not finish");
-                    let den = self.clone();
+                    let apps = self.clone();
                     let target = app.package.clone();
                     // Its record goes at once: nothing may start or find a half-installed app.
                     self.forget_failed_install(&app).await;
-                    self.spawn_task("app.install_rollback", &target, "dend", move |task| async move {
-                        den.unprovision_app(&app, &task).await?;
-                        den.forget_unused_service_images();
-                        den.event("dend", "app.install_rolled_back", &app.package, &app.version);
+                    self.den.spawn_task("app.install_rollback", &target, "dend", move |task| async move {
+                        apps.unprovision_app(&app, &task).await?;
+                        apps.forget_unused_service_images();
+                        apps.den.event("dend", "app.install_rolled_back", &app.package, &app.version);
                         Ok(())
                     })?;
                 }
                 AppState::Uninstalling => {
                     tracing::warn!(app = %app.package, "finishing an uninstall the previous dend did not finish");
-                    let den = self.clone();
+                    let apps = self.clone();
                     let keep = app.keep_data;
                     let target = app.package.clone();
-                    self.spawn_task("app.uninstall", &target, "dend", move |task| async move {
-                        den.finish_uninstall(&app, keep, &task).await
+                    self.den.spawn_task("app.uninstall", &target, "dend", move |task| async move {
+                        apps.finish_uninstall(&app, keep, &task).await
                     })?;
                 }
                 AppState::Upgrading if app.before_upgrade.is_some() => {
                     tracing::warn!(app = %app.package, "rolling back an upgrade the previous dend did not finish");
-                    let den = self.clone();
+                    let apps = self.clone();
                     let target = app.package.clone();
-                    self.spawn_task("app.upgrade_rollback", &target, "dend", move |task| async move {
-                        den.rollback_upgrade(&app, &task).await
+                    self.den.spawn_task("app.upgrade_rollback", &target, "dend", move |task| async move {
+                        apps.rollback_upgrade(&app, &task).await
                     })?;
                 }
                 // A dend that died while an app started or stopped: its VMs were adopted by the
@@ -58,7 +58,7 @@ impl Den {
                     let state = if app
                         .vms
                         .values()
-                        .all(|v| self.store.vm(v).is_ok_and(|r| r.state == den_core::vm::VmState::Running))
+                        .all(|v| self.den.store.vm(v).is_ok_and(|r| r.state == den_core::vm::VmState::Running))
                     {
                         AppState::Running
                     } else {
@@ -66,7 +66,7 @@ impl Den {
                     };
                     let why = (state == AppState::Failed)
                         .then(|| "dend restarted while the app was changing state; start it again".to_string());
-                    self.store.set_app_state(&app.package, state, why)?;
+                    self.den.store.set_app_state(&app.package, state, why)?;
                 }
                 _ => {}
             }
@@ -78,7 +78,8 @@ impl Den {
     /// Removes app networks that no app claims and no VM is on: made by a dend that died
     /// before it recorded them with their app (nobody else may remove them).
     fn remove_orphan_app_networks(&self) {
-        let (Ok(apps), Ok(nets), Ok(vms)) = (self.store.apps(), self.store.networks(), self.store.vms()) else {
+        let (Ok(apps), Ok(nets), Ok(vms)) = (self.den.store.apps(), self.den.store.networks(), self.den.store.vms())
+        else {
             return;
         };
         for net in nets.iter().filter(|n| den_core::net::is_app_network(&n.name)) {
@@ -86,7 +87,7 @@ impl Den {
             let used = vms.iter().flat_map(|v| &v.nics).any(|n| n.network == net.name);
             if !claimed && !used {
                 tracing::info!(network = %net.name, "removing an app network no app has");
-                if let Err(e) = self.net.delete_network(&self.store, &net.name, den_net::By::Den) {
+                if let Err(e) = self.den.net.delete_network(&self.den.store, &net.name, den_net::By::Den) {
                     tracing::warn!(network = %net.name, %e, "cannot remove an app network no app has");
                 }
             }

@@ -4,9 +4,10 @@
 //! accepting connections).
 
 use super::services::{definitions, guest_dir};
+use super::Apps;
 use super::{AppError, AppRecord, AppState};
 use crate::apps::AppTable;
-use crate::vms::{Den, TaskHandle};
+use crate::vms::TaskHandle;
 use den_core::vm::VmState;
 use den_lpk::plan::{Probe, ServicePlan};
 use den_lpk::route::Upstream;
@@ -40,10 +41,10 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-impl Den {
+impl Apps {
     /// A free /24 for a new app network.
     fn free_app_subnet(&self) -> Result<String, String> {
-        let nets = self.net.networks(&self.store).map_err(err)?;
+        let nets = self.den.net.networks(&self.den.store).map_err(err)?;
         let subs: Vec<_> = nets.iter().filter_map(|n| n.subnet().ok()).collect();
         for third in 0..=255u8 {
             let cand = format!("{}.{}.{third}.0/24", APP_SUBNETS[0], APP_SUBNETS[1]);
@@ -61,8 +62,8 @@ impl Den {
             return Ok(None);
         }
         let shared =
-            self.store.apps().map_err(err)?.iter().any(|a| a.package != app.package && a.network == app.network);
-        let exists = self.net.networks(&self.store).map_err(err)?.iter().any(|n| n.name == app.network);
+            self.den.store.apps().map_err(err)?.iter().any(|a| a.package != app.package && a.network == app.network);
+        let exists = self.den.net.networks(&self.den.store).map_err(err)?.iter().any(|n| n.name == app.network);
         Ok((exists && !shared).then(|| app.network.clone()))
     }
 
@@ -72,6 +73,7 @@ impl Den {
     /// also when two installs race, as the create itself refuses a name that exists).
     fn new_app_network(&self, app: &AppRecord, task: &TaskHandle) -> Result<String, String> {
         let others: HashSet<String> = self
+            .den
             .store
             .apps()
             .map_err(err)?
@@ -92,7 +94,7 @@ impl Den {
                 audit: true,
                 host_ports: vec![],
             };
-            match self.net.create_network(&self.store, &spec, den_net::By::Den) {
+            match self.den.net.create_network(&self.den.store, &spec, den_net::By::Den) {
                 Ok(()) => {
                     task.log(format!(
                         "network {name} ({}): isolated, {}, audited",
@@ -130,7 +132,7 @@ impl Den {
                 .collect();
             let spec = serde_json::json!({
                 "name": vm, "image": image.image, "kind": "app",
-                "cpus": svc.vcpus.unwrap_or(1).min(self.limits.max_cpus),
+                "cpus": svc.vcpus.unwrap_or(1).min(self.den.limits.max_cpus),
                 "memory_mib": memory,
                 "restart": "on-failure",
                 "cmdline_extra": format!("den.services={}", guest_dir(&svc.name)),
@@ -140,10 +142,10 @@ impl Den {
             });
             let spec = serde_json::from_value(spec).map_err(err)?;
             task.log(format!("VM {vm} for service {} ({memory} MiB, image {})", svc.name, image.image));
-            let (t, _) = self.create(spec, "dend").map_err(err)?;
+            let (t, _) = self.den.create(spec, "dend").map_err(err)?;
             app.vms.insert(svc.name.clone(), vm.clone());
-            self.store.put_app(app).map_err(err)?;
-            self.wait_task(&t, VM_TASK).await?;
+            self.den.store.put_app(app).map_err(err)?;
+            self.den.wait_task(&t, VM_TASK).await?;
         }
         Ok(())
     }
@@ -174,11 +176,11 @@ impl Den {
         dirs.prepare(&app.package)?;
         let shares = dirs.shares(&app.package);
         for vm in app.vms.values() {
-            let mut rec = self.store.vm(vm).map_err(err)?;
+            let mut rec = self.den.store.vm(vm).map_err(err)?;
             if rec.spec.shares != shares {
                 tracing::info!(app = %app.package, vm, "sharing /lzcapp read-only, and var and cache read-write");
                 rec.spec.shares = shares.clone();
-                self.store.set_vm_spec(&rec).map_err(err)?;
+                self.den.store.set_vm_spec(&rec).map_err(err)?;
             }
         }
         Ok(())
@@ -186,7 +188,7 @@ impl Den {
 
     /// Starts the app's start task.
     pub fn app_start(self: &Arc<Self>, name: &str, user: &str) -> Result<String, AppError> {
-        let app = self.store.app(name)?;
+        let app = self.den.store.app(name)?;
         if !matches!(app.state, AppState::Stopped | AppState::Failed) {
             return Err(AppError::Conflict(format!(
                 "app `{}` is {}; only a stopped app can be started",
@@ -194,23 +196,23 @@ impl Den {
                 app.state.as_str()
             )));
         }
-        let app = self.store.set_app_state(&app.package, AppState::Starting, None)?;
-        let den = self.clone();
+        let app = self.den.store.set_app_state(&app.package, AppState::Starting, None)?;
+        let apps = self.clone();
         let user = user.to_string();
-        Ok(self.spawn_task("app.start", &app.package.clone(), &user.clone(), move |task| async move {
+        Ok(self.den.spawn_task("app.start", &app.package.clone(), &user.clone(), move |task| async move {
             let t = Instant::now();
-            match den.run_app(&app, &task).await {
+            match apps.run_app(&app, &task).await {
                 Ok(()) => {
-                    den.store.set_app_state(&app.package, AppState::Running, None).map_err(err)?;
+                    apps.den.store.set_app_state(&app.package, AppState::Running, None).map_err(err)?;
                     task.log(format!("running ({:.1} s)", t.elapsed().as_secs_f64()));
-                    den.event(&user, "app.started", &app.package, "");
+                    apps.den.event(&user, "app.started", &app.package, "");
                     Ok(())
                 }
                 Err(e) => {
                     task.log("stopping the services that started");
-                    den.stop_services(&app, &task).await;
-                    let _ = den.store.set_app_state(&app.package, AppState::Failed, Some(e.clone()));
-                    den.event(&user, "app.start_failed", &app.package, &e);
+                    apps.stop_services(&app, &task).await;
+                    let _ = apps.den.store.set_app_state(&app.package, AppState::Failed, Some(e.clone()));
+                    apps.den.event(&user, "app.start_failed", &app.package, &e);
                     Err(e)
                 }
             }
@@ -221,33 +223,34 @@ impl Den {
     pub(super) async fn run_app(self: &Arc<Self>, app: &AppRecord, task: &TaskHandle) -> Result<(), String> {
         // Only when no service has a process: a guest of an earlier Den could still write /lzcapp.
         let stopped = app.vms.values().all(|v| {
-            self.store
+            self.den
+                .store
                 .vm(v)
                 .is_ok_and(|r| matches!(r.state, VmState::Stopped | VmState::Crashed) && r.running.is_none())
         });
         let shares = self.app_dirs().shares(&app.package);
-        if !stopped && app.vms.values().any(|v| self.store.vm(v).is_ok_and(|r| r.spec.shares != shares)) {
+        if !stopped && app.vms.values().any(|v| self.den.store.vm(v).is_ok_and(|r| r.spec.shares != shares)) {
             return Err(format!(
                 "app `{}` still runs with the writable /lzcapp of an earlier Den; stop it (`den app stop {}`) and \
                  start it again to move it to the read-only /lzcapp",
                 app.package, app.package
             ));
         }
-        let (den, rec) = (self.clone(), app.clone());
+        let (apps, rec) = (self.clone(), app.clone());
         super::blocking(move || {
             if stopped {
-                den.prepare_files(&rec)?;
+                apps.prepare_files(&rec)?;
             }
-            den.write_definitions(&rec)
+            apps.write_definitions(&rec)
         })
         .await?;
         for svc in &app.plan.services {
             let vm = app.vms.get(&svc.name).ok_or_else(|| format!("service {} has no VM", svc.name))?;
-            let rec = self.store.vm(vm).map_err(err)?;
+            let rec = self.den.store.vm(vm).map_err(err)?;
             if !matches!(rec.state, VmState::Running) {
                 task.log(format!("starting {} (VM {vm})", svc.name));
-                let t = self.start(vm, "dend").map_err(err)?;
-                self.wait_task(&t, VM_TASK).await?;
+                let t = self.den.start(vm, "dend").map_err(err)?;
+                self.den.wait_task(&t, VM_TASK).await?;
             }
             self.wait_agent(vm).await?;
             if let Some(h) = &svc.health {
@@ -261,8 +264,8 @@ impl Den {
     async fn wait_agent(&self, vm: &str) -> Result<(), String> {
         let start = Instant::now();
         loop {
-            let rec = self.store.vm(vm).map_err(err)?;
-            match self.agent(&rec).await {
+            let rec = self.den.store.vm(vm).map_err(err)?;
+            match self.den.agent(&rec).await {
                 Ok(_) => return Ok(()),
                 Err(e) if start.elapsed() > AGENT_WAIT => return Err(format!("VM {vm}'s agent did not answer: {e}")),
                 Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
@@ -282,7 +285,7 @@ impl Den {
         let mut fails = 0;
         loop {
             let bounds = den_agent_proto::Bounds::new(PROBE_OUTPUT, h.timeout);
-            let out = tokio::time::timeout(h.timeout, self.exec(vm, &argv, bounds)).await;
+            let out = tokio::time::timeout(h.timeout, self.den.exec(vm, &argv, bounds)).await;
             let why = match out {
                 Ok(Ok(o)) if o.code == Some(0) => return Ok(()),
                 Ok(Ok(o)) => format!("exit {:?}: {}", o.code, String::from_utf8_lossy(&o.stderr).trim()),
@@ -344,12 +347,12 @@ impl Den {
     pub(super) async fn stop_services(self: &Arc<Self>, app: &AppRecord, task: &TaskHandle) {
         for svc in app.plan.services.iter().rev() {
             let Some(vm) = app.vms.get(&svc.name) else { continue };
-            let running = self.store.vm(vm).is_ok_and(|v| matches!(v.state, VmState::Running | VmState::Paused));
+            let running = self.den.store.vm(vm).is_ok_and(|v| matches!(v.state, VmState::Running | VmState::Paused));
             if running {
                 task.log(format!("stopping {} (VM {vm})", svc.name));
-                match self.stop(vm, "dend") {
+                match self.den.stop(vm, "dend") {
                     Ok(t) => {
-                        if let Err(e) = self.wait_task(&t, VM_TASK).await {
+                        if let Err(e) = self.den.wait_task(&t, VM_TASK).await {
                             task.log(format!("stopping {vm}: {e}"));
                         }
                     }
@@ -361,7 +364,7 @@ impl Den {
 
     /// Starts the app's stop task.
     pub fn app_stop(self: &Arc<Self>, name: &str, user: &str) -> Result<String, AppError> {
-        let app = self.store.app(name)?;
+        let app = self.den.store.app(name)?;
         if !matches!(app.state, AppState::Running | AppState::Failed) {
             return Err(AppError::Conflict(format!(
                 "app `{}` is {}; only a running app can be stopped",
@@ -369,13 +372,13 @@ impl Den {
                 app.state.as_str()
             )));
         }
-        let app = self.store.set_app_state(&app.package, AppState::Stopping, None)?;
-        let den = self.clone();
+        let app = self.den.store.set_app_state(&app.package, AppState::Stopping, None)?;
+        let apps = self.clone();
         let user = user.to_string();
-        Ok(self.spawn_task("app.stop", &app.package.clone(), &user.clone(), move |task| async move {
-            den.stop_services(&app, &task).await;
-            den.store.set_app_state(&app.package, AppState::Stopped, None).map_err(err)?;
-            den.event(&user, "app.stopped", &app.package, "");
+        Ok(self.den.spawn_task("app.stop", &app.package.clone(), &user.clone(), move |task| async move {
+            apps.stop_services(&app, &task).await;
+            apps.den.store.set_app_state(&app.package, AppState::Stopped, None).map_err(err)?;
+            apps.den.event(&user, "app.stopped", &app.package, "");
             Ok(())
         })?)
     }
@@ -384,18 +387,19 @@ impl Den {
     pub(super) async fn unprovision_app(self: &Arc<Self>, app: &AppRecord, task: &TaskHandle) -> Result<(), String> {
         self.stop_services(app, task).await;
         for vm in app.vms.values() {
-            if self.store.vm(vm).is_err() {
+            if self.den.store.vm(vm).is_err() {
                 continue;
             }
             task.log(format!("deleting VM {vm}"));
-            let t = self.delete(vm, "dend").map_err(err)?;
-            self.wait_task(&t, VM_TASK).await?;
+            let t = self.den.delete(vm, "dend").map_err(err)?;
+            self.den.wait_task(&t, VM_TASK).await?;
         }
-        if !app.network.is_empty() && self.net.networks(&self.store).map_err(err)?.iter().any(|n| n.name == app.network)
+        if !app.network.is_empty()
+            && self.den.net.networks(&self.den.store).map_err(err)?.iter().any(|n| n.name == app.network)
         {
             task.log(format!("deleting network {}", app.network));
-            self.net.delete_network(&self.store, &app.network, den_net::By::Den).map_err(err)?;
-            self.net.sync(&self.store).await.map_err(err)?;
+            self.den.net.delete_network(&self.den.store, &app.network, den_net::By::Den).map_err(err)?;
+            self.den.net.sync(&self.den.store).await.map_err(err)?;
         }
         Ok(())
     }

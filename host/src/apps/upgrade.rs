@@ -4,16 +4,17 @@
 //! (or dend dies on the way), the old release, its VMs and its state come back by themselves.
 
 use super::layout::remove_tree;
+use super::Apps;
 use super::{AppError, AppRecord, AppState};
 use crate::apps::AppTable;
-use crate::vms::{Den, TaskHandle};
+use crate::vms::TaskHandle;
 use den_core::new_id;
 use den_lpk::{Package, Version};
 use den_store::now;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-impl Den {
+impl Apps {
     /// Checks that `pkg` can replace app `name` and starts the upgrade task. `upload` is
     /// consumed.
     pub fn app_upgrade(
@@ -28,7 +29,7 @@ impl Den {
             let _ = std::fs::remove_file(&upload);
             Err(AppError::Conflict(msg))
         };
-        let old = self.store.app(name)?;
+        let old = self.den.store.app(name)?;
         if pkg.meta.package != old.package {
             return refuse(format!("the package is {}, not {}; install it instead", pkg.meta.package, old.package));
         }
@@ -52,39 +53,39 @@ impl Den {
         new.state = AppState::Upgrading;
         new.error = None;
         new.updated = now();
-        let clash = super::ingress::route::host_clash(&self.store.apps()?, &new);
+        let clash = super::ingress::route::host_clash(&self.den.store.apps()?, &new);
         if let Some(why) = clash {
             let _ = std::fs::remove_file(&upload);
             return Err(AppError::Conflict(why));
         }
-        if let Err(e) = self.store.put_app(&new) {
+        if let Err(e) = self.den.store.put_app(&new) {
             let _ = std::fs::remove_file(&upload);
             return Err(e.into());
         }
-        let den = self.clone();
+        let apps = self.clone();
         let user = user.to_string();
         let rec = new.clone();
-        let task = self.spawn_task("app.upgrade", &rec.package.clone(), &user.clone(), move |task| async move {
+        let task = self.den.spawn_task("app.upgrade", &rec.package.clone(), &user.clone(), move |task| async move {
             let from = old.version.clone();
             task.log(format!("upgrading {} from {from} to {}", new.package, new.version));
-            let res = den.upgrade_steps(&mut new, &old, &upload, &opts, &pkg, &task).await;
+            let res = apps.upgrade_steps(&mut new, &old, &upload, &opts, &pkg, &task).await;
             let _ = std::fs::remove_file(&upload);
             match res {
                 Ok(()) => {
-                    let _ = remove_tree(&den.app_dirs().release(&new.package, &old.release));
+                    let _ = remove_tree(&apps.app_dirs().release(&new.package, &old.release));
                     new.before_upgrade = None;
                     new.state = AppState::Running;
-                    den.store.put_app(&new).map_err(|e| e.to_string())?;
-                    den.forget_unused_service_images();
-                    den.event(&user, "app.upgraded", &new.package, &format!("{from} -> {}", new.version));
+                    apps.den.store.put_app(&new).map_err(|e| e.to_string())?;
+                    apps.forget_unused_service_images();
+                    apps.den.event(&user, "app.upgraded", &new.package, &format!("{from} -> {}", new.version));
                     task.log("upgraded");
                     Ok(())
                 }
                 Err(e) => {
                     task.log(format!("the upgrade failed: {e}; going back to {from}"));
-                    let back = den.rollback_upgrade(&new, &task).await;
+                    let back = apps.rollback_upgrade(&new, &task).await;
                     let why = format!("upgrade to {} failed: {e}", new.version);
-                    den.event(&user, "app.upgrade_failed", &new.package, &why);
+                    apps.den.event(&user, "app.upgrade_failed", &new.package, &why);
                     match back {
                         Ok(()) => Err(format!("{why}; rolled back to {from}")),
                         Err(b) => Err(format!("{why}; going back to {from} failed too: {b}")),
@@ -115,7 +116,7 @@ impl Den {
         self.activate(&new.package, &new.release, &pkg.rendered, Some(&old.release)).await?;
         self.provision_app(new, task).await?;
         new.state = AppState::Starting;
-        self.store.put_app(new).map_err(|e| e.to_string())?;
+        self.den.store.put_app(new).map_err(|e| e.to_string())?;
         self.run_app(new, task).await
     }
 
@@ -151,14 +152,15 @@ impl Den {
         back.vms.clear();
         back.network.clear();
         back.state = AppState::Stopped;
-        self.store.put_app(&back).map_err(|e| e.to_string())?;
+        self.den.store.put_app(&back).map_err(|e| e.to_string())?;
         self.provision_app(&mut back, task).await?;
         self.forget_unused_service_images();
         if old.state == AppState::Running {
             back.state = AppState::Starting;
-            self.store.put_app(&back).map_err(|e| e.to_string())?;
+            self.den.store.put_app(&back).map_err(|e| e.to_string())?;
             if let Err(e) = self.run_app(&back, task).await {
-                self.store
+                self.den
+                    .store
                     .set_app_state(&back.package, AppState::Failed, Some(e.clone()))
                     .map_err(|e| e.to_string())?;
                 return Err(format!("the old version did not start again: {e}"));
@@ -166,7 +168,7 @@ impl Den {
         }
         let state = if old.state == AppState::Running { AppState::Running } else { AppState::Stopped };
         let why = format!("the upgrade to {} failed and was rolled back", failed.version);
-        self.store.set_app_state(&back.package, state, Some(why)).map_err(|e| e.to_string())?;
+        self.den.store.set_app_state(&back.package, state, Some(why)).map_err(|e| e.to_string())?;
         task.log(format!("back at {} {}", old.package, old.version));
         Ok(())
     }

@@ -93,8 +93,6 @@ pub struct Den {
     pub metrics: crate::metrics::Metrics,
     /// The SSH gateway's public key (set at start), installed in guests for their sshd.
     pub gateway_key: std::sync::OnceLock<String>,
-    /// `[apps]` of den.toml (set at start; the defaults until then).
-    pub apps_config: std::sync::OnceLock<crate::config::AppsConfig>,
     /// Owners of special VMs (the business OS's supervisor), registered at start.
     keepers: Mutex<Vec<Arc<dyn VmKeeper>>>,
     events: broadcast::Sender<Event>,
@@ -120,7 +118,6 @@ impl Den {
             accounts: Default::default(),
             metrics: Default::default(),
             gateway_key: Default::default(),
-            apps_config: Default::default(),
             keepers: Mutex::default(),
             events,
             expected_exit: Mutex::new(HashMap::new()),

@@ -15,8 +15,7 @@ pub mod route;
 
 use crate::api::Transport;
 use crate::apps::AppTable;
-use crate::apps::{AppRecord, AppState};
-use crate::vms::Den;
+use crate::apps::{AppRecord, AppState, Apps};
 use den_auth::policy::{self, Action};
 use den_auth::Caller;
 use den_lpk::route::Upstream;
@@ -90,7 +89,7 @@ pub fn strip_den_credentials(h: &mut HeaderMap) {
 
 /// The ingress, shared by every HTTPS connection.
 pub struct Ingress {
-    den: Arc<Den>,
+    apps: Arc<Apps>,
     sessions: login::Sessions,
     codes: login::Codes,
 }
@@ -106,15 +105,15 @@ fn host_of<B>(req: &Request<B>) -> String {
 
 impl Ingress {
     /// The ingress of `den`.
-    pub fn new(den: Arc<Den>) -> Arc<Ingress> {
-        Arc::new(Ingress { den, sessions: login::Sessions::default(), codes: login::Codes::default() })
+    pub fn new(apps: Arc<Apps>) -> Arc<Ingress> {
+        Arc::new(Ingress { apps, sessions: login::Sessions::default(), codes: login::Codes::default() })
     }
 
     /// Whether a request is for an app (its host is under the box domain, or its path under
     /// `/apps/`) or the apps' login form; others go to the API and the console.
     pub fn claims<B>(&self, req: &Request<B>) -> bool {
         let host = route::bare_host(&host_of(req));
-        let domain = self.den.apps_cfg().box_domain.to_ascii_lowercase();
+        let domain = self.apps.apps_cfg().box_domain.to_ascii_lowercase();
         let path = req.uri().path();
         host.ends_with(&format!(".{domain}")) || path.starts_with(route::PATH_PREFIX) || path == login::CONSOLE_LOGIN
     }
@@ -123,7 +122,7 @@ impl Ingress {
     /// cookie by itself). The console's session cookie is Den's alone and never stands for anyone
     /// here.
     fn caller<B>(&self, req: &Request<B>, package: &str) -> Option<(Caller, bool)> {
-        let den = &self.den;
+        let den = &self.apps.den;
         let bearer = req
             .headers()
             .get(hyper::header::AUTHORIZATION)
@@ -143,14 +142,14 @@ impl Ingress {
         let Some((sub, rest)) = route::prefix_redirect(path) else {
             return plain(StatusCode::NOT_FOUND, "den: no such app");
         };
-        let apps: Vec<AppRecord> = self.den.store.apps().unwrap_or_default();
+        let apps: Vec<AppRecord> = self.apps.den.store.apps().unwrap_or_default();
         if !apps.iter().any(|a| a.subdomain == sub) {
             return plain(
                 StatusCode::NOT_FOUND,
                 &format!("den: no app has the subdomain `{sub}`; `den app ls` lists apps"),
             );
         }
-        let domain = self.den.apps_cfg().box_domain.to_ascii_lowercase();
+        let domain = self.apps.apps_cfg().box_domain.to_ascii_lowercase();
         let port = port_of(host);
         let query = query.map(|q| format!("?{q}")).unwrap_or_default();
         let to = format!("https://{sub}.{domain}{port}{rest}{query}");
@@ -176,8 +175,8 @@ impl Ingress {
     }
 
     async fn answer(&self, req: Request<Body>) -> Response<Body> {
-        let apps: Vec<AppRecord> = self.den.store.apps().unwrap_or_default();
-        let cfg = self.den.apps_cfg();
+        let apps: Vec<AppRecord> = self.apps.den.store.apps().unwrap_or_default();
+        let cfg = self.apps.apps_cfg();
         let host = host_of(&req);
         let query = req.uri().query().map(str::to_string);
         let Some((app, _)) = route::locate(&apps, &cfg.box_domain, &host) else {
@@ -260,7 +259,7 @@ impl Ingress {
         };
         let (service, port, backend_host) = match &r.upstream {
             Upstream::File { dir } => {
-                let tree = self.den.app_dirs().route_tree(&app.package, dir);
+                let tree = self.apps.app_dirs().route_tree(&app.package, dir);
                 return files::serve(tree, &target.upstream_path, req.method() == Method::HEAD).await;
             }
             Upstream::Http { scheme, .. } if scheme == "https" => {
@@ -281,7 +280,7 @@ impl Ingress {
             Ok(u) => u,
             Err(_) => return plain(StatusCode::BAD_REQUEST, "den: bad path"),
         };
-        proxy::forward(&self.den, &app, &service, port, Request::from_parts(parts, body)).await
+        proxy::forward(&self.apps, &app, &service, port, Request::from_parts(parts, body)).await
     }
 
     /// Den's pages on an app's origin: the start of a login (a redirect to the console's
@@ -322,7 +321,7 @@ impl Ingress {
                     Ok(s) => s,
                     Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("den: {e}")),
                 };
-                let domain = self.den.apps_cfg().box_domain.to_ascii_lowercase();
+                let domain = self.apps.apps_cfg().box_domain.to_ascii_lowercase();
                 let to = format!(
                     "https://{domain}{}{}?app={}&next={}&state={state}",
                     port_of(host),
@@ -338,7 +337,7 @@ impl Ingress {
     /// The apps' login form on the console's origin (`?app=<the app's host>&next=<path>`): a
     /// Den password there sends the browser back to the app with a one-time code.
     async fn console_login(&self, req: Request<Body>, apps: &[AppRecord]) -> Response<Body> {
-        let domain = self.den.apps_cfg().box_domain.to_ascii_lowercase();
+        let domain = self.apps.apps_cfg().box_domain.to_ascii_lowercase();
         let port = port_of(&host_of(&req));
         let from = client_ip(&req).unwrap_or_else(|| "local".into());
         let post = req.method() == Method::POST;
@@ -377,10 +376,10 @@ impl Ingress {
         }
         let user = query_param(&fields, "user").unwrap_or_default();
         let pw = query_param(&fields, "password").unwrap_or_default();
-        if let Err(e) = self.den.accounts.check_password(&self.den.store, &user, &pw, &from).await {
+        if let Err(e) = self.apps.den.accounts.check_password(&self.apps.den.store, &user, &pw, &from).await {
             return login::page(&form, Some(&e.to_string()));
         }
-        let allowed = match self.den.accounts.caller(&self.den.store, &user) {
+        let allowed = match self.apps.den.accounts.caller(&self.apps.den.store, &user) {
             Ok(c) => policy::authorize(&c, &Action::UseApp { admin_only: app.meta.admin_only }).map_err(|e| e.0),
             Err(e) => Err(e.to_string()),
         };

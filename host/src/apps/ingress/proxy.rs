@@ -4,8 +4,7 @@
 //! (WebSockets) spliced.
 
 use super::Body;
-use crate::apps::AppRecord;
-use crate::vms::Den;
+use crate::apps::{AppRecord, Apps};
 use http_body_util::BodyExt;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -113,9 +112,9 @@ fn bad_gateway(msg: String) -> Response<Body> {
 }
 
 /// Sends `req` (already rewritten) to `service:port` of `app`.
-pub async fn forward(den: &Den, app: &AppRecord, service: &str, port: u16, mut req: Request<Body>) -> Response<Body> {
+pub async fn forward(apps: &Apps, app: &AppRecord, service: &str, port: u16, mut req: Request<Body>) -> Response<Body> {
     let client_upgrade = hyper::upgrade::on(&mut req);
-    let io = match den.app_connect(app, service, port).await {
+    let io = match apps.app_connect(app, service, port).await {
         Ok(io) => io,
         Err(e) => {
             return bad_gateway(format!("den: the app's service `{service}` cannot be reached on port {port}: {e}"))
