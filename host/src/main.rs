@@ -105,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
     let client_key = den_host::sshgw::client_key(&paths.data).context("the SSH gateway's key for guests")?;
     let _ = den.gateway_key.set(den_host::sshgw::public_line(&client_key));
     let apps = den_host::apps::Apps::new(den.clone(), cfg.apps.clone());
+    let accounts = std::sync::Arc::new(den_auth::Accounts::default());
     let _ = std::fs::remove_file(paths.run.join("https.addr"));
     let _ = std::fs::remove_file(paths.run.join("ssh.addr"));
     // Bound first: it also refuses to run next to another dend on the same directories.
@@ -118,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
     let booted = den.reconcile().await.context("reconciling the state left by the previous dend")?;
     apps.reconcile_apps().await.context("reconciling the apps left by the previous dend")?;
     // The business OS starts before every other VM.
-    let mut services = den_host::api::Services::new(den.clone(), apps.clone());
+    let mut services = den_host::api::Services::new(den.clone(), apps.clone(), accounts.clone());
     if let Some(sys) = cfg.system.clone() {
         let supervisor = den_host::system::System::start(&den, sys).map_err(|e| anyhow::anyhow!("[system]: {e}"))?;
         services.system = Some(supervisor);
@@ -138,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("binding the Docker socket {} ([docker] socket)", path.display()))?;
         tracing::info!(socket = %path.display(), "Docker socket listening");
         services.docker = Some(den_host::docker::Status::new(&cfg.docker, &path));
-        let b = den_host::docker::Bridge::new(den.clone(), &cfg.docker);
+        let b = den_host::docker::Bridge::new(den.clone(), accounts.clone(), &cfg.docker);
         bridge = Some(b.clone());
         tokio::spawn(den_host::docker::serve(b, listener));
     }
@@ -150,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
     if cli.ssh_listen != "off" {
         let key = den_host::sshgw::host_key(&paths.data).context("the SSH gateway's host key")?;
         let tcp = bind_recorded(&den, &cli.ssh_listen, "--ssh-listen", &paths.run.join("ssh.addr")).await?;
-        tokio::spawn(den_host::sshgw::serve(den.clone(), tcp, key, client_key));
+        tokio::spawn(den_host::sshgw::serve(den.clone(), accounts.clone(), tcp, key, client_key));
     }
     tracing::info!(socket = %paths.socket().display(), "dend serving");
     den_host::service::notify("READY=1");

@@ -10,9 +10,9 @@ use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use den_auth::policy::{self, Action, VmAction};
+use den_auth::Accounts;
 use den_auth::{AuthError, Caller, Role};
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 /// How a request arrived (set by the server for each connection).
 #[derive(Debug, Clone)]
@@ -188,18 +188,19 @@ fn bearer(req: &Request) -> Option<&str> {
 }
 
 /// The middleware: finds the caller, checks [`need`], and hands the [`Caller`] to the handler.
-pub async fn authenticate(State(den): State<Arc<Den>>, mut req: Request, next: Next) -> Response {
+pub async fn authenticate(State(services): State<super::Services>, mut req: Request, next: Next) -> Response {
+    let den = &services.den;
     let need = need(req.method(), req.uri().path());
     let caller = match req.extensions().get::<Transport>() {
         Some(Transport::Local(c)) => c.clone(),
         Some(Transport::Remote(_)) if need == Need::Public => return next.run(req).await,
-        Some(Transport::Remote(_)) => match remote_caller(&den, &mut req) {
+        Some(Transport::Remote(_)) => match remote_caller(den, &services.accounts, &mut req) {
             Ok(c) => c,
             Err(e) => return e.into_response(),
         },
         None => return unauthorized("no transport identity".into()).into_response(),
     };
-    if let Err(e) = authorize(&den, &caller, &need) {
+    if let Err(e) = authorize(den, &caller, &need) {
         return e.into_response();
     }
     req.extensions_mut().insert(caller);
@@ -208,13 +209,13 @@ pub async fn authenticate(State(den): State<Arc<Den>>, mut req: Request, next: N
 
 /// Who a network request comes from: a bearer token, a console ticket, or the session cookie
 /// (with its CSRF value on anything that changes state, and a same-origin check on WebSockets).
-fn remote_caller(den: &Den, req: &mut Request) -> Result<Caller, ApiError> {
+fn remote_caller(den: &Den, accounts: &Accounts, req: &mut Request) -> Result<Caller, ApiError> {
     if let Some(t) = bearer(req) {
-        return Ok(den.accounts.verify_token(&den.store, t)?);
+        return Ok(accounts.verify_token(&den.store, t)?);
     }
     if let Some((vm, ticket)) = console_ticket(req) {
         let id = den.store.vm(&vm).map(|v| v.id).unwrap_or_default();
-        return den.accounts.tickets.redeem(&ticket, &id).ok_or_else(|| {
+        return accounts.tickets.redeem(&ticket, &id).ok_or_else(|| {
             unauthorized("the console ticket is not valid (used, expired or for another VM); ask for a new one".into())
         });
     }
@@ -222,8 +223,7 @@ fn remote_caller(den: &Den, req: &mut Request) -> Result<Caller, ApiError> {
         let msg = "log in first: send `Authorization: Bearer <token>` (POST /api/v1/login gives one)";
         return Err(unauthorized(msg.into()));
     };
-    let caller = den
-        .accounts
+    let caller = accounts
         .verify_token(&den.store, &session)
         .map_err(|_| unauthorized("your session has ended (logged out or expired); log in again".into()))?;
     let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);

@@ -40,6 +40,8 @@ pub struct Services {
     pub den: Arc<Den>,
     /// The LPK app service.
     pub apps: Arc<crate::apps::Apps>,
+    /// Users, logins, tokens and sessions.
+    pub accounts: Arc<den_auth::Accounts>,
     /// The business OS's supervisor, when `[system]` is configured.
     pub system: Option<Arc<crate::system::System>>,
     /// The Docker bridge's settings, when it is on.
@@ -47,9 +49,15 @@ pub struct Services {
 }
 
 impl Services {
-    /// The VM and app services (no business OS, no Docker bridge).
-    pub fn new(den: Arc<Den>, apps: Arc<crate::apps::Apps>) -> Services {
-        Services { den, apps, system: None, docker: None }
+    /// The VM and app services and the accounts (no business OS, no Docker bridge).
+    pub fn new(den: Arc<Den>, apps: Arc<crate::apps::Apps>, accounts: Arc<den_auth::Accounts>) -> Services {
+        Services { den, apps, accounts, system: None, docker: None }
+    }
+}
+
+impl axum::extract::FromRef<Services> for Arc<den_auth::Accounts> {
+    fn from_ref(services: &Services) -> Arc<den_auth::Accounts> {
+        services.accounts.clone()
     }
 }
 
@@ -126,7 +134,7 @@ pub fn router(services: Services) -> Router {
         .fallback(|| async {
             ApiError::new(axum::http::StatusCode::NOT_FOUND, "no_route", "no such API path; see /api/v1/host")
         })
-        .layer(axum::middleware::from_fn_with_state(services.den.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(services.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(services)
 }

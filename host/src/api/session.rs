@@ -70,11 +70,12 @@ fn describe(den: &Den, caller: &Caller, session: Option<&str>) -> Result<Value, 
 /// [`describe`]. Failed logins are rate-limited like `/api/v1/login`.
 pub async fn login(
     State(den): State<Arc<Den>>,
+    State(accounts): State<Arc<den_auth::Accounts>>,
     Extension(transport): Extension<Transport>,
     Body(req): Body<Login>,
 ) -> Result<Response, Response> {
-    let new = super::users::password_login(&den, &transport, &req).await?;
-    let caller = den.accounts.caller(&den.store, &req.user).map_err(|e| ApiError::from(e).into_response())?;
+    let new = super::users::password_login(&den, &accounts, &transport, &req).await?;
+    let caller = accounts.caller(&den.store, &req.user).map_err(|e| ApiError::from(e).into_response())?;
     let body = describe(&den, &caller, Some(&new.token)).map_err(IntoResponse::into_response)?;
     let mut resp = Json(body).into_response();
     if let Some(c) = set_cookie(&new.token, SESSION_TTL.as_secs()) {
@@ -114,11 +115,12 @@ pub async fn logout(
 /// this VM, valid for 30 s (`console/ws?ticket=...`).
 pub async fn console_ticket(
     State(den): State<Arc<Den>>,
+    State(accounts): State<Arc<den_auth::Accounts>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let vm = den.store.vm(&name).map_err(VmError::from)?;
-    let ticket = den.accounts.tickets.issue(&caller, &vm.id).map_err(|e| ApiError::from(AuthError::Unauthorized(e)))?;
+    let ticket = accounts.tickets.issue(&caller, &vm.id).map_err(|e| ApiError::from(AuthError::Unauthorized(e)))?;
     let url = format!("/api/v1/vms/{}/console/ws?ticket={ticket}", vm.spec.name);
     Ok(Json(json!({"ticket": ticket, "url": url, "expires_in": den_auth::ticket::TICKET_TTL.as_secs()})))
 }

@@ -26,19 +26,25 @@ pub struct Login {
 /// and per source address (429 with `Retry-After`).
 pub async fn login(
     State(den): State<Arc<Den>>,
+    State(accounts): State<Arc<den_auth::Accounts>>,
     Extension(transport): Extension<Transport>,
     Body(req): Body<Login>,
 ) -> Result<Json<NewToken>, Response> {
-    password_login(&den, &transport, &req).await.map(Json)
+    password_login(&den, &accounts, &transport, &req).await.map(Json)
 }
 
 /// Checks a password login (audited, rate-limited): a new session token, or the error response.
-pub(super) async fn password_login(den: &Den, transport: &Transport, req: &Login) -> Result<NewToken, Response> {
+pub(super) async fn password_login(
+    den: &Den,
+    accounts: &den_auth::Accounts,
+    transport: &Transport,
+    req: &Login,
+) -> Result<NewToken, Response> {
     let from = match transport {
         Transport::Remote(addr) => addr.ip().to_string(),
         Transport::Local(c) => format!("local:{}", c.user),
     };
-    match den.accounts.login(&den.store, &req.user, &req.password, &from).await {
+    match accounts.login(&den.store, &req.user, &req.password, &from).await {
         Ok(t) => {
             den.event(&req.user, "user.login", &req.user, &from);
             Ok(t)
@@ -85,10 +91,11 @@ pub async fn list(State(den): State<Arc<Den>>) -> Result<Json<Value>, ApiError> 
 /// `POST /api/v1/users` (admin): 201.
 pub async fn create(
     State(den): State<Arc<Den>>,
+    State(accounts): State<Arc<den_auth::Accounts>>,
     Extension(c): Extension<Caller>,
     Body(u): Body<NewUser>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    den.accounts.add_user(&den.store, &u.name, u.password, u.role).await?;
+    accounts.add_user(&den.store, &u.name, u.password, u.role).await?;
     den.event(&c.user, "user.created", &u.name, u.role.map(Role::as_str).unwrap_or("no global role"));
     Ok((StatusCode::CREATED, Json(json!({"name": u.name, "role": u.role}))))
 }
@@ -114,11 +121,12 @@ pub struct NewPassword {
 /// `PUT /api/v1/users/{name}/password` (the user or an admin).
 pub async fn password(
     State(den): State<Arc<Den>>,
+    State(accounts): State<Arc<den_auth::Accounts>>,
     Extension(c): Extension<Caller>,
     Path(name): Path<String>,
     Body(p): Body<NewPassword>,
 ) -> Result<Json<Value>, ApiError> {
-    den.accounts.set_password(&den.store, &name, p.password).await?;
+    accounts.set_password(&den.store, &name, p.password).await?;
     den.event(&c.user, "user.password_set", &name, "");
     Ok(Json(json!({"user": name})))
 }
@@ -176,6 +184,7 @@ pub async fn tokens(
 /// `POST /api/v1/tokens`: 201 with the token, shown this once.
 pub async fn create_token(
     State(den): State<Arc<Den>>,
+    State(accounts): State<Arc<den_auth::Accounts>>,
     Extension(c): Extension<Caller>,
     Body(req): Body<TokenRequest>,
 ) -> Result<(StatusCode, Json<NewToken>), ApiError> {
@@ -185,7 +194,7 @@ pub async fn create_token(
             message: "root is the local admin, not a Den user: name the user the token is for".into(),
         })));
     }
-    let t = den.accounts.create_token(&den.store, &c, req)?;
+    let t = accounts.create_token(&den.store, &c, req)?;
     den.event(&c.user, "token.created", &t.record.user, &format!("{} ({})", t.record.name, t.record.id));
     Ok((StatusCode::CREATED, Json(t)))
 }

@@ -33,6 +33,7 @@ pub type Body = http_body_util::combinators::BoxBody<hyper::body::Bytes, Box<dyn
 /// The bridge's state.
 pub struct Bridge {
     den: Arc<Den>,
+    accounts: Arc<den_auth::Accounts>,
     /// The policy.
     pub policy: policy::Policy,
     sandbox: sandbox::Sandbox,
@@ -59,7 +60,7 @@ fn unix_now() -> u64 {
 
 impl Bridge {
     /// A bridge for `den` as `cfg` says.
-    pub fn new(den: Arc<Den>, cfg: &DockerConfig) -> Arc<Bridge> {
+    pub fn new(den: Arc<Den>, accounts: Arc<den_auth::Accounts>, cfg: &DockerConfig) -> Arc<Bridge> {
         let policy = policy::Policy {
             relaxed: cfg.allow.iter().cloned().collect(),
             shared: cfg.share.clone(),
@@ -68,6 +69,7 @@ impl Bridge {
         let cache = saver::Cache::in_file(den.paths.data.join("docker-answers.json"));
         Arc::new(Bridge {
             den,
+            accounts,
             policy,
             sandbox: sandbox::Sandbox::new(cfg.clone()),
             last_use: AtomicU64::new(0),
@@ -318,7 +320,7 @@ pub async fn serve(bridge: Arc<Bridge>, listener: UnixListener) {
         };
         let uid = stream.peer_cred().ok().map(|c| c.uid());
         let (caller, open) = match Open::for_user(bridge.clone(), uid) {
-            Ok(open) => (peer::identify(&bridge.den, &bridge.users, &stream), Some(Arc::new(open))),
+            Ok(open) => (peer::identify(&bridge.den, &bridge.accounts, &bridge.users, &stream), Some(Arc::new(open))),
             Err(why) => (Err(why), None),
         };
         let over_cap = open.is_none();

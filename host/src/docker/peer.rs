@@ -8,7 +8,12 @@ use std::collections::BTreeMap;
 use tokio::net::UnixStream;
 
 /// The Den identity of the socket's peer, or why it has none (shown to the `docker` CLI).
-pub fn identify(den: &Den, users: &BTreeMap<String, String>, stream: &UnixStream) -> Result<Caller, String> {
+pub fn identify(
+    den: &Den,
+    accounts: &den_auth::Accounts,
+    users: &BTreeMap<String, String>,
+    stream: &UnixStream,
+) -> Result<Caller, String> {
     let cred = stream.peer_cred().map_err(|e| format!("cannot read the caller's credentials: {e}"))?;
     let uid = cred.uid();
     // SAFETY: geteuid has no preconditions.
@@ -16,7 +21,7 @@ pub fn identify(den: &Den, users: &BTreeMap<String, String>, stream: &UnixStream
         return Ok(Caller::local_admin("root"));
     }
     if let Some(name) = users.get(&uid.to_string()) {
-        return den.accounts.caller(&den.store, name).map_err(|_| {
+        return accounts.caller(&den.store, name).map_err(|_| {
             format!("uid {uid} maps to the Den user `{name}` ([docker] users), who does not exist; `den user ls` lists users")
         });
     }
@@ -25,7 +30,7 @@ pub fn identify(den: &Den, users: &BTreeMap<String, String>, stream: &UnixStream
         .flatten()
         .map(|u| u.name)
         .ok_or_else(|| format!("uid {uid} has no user name on this host, so it maps to no Den user"))?;
-    den.accounts.caller(&den.store, &name).map_err(|_| {
+    accounts.caller(&den.store, &name).map_err(|_| {
         format!("the Unix user `{name}` (uid {uid}) is not a Den user; an admin adds one with `den user add {name} --role operator`")
     })
 }

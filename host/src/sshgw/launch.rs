@@ -25,7 +25,7 @@ impl Gateway {
     /// Connects to the VM (once per connection; again if the upstream closed).
     async fn reach(&mut self, handle: russh::server::Handle) -> Result<(), String> {
         let user = self.user.clone().unwrap_or_default();
-        let rec = route::check(&self.den, &user, &self.target.vm).map_err(|r| r.line().to_string())?;
+        let rec = route::check(&self.den, &self.accounts, &user, &self.target.vm).map_err(|r| r.line().to_string())?;
         let stale = self.vm.as_ref().is_none_or(|c| {
             c.vm.running.as_ref().map(|r| r.pid) != rec.running.as_ref().map(|r| r.pid)
                 || c.upstream.as_ref().is_some_and(Upstream::is_closed)
@@ -71,7 +71,7 @@ impl Gateway {
         let user = self.user.clone().unwrap_or_default();
         let interactive = matches!(what, Start::Shell) && setup.pty.is_some();
         if self.target.vm.is_empty() {
-            let vms = route::enterable(&self.den, &user);
+            let vms = route::enterable(&self.den, &self.accounts, &user);
             if interactive {
                 let (menu, text) = Menu::pick(vms);
                 return self.show_menu(channel, out, setup, menu, text).await;
@@ -85,7 +85,9 @@ impl Gateway {
             return Ok(());
         }
         if interactive {
-            if let Err(Refusal::NotRunning { may_start: true, .. }) = route::check(&self.den, &user, &self.target.vm) {
+            if let Err(Refusal::NotRunning { may_start: true, .. }) =
+                route::check(&self.den, &self.accounts, &user, &self.target.vm)
+            {
                 let (menu, text) = Menu::confirm(&self.target.vm);
                 return self.show_menu(channel, out, setup, menu, text).await;
             }

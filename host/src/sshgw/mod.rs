@@ -41,7 +41,13 @@ pub const MAX_CONNECTIONS: (usize, usize) = (256, 32);
 
 /// Serves SSH on `listener` until the process ends: `host_key` identifies the gateway,
 /// `client_key` logs it into guests.
-pub async fn serve(den: Arc<Den>, listener: tokio::net::TcpListener, host_key: PrivateKey, client_key: PrivateKey) {
+pub async fn serve(
+    den: Arc<Den>,
+    accounts: Arc<den_auth::Accounts>,
+    listener: tokio::net::TcpListener,
+    host_key: PrivateKey,
+    client_key: PrivateKey,
+) {
     let config = Arc::new(russh::server::Config {
         keys: vec![host_key],
         auth_rejection_time: Duration::from_secs(1),
@@ -73,7 +79,7 @@ pub async fn serve(den: Arc<Den>, listener: tokio::net::TcpListener, host_key: P
         };
         let _ = tcp.set_nodelay(true);
         let logged_in = Arc::new(AtomicBool::new(false));
-        let handler = session::Gateway::new(den.clone(), peer, client_key.clone(), logged_in.clone());
+        let handler = session::Gateway::new(den.clone(), accounts.clone(), peer, client_key.clone(), logged_in.clone());
         let config = config.clone();
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + LOGIN_GRACE;

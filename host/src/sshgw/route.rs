@@ -4,6 +4,7 @@
 
 use crate::vms::Den;
 use den_auth::policy::{self, Action, VmAction};
+use den_auth::Accounts;
 use den_core::vm::{VmRecord, VmState};
 
 /// A parsed SSH user name.
@@ -59,10 +60,10 @@ impl Refusal {
 }
 
 /// Checks that `user` may enter `vm` now; returns its record.
-pub fn check(den: &Den, user: &str, vm: &str) -> Result<VmRecord, Refusal> {
+pub fn check(den: &Den, accounts: &Accounts, user: &str, vm: &str) -> Result<VmRecord, Refusal> {
     let rec =
         den.store.vm(vm).map_err(|_| Refusal::NotFound(format!("den: VM `{vm}` not found (`den vm ls` lists VMs)")))?;
-    let caller = den.accounts.caller(&den.store, user).map_err(|e| Refusal::Forbidden(format!("den: {e}")))?;
+    let caller = accounts.caller(&den.store, user).map_err(|e| Refusal::Forbidden(format!("den: {e}")))?;
     if let Err(e) = policy::authorize(&caller, &Action::Vm(&rec, VmAction::Enter)) {
         return Err(Refusal::Forbidden(format!("den: {e}")));
     }
@@ -76,8 +77,8 @@ pub fn check(den: &Den, user: &str, vm: &str) -> Result<VmRecord, Refusal> {
 }
 
 /// The VMs `user` may enter (operator or more), by name, with their state.
-pub fn enterable(den: &Den, user: &str) -> Vec<(String, VmState)> {
-    let Ok(caller) = den.accounts.caller(&den.store, user) else { return Vec::new() };
+pub fn enterable(den: &Den, accounts: &Accounts, user: &str) -> Vec<(String, VmState)> {
+    let Ok(caller) = accounts.caller(&den.store, user) else { return Vec::new() };
     let mut vms: Vec<(String, VmState)> = den
         .store
         .vms()

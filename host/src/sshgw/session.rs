@@ -8,6 +8,7 @@ use super::route::{self, Target};
 use super::upstream::Upstream;
 use crate::vms::Den;
 use den_agent_proto::{AgentClient, ForwardTarget};
+use den_auth::Accounts;
 use den_core::vm::VmRecord;
 use russh::keys::{PrivateKey, PublicKey};
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
@@ -20,6 +21,7 @@ use std::sync::Arc;
 /// The gateway's side of one connection.
 pub struct Gateway {
     pub(super) den: Arc<Den>,
+    pub(super) accounts: Arc<Accounts>,
     pub(super) peer: SocketAddr,
     pub(super) client_key: Arc<PrivateKey>,
     /// Set when the client is rate-limited: the line every channel shows.
@@ -55,8 +57,15 @@ pub(super) enum Chan {
 
 impl Gateway {
     /// A handler for a connection from `peer`.
-    pub fn new(den: Arc<Den>, peer: SocketAddr, client_key: Arc<PrivateKey>, logged_in: Arc<AtomicBool>) -> Gateway {
+    pub fn new(
+        den: Arc<Den>,
+        accounts: Arc<Accounts>,
+        peer: SocketAddr,
+        client_key: Arc<PrivateKey>,
+        logged_in: Arc<AtomicBool>,
+    ) -> Gateway {
         Gateway {
+            accounts,
             den,
             peer,
             client_key,
@@ -87,7 +96,7 @@ impl Gateway {
 
     /// Whether this address offered wrong keys too often lately.
     fn key_limited(&mut self, user: Option<&str>) -> bool {
-        let err = self.den.accounts.key_login_allowed(&self.peer.ip().to_string());
+        let err = self.accounts.key_login_allowed(&self.peer.ip().to_string());
         self.limited(user, err)
     }
 
@@ -97,7 +106,7 @@ impl Gateway {
         self.den.event(user.unwrap_or("-"), "ssh.auth_failed", &self.target.vm, &format!("{} {how}", self.peer.ip()));
         if !self.counted {
             self.counted = true;
-            self.den.accounts.failed_key_login(&self.peer.ip().to_string());
+            self.accounts.failed_key_login(&self.peer.ip().to_string());
         }
     }
 
@@ -169,7 +178,7 @@ impl russh::server::Handler for Gateway {
             return Ok(Auth::Accept);
         }
         let ip = self.peer.ip().to_string();
-        match self.den.accounts.check_password(&self.den.store, &user, password, &ip).await {
+        match self.accounts.check_password(&self.den.store, &user, password, &ip).await {
             Ok(()) => {
                 let ssh_user = if t.den_user.is_some() { ssh_user.to_string() } else { String::new() };
                 let auth = self.accept(&ssh_user, user.clone());
@@ -335,7 +344,7 @@ impl russh::server::Handler for Gateway {
     ) -> Result<(), Self::Error> {
         let Some(user) = self.user.clone().filter(|_| self.blocked.is_none()) else { return Ok(()) };
         let Ok(port) = u16::try_from(port) else { return Ok(()) };
-        let rec = match route::check(&self.den, &user, &self.target.vm) {
+        let rec = match route::check(&self.den, &self.accounts, &user, &self.target.vm) {
             Ok(r) => r,
             Err(r) => {
                 tracing::debug!(line = r.line(), "direct-tcpip refused");

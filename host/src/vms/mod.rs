@@ -87,8 +87,6 @@ pub struct Den {
     pub limits: Limits,
     /// Networking.
     pub net: Net,
-    /// Users, logins and tokens.
-    pub accounts: den_auth::Accounts,
     /// Usage graphs of the host and the VMs.
     pub metrics: crate::metrics::Metrics,
     /// The SSH gateway's public key (set at start), installed in guests for their sshd.
@@ -115,7 +113,6 @@ impl Den {
             paths,
             limits,
             net,
-            accounts: Default::default(),
             metrics: Default::default(),
             gateway_key: Default::default(),
             keepers: Mutex::default(),

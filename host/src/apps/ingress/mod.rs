@@ -90,6 +90,7 @@ pub fn strip_den_credentials(h: &mut HeaderMap) {
 /// The ingress, shared by every HTTPS connection.
 pub struct Ingress {
     apps: Arc<Apps>,
+    accounts: Arc<den_auth::Accounts>,
     sessions: login::Sessions,
     codes: login::Codes,
 }
@@ -105,8 +106,8 @@ fn host_of<B>(req: &Request<B>) -> String {
 
 impl Ingress {
     /// The ingress of `den`.
-    pub fn new(apps: Arc<Apps>) -> Arc<Ingress> {
-        Arc::new(Ingress { apps, sessions: login::Sessions::default(), codes: login::Codes::default() })
+    pub fn new(apps: Arc<Apps>, accounts: Arc<den_auth::Accounts>) -> Arc<Ingress> {
+        Arc::new(Ingress { apps, accounts, sessions: login::Sessions::default(), codes: login::Codes::default() })
     }
 
     /// Whether a request is for an app (its host is under the box domain, or its path under
@@ -130,11 +131,11 @@ impl Ingress {
             .and_then(|v| v.trim().strip_prefix("Bearer "))
             .map(str::trim);
         if let Some(t) = bearer {
-            return den.accounts.verify_token(&den.store, t).ok().map(|c| (c, false));
+            return self.accounts.verify_token(&den.store, t).ok().map(|c| (c, false));
         }
         let token = crate::api::session::cookie(req.headers(), login::COOKIE)?;
         let user = self.sessions.user(token, package)?;
-        den.accounts.caller(&den.store, &user).ok().map(|c| (c, true))
+        self.accounts.caller(&den.store, &user).ok().map(|c| (c, true))
     }
 
     /// `/apps/<subdomain>/rest` on the console's origin: a redirect to the app's own origin.
@@ -376,10 +377,10 @@ impl Ingress {
         }
         let user = query_param(&fields, "user").unwrap_or_default();
         let pw = query_param(&fields, "password").unwrap_or_default();
-        if let Err(e) = self.apps.den.accounts.check_password(&self.apps.den.store, &user, &pw, &from).await {
+        if let Err(e) = self.accounts.check_password(&self.apps.den.store, &user, &pw, &from).await {
             return login::page(&form, Some(&e.to_string()));
         }
-        let allowed = match self.apps.den.accounts.caller(&self.apps.den.store, &user) {
+        let allowed = match self.accounts.caller(&self.apps.den.store, &user) {
             Ok(c) => policy::authorize(&c, &Action::UseApp { admin_only: app.meta.admin_only }).map_err(|e| e.0),
             Err(e) => Err(e.to_string()),
         };
