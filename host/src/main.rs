@@ -3,9 +3,9 @@
 use anyhow::Context;
 use clap::Parser;
 use den_core::vm::Limits;
-use den_host::paths::{default_image_store, Paths};
-use den_host::vms::Den;
 use den_store::Store;
+use den_vms::paths::{default_image_store, Paths};
+use den_vms::Den;
 use std::path::{Path, PathBuf};
 
 /// Den's host daemon.
@@ -129,8 +129,8 @@ async fn main() -> anyhow::Result<()> {
         den.autostart();
     }
     den_host::apps::audit::start(den.clone());
-    tokio::spawn(den_host::metrics::run(den.clone()));
-    tokio::spawn(den_host::vms::net_watch::watch(den.clone()));
+    tokio::spawn(den_vms::metrics::run(den.clone()));
+    tokio::spawn(den_vms::net_watch::watch(den.clone()));
     tokio::spawn(den_engine::logs::run(paths.run.join("vms")));
     let mut bridge = None;
     if cfg.docker.enabled {

@@ -3,11 +3,11 @@
 
 use super::{ApiError, Caller};
 use crate::apps::{AppTable, Apps};
-use crate::vms::Den;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use den_core::new_id;
+use den_vms::Den;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};

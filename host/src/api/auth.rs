@@ -4,7 +4,6 @@
 //! middleware answers 401 or 403 before a handler runs.
 
 use super::{session, ApiError};
-use crate::vms::Den;
 use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
@@ -12,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use den_auth::policy::{self, Action, VmAction};
 use den_auth::Accounts;
 use den_auth::{AuthError, Caller, Role};
+use den_vms::Den;
 use std::net::SocketAddr;
 
 /// How a request arrived (set by the server for each connection).

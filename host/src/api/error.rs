@@ -1,9 +1,9 @@
 //! API errors: JSON `{code, message, field?}` with a stable code and the right HTTP status.
 
-use crate::vms::VmError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use den_store::StoreError;
+use den_vms::VmError;
 use serde::Serialize;
 
 /// An error reply.

@@ -2,10 +2,10 @@
 //! agent (`den vm cp`), like `incus file push` and `docker cp`.
 
 use super::ApiError;
-use crate::vms::Den;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use den_vms::Den;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use std::sync::Arc;

@@ -1,9 +1,9 @@
 //! `/api/v1/images`: what VMs can be made from.
 
 use super::ApiError;
-use crate::vms::{Den, VmError};
 use axum::extract::State;
 use axum::Json;
+use den_vms::{Den, VmError};
 use serde_json::{json, Value};
 use std::sync::Arc;
 

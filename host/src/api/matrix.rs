@@ -4,10 +4,10 @@
 //! changed row. The Docker socket's request classes are checked the same way.
 
 use super::auth::{authorize_for_test, need};
-use crate::vms::Den;
 use axum::http::Method;
 use den_auth::policy::{self, narrow};
 use den_auth::{Caller, Role, TokenScope};
+use den_vms::Den;
 use std::sync::Arc;
 
 /// The callers, each with the VM that `{name}` stands for (and the task `{id}` on it):
@@ -120,7 +120,7 @@ fn callers() -> [Caller; 5] {
 
 fn den() -> Arc<Den> {
     let dir = tempfile::tempdir().unwrap();
-    let paths = crate::paths::Paths::new(dir.path(), &dir.path().join("run"), &dir.path().join("images"));
+    let paths = den_vms::paths::Paths::new(dir.path(), &dir.path().join("run"), &dir.path().join("images"));
     let den = Den::new(
         den_store::Store::memory().unwrap(),
         paths,

@@ -22,10 +22,10 @@ mod ws;
 
 pub use error::ApiError;
 
-use crate::vms::Den;
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use den_vms::Den;
 use serde::Deserialize;
 use std::sync::Arc;
 

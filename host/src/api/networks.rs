@@ -2,11 +2,11 @@
 
 use super::body::Body;
 use super::{ApiError, Caller};
-use crate::vms::{Den, VmError};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use den_net::NetworkSpec;
+use den_vms::{Den, VmError};
 use serde_json::{json, Value};
 use std::sync::Arc;
 

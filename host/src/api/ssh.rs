@@ -1,12 +1,12 @@
 //! The SSH gateway's sessions and their recordings: admins see everyone's, others their own.
 
 use super::ApiError;
-use crate::vms::{Den, VmError};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use den_auth::Caller;
+use den_vms::{Den, VmError};
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;

@@ -3,13 +3,13 @@
 use super::auth::Transport;
 use super::body::Body;
 use super::ApiError;
-use crate::vms::{Den, VmError};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use den_auth::accounts::TokenRequest;
 use den_auth::{AuthError, Caller, NewToken, Role};
+use den_vms::{Den, VmError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;

@@ -2,13 +2,13 @@
 
 use super::body::Body;
 use super::{ApiError, Caller};
-use crate::vms::Den;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use den_auth::policy::{self, Action, VmAction};
 use den_core::vm::VmSpec;
+use den_vms::Den;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -54,7 +54,7 @@ pub async fn list(
 
 /// `GET /api/v1/vms/{name}`.
 pub async fn get(State(den): State<Arc<Den>>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(serde_json::to_value(den.store.vm(&name).map_err(crate::vms::VmError::from)?).unwrap_or_default()))
+    Ok(Json(serde_json::to_value(den.store.vm(&name).map_err(den_vms::VmError::from)?).unwrap_or_default()))
 }
 
 /// `POST /api/v1/vms`: 202 with the create task.
@@ -221,7 +221,7 @@ pub async fn clone(
     Body(req): Body<CloneBody>,
 ) -> Result<Response, ApiError> {
     // A clone gets the source's folders, not its forwards.
-    let mut spec = den.store.vm(&name).map_err(crate::vms::VmError::from)?.spec;
+    let mut spec = den.store.vm(&name).map_err(den_vms::VmError::from)?.spec;
     spec.ports.clear();
     host_reach_needs_admin(&caller, &spec)?;
     let (task, vm) = den.clone_vm(&name, &req.name, &caller.user)?;

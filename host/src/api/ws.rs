@@ -4,12 +4,12 @@
 //! text frame, first the stored ones after `N`, then live ones as they happen).
 
 use super::{ApiError, Caller};
-use crate::vms::{Den, VmError};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::Extension;
 use den_core::vm::VmState;
+use den_vms::{Den, VmError};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use std::sync::Arc;

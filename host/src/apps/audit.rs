@@ -6,8 +6,8 @@
 
 use super::TrafficRecord;
 use crate::apps::AppTable;
-use crate::vms::Den;
 use den_net::nft::{AUDIT_GROUP, AUDIT_PREFIX};
+use den_vms::Den;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_netfilter::nflog::{config_request, ConfigCmd, ConfigMode, PacketNla, Timeout, ULogMessage};
 use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};

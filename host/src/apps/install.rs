@@ -257,7 +257,7 @@ impl Apps {
         self: &Arc<Self>,
         app: &mut AppRecord,
         pkg: &Package,
-        task: &crate::vms::TaskHandle,
+        task: &den_vms::TaskHandle,
     ) -> Result<(), String> {
         self.make_images(app, pkg, task).await?;
         self.provision_app(app, task).await
@@ -268,7 +268,7 @@ impl Apps {
         self: &Arc<Self>,
         app: &mut AppRecord,
         pkg: &Package,
-        task: &crate::vms::TaskHandle,
+        task: &den_vms::TaskHandle,
     ) -> Result<(), String> {
         let layout = self.app_dirs().release(&app.package, &app.release).join("images");
         app.images.clear();
@@ -336,7 +336,7 @@ impl Apps {
         self: &Arc<Self>,
         app: &AppRecord,
         keep_data: bool,
-        task: &crate::vms::TaskHandle,
+        task: &den_vms::TaskHandle,
     ) -> Result<(), String> {
         self.unprovision_app(app, task).await?;
         let dirs = self.app_dirs();

@@ -21,8 +21,8 @@ pub use model::{AppRecord, AppState, TrafficRecord};
 pub use store::AppTable;
 
 use crate::config::AppsConfig;
-use crate::vms::Den;
 use den_store::StoreError;
+use den_vms::Den;
 use std::sync::Arc;
 
 /// The LPK app service: installs, runs, upgrades and removes apps over the VM service.
@@ -73,8 +73,8 @@ impl From<StoreError> for AppError {
     }
 }
 
-impl From<crate::vms::VmError> for AppError {
-    fn from(e: crate::vms::VmError) -> AppError {
+impl From<den_vms::VmError> for AppError {
+    fn from(e: den_vms::VmError) -> AppError {
         AppError::Failed(e.to_string())
     }
 }

@@ -39,7 +39,7 @@ pub(super) async fn get_status(apps: &Apps, app: &AppRecord, url: &str) -> Resul
         _ => return Err(format!("`{url}` is not an http:// URL")),
     };
     let io = apps.app_connect(app, &service_of(&host), port).await?;
-    crate::guest_http::get_status(io, &host, &path, Duration::from_secs(10)).await
+    den_vms::guest_http::get_status(io, &host, &path, Duration::from_secs(10)).await
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@ use super::layout::remove_tree;
 use super::Apps;
 use super::{AppError, AppRecord, AppState};
 use crate::apps::AppTable;
-use crate::vms::TaskHandle;
 use den_core::new_id;
 use den_lpk::{Package, Version};
 use den_store::now;
+use den_vms::TaskHandle;
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -19,8 +19,8 @@ pub mod saver;
 pub mod upstream;
 
 use crate::config::DockerConfig;
-use crate::vms::Den;
 use den_auth::Caller;
+use den_vms::Den;
 use hyper_util::rt::TokioIo;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

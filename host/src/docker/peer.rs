@@ -2,8 +2,8 @@
 //! credentials, mapped to the Den user `[docker] users` names for its uid, else to the Den user
 //! of the same name. Root (and dend's own user) is the local admin.
 
-use crate::vms::Den;
 use den_auth::Caller;
+use den_vms::Den;
 use std::collections::BTreeMap;
 use tokio::net::UnixStream;
 

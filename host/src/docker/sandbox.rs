@@ -3,10 +3,10 @@
 //! Requests wait for it; only one of them creates or starts it.
 
 use crate::config::DockerConfig;
-use crate::vms::{Den, VmError};
 use den_agent_proto::AgentClient;
 use den_core::vm::{Share, VmRecord, VmSpec, VmState};
 use den_store::StoreError;
+use den_vms::{Den, VmError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -44,7 +44,7 @@ pub async fn post_json(agent: &AgentClient, path: &str, body: &serde_json::Value
         if status.is_success() {
             Ok(())
         } else {
-            Err(format!("dockerd answered {status} to {path}: {}", crate::vms::guest_text(&text)))
+            Err(format!("dockerd answered {status} to {path}: {}", den_vms::guest_text(&text)))
         }
     };
     tokio::time::timeout(JSON_WAIT, whole)
@@ -80,7 +80,7 @@ async fn fetch(agent: &AgentClient, path: &str) -> Result<(hyper::StatusCode, By
 
 fn json_of(path: &str, status: hyper::StatusCode, body: &[u8]) -> Result<serde_json::Value, String> {
     if !status.is_success() {
-        return Err(format!("dockerd answered {status} to {path}: {}", crate::vms::guest_text(body)));
+        return Err(format!("dockerd answered {status} to {path}: {}", den_vms::guest_text(body)));
     }
     serde_json::from_slice(body).map_err(|e| format!("dockerd's answer to {path}: {e}"))
 }

@@ -25,8 +25,8 @@ mod upstream;
 
 pub use keys::{client_key, host_key, public_line, KeyError};
 
-use crate::vms::Den;
 use den_auth::conn_limit::ConnLimits;
+use den_vms::Den;
 use russh::keys::PrivateKey;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

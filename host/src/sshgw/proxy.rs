@@ -7,12 +7,12 @@
 
 use super::record::Recorder;
 use super::upstream::Upstream;
-use crate::vms::Den;
 use bytes::Bytes;
 use den_agent_proto::frame::{CHAN_STDERR, CHAN_STDIO};
 use den_agent_proto::msg::Control;
 use den_agent_proto::mux::{Event, StreamSender};
 use den_agent_proto::{AgentClient, ExecRequest, TtySize};
+use den_vms::Den;
 use russh::server::Msg;
 use russh::{client, ChannelId, ChannelMsg, ChannelWriteHalf, Pty, Sig};
 use std::sync::Arc;

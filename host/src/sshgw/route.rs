@@ -2,10 +2,10 @@
 //! (`alice+web1`) and the account in the guest (`web1:dev`); and whether the Den user may go
 //! there (operator on the VM, VM running).
 
-use crate::vms::Den;
 use den_auth::policy::{self, Action, VmAction};
 use den_auth::Accounts;
 use den_core::vm::{VmRecord, VmState};
+use den_vms::Den;
 
 /// A parsed SSH user name.
 #[derive(Debug, Clone, PartialEq, Eq)]

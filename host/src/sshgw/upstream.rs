@@ -5,9 +5,9 @@
 //! (key re-installed, sshd reloaded, host key re-read) and the connection tried once more.
 //! Agent-forwarding channels the guest opens are passed back to the user's client.
 
-use crate::vms::Den;
 use den_agent_proto::{AgentClient, ExecRequest};
 use den_core::vm::VmRecord;
+use den_vms::Den;
 use russh::client::{self, ChannelOpenHandle, Msg};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::Channel;

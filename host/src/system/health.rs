@@ -1,10 +1,10 @@
 //! One health check of the business OS: its agent must answer, and the optional HTTP check
 //! inside the guest (reached through the agent, no guest port opened) must answer 2xx or 3xx.
 
-use crate::vms::Den;
 use den_agent_proto::ForwardTarget;
 use den_core::system::Check;
 use den_core::vm::VmRecord;
+use den_vms::Den;
 use std::time::{Duration, Instant};
 
 /// How long each part of a check may take.
@@ -52,7 +52,7 @@ pub async fn check(den: &Den, vm: &VmRecord, http: Option<&HttpCheck>) -> Check 
         let target = ForwardTarget::Tcp { host: "127.0.0.1".into(), port: h.port };
         let ask = async {
             let io = agent.forward_io(target).await.map_err(|e| e.to_string())?;
-            crate::guest_http::get_status(io, &h.host, &h.path, LIMIT).await
+            den_vms::guest_http::get_status(io, &h.host, &h.path, LIMIT).await
         };
         let status = tokio::time::timeout(LIMIT, ask)
             .await

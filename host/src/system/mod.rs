@@ -18,9 +18,9 @@ pub use health::HttpCheck;
 pub use den_core::system::{HealthSample, Outcome, Phase, Slot, SlotInfo, SystemState, Update};
 pub use supervisor::System;
 
-use crate::vms::{BootFiles, Den, VmError, VmKeeper};
 use den_core::vm::{Kind, VmRecord};
 use den_store::StoreError;
+use den_vms::{BootFiles, Den, VmError, VmKeeper};
 use serde::Serialize;
 use std::future::Future;
 use std::pin::Pin;
@@ -134,7 +134,7 @@ impl VmKeeper for System {
             .map_err(|e| e.to_string())?;
         let (slot, info, [kernel, initrd, root]) = boot;
         let mut disks = vec![den_engine::DiskSpec { path: root, read_only: true }];
-        let data = dir.join(crate::vms::DATA_DISK);
+        let data = dir.join(den_vms::DATA_DISK);
         if data.exists() {
             disks.push(den_engine::DiskSpec { path: data, read_only: false });
         }

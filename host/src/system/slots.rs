@@ -3,9 +3,9 @@
 //! A slot is written under `slot-X.partial/`, flushed, then renamed into place, so a slot
 //! directory is whole or absent; the record in the store names a slot only once it is.
 
-use crate::vms::TaskHandle;
 use den_core::system::{Slot, SlotInfo};
 use den_store::now_ms;
+use den_vms::TaskHandle;
 use std::path::{Path, PathBuf};
 
 /// Files of a slot, by artifact role.
@@ -74,7 +74,7 @@ pub async fn write(
         let src = images.get(digest, true).map_err(|e| format!("image `{}`'s {role}: {e}", image.name))?;
         task.log(format!("writing {role} ({})", human(std::fs::metadata(&src).map(|m| m.len()).unwrap_or(0))));
         let dst = tmp.join(file);
-        crate::vms::copy_disk(&src, &dst, Some(task)).await?;
+        den_vms::copy_disk(&src, &dst, Some(task)).await?;
         sync(&dst)?;
     }
     let meta = tmp.join("slot.json");

@@ -8,13 +8,13 @@ use super::health::{self, HttpCheck};
 use super::slots;
 use super::{SystemError, DEND};
 use crate::config::SystemConfig;
-use crate::vms::Den;
 use den_core::system::HealthSample;
 use den_core::system::{decide, Action, Down, Outcome, Phase, Rules, Seen};
 use den_core::vm::{Kind, VmRecord, VmSpec, VmState};
 use den_engine as engine;
 use den_store::now_ms;
 use den_store::StoreError;
+use den_vms::Den;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -373,7 +373,7 @@ impl System {
         set_problem(None);
         let spec = self.spec()?;
         spec.validate(den.limits).map_err(config_error)?;
-        let engine = crate::vms::engine_for(spec.engine);
+        let engine = den_vms::engine_for(spec.engine);
         let vm = den.insert_creating(spec, engine, DEND)?;
         let (den2, rec, data_mib) = (den.clone(), vm.clone(), self.cfg.data_disk_mib);
         let task = den.spawn_task("system.create", &vm.spec.name, DEND, move |task| async move {
@@ -381,7 +381,7 @@ impl System {
             let res = async {
                 std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
                 task.log(format!("making a {data_mib} MiB data disk (ext4, label den-data)"));
-                crate::vms::make_data_disk(&dir.join(crate::vms::DATA_DISK), data_mib).await?;
+                den_vms::make_data_disk(&dir.join(den_vms::DATA_DISK), data_mib).await?;
                 task.log(format!("writing image {} into slot A", image.name));
                 let info =
                     slots::write(&den2.images().map_err(|e| e.to_string())?, &image, &dir, super::Slot::A, &task)

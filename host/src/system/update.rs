@@ -5,10 +5,10 @@
 
 use super::slots;
 use super::{System, SystemError};
-use crate::vms::Den;
 use den_core::system::{abort_trial, Outcome, Phase, Slot, SystemState, Update};
 use den_store::now_ms;
 use den_store::StoreError;
+use den_vms::Den;
 use std::sync::Arc;
 
 fn new_update(kind: &str, user: &str, st: &SystemState, to_label: String, slot: Slot, now: u64) -> Update {
@@ -199,7 +199,7 @@ mod tests {
     use den_core::system::SlotInfo;
 
     fn den(dir: &std::path::Path) -> Arc<Den> {
-        let paths = crate::paths::Paths::new(dir, &dir.join("run"), &dir.join("images"));
+        let paths = den_vms::paths::Paths::new(dir, &dir.join("run"), &dir.join("images"));
         let limits = den_core::vm::Limits { max_cpus: 2, max_memory_mib: 1024 };
         Den::new(den_store::Store::memory().unwrap(), paths, limits, "10.87.0.0/24")
     }

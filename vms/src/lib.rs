@@ -5,18 +5,21 @@
 mod autostart;
 mod disks;
 mod firstboot;
+pub mod guest_http;
 mod guest_sshd;
 mod isos;
 mod keeper;
 mod lifecycle;
+pub mod metrics;
 pub mod net_watch;
+pub mod paths;
 mod reconcile;
 mod tasks;
 
-pub(crate) use disks::{copy_disk, make_data_disk, DATA_DISK};
+pub use disks::{copy_disk, make_data_disk, DATA_DISK};
 pub use isos::Iso;
 pub use keeper::VmKeeper;
-pub(crate) use lifecycle::engine_for;
+pub use lifecycle::engine_for;
 pub use lifecycle::BootFiles;
 pub use tasks::TaskHandle;
 
@@ -159,7 +162,8 @@ impl Den {
         Ok(())
     }
 
-    pub(crate) fn images(&self) -> Result<den_images::Store, VmError> {
+    /// The image store, opened.
+    pub fn images(&self) -> Result<den_images::Store, VmError> {
         den_images::Store::open(&self.paths.images).map_err(|e| VmError::Images(e.to_string()))
     }
 }

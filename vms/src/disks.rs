@@ -16,7 +16,7 @@ pub const DATA_DISK: &str = "data.img";
 
 /// Makes a sparse data disk of `mib` MiB at `path`, formatted ext4 with the label `den-data`
 /// (the guest mounts it by label), through a temporary name so that `path` is whole or absent.
-pub(crate) async fn make_data_disk(path: &Path, mib: u64) -> Result<(), String> {
+pub async fn make_data_disk(path: &Path, mib: u64) -> Result<(), String> {
     let tmp = path.with_extension("partial");
     let f = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
     f.set_len(mib << 20).map_err(|e| format!("{}: {e}", tmp.display()))?;
@@ -41,7 +41,7 @@ pub(crate) async fn make_data_disk(path: &Path, mib: u64) -> Result<(), String> 
 ///
 /// `src` is opened once, as a regular file only (never a FIFO or device node someone swapped
 /// in), and `cp` copies from that open file: what was checked is what is copied.
-pub(crate) async fn copy_disk(src: &Path, dst: &Path, task: Option<&TaskHandle>) -> Result<(), String> {
+pub async fn copy_disk(src: &Path, dst: &Path, task: Option<&TaskHandle>) -> Result<(), String> {
     let tmp = dst.with_extension("partial");
     let file = den_guest_tree::open_regular(src).map_err(|e| e.to_string())?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0).max(1);

@@ -51,7 +51,7 @@ impl Den {
                 .await
                 .map_err(|e| format!("first-boot settings: agent: {e}"))?;
             if out.code != Some(0) {
-                return Err(format!("first-boot settings failed: {}", crate::vms::guest_text(&out.stderr)));
+                return Err(format!("first-boot settings failed: {}", crate::guest_text(&out.stderr)));
             }
             task.log(format!(
                 "first boot: {} user(s), {} SSH key(s) set up",

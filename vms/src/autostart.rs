@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Whether the host booted since the last `dend` recorded its boot id (and records it now).
-pub fn host_booted(data: &std::path::Path) -> bool {
+pub(crate) fn host_booted(data: &std::path::Path) -> bool {
     let now = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_string();
     let file = data.join("boot_id");
     let before = std::fs::read_to_string(&file).unwrap_or_default().trim().to_string();
@@ -23,7 +23,7 @@ pub fn host_booted(data: &std::path::Path) -> bool {
 }
 
 /// The VMs to start after a host boot, in order (system VMs are their supervisor's).
-pub fn boot_order(vms: &[VmRecord]) -> Vec<&VmRecord> {
+pub(crate) fn boot_order(vms: &[VmRecord]) -> Vec<&VmRecord> {
     let mut v: Vec<&VmRecord> = vms
         .iter()
         .filter(|v| v.spec.autostart && v.spec.kind != Kind::System)

@@ -61,7 +61,7 @@ impl Den {
         match out.code {
             Some(NO_SSHD) => return Ok(None),
             Some(0) => {}
-            _ => return Err(format!("preparing the guest's sshd failed: {}", crate::vms::guest_text(&out.stderr))),
+            _ => return Err(format!("preparing the guest's sshd failed: {}", crate::guest_text(&out.stderr))),
         }
         // The key line is the last line; anything longer than a key line is not one.
         let text = String::from_utf8_lossy(&out.stdout);
@@ -69,7 +69,7 @@ impl Den {
         if !host_key.starts_with("ssh-ed25519 ") || host_key.len() > MAX_KEY_LINE {
             return Err(format!(
                 "the guest's sshd host key is not an Ed25519 key line: {:?}",
-                crate::vms::guest_text(host_key.as_bytes())
+                crate::guest_text(host_key.as_bytes())
             ));
         }
         let old = self.store.guest_host_key(vm_id).map_err(|e| e.to_string())?;

@@ -6,7 +6,7 @@
 pub mod history;
 pub mod proc;
 
-use crate::vms::Den;
+use crate::Den;
 use den_core::vm::VmState;
 use den_engine::process::{self, Proc};
 use history::{History, HostSample, VmCounters, VmSample};

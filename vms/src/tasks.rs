@@ -11,10 +11,10 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Task kinds that may be cancelled.
-pub const CANCELLABLE: [&str; 3] = ["vm.create", "vm.clone", "vm.snapshot"];
+pub(crate) const CANCELLABLE: [&str; 3] = ["vm.create", "vm.clone", "vm.snapshot"];
 
 /// The error a cancelled step returns.
-pub const CANCELLED: &str = "cancelled on request";
+pub(crate) const CANCELLED: &str = "cancelled on request";
 
 /// A running task's log and cancellation signal.
 #[derive(Clone)]

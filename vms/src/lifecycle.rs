@@ -60,10 +60,10 @@ fn cmdline_escape(s: &str) -> String {
 const MAX_CMDLINE: usize = 1536;
 
 /// How long a guest gets to shut down before its engine is stopped hard.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The engine an engine choice means on this host.
-pub(crate) fn engine_for(choice: EngineChoice) -> EngineKind {
+pub fn engine_for(choice: EngineChoice) -> EngineKind {
     match choice {
         EngineChoice::Qemu => EngineKind::Qemu,
         EngineChoice::Vmm => EngineKind::Vmm,
@@ -131,7 +131,7 @@ impl Den {
 
     /// Claims a new VM's name and addresses: its `creating` record, stored under the address
     /// allocation lock so two creates cannot take the same name, address or port.
-    pub(crate) fn insert_creating(&self, spec: VmSpec, engine: EngineKind, user: &str) -> Result<VmRecord, VmError> {
+    pub fn insert_creating(&self, spec: VmSpec, engine: EngineKind, user: &str) -> Result<VmRecord, VmError> {
         let t = now();
         let id = new_id();
         let _guard = self.net.allocation_guard();
@@ -158,7 +158,7 @@ impl Den {
     /// Ends a create or clone task whose disks are made (`disks`): the network learns the new
     /// addresses and forwards, then the VM is stopped and `vm.created` says `from` what; on any
     /// failure everything the VM had is removed.
-    pub(crate) async fn finish_creating(
+    pub async fn finish_creating(
         &self,
         rec: &VmRecord,
         disks: Result<(), String>,
