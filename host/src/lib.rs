@@ -27,7 +27,6 @@ pub mod config;
 pub mod docker;
 pub mod server;
 pub mod service;
-pub mod sshgw;
 pub mod system;
 pub mod tls;
 pub mod urlcode;

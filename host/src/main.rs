@@ -102,8 +102,8 @@ async fn main() -> anyhow::Result<()> {
     den_core::net::ipam::Subnet::parse(&cli.subnet).map_err(|e| anyhow::anyhow!("--subnet: {e}"))?;
     let den = Den::new(store, paths.clone(), host_limits(), &cli.subnet);
     // Guests get the gateway's key at first boot, also those autostarted by the reconcile below.
-    let client_key = den_host::sshgw::client_key(&paths.data).context("the SSH gateway's key for guests")?;
-    let _ = den.gateway_key.set(den_host::sshgw::public_line(&client_key));
+    let client_key = den_sshgw::client_key(&paths.data).context("the SSH gateway's key for guests")?;
+    let _ = den.gateway_key.set(den_sshgw::public_line(&client_key));
     let apps = den_host::apps::Apps::new(den.clone(), cfg.apps.clone());
     let accounts = std::sync::Arc::new(den_auth::Accounts::default());
     let _ = std::fs::remove_file(paths.run.join("https.addr"));
@@ -149,9 +149,9 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(den_host::server::serve_https(services.clone(), tcp, tls));
     }
     if cli.ssh_listen != "off" {
-        let key = den_host::sshgw::host_key(&paths.data).context("the SSH gateway's host key")?;
+        let key = den_sshgw::host_key(&paths.data).context("the SSH gateway's host key")?;
         let tcp = bind_recorded(&den, &cli.ssh_listen, "--ssh-listen", &paths.run.join("ssh.addr")).await?;
-        tokio::spawn(den_host::sshgw::serve(den.clone(), accounts.clone(), tcp, key, client_key));
+        tokio::spawn(den_sshgw::serve(den.clone(), accounts.clone(), tcp, key, client_key));
     }
     tracing::info!(socket = %paths.socket().display(), "dend serving");
     den_host::service::notify("READY=1");

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// A stream that errors on read once `deadline` passes while `logged_in` is still false.
-pub struct GraceStream<S> {
+pub(crate) struct GraceStream<S> {
     inner: S,
     deadline: Pin<Box<Sleep>>,
     logged_in: Arc<AtomicBool>,
@@ -20,7 +20,7 @@ pub struct GraceStream<S> {
 
 impl<S> GraceStream<S> {
     /// Wraps `inner`; `logged_in` is set by the session once a user is in.
-    pub fn new(inner: S, deadline: Instant, logged_in: Arc<AtomicBool>) -> GraceStream<S> {
+    pub(crate) fn new(inner: S, deadline: Instant, logged_in: Arc<AtomicBool>) -> GraceStream<S> {
         GraceStream { inner, deadline: Box::pin(tokio::time::sleep_until(deadline)), logged_in }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 /// An open recording; writes are serialized and flushed per event, so a recording can be read
 /// while its session runs.
-pub struct Recorder {
+pub(crate) struct Recorder {
     inner: Mutex<Inner>,
 }
 
@@ -26,10 +26,10 @@ struct Inner {
 
 /// Largest recording: a guest chooses how much it prints, so past this the recording ends with
 /// a note (the session goes on).
-pub const MAX_RECORDING: u64 = 64 << 20;
+pub(crate) const MAX_RECORDING: u64 = 64 << 20;
 
 /// What a recording starts with.
-pub struct Header<'a> {
+pub(crate) struct Header<'a> {
     /// Terminal columns.
     pub cols: u32,
     /// Terminal rows.
@@ -44,7 +44,7 @@ pub struct Header<'a> {
 
 impl Recorder {
     /// Creates `path` (mode 0600) and writes the header.
-    pub fn create(path: &Path, h: &Header) -> std::io::Result<Recorder> {
+    pub(crate) fn create(path: &Path, h: &Header) -> std::io::Result<Recorder> {
         use std::os::unix::fs::OpenOptionsExt;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -68,7 +68,7 @@ impl Recorder {
     }
 
     /// Output the client saw.
-    pub fn output(&self, bytes: &[u8]) {
+    pub(crate) fn output(&self, bytes: &[u8]) {
         let Ok(mut inner) = self.inner.lock() else { return };
         inner.carry.extend_from_slice(bytes);
         let (text, rest) = split_utf8(&inner.carry);
@@ -80,7 +80,7 @@ impl Recorder {
     }
 
     /// A terminal resize.
-    pub fn resize(&self, cols: u32, rows: u32) {
+    pub(crate) fn resize(&self, cols: u32, rows: u32) {
         self.event("r", &format!("{cols}x{rows}"));
     }
 

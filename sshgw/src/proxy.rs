@@ -24,7 +24,7 @@ const INPUT_BUDGET: usize = 8 << 20;
 
 /// A terminal the client asked for.
 #[derive(Debug, Clone)]
-pub struct PtyReq {
+pub(crate) struct PtyReq {
     /// `TERM`.
     pub term: String,
     /// Columns.
@@ -37,7 +37,7 @@ pub struct PtyReq {
 
 /// What the client set up before starting the session.
 #[derive(Debug, Default)]
-pub struct Setup {
+pub(crate) struct Setup {
     /// A PTY, if asked.
     pub pty: Option<PtyReq>,
     /// Environment variables.
@@ -48,7 +48,7 @@ pub struct Setup {
 
 /// What the session runs.
 #[derive(Debug, Clone)]
-pub enum Start {
+pub(crate) enum Start {
     /// The login shell.
     Shell,
     /// A command line.
@@ -59,7 +59,7 @@ pub enum Start {
 
 impl Start {
     /// The kind for the session log.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Start::Shell => "shell",
             Start::Exec(_) => "exec",
@@ -68,7 +68,7 @@ impl Start {
     }
 
     /// The command or subsystem name.
-    pub fn command(&self) -> &str {
+    pub(crate) fn command(&self) -> &str {
         match self {
             Start::Shell => "",
             Start::Exec(c) | Start::Subsystem(c) => c,
@@ -77,7 +77,7 @@ impl Start {
 }
 
 /// Where the session runs.
-pub enum Via<'a> {
+pub(crate) enum Via<'a> {
     /// The guest's sshd.
     Upstream(&'a Upstream),
     /// Agent exec, as this guest account.
@@ -85,7 +85,7 @@ pub enum Via<'a> {
 }
 
 /// What the output pump needs besides the channel.
-pub struct Ctx {
+pub(crate) struct Ctx {
     /// The service (to end the session record).
     pub den: Arc<Den>,
     /// The client connection.
@@ -152,7 +152,7 @@ enum Input {
 }
 
 /// A running session channel; its tasks end when it is dropped.
-pub struct Live {
+pub(crate) struct Live {
     backend: Backend,
     input: mpsc::UnboundedSender<Input>,
     budget: Arc<Semaphore>,
@@ -165,19 +165,19 @@ pub struct Live {
 impl Live {
     /// Client input; waits while the channel's queue is full. Input is not recorded (it holds
     /// what people type at password prompts); the output shows the commands as typed.
-    pub async fn input(&self, bytes: &[u8]) {
+    pub(crate) async fn input(&self, bytes: &[u8]) {
         let n = bytes.len().clamp(1, INPUT_BUDGET) as u32;
         let Ok(permit) = self.budget.clone().acquire_many_owned(n).await else { return };
         let _ = self.input.send(Input::Data(Bytes::copy_from_slice(bytes), permit));
     }
 
     /// The client sent EOF.
-    pub fn eof(&self) {
+    pub(crate) fn eof(&self) {
         let _ = self.input.send(Input::Eof);
     }
 
     /// The client's terminal changed size.
-    pub async fn resize(&self, cols: u32, rows: u32) {
+    pub(crate) async fn resize(&self, cols: u32, rows: u32) {
         if let Some(r) = &self.recorder {
             r.resize(cols, rows);
         }
@@ -185,12 +185,12 @@ impl Live {
     }
 
     /// The client sent a signal.
-    pub async fn signal(&self, sig: Sig) {
+    pub(crate) async fn signal(&self, sig: Sig) {
         self.backend.signal(sig).await;
     }
 
     /// The client closed the channel.
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         self.backend.close().await;
     }
 }
@@ -208,7 +208,7 @@ impl Drop for Live {
 }
 
 /// Starts the session; `Err` is the line to show the client.
-pub async fn start(
+pub(crate) async fn start(
     ctx: Ctx,
     out: ChannelWriteHalf<Msg>,
     setup: Setup,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 /// Why there is no upstream connection.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// The guest has no sshd (or it does not listen): use agent exec instead.
     #[error("the guest has no sshd listening on 127.0.0.1:22")]
     NoSshd,
@@ -34,18 +34,18 @@ pub enum UpstreamError {
 }
 
 /// A live upstream connection.
-pub struct Upstream {
+pub(crate) struct Upstream {
     handle: client::Handle<Client>,
 }
 
 impl Upstream {
     /// Opens a session channel on the guest's sshd.
-    pub async fn session(&self) -> Result<Channel<Msg>, UpstreamError> {
+    pub(crate) async fn session(&self) -> Result<Channel<Msg>, UpstreamError> {
         self.handle.channel_open_session().await.map_err(|e| UpstreamError::Failed(format!("guest sshd: {e}")))
     }
 
     /// Whether the connection is gone.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.handle.is_closed()
     }
 }
@@ -89,7 +89,7 @@ impl client::Handler for Client {
 }
 
 /// Connects to `vm`'s sshd as `guest_user`, setting the guest side up again once if needed.
-pub async fn connect(
+pub(crate) async fn connect(
     den: &Den,
     vm: &VmRecord,
     agent: &AgentClient,

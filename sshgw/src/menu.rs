@@ -6,7 +6,7 @@ use den_core::vm::VmState;
 
 /// What the menu decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Enter this running VM.
     Enter(String),
     /// Start this stopped VM, then enter it.
@@ -23,7 +23,7 @@ enum Step {
 
 /// The menu's state.
 #[derive(Debug)]
-pub struct Menu {
+pub(crate) struct Menu {
     vms: Vec<(String, VmState)>,
     step: Step,
     line: String,
@@ -31,7 +31,7 @@ pub struct Menu {
 
 impl Menu {
     /// The list of `vms` with its prompt; the text to show first.
-    pub fn pick(vms: Vec<(String, VmState)>) -> (Menu, String) {
+    pub(crate) fn pick(vms: Vec<(String, VmState)>) -> (Menu, String) {
         let mut text = String::from("Den: your VMs\r\n");
         if vms.is_empty() {
             text.push_str("  (none: an admin can grant you one)\r\n");
@@ -44,13 +44,13 @@ impl Menu {
     }
 
     /// The offer to start stopped VM `vm`; the text to show first.
-    pub fn confirm(vm: &str) -> (Menu, String) {
+    pub(crate) fn confirm(vm: &str) -> (Menu, String) {
         let text = confirm_prompt(vm);
         (Menu { vms: Vec::new(), step: Step::Confirm(vm.into()), line: String::new() }, text)
     }
 
     /// Takes typed bytes: the text to echo or show, and an outcome once a line is complete.
-    pub fn keys(&mut self, bytes: &[u8]) -> (String, Option<Outcome>) {
+    pub(crate) fn keys(&mut self, bytes: &[u8]) -> (String, Option<Outcome>) {
         let mut shown = String::new();
         for &b in bytes {
             match b {

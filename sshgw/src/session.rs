@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The gateway's side of one connection.
-pub struct Gateway {
+pub(crate) struct Gateway {
     pub(super) den: Arc<Den>,
     pub(super) accounts: Arc<Accounts>,
     pub(super) peer: SocketAddr,
@@ -57,7 +57,7 @@ pub(super) enum Chan {
 
 impl Gateway {
     /// A handler for a connection from `peer`.
-    pub fn new(
+    pub(crate) fn new(
         den: Arc<Den>,
         accounts: Arc<Accounts>,
         peer: SocketAddr,
