@@ -29,5 +29,4 @@ pub mod server;
 pub mod service;
 pub mod system;
 pub mod tls;
-pub mod urlcode;
 pub mod web;

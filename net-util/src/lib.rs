@@ -1,6 +1,7 @@
-//! Network helpers shared by dend and den-vmm: [`MacAddr`], [`fnv1a`] and [`tap`].
+//! Network helpers shared by dend and den-vmm: [`MacAddr`], [`fnv1a`], [`tap`] and [`url`].
 
 pub mod tap;
+pub mod url;
 
 use std::fmt;
 use std::str::FromStr;

@@ -47,7 +47,7 @@ pub fn need(method: &Method, path: &str) -> Need {
         .trim_start_matches("/api/v1/")
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| crate::urlcode::percent_decode(s, false))
+        .map(den_net_util::url::decode_path)
         .collect();
     let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let read = *method == Method::GET;
@@ -242,8 +242,8 @@ fn remote_caller(den: &Den, accounts: &Accounts, req: &mut Request) -> Result<Ca
 fn console_ticket(req: &Request) -> Option<(String, String)> {
     let segs: Vec<&str> = req.uri().path().trim_start_matches("/api/v1/").split('/').collect();
     let ["vms", vm, "console", "ws"] = segs.as_slice() else { return None };
-    let ticket = req.uri().query()?.split('&').find_map(|kv| kv.strip_prefix("ticket="))?;
-    Some((vm.to_string(), ticket.to_string()))
+    let ticket = den_net_util::url::query_values(req.uri().query()?, "ticket").into_iter().next()?;
+    Some((vm.to_string(), ticket))
 }
 
 /// Whether the request's `Origin` (when it has one) names the host it was sent to.

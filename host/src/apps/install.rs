@@ -4,6 +4,7 @@
 
 use super::layout::{remove_tree, AppDirs, GuestDir};
 use super::Apps;
+use super::AppsConfig;
 use super::{AppError, AppRecord, AppState};
 use crate::apps::AppTable;
 use den_core::new_id;
@@ -41,7 +42,7 @@ impl Apps {
     }
 
     /// `[apps]` of den.toml.
-    pub fn apps_cfg(&self) -> crate::config::AppsConfig {
+    pub fn apps_cfg(&self) -> AppsConfig {
         self.config.clone()
     }
 

@@ -4,6 +4,7 @@
 //! it runs each app's services as VMs of the VM service, which knows nothing of apps.
 
 pub mod audit;
+mod config;
 pub mod images;
 pub mod ingress;
 mod install;
@@ -20,7 +21,7 @@ pub use layout::AppDirs;
 pub use model::{AppRecord, AppState, TrafficRecord};
 pub use store::AppTable;
 
-use crate::config::AppsConfig;
+pub use config::AppsConfig;
 use den_store::StoreError;
 use den_vms::Den;
 use std::sync::Arc;

@@ -5,6 +5,7 @@
 //! first use (`sandbox`) and stopped when idle (`saver`); published container ports appear on
 //! the host's loopback (`ports`).
 
+mod config;
 pub mod endpoint;
 pub mod load;
 pub mod owners;
@@ -18,7 +19,7 @@ pub mod sandbox;
 pub mod saver;
 pub mod upstream;
 
-use crate::config::DockerConfig;
+pub use config::DockerConfig;
 use den_auth::Caller;
 use den_vms::Den;
 use hyper_util::rt::TokioIo;

@@ -7,7 +7,7 @@
 
 use super::endpoint::unversioned;
 use super::policy::go_key_matches;
-use crate::urlcode::{percent_decode, percent_encode, query_values};
+use den_net_util::url::{encode as percent_encode, pairs, query_values};
 use serde_json::{Map, Value};
 
 /// The label that names an object's Den owner.
@@ -285,16 +285,15 @@ pub fn label_body(body: &[u8], user: &str) -> Result<Vec<u8>, String> {
 pub fn label_build_query(query: &str, user: &str) -> Result<String, String> {
     let mut labels = Map::new();
     let mut out: Vec<String> = Vec::new();
-    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        if percent_decode(k, true) == "labels" {
-            match serde_json::from_str::<Value>(&percent_decode(v, true)) {
+    for pair in pairs(query) {
+        if pair.key == "labels" {
+            match serde_json::from_str::<Value>(&pair.value) {
                 Ok(Value::Object(m)) => labels.extend(m),
                 Ok(Value::Null) => {}
                 _ => return Err("the build's `labels` is not a JSON object".into()),
             }
         } else {
-            out.push(kv.to_string());
+            out.push(pair.raw.to_string());
         }
     }
     labels.retain(|k, _| !k.eq_ignore_ascii_case(OWNER_LABEL));
@@ -459,17 +458,12 @@ pub fn pin_path(path: &str, pins: &[(Object, String)]) -> String {
 
 /// A commit's query with its `container` pinned to the id.
 pub fn pin_query(query: &str, pins: &[(Object, String)]) -> String {
-    query
-        .split('&')
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if percent_decode(k, true) == "container" => {
-                let name = percent_decode(v, true);
-                match pins.iter().find(|(o, _)| *o == Object::Container(name.clone())) {
-                    Some((_, id)) => format!("{k}={id}"),
-                    None => kv.to_string(),
-                }
+    pairs(query)
+        .map(|pair| {
+            match pins.iter().find(|(o, _)| pair.key == "container" && *o == Object::Container(pair.value.clone())) {
+                Some((_, id)) => format!("{}={id}", pair.raw_key),
+                None => pair.raw.to_string(),
             }
-            _ => kv.to_string(),
         })
         .collect::<Vec<_>>()
         .join("&")
@@ -670,7 +664,7 @@ mod tests {
         let q =
             label_build_query("t=x&labels=%7B%22den.owner%22%3A%22root%22%2C%22k%22%3A%22v%22%7D", "alice").unwrap();
         assert!(q.starts_with("t=x&labels="), "{q}");
-        let labels: Value = serde_json::from_str(&percent_decode(q.split("labels=").nth(1).unwrap(), true)).unwrap();
+        let labels: Value = serde_json::from_str(query_values(&q, "labels").last().unwrap()).unwrap();
         assert_eq!(labels, json!({"k": "v", "den.owner": "alice"}));
     }
 

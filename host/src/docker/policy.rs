@@ -7,7 +7,7 @@
 //! dangerous value under any spelling is refused. An admin can relax single rules by name.
 
 use super::endpoint::Endpoint;
-use crate::urlcode::percent_decode;
+use den_net_util::url::pairs;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
@@ -198,8 +198,7 @@ impl Policy {
     }
 
     fn check_build(&self, query: &str) -> Result<(), Refusal> {
-        for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
-            let (k, v) = (percent_decode(k, true), percent_decode(v, true));
+        for den_net_util::url::Pair { key: k, value: v, .. } in pairs(query) {
             if k.eq_ignore_ascii_case("networkmode")
                 && v.trim().eq_ignore_ascii_case("host")
                 && self.on("host-namespaces")

@@ -83,7 +83,7 @@ impl Cache {
 
 /// Whether a `GET /containers/json` query asks for stopped containers too (`all=1|true`).
 pub fn lists_all(query: &str) -> bool {
-    query.split('&').filter_map(|kv| kv.split_once('=')).any(|(k, v)| k == "all" && matches!(v, "1" | "true" | "True"))
+    den_net_util::url::pairs(query).any(|p| p.key == "all" && matches!(p.value.as_str(), "1" | "true" | "True"))
 }
 
 /// Stops the sandbox once it has been idle long enough; runs until the process ends.

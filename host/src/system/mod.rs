@@ -8,6 +8,7 @@
 //! - [`health`]: one check through the guest agent (and an optional HTTP check);
 //! - [`supervisor`]: the loop that makes, starts, checks, boots and rolls back the VM.
 
+mod config;
 mod health;
 pub mod slots;
 mod supervisor;
@@ -15,6 +16,7 @@ mod update;
 
 pub use health::HttpCheck;
 // The recorded state and its decisions live in den-core; this module does the I/O.
+pub use config::SystemConfig;
 pub use den_core::system::{HealthSample, Outcome, Phase, Slot, SlotInfo, SystemState, Update};
 pub use supervisor::System;
 

@@ -6,8 +6,8 @@
 
 use super::health::{self, HttpCheck};
 use super::slots;
+use super::SystemConfig;
 use super::{SystemError, DEND};
-use crate::config::SystemConfig;
 use den_core::system::HealthSample;
 use den_core::system::{decide, Action, Down, Outcome, Phase, Rules, Seen};
 use den_core::vm::{Kind, VmRecord, VmSpec, VmState};

@@ -246,7 +246,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let den = den(dir.path());
         assert!(matches!(crate::system::configured(None), Err(SystemError::NotConfigured)));
-        let cfg = crate::config::SystemConfig { name: "os".into(), ..Default::default() };
+        let cfg = crate::system::SystemConfig { name: "os".into(), ..Default::default() };
         let sys = crate::system::System::start(&den, cfg).unwrap();
         den.store
             .modify_system(|st| {

@@ -48,7 +48,7 @@ fn status(e: &TreeError) -> StatusCode {
 /// directory's `index.html`. `head` answers without the body.
 pub async fn serve(tree: Result<GuestTree, TreeError>, path: &str, head: bool) -> Response<Body> {
     let path = path.split('?').next().unwrap_or("/");
-    let decoded = crate::urlcode::percent_decode(path, false);
+    let decoded = den_net_util::url::decode_path(path);
     let rel = decoded.trim_start_matches('/').to_string();
     if rel.split('/').any(|c| c == "..") || rel.contains('\0') {
         return plain(StatusCode::BAD_REQUEST, "bad path");

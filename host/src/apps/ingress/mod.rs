@@ -228,7 +228,7 @@ impl Ingress {
                     .is_some_and(|a| a.contains("text/html"));
             if wants_page {
                 let next = format!("{app_path}{}", query.as_deref().map(|q| format!("?{q}")).unwrap_or_default());
-                let to = format!("{}?next={}", login::LOGIN, crate::urlcode::percent_encode(&next));
+                let to = format!("{}?next={}", login::LOGIN, den_net_util::url::encode(&next));
                 return login::redirect(&to, &[]);
             }
             return plain(
@@ -327,8 +327,8 @@ impl Ingress {
                     "https://{domain}{}{}?app={}&next={}&state={state}",
                     port_of(host),
                     login::CONSOLE_LOGIN,
-                    crate::urlcode::percent_encode(&route::bare_host(host)),
-                    crate::urlcode::percent_encode(&next)
+                    den_net_util::url::encode(&route::bare_host(host)),
+                    den_net_util::url::encode(&next)
                 );
                 login::redirect(&to, &[login::state_cookie(&state, login::CODE_TTL.as_secs() * 10)])
             }
@@ -389,8 +389,7 @@ impl Ingress {
         }
         match self.codes.issue(&user, &app.package, &state) {
             Ok(code) => {
-                let to =
-                    format!("{origin}{}?code={code}&next={}", login::CALLBACK, crate::urlcode::percent_encode(&next));
+                let to = format!("{origin}{}?code={code}&next={}", login::CALLBACK, den_net_util::url::encode(&next));
                 login::redirect(&to, &[])
             }
             Err(e) => plain(StatusCode::SERVICE_UNAVAILABLE, &format!("den: {e}")),
@@ -440,7 +439,7 @@ fn port_of(host: &str) -> String {
 
 /// The first value of `key` in a query string or form body, decoded.
 fn query_param(query: &str, key: &str) -> Option<String> {
-    crate::urlcode::query_values(query, key).into_iter().next()
+    den_net_util::url::query_values(query, key).into_iter().next()
 }
 
 #[cfg(test)]
