@@ -10,8 +10,10 @@ pub mod policy;
 pub mod sshkey;
 pub mod ticket;
 pub mod token;
+pub mod transport;
 
 pub use accounts::{Accounts, AuthError, NewToken};
+pub use transport::Transport;
 
 pub use den_core::users::{Role, TokenScope};
 use std::collections::HashMap;

@@ -10,18 +10,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use den_auth::policy::{self, Action, VmAction};
 use den_auth::Accounts;
+use den_auth::Transport;
 use den_auth::{AuthError, Caller, Role};
 use den_vms::Den;
-use std::net::SocketAddr;
-
-/// How a request arrived (set by the server for each connection).
-#[derive(Debug, Clone)]
-pub enum Transport {
-    /// The local Unix socket, with the identity its peer credentials give.
-    Local(Caller),
-    /// A network connection from this address.
-    Remote(SocketAddr),
-}
 
 /// What a route requires.
 #[derive(Debug, Clone, PartialEq, Eq)]

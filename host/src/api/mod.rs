@@ -29,8 +29,8 @@ use den_vms::Den;
 use serde::Deserialize;
 use std::sync::Arc;
 
-pub use auth::Transport;
 pub use den_auth::Caller;
+pub use den_auth::Transport;
 
 /// What the API's handlers reach: the VM service and the parts that run beside it. Handlers that
 /// need only the VM service take `State<Arc<Den>>`.

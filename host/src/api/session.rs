@@ -4,7 +4,6 @@
 //! session token that only the logged-in page learns (from this endpoint's JSON). Console
 //! WebSockets use one-shot tickets (`POST /api/v1/vms/{name}/console/ticket`).
 
-use super::auth::Transport;
 use super::body::Body;
 use super::users::Login;
 use super::ApiError;
@@ -13,15 +12,14 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use den_auth::accounts::SESSION_TTL;
+use den_auth::Transport;
 use den_auth::{token, AuthError, Caller};
 use den_vms::{Den, VmError};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-/// The session cookie's name. `__Host-`: browsers accept it only from the console's own host
-/// (secure, no `Domain`, path `/`), so an app on a subdomain cannot plant or shadow it.
-pub const COOKIE: &str = "__Host-den_session";
+pub use den_auth::transport::{cookie, SESSION_COOKIE as COOKIE};
 /// The header that proves a cookie-authenticated request came from Den's own page.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
@@ -32,18 +30,6 @@ pub struct CookieSession(pub String);
 /// The CSRF value that belongs to the session token `session`.
 pub fn csrf_for(session: &str) -> String {
     hex::encode(Sha256::digest(format!("den-csrf\0{session}").as_bytes()))
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
 }
 
 /// Whether a cookie-authenticated request that changes something carries the right CSRF value.

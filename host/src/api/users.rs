@@ -1,6 +1,5 @@
 //! `/api/v1/login`, `/whoami`, `/users` and `/tokens`.
 
-use super::auth::Transport;
 use super::body::Body;
 use super::ApiError;
 use axum::extract::{Path, Query, State};
@@ -8,6 +7,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use den_auth::accounts::TokenRequest;
+use den_auth::Transport;
 use den_auth::{AuthError, Caller, NewToken, Role};
 use den_vms::{Den, VmError};
 use serde::Deserialize;

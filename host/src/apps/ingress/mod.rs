@@ -13,11 +13,12 @@ pub mod path;
 pub mod proxy;
 pub mod route;
 
-use crate::api::Transport;
 use crate::apps::AppTable;
 use crate::apps::{AppRecord, AppState, Apps};
 use den_auth::policy::{self, Action};
+use den_auth::transport::{cookie, cookies, SESSION_COOKIE};
 use den_auth::Caller;
+use den_auth::Transport;
 use den_lpk::route::Upstream;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
@@ -60,17 +61,9 @@ pub fn plain(status: StatusCode, text: &str) -> Response<Body> {
 /// Removes Den's own credentials (session and app cookies, Den bearer tokens) from a request
 /// before it reaches an app.
 pub fn strip_den_credentials(h: &mut HeaderMap) {
-    let kept: Vec<String> = h
-        .get_all(hyper::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|kv| {
-            let name = kv.split('=').next().unwrap_or("");
-            !kv.is_empty() && name != crate::api::session::COOKIE && name != login::COOKIE
-        })
-        .map(str::to_string)
+    let kept: Vec<String> = cookies(h)
+        .filter(|(name, _, _)| *name != SESSION_COOKIE && *name != login::COOKIE)
+        .map(|(_, _, pair)| pair.to_string())
         .collect();
     h.remove(hyper::header::COOKIE);
     if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
@@ -133,7 +126,7 @@ impl Ingress {
         if let Some(t) = bearer {
             return self.accounts.verify_token(&den.store, t).ok().map(|c| (c, false));
         }
-        let token = crate::api::session::cookie(req.headers(), login::COOKIE)?;
+        let token = cookie(req.headers(), login::COOKIE)?;
         let user = self.sessions.user(token, package)?;
         self.accounts.caller(&den.store, &user).ok().map(|c| (c, true))
     }
@@ -294,14 +287,14 @@ impl Ingress {
                 plain(StatusCode::FORBIDDEN, "den: log out from the app's own pages (another site sent this)")
             }
             login::LOGOUT => {
-                if let Some(t) = crate::api::session::cookie(req.headers(), login::COOKIE) {
+                if let Some(t) = cookie(req.headers(), login::COOKIE) {
                     self.sessions.close(t);
                 }
                 login::redirect("/", &[login::set_cookie("", 0)])
             }
             login::CALLBACK => {
                 let code = query_param(query, "code").unwrap_or_default();
-                let state = crate::api::session::cookie(req.headers(), login::STATE_COOKIE).unwrap_or_default();
+                let state = cookie(req.headers(), login::STATE_COOKIE).unwrap_or_default();
                 let Some(user) = self.codes.take(&code, &app.package, state) else {
                     return plain(
                         StatusCode::FORBIDDEN,
