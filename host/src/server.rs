@@ -44,31 +44,14 @@ pub async fn bind_unix(socket: &Path) -> anyhow::Result<UnixListener> {
     if tokio::net::UnixStream::connect(socket).await.is_ok() {
         anyhow::bail!("another dend is already serving {}; stop it first", socket.display());
     }
-    let bound = bind_socket(socket, 0o600).and_then(UnixListener::from_std);
+    let bound = den_net_util::unix::bind_socket(socket, 0o600).and_then(UnixListener::from_std);
     bound.map_err(|e| anyhow::anyhow!("binding {}: {e}", socket.display()))
-}
-
-/// Binds a Unix socket at `path` with `mode`, replacing what was there. The socket is made and
-/// given its mode in a fresh folder only root can write (beside `path`), then renamed into
-/// place: nobody who can write `path`'s folder can turn the mode change onto another file, and
-/// a link at `path` is replaced, not followed.
-pub fn bind_socket(path: &Path, mode: u32) -> std::io::Result<std::os::unix::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let private = tempfile::Builder::new().prefix(".den-sock-").tempdir_in(parent)?;
-    let staged = private.path().join("s");
-    let listener = std::os::unix::net::UnixListener::bind(&staged)?;
-    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))?;
-    std::fs::rename(&staged, path)?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
 }
 
 /// Serves the Unix socket until the process ends.
 pub async fn serve_unix(services: Services, listener: UnixListener) {
     let router = api::router(services);
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = nix::unistd::geteuid().as_raw();
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(c) => c,

@@ -1,6 +1,7 @@
-//! Network helpers shared by dend and den-vmm: [`MacAddr`], [`fnv1a`], [`tap`] and [`url`].
+//! Network helpers shared by dend and den-vmm: [`MacAddr`], [`fnv1a`], [`tap`], [`unix`] and [`url`].
 
 pub mod tap;
+pub mod unix;
 pub mod url;
 
 use std::fmt;

@@ -303,7 +303,7 @@ pub fn socket_path(cfg: &DockerConfig, run: &Path) -> PathBuf {
 
 /// Binds the socket, open to every local user (who they are decides what they may do).
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    UnixListener::from_std(crate::server::bind_socket(path, 0o666)?)
+    UnixListener::from_std(den_net_util::unix::bind_socket(path, 0o666)?)
 }
 
 /// Serves the socket until the process ends, with the port publisher and the resource saver.
