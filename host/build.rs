@@ -10,7 +10,9 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEN_WEB_DIST");
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let out = PathBuf::from(
+        std::env::var("OUT_DIR").unwrap_or_else(|e| panic!("OUT_DIR: {e} (cargo sets it for build scripts)")),
+    );
     // A console built elsewhere is watched file by file; one built here is watched through its
     // sources (its output files are newer than this script's start, so watching them would
     // make every build run it again, and recompile dend).

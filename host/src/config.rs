@@ -2,9 +2,9 @@
 //! built in, unknown keys refused with their name so a typo is not silently ignored. Each part
 //! owns its section and its checks (`[docker]`, `[apps]`, `[system]`); this file composes them.
 
-use crate::apps::AppsConfig;
-use crate::docker::DockerConfig;
-use crate::system::SystemConfig;
+use den_dockerd_bridge::DockerConfig;
+use den_lpk_host::AppsConfig;
+use den_system::SystemConfig;
 use serde::Deserialize;
 use std::path::Path;
 

@@ -1,32 +1,25 @@
-//! dend: Den's host daemon. It owns the VMs, their state and who may touch them.
-//! Data flows one way: [`api`] -> `den-vms` -> `den-engine` -> VM processes.
+//! dend: Den's host daemon, composed from the crates that own each part (see
+//! `docs/architecture.md`). Data flows one way: clients -> [`api`] (and the SSH gateway, the
+//! Docker socket, the app ingress) -> the services -> `den-vms` -> `den-engine` -> VM processes.
 //!
-//! - [`api`]: the REST API (`/api/v1/`), JSON errors with stable codes;
-//! - `den-auth` (crate `auth/`): accounts, per-VM grants, API tokens, sessions, argon2id
-//!   passwords, login and connection limits, and the one authorization function;
+//! What is left here is the front and the wiring:
+//! - [`api`]: the REST API (`/api/v1/`), JSON errors with stable codes, the permission table and
+//!   the OpenAPI document, over [`api::Services`] (the VM service and the parts beside it);
+//! - [`web`]: the web console's files, embedded at build time;
+//! - [`server`]: serving the API on the local Unix socket (callers from peer credentials) and
+//!   HTTPS (bearer tokens, sessions), with the app ingress in front, [`tls`] holding the
+//!   certificate;
+//! - [`config`]: den.toml, composed from each part's own section;
 //! - [`service`]: dend under systemd (readiness) and committing its own updates;
-//! - [`server`]: serving it on the local Unix socket (callers from peer credentials) and on
-//!   HTTPS (bearer tokens), with [`tls`] holding the certificate;
-//! - [`sshgw`]: the SSH gateway into VMs (keys pick the user, the user name picks the VM);
-//! - `den-vms` (crate `vms/`): the VM service (tasks, lifecycle, watchers, reconciliation after a
-//!   restart, metrics, paths), with hooks for the owners of special VMs;
-//! - [`system`]: the business OS: one always-on VM, A/B slots, health checks, updates that
-//!   commit or roll back by themselves;
-//! - [`apps`]: LPK apps (install, run as microVMs, uninstall), built on `den-vms` and `den-net`;
-//! - `den-engine` (crate `engine/`): starting, finding again, stopping VM processes (QEMU over
-//!   QMP, den-vmm);
-//! - `den-net` (crate `net/`): bridges, TAPs, DHCP/DNS (dnsmasq), NAT, isolation and port
-//!   forwards (nftables);
-//! - `den-core` (crate `core/`): what a VM, a network, a role and the business OS's state are,
-//!   and their validation;
-//! - `den-store` (crate `store/`): the transactional state database (VMs, tasks, events);
+//! - `main.rs`: start-up order (reconcile, the business OS first, autostart) and shutdown.
+//!
+//! The parts: `den-vms` (the VM service), `den-system` (the business OS), `den-lpk-host` (LPK
+//! apps), `den-dockerd-bridge` (the Docker socket), `den-sshgw` (the SSH gateway), `den-auth`,
+//! `den-net`, `den-store`, `den-engine`, `den-core`.
 
 pub mod api;
-pub mod apps;
 pub mod config;
-pub mod docker;
 pub mod server;
 pub mod service;
-pub mod system;
 pub mod tls;
 pub mod web;

@@ -104,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
     // Guests get the gateway's key at first boot, also those autostarted by the reconcile below.
     let client_key = den_sshgw::client_key(&paths.data).context("the SSH gateway's key for guests")?;
     let _ = den.gateway_key.set(den_sshgw::public_line(&client_key));
-    let apps = den_host::apps::Apps::new(den.clone(), cfg.apps.clone());
+    let apps = den_lpk_host::Apps::new(den.clone(), cfg.apps.clone());
     let accounts = std::sync::Arc::new(den_auth::Accounts::default());
     let _ = std::fs::remove_file(paths.run.join("https.addr"));
     let _ = std::fs::remove_file(paths.run.join("ssh.addr"));
@@ -121,27 +121,27 @@ async fn main() -> anyhow::Result<()> {
     // The business OS starts before every other VM.
     let mut services = den_host::api::Services::new(den.clone(), apps.clone(), accounts.clone());
     if let Some(sys) = cfg.system.clone() {
-        let supervisor = den_host::system::System::start(&den, sys).map_err(|e| anyhow::anyhow!("[system]: {e}"))?;
+        let supervisor = den_system::System::start(&den, sys).map_err(|e| anyhow::anyhow!("[system]: {e}"))?;
         services.system = Some(supervisor);
     }
     if booted {
         tracing::info!("the host booted since dend last ran: starting autostart VMs");
         den.autostart();
     }
-    den_host::apps::audit::start(den.clone());
+    den_lpk_host::audit::start(den.clone());
     tokio::spawn(den_vms::metrics::run(den.clone()));
     tokio::spawn(den_vms::net_watch::watch(den.clone()));
     tokio::spawn(den_engine::logs::run(paths.run.join("vms")));
     let mut bridge = None;
     if cfg.docker.enabled {
-        let path = den_host::docker::socket_path(&cfg.docker, &paths.run);
-        let listener = den_host::docker::bind(&path)
+        let path = den_dockerd_bridge::socket_path(&cfg.docker, &paths.run);
+        let listener = den_dockerd_bridge::bind(&path)
             .with_context(|| format!("binding the Docker socket {} ([docker] socket)", path.display()))?;
         tracing::info!(socket = %path.display(), "Docker socket listening");
-        services.docker = Some(den_host::docker::Status::new(&cfg.docker, &path));
-        let b = den_host::docker::Bridge::new(den.clone(), accounts.clone(), &cfg.docker);
+        services.docker = Some(den_dockerd_bridge::Status::new(&cfg.docker, &path));
+        let b = den_dockerd_bridge::Bridge::new(den.clone(), accounts.clone(), &cfg.docker);
         bridge = Some(b.clone());
-        tokio::spawn(den_host::docker::serve(b, listener));
+        tokio::spawn(den_dockerd_bridge::serve(b, listener));
     }
     if cli.listen != "off" {
         let tls = den_host::tls::server_config(&paths.data).context("loading dend's TLS certificate")?;

@@ -74,7 +74,7 @@ pub async fn serve_unix(services: Services, listener: UnixListener) {
 /// `/api/`, the web console everywhere else.
 pub fn https_router(services: Services) -> Router {
     use tower::ServiceExt;
-    let apps = crate::apps::ingress::Ingress::new(services.apps.clone(), services.accounts.clone());
+    let apps = den_lpk_host::ingress::Ingress::new(services.apps.clone(), services.accounts.clone());
     let api = api::router(services);
     let web = Router::new().fallback(axum::routing::get(crate::web::serve));
     Router::new().fallback_service(tower::service_fn(move |req: axum::extract::Request| {

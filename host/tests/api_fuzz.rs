@@ -4,6 +4,9 @@
 //! documented status and content type, and every error must be Den's JSON error. dend's memory
 //! before and after is printed for the closing note.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::Dend;
 use den_tests::netns::NetNs;
 use serde_json::json;

@@ -3,6 +3,9 @@
 //! denied; neither reaches the other app or the host's own services. `den app traffic` shows it.
 //! (Timeouts come from `timeout`: the busybox-static wget of Debian 12 crashes with `-T`.)
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::Dend;
 use den_tests::lpk::{colliding_package, first_network_name, hello_as, hello_v1, two_v2, write, HELLO, TWO};
 use den_tests::netns::NetNs;

@@ -3,6 +3,9 @@
 //! tar packages, signatures, every kind of refusal leaving nothing behind, uninstall with and
 //! without data (VMs, network and files go), and a `kill -9` of dend in the middle of an install.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_lpk::pack::{Item, Packer};
 use den_tests::dend::Dend;
 use den_tests::lpk::{hello_v1, two_v2, write, HELLO, TWO};

@@ -8,6 +8,9 @@
 //! password is asked on the console's origin (never the app's) by a page that runs no script,
 //! and the old address redirects.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_lpk::pack::{Item, Packer};
 use den_tests::dend::Dend;
 use serde_json::json;

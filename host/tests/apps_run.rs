@@ -8,6 +8,9 @@
 //! `exec://`, public paths, logins (tokens and the app login page) and identity headers that
 //! clients cannot forge. Everything goes on uninstall.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::Dend;
 use den_tests::lpk::{hello_v1, two_v2, two_v2_checked, write, HELLO, TWO};
 use den_tests::netns::NetNs;

@@ -2,6 +2,9 @@
 //! without a root disk, so that no guest boots and no disk is copied): no error, no leak, and a
 //! consistent state at the end.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_images::SilentProgress;
 use den_tests::dend::Dend;
 use den_tests::{images, lab};

@@ -4,6 +4,9 @@
 //! (403); per-VM grants; tokens narrower than their user, revocable; all of it kept across a
 //! dend restart. No VM boots here: these are the API's rules, not the engines'.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::Dend;
 use den_tests::images;
 use serde_json::{json, Value};

@@ -3,6 +3,9 @@
 //! first, then the autostart VM, and the VM that is not marked stays stopped. A plain `dend`
 //! restart starts nothing that was stopped, except the business OS, which is always on.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::Dend;
 use den_tests::images;
 use serde_json::Value;

@@ -3,6 +3,9 @@
 //! clone whose disk holds the source's files, a rollback that brings old files back, and the
 //! refusals (rollback of a running VM, shrinking, bad names) with no partial state.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::Dend;
 use den_tests::images;
 use std::path::Path;

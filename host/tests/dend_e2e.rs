@@ -3,6 +3,9 @@
 //! VM's engine (the restart policy acts and events record it), stop and delete leaving nothing
 //! behind, and the API's refusals of bad requests with no partial state.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::{alive, Dend};
 use den_tests::images;
 use serde_json::json;

@@ -3,6 +3,9 @@
 //! machine onto an empty disk, its agent answers, its VGA display is served on a VNC socket,
 //! and the ISO cannot be removed while a VM uses it.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::Dend;
 use den_tests::images;
 use std::io::Read;

@@ -5,6 +5,9 @@
 //! budgets); a client that drips its request headers (slow loris) is cut off; connections over
 //! the per-address cap are closed at once; an SSH client that never logs in is disconnected.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::Dend;
 use den_tests::ssh::{keygen, text, Client};
 use serde_json::json;

@@ -5,6 +5,9 @@
 //! its DHCP server answers; a dend killed with VMs running keeps its rules and sweeps stray
 //! TAPs; deleting the VMs leaves no TAP, bridge, nftables table or dnsmasq behind.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::Dend;
 use den_tests::images;
 use den_tests::netns::NetNs;

@@ -3,6 +3,9 @@
 //! build restarts the service onto it; an update to a dend that cannot start is undone by
 //! dend-fallback.service, which puts the previous binary back and starts dend again.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::Dend;
 use den_tests::netns::NetNs;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,9 @@
 //! does not reboot, the console output written while dend was away is all there, the agent
 //! answers again after a reconnect, and the new dend commits the update.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::{alive, Dend};
 use den_tests::netns::NetNs;
 use serde_json::Value;

@@ -8,6 +8,9 @@
 //! load of an archive naming them), nor others' images, networks or containers reached from a
 //! create or connect; BuildKit's own API (`/grpc`) is refused.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::Dend;
 use den_tests::docker::{busybox_image, DockerCli};
 use den_tests::images;

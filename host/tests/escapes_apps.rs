@@ -14,6 +14,9 @@
 //! Each attack checks that nothing outside was read, written or removed (marker files outside,
 //! what the ingress answered) and that dend still serves.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_lpk::pack::{tar_bytes, Item, Packer};
 use den_tests::dend::Dend;
 use den_tests::netns::NetNs;

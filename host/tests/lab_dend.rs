@@ -4,6 +4,9 @@
 //! with the VM running, stops and deletes it leaving no process behind. Prints the time from
 //! `den vm create --start` to the agent answering.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_images::{ImageRecord, Store};
 use den_tests::images;
 use den_tests::lab::{copy_boot_files, Lab, BOOT_LIMIT};

@@ -11,6 +11,9 @@
 //! names and aliases twice on a network, app network names, forwards on Den's own ports; and
 //! which sysctls each bridge got.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::Dend;
 use den_tests::images;
 use den_tests::netns::{net_probe, NetNs};

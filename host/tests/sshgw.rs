@@ -7,6 +7,9 @@
 //! are refused with one clear line; repeated failures are rate-limited; the host key survives a
 //! dend restart.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::Dend;
 use den_tests::images;
 use den_tests::ssh::{interactive_resize, keygen, text, Client, Tmux};

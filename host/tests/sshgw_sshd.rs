@@ -5,6 +5,9 @@
 //! legacy protocol), `sftp` put/ls/get, `ssh -A`, a named guest account, and 20 concurrent
 //! sessions.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::Dend;
 use den_tests::images;
 use den_tests::ssh::{interactive_resize, keygen, text, Client};

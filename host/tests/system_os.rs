@@ -5,6 +5,9 @@
 //! the VM's engine during a trial, each end in one consistent slot; a rollback by hand works, and
 //! so does an update from a spec file (built by the CLI first).
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::{alive, Dend};
 use den_tests::netns::NetNs;
 use den_tests::system::{build_images, healthy, last_update, status, variant, wait_status};

@@ -6,6 +6,9 @@
 //! destructive buttons; screenshots of each page on a desktop and a phone, kept in
 //! `target/web-screenshots/`.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::Dend;
 use den_tests::images;
 use den_tests::netns::NetNs;

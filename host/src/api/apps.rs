@@ -2,11 +2,11 @@
 //! traffic audit.
 
 use super::{ApiError, Caller};
-use crate::apps::{AppTable, Apps};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use den_core::new_id;
+use den_lpk_host::{AppTable, Apps};
 use den_vms::Den;
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -67,7 +67,7 @@ fn report(pkg: &den_lpk::Package) -> Value {
 }
 
 #[derive(Deserialize)]
-pub struct InstallQuery {
+pub(super) struct InstallQuery {
     /// Only check the package.
     #[serde(default)]
     dry_run: bool,
@@ -79,7 +79,7 @@ pub struct InstallQuery {
 /// `POST /api/v1/apps`: installs a package (202 with the task); with `?upgrade=true` replaces
 /// the installed version of the same package; with `?dry_run=true` only checks it (200 with
 /// what the check found).
-pub async fn install(
+pub(super) async fn install(
     State(apps): State<Arc<Apps>>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<InstallQuery>,
@@ -94,7 +94,7 @@ pub async fn install(
     let checked = async {
         let opts = apps.lpk_options(None)?;
         let pkg = apps.app_check(&file, opts.clone()).await?;
-        Ok::<_, crate::apps::AppError>((pkg, opts))
+        Ok::<_, den_lpk_host::AppError>((pkg, opts))
     }
     .await;
     let (pkg, opts) = match checked {
@@ -115,15 +115,15 @@ pub async fn install(
 }
 
 /// `GET /api/v1/apps`.
-pub async fn list(State(den): State<Arc<Den>>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn list(State(den): State<Arc<Den>>) -> Result<Json<Value>, ApiError> {
     Ok(Json(serde_json::to_value(den.store.apps()?).unwrap_or_default()))
 }
 
 /// `GET /api/v1/apps/:name` (package id or subdomain).
 /// With `traffic_unlogged`: how many packets of the app's traffic were not logged because its
 /// services sent more than the audit logs (`net::nft::AUDIT_RATE`).
-pub async fn get(State(den): State<Arc<Den>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    let app = den.store.app(&name).map_err(crate::apps::AppError::from)?;
+pub(super) async fn get(State(den): State<Arc<Den>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let app = den.store.app(&name).map_err(den_lpk_host::AppError::from)?;
     let unlogged = den_net::nft::unlogged_of(&den_net::nft::unlogged().await, &app.network);
     let mut v = serde_json::to_value(app).unwrap_or_default();
     if let Some(o) = v.as_object_mut() {
@@ -133,13 +133,13 @@ pub async fn get(State(den): State<Arc<Den>>, Path(name): Path<String>) -> Resul
 }
 
 #[derive(Deserialize)]
-pub struct UninstallQuery {
+pub(super) struct UninstallQuery {
     #[serde(default)]
     keep_data: bool,
 }
 
 /// `DELETE /api/v1/apps/:name?keep_data=true`.
-pub async fn uninstall(
+pub(super) async fn uninstall(
     State(apps): State<Arc<Apps>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
@@ -150,24 +150,24 @@ pub async fn uninstall(
 }
 
 #[derive(Deserialize)]
-pub struct TrafficQuery {
+pub(super) struct TrafficQuery {
     after: Option<i64>,
     limit: Option<u32>,
 }
 
 /// `GET /api/v1/apps/:name/traffic`: the app's outbound connection attempts.
-pub async fn traffic(
+pub(super) async fn traffic(
     State(den): State<Arc<Den>>,
     Path(name): Path<String>,
     Query(q): Query<TrafficQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let app = den.store.app(&name).map_err(crate::apps::AppError::from)?;
+    let app = den.store.app(&name).map_err(den_lpk_host::AppError::from)?;
     let recs = den.store.traffic(&app.package, q.after.unwrap_or(0), q.limit.unwrap_or(500).min(5000))?;
     Ok(Json(serde_json::to_value(recs).unwrap_or_default()))
 }
 
 /// `POST /api/v1/apps/:name/start`.
-pub async fn start(
+pub(super) async fn start(
     State(apps): State<Arc<Apps>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
@@ -177,7 +177,7 @@ pub async fn start(
 }
 
 /// `POST /api/v1/apps/:name/stop`.
-pub async fn stop(
+pub(super) async fn stop(
     State(apps): State<Arc<Apps>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
@@ -187,19 +187,19 @@ pub async fn stop(
 }
 
 #[derive(Deserialize)]
-pub struct LogsQuery {
+pub(super) struct LogsQuery {
     service: Option<String>,
     bytes: Option<usize>,
 }
 
 /// `GET /api/v1/apps/:name/logs`: each service's console output (its programs' output and
 /// its boot), the last `bytes` (default 64 KiB) of each.
-pub async fn logs(
+pub(super) async fn logs(
     State(den): State<Arc<Den>>,
     Path(name): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let app = den.store.app(&name).map_err(crate::apps::AppError::from)?;
+    let app = den.store.app(&name).map_err(den_lpk_host::AppError::from)?;
     if let Some(s) = q.service.as_deref().filter(|s| !app.vms.contains_key(*s)) {
         let names: Vec<&str> = app.vms.keys().map(String::as_str).collect();
         let msg = format!("app {} has no service `{s}` (it has: {})", app.package, names.join(", "));

@@ -6,7 +6,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 /// `GET /api/v1/docker`: the socket, the sandbox VM and its state, and the policy's settings.
-pub async fn status(State(services): State<Services>) -> Json<Value> {
+pub(super) async fn status(State(services): State<Services>) -> Json<Value> {
     let Some(d) = services.docker.as_ref() else {
         return Json(json!({"enabled": false}));
     };

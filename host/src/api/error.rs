@@ -75,9 +75,9 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<crate::apps::AppError> for ApiError {
-    fn from(e: crate::apps::AppError) -> ApiError {
-        use crate::apps::AppError as A;
+impl From<den_lpk_host::AppError> for ApiError {
+    fn from(e: den_lpk_host::AppError) -> ApiError {
+        use den_lpk_host::AppError as A;
         match &e {
             A::Package(p) => ApiError::new(StatusCode::BAD_REQUEST, p.code(), e.to_string()),
             A::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
@@ -104,7 +104,7 @@ fn code_for(status: StatusCode) -> &'static str {
 
 /// Turns every error answer that is not already Den's JSON error (axum's own rejections of a bad
 /// query string or path, a wrong method) into one, keeping its status and saying what was wrong.
-pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+pub(super) async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let resp = next.run(req).await;
     let status = resp.status();
     let json = resp

@@ -16,7 +16,7 @@ const MAX_FILE: usize = 1 << 30;
 const FILE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1800);
 
 #[derive(Deserialize)]
-pub struct FileQuery {
+pub(super) struct FileQuery {
     /// Absolute path in the guest.
     path: String,
     /// Octal permission bits for a file sent in (default 644).
@@ -36,7 +36,7 @@ fn agent_error(e: impl std::fmt::Display) -> ApiError {
 
 /// `PUT /api/v1/vms/{name}/files?path=/x&mode=755`: writes the body to the guest file (a
 /// temporary name, renamed when complete).
-pub async fn put(
+pub(super) async fn put(
     State(den): State<Arc<Den>>,
     Path(name): Path<String>,
     Query(q): Query<FileQuery>,
@@ -67,7 +67,7 @@ pub async fn put(
 }
 
 /// `GET /api/v1/vms/{name}/files?path=/x`: the guest file's bytes.
-pub async fn get(
+pub(super) async fn get(
     State(den): State<Arc<Den>>,
     Path(name): Path<String>,
     Query(q): Query<FileQuery>,

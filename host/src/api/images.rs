@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 /// Whether an image is Den's own for LPK apps (the service runtime and the images dend makes
 /// for services), not one to make VMs from.
-pub fn for_apps_only(name: &str) -> bool {
-    name == crate::apps::images::RUNTIME || name.starts_with("lpk-")
+pub(super) fn for_apps_only(name: &str) -> bool {
+    name == den_lpk_host::images::RUNTIME || name.starts_with("lpk-")
 }
 
 /// `GET /api/v1/images`: the images VMs can be made from, with their root disk size.
-pub async fn list(State(den): State<Arc<Den>>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn list(State(den): State<Arc<Den>>) -> Result<Json<Value>, ApiError> {
     let store = den_images::Store::open(&den.paths.images).map_err(|e| VmError::Images(e.to_string()))?;
     let images = store.images().map_err(|e| VmError::Images(e.to_string()))?;
     let list: Vec<Value> = images

@@ -172,7 +172,7 @@ fn every_route_for_every_kind_of_caller() {
 
 #[test]
 fn every_docker_request_class_for_every_kind_of_caller() {
-    use crate::docker::owners::{access, role_for};
+    use den_dockerd_bridge::owners::{access, role_for};
     let [admin, op, viewer, ..] = callers();
     // (request, object owner): the columns are admin, operator on their own object, operator on
     // someone else's, operator on an object with no owner, viewer on the operator's.
@@ -204,11 +204,13 @@ fn every_docker_request_class_for_every_kind_of_caller() {
         {
             let role_ok = caller.has(role_for(&acc, read));
             let objects = match &acc {
-                crate::docker::owners::Access::Change(o) | crate::docker::owners::Access::ReadFiles(o) => o.clone(),
+                den_dockerd_bridge::owners::Access::Change(o) | den_dockerd_bridge::owners::Access::ReadFiles(o) => {
+                    o.clone()
+                }
                 _ => vec![],
             };
             let objects_ok = objects.iter().all(|o| {
-                let shared = matches!(o, crate::docker::owners::Object::Image(_)) && owner.is_none();
+                let shared = matches!(o, den_dockerd_bridge::owners::Object::Image(_)) && owner.is_none();
                 let what = o.describe();
                 let action = policy::Action::DockerObject { what: &what, owner, shared, binds_shares: false };
                 policy::authorize(caller, &action).is_ok()

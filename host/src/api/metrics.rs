@@ -8,12 +8,12 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// `GET /api/v1/host/metrics`: the host's samples of the last hour.
-pub async fn host(State(den): State<Arc<Den>>) -> Json<Value> {
+pub(super) async fn host(State(den): State<Arc<Den>>) -> Json<Value> {
     Json(json!({"interval": den_vms::metrics::INTERVAL.as_secs(), "samples": den.metrics.host()}))
 }
 
 /// `GET /api/v1/vms/{name}/metrics`: the VM's samples of the last hour.
-pub async fn vm(State(den): State<Arc<Den>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn vm(State(den): State<Arc<Den>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let vm = den.store.vm(&name).map_err(VmError::from)?;
     Ok(Json(json!({"interval": den_vms::metrics::INTERVAL.as_secs(), "samples": den.metrics.vm(&vm.id)})))
 }

@@ -39,18 +39,18 @@ pub struct Services {
     /// The VM service.
     pub den: Arc<Den>,
     /// The LPK app service.
-    pub apps: Arc<crate::apps::Apps>,
+    pub apps: Arc<den_lpk_host::Apps>,
     /// Users, logins, tokens and sessions.
     pub accounts: Arc<den_auth::Accounts>,
     /// The business OS's supervisor, when `[system]` is configured.
-    pub system: Option<Arc<crate::system::System>>,
+    pub system: Option<Arc<den_system::System>>,
     /// The Docker bridge's settings, when it is on.
-    pub docker: Option<crate::docker::Status>,
+    pub docker: Option<den_dockerd_bridge::Status>,
 }
 
 impl Services {
     /// The VM and app services and the accounts (no business OS, no Docker bridge).
-    pub fn new(den: Arc<Den>, apps: Arc<crate::apps::Apps>, accounts: Arc<den_auth::Accounts>) -> Services {
+    pub fn new(den: Arc<Den>, apps: Arc<den_lpk_host::Apps>, accounts: Arc<den_auth::Accounts>) -> Services {
         Services { den, apps, accounts, system: None, docker: None }
     }
 }
@@ -61,8 +61,8 @@ impl axum::extract::FromRef<Services> for Arc<den_auth::Accounts> {
     }
 }
 
-impl axum::extract::FromRef<Services> for Arc<crate::apps::Apps> {
-    fn from_ref(services: &Services) -> Arc<crate::apps::Apps> {
+impl axum::extract::FromRef<Services> for Arc<den_lpk_host::Apps> {
+    fn from_ref(services: &Services) -> Arc<den_lpk_host::Apps> {
         services.apps.clone()
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// `GET /api/v1/networks`: each network with its bridge, whether it is up, and its VMs.
-pub async fn list(State(den): State<Arc<Den>>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn list(State(den): State<Arc<Den>>) -> Result<Json<Value>, ApiError> {
     let mut leases = den.net.leases(&den.store)?;
     let nets: Vec<Value> = den
         .net
@@ -34,7 +34,7 @@ pub async fn list(State(den): State<Arc<Den>>) -> Result<Json<Value>, ApiError> 
 }
 
 /// `POST /api/v1/networks`: 201 with the network.
-pub async fn create(
+pub(super) async fn create(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
     Body(spec): Body<NetworkSpec>,
@@ -45,7 +45,7 @@ pub async fn create(
 }
 
 /// `DELETE /api/v1/networks/{name}`.
-pub async fn delete(
+pub(super) async fn delete(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
@@ -56,20 +56,20 @@ pub async fn delete(
 }
 
 /// `GET /api/v1/isos`.
-pub async fn isos(State(den): State<Arc<Den>>) -> Json<Value> {
+pub(super) async fn isos(State(den): State<Arc<Den>>) -> Json<Value> {
     Json(serde_json::to_value(den.isos()).unwrap_or_default())
 }
 
 /// An ISO import.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ImportIso {
+pub(super) struct ImportIso {
     name: String,
     path: String,
 }
 
 /// `POST /api/v1/isos` (admin): 202 with the import task (it copies a host file).
-pub async fn import_iso(
+pub(super) async fn import_iso(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
     Body(req): Body<ImportIso>,
@@ -78,7 +78,7 @@ pub async fn import_iso(
 }
 
 /// `DELETE /api/v1/isos/{name}` (admin).
-pub async fn delete_iso(
+pub(super) async fn delete_iso(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// Filters of the session list.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SessionQuery {
+pub(super) struct SessionQuery {
     /// Only this user's (admins; others always see their own).
     #[serde(default)]
     user: Option<String>,
@@ -24,7 +24,7 @@ pub struct SessionQuery {
 }
 
 /// `GET /api/v1/ssh/sessions`: newest first, with user, VM, times, exit and whether recorded.
-pub async fn sessions(
+pub(super) async fn sessions(
     State(den): State<Arc<Den>>,
     Extension(c): Extension<Caller>,
     Query(q): Query<SessionQuery>,
@@ -35,7 +35,7 @@ pub async fn sessions(
 }
 
 /// `GET /api/v1/ssh/sessions/{id}/recording`: the asciicast v2 file.
-pub async fn recording(
+pub(super) async fn recording(
     State(den): State<Arc<Den>>,
     Extension(c): Extension<Caller>,
     Path(id): Path<String>,

@@ -2,10 +2,10 @@
 
 use super::Services;
 use super::{ApiError, Caller};
-use crate::system::{configured, SystemError};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use den_system::{configured, SystemError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -26,13 +26,16 @@ impl From<SystemError> for ApiError {
 }
 
 #[derive(Deserialize)]
-pub struct StatusQuery {
+pub(super) struct StatusQuery {
     /// How many health checks to include (default 20).
     health: Option<u32>,
 }
 
 /// `GET /api/v1/system`: slots, phase, updates with their steps and outcomes, recent checks.
-pub async fn status(State(services): State<Services>, Query(q): Query<StatusQuery>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn status(
+    State(services): State<Services>,
+    Query(q): Query<StatusQuery>,
+) -> Result<Json<Value>, ApiError> {
     let s = configured(services.system.as_ref())?.status(&services.den, q.health.unwrap_or(20).min(2000))?;
     Ok(Json(serde_json::to_value(s).unwrap_or_default()))
 }
@@ -40,13 +43,13 @@ pub async fn status(State(services): State<Services>, Query(q): Query<StatusQuer
 /// Body of `POST /api/v1/system/update`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpdateBody {
+pub(super) struct UpdateBody {
     /// The image to install (`den image ls`).
     image: String,
 }
 
 /// `POST /api/v1/system/update`: writes the image into the inactive slot and puts it on trial.
-pub async fn update(
+pub(super) async fn update(
     State(services): State<Services>,
     Extension(caller): Extension<Caller>,
     super::body::Body(b): super::body::Body<UpdateBody>,
@@ -59,7 +62,7 @@ pub async fn update(
 }
 
 /// `POST /api/v1/system/rollback`: ends a trial, or goes back to the other slot's OS.
-pub async fn rollback(
+pub(super) async fn rollback(
     State(services): State<Services>,
     Extension(caller): Extension<Caller>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {

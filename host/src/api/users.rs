@@ -24,7 +24,7 @@ pub struct Login {
 
 /// `POST /api/v1/login`: a session token (12 hours). Failed logins are rate-limited per user
 /// and per source address (429 with `Retry-After`).
-pub async fn login(
+pub(super) async fn login(
     State(den): State<Arc<Den>>,
     State(accounts): State<Arc<den_auth::Accounts>>,
     Extension(transport): Extension<Transport>,
@@ -68,14 +68,14 @@ pub(super) async fn password_login(
 }
 
 /// `GET /api/v1/whoami`.
-pub async fn whoami(Extension(c): Extension<Caller>) -> Json<Value> {
+pub(super) async fn whoami(Extension(c): Extension<Caller>) -> Json<Value> {
     Json(json!({"user": c.user, "role": c.global, "token": c.token}))
 }
 
 /// A new user.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewUser {
+pub(super) struct NewUser {
     name: String,
     #[serde(default)]
     password: Option<String>,
@@ -84,12 +84,12 @@ pub struct NewUser {
 }
 
 /// `GET /api/v1/users` (admin).
-pub async fn list(State(den): State<Arc<Den>>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn list(State(den): State<Arc<Den>>) -> Result<Json<Value>, ApiError> {
     Ok(Json(serde_json::to_value(den.store.users()?).unwrap_or_default()))
 }
 
 /// `POST /api/v1/users` (admin): 201.
-pub async fn create(
+pub(super) async fn create(
     State(den): State<Arc<Den>>,
     State(accounts): State<Arc<den_auth::Accounts>>,
     Extension(c): Extension<Caller>,
@@ -101,7 +101,7 @@ pub async fn create(
 }
 
 /// `DELETE /api/v1/users/{name}` (admin): their grants and tokens go too.
-pub async fn delete(
+pub(super) async fn delete(
     State(den): State<Arc<Den>>,
     Extension(c): Extension<Caller>,
     Path(name): Path<String>,
@@ -114,12 +114,12 @@ pub async fn delete(
 /// A password change.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewPassword {
+pub(super) struct NewPassword {
     password: String,
 }
 
 /// `PUT /api/v1/users/{name}/password` (the user or an admin).
-pub async fn password(
+pub(super) async fn password(
     State(den): State<Arc<Den>>,
     State(accounts): State<Arc<den_auth::Accounts>>,
     Extension(c): Extension<Caller>,
@@ -134,12 +134,12 @@ pub async fn password(
 /// A role (or none).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SetRole {
+pub(super) struct SetRole {
     role: Option<Role>,
 }
 
 /// `PUT /api/v1/users/{name}/role` (admin): the global role, `null` for none.
-pub async fn role(
+pub(super) async fn role(
     State(den): State<Arc<Den>>,
     Extension(c): Extension<Caller>,
     Path(name): Path<String>,
@@ -151,7 +151,7 @@ pub async fn role(
 }
 
 /// `PUT /api/v1/users/{name}/grants/{vm}` (admin): a role on one VM, `null` to revoke.
-pub async fn grant(
+pub(super) async fn grant(
     State(den): State<Arc<Den>>,
     Extension(c): Extension<Caller>,
     Path((name, vm)): Path<(String, String)>,
@@ -166,13 +166,13 @@ pub async fn grant(
 
 /// `?all=true`.
 #[derive(Deserialize)]
-pub struct All {
+pub(super) struct All {
     #[serde(default)]
     all: bool,
 }
 
 /// `GET /api/v1/tokens`: the caller's tokens (`?all=true`: everyone's, for admins).
-pub async fn tokens(
+pub(super) async fn tokens(
     State(den): State<Arc<Den>>,
     Extension(c): Extension<Caller>,
     Query(q): Query<All>,
@@ -182,7 +182,7 @@ pub async fn tokens(
 }
 
 /// `POST /api/v1/tokens`: 201 with the token, shown this once.
-pub async fn create_token(
+pub(super) async fn create_token(
     State(den): State<Arc<Den>>,
     State(accounts): State<Arc<den_auth::Accounts>>,
     Extension(c): Extension<Caller>,
@@ -200,7 +200,7 @@ pub async fn create_token(
 }
 
 /// `DELETE /api/v1/tokens/{id}`: revokes one of the caller's tokens (any, for admins).
-pub async fn revoke_token(
+pub(super) async fn revoke_token(
     State(den): State<Arc<Den>>,
     Extension(c): Extension<Caller>,
     Path(id): Path<String>,
@@ -217,19 +217,19 @@ pub async fn revoke_token(
 }
 
 /// `GET /api/v1/users/{name}/keys` (the user or an admin).
-pub async fn keys(State(den): State<Arc<Den>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn keys(State(den): State<Arc<Den>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(serde_json::to_value(den.store.keys(Some(&name))?).unwrap_or_default()))
 }
 
 /// A key to add.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewKey {
+pub(super) struct NewKey {
     key: String,
 }
 
 /// `POST /api/v1/users/{name}/keys` (the user or an admin): 201 with the fingerprint.
-pub async fn add_key(
+pub(super) async fn add_key(
     State(den): State<Arc<Den>>,
     Extension(c): Extension<Caller>,
     Path(name): Path<String>,
@@ -243,7 +243,7 @@ pub async fn add_key(
 }
 
 /// `DELETE /api/v1/users/{name}/keys/{fingerprint}` (the user or an admin).
-pub async fn delete_key(
+pub(super) async fn delete_key(
     State(den): State<Arc<Den>>,
     Extension(c): Extension<Caller>,
     Path((name, fp)): Path<(String, String)>,

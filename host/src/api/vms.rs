@@ -41,7 +41,7 @@ fn host_reach_needs_admin(caller: &Caller, spec: &VmSpec) -> Result<(), ApiError
 }
 
 /// `GET /api/v1/vms`: the VMs the caller may see.
-pub async fn list(
+pub(super) async fn list(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Vec<den_core::vm::VmRecord>>, ApiError> {
@@ -53,12 +53,15 @@ pub async fn list(
 }
 
 /// `GET /api/v1/vms/{name}`.
-pub async fn get(State(den): State<Arc<Den>>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+pub(super) async fn get(
+    State(den): State<Arc<Den>>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(serde_json::to_value(den.store.vm(&name).map_err(den_vms::VmError::from)?).unwrap_or_default()))
 }
 
 /// `POST /api/v1/vms`: 202 with the create task.
-pub async fn create(
+pub(super) async fn create(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
     Body(spec): Body<VmSpec>,
@@ -69,7 +72,7 @@ pub async fn create(
 }
 
 /// `POST /api/v1/vms/{name}/start`.
-pub async fn start(
+pub(super) async fn start(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
@@ -78,7 +81,7 @@ pub async fn start(
 }
 
 /// `POST /api/v1/vms/{name}/stop`.
-pub async fn stop(
+pub(super) async fn stop(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
@@ -87,7 +90,7 @@ pub async fn stop(
 }
 
 /// `POST /api/v1/vms/{name}/reboot`.
-pub async fn reboot(
+pub(super) async fn reboot(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
@@ -96,7 +99,7 @@ pub async fn reboot(
 }
 
 /// `DELETE /api/v1/vms/{name}`.
-pub async fn delete(
+pub(super) async fn delete(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
@@ -112,12 +115,12 @@ const EXEC_BOUNDS: den_agent_proto::Bounds =
 /// An exec request.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExecBody {
+pub(super) struct ExecBody {
     argv: Vec<String>,
 }
 
 /// `POST /api/v1/vms/{name}/exec`: runs a command through the guest agent; waits for it.
-pub async fn exec(
+pub(super) async fn exec(
     State(den): State<Arc<Den>>,
     Path(name): Path<String>,
     Body(req): Body<ExecBody>,
@@ -135,7 +138,7 @@ pub async fn exec(
 }
 
 /// `POST /api/v1/vms/{name}/pause`.
-pub async fn pause(
+pub(super) async fn pause(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
@@ -144,7 +147,7 @@ pub async fn pause(
 }
 
 /// `POST /api/v1/vms/{name}/resume`.
-pub async fn resume(
+pub(super) async fn resume(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
@@ -153,7 +156,7 @@ pub async fn resume(
 }
 
 /// `GET /api/v1/vms/{name}/console`: recent serial console output (up to 64 KiB).
-pub async fn console(
+pub(super) async fn console(
     State(den): State<Arc<Den>>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -163,14 +166,14 @@ pub async fn console(
 /// A snapshot request.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SnapshotBody {
+pub(super) struct SnapshotBody {
     name: String,
     #[serde(default)]
     description: String,
 }
 
 /// `GET /api/v1/vms/{name}/snapshots`.
-pub async fn snapshots(
+pub(super) async fn snapshots(
     State(den): State<Arc<Den>>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -178,7 +181,7 @@ pub async fn snapshots(
 }
 
 /// `POST /api/v1/vms/{name}/snapshots`: 202 with the snapshot task.
-pub async fn snapshot(
+pub(super) async fn snapshot(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
@@ -188,7 +191,7 @@ pub async fn snapshot(
 }
 
 /// `POST /api/v1/vms/{name}/snapshots/{snap}/rollback`: 202 with the rollback task.
-pub async fn rollback(
+pub(super) async fn rollback(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
     Path((name, snap)): Path<(String, String)>,
@@ -197,7 +200,7 @@ pub async fn rollback(
 }
 
 /// `DELETE /api/v1/vms/{name}/snapshots/{snap}`.
-pub async fn delete_snapshot(
+pub(super) async fn delete_snapshot(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
     Path((name, snap)): Path<(String, String)>,
@@ -209,12 +212,12 @@ pub async fn delete_snapshot(
 /// A clone request.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CloneBody {
+pub(super) struct CloneBody {
     name: String,
 }
 
 /// `POST /api/v1/vms/{name}/clone`: 202 with the clone task and the new VM.
-pub async fn clone(
+pub(super) async fn clone(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
@@ -231,12 +234,12 @@ pub async fn clone(
 /// A resize request.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ResizeBody {
+pub(super) struct ResizeBody {
     disk_mib: u64,
 }
 
 /// `POST /api/v1/vms/{name}/resize`: grows the root disk; the VM as it is now.
-pub async fn resize(
+pub(super) async fn resize(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `GET /api/v1/vms/{name}/console/ws`: attach to a running VM's serial console.
-pub async fn console(
+pub(super) async fn console(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
@@ -121,13 +121,13 @@ async fn bridge_console(
 
 /// `?after=N`.
 #[derive(Deserialize)]
-pub struct After {
+pub(super) struct After {
     #[serde(default)]
     after: i64,
 }
 
 /// `GET /api/v1/events/ws?after=N`: stored events after sequence number `N`, then live ones.
-pub async fn events(
+pub(super) async fn events(
     State(den): State<Arc<Den>>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<After>,

@@ -44,7 +44,7 @@ async fn output_of(docker: &Docker, image: &str) -> String {
 }
 
 /// Runs the bollard checks against the bridge at `sock` (the sandbox is up; busybox is loaded).
-pub fn check(sock: &Path) {
+pub(crate) fn check(sock: &Path) {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     rt.block_on(run(sock));
 }

@@ -4,6 +4,9 @@
 //! reach the sandbox (with its message printed by the CLI) while plain requests keep working.
 //! A shared host folder is bound into a container; `bollard_api` walks the same paths in Rust.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod bollard_api;
 
 use den_tests::dend::Dend;

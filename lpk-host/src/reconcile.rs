@@ -3,7 +3,7 @@
 use super::layout::remove_tree;
 use super::AppState;
 use super::Apps;
-use crate::apps::AppTable;
+use crate::AppTable;
 use std::sync::Arc;
 
 impl Apps {

@@ -6,7 +6,7 @@
 use super::services::{definitions, guest_dir};
 use super::Apps;
 use super::{AppError, AppRecord, AppState};
-use crate::apps::AppTable;
+use crate::AppTable;
 use den_core::vm::VmState;
 use den_lpk::plan::{Probe, ServicePlan};
 use den_lpk::route::Upstream;
@@ -29,10 +29,10 @@ const PROBE_OUTPUT: usize = 64 << 10;
 const SERVICE_MEMORY_MIB: u64 = 256;
 
 /// The app's network name (see [`den_core::net::app_network_name`]).
-pub use den_core::net::app_network_name as network_name;
+pub(crate) use den_core::net::app_network_name as network_name;
 
 /// The VM of `service`: `<subdomain>-<service>`, in VM-name characters.
-pub fn vm_name(subdomain: &str, service: &str) -> String {
+pub(crate) fn vm_name(subdomain: &str, service: &str) -> String {
     let raw = format!("{subdomain}-{service}").replace('_', "-");
     raw.chars().take(63).collect::<String>().trim_end_matches('-').to_string()
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// The service a route host names: its first label (`backend`, `backend.<anything>`), or the
 /// entry service for `127.0.0.1` and `localhost`.
-pub fn service_of(host: &str) -> String {
+pub(crate) fn service_of(host: &str) -> String {
     if host == "127.0.0.1" || host == "localhost" {
         return den_lpk::plan::ENTRY.into();
     }

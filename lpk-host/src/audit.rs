@@ -5,7 +5,7 @@
 //! within [`SAME_ATTEMPT`] count once.
 
 use super::TrafficRecord;
-use crate::apps::AppTable;
+use crate::AppTable;
 use den_net::nft::{AUDIT_GROUP, AUDIT_PREFIX};
 use den_vms::Den;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};

@@ -5,7 +5,7 @@
 
 use super::AppError;
 use super::Apps;
-use crate::apps::AppTable;
+use crate::AppTable;
 use den_images::oci::RunConfig;
 use den_images::{ImageRecord, Store};
 use den_lpk::plan::ImageRef;

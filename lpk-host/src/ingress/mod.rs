@@ -13,8 +13,8 @@ pub mod path;
 pub mod proxy;
 pub mod route;
 
-use crate::apps::AppTable;
-use crate::apps::{AppRecord, AppState, Apps};
+use crate::AppTable;
+use crate::{AppRecord, AppState, Apps};
 use den_auth::policy::{self, Action};
 use den_auth::transport::{cookie, cookies, SESSION_COOKIE};
 use den_auth::Caller;
@@ -262,9 +262,7 @@ impl Ingress {
                     "den: https:// upstreams inside apps are not supported yet; use http://",
                 );
             }
-            Upstream::Http { host, port, .. } => {
-                (crate::apps::reach::service_of(host), *port, format!("{host}:{port}"))
-            }
+            Upstream::Http { host, port, .. } => (crate::reach::service_of(host), *port, format!("{host}:{port}")),
             Upstream::Exec { port, .. } => (den_lpk::plan::ENTRY.to_string(), *port, format!("127.0.0.1:{port}")),
         };
         let (mut parts, body) = req.into_parts();

@@ -2,7 +2,7 @@
 //! request needs it, and ready once dockerd answers `/_ping` on its socket inside the guest.
 //! Requests wait for it; only one of them creates or starts it.
 
-use crate::docker::DockerConfig;
+use crate::DockerConfig;
 use den_agent_proto::AgentClient;
 use den_core::vm::{Share, VmRecord, VmSpec, VmState};
 use den_store::StoreError;

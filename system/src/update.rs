@@ -245,9 +245,9 @@ mod tests {
     async fn rollback_by_hand_needs_a_previous_os_and_no_update_under_way() {
         let dir = tempfile::tempdir().unwrap();
         let den = den(dir.path());
-        assert!(matches!(crate::system::configured(None), Err(SystemError::NotConfigured)));
-        let cfg = crate::system::SystemConfig { name: "os".into(), ..Default::default() };
-        let sys = crate::system::System::start(&den, cfg).unwrap();
+        assert!(matches!(crate::configured(None), Err(SystemError::NotConfigured)));
+        let cfg = crate::SystemConfig { name: "os".into(), ..Default::default() };
+        let sys = crate::System::start(&den, cfg).unwrap();
         den.store
             .modify_system(|st| {
                 st.a = Some(info());

@@ -4,7 +4,7 @@
 //! followed at all; in the package's files, links are followed only while they stay inside the
 //! route's folder. Only regular files are served (never a FIFO or device node a guest made).
 
-use crate::apps::ingress::{plain, Body};
+use crate::ingress::{plain, Body};
 use den_guest_tree::{GuestTree, Opened, TreeError};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Bytes, Frame};

@@ -6,7 +6,7 @@
 use super::layout::remove_tree;
 use super::Apps;
 use super::{AppError, AppRecord, AppState};
-use crate::apps::AppTable;
+use crate::AppTable;
 use den_core::new_id;
 use den_lpk::{Package, Version};
 use den_store::now;

@@ -35,7 +35,7 @@ impl HttpCheck {
 }
 
 /// Checks the running VM `vm`.
-pub async fn check(den: &Den, vm: &VmRecord, http: Option<&HttpCheck>) -> Check {
+pub(crate) async fn check(den: &Den, vm: &VmRecord, http: Option<&HttpCheck>) -> Check {
     let t = Instant::now();
     let agent = match tokio::time::timeout(LIMIT, den.agent(vm)).await {
         Ok(Ok(a)) => a,

@@ -6,7 +6,7 @@ use super::layout::{remove_tree, AppDirs, GuestDir};
 use super::Apps;
 use super::AppsConfig;
 use super::{AppError, AppRecord, AppState};
-use crate::apps::AppTable;
+use crate::AppTable;
 use den_core::new_id;
 use den_lpk::Package;
 use den_store::now;

@@ -1,7 +1,7 @@
 //! App records and their traffic audit: the `apps` and `app_traffic` tables (made by den-store's
 //! migrations), queried here by their owner.
 
-use crate::apps::{AppRecord, AppState, TrafficRecord};
+use crate::{AppRecord, AppState, TrafficRecord};
 use den_store::{now, Store, StoreError};
 use rusqlite::{params, OptionalExtension};
 

@@ -4,7 +4,7 @@
 //! (WebSockets) spliced.
 
 use super::Body;
-use crate::apps::{AppRecord, Apps};
+use crate::{AppRecord, Apps};
 use http_body_util::BodyExt;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
