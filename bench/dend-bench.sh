@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
 make -s agent
-cargo build -q --release -p den-host -p den-cli -p den-tests --bin dend --bin den --bin dend-bench
+cargo build -q --release -p dend -p den-cli -p den-tests --bin dend --bin den --bin dend-bench
 cargo build -q -p den-cli   # the harness drives target/debug/den
 timeout 900 "$target/release/dend-bench" "$target/release/dend"

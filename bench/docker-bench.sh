@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
 make -s agent
-cargo build -q --release -p den-host -p den-tests --bin dend --bin docker-bench
+cargo build -q --release -p dend -p den-tests --bin dend --bin docker-bench
 cargo build -q -p den-cli   # the harness drives target/debug/den
 timeout 1800 "$target/release/docker-bench" "$target/release/dend"

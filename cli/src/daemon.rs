@@ -61,7 +61,7 @@ fn running_version(socket: &Path) -> Option<String> {
     host["version"].as_str().map(str::to_string)
 }
 
-/// The trial marker dend removes once it is up (host/src/service.rs, `TRIAL_MARKER`).
+/// The trial marker dend removes once it is up (dend/src/service.rs, `TRIAL_MARKER`).
 const TRIAL: &str = "dend.trial";
 /// The binary before the update, which packaging/dend-fallback puts back.
 const PREVIOUS: &str = "dend.previous";

@@ -1,5 +1,5 @@
 // Apps cannot reach the console, end to end in Debian's Chromium (playwright-core). Started by
-// host/tests/apps_origin.rs, which installs an app whose page attacks Den and passes:
+// dend/tests/apps_origin.rs, which installs an app whose page attacks Den and passes:
 //   DEN_PORT   dend's HTTPS port (the console is https://box.test:<port>, the app
 //              https://evil.box.test:<port>; Chromium maps both names to 127.0.0.1)
 //   DEN_ADMIN  user:password of an admin
@@ -17,7 +17,7 @@ import { chromium } from 'playwright-core';
 
 const env = (k) => {
   const v = process.env[k];
-  if (!v) throw new Error(`${k} is not set: run this through host/tests/apps_origin.rs`);
+  if (!v) throw new Error(`${k} is not set: run this through dend/tests/apps_origin.rs`);
   return v;
 };
 const PORT = env('DEN_PORT');

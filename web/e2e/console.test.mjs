@@ -1,5 +1,5 @@
 // The web console end to end: Debian's Chromium driven by playwright-core against a real dend
-// with real QEMU guests. Started by host/tests/web_console.rs, which sets up dend and passes:
+// with real QEMU guests. Started by dend/tests/web_console.rs, which sets up dend and passes:
 //   DEN_URL          https://127.0.0.1:<port>
 //   DEN_ADMIN        user:password of an admin
 //   DEN_VIEWER       user:password of a viewer
@@ -17,7 +17,7 @@ import { chromium } from 'playwright-core';
 
 const env = (k) => {
   const v = process.env[k];
-  if (!v) throw new Error(`${k} is not set: run this through host/tests/web_console.rs`);
+  if (!v) throw new Error(`${k} is not set: run this through dend/tests/web_console.rs`);
   return v;
 };
 const URL = env('DEN_URL');

@@ -13,11 +13,13 @@ mod matrix;
 mod metrics;
 mod networks;
 pub mod openapi;
+pub mod server;
 pub mod session;
 mod ssh;
 mod system;
 mod users;
 mod vms;
+pub mod web;
 mod ws;
 
 pub use error::ApiError;

@@ -85,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let cfg = den_host::config::load(&cli.config).map_err(|e| anyhow::anyhow!("--config: {e}"))?;
+    let cfg = dend::config::load(&cli.config).map_err(|e| anyhow::anyhow!("--config: {e}"))?;
     let run = cli.run_dir.clone().unwrap_or_else(|| {
         if cli.data_dir == std::path::Path::new("/var/lib/den") {
             "/run/den".into()
@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(paths.run.join("https.addr"));
     let _ = std::fs::remove_file(paths.run.join("ssh.addr"));
     // Bound first: it also refuses to run next to another dend on the same directories.
-    let unix = den_host::server::bind_unix(&paths.socket()).await?;
+    let unix = den_api::server::bind_unix(&paths.socket()).await?;
     // dend's own ports are kept from port forwards before anything can make one.
     for addr in [&cli.listen, &cli.ssh_listen] {
         if let Some(port) = addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port()).filter(|p| *p != 0) {
@@ -119,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
     let booted = den.reconcile().await.context("reconciling the state left by the previous dend")?;
     apps.reconcile_apps().await.context("reconciling the apps left by the previous dend")?;
     // The business OS starts before every other VM.
-    let mut services = den_host::api::Services::new(den.clone(), apps.clone(), accounts.clone());
+    let mut services = den_api::Services::new(den.clone(), apps.clone(), accounts.clone());
     if let Some(sys) = cfg.system.clone() {
         let supervisor = den_system::System::start(&den, sys).map_err(|e| anyhow::anyhow!("[system]: {e}"))?;
         services.system = Some(supervisor);
@@ -144,9 +144,9 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(den_dockerd_bridge::serve(b, listener));
     }
     if cli.listen != "off" {
-        let tls = den_host::tls::server_config(&paths.data).context("loading dend's TLS certificate")?;
+        let tls = dend::tls::server_config(&paths.data).context("loading dend's TLS certificate")?;
         let tcp = bind_recorded(&den, &cli.listen, "--listen", &paths.run.join("https.addr")).await?;
-        tokio::spawn(den_host::server::serve_https(services.clone(), tcp, tls));
+        tokio::spawn(den_api::server::serve_https(services.clone(), tcp, tls));
     }
     if cli.ssh_listen != "off" {
         let key = den_sshgw::host_key(&paths.data).context("the SSH gateway's host key")?;
@@ -154,18 +154,18 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(den_sshgw::serve(den.clone(), accounts.clone(), tcp, key, client_key));
     }
     tracing::info!(socket = %paths.socket().display(), "dend serving");
-    den_host::service::notify("READY=1");
-    if let Some(what) = std::env::current_exe().ok().and_then(|exe| den_host::service::commit_update(&exe)) {
+    dend::service::notify("READY=1");
+    if let Some(what) = std::env::current_exe().ok().and_then(|exe| dend::service::commit_update(&exe)) {
         tracing::info!(%what, "this dend is a new version and it is up: the update is committed");
         den.event("dend", "dend.updated", "", &what);
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        () = den_host::server::serve_unix(services, unix) => {}
+        () = den_api::server::serve_unix(services, unix) => {}
         _ = term.recv() => tracing::info!("SIGTERM: stopping (VMs keep running)"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping (VMs keep running)"),
     }
-    den_host::service::notify("STOPPING=1");
+    dend::service::notify("STOPPING=1");
     // Streams through the Docker socket end cleanly rather than break off.
     if let Some(b) = bridge {
         b.shut_down();

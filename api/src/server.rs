@@ -2,7 +2,7 @@
 //! peer credentials (root, and dend's own user, are the local admin), and on HTTPS, where callers
 //! present a bearer token.
 
-use crate::api::{self, Caller, Services, Transport};
+use crate::{Caller, Services, Transport};
 use axum::{Extension, Router};
 use den_auth::conn_limit::{ConnLimits, ConnPermit};
 use hyper_util::rt::TokioIo;
@@ -50,7 +50,7 @@ pub async fn bind_unix(socket: &Path) -> anyhow::Result<UnixListener> {
 
 /// Serves the Unix socket until the process ends.
 pub async fn serve_unix(services: Services, listener: UnixListener) {
-    let router = api::router(services);
+    let router = crate::router(services);
     let me = nix::unistd::geteuid().as_raw();
     loop {
         let (stream, _) = match listener.accept().await {
@@ -75,7 +75,7 @@ pub async fn serve_unix(services: Services, listener: UnixListener) {
 pub fn https_router(services: Services) -> Router {
     use tower::ServiceExt;
     let apps = den_lpk_host::ingress::Ingress::new(services.apps.clone(), services.accounts.clone());
-    let api = api::router(services);
+    let api = crate::router(services);
     let web = Router::new().fallback(axum::routing::get(crate::web::serve));
     Router::new().fallback_service(tower::service_fn(move |req: axum::extract::Request| {
         let (apps, api, web) = (apps.clone(), api.clone(), web.clone());

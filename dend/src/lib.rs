@@ -17,9 +17,6 @@
 //! apps), `den-dockerd-bridge` (the Docker socket), `den-sshgw` (the SSH gateway), `den-auth`,
 //! `den-net`, `den-store`, `den-engine`, `den-core`.
 
-pub mod api;
 pub mod config;
-pub mod server;
 pub mod service;
 pub mod tls;
-pub mod web;

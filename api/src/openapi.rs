@@ -436,7 +436,7 @@ mod tests {
     /// Every `.route(...)` of the router is documented with the same methods, and nothing else is.
     #[test]
     fn document_matches_the_router() {
-        let src = include_str!("mod.rs");
+        let src = include_str!("lib.rs");
         let mut routed = vec![];
         for line in src.lines().map(str::trim).filter(|l| l.starts_with(".route(\"")) {
             let path = line.split('"').nth(1).unwrap_or_default();
