@@ -4,8 +4,8 @@ depend (normal and build dependencies; dev-dependencies are free) only on the wo
 listed for it in docs/crate-deps.txt, so dependencies point down and a new edge is a decision
 someone wrote down. Run by `make lint` (and so by CI).
 
-docs/crate-deps.txt: one line per crate, `crate: dep dep ...` (an empty list is allowed); `#`
-starts a comment. Every workspace crate must have a line.
+docs/crate-deps.txt: one line per crate, `crate @layer: dep dep ...` (an empty list is allowed);
+`#` starts a comment. Every workspace crate must have a line, and every dependency a lower layer.
 """
 import json
 import subprocess
@@ -17,15 +17,26 @@ allowed_file = root / "docs" / "crate-deps.txt"
 
 
 def read_allowed():
-    allowed = {}
+    allowed, layers = {}, {}
     for number, line in enumerate(allowed_file.read_text().splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        name, sep, deps = line.partition(":")
-        if not sep:
-            sys.exit(f"{allowed_file}:{number}: expected `crate: dep dep ...`, got `{line}`")
+        head, sep, deps = line.partition(":")
+        name, at, layer = head.partition("@")
+        if not sep or not at or not layer.strip().isdigit():
+            sys.exit(f"{allowed_file}:{number}: expected `crate @layer: dep dep ...`, got `{line}`")
         allowed[name.strip()] = set(deps.split())
+        layers[name.strip()] = int(layer)
+    for name, deps in allowed.items():
+        for dep in deps:
+            if dep not in layers:
+                sys.exit(f"{allowed_file}: `{name}` lists `{dep}`, which has no line")
+            if layers[dep] >= layers[name]:
+                sys.exit(
+                    f"{allowed_file}: `{name}` (layer {layers[name]}) lists `{dep}` (layer {layers[dep]}): "
+                    "a crate uses only crates in lower layers"
+                )
     return allowed
 
 
