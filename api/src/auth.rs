@@ -1,8 +1,9 @@
 //! Authentication and authorisation of every API request, in one place. Local callers (the Unix
 //! socket) arrive with their identity; remote ones (HTTPS) present `Authorization: Bearer
-//! den_...` (an API token or a login session). [`need`] says what each route requires; the
-//! middleware answers 401 or 403 before a handler runs.
+//! den_...` (an API token or a login session). The route table (`routes.rs`) says what each route
+//! requires; the middleware answers 401 or 403 before a handler runs.
 
+use super::routes::need;
 use super::{session, ApiError};
 use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
@@ -29,57 +30,6 @@ pub enum Need {
     CancelTask(String),
     /// Being this user (with a token not narrowed), or an admin.
     SelfOrAdmin(String),
-}
-
-/// What `method path` requires.
-pub fn need(method: &Method, path: &str) -> Need {
-    // Segments as the router's extractors will see them: percent-decoded.
-    let decoded: Vec<String> = path
-        .trim_start_matches("/api/v1/")
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(den_net_util::url::decode_path)
-        .collect();
-    let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
-    let read = *method == Method::GET;
-    let vm = |name: &str, act: VmAction| Need::Vm(name.to_string(), act);
-    match segs.as_slice() {
-        ["login"] | ["openapi.json"] => Need::Public,
-        ["session"] if *method == Method::POST => Need::Public,
-        ["session"] => Need::Anyone,
-        ["host"]
-        | ["host", "metrics"]
-        | ["images"]
-        | ["docker"]
-        | ["whoami"]
-        | ["vms"]
-        | ["networks"]
-        | ["isos"]
-        | ["apps"]
-        | ["apps", _]
-        | ["tokens"]
-        | ["tokens", _]
-        | ["ssh", ..]
-            if read || segs[0] == "tokens" =>
-        {
-            Need::Anyone
-        }
-        ["vms"] => Need::Global(Role::Operator),
-        ["vms", name, "clone"] => vm(name, VmAction::Clone),
-        // Typing into a console, reading guest files and exec are all entering the VM.
-        ["vms", name, "console", "ws" | "ticket"] | ["vms", name, "files" | "exec"] => vm(name, VmAction::Enter),
-        ["vms", name] | ["vms", name, "metrics"] if read => vm(name, VmAction::See),
-        ["vms", name, ..] => vm(name, if read { VmAction::Watch } else { VmAction::Operate }),
-        ["apps", _, "traffic" | "logs"] if read => Need::Global(Role::Viewer),
-        ["system"] if read => Need::Global(Role::Viewer),
-        ["tasks", id, "cancel"] => Need::CancelTask(id.to_string()),
-        ["tasks", ..] => Need::Global(Role::Viewer),
-        // Everyone may follow events, but sees only those about VMs they may see
-        // ([`EventFilter`]) unless they are a viewer of everything.
-        ["events", ..] => Need::Anyone,
-        ["users", name, "password"] | ["users", name, "keys", ..] => Need::SelfOrAdmin(name.to_string()),
-        _ => Need::Global(Role::Admin),
-    }
 }
 
 fn unauthorized(msg: String) -> ApiError {

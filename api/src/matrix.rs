@@ -1,9 +1,10 @@
-//! The permission matrix: every API operation (the router's, through the OpenAPI table) for
+//! The permission matrix: every API operation (the route table's) for
 //! each kind of caller, against an expectation written out by hand here. A new route without a
 //! row fails the test, so none can be forgotten; a change in who may do what shows up as a
 //! changed row. The Docker socket's request classes are checked the same way.
 
-use super::auth::{authorize_for_test, need};
+use super::auth::authorize_for_test;
+use super::routes::need;
 use axum::http::Method;
 use den_auth::policy::{self, narrow};
 use den_auth::{Caller, Role, TokenScope};
@@ -144,7 +145,7 @@ fn every_route_for_every_kind_of_caller() {
     let column_callers = [&admin, &op, &op, &op, &viewer, &narrowed, &narrowed, &minted];
     let mut missing = vec![];
     let mut wrong = vec![];
-    for (method, template) in super::openapi::operations() {
+    for (method, template) in super::routes::operations() {
         let key = format!("{method} {template}");
         let Some((_, row)) = MATRIX.iter().find(|(k, _)| *k == key) else {
             missing.push(key);
@@ -167,7 +168,7 @@ fn every_route_for_every_kind_of_caller() {
     }
     assert!(missing.is_empty(), "routes with no row in the permission matrix: {missing:#?}");
     assert!(wrong.is_empty(), "the permission matrix differs:\n{}", wrong.join("\n"));
-    assert_eq!(MATRIX.len(), super::openapi::operations().count(), "no rows for routes that are gone");
+    assert_eq!(MATRIX.len(), super::routes::operations().count(), "no rows for routes that are gone");
 }
 
 #[test]

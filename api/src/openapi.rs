@@ -1,329 +1,8 @@
-//! The API's OpenAPI 3.1 document (`GET /api/v1/openapi.json`), built from one table of routes.
-//! A test checks the table against the router's own route list, so the two cannot drift.
+//! The API's OpenAPI 3.1 document (`GET /api/v1/openapi.json`), built from the route table
+//! (`routes.rs`) that also builds the router and says what each route needs.
 
+use crate::routes::{openapi_path, Route, Rule, ROUTES};
 use serde_json::{json, Map, Value};
-
-/// One documented operation.
-struct Op {
-    method: &'static str,
-    /// Path in OpenAPI form (`{name}`).
-    path: &'static str,
-    summary: &'static str,
-    /// What the caller needs (`anyone`, `public`, a role, or a role on the VM).
-    needs: &'static str,
-    /// Request body schema (a name under `components.schemas`).
-    body: Option<&'static str>,
-    /// Success status and what it returns.
-    ok: (u16, &'static str),
-}
-
-const fn op(
-    method: &'static str,
-    path: &'static str,
-    summary: &'static str,
-    needs: &'static str,
-    body: Option<&'static str>,
-    ok: (u16, &'static str),
-) -> Op {
-    Op { method, path, summary, needs, body, ok }
-}
-
-const TASK: (u16, &str) = (202, "a task: `{task, location}` (and `vm` for creates); poll `location`");
-
-const OPS: &[Op] = &[
-    op("get", "/api/v1/host", "Host facts: version, KVM kind, limits, warnings", "anyone", None, (200, "host")),
-    op("get", "/api/v1/host/metrics", "Host CPU, memory and disk over the last hour", "anyone", None, (200, "samples")),
-    op("get", "/api/v1/images", "Images VMs can be made from", "anyone", None, (200, "images")),
-    op(
-        "get",
-        "/api/v1/docker",
-        "The Docker socket, its sandbox VM and policy settings",
-        "anyone",
-        None,
-        (200, "status"),
-    ),
-    op("get", "/api/v1/vms", "VMs the caller may see", "anyone", None, (200, "VM records")),
-    op("post", "/api/v1/vms", "Create a VM", "operator", Some("VmSpec"), TASK),
-    op("get", "/api/v1/vms/{name}", "One VM", "viewer on the VM", None, (200, "VM record")),
-    op("delete", "/api/v1/vms/{name}", "Delete a stopped VM and its disks", "operator on the VM", None, TASK),
-    op("post", "/api/v1/vms/{name}/start", "Start", "operator on the VM", None, TASK),
-    op(
-        "post",
-        "/api/v1/vms/{name}/stop",
-        "Stop: graceful, then hard after a timeout",
-        "operator on the VM",
-        None,
-        TASK,
-    ),
-    op(
-        "post",
-        "/api/v1/vms/{name}/reboot",
-        "Reboot: shut down, start on the same disks",
-        "operator on the VM",
-        None,
-        TASK,
-    ),
-    op(
-        "post",
-        "/api/v1/vms/{name}/exec",
-        "Run a command through the guest agent",
-        "operator on the VM",
-        Some("Exec"),
-        (200, "`{code, signal, stdout, stderr}`"),
-    ),
-    op(
-        "put",
-        "/api/v1/vms/{name}/files",
-        "Write the body to a guest file through the agent (`?path=/abs&mode=755`)",
-        "operator on the VM",
-        None,
-        (200, "`{path, bytes, mode}`"),
-    ),
-    op(
-        "get",
-        "/api/v1/vms/{name}/files",
-        "A guest file's bytes, through the agent (`?path=/abs`)",
-        "operator on the VM",
-        None,
-        (200, "the file"),
-    ),
-    op("post", "/api/v1/vms/{name}/pause", "Pause the vCPUs", "operator on the VM", None, (200, "VM record")),
-    op("post", "/api/v1/vms/{name}/resume", "Resume", "operator on the VM", None, (200, "VM record")),
-    op(
-        "get",
-        "/api/v1/vms/{name}/metrics",
-        "CPU, memory, disk and network of the VM over the last hour",
-        "viewer on the VM",
-        None,
-        (200, "samples"),
-    ),
-    op(
-        "get",
-        "/api/v1/vms/{name}/console",
-        "Recent serial console output",
-        "viewer on the VM",
-        None,
-        (200, "`{output}`"),
-    ),
-    op(
-        "get",
-        "/api/v1/vms/{name}/console/ws",
-        "WebSocket: the serial console, binary frames both ways",
-        "operator on the VM",
-        None,
-        (101, "WebSocket"),
-    ),
-    op(
-        "post",
-        "/api/v1/vms/{name}/console/ticket",
-        "A one-shot, 30-second ticket for the console WebSocket (`console/ws?ticket=`), for browsers",
-        "operator on the VM",
-        None,
-        (200, "`{ticket, url, expires_in}`"),
-    ),
-    op("get", "/api/v1/vms/{name}/snapshots", "Disk snapshots", "viewer on the VM", None, (200, "snapshots")),
-    op("post", "/api/v1/vms/{name}/snapshots", "Take a disk snapshot", "operator on the VM", Some("Snapshot"), TASK),
-    op(
-        "delete",
-        "/api/v1/vms/{name}/snapshots/{snap}",
-        "Delete a snapshot",
-        "operator on the VM",
-        None,
-        (200, "`{deleted}`"),
-    ),
-    op(
-        "post",
-        "/api/v1/vms/{name}/snapshots/{snap}/rollback",
-        "Roll a stopped VM back",
-        "operator on the VM",
-        None,
-        TASK,
-    ),
-    op("post", "/api/v1/vms/{name}/clone", "Clone into a new VM", "operator", Some("Clone"), TASK),
-    op(
-        "post",
-        "/api/v1/vms/{name}/resize",
-        "Grow the root disk",
-        "operator on the VM",
-        Some("Resize"),
-        (200, "VM record"),
-    ),
-    op("get", "/api/v1/isos", "Installation ISOs", "anyone", None, (200, "ISOs")),
-    op("post", "/api/v1/isos", "Import a host file as an ISO", "admin", Some("ImportIso"), TASK),
-    op("delete", "/api/v1/isos/{name}", "Delete an unused ISO", "admin", None, (200, "`{deleted}`")),
-    op("get", "/api/v1/apps", "Installed LPK apps", "anyone", None, (200, "app records")),
-    op(
-        "post",
-        "/api/v1/apps",
-        "Install an .lpk package (the body); `?upgrade=true` replaces the installed version, `?dry_run=true` only checks it",
-        "admin",
-        Some("Package"),
-        (202, "`{task, app, check}` (200 with the check alone for a dry run)"),
-    ),
-    op("get", "/api/v1/apps/{name}", "One app, by package id or subdomain, with `traffic_unlogged` (packets over the audit's rate)", "anyone", None, (200, "app record")),
-    op("delete", "/api/v1/apps/{name}", "Uninstall an app (`?keep_data=true` keeps /lzcapp/var)", "admin", None, TASK),
-    op(
-        "get",
-        "/api/v1/apps/{name}/logs",
-        "Each service's console output (`?service=NAME&bytes=N`)",
-        "viewer",
-        None,
-        (200, "`{service: text}`"),
-    ),
-    op(
-        "post",
-        "/api/v1/apps/{name}/start",
-        "Start an app's services in order; ends when it answers",
-        "admin",
-        None,
-        TASK,
-    ),
-    op("post", "/api/v1/apps/{name}/stop", "Stop an app's services, dependents first", "admin", None, TASK),
-    op(
-        "get",
-        "/api/v1/apps/{name}/traffic",
-        "The app's outbound connection attempts (`?after=SEQ&limit=N`)",
-        "viewer",
-        None,
-        (200, "traffic records"),
-    ),
-    op(
-        "get",
-        "/api/v1/system",
-        "The business OS: slots, phase, updates with their steps and outcomes, recent health checks (`?health=N`)",
-        "viewer",
-        None,
-        (200, "system status"),
-    ),
-    op(
-        "post",
-        "/api/v1/system/update",
-        "Write an image into the inactive OS slot and put it on trial (commits or rolls back by itself)",
-        "admin",
-        Some("SystemUpdate"),
-        (202, "`{task, location, update}`"),
-    ),
-    op(
-        "post",
-        "/api/v1/system/rollback",
-        "End a trial, or put the other slot's OS on trial again",
-        "admin",
-        None,
-        (202, "`{update}`"),
-    ),
-    op("get", "/api/v1/networks", "Networks with their VMs", "anyone", None, (200, "networks")),
-    op("post", "/api/v1/networks", "Create a network", "admin", Some("NetworkSpec"), (201, "network")),
-    op("delete", "/api/v1/networks/{name}", "Delete an unused network", "admin", None, (200, "`{deleted}`")),
-    op(
-        "post",
-        "/api/v1/login",
-        "Log in: a 12-hour session token (rate-limited)",
-        "public",
-        Some("Login"),
-        (200, "token"),
-    ),
-    op(
-        "post",
-        "/api/v1/session",
-        "Browser login: sets the HttpOnly session cookie; changes then need `X-CSRF-Token`",
-        "public",
-        Some("Login"),
-        (200, "`{user, role, grants, csrf}`"),
-    ),
-    op("get", "/api/v1/session", "The browser session's user and CSRF value", "anyone", None, (200, "session")),
-    op("delete", "/api/v1/session", "Log out: revoke the session, clear the cookie", "anyone", None, (200, "ok")),
-    op("get", "/api/v1/whoami", "The caller's identity", "anyone", None, (200, "`{user, role, token}`")),
-    op("get", "/api/v1/users", "Users with their grants", "admin", None, (200, "users")),
-    op("post", "/api/v1/users", "Add a user", "admin", Some("NewUser"), (201, "user")),
-    op("delete", "/api/v1/users/{name}", "Remove a user, their grants and tokens", "admin", None, (200, "`{deleted}`")),
-    op(
-        "put",
-        "/api/v1/users/{name}/password",
-        "Set a password",
-        "the user or an admin",
-        Some("Password"),
-        (200, "`{user}`"),
-    ),
-    op("put", "/api/v1/users/{name}/role", "Set the global role", "admin", Some("Role"), (200, "`{user, role}`")),
-    op(
-        "put",
-        "/api/v1/users/{name}/grants/{vm}",
-        "Grant a role on one VM (null revokes)",
-        "admin",
-        Some("Role"),
-        (200, "`{user, vm, role}`"),
-    ),
-    op(
-        "get",
-        "/api/v1/tokens",
-        "The caller's API tokens (`?all=true`: everyone's, admins)",
-        "anyone",
-        None,
-        (200, "tokens"),
-    ),
-    op("get", "/api/v1/users/{name}/keys", "A user's SSH public keys", "the user or an admin", None, (200, "keys")),
-    op(
-        "post",
-        "/api/v1/users/{name}/keys",
-        "Add an SSH public key (for the SSH gateway)",
-        "the user or an admin",
-        Some("NewKey"),
-        (201, "`{user, fingerprint, type}`"),
-    ),
-    op(
-        "delete",
-        "/api/v1/users/{name}/keys/{fingerprint}",
-        "Remove an SSH key",
-        "the user or an admin",
-        None,
-        (200, "`{removed}`"),
-    ),
-    op("post", "/api/v1/tokens", "Make an API token (shown once)", "anyone", Some("TokenRequest"), (201, "token")),
-    op("delete", "/api/v1/tokens/{id}", "Revoke a token", "its user or an admin", None, (200, "`{revoked}`")),
-    op(
-        "get",
-        "/api/v1/ssh/sessions",
-        "SSH gateway sessions, newest first (`?user=` for admins, `?limit=`)",
-        "anyone (their own; admins everyone's)",
-        None,
-        (200, "sessions: `{id, user, vm, kind, command, peer, started, ended, exit, recorded}`"),
-    ),
-    op(
-        "get",
-        "/api/v1/ssh/sessions/{id}/recording",
-        "An interactive session's recording (asciicast v2)",
-        "its user or an admin",
-        None,
-        (200, "`application/x-asciicast`"),
-    ),
-    op("get", "/api/v1/tasks", "Recent tasks (`?limit=`)", "viewer", None, (200, "tasks")),
-    op("get", "/api/v1/tasks/{id}", "One task: status, progress (percent), log", "viewer", None, (200, "task")),
-    op(
-        "post",
-        "/api/v1/tasks/{id}/cancel",
-        "Cancel a create, clone or snapshot task (its work is undone)",
-        "operator",
-        None,
-        (202, "`{task, cancelling}`"),
-    ),
-    op(
-        "get",
-        "/api/v1/events",
-        "The events log (`?after=&limit=`, or the newest with `?tail=N`); non-viewers see their VMs' only",
-        "anyone",
-        None,
-        (200, "events"),
-    ),
-    op(
-        "get",
-        "/api/v1/events/ws",
-        "WebSocket: events after `?after=N`, then live (filtered like the log)",
-        "anyone",
-        None,
-        (101, "WebSocket"),
-    ),
-    op("get", "/api/v1/openapi.json", "This document", "public", None, (200, "OpenAPI 3.1")),
-];
 
 fn schemas() -> Value {
     let s = |props: Value, required: &[&str]| json!({"type": "object", "additionalProperties": false, "properties": props, "required": required});
@@ -367,30 +46,29 @@ fn schemas() -> Value {
     })
 }
 
-/// Every documented operation as (method, path template): the router's routes (a test keeps
-/// them the same).
-pub fn operations() -> impl Iterator<Item = (&'static str, &'static str)> {
-    OPS.iter().map(|o| (o.method, o.path))
-}
-
 /// What a success answers with: JSON for all but file contents, recordings and WebSockets.
-fn ok_media(o: &Op) -> Option<&'static str> {
-    match (o.method, o.path) {
+fn ok_media(r: &Route) -> Option<&'static str> {
+    match (r.method, r.path) {
         (_, p) if p.ends_with("/ws") => None,
-        ("get", "/api/v1/vms/{name}/files") => Some("application/octet-stream"),
-        ("get", "/api/v1/ssh/sessions/{id}/recording") => Some("application/x-asciicast"),
+        ("GET", "/api/v1/vms/:name/files") => Some("application/octet-stream"),
+        ("GET", "/api/v1/ssh/sessions/:id/recording") => Some("application/x-asciicast"),
         _ => Some("application/json"),
     }
+}
+
+/// `GET /api/v1/openapi.json`.
+pub(crate) async fn serve() -> axum::Json<Value> {
+    axum::Json(document())
 }
 
 /// The document.
 pub fn document() -> Value {
     let mut paths = Map::new();
-    for o in OPS {
+    for o in ROUTES {
         let params: Vec<Value> = o
             .path
             .split('/')
-            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .filter_map(|seg| seg.strip_prefix(':'))
             .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
         let mut ok = json!({"description": o.ok.1});
@@ -401,22 +79,22 @@ pub fn document() -> Value {
         }
         let mut op = json!({
             "summary": o.summary,
-            "description": format!("Needs: {}.", o.needs),
+            "description": format!("Needs: {}.", o.rule.describe()),
             "parameters": params,
             "responses": {
                 o.ok.0.to_string(): ok,
                 "default": {"description": "an error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
             },
         });
-        if o.needs == "public" {
+        if o.rule == Rule::Public {
             op["security"] = json!([]);
         }
         if let Some(b) = o.body {
             let media = if b == "Package" { "application/octet-stream" } else { "application/json" };
             op["requestBody"] = json!({"required": true, "content": {media: {"schema": {"$ref": format!("#/components/schemas/{b}")}}}});
         }
-        let entry = paths.entry(o.path).or_insert_with(|| json!({}));
-        entry[o.method] = op;
+        let entry = paths.entry(openapi_path(o.path)).or_insert_with(|| json!({}));
+        entry[o.method.to_ascii_lowercase()] = op;
     }
     json!({
         "openapi": "3.1.0",
@@ -433,34 +111,21 @@ pub fn document() -> Value {
 mod tests {
     use super::*;
 
-    /// Every `.route(...)` of the router is documented with the same methods, and nothing else is.
+    /// Every route is documented once, under its OpenAPI path and method, with its body's schema.
     #[test]
-    fn document_matches_the_router() {
-        let src = include_str!("lib.rs");
-        let mut routed = vec![];
-        for line in src.lines().map(str::trim).filter(|l| l.starts_with(".route(\"")) {
-            let path = line.split('"').nth(1).unwrap_or_default();
-            let path: String = path
-                .split('/')
-                .map(|s| s.strip_prefix(':').map(|p| format!("{{{p}}}")).unwrap_or(s.to_string()))
-                .collect::<Vec<_>>()
-                .join("/");
-            for m in ["get", "post", "put", "delete"] {
-                if line.contains(&format!("{m}(")) {
-                    routed.push(format!("{m} {path}"));
-                }
-            }
-        }
-        routed.sort();
-        let mut documented: Vec<String> = OPS.iter().map(|o| format!("{} {}", o.method, o.path)).collect();
-        documented.sort();
-        assert_eq!(routed, documented);
+    fn document_has_every_route() {
         let doc = document();
+        for r in ROUTES {
+            let op = &doc["paths"][openapi_path(r.path)][r.method.to_ascii_lowercase()];
+            assert_eq!(op["summary"], r.summary, "{} {}", r.method, r.path);
+        }
+        let documented: usize = doc["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
+        assert_eq!(documented, ROUTES.len());
         assert_eq!(
             doc["paths"]["/api/v1/vms"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"],
             "#/components/schemas/VmSpec"
         );
-        for o in OPS.iter().filter_map(|o| o.body) {
+        for o in ROUTES.iter().filter_map(|o| o.body) {
             assert!(doc["components"]["schemas"].get(o).is_some(), "schema {o}");
         }
     }
