@@ -54,12 +54,11 @@ async fn bind_recorded(den: &Den, addr: &str, flag: &str, record: &Path) -> anyh
 }
 
 fn host_limits() -> Limits {
-    // SAFETY: sysconf has no preconditions.
-    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as u32;
-    // SAFETY: as above.
-    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) }.max(0) as u64;
-    // SAFETY: as above.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64;
+    use nix::unistd::{sysconf, SysconfVar};
+    let value = |var| sysconf(var).ok().flatten().unwrap_or(0).max(0) as u64;
+    let cpus = value(SysconfVar::_NPROCESSORS_ONLN).max(1) as u32;
+    let pages = value(SysconfVar::_PHYS_PAGES);
+    let page = value(SysconfVar::PAGE_SIZE);
     Limits { max_cpus: cpus.max(1) * 4, max_memory_mib: ((pages * page) >> 20).max(64) }
 }
 

@@ -16,8 +16,7 @@ pub fn identify(
 ) -> Result<Caller, String> {
     let cred = stream.peer_cred().map_err(|e| format!("cannot read the caller's credentials: {e}"))?;
     let uid = cred.uid();
-    // SAFETY: geteuid has no preconditions.
-    if uid == 0 || uid == unsafe { libc::geteuid() } {
+    if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
         return Ok(Caller::local_admin("root"));
     }
     if let Some(name) = users.get(&uid.to_string()) {
