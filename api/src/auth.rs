@@ -105,7 +105,7 @@ impl EventFilter {
     }
 
     /// Whether the caller may see `e`.
-    pub fn allows(&mut self, den: &Den, e: &den_store::Event) -> bool {
+    pub fn allows(&mut self, den: &Den, e: &den_core::event::Event) -> bool {
         if self.everything {
             return true;
         }

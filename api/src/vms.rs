@@ -6,6 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use den_api_types::{Accepted, ConsoleOutput, ExecOutput, ExecRequest};
 use den_auth::policy::{self, Action, VmAction};
 use den_core::vm::VmSpec;
 use den_vms::Den;
@@ -15,8 +16,9 @@ use std::sync::Arc;
 
 /// 202 with the task's id and location (and `extra` fields).
 pub(super) fn accepted(task: &str, extra: serde_json::Value) -> Response {
-    let location = format!("/api/v1/tasks/{task}");
-    let mut body = json!({"task": task, "location": location});
+    let answer = Accepted::new(task);
+    let location = answer.location.clone();
+    let mut body = serde_json::to_value(answer).unwrap_or_default();
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());
     }
@@ -112,29 +114,22 @@ pub(super) async fn delete(
 const EXEC_BOUNDS: den_agent_proto::Bounds =
     den_agent_proto::Bounds::new(16 << 20, std::time::Duration::from_secs(3600));
 
-/// An exec request.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ExecBody {
-    argv: Vec<String>,
-}
-
 /// `POST /api/v1/vms/{name}/exec`: runs a command through the guest agent; waits for it.
 pub(super) async fn exec(
     State(den): State<Arc<Den>>,
     Path(name): Path<String>,
-    Body(req): Body<ExecBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    Body(req): Body<ExecRequest>,
+) -> Result<Json<ExecOutput>, ApiError> {
     if req.argv.is_empty() {
         return Err(ApiError::invalid_field("argv", "argv: give the command to run"));
     }
     let out = den.exec(&name, &req.argv, EXEC_BOUNDS).await?;
-    Ok(Json(json!({
-        "code": out.code,
-        "signal": out.signal,
-        "stdout": String::from_utf8_lossy(&out.stdout),
-        "stderr": String::from_utf8_lossy(&out.stderr),
-    })))
+    Ok(Json(ExecOutput {
+        code: out.code,
+        signal: out.signal,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }))
 }
 
 /// `POST /api/v1/vms/{name}/pause`.
@@ -159,8 +154,8 @@ pub(super) async fn resume(
 pub(super) async fn console(
     State(den): State<Arc<Den>>,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(json!({"output": den.console(&name, 64 * 1024).await?})))
+) -> Result<Json<ConsoleOutput>, ApiError> {
+    Ok(Json(ConsoleOutput { output: den.console(&name, 64 * 1024).await? }))
 }
 
 /// A snapshot request.

@@ -184,7 +184,7 @@ async fn stream_events(den: Arc<Den>, after: i64, mut filter: super::auth::Event
     }
 }
 
-async fn send_event(socket: &mut WebSocket, e: &den_store::Event) -> Result<(), axum::Error> {
+async fn send_event(socket: &mut WebSocket, e: &den_core::event::Event) -> Result<(), axum::Error> {
     socket.send(Message::Text(serde_json::to_string(e).unwrap_or_default())).await
 }
 

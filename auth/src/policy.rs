@@ -12,8 +12,8 @@
 //! - tokens only narrow ([`narrow`]).
 
 use super::{Caller, Role};
+use den_core::task::Task;
 use den_core::vm::VmRecord;
-use den_store::Task;
 
 /// What is done to one VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -234,7 +234,7 @@ pub fn narrow(
 mod tests {
     use super::*;
     use crate::TokenScope;
-    use den_store::TaskStatus;
+    use den_core::task::TaskStatus;
     use std::sync::Arc;
 
     /// Whether a token scope is within `parent`'s.

@@ -121,7 +121,7 @@ fn print_check(c: &Value) {
 /// `POST /api/v1/apps/<app>/<verb>` and waits for its task.
 fn lifecycle(socket: &Path, app: &str, verb: &str) -> anyhow::Result<()> {
     let r = request(socket, "POST", &format!("/api/v1/apps/{}/{verb}", enc(app)), None)?.ok()?;
-    wait_task(socket, r["task"].as_str().unwrap_or_default())?;
+    wait_task(socket, &crate::client::typed::<den_api_types::Accepted>(&r, "a started task")?.task)?;
     Ok(())
 }
 
@@ -132,7 +132,7 @@ pub fn run(cmd: AppCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
             let r = upload(socket, "/api/v1/apps", &file)?
                 .ok()
                 .with_context(|| format!("{} was not installed", file.display()))?;
-            let task = r["task"].as_str().unwrap_or_default().to_string();
+            let task = crate::client::typed::<den_api_types::Accepted>(&r, "a started task")?.task;
             if !json {
                 print_check(&r["check"]);
             }
@@ -162,7 +162,7 @@ pub fn run(cmd: AppCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
             if !json {
                 print_check(&r["check"]);
             }
-            wait_task(socket, r["task"].as_str().unwrap_or_default())?;
+            wait_task(socket, &crate::client::typed::<den_api_types::Accepted>(&r, "a started task")?.task)?;
             let app = r["app"].as_str().unwrap_or_default();
             println!("{}", if json { r.to_string() } else { format!("upgraded {app}") });
         }
@@ -219,7 +219,7 @@ pub fn run(cmd: AppCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
         AppCmd::Uninstall { app, keep_data, detach } => {
             let path = format!("/api/v1/apps/{}?keep_data={keep_data}", enc(&app));
             let r = request(socket, "DELETE", &path, None)?.ok()?;
-            let task = r["task"].as_str().unwrap_or_default().to_string();
+            let task = crate::client::typed::<den_api_types::Accepted>(&r, "a started task")?.task;
             if !detach {
                 wait_task(socket, &task)?;
             }

@@ -2,6 +2,7 @@
 //! connection). The CLI needs nothing more, and stays free of an async runtime.
 
 use anyhow::{bail, Context};
+use den_api_types::{Task, TaskStatus};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -19,6 +20,13 @@ pub struct Reply {
     pub status: u16,
     /// Body (`null` when empty).
     pub body: Value,
+}
+
+/// `body` read as the API type `T`, or an error naming what did not fit.
+pub fn typed<T: serde::de::DeserializeOwned>(body: &Value, what: &str) -> anyhow::Result<T> {
+    serde_json::from_value(body.clone()).with_context(|| {
+        format!("dend's answer for {what} is not what this den understands; are den and dend the same version?")
+    })
 }
 
 impl Reply {
@@ -152,7 +160,7 @@ fn read_reply(s: UnixStream) -> anyhow::Result<(u16, Vec<u8>)> {
 
 /// Waits for a task to end; fails with its error and log if it failed.
 /// On a terminal, a bar shows the task's progress and its latest log line.
-pub fn wait_task(socket: &Path, task: &str) -> anyhow::Result<Value> {
+pub fn wait_task(socket: &Path, task: &str) -> anyhow::Result<Task> {
     let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
         let b = indicatif::ProgressBar::new(100);
         b.set_style(
@@ -165,15 +173,15 @@ pub fn wait_task(socket: &Path, task: &str) -> anyhow::Result<Value> {
         b
     });
     loop {
-        let t = request(socket, "GET", &format!("/api/v1/tasks/{task}"), None)?.ok()?;
+        let body = request(socket, "GET", &format!("/api/v1/tasks/{task}"), None)?.ok()?;
+        let t: Task = typed(&body, &format!("task {task}"))?;
         if let Some(b) = &bar {
-            b.set_position(t.get("progress").and_then(Value::as_u64).unwrap_or(0));
-            let last = t.get("log").and_then(Value::as_str).and_then(|l| l.lines().last()).unwrap_or("");
-            b.set_message(format!("{} {}", t.get("kind").and_then(Value::as_str).unwrap_or(""), last));
+            b.set_position(u64::from(t.progress));
+            b.set_message(format!("{} {}", t.kind, t.log.lines().last().unwrap_or("")));
         }
-        match t.get("status").and_then(Value::as_str) {
-            Some("running") => std::thread::sleep(Duration::from_millis(200)),
-            Some("ok") => {
+        match t.status {
+            TaskStatus::Running => std::thread::sleep(Duration::from_millis(200)),
+            TaskStatus::Ok => {
                 if let Some(b) = &bar {
                     b.finish_and_clear();
                 }
@@ -183,9 +191,8 @@ pub fn wait_task(socket: &Path, task: &str) -> anyhow::Result<Value> {
                 if let Some(b) = &bar {
                     b.finish_and_clear();
                 }
-                let err = t.get("error").and_then(Value::as_str).unwrap_or("failed");
-                let log = t.get("log").and_then(Value::as_str).unwrap_or("");
-                bail!("task {task} failed: {err}\n{log}")
+                let err = t.error.as_deref().unwrap_or(t.status.as_str());
+                bail!("task {task} failed: {err}\n{}", t.log)
             }
         }
     }

@@ -1,7 +1,8 @@
 //! `den event ls [--follow]`: the lifecycle and audit log (who did what, when).
 
-use crate::client::{request, websocket};
+use crate::client::{request, typed, websocket};
 use clap::Subcommand;
+use den_api_types::Event;
 use serde_json::Value;
 use std::path::Path;
 use std::process::ExitCode;
@@ -20,20 +21,14 @@ pub enum EventCmd {
     },
 }
 
-fn print(e: &Value, json: bool) {
+fn print(e: &Value, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{e}");
-        return;
+        return Ok(());
     }
-    println!(
-        "{:>6} {:>11} {:<12} {:<22} {:<20} {}",
-        e["seq"],
-        e["time"],
-        e["user"].as_str().unwrap_or("?"),
-        e["kind"].as_str().unwrap_or("?"),
-        e["target"].as_str().unwrap_or("?"),
-        e["detail"].as_str().unwrap_or("")
-    );
+    let e: Event = typed(e, "an event")?;
+    println!("{:>6} {:>11} {:<12} {:<22} {:<20} {}", e.seq, e.time, e.user, e.kind, e.target, e.detail);
+    Ok(())
 }
 
 /// Runs a `den event` command.
@@ -45,14 +40,14 @@ pub fn run(cmd: EventCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode>
     if !follow {
         let list = request(socket, "GET", &format!("/api/v1/events?after={after}&limit=5000"), None)?.ok()?;
         for e in list.as_array().into_iter().flatten() {
-            print(e, json);
+            print(e, json)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
     let mut ws = websocket(socket, &format!("/api/v1/events/ws?after={after}"))?;
     loop {
         match ws.read()? {
-            tungstenite::Message::Text(t) => print(&serde_json::from_str(&t).unwrap_or(Value::Null), json),
+            tungstenite::Message::Text(t) => print(&serde_json::from_str(&t).unwrap_or(Value::Null), json)?,
             tungstenite::Message::Close(_) => return Ok(ExitCode::SUCCESS),
             _ => {}
         }

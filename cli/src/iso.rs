@@ -45,9 +45,9 @@ pub fn run(cmd: IsoCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
             let abs = std::fs::canonicalize(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             let body = json!({"name": name, "path": abs});
             let reply = request(socket, "POST", "/api/v1/isos", Some(&body))?.ok()?;
-            let task = reply["task"].as_str().unwrap_or_default().to_string();
+            let task = crate::client::typed::<den_api_types::Accepted>(&reply, "a started task")?.task;
             let t = wait_task(socket, &task)?;
-            println!("{}", if json { t.to_string() } else { format!("imported ISO {name}") });
+            println!("{}", if json { serde_json::to_value(&t)?.to_string() } else { format!("imported ISO {name}") });
             Ok(ExitCode::SUCCESS)
         }
         IsoCmd::Rm { name } => {

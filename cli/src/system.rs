@@ -65,7 +65,7 @@ pub fn run(cmd: SystemCmd, socket: &Path, paths: &Paths, json: bool) -> anyhow::
             if !json {
                 println!("update {update}: writing image {name} into the inactive slot");
             }
-            wait_task(socket, r["task"].as_str().unwrap_or_default())?;
+            wait_task(socket, &crate::client::typed::<den_api_types::Accepted>(&r, "a started task")?.task)?;
             finish(socket, update, detach, json)
         }
         SystemCmd::Rollback { detach } => {

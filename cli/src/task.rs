@@ -1,7 +1,8 @@
 //! `den task ...`: dend's tasks (long operations with a log and a final status).
 
-use crate::client::request;
+use crate::client::{request, typed};
 use clap::Subcommand;
+use den_api_types::Task;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -41,15 +42,9 @@ pub fn run(cmd: TaskCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> 
                 return Ok(ExitCode::SUCCESS);
             }
             println!("{:<32} {:<10} {:<20} {:<8} ERROR", "ID", "KIND", "TARGET", "STATUS");
-            for t in tasks.as_array().into_iter().flatten() {
-                println!(
-                    "{:<32} {:<10} {:<20} {:<8} {}",
-                    t["id"].as_str().unwrap_or("?"),
-                    t["kind"].as_str().unwrap_or("?"),
-                    t["target"].as_str().unwrap_or("?"),
-                    t["status"].as_str().unwrap_or("?"),
-                    t["error"].as_str().unwrap_or(""),
-                );
+            for t in typed::<Vec<Task>>(&tasks, "the task list")? {
+                let error = t.error.as_deref().unwrap_or("");
+                println!("{:<32} {:<10} {:<20} {:<8} {error}", t.id, t.kind, t.target, t.status.as_str());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -58,9 +53,10 @@ pub fn run(cmd: TaskCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> 
             if json {
                 println!("{t}");
             } else {
-                print!("{}", t["log"].as_str().unwrap_or(""));
-                println!("status: {}", t["status"].as_str().unwrap_or("?"));
-                if let Some(e) = t["error"].as_str() {
+                let t: Task = typed(&t, &format!("task {id}"))?;
+                print!("{}", t.log);
+                println!("status: {}", t.status.as_str());
+                if let Some(e) = t.error {
                     println!("error: {e}");
                 }
             }

@@ -1,8 +1,9 @@
 //! `den vm ...`: VMs through dend's API.
 
-use crate::client::{request, wait_task};
+use crate::client::{request, typed, wait_task};
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use den_api_types::{Accepted, ConsoleOutput, ExecOutput, ExecRequest, VmRecord};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::ExitCode;
@@ -231,7 +232,7 @@ pub fn enc(name: &str) -> String {
 }
 
 fn run_task(socket: &Path, reply: Value, detach: bool, json: bool, done: &str) -> anyhow::Result<ExitCode> {
-    let task = reply.get("task").and_then(Value::as_str).context("dend's reply has no task")?.to_string();
+    let task = typed::<Accepted>(&reply, "a started task")?.task;
     if detach {
         if json {
             println!("{reply}");
@@ -242,7 +243,7 @@ fn run_task(socket: &Path, reply: Value, detach: bool, json: bool, done: &str) -
     }
     let t = wait_task(socket, &task)?;
     if json {
-        println!("{t}");
+        println!("{}", serde_json::to_value(&t)?);
     } else {
         println!("{done}");
     }
@@ -311,19 +312,18 @@ pub fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 "{:<20} {:<10} {:<8} {:<6} {:>5} {:>8} {:>8}  ADDRESS",
                 "NAME", "STATE", "IMAGE", "ENGINE", "CPUS", "MEM MiB", "PID"
             );
-            for v in vms.as_array().into_iter().flatten() {
-                let s = &v["spec"];
-                let ips: Vec<&str> =
-                    v["nics"].as_array().into_iter().flatten().filter_map(|n| n["ip"].as_str()).collect();
+            for v in typed::<Vec<VmRecord>>(&vms, "the VM list")? {
+                let ips: Vec<String> = v.nics.iter().map(|n| n.ip.to_string()).collect();
+                let engine = serde_json::to_value(v.engine)?.as_str().unwrap_or("?").to_string();
                 println!(
                     "{:<20} {:<10} {:<8} {:<6} {:>5} {:>8} {:>8}  {}",
-                    s["name"].as_str().unwrap_or("?"),
-                    v["state"].as_str().unwrap_or("?"),
-                    s["image"].as_str().unwrap_or("?"),
-                    v["engine"].as_str().unwrap_or("?"),
-                    s["cpus"],
-                    s["memory_mib"],
-                    v["running"]["pid"].as_i64().map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    v.spec.name,
+                    v.state.as_str(),
+                    v.spec.image,
+                    engine,
+                    v.spec.cpus,
+                    v.spec.memory_mib,
+                    v.running.as_ref().map(|r| r.pid.to_string()).unwrap_or_else(|| "-".into()),
                     if ips.is_empty() { "-".to_string() } else { ips.join(",") },
                 );
             }
@@ -362,7 +362,7 @@ pub fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{v}");
             } else {
-                print!("{}", v["output"].as_str().unwrap_or(""));
+                print!("{}", typed::<ConsoleOutput>(&v, "the console")?.output);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -390,21 +390,16 @@ pub fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         VmCmd::Exec { name, argv } => {
-            let out =
-                request(socket, "POST", &format!("/api/v1/vms/{}/exec", enc(&name)), Some(&json!({"argv": argv})))?
-                    .ok()?;
+            let body = serde_json::to_value(ExecRequest { argv })?;
+            let out = request(socket, "POST", &format!("/api/v1/vms/{}/exec", enc(&name)), Some(&body))?.ok()?;
             if json {
                 println!("{out}");
                 return Ok(ExitCode::SUCCESS);
             }
-            print!("{}", out["stdout"].as_str().unwrap_or(""));
-            eprint!("{}", out["stderr"].as_str().unwrap_or(""));
-            let code = out["code"].as_i64().unwrap_or(if out["signal"].is_null() {
-                1
-            } else {
-                128 + out["signal"].as_i64().unwrap_or(0)
-            });
-            Ok(ExitCode::from(code.clamp(0, 255) as u8))
+            let out: ExecOutput = typed(&out, "the command's output")?;
+            print!("{}", out.stdout);
+            eprint!("{}", out.stderr);
+            Ok(ExitCode::from(out.shell_status().clamp(0, 255) as u8))
         }
     }
 }

@@ -1,12 +1,15 @@
 //! Den's record types and their validation, shared by every part of dend (and its clients):
 //! what a VM is ([`vm`]), its first-boot settings ([`firstboot`]), networks and NICs ([`net`]),
-//! users' roles and token scopes ([`users`]), and the business OS's recorded state ([`system`]).
+//! users' roles and token scopes ([`users`]), the business OS's recorded state ([`system`]), tasks
+//! ([`task`]) and events ([`event`]).
 //! Pure data and pure functions (and [`new_id`]): no I/O, no async, nothing of dend's services, so
 //! each layer above can depend on it.
 
+pub mod event;
 pub mod firstboot;
 pub mod net;
 pub mod system;
+pub mod task;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod users;

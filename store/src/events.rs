@@ -2,25 +2,8 @@
 //! so it is kept (never rotated by dend).
 
 use super::{now, Store, StoreError};
+use den_core::event::Event;
 use rusqlite::params;
-use serde::{Deserialize, Serialize};
-
-/// One event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    /// Sequence number (increasing).
-    pub seq: i64,
-    /// Unix seconds.
-    pub time: i64,
-    /// Who caused it (`dend` for the daemon itself).
-    pub user: String,
-    /// What happened (`vm.created`, `vm.started`, `vm.crashed`, ...).
-    pub kind: String,
-    /// On what (a VM name).
-    pub target: String,
-    /// Details.
-    pub detail: String,
-}
 
 /// Longest detail kept with an event: details may quote what a guest said, and the log is kept.
 pub(crate) const MAX_DETAIL: usize = 4096;

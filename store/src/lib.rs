@@ -16,10 +16,8 @@ mod tasks;
 mod users;
 mod vms;
 
-pub use events::Event;
 pub use snapshots::Snapshot;
 pub use ssh::SshSession;
-pub use tasks::{Task, TaskStatus};
 pub use users::{KeyRecord, TokenRecord, UserAuth, UserRecord};
 
 use rusqlite::Connection;

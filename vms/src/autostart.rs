@@ -6,8 +6,8 @@
 //! that.
 
 use super::Den;
+use den_core::task::TaskStatus;
 use den_core::vm::{Kind, VmRecord, VmState};
-use den_store::TaskStatus;
 use std::sync::Arc;
 use std::time::Duration;
 

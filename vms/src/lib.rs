@@ -24,10 +24,11 @@ pub use lifecycle::BootFiles;
 pub use tasks::TaskHandle;
 
 use crate::paths::Paths;
+use den_core::event::Event;
 use den_core::vm::Limits;
 use den_core::FieldError;
 use den_net::{AllocError, Net, NetError};
-use den_store::{Event, Store, StoreError};
+use den_store::{Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;

@@ -5,7 +5,7 @@
 
 use super::Den;
 use den_core::new_id;
-use den_store::TaskStatus;
+use den_core::task::TaskStatus;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::watch;

@@ -1,0 +1,84 @@
+//! The bodies of Den's API, shared by dend's API (`den-api`) and its clients (the `den` CLI).
+//! Records are den-core's, re-exported as they are sent; the answers that are not records are
+//! defined here.
+
+use serde::{Deserialize, Serialize};
+
+pub use den_core::event::Event;
+pub use den_core::task::{Task, TaskStatus};
+pub use den_core::vm::{VmRecord, VmSpec, VmState};
+
+/// A long operation's answer (202): the task doing it and where to follow it. Some answers add
+/// fields (`vm` for creates, `update` for business OS updates).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The task's id.
+    pub task: String,
+    /// `/api/v1/tasks/<id>`.
+    #[serde(default)]
+    pub location: String,
+}
+
+impl Accepted {
+    /// The answer for `task`.
+    pub fn new(task: &str) -> Accepted {
+        Accepted { task: task.to_string(), location: format!("/api/v1/tasks/{task}") }
+    }
+}
+
+/// `POST /api/v1/vms/{name}/exec`: what to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+}
+
+/// `POST /api/v1/vms/{name}/exec`: how the command ended and what it printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecOutput {
+    /// Exit code, when it exited.
+    pub code: Option<i32>,
+    /// The signal that ended it, when one did.
+    pub signal: Option<i32>,
+    /// Standard output (bytes that are not UTF-8 replaced).
+    pub stdout: String,
+    /// Standard error (likewise).
+    pub stderr: String,
+}
+
+impl ExecOutput {
+    /// The exit status a shell would report: the code, or 128 + the signal.
+    pub fn shell_status(&self) -> i32 {
+        match (self.code, self.signal) {
+            (Some(code), _) => code,
+            (None, Some(signal)) => 128 + signal,
+            (None, None) => 1,
+        }
+    }
+}
+
+/// `GET /api/v1/vms/{name}/console`: recent serial console output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleOutput {
+    /// The output, oldest first.
+    pub output: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_read_back_and_extra_fields_are_ignored() {
+        let a: Accepted = serde_json::from_str(r#"{"task":"t1","location":"/api/v1/tasks/t1","vm":"web1"}"#).unwrap();
+        assert_eq!(a, Accepted::new("t1"));
+        let e = ExecOutput { code: None, signal: Some(9), stdout: String::new(), stderr: String::new() };
+        assert_eq!(e.shell_status(), 137);
+        assert_eq!(ExecOutput { code: Some(3), ..e.clone() }.shell_status(), 3);
+        assert!(
+            serde_json::from_str::<ExecRequest>(r#"{"argv":["ls"],"tty":true}"#).is_err(),
+            "unknown fields refused"
+        );
+    }
+}
