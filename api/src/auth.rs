@@ -181,10 +181,11 @@ fn remote_caller(den: &Den, accounts: &Accounts, req: &mut Request) -> Result<Ca
 
 /// `(vm, ticket)` of a `GET /api/v1/vms/{vm}/console/ws?ticket=...`.
 fn console_ticket(req: &Request) -> Option<(String, String)> {
-    let segs: Vec<&str> = req.uri().path().trim_start_matches("/api/v1/").split('/').collect();
+    let segs: Vec<&str> = req.uri().path().strip_prefix("/api/v1/")?.split('/').collect();
     let ["vms", vm, "console", "ws"] = segs.as_slice() else { return None };
     let ticket = den_net_util::url::query_values(req.uri().query()?, "ticket").into_iter().next()?;
-    Some((vm.to_string(), ticket))
+    // The VM's name as the route's rule and the handler read it: decoded.
+    Some((den_net_util::url::decode_path(vm), ticket))
 }
 
 /// Whether the request's `Origin` (when it has one) names the host it was sent to.

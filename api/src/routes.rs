@@ -198,9 +198,11 @@ fn route_of(method: &str, path: &str) -> Option<(&'static Route, Vec<(&'static s
         .max_by_key(|(r, params)| r.path.split('/').count() - params.len())
 }
 
-/// What `method path` requires. A path no route has needs an admin (who then gets 404).
+/// What `method path` requires. A path no route has needs an admin (who then gets 404). `HEAD`
+/// needs what `GET` needs: the router answers it with the `GET` handler.
 pub(crate) fn need(method: &Method, path: &str) -> Need {
-    let Some((route, params)) = route_of(method.as_str(), path) else {
+    let method = if method == Method::HEAD { Method::GET.as_str() } else { method.as_str() };
+    let Some((route, params)) = route_of(method, path) else {
         return Need::Global(Role::Admin);
     };
     let param = |name: &str| params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()).unwrap_or_default();
@@ -261,5 +263,8 @@ mod tests {
         assert!(route_of("GET", "/api/v1/vms/").is_none(), "an empty segment is no parameter");
         assert!(route_of("GET", "/api/v1/%76ms").is_none(), "literals compare as sent, as the router's do");
         assert!(route_of("PATCH", "/api/v1/vms").is_none());
+        assert_eq!(need(&Method::HEAD, "/api/v1/vms/web1/files"), need(&Method::GET, "/api/v1/vms/web1/files"));
+        assert_eq!(need(&Method::HEAD, "/api/v1/vms/web1/files"), Need::Vm("web1".into(), VmAction::Enter));
+        assert_eq!(need(&Method::OPTIONS, "/api/v1/vms"), Need::Global(Role::Admin));
     }
 }
