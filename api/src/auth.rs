@@ -200,6 +200,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn console_tickets_name_the_vm_as_the_handler_reads_it() {
+        let req = |uri: &str| Request::builder().uri(uri).body(axum::body::Body::empty()).unwrap();
+        let got = console_ticket(&req("/api/v1/vms/w%65b1/console/ws?ticket=abc"));
+        assert_eq!(got, Some(("web1".to_string(), "abc".to_string())), "decoded, as Path<String> decodes it");
+        assert_eq!(console_ticket(&req("/api/v1/api/v1/vms/web1/console/ws?ticket=abc")), None, "one prefix only");
+        assert_eq!(console_ticket(&req("/api/v1/vms/web1/console/ws")), None, "no ticket");
+    }
+
+    #[test]
     fn route_needs() {
         let n = |m: Method, p: &str| need(&m, p);
         let vm = |a: VmAction| Need::Vm("web1".into(), a);
