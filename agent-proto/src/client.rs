@@ -5,6 +5,7 @@ use crate::msg::{Control, ErrorReply, ExecRequest, ForwardTarget, Hello, Info, R
 use crate::mux::{Event, MuxError, Role, Session, Stream, StreamReceiver, StreamSender};
 use bytes::Bytes;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -74,6 +75,35 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct AgentClient {
     session: Session,
     peer: Hello,
+    /// Set by [`AgentClient::closing_when_dropped`]: the last clone's drop closes the session.
+    _owner: Option<Arc<Closer>>,
+}
+
+/// Closes a session when dropped, unless [`Closer::keep`] took it back. A session's tasks
+/// outlive its handles, and a Unix socket into QEMU serves one client at a time: a session
+/// nobody can reach any more would hold the VM's agent channel until the VM ends.
+struct Closer {
+    session: Option<Session>,
+    why: &'static str,
+}
+
+impl Closer {
+    fn new(session: &Session, why: &'static str) -> Closer {
+        Closer { session: Some(session.clone()), why }
+    }
+
+    /// Disarms the closer.
+    fn keep(mut self) {
+        self.session = None;
+    }
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.take() {
+            s.close(self.why);
+        }
+    }
 }
 
 /// Collected result of [`AgentClient::exec_output`].
@@ -117,14 +147,25 @@ impl AgentClient {
     {
         let software = concat!("den-host ", env!("CARGO_PKG_VERSION"));
         let (session, _incoming) = Session::start(io, Role::Host, software);
-        let res = match tokio::time::timeout(timeout, session.handshake()).await {
-            Ok(Ok(peer)) => return Ok(AgentClient { session, peer }),
-            Ok(Err(e)) => ClientError::Mux(e),
-            Err(_) => ClientError::Timeout(timeout),
-        };
-        // Release the channel: a Unix socket into QEMU serves one client at a time.
-        session.close("handshake failed");
-        Err(res)
+        // Released when the handshake fails, and also when the caller stops waiting (drops this
+        // future, as a timeout around it does).
+        let unfinished = Closer::new(&session, "handshake not finished");
+        match tokio::time::timeout(timeout, session.handshake()).await {
+            Ok(Ok(peer)) => {
+                unfinished.keep();
+                Ok(AgentClient { session, peer, _owner: None })
+            }
+            Ok(Err(e)) => Err(ClientError::Mux(e)),
+            Err(_) => Err(ClientError::Timeout(timeout)),
+        }
+    }
+
+    /// This client, made to close its session once its last clone is dropped (streams opened
+    /// through it then end too). For a session nobody caches: without it, the session would
+    /// hold the agent channel after its last user.
+    pub fn closing_when_dropped(self) -> AgentClient {
+        let owner = Arc::new(Closer::new(&self.session, "its last user is gone"));
+        AgentClient { _owner: Some(owner), ..self }
     }
 
     /// The agent's hello (software and version).

@@ -149,6 +149,45 @@ async fn a_silent_peer_times_out_the_handshake() {
     assert!(err.to_string().contains("did not answer"), "{err}");
 }
 
+/// Reads from the far end of a pipe until it closes; panics when it stays open for `limit`.
+async fn closes_within(mut far: tokio::io::DuplexStream, limit: Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    let drained = async { while far.read(&mut buf).await.is_ok_and(|n| n > 0) {} };
+    assert!(tokio::time::timeout(limit, drained).await.is_ok(), "the host still holds the channel");
+}
+
+// A caller's own timeout around the connect (a health check's) drops the handshake midway: the
+// channel must still be released, or QEMU's agent socket (one client at a time) stays taken.
+#[tokio::test]
+async fn a_handshake_given_up_by_its_caller_releases_the_channel() {
+    let (a, b) = tokio::io::duplex(4096);
+    let given_up =
+        tokio::time::timeout(Duration::from_millis(200), AgentClient::over(a, Duration::from_secs(30))).await;
+    assert!(given_up.is_err(), "a silent peer cannot complete the handshake");
+    closes_within(b, Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_client_made_to_close_when_dropped_releases_the_channel_with_its_last_clone() {
+    let (a, b) = tokio::io::duplex(64 << 10);
+    // A raw agent: answers the hello, then reads until the host closes the channel.
+    let mut raw = Framed::new(b, FrameCodec::default());
+    raw.send(Frame::json(0, Kind::Hello, &Hello::ours("raw-agent"))).await.unwrap();
+    let (ended_tx, mut ended) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        while let Some(Ok(_)) = raw.next().await {}
+        let _ = ended_tx.send(());
+    });
+    let c = AgentClient::over(a, Duration::from_secs(5)).await.unwrap().closing_when_dropped();
+    let c2 = c.clone();
+    drop(c);
+    let wait = Duration::from_millis(300);
+    assert!(tokio::time::timeout(wait, &mut ended).await.is_err(), "a clone left keeps the session");
+    drop(c2);
+    assert!(tokio::time::timeout(Duration::from_secs(5), ended).await.is_ok(), "the host still holds the channel");
+}
+
 #[tokio::test]
 async fn vsock_connect_handshake_then_protocol() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -160,7 +160,9 @@ fn remote_caller(den: &Den, accounts: &Accounts, req: &mut Request) -> Result<Ca
             unauthorized("the console ticket is not valid (used, expired or for another VM); ask for a new one".into())
         });
     }
-    let Some(session) = session::cookie(req.headers(), session::COOKIE).map(str::to_string) else {
+    let Some(session) =
+        den_auth::transport::cookie(req.headers(), den_auth::transport::SESSION_COOKIE).map(str::to_string)
+    else {
         let msg = "log in first: send `Authorization: Bearer <token>` (POST /api/v1/login gives one)";
         return Err(unauthorized(msg.into()));
     };

@@ -60,7 +60,7 @@ impl From<VmError> for ApiError {
             VmError::Conflict { .. } | VmError::NotCancellable { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "wrong_state", e.to_string())
             }
-            VmError::Store(_) | VmError::Images(_) => {
+            VmError::Store(_) | VmError::Images(_) | VmError::Keeper(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             }
             VmError::Engine(_) => ApiError::new(StatusCode::BAD_GATEWAY, "engine", e.to_string()),

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-pub use den_auth::transport::{cookie, SESSION_COOKIE as COOKIE};
+use den_auth::transport::SESSION_COOKIE;
 /// The header that proves a cookie-authenticated request came from Den's own page.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
@@ -38,7 +38,7 @@ pub fn csrf_ok(headers: &HeaderMap, session: &str) -> bool {
 }
 
 fn set_cookie(value: &str, max_age: u64) -> Option<HeaderValue> {
-    format!("{COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict").parse().ok()
+    format!("{SESSION_COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict").parse().ok()
 }
 
 /// What the page needs to know about its user: name, global role, grants by VM id, CSRF value.
@@ -114,13 +114,14 @@ pub async fn console_ticket(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use den_auth::transport::cookie;
 
     #[test]
     fn cookies_and_csrf() {
         let mut h = HeaderMap::new();
         h.append(header::COOKIE, "theme=dark; __Host-den_session=den_abc ".parse().unwrap());
         h.append(header::COOKIE, "other=1".parse().unwrap());
-        assert_eq!(cookie(&h, COOKIE), Some("den_abc"));
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("den_abc"));
         assert_eq!(cookie(&h, "other"), Some("1"));
         assert_eq!(cookie(&h, "den"), None);
         assert!(!csrf_ok(&h, "den_abc"), "no header");

@@ -314,13 +314,12 @@ pub fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
             );
             for v in typed::<Vec<VmRecord>>(&vms, "the VM list")? {
                 let ips: Vec<String> = v.nics.iter().map(|n| n.ip.to_string()).collect();
-                let engine = serde_json::to_value(v.engine)?.as_str().unwrap_or("?").to_string();
                 println!(
                     "{:<20} {:<10} {:<8} {:<6} {:>5} {:>8} {:>8}  {}",
                     v.spec.name,
                     v.state.as_str(),
                     v.spec.image,
-                    engine,
+                    v.engine.as_str(),
                     v.spec.cpus,
                     v.spec.memory_mib,
                     v.running.as_ref().map(|r| r.pid.to_string()).unwrap_or_else(|| "-".into()),

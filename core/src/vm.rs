@@ -386,6 +386,16 @@ pub enum EngineKind {
     Vmm,
 }
 
+impl EngineKind {
+    /// The name in records and the API (`qemu`, `vmm`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Qemu => "qemu",
+            EngineKind::Vmm => "vmm",
+        }
+    }
+}
+
 /// A started (or re-adopted) VM process and where to reach it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Running {
@@ -439,6 +449,9 @@ mod tests {
             let state = VmState::parse(name).unwrap();
             assert_eq!(state.as_str(), name);
             assert_eq!(serde_json::to_value(state).unwrap(), serde_json::Value::String(name.into()));
+        }
+        for kind in [EngineKind::Qemu, EngineKind::Vmm] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), serde_json::Value::String(kind.as_str().into()));
         }
     }
 

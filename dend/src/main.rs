@@ -115,12 +115,17 @@ async fn main() -> anyhow::Result<()> {
             den.net.reserve(den_net::Proto::Tcp, port);
         }
     }
-    let booted = den.reconcile().await.context("reconciling the state left by the previous dend")?;
+    let system = match cfg.system.clone() {
+        Some(sys) => Some(den_system::System::new(&den, sys).map_err(|e| anyhow::anyhow!("[system]: {e}"))?),
+        None => None,
+    };
+    let keepers = system.iter().map(|s| s.clone() as std::sync::Arc<dyn den_vms::VmKeeper>).collect();
+    let booted = den.reconcile(keepers).await.context("reconciling the state left by the previous dend")?;
     apps.reconcile_apps().await.context("reconciling the apps left by the previous dend")?;
     // The business OS starts before every other VM.
     let mut services = den_api::Services::new(den.clone(), apps.clone(), accounts.clone());
-    if let Some(sys) = cfg.system.clone() {
-        let supervisor = den_system::System::start(&den, sys).map_err(|e| anyhow::anyhow!("[system]: {e}"))?;
+    if let Some(supervisor) = system {
+        supervisor.run(&den);
         services.system = Some(supervisor);
     }
     if booted {

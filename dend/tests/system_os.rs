@@ -10,7 +10,7 @@
 
 use den_tests::dend::{alive, Dend};
 use den_tests::netns::NetNs;
-use den_tests::system::{build_images, healthy, last_update, status, variant, wait_status};
+use den_tests::system::{build_images, explain, healthy, last_update, status, variant, wait_status};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -42,8 +42,8 @@ fn the_business_os_updates_commit_or_roll_back_and_survive_crashes() {
 
     // dend makes the VM from the shipped image (slot A) and starts it; its root is read-only.
     let s = wait_status(&d, Duration::from_secs(240), "healthy on slot A", healthy);
-    assert_eq!((s["active"].as_str(), s["a"]["version"].as_str()), (Some("a"), Some("1.0")), "{s:#}");
-    assert!(s["b"].is_null(), "{s:#}");
+    assert_eq!((s["active"].as_str(), s["a"]["version"].as_str()), (Some("a"), Some("1.0")), "{}", explain(&d, &s));
+    assert!(s["b"].is_null(), "{}", explain(&d, &s));
     assert_eq!(d.vm("system")["spec"]["kind"], "system");
     sh(&d, "echo precious > /data/keep && sync");
     assert!(sh(&d, "touch /etc/x 2>&1 || echo refused").contains("refused"), "the root must be read-only");
@@ -53,8 +53,8 @@ fn the_business_os_updates_commit_or_roll_back_and_survive_crashes() {
     let (code, out, secs) = update(&d, "system-v2");
     assert_eq!(code, 0, "{out}\n{}", d.log());
     let s = status(&d);
-    assert_eq!((s["active"].as_str(), s["b"]["version"].as_str()), (Some("b"), Some("2.0")), "{s:#}");
-    assert_eq!(last_update(&s)["outcome"], "committed", "{s:#}");
+    assert_eq!((s["active"].as_str(), s["b"]["version"].as_str()), (Some("b"), Some("2.0")), "{}", explain(&d, &s));
+    assert_eq!(last_update(&s)["outcome"], "committed", "{}", explain(&d, &s));
     assert_eq!(sh(&d, ". /etc/den/os-release; echo $DEN_OS_VERSION").trim(), "2.0");
     assert_eq!(sh(&d, "cat /data/keep").trim(), "precious");
     println!("update to committed: {secs:.1} s\n{out}");
@@ -90,15 +90,20 @@ fn the_business_os_updates_commit_or_roll_back_and_survive_crashes() {
     match u["outcome"].as_str() {
         Some("failed") => {
             assert!(u["why"].as_str().unwrap_or("").contains("dend stopped while it was writing"), "{u:#}");
-            assert!(s["a"].is_null() && s["active"] == "b", "{s:#}");
+            assert!(s["a"].is_null() && s["active"] == "b", "{}", explain(&d, &s));
             assert_eq!(engine_pid(&d), pid, "the running OS was adopted, not restarted");
             println!("kill -9 while writing: the update failed, slot A discarded, slot B kept running");
         }
         Some("committed") => {
-            assert_eq!((s["active"].as_str(), s["a"]["version"].as_str()), (Some("a"), Some("1.0")), "{s:#}");
+            assert_eq!(
+                (s["active"].as_str(), s["a"]["version"].as_str()),
+                (Some("a"), Some("1.0")),
+                "{}",
+                explain(&d, &s)
+            );
             println!("kill -9 while writing: the write had finished; the update went on and committed");
         }
-        other => panic!("the cut update ended as {other:?}: {s:#}"),
+        other => panic!("the cut update ended as {other:?}: {}", explain(&d, &s)),
     }
     let data = d.dir.path().join("vms");
     let partial: Vec<_> = walk(&data).into_iter().filter(|p| p.to_string_lossy().ends_with(".partial")).collect();
@@ -116,7 +121,7 @@ fn the_business_os_updates_commit_or_roll_back_and_survive_crashes() {
     let s = wait_status(&d, Duration::from_secs(240), "committed after the dend restart", |s| {
         s["phase"]["phase"] == "steady" && last_update(s)["outcome"] != "in_progress"
     });
-    assert_eq!(last_update(&s)["outcome"], "committed", "{s:#}");
+    assert_eq!(last_update(&s)["outcome"], "committed", "{}", explain(&d, &s));
 
     // kill -9 of the VM's engine during a trial: one failed boot, then the trial goes on.
     let target = if s["active"] == "a" { "system-v2" } else { "system" };
@@ -134,7 +139,7 @@ fn the_business_os_updates_commit_or_roll_back_and_survive_crashes() {
         s["phase"]["phase"] == "steady" && last_update(s)["outcome"] != "in_progress"
     });
     let u = last_update(&s);
-    assert_eq!((u["outcome"].as_str(), &s["active"]), (Some("committed"), &trial_slot), "{s:#}");
+    assert_eq!((u["outcome"].as_str(), &s["active"]), (Some("committed"), &trial_slot), "{}", explain(&d, &s));
     assert!(u["steps"].to_string().contains("boot 1 of the new OS ended by itself"), "{u:#}");
 
     // Back by hand, then the data disk is still the same.
@@ -142,7 +147,7 @@ fn the_business_os_updates_commit_or_roll_back_and_survive_crashes() {
     let (code, out, err) = d.den(&["system", "rollback"]);
     assert_eq!(code, 0, "{out}{err}");
     let s = status(&d);
-    assert_ne!(s["active"].as_str(), Some(before.as_str()), "{s:#}");
+    assert_ne!(s["active"].as_str(), Some(before.as_str()), "{}", explain(&d, &s));
     assert_eq!(
         (last_update(&s)["kind"].as_str(), last_update(&s)["outcome"].as_str()),
         (Some("rollback"), Some("committed"))

@@ -205,8 +205,9 @@ pub async fn agent(running: &Running) -> Result<AgentClient, EngineError> {
         None => match adopt(running).await {
             Ok(vm) => vm.agent(AGENT_TIMEOUT).await,
             Err(EngineError::Gone { pid }) => Err(EngineError::Gone { pid }),
-            // The control socket is stuck but the agent may still answer.
-            Err(_) => connect_agent(running, AGENT_TIMEOUT).await,
+            // The control socket is stuck but the agent may still answer. No handle caches this
+            // session, so it ends with its last user (QEMU's agent socket serves one client).
+            Err(_) => connect_agent(running, AGENT_TIMEOUT).await.map(AgentClient::closing_when_dropped),
         },
     }
 }

@@ -62,8 +62,10 @@ struct Memory {
 }
 
 impl System {
-    /// Starts supervising the business OS `cfg` describes.
-    pub fn start(den: &Arc<Den>, cfg: SystemConfig) -> Result<Arc<System>, String> {
+    /// The supervisor of the business OS `cfg` describes; an update that a previous dend left
+    /// half-written is ended here. Hand it to [`Den::reconcile`] as a keeper, then [`System::run`]
+    /// it.
+    pub fn new(den: &Den, cfg: SystemConfig) -> Result<Arc<System>, String> {
         let http = cfg.http_check.as_deref().map(HttpCheck::parse).transpose()?;
         let (first_turn, _) = tokio::sync::watch::channel(false);
         let sys = Arc::new(System {
@@ -79,9 +81,12 @@ impl System {
                 System::reconcile(den, &vm.spec.name, &den.paths.vm_data(&vm.id)).map_err(|e| e.to_string())?;
             }
         }
-        den.add_keeper(sys.clone())?;
-        tokio::spawn(sys.clone().run(den.clone()));
         Ok(sys)
+    }
+
+    /// Starts supervising: makes, starts and checks the VM from now on.
+    pub fn run(self: &Arc<Self>, den: &Arc<Den>) {
+        tokio::spawn(self.clone().supervise(den.clone()));
     }
 
     /// The VM's name.
@@ -128,7 +133,7 @@ impl System {
         })
     }
 
-    async fn run(self: Arc<Self>, den: Arc<Den>) {
+    async fn supervise(self: Arc<Self>, den: Arc<Den>) {
         let mut mem = Memory::default();
         loop {
             let res = {
@@ -403,7 +408,7 @@ impl System {
         den.wait_task(&task, TASK_LIMIT).await.map_err(SystemError::Busy)
     }
 
-    fn spec(&self) -> Result<VmSpec, SystemError> {
+    pub(crate) fn spec(&self) -> Result<VmSpec, SystemError> {
         let nics: Vec<serde_json::Value> =
             if self.cfg.network.is_empty() { vec![] } else { vec![serde_json::json!({"network": self.cfg.network})] };
         serde_json::from_value(serde_json::json!({

@@ -197,6 +197,7 @@ impl System {
 mod tests {
     use super::*;
     use den_core::system::SlotInfo;
+    use den_core::vm::VmState;
 
     fn den(dir: &std::path::Path) -> Arc<Den> {
         let paths = den_vms::paths::Paths::new(dir, &dir.join("run"), &dir.join("images"));
@@ -241,13 +242,33 @@ mod tests {
         assert!(slots::dir(&vm_data, Slot::A).exists(), "the active slot stays");
     }
 
+    // A business OS whose start a dend restart cut short is its supervisor's to boot again (and
+    // count), not the restart policy's: every keeper is known before the VMs are reconciled.
+    #[tokio::test]
+    async fn a_business_os_cut_short_in_its_start_is_left_to_its_supervisor() {
+        let dir = tempfile::tempdir().unwrap();
+        let den = den(dir.path());
+        let cfg = crate::SystemConfig { name: "os".into(), network: String::new(), ..Default::default() };
+        let sys = crate::System::new(&den, cfg).unwrap();
+        let vm = den.insert_creating(sys.spec().unwrap(), den_engine::EngineKind::Qemu, "dend").unwrap();
+        den.store.set_vm_state(&vm.id, VmState::Starting, None).unwrap();
+        den.reconcile(vec![sys.clone()]).await.unwrap();
+        assert_eq!(den.store.vm("os").unwrap().state, VmState::Crashed);
+        let kinds: Vec<String> = den.store.recent_events(20).unwrap().into_iter().map(|e| e.kind).collect();
+        assert!(!kinds.iter().any(|k| k.starts_with("vm.restart") || k == "vm.start_failed"), "{kinds:?}");
+        let e = den.reconcile(vec![sys]).await.unwrap_err().to_string();
+        assert!(e.contains("is kept already"), "one keeper per label: {e}");
+    }
+
     #[tokio::test]
     async fn rollback_by_hand_needs_a_previous_os_and_no_update_under_way() {
         let dir = tempfile::tempdir().unwrap();
         let den = den(dir.path());
         assert!(matches!(crate::configured(None), Err(SystemError::NotConfigured)));
         let cfg = crate::SystemConfig { name: "os".into(), ..Default::default() };
-        let sys = crate::System::start(&den, cfg).unwrap();
+        let sys = crate::System::new(&den, cfg).unwrap();
+        den.reconcile(vec![sys.clone()]).await.unwrap();
+        sys.run(&den);
         den.store
             .modify_system(|st| {
                 st.a = Some(info());

@@ -67,9 +67,37 @@ pub fn wait_status(d: &Dend, limit: Duration, what: &str, cond: impl Fn(&Value) 
         if cond(&s) {
             return s;
         }
-        assert!(t.elapsed() < limit, "never {what}:\n{s:#}\n--- dend log:\n{}", d.log());
+        assert!(t.elapsed() < limit, "never {what}:\n{}", explain(d, &s));
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// What a failed wait shows, the essentials first (a CI log keeps only part of a long message):
+/// the phase and slots, the newest update's steps, the newest checks and events, the end of
+/// dend's log; then the whole status.
+pub fn explain(d: &Dend, s: &Value) -> String {
+    let mut out =
+        format!("state {} | phase {} | active {} | booted {}\n", s["state"], s["phase"], s["active"], s["booted"]);
+    let u = last_update(s);
+    out += &format!("update {} ({} -> {}): {} {}\n", u["id"], u["from_label"], u["to_label"], u["outcome"], u["why"]);
+    for step in u["steps"].as_array().into_iter().flatten() {
+        out += &format!("  {} {}\n", step["time"], step["what"]);
+    }
+    for h in s["health"].as_array().into_iter().flatten() {
+        out += &format!("check {} slot {} ok {}: {}\n", h["time"], h["slot"], h["ok"], h["detail"]);
+    }
+    let (_, events) = d.api("GET", "/api/v1/events?limit=40", b"");
+    for e in events.as_array().into_iter().flatten() {
+        out += &format!("event {} {} {}: {}\n", e["time"], e["kind"], e["target"], e["detail"]);
+    }
+    let log = d.log();
+    let tail: Vec<&str> = log.lines().rev().take(60).collect();
+    out += "--- the end of dend's log:\n";
+    for line in tail.into_iter().rev() {
+        out += line;
+        out += "\n";
+    }
+    format!("{out}--- the whole status:\n{s:#}")
 }
 
 /// Running, and its newest check passed.

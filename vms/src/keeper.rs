@@ -1,7 +1,9 @@
 //! Hooks for the owners of special VMs. The VM service runs every VM the same way, except where a
 //! VM's keeper says otherwise: the business OS's supervisor boots its VM from A/B slots, decides
 //! what an exit means, refuses its deletion and makes other VMs wait for its first start. A keeper
-//! registers itself ([`Den::add_keeper`]); the VM service never names the parts above it.
+//! is handed to [`Den::reconcile`], the only way in: so every keeper is known before the VMs a
+//! previous dend left are looked at (a business OS cut short in its start is its keeper's, not
+//! one for the restart policy). The VM service never names the parts above it.
 
 use super::{BootFiles, Den};
 use den_core::vm::VmRecord;
@@ -33,7 +35,7 @@ pub trait VmKeeper: Send + Sync {
 
 impl Den {
     /// Registers a keeper of special VMs; refused when one with the same label is.
-    pub fn add_keeper(&self, keeper: Arc<dyn VmKeeper>) -> Result<(), String> {
+    pub(crate) fn add_keeper(&self, keeper: Arc<dyn VmKeeper>) -> Result<(), String> {
         let mut keepers = self.keepers.lock().unwrap_or_else(|p| p.into_inner());
         let label = keeper.label();
         if keepers.iter().any(|k| k.label() == label) {

@@ -69,6 +69,9 @@ pub enum VmError {
     /// Host networking failed.
     #[error("network: {0}")]
     Net(#[from] NetError),
+    /// A keeper of special VMs cannot be registered (another keeps the same VMs).
+    #[error("{0}")]
+    Keeper(String),
 }
 
 impl From<AllocError> for VmError {

@@ -2,15 +2,19 @@
 //! half-created and half-deleted VMs are finished off, and VM processes that still run are
 //! adopted and watched again; those that died meanwhile get their restart policy.
 
-use super::Den;
+use super::{Den, VmKeeper};
 use den_core::vm::VmState;
 use den_engine as engine;
 use std::sync::Arc;
 
 impl Den {
-    /// Reconciles the stored state with the processes that exist. Call once at start; returns
-    /// whether the host booted since the last dend (then [`Den::autostart`] is due).
-    pub async fn reconcile(self: &Arc<Self>) -> Result<bool, super::VmError> {
+    /// Registers the `keepers` of special VMs, then reconciles the stored state with the
+    /// processes that exist. Call once at start; returns whether the host booted since the last
+    /// dend (then [`Den::autostart`] is due).
+    pub async fn reconcile(self: &Arc<Self>, keepers: Vec<Arc<dyn VmKeeper>>) -> Result<bool, super::VmError> {
+        for k in keepers {
+            self.add_keeper(k).map_err(super::VmError::Keeper)?;
+        }
         let booted = super::autostart::host_booted(&self.paths.data);
         self.reconcile_network().await?;
         self.reconcile_snapshots()?;
