@@ -1,5 +1,8 @@
 //! The multiplexer over an in-memory pipe: flow control, isolation of streams, hostile peers.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::{Bytes, BytesMut};
 use den_agent_proto::frame::{Frame, FrameCodec, Kind, CHAN_STDIO, MAX_PAYLOAD};
 use den_agent_proto::msg::{Control, ForwardTarget, Hello, Request};

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// File in the initramfs listing module paths in load order (written by `den-images`).
-pub const MODULE_LIST: &str = "/etc/den/modules.list";
+pub(crate) const MODULE_LIST: &str = "/etc/den/modules.list";
 
 fn mkdir(p: &str) {
     let _ = std::fs::create_dir_all(p);
@@ -23,7 +23,7 @@ fn mount_fs(src: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<
 }
 
 /// Mounts the pseudo file systems every guest needs.
-pub fn mount_basics() {
+pub(crate) fn mount_basics() {
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_fs("proc", "/proc", "proc", nodev, None);
     mount_fs("sysfs", "/sys", "sysfs", nodev, None);
@@ -41,7 +41,7 @@ pub fn mount_basics() {
 }
 
 /// Loads the modules listed in [`MODULE_LIST`], in order; already-loaded ones are fine.
-pub fn load_modules() {
+pub(crate) fn load_modules() {
     let Ok(list) = std::fs::read_to_string(MODULE_LIST) else { return };
     for path in list.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let file = match std::fs::File::open(path) {
@@ -64,7 +64,7 @@ pub fn load_modules() {
 }
 
 /// Waits up to `timeout` for a device node to appear (devtmpfs creates it when the driver binds).
-pub fn wait_for(path: &str, timeout: Duration) -> bool {
+pub(crate) fn wait_for(path: &str, timeout: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if Path::new(path).exists() {
@@ -76,7 +76,7 @@ pub fn wait_for(path: &str, timeout: Duration) -> bool {
 }
 
 /// Mounts `dev` and makes it the root: the pseudo file systems move along, then `chroot`.
-pub fn switch_root(dev: &str, fstype: &str, read_only: bool) -> Result<(), String> {
+pub(crate) fn switch_root(dev: &str, fstype: &str, read_only: bool) -> Result<(), String> {
     if !wait_for(dev, Duration::from_secs(30)) {
         return Err(format!("root disk {dev} did not appear within 30 s (is the virtio_blk module in the initramfs?)"));
     }
@@ -101,7 +101,7 @@ pub fn switch_root(dev: &str, fstype: &str, read_only: bool) -> Result<(), Strin
 
 /// Mounts each virtio-fs share in order (a share may sit in an earlier, read-only one), making
 /// its folder first; failures are reported on the console and the boot goes on.
-pub fn mount_shares(shares: &[crate::cmdline::Share]) {
+pub(crate) fn mount_shares(shares: &[crate::cmdline::Share]) {
     for s in shares {
         mkdir(&s.path);
         let flags = if s.read_only { MsFlags::MS_RDONLY } else { MsFlags::empty() };
@@ -115,7 +115,7 @@ pub fn mount_shares(shares: &[crate::cmdline::Share]) {
 }
 
 /// Bind-mounts `source` on `target` (both made if missing), read-only if asked.
-pub fn bind(source: &str, target: &str, read_only: bool) -> Result<(), String> {
+pub(crate) fn bind(source: &str, target: &str, read_only: bool) -> Result<(), String> {
     std::fs::create_dir_all(source).map_err(|e| format!("{source}: {e}"))?;
     std::fs::create_dir_all(target).map_err(|e| format!("{target}: {e}"))?;
     mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| e.to_string())?;
@@ -127,7 +127,7 @@ pub fn bind(source: &str, target: &str, read_only: bool) -> Result<(), String> {
 }
 
 /// Mounts a tmpfs on `target` (made if missing); `target` may carry Compose's `:options`.
-pub fn tmpfs(spec: &str) -> Result<(), String> {
+pub(crate) fn tmpfs(spec: &str) -> Result<(), String> {
     let (target, opts) = spec.split_once(':').unwrap_or((spec, ""));
     std::fs::create_dir_all(target).map_err(|e| format!("{target}: {e}"))?;
     let data = (!opts.is_empty()).then_some(opts);
@@ -135,7 +135,7 @@ pub fn tmpfs(spec: &str) -> Result<(), String> {
 }
 
 /// Sets the host name.
-pub fn set_hostname(name: &str) {
+pub(crate) fn set_hostname(name: &str) {
     if let Err(e) = nix::unistd::sethostname(name) {
         eprintln!("den-agent: hostname {name}: {e}");
     }

@@ -11,10 +11,10 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Name of the virtio-serial port the host exposes for the agent.
-pub const PORT_NAME: &str = "den.agent";
+pub(crate) const PORT_NAME: &str = "den.agent";
 
 /// Finds the device node of the virtio-serial port called [`PORT_NAME`].
-pub fn find_port() -> Option<PathBuf> {
+pub(crate) fn find_port() -> Option<PathBuf> {
     let rd = std::fs::read_dir("/sys/class/virtio-ports").ok()?;
     for e in rd.flatten() {
         let name = std::fs::read_to_string(e.path().join("name")).unwrap_or_default();
@@ -26,13 +26,13 @@ pub fn find_port() -> Option<PathBuf> {
 }
 
 /// A non-blocking file descriptor (character device or socket) as a tokio stream.
-pub struct FdStream {
+pub(crate) struct FdStream {
     fd: AsyncFd<OwnedFd>,
 }
 
 impl FdStream {
     /// Wraps `fd`, which must already be in non-blocking mode.
-    pub fn new(fd: OwnedFd) -> io::Result<FdStream> {
+    pub(crate) fn new(fd: OwnedFd) -> io::Result<FdStream> {
         Ok(FdStream { fd: register(fd)? })
     }
 }
@@ -76,7 +76,7 @@ impl AsyncWrite for FdStream {
 
 /// Opens the virtio port non-blocking, or `None` while the host has not connected yet
 /// (the port then reports hang-up).
-pub fn open_port(path: &std::path::Path) -> io::Result<Option<FdStream>> {
+pub(crate) fn open_port(path: &std::path::Path) -> io::Result<Option<FdStream>> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -93,7 +93,7 @@ pub fn open_port(path: &std::path::Path) -> io::Result<Option<FdStream>> {
 }
 
 /// Listens on a vsock port (any CID).
-pub fn listen_vsock(port: u32) -> io::Result<AsyncFd<OwnedFd>> {
+pub(crate) fn listen_vsock(port: u32) -> io::Result<AsyncFd<OwnedFd>> {
     let fd =
         socket::socket(AddressFamily::Vsock, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)?;
     socket::bind(fd.as_raw_fd(), &VsockAddr::new(libc::VMADDR_CID_ANY, port))?;
@@ -107,7 +107,7 @@ fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
 }
 
 /// Accepts one vsock connection.
-pub async fn accept_vsock(listener: &AsyncFd<OwnedFd>) -> io::Result<FdStream> {
+pub(crate) async fn accept_vsock(listener: &AsyncFd<OwnedFd>) -> io::Result<FdStream> {
     loop {
         let mut guard = listener.readable().await?;
         let res = guard.try_io(|l| {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 /// Settings read from `/proc/cmdline`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Cmdline {
+pub(crate) struct Cmdline {
     /// `den.root=/dev/vda`: root disk to mount and switch to.
     pub root: Option<String>,
     /// `den.rootfstype=ext4` (default ext4).
@@ -38,7 +38,7 @@ pub struct Cmdline {
 
 /// A virtio-fs share to mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Share {
+pub(crate) struct Share {
     /// The virtio-fs tag.
     pub tag: String,
     /// Where to mount it.
@@ -48,11 +48,11 @@ pub struct Share {
 }
 
 /// Default vsock port of the agent.
-pub const DEFAULT_VSOCK_PORT: u32 = 1024;
+pub(crate) const DEFAULT_VSOCK_PORT: u32 = 1024;
 
 impl Cmdline {
     /// Parses a kernel command line; unknown words are kept in `all` only.
-    pub fn parse(line: &str) -> Cmdline {
+    pub(crate) fn parse(line: &str) -> Cmdline {
         let mut c = Cmdline { rootfstype: "ext4".into(), vsock_port: DEFAULT_VSOCK_PORT, ..Default::default() };
         for word in line.split_whitespace() {
             let (k, v) = word.split_once('=').unwrap_or((word, ""));
@@ -85,7 +85,7 @@ impl Cmdline {
     }
 
     /// Reads `/proc/cmdline` (empty settings when it cannot be read).
-    pub fn from_proc() -> Cmdline {
+    pub(crate) fn from_proc() -> Cmdline {
         Cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default())
     }
 }

@@ -28,7 +28,7 @@ fn bad(code: &str, msg: String) -> ErrorReply {
 }
 
 /// Runs an exec request to its end.
-pub async fn run(req: ExecRequest, stream: Stream) -> Result<(), Failed> {
+pub(crate) async fn run(req: ExecRequest, stream: Stream) -> Result<(), Failed> {
     let Some(prog) = req.argv.first() else {
         return Err((bad("bad_request", "exec needs a non-empty argv".into()), stream.tx));
     };

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Path of the agent binary copied into the new root for a distribution init to start.
-pub const AGENT_COPY: &str = "/run/den/den-agent";
+pub(crate) const AGENT_COPY: &str = "/run/den/den-agent";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Halt {
@@ -35,7 +35,7 @@ struct Supervisor {
 }
 
 /// `PATH` of everything init starts (the kernel hands init almost no environment).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Debug-port code for "init started": den-vmm timestamps it, so the lab can time VMM start to
 /// guest init.
@@ -73,7 +73,7 @@ fn configure_network(cmd: &Cmdline) {
 }
 
 /// Runs as PID 1; never returns.
-pub fn run() -> ! {
+pub(crate) fn run() -> ! {
     milestone(MILESTONE_INIT);
     // Still single-threaded: nothing else can be reading the environment.
     std::env::set_var("PATH", DEFAULT_PATH);
@@ -174,7 +174,7 @@ fn block_signals() -> libc::sigset_t {
 }
 
 /// Gives a child the default signal mask (init blocks the signals it waits for).
-pub fn unblock_all_signals() {
+pub(crate) fn unblock_all_signals() {
     // SAFETY: sigprocmask with a local empty set.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -348,6 +348,7 @@ fn shutdown(how: Halt) -> ! {
     }
     // SAFETY: as above.
     unsafe { libc::kill(-1, libc::SIGKILL) };
+    // SAFETY: waitpid with a null status pointer is allowed.
     while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
     halt(how)
 }

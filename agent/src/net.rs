@@ -46,7 +46,7 @@ fn ioctl<T>(fd: &OwnedFd, req: libc::c_ulong, arg: &T) -> std::io::Result<()> {
 }
 
 /// Brings an interface up (SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP).
-pub fn link_up(ifname: &str) -> std::io::Result<()> {
+pub(crate) fn link_up(ifname: &str) -> std::io::Result<()> {
     let fd = sock()?;
     let mut req = ifreq(ifname)?;
     // SAFETY: SIOCGIFFLAGS fills the flags of a valid ifreq.
@@ -59,7 +59,7 @@ pub fn link_up(ifname: &str) -> std::io::Result<()> {
 }
 
 /// Parses `a.b.c.d/len` into address and netmask.
-pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, Ipv4Addr)> {
+pub(crate) fn parse_cidr(s: &str) -> Option<(Ipv4Addr, Ipv4Addr)> {
     let (ip, len) = s.split_once('/').unwrap_or((s, "24"));
     let ip: Ipv4Addr = ip.parse().ok()?;
     let len: u32 = len.parse().ok().filter(|l| *l <= 32)?;
@@ -68,7 +68,7 @@ pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, Ipv4Addr)> {
 }
 
 /// The first non-loopback interface, waiting up to `wait` for the driver to create it.
-pub fn first_ethernet(wait: Duration) -> Option<String> {
+pub(crate) fn first_ethernet(wait: Duration) -> Option<String> {
     let start = Instant::now();
     loop {
         let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
@@ -90,7 +90,7 @@ pub fn first_ethernet(wait: Duration) -> Option<String> {
 }
 
 /// Gives `ifname` the address `cidr`, brings it up, and adds the default route via `gw`.
-pub fn configure(ifname: &str, cidr: &str, gw: Option<&str>) -> Result<(), String> {
+pub(crate) fn configure(ifname: &str, cidr: &str, gw: Option<&str>) -> Result<(), String> {
     let (ip, mask) = parse_cidr(cidr).ok_or_else(|| format!("den.ip=`{cidr}` is not an IPv4 address/prefix"))?;
     let fd = sock().map_err(|e| e.to_string())?;
     let mut req = ifreq(ifname).map_err(|e| e.to_string())?;

@@ -25,7 +25,7 @@ fn started(stream: &Stream, pid: Option<u32>) {
 }
 
 /// Connects to a guest endpoint and splices it to the stream.
-pub async fn forward(target: ForwardTarget, stream: Stream) -> Result<(), Failed> {
+pub(crate) async fn forward(target: ForwardTarget, stream: Stream) -> Result<(), Failed> {
     match &target {
         ForwardTarget::Tcp { host, port } => {
             let conn = tokio::net::TcpStream::connect((host.as_str(), *port)).await;
@@ -50,7 +50,7 @@ pub async fn forward(target: ForwardTarget, stream: Stream) -> Result<(), Failed
 }
 
 /// Receives a file: written to `<path>.den-tmp`, synced and renamed once the host sends EOF.
-pub async fn put_file(path: &str, mode: u32, stream: Stream) -> Result<(), Failed> {
+pub(crate) async fn put_file(path: &str, mode: u32, stream: Stream) -> Result<(), Failed> {
     if !path.starts_with('/') {
         return Err((ErrorReply::new("bad_request", format!("path `{path}` must be absolute")), stream.tx));
     }
@@ -94,7 +94,7 @@ pub async fn put_file(path: &str, mode: u32, stream: Stream) -> Result<(), Faile
 }
 
 /// Streams a file to the host.
-pub async fn get_file(path: &str, stream: Stream) -> Result<(), Failed> {
+pub(crate) async fn get_file(path: &str, stream: Stream) -> Result<(), Failed> {
     let mut file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
         Err(e) => return Err((io_err(&format!("open {path}"), e), stream.tx)),
@@ -122,7 +122,7 @@ pub async fn get_file(path: &str, stream: Stream) -> Result<(), Failed> {
 }
 
 /// Requests answered with one result.
-pub async fn one_shot(req: Request) -> Result<serde_json::Value, ErrorReply> {
+pub(crate) async fn one_shot(req: Request) -> Result<serde_json::Value, ErrorReply> {
     match req {
         Request::Info => serde_json::to_value(info()).map_err(|e| ErrorReply::new("internal", e.to_string())),
         Request::SetTime { unix_nanos } => set_time(unix_nanos).map(|()| serde_json::Value::Null),
@@ -151,7 +151,7 @@ fn set_time(unix_nanos: u64) -> Result<(), ErrorReply> {
 }
 
 /// Writes `~user/.ssh/authorized_keys` (0600, owned by the user) atomically.
-pub fn set_authorized_keys(root: &Path, user: &str, keys: &[String]) -> Result<(), ErrorReply> {
+pub(crate) fn set_authorized_keys(root: &Path, user: &str, keys: &[String]) -> Result<(), ErrorReply> {
     let acct = crate::users::lookup(root, user)
         .ok_or_else(|| ErrorReply::new("not_found", format!("user `{user}` does not exist in the guest")))?;
     if let Some(bad) = keys.iter().find(|k| k.contains('\n') || k.trim().is_empty()) {
@@ -195,7 +195,7 @@ fn agent_is_init() -> bool {
 }
 
 /// Collects [`Info`] from `/proc` and the interfaces.
-pub fn info() -> Info {
+pub(crate) fn info() -> Info {
     let mem = read("/proc/meminfo");
     let load: Vec<f64> = read("/proc/loadavg").split_whitespace().take(3).filter_map(|v| v.parse().ok()).collect();
     let mut addresses: BTreeMap<String, Vec<String>> = BTreeMap::new();

@@ -7,10 +7,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Software string in the agent's hello.
-pub const SOFTWARE: &str = concat!("den-agent ", env!("CARGO_PKG_VERSION"));
+pub(crate) const SOFTWARE: &str = concat!("den-agent ", env!("CARGO_PKG_VERSION"));
 
 /// Serves the host on every channel available, forever.
-pub async fn serve(vsock_port: u32) {
+pub(crate) async fn serve(vsock_port: u32) {
     match channel::listen_vsock(vsock_port) {
         Ok(listener) => {
             tokio::spawn(async move {
@@ -56,7 +56,7 @@ async fn serve_port() {
 }
 
 /// Runs one session until the host goes away.
-pub async fn run_session<T: AsyncRead + AsyncWrite + Send + 'static>(io: T) {
+pub(crate) async fn run_session<T: AsyncRead + AsyncWrite + Send + 'static>(io: T) {
     let (_session, mut incoming) = Session::start(io, Role::Agent, SOFTWARE);
     while let Some(inc) = incoming.recv().await {
         tokio::spawn(handle(inc));
@@ -90,4 +90,4 @@ async fn handle(inc: Incoming) {
 }
 
 /// A failed request: the reply and the stream's sender to deliver it on.
-pub type Failed = (ErrorReply, den_agent_proto::mux::StreamSender);
+pub(crate) type Failed = (ErrorReply, den_agent_proto::mux::StreamSender);

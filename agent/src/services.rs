@@ -19,12 +19,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Directory scanned for service files.
-pub const SERVICE_DIR: &str = "/etc/den/services";
+pub(crate) const SERVICE_DIR: &str = "/etc/den/services";
 
 /// When a service is started again after it ends.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
-pub enum Restart {
+pub(crate) enum Restart {
     /// Always (the default).
     #[default]
     Always,
@@ -37,7 +37,7 @@ pub enum Restart {
 /// One service definition.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct Service {
+pub(crate) struct Service {
     /// Name (the file name without `.toml`).
     #[serde(skip)]
     pub name: String,
@@ -73,7 +73,7 @@ pub struct Service {
 /// A bind mount a service needs.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct Bind {
+pub(crate) struct Bind {
     /// Existing directory (made if missing).
     pub source: String,
     /// Where it appears (made if missing).
@@ -86,7 +86,7 @@ pub struct Bind {
 /// A root shell on the serial console, started again whenever it ends (`den.console=shell`):
 /// what a serial console of a development microVM is for. Access to it is dend's business
 /// (operators of the VM only).
-pub fn console_shell() -> Service {
+pub(crate) fn console_shell() -> Service {
     let shell = if Path::new("/bin/bash").exists() { "/bin/bash" } else { "/bin/sh" };
     Service {
         name: "console".into(),
@@ -103,7 +103,7 @@ pub fn console_shell() -> Service {
 }
 
 /// Reads every `*.toml` in `dir`, sorted by name; broken files are reported and skipped.
-pub fn load(dir: &Path) -> Vec<Service> {
+pub(crate) fn load(dir: &Path) -> Vec<Service> {
     let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
     let mut paths: Vec<_> =
         rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
@@ -127,7 +127,7 @@ pub fn load(dir: &Path) -> Vec<Service> {
 }
 
 /// Whether a service that ended with `status` (0 = success) is started again.
-pub fn should_restart(policy: Restart, success: bool) -> bool {
+pub(crate) fn should_restart(policy: Restart, success: bool) -> bool {
     match policy {
         Restart::Always => true,
         Restart::OnFailure => !success,

@@ -4,7 +4,7 @@ use std::path::Path;
 
 /// A resolved account.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Account {
+pub(crate) struct Account {
     /// Login name.
     pub name: String,
     /// User id.
@@ -21,7 +21,7 @@ pub struct Account {
 
 /// Like [`lookup`], for `user[:group]` (Docker's form): the group, a gid or a name in
 /// `/etc/group`, replaces the primary group.
-pub fn lookup_with_group(root: &Path, who: &str) -> Option<Account> {
+pub(crate) fn lookup_with_group(root: &Path, who: &str) -> Option<Account> {
     let Some((user, group)) = who.split_once(':') else { return lookup(root, who) };
     let mut acct = lookup(root, user)?;
     acct.gid = match group.parse() {
@@ -38,7 +38,7 @@ pub fn lookup_with_group(root: &Path, who: &str) -> Option<Account> {
 }
 
 /// Finds `who` (a name or a numeric uid) under `root` (normally `/`).
-pub fn lookup(root: &Path, who: &str) -> Option<Account> {
+pub(crate) fn lookup(root: &Path, who: &str) -> Option<Account> {
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
     let by_uid = who.parse::<u32>().ok();
     let mut acct = passwd.lines().find_map(|line| {
@@ -87,7 +87,7 @@ pub fn lookup(root: &Path, who: &str) -> Option<Account> {
 
 /// What a child process switches to before exec, computed before the fork.
 #[derive(Debug, Clone)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     uid: libc::uid_t,
     gid: libc::gid_t,
     groups: Vec<libc::gid_t>,
@@ -95,7 +95,7 @@ pub struct Credentials {
 
 impl Account {
     /// The credentials to become this account.
-    pub fn credentials(&self) -> Credentials {
+    pub(crate) fn credentials(&self) -> Credentials {
         Credentials { uid: self.uid, gid: self.gid, groups: self.groups.iter().copied().chain([self.gid]).collect() }
     }
 }
@@ -103,7 +103,7 @@ impl Account {
 impl Credentials {
     /// Switches the calling process (supplementary groups, gid, then uid). Meant for
     /// `pre_exec`, between fork and exec: it only makes system calls, it does not allocate.
-    pub fn apply(&self) -> std::io::Result<()> {
+    pub(crate) fn apply(&self) -> std::io::Result<()> {
         // SAFETY: plain system calls with valid pointers and lengths.
         unsafe {
             if libc::setgroups(self.groups.len(), self.groups.as_ptr()) != 0

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 /// App commands.
 #[derive(Subcommand)]
-pub enum AppCmd {
+pub(crate) enum AppCmd {
     /// Install an .lpk package (v1 ZIP or v2 tar): checked completely, unpacked, each service
     /// given its microVM, then started.
     Install {
@@ -126,7 +126,7 @@ fn lifecycle(socket: &Path, app: &str, verb: &str) -> anyhow::Result<()> {
 }
 
 /// Runs a `den app` command.
-pub fn run(cmd: AppCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: AppCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
         AppCmd::Install { file, detach, no_start } => {
             let r = upload(socket, "/api/v1/apps", &file)?

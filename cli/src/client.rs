@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The default socket (`$DEN_SOCKET`, else `/run/den/dend.sock`).
-pub fn default_socket() -> PathBuf {
+pub(crate) fn default_socket() -> PathBuf {
     std::env::var_os("DEN_SOCKET").map(PathBuf::from).unwrap_or_else(|| "/run/den/dend.sock".into())
 }
 
 /// A reply: status and JSON body.
-pub struct Reply {
+pub(crate) struct Reply {
     /// HTTP status.
     pub status: u16,
     /// Body (`null` when empty).
@@ -23,7 +23,7 @@ pub struct Reply {
 }
 
 /// `body` read as the API type `T`, or an error naming what did not fit.
-pub fn typed<T: serde::de::DeserializeOwned>(body: &Value, what: &str) -> anyhow::Result<T> {
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(body: &Value, what: &str) -> anyhow::Result<T> {
     serde_json::from_value(body.clone()).with_context(|| {
         format!("dend's answer for {what} is not what this den understands; are den and dend the same version?")
     })
@@ -31,7 +31,7 @@ pub fn typed<T: serde::de::DeserializeOwned>(body: &Value, what: &str) -> anyhow
 
 impl Reply {
     /// The body, or an error built from the API's `{code, message}`.
-    pub fn ok(self) -> anyhow::Result<Value> {
+    pub(crate) fn ok(self) -> anyhow::Result<Value> {
         if (200..300).contains(&self.status) {
             return Ok(self.body);
         }
@@ -42,14 +42,19 @@ impl Reply {
 }
 
 /// Sends one request; the reply's body as JSON.
-pub fn request(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Reply> {
+pub(crate) fn request(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Reply> {
     let (status, raw) = request_raw(socket, method, path, body)?;
     let body = if raw.is_empty() { Value::Null } else { serde_json::from_slice(&raw).context("dend sent non-JSON")? };
     Ok(Reply { status, body })
 }
 
 /// Sends one request; the reply's status and raw body.
-pub fn request_raw(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Vec<u8>)> {
+pub(crate) fn request_raw(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<(u16, Vec<u8>)> {
     let mut s = UnixStream::connect(socket).with_context(|| {
         format!("cannot reach dend at {}: is it running? (start it with `dend`, or set DEN_SOCKET)", socket.display())
     })?;
@@ -66,12 +71,12 @@ pub fn request_raw(socket: &Path, method: &str, path: &str, body: Option<&Value>
 }
 
 /// Sends a file as the body (`application/octet-stream`), with a progress bar on a terminal.
-pub fn upload(socket: &Path, path: &str, file: &Path) -> anyhow::Result<Reply> {
+pub(crate) fn upload(socket: &Path, path: &str, file: &Path) -> anyhow::Result<Reply> {
     upload_with(socket, "POST", path, file)
 }
 
 /// [`upload`] with another method.
-pub fn upload_with(socket: &Path, method: &str, path: &str, file: &Path) -> anyhow::Result<Reply> {
+pub(crate) fn upload_with(socket: &Path, method: &str, path: &str, file: &Path) -> anyhow::Result<Reply> {
     let mut f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let len = f.metadata()?.len();
     let mut s = UnixStream::connect(socket).with_context(|| {
@@ -160,7 +165,7 @@ fn read_reply(s: UnixStream) -> anyhow::Result<(u16, Vec<u8>)> {
 
 /// Waits for a task to end; fails with its error and log if it failed.
 /// On a terminal, a bar shows the task's progress and its latest log line.
-pub fn wait_task(socket: &Path, task: &str) -> anyhow::Result<Task> {
+pub(crate) fn wait_task(socket: &Path, task: &str) -> anyhow::Result<Task> {
     let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
         let b = indicatif::ProgressBar::new(100);
         b.set_style(
@@ -200,7 +205,7 @@ pub fn wait_task(socket: &Path, task: &str) -> anyhow::Result<Task> {
 
 /// Opens a WebSocket to dend's `path` over the Unix socket. API errors (4xx with a JSON body)
 /// come back as errors carrying dend's message.
-pub fn websocket(socket: &Path, path: &str) -> anyhow::Result<tungstenite::WebSocket<UnixStream>> {
+pub(crate) fn websocket(socket: &Path, path: &str) -> anyhow::Result<tungstenite::WebSocket<UnixStream>> {
     use tungstenite::client::IntoClientRequest;
     let s = UnixStream::connect(socket).with_context(|| {
         format!("cannot reach dend at {}: is it running? (start it with `dend`, or set DEN_SOCKET)", socket.display())

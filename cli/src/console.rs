@@ -39,7 +39,7 @@ impl Drop for RawMode {
 }
 
 /// Attaches to `vm`'s console until Ctrl-], the end of piped input (plus quiet), or the VM's end.
-pub fn attach(socket: &Path, vm: &str) -> anyhow::Result<ExitCode> {
+pub(crate) fn attach(socket: &Path, vm: &str) -> anyhow::Result<ExitCode> {
     let path = format!("/api/v1/vms/{}/console/ws", crate::vm::enc(vm));
     let mut ws = websocket(socket, &path)?;
     ws.get_mut().set_read_timeout(Some(Duration::from_millis(10)))?;

@@ -21,7 +21,7 @@ const COME_BACK: Duration = Duration::from_secs(90);
 
 /// dend commands.
 #[derive(Subcommand)]
-pub enum DaemonCmd {
+pub(crate) enum DaemonCmd {
     /// The running dend's version, and the binaries installed next to it.
     Status {
         /// Where the dend binary is installed.
@@ -105,7 +105,7 @@ fn systemd_runs(unit: &str) -> bool {
 }
 
 /// Runs a `den daemon` command.
-pub fn run(cmd: DaemonCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: DaemonCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
         DaemonCmd::Status { install_dir } => {
             let v = |f: &str| version_of(&install_dir.join(f)).ok();

@@ -10,7 +10,7 @@ use std::process::{Command, ExitCode};
 
 /// Docker bridge commands.
 #[derive(Subcommand)]
-pub enum DockerCmd {
+pub(crate) enum DockerCmd {
     /// Where the Docker socket is, the sandbox VM's state, and the policy's settings.
     Status,
     /// Create (or update) the `docker` CLI context `den` for this socket and make it the current
@@ -30,7 +30,7 @@ fn docker(args: &[&str]) -> anyhow::Result<std::process::Output> {
 }
 
 /// Runs a `den docker` command.
-pub fn run(cmd: DockerCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: DockerCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let status = request(socket, "GET", "/api/v1/docker", None)?.ok()?;
     if status["enabled"] != true {
         anyhow::bail!("the Docker bridge is off in dend's configuration ([docker] enabled = false)");

@@ -8,7 +8,7 @@ use std::process::{Command, ExitCode};
 /// How a check came out.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub(crate) enum Status {
     /// Fine.
     Ok,
     /// Works, with limits.
@@ -19,7 +19,7 @@ pub enum Status {
 
 /// One line of the report.
 #[derive(Debug, Clone, Serialize)]
-pub struct Check {
+pub(crate) struct Check {
     /// What was checked.
     pub item: &'static str,
     /// Outcome.
@@ -54,7 +54,7 @@ fn version(tool: &str) -> String {
 }
 
 /// What `/dev/kvm` can do here.
-pub fn kvm() -> Check {
+pub(crate) fn kvm() -> Check {
     const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
     let f = match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         Ok(f) => f,
@@ -86,7 +86,7 @@ pub fn kvm() -> Check {
 }
 
 /// Collects every check.
-pub fn collect(paths: &Paths) -> Vec<Check> {
+pub(crate) fn collect(paths: &Paths) -> Vec<Check> {
     let mut out = vec![kvm()];
     out.push(match which("qemu-system-x86_64") {
         Some(_) => check("qemu", Status::Ok, version("qemu-system-x86_64"), ""),
@@ -149,14 +149,12 @@ pub fn collect(paths: &Paths) -> Vec<Check> {
 }
 
 fn free_bytes(p: &Path) -> Option<u64> {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statvfs writes into a zeroed struct we own.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
+    let s = nix::sys::statvfs::statvfs(p).ok()?;
+    Some(s.blocks_available() as u64 * s.fragment_size() as u64)
 }
 
 /// Prints the report as a table.
-pub fn print(report: &[Check]) {
+pub(crate) fn print(report: &[Check]) {
     for c in report {
         let mark = match c.status {
             Status::Ok => "ok  ",
@@ -171,7 +169,7 @@ pub fn print(report: &[Check]) {
 }
 
 /// `den doctor`.
-pub fn run(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
     let report = collect(paths);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

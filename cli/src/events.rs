@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 /// Event commands.
 #[derive(Subcommand)]
-pub enum EventCmd {
+pub(crate) enum EventCmd {
     /// List events (oldest first); --follow keeps printing new ones as they happen.
     Ls {
         /// Only events after this sequence number.
@@ -32,7 +32,7 @@ fn print(e: &Value, json: bool) -> anyhow::Result<()> {
 }
 
 /// Runs a `den event` command.
-pub fn run(cmd: EventCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: EventCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let EventCmd::Ls { after, follow } = cmd;
     if !json {
         println!("{:>6} {:>11} {:<12} {:<22} {:<20} DETAIL", "SEQ", "TIME", "USER", "KIND", "TARGET");

@@ -24,7 +24,7 @@ fn local_target(dst: &str, path: &str) -> std::path::PathBuf {
 }
 
 /// Copies `src` to `dst`; one of them is `VM:/path`. A file sent in gets `mode` (octal).
-pub fn cp(socket: &Path, src: &str, dst: &str, mode: Option<&str>) -> anyhow::Result<String> {
+pub(crate) fn cp(socket: &Path, src: &str, dst: &str, mode: Option<&str>) -> anyhow::Result<String> {
     match (guest(src), guest(dst)) {
         (None, Some((vm, path))) => {
             let mut url = format!("/api/v1/vms/{}/files?path={}", enc(vm), enc(path));

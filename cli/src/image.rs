@@ -12,7 +12,7 @@ use std::time::Instant;
 
 /// `den image` verbs.
 #[derive(Subcommand)]
-pub enum ImageCmd {
+pub(crate) enum ImageCmd {
     /// Build images from built-in names (base, dev, docker, app, system) or spec files (*.yml).
     Build(BuildArgs),
     /// List images.
@@ -57,7 +57,7 @@ pub enum ImageCmd {
 
 /// Arguments of `den image build`.
 #[derive(Args)]
-pub struct BuildArgs {
+pub(crate) struct BuildArgs {
     /// Built-in image names or spec files.
     #[arg(required = true)]
     pub specs: Vec<String>,
@@ -94,7 +94,7 @@ fn find(store: &Store, name: &str) -> anyhow::Result<ImageRecord> {
 }
 
 /// Builds one image from a built-in name or a spec file, with progress on the terminal.
-pub fn build_one(
+pub(crate) fn build_one(
     store: &Store,
     paths: &Paths,
     agent: &std::path::Path,
@@ -115,7 +115,7 @@ pub fn build_one(
 }
 
 /// Runs an image command.
-pub fn run(cmd: ImageCmd, paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: ImageCmd, paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&paths.store())
         .with_context(|| format!("cannot open the image store at {}", paths.store().display()))?;
     match cmd {

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 /// ISO commands.
 #[derive(Subcommand)]
-pub enum IsoCmd {
+pub(crate) enum IsoCmd {
     /// List ISOs.
     Ls,
     /// Copy a file on this host into Den's ISO store (admins).
@@ -27,7 +27,7 @@ pub enum IsoCmd {
 }
 
 /// Runs a `den iso` command.
-pub fn run(cmd: IsoCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: IsoCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
         IsoCmd::Ls => {
             let list = request(socket, "GET", "/api/v1/isos", None)?.ok()?;

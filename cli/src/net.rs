@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 /// Network commands.
 #[derive(Subcommand)]
-pub enum NetCmd {
+pub(crate) enum NetCmd {
     /// List networks with their bridge, subnet and the VMs on them.
     Ls,
     /// Create a network (a host bridge with DHCP and DNS; NAT unless --isolated).
@@ -35,7 +35,7 @@ pub enum NetCmd {
 }
 
 /// Runs a `den net` command.
-pub fn run(cmd: NetCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: NetCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
         NetCmd::Ls => {
             let nets = request(socket, "GET", "/api/v1/networks", None)?.ok()?;

@@ -4,7 +4,7 @@ use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 
 /// The CLI's directories.
-pub struct Paths {
+pub(crate) struct Paths {
     /// Cache root (`~/.cache/den`).
     pub cache: PathBuf,
     /// Downloaded Debian packages (`$DEN_DOWNLOAD_DIR`, default: the cache root).
@@ -13,7 +13,7 @@ pub struct Paths {
 
 impl Paths {
     /// Resolves the cache directory from the flag, `$DEN_CACHE_DIR` or `$HOME/.cache/den`.
-    pub fn new(cache: Option<PathBuf>) -> Paths {
+    pub(crate) fn new(cache: Option<PathBuf>) -> Paths {
         let cache = cache.unwrap_or_else(|| {
             let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
             home.join(".cache/den")
@@ -23,7 +23,7 @@ impl Paths {
     }
 
     /// The image store.
-    pub fn store(&self) -> PathBuf {
+    pub(crate) fn store(&self) -> PathBuf {
         self.cache.join("store")
     }
 }
@@ -34,7 +34,7 @@ fn usable_agent(p: &Path) -> bool {
 
 /// Finds a statically linked den-agent: `--agent`, `$DEN_AGENT_BIN`, next to `den`, the cargo
 /// static target directory, or `/usr/lib/den/den-agent`.
-pub fn agent_binary(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub(crate) fn agent_binary(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(p) = flag.map(Path::to_path_buf).or_else(|| std::env::var_os("DEN_AGENT_BIN").map(PathBuf::from)) {
         if !usable_agent(&p) {
             bail!("{} is not a statically linked den-agent; build one with `make agent`", p.display());

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Draws build progress on stderr.
-pub struct TermProgress {
+pub(crate) struct TermProgress {
     tty: bool,
     bar: Mutex<Option<ProgressBar>>,
     image: String,
@@ -14,7 +14,7 @@ pub struct TermProgress {
 
 impl TermProgress {
     /// Progress for building `image`.
-    pub fn new(image: &str) -> TermProgress {
+    pub(crate) fn new(image: &str) -> TermProgress {
         TermProgress { tty: std::io::stderr().is_terminal(), bar: Mutex::new(None), image: image.into() }
     }
 
@@ -65,7 +65,7 @@ impl den_images::Progress for TermProgress {
 }
 
 /// A byte-count bar on stderr when it is a terminal (`None` otherwise).
-pub fn bytes_bar(len: u64, what: &str) -> Option<ProgressBar> {
+pub(crate) fn bytes_bar(len: u64, what: &str) -> Option<ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }

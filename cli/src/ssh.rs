@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 /// SSH gateway commands.
 #[derive(Subcommand)]
-pub enum SshCmd {
+pub(crate) enum SshCmd {
     /// List sessions through the gateway, newest first (yours; admins see everyone's).
     Ls {
         /// Only this user's (admins).
@@ -27,7 +27,7 @@ pub enum SshCmd {
 }
 
 /// Runs a `den ssh` command.
-pub fn run(cmd: SshCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: SshCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
         SshCmd::Ls { user, limit } => {
             let q = user.map(|u| format!("&user={u}")).unwrap_or_default();

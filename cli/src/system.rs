@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// Business OS commands.
 #[derive(Subcommand)]
-pub enum SystemCmd {
+pub(crate) enum SystemCmd {
     /// Both slots, the phase, health checks and every update with its outcome.
     Status {
         /// How many health checks to show.
@@ -40,7 +40,7 @@ pub enum SystemCmd {
 }
 
 /// Runs a `den system` command.
-pub fn run(cmd: SystemCmd, socket: &Path, paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: SystemCmd, socket: &Path, paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
         SystemCmd::Status { health } => {
             let s = request(socket, "GET", &format!("/api/v1/system?health={health}"), None)?.ok()?;

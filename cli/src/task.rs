@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 /// Task commands.
 #[derive(Subcommand)]
-pub enum TaskCmd {
+pub(crate) enum TaskCmd {
     /// List recent tasks, newest first.
     Ls {
         /// How many.
@@ -28,7 +28,7 @@ pub enum TaskCmd {
 }
 
 /// Runs a `den task` command.
-pub fn run(cmd: TaskCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: TaskCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
         TaskCmd::Cancel { id } => {
             let r = request(socket, "POST", &format!("/api/v1/tasks/{id}/cancel"), None)?.ok()?;

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 /// User commands.
 #[derive(Subcommand)]
-pub enum UserCmd {
+pub(crate) enum UserCmd {
     /// List users with their role and per-VM grants.
     Ls,
     /// Add a user (asks for a password on a terminal; --password-stdin reads one line).
@@ -64,7 +64,7 @@ pub enum UserCmd {
 
 /// SSH key commands.
 #[derive(Subcommand)]
-pub enum KeyCmd {
+pub(crate) enum KeyCmd {
     /// Add a public key: the `.pub` line itself, or @FILE (every key line in it).
     Add {
         /// User name.
@@ -132,7 +132,7 @@ fn key(cmd: KeyCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
 
 /// Token commands.
 #[derive(Subcommand)]
-pub enum TokenCmd {
+pub(crate) enum TokenCmd {
     /// Make an API token; it is printed once, keep it.
     Create {
         /// What it is for.
@@ -206,7 +206,7 @@ fn done(json: bool, reply: &Value, msg: String) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs a `den user` command.
-pub fn run(cmd: UserCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: UserCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
         UserCmd::Ls => {
             let users = request(socket, "GET", "/api/v1/users", None)?.ok()?;
@@ -264,7 +264,7 @@ pub fn run(cmd: UserCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> 
 }
 
 /// Runs a `den token` command.
-pub fn run_token(cmd: TokenCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run_token(cmd: TokenCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
         TokenCmd::Create { name, user, role, vms, expires_in } => {
             let role = role.as_deref().map(role_value).transpose()?.unwrap_or(Value::Null);

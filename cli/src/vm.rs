@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 /// VM commands.
 #[derive(Subcommand)]
-pub enum VmCmd {
+pub(crate) enum VmCmd {
     /// Create a VM from an image (waits for its disk unless --detach).
     Create(Box<CreateArgs>),
     /// List VMs.
@@ -111,7 +111,7 @@ pub enum VmCmd {
 
 /// `den vm snapshot ...`.
 #[derive(Subcommand)]
-pub enum SnapshotCmd {
+pub(crate) enum SnapshotCmd {
     /// Snapshot a VM's disks (a running VM pauses for the copy).
     Create {
         /// VM name or id.
@@ -144,7 +144,7 @@ pub enum SnapshotCmd {
 }
 
 /// Parses `4096`, `4096M`, `8G` or `1T` into MiB.
-pub fn parse_mib(s: &str) -> anyhow::Result<u64> {
+pub(crate) fn parse_mib(s: &str) -> anyhow::Result<u64> {
     let (num, mult) = match s.char_indices().last() {
         Some((i, 'M' | 'm')) => (&s[..i], 1),
         Some((i, 'G' | 'g')) => (&s[..i], 1024),
@@ -157,7 +157,7 @@ pub fn parse_mib(s: &str) -> anyhow::Result<u64> {
 
 /// `den vm create`.
 #[derive(Args)]
-pub struct CreateArgs {
+pub(crate) struct CreateArgs {
     /// VM name (a-z, 0-9, -).
     name: String,
     /// Image name.
@@ -219,7 +219,7 @@ pub struct CreateArgs {
 }
 
 /// Percent-encodes a name for a URL path.
-pub fn enc(name: &str) -> String {
+pub(crate) fn enc(name: &str) -> String {
     name.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
@@ -251,7 +251,7 @@ fn run_task(socket: &Path, reply: Value, detach: bool, json: bool, done: &str) -
 }
 
 /// Runs a `den vm` command.
-pub fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
         VmCmd::Create(a) => {
             let networks = match (a.no_network, a.networks.is_empty()) {

@@ -3,6 +3,9 @@
 //! and then any archive at all (property tests), both through the whole reader and straight
 //! into the sink with no rule in front of it.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_lpk::pack::{tar_bytes, Item, Packer};
 use den_lpk::sink::{Area, DirSink, Sink};
 use den_lpk::{extract, inspect, Options};

@@ -4,6 +4,10 @@
 //! Every guest is killed when its [`Guest`] is dropped, and also when the thread that started it
 //! ends (`PR_SET_PDEATHSIG`), so no VM outlives its test.
 
+// Test support: a step that cannot be taken fails the test that asked for it, so helpers may
+// panic with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod dend;
 pub mod docker;
 pub mod guest;

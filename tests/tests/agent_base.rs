@@ -1,6 +1,9 @@
 //! The real agent in a real guest: boots the `base` image under QEMU and exercises every request,
 //! bad input on the channel, and the guest dying mid-stream.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::{Bytes, BytesMut};
 use den_agent_proto::frame::{Frame, FrameCodec, Kind, CHAN_STDERR, CHAN_STDIO, MAX_PAYLOAD};
 use den_agent_proto::msg::{Control, ExecRequest, ForwardTarget, Hello, Request, TtySize};

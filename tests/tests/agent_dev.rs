@@ -1,6 +1,9 @@
 //! The `dev` image: a full Debian VM booting systemd, with den-agent as a systemd service.
 //! A port forward through the agent reaches the guest's sshd.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::Bytes;
 use den_agent_proto::msg::{ExecRequest, ForwardTarget};
 use den_tests::{images, Guest, GuestOptions};

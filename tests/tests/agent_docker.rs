@@ -1,6 +1,9 @@
 //! The `docker` image: den-agent as init starts dockerd from `/etc/den/services/dockerd.toml`,
 //! restarts it when it dies, and the Docker API answers inside the guest.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::Bytes;
 use den_agent_proto::AgentClient;
 use den_tests::{images, Guest, GuestOptions};

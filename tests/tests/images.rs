@@ -1,6 +1,9 @@
 //! Image builds for real: Debian packages, mmdebstrap, mkfs.ext4, the store's cache and its
 //! verification, spec errors, OCI layouts and vmlinux extraction.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_images::store::Store;
 use den_images::ImageError;
 use den_tests::images::{self, Recorder};

@@ -1,6 +1,9 @@
 //! den-vmm in the KVM lab (see `den_tests::lab`): real Linux guests on a real `/dev/kvm`.
 //! Slow (an outer TCG boot plus inner boots); all scenarios share one outer guest.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::Bytes;
 use den_agent_proto::{AgentClient, ForwardTarget};
 use den_tests::images;

@@ -2,6 +2,9 @@
 //! pause/resume (the guest stands still), console replay + live output, metrics, and
 //! Ctrl-Alt-Del ending in a clean shutdown with exit code 0.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_agent_proto::msg::ForwardTarget;
 use den_tests::lab::{Lab, VMM};
 use serde_json::{json, Value};

@@ -1,6 +1,9 @@
 //! virtio-net in the KVM lab: two inner VMs under den-vmm, each on a TAP device attached to a
 //! bridge in the outer guest, reach each other (ping both ways, a TCP stream one way).
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::lab::{Lab, SH_LIMIT, VMM};
 use std::time::Duration;
 

@@ -2,6 +2,9 @@
 //! e820, ACPI, long mode, in-kernel irqchip, virtio-mmio, ACPI power-off) on this machine's bare
 //! `/dev/kvm`, which runs tiny guests even when it is PVM-backed and cannot run Linux.
 
+// A test's helpers may panic: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_vmm::tiny_kernel::{self, BootReport, LOAD_ADDR};
 use std::io::{BufRead, BufReader};
 use std::path::Path;

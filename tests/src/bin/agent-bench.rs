@@ -1,6 +1,9 @@
 //! Agent channel numbers under QEMU: one-shot round trip (info), exec round trip (`true`), and
 //! stream throughput both ways. Prints a table; run by `bench/agent-bench.sh`.
 
+// A benchmark's setup may panic: a step that cannot be taken ends the run with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::Bytes;
 use den_tests::{images, Guest, GuestOptions};
 use std::time::{Duration, Instant};

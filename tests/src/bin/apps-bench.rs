@@ -11,6 +11,9 @@
 //!
 //! Usage: apps-bench <dend>; `apps-bench validate <file>` is the child mode.
 
+// A benchmark's setup may panic: a step that cannot be taken ends the run with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_lpk::pack::{Item, Packer};
 use den_tests::dend::Dend;
 use den_tests::lpk::{two_v2, write, TWO};

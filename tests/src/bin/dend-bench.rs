@@ -2,6 +2,9 @@
 //! VM records, dend's resident memory idle and after that load, and create-to-agent-ready time
 //! of a VM from the `base` image (QEMU; TCG on hosts whose /dev/kvm cannot run Linux).
 
+// A benchmark's setup may panic: a step that cannot be taken ends the run with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_images::SilentProgress;
 use den_tests::dend::Dend;
 use den_tests::{images, lab};

@@ -11,6 +11,9 @@
 //! Under QEMU TCG (hosts whose /dev/kvm cannot run Linux) the guest side runs on an emulated CPU:
 //! its clients are slower than the host's, which flatters nothing on the bridge's side.
 
+// A benchmark's setup may panic: a step that cannot be taken ends the run with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::Dend;
 use den_tests::docker::{busybox_image, DockerCli};
 use den_tests::images;

@@ -4,6 +4,9 @@
 //! outer guest's /proc/uptime, 10 ms resolution), plus den-vmm's own debug-port milestone for
 //! init (code 0x10, timed inside the VMM). Prints a table; run by `bench/lab-bench.sh [RUNS]`.
 
+// A benchmark's setup may panic: a step that cannot be taken ends the run with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::lab::{Lab, VMM};
 use std::path::Path;
 

@@ -6,6 +6,9 @@
 //! cipher the gateway picks for its guest leg), shows how much of the difference is the cipher
 //! the emulated guest runs; and each way's host CPU (dend, QEMU, the OpenSSH client) is printed.
 
+// A benchmark's setup may panic: a step that cannot be taken ends the run with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::Dend;
 use den_tests::images;
 use den_tests::netns::NetNs;

@@ -13,6 +13,9 @@
 //!
 //! Usage: system-bench <dend> [--lab]
 
+// A benchmark's setup may panic: a step that cannot be taken ends the run with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::Dend;
 use den_tests::lab::Lab;
 use den_tests::netns::NetNs;

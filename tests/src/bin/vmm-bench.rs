@@ -5,6 +5,9 @@
 //!
 //! Usage: `vmm-bench [DEN_VMM] [RUNS]` (default `target/release/den-vmm`, 20 runs).
 
+// A benchmark's setup may panic: a step that cannot be taken ends the run with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_vmm::tiny_kernel::{self, BootReport};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

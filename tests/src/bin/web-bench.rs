@@ -4,6 +4,9 @@
 //! WebSocket. Measured in Debian's Chromium by `web/e2e/bench.mjs` against a real dend with a
 //! running QEMU guest.
 
+// A benchmark's setup may panic: a step that cannot be taken ends the run with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use den_tests::dend::Dend;
 use den_tests::images;
 use serde_json::Value;
