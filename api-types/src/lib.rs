@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod system;
+
 pub use den_core::event::Event;
 pub use den_core::task::{Task, TaskStatus};
 pub use den_core::vm::{VmRecord, VmSpec, VmState};

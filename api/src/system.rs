@@ -5,9 +5,10 @@ use super::{ApiError, Caller};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use den_api_types::system::{SystemStatus, UpdateAccepted};
+use den_api_types::Accepted;
 use den_system::{configured, SystemError};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 impl From<SystemError> for ApiError {
     fn from(e: SystemError) -> ApiError {
@@ -35,9 +36,9 @@ pub(super) struct StatusQuery {
 pub(super) async fn status(
     State(services): State<Services>,
     Query(q): Query<StatusQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SystemStatus>, ApiError> {
     let s = configured(services.system.as_ref())?.status(&services.den, q.health.unwrap_or(20).min(2000))?;
-    Ok(Json(serde_json::to_value(s).unwrap_or_default()))
+    Ok(Json(s))
 }
 
 /// Body of `POST /api/v1/system/update`.
@@ -53,19 +54,17 @@ pub(super) async fn update(
     State(services): State<Services>,
     Extension(caller): Extension<Caller>,
     super::body::Body(b): super::body::Body<UpdateBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<UpdateAccepted>), ApiError> {
     let (task, update) = configured(services.system.as_ref())?.update(&services.den, &b.image, &caller.user)?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"task": task, "location": format!("/api/v1/tasks/{task}"), "update": update})),
-    ))
+    let location = Some(Accepted::new(&task).location);
+    Ok((StatusCode::ACCEPTED, Json(UpdateAccepted { update, task: Some(task), location })))
 }
 
 /// `POST /api/v1/system/rollback`: ends a trial, or goes back to the other slot's OS.
 pub(super) async fn rollback(
     State(services): State<Services>,
     Extension(caller): Extension<Caller>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<UpdateAccepted>), ApiError> {
     let update = configured(services.system.as_ref())?.rollback(&services.den, &caller.user)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"update": update}))))
+    Ok((StatusCode::ACCEPTED, Json(UpdateAccepted { update, task: None, location: None })))
 }

@@ -1,10 +1,11 @@
 //! `den system ...`: the business OS through dend's API: status, update, rollback.
 
-use crate::client::{request, wait_task};
+use crate::client::{request, typed, wait_task};
 use crate::paths::{self, Paths};
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use serde_json::{json, Value};
+use den_api_types::system::{Outcome, Phase, Slot, SystemState, SystemStatus, UpdateAccepted};
+use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -47,7 +48,7 @@ pub(crate) fn run(cmd: SystemCmd, socket: &Path, paths: &Paths, json: bool) -> a
             if json {
                 println!("{s}");
             } else {
-                print_status(&s);
+                print_status(&typed::<SystemStatus>(&s, "the business OS's status")?);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -61,20 +62,22 @@ pub(crate) fn run(cmd: SystemCmd, socket: &Path, paths: &Paths, json: bool) -> a
                 image
             };
             let r = request(socket, "POST", "/api/v1/system/update", Some(&json!({ "image": name })))?.ok()?;
-            let update = r["update"].as_u64().unwrap_or(0);
+            let started = typed::<UpdateAccepted>(&r, "a started update")?;
             if !json {
-                println!("update {update}: writing image {name} into the inactive slot");
+                println!("update {}: writing image {name} into the inactive slot", started.update);
             }
-            wait_task(socket, &crate::client::typed::<den_api_types::Accepted>(&r, "a started task")?.task)?;
-            finish(socket, update, detach, json)
+            if let Some(task) = &started.task {
+                wait_task(socket, task)?;
+            }
+            finish(socket, started.update, detach, json)
         }
         SystemCmd::Rollback { detach } => {
             let r = request(socket, "POST", "/api/v1/system/rollback", None)?.ok()?;
-            let update = r["update"].as_u64().unwrap_or(0);
+            let started = typed::<UpdateAccepted>(&r, "a started rollback")?;
             if !json {
-                println!("update {update}: rolling back");
+                println!("update {}: rolling back", started.update);
             }
-            finish(socket, update, detach, json)
+            finish(socket, started.update, detach, json)
         }
     }
 }
@@ -84,24 +87,22 @@ fn finish(socket: &Path, id: u64, detach: bool, json: bool) -> anyhow::Result<Ex
     let mut shown = 0;
     loop {
         let s = request(socket, "GET", "/api/v1/system?health=0", None)?.ok()?;
-        let u = s["updates"].as_array().into_iter().flatten().find(|u| u["id"].as_u64() == Some(id)).cloned();
-        let Some(u) = u else { bail!("update {id} is no longer recorded") };
-        let steps = u["steps"].as_array().cloned().unwrap_or_default();
+        let s = typed::<SystemStatus>(&s, "the business OS's status")?;
+        let Some(u) = s.update(id) else { bail!("update {id} is no longer recorded") };
         if !json {
-            for st in steps.iter().skip(shown) {
-                println!("  {}  {}", clock(st["time"].as_u64().unwrap_or(0)), st["what"].as_str().unwrap_or(""));
+            for st in u.steps.iter().skip(shown) {
+                println!("  {}  {}", clock(st.time), st.what);
             }
         }
-        shown = steps.len();
-        let outcome = u["outcome"].as_str().unwrap_or("?");
-        if detach || outcome != "in_progress" {
+        shown = u.steps.len();
+        if detach || u.outcome != Outcome::InProgress {
             if json {
-                println!("{u}");
+                println!("{}", serde_json::to_string(u)?);
             }
-            return match outcome {
-                "committed" | "in_progress" => Ok(ExitCode::SUCCESS),
-                "rolled_back" => bail!("update {id} was rolled back: {}", u["why"].as_str().unwrap_or("")),
-                _ => bail!("update {id} failed: {}", u["why"].as_str().unwrap_or("")),
+            return match u.outcome {
+                Outcome::Committed | Outcome::InProgress => Ok(ExitCode::SUCCESS),
+                Outcome::RolledBack => bail!("update {id} was rolled back: {}", u.why),
+                Outcome::Failed => bail!("update {id} failed: {}", u.why),
             };
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -114,79 +115,64 @@ fn clock(ms: u64) -> String {
     format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
 }
 
-fn slot_line(s: &Value, slot: &str) -> String {
-    let info = &s[slot];
-    let active = s["active"].as_str() == Some(slot);
-    let mark = if active { "*" } else { " " };
-    if info.is_null() {
-        return format!("{:<4} {mark}  (empty)", slot.to_uppercase());
-    }
-    let version = info["version"].as_str().filter(|v| !v.is_empty()).unwrap_or("-");
+fn slot_line(st: &SystemState, slot: Slot) -> String {
+    let mark = if st.active == slot { "*" } else { " " };
+    let name = slot.as_str().to_uppercase();
+    let Some(info) = st.slot(slot) else { return format!("{name:<4} {mark}  (empty)") };
+    let version = if info.version.is_empty() { "-" } else { &info.version };
     format!(
-        "{:<4} {mark}  {:<14} {:<10} {:<22} {}",
-        slot.to_uppercase(),
-        info["image"].as_str().unwrap_or("?"),
+        "{name:<4} {mark}  {:<14} {:<10} {:<22} {}",
+        info.image,
         version,
-        info["kernel_release"].as_str().unwrap_or(""),
-        info["spec_digest"].as_str().unwrap_or("").get(..12).unwrap_or("")
+        info.kernel_release,
+        info.spec_digest.get(..12).unwrap_or(&info.spec_digest)
     )
 }
 
-fn phase_line(s: &Value) -> String {
-    let p = &s["phase"];
-    let slot = p["slot"].as_str().unwrap_or("?").to_uppercase();
-    match p["phase"].as_str() {
-        Some("steady") => "steady".into(),
-        Some("writing") => format!("update {} is writing slot {slot}", p["update"]),
-        Some("trial") => format!(
-            "update {} on trial in slot {slot} ({} failed boot(s); {})",
-            p["update"],
-            p["failed_boots"],
-            if p["healthy_since"].is_null() { "not healthy yet" } else { "healthy, in its window" }
+fn phase_line(p: &Phase) -> String {
+    match p {
+        Phase::Steady => "steady".into(),
+        Phase::Writing { update, slot } => format!("update {update} is writing slot {}", slot.as_str().to_uppercase()),
+        Phase::Trial { update, slot, failed_boots, healthy_since, .. } => format!(
+            "update {update} on trial in slot {} ({failed_boots} failed boot(s); {})",
+            slot.as_str().to_uppercase(),
+            if healthy_since.is_none() { "not healthy yet" } else { "healthy, in its window" }
         ),
-        Some("rolling_back") => format!("update {} rolling back: {}", p["update"], p["why"].as_str().unwrap_or("")),
-        _ => p.to_string(),
+        Phase::RollingBack { update, why, .. } => format!("update {update} rolling back: {why}"),
     }
 }
 
-fn print_status(s: &Value) {
-    println!("business OS: VM {} ({})", s["vm"].as_str().unwrap_or("?"), s["state"].as_str().unwrap_or("?"));
-    if let Some(p) = s["problem"].as_str() {
+fn print_status(s: &SystemStatus) {
+    println!("business OS: VM {} ({})", s.vm, s.state);
+    if let Some(p) = &s.problem {
         println!("  problem: {p}");
     }
-    println!("phase: {}", phase_line(s));
+    println!("phase: {}", phase_line(&s.record.phase));
     println!("\n{:<4} {:<2} {:<14} {:<10} {:<22} SPEC", "SLOT", "", "IMAGE", "VERSION", "KERNEL");
-    println!("{}\n{}", slot_line(s, "a"), slot_line(s, "b"));
-    let health = s["health"].as_array().cloned().unwrap_or_default();
-    if !health.is_empty() {
+    println!("{}\n{}", slot_line(&s.record, Slot::A), slot_line(&s.record, Slot::B));
+    if !s.health.is_empty() {
         println!("\nHEALTH (newest last)");
-        for h in &health {
-            let ok = if h["ok"].as_bool() == Some(true) { "ok  " } else { "FAIL" };
-            let slot = h["slot"].as_str().unwrap_or("?").to_uppercase();
-            println!(
-                "  {}  {ok} slot {slot}  {}",
-                clock(h["time"].as_u64().unwrap_or(0)),
-                h["detail"].as_str().unwrap_or("")
-            );
+        for h in &s.health {
+            let ok = if h.ok { "ok  " } else { "FAIL" };
+            println!("  {}  {ok} slot {}  {}", clock(h.time), h.slot.to_uppercase(), h.detail);
         }
     }
-    let updates = s["updates"].as_array().cloned().unwrap_or_default();
-    if !updates.is_empty() {
+    if !s.record.updates.is_empty() {
         println!("\n{:<4} {:<9} {:<18} {:<18} {:<9} {:<12} WHY", "ID", "KIND", "FROM", "TO", "TOOK", "OUTCOME");
-        for u in updates.iter().rev().take(20) {
-            let took = match (u["started"].as_u64(), u["ended"].as_u64()) {
-                (Some(a), Some(b)) => format!("{:.1} s", b.saturating_sub(a) as f64 / 1000.0),
-                _ => "-".into(),
+        for u in s.record.updates.iter().rev().take(20) {
+            let took = match u.ended {
+                Some(end) => format!("{:.1} s", end.saturating_sub(u.started) as f64 / 1000.0),
+                None => "-".into(),
             };
             println!(
                 "{:<4} {:<9} {:<18} {:<18} {:<9} {:<12} {}",
-                u["id"].as_u64().unwrap_or(0),
-                u["kind"].as_str().unwrap_or(""),
-                u["from_label"].as_str().unwrap_or(""),
-                u["to_label"].as_str().unwrap_or(""),
+                u.id,
+                u.kind,
+                u.from_label,
+                u.to_label,
                 took,
-                u["outcome"].as_str().unwrap_or(""),
-                u["why"].as_str().unwrap_or("")
+                u.outcome.as_str(),
+                u.why
             );
         }
     }
@@ -198,12 +184,15 @@ mod tests {
 
     #[test]
     fn phases_and_slots_read_plainly() {
-        let s = json!({"active": "b", "a": {"image": "system", "version": "1", "kernel_release": "6.1",
-            "spec_digest": "0123456789abcdef"}, "b": null,
-            "phase": {"phase": "trial", "update": 3, "slot": "a", "failed_boots": 1, "healthy_since": null}});
-        assert_eq!(phase_line(&s), "update 3 on trial in slot A (1 failed boot(s); not healthy yet)");
-        assert!(slot_line(&s, "a").contains("system         1"));
-        assert!(slot_line(&s, "b").contains("*  (empty)"));
+        let st: SystemState = serde_json::from_value(json!({"active": "b",
+            "a": {"image": "system", "version": "1", "kernel_release": "6.1", "spec_digest": "0123456789abcdef",
+                  "cmdline": "", "artifacts": {}, "written": 0},
+            "b": null, "booted": null, "updates": [],
+            "phase": {"phase": "trial", "update": 3, "slot": "a", "since": null, "failed_boots": 1, "healthy_since": null}}))
+        .unwrap();
+        assert_eq!(phase_line(&st.phase), "update 3 on trial in slot A (1 failed boot(s); not healthy yet)");
+        assert!(slot_line(&st, Slot::A).contains("system         1"));
+        assert!(slot_line(&st, Slot::B).contains("*  (empty)"));
         assert_eq!(clock(3_723_000), "01:02:03");
     }
 }

@@ -23,7 +23,6 @@ pub use supervisor::System;
 use den_core::vm::{Kind, VmRecord};
 use den_store::StoreError;
 use den_vms::{BootFiles, Den, VmError, VmKeeper};
-use serde::Serialize;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -61,24 +60,8 @@ pub enum SystemError {
     Store(#[from] StoreError),
 }
 
-/// `den system status`: everything about the business OS.
-#[derive(Debug, Serialize)]
-pub struct Status {
-    /// The VM's name.
-    pub vm: String,
-    /// Its state (`running`, ...), or `missing`.
-    pub state: String,
-    /// Why it is missing, when it is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub problem: Option<String>,
-    /// Slots, phase and updates.
-    #[serde(flatten)]
-    pub record: SystemState,
-    /// The newest health checks, oldest first.
-    pub health: Vec<HealthSample>,
-    /// The timing rules (seconds) and the HTTP check.
-    pub rules: serde_json::Value,
-}
+/// `den system status`: everything about the business OS (the API's body).
+pub use den_api_types::system::SystemStatus as Status;
 
 /// The supervisor, when `[system]` is configured: what the API answers with when it is not.
 pub fn configured(system: Option<&Arc<System>>) -> Result<&Arc<System>, SystemError> {
@@ -99,7 +82,7 @@ impl System {
             problem,
             record: den.store.system_state()?,
             health: den.store.health(health)?,
-            rules: self.rules_json(),
+            rules: self.rule_settings(),
         })
     }
 }

@@ -123,14 +123,15 @@ impl System {
         }
     }
 
-    pub(super) fn rules_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "health_window_secs": self.cfg.health_window_secs,
-            "ready_timeout_secs": self.cfg.ready_timeout_secs,
-            "check_interval_secs": self.cfg.check_interval_secs,
-            "max_failed_boots": self.cfg.max_failed_boots,
-            "http_check": self.cfg.http_check,
-        })
+    /// The timing rules as the API shows them.
+    pub(super) fn rule_settings(&self) -> den_api_types::system::SystemRules {
+        den_api_types::system::SystemRules {
+            health_window_secs: self.cfg.health_window_secs,
+            ready_timeout_secs: self.cfg.ready_timeout_secs,
+            check_interval_secs: self.cfg.check_interval_secs,
+            max_failed_boots: self.cfg.max_failed_boots,
+            http_check: self.cfg.http_check.clone(),
+        }
     }
 
     async fn supervise(self: Arc<Self>, den: Arc<Den>) {

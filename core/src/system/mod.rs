@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A recorded health check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthSample {
     /// ms since the Unix epoch.
     pub time: u64,
@@ -129,6 +129,18 @@ pub enum Outcome {
     RolledBack,
     /// The update stopped before a new OS booted (nothing changed).
     Failed,
+}
+
+impl Outcome {
+    /// The name in the record and the API (`in_progress`, `committed`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::InProgress => "in_progress",
+            Outcome::Committed => "committed",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::Failed => "failed",
+        }
+    }
 }
 
 /// A step of an update, with its time.
