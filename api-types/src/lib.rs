@@ -7,8 +7,11 @@ use serde::{Deserialize, Serialize};
 pub mod system;
 
 pub use den_core::event::Event;
+pub use den_core::net::HostPort;
+pub use den_core::ssh::SshSession;
 pub use den_core::task::{Task, TaskStatus};
-pub use den_core::vm::{VmRecord, VmSpec, VmState};
+pub use den_core::users::{KeyRecord, NewToken, Role, TokenRecord, TokenScope, UserRecord};
+pub use den_core::vm::{Snapshot, VmRecord, VmSpec, VmState};
 
 /// A long operation's answer (202): the task doing it and where to follow it. Some answers add
 /// fields (`vm` for creates, `update` for business OS updates).
@@ -65,6 +68,48 @@ impl ExecOutput {
 pub struct ConsoleOutput {
     /// The output, oldest first.
     pub output: String,
+}
+
+/// `POST /api/v1/users/{name}/keys` (201): the key added.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddedKey {
+    /// Its owner.
+    pub user: String,
+    /// `SHA256:...`.
+    pub fingerprint: String,
+    /// The key type (`ssh-ed25519`, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// `GET /api/v1/networks`: a network, its bridge and its VMs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    /// Its name.
+    pub name: String,
+    /// Its subnet (CIDR).
+    pub subnet: String,
+    /// Whether its VMs reach only each other (no NAT out).
+    pub isolated: bool,
+    /// The host bridge.
+    pub bridge: String,
+    /// Host ports its VMs may reach (beyond DHCP and DNS).
+    pub host_ports: Vec<HostPort>,
+    /// Whether the bridge exists now.
+    pub up: bool,
+    /// Its VMs' NICs.
+    pub vms: Vec<NetworkVm>,
+}
+
+/// A VM's NIC on a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkVm {
+    /// The VM's name.
+    pub vm: String,
+    /// Its address.
+    pub ip: std::net::Ipv4Addr,
+    /// Its MAC.
+    pub mac: String,
 }
 
 #[cfg(test)]

@@ -5,32 +5,40 @@ use super::{ApiError, Caller};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use den_api_types::{NetworkInfo, NetworkVm};
 use den_net::NetworkSpec;
 use den_vms::{Den, VmError};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// `GET /api/v1/networks`: each network with its bridge, whether it is up, and its VMs.
-pub(super) async fn list(State(den): State<Arc<Den>>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn list(State(den): State<Arc<Den>>) -> Result<Json<Vec<NetworkInfo>>, ApiError> {
     let mut leases = den.net.leases(&den.store)?;
-    let nets: Vec<Value> = den
+    let nets = den
         .net
         .networks(&den.store)?
         .into_iter()
         .map(|n| {
-            let vms: Vec<Value> = leases
+            let vms = leases
                 .remove(&n.name)
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(vm, nic)| json!({"vm": vm, "ip": nic.ip, "mac": nic.mac}))
+                .map(|(vm, nic)| NetworkVm { vm, ip: nic.ip, mac: nic.mac })
                 .collect();
             let bridge = n.bridge();
-            json!({"name": n.name, "subnet": n.subnet, "isolated": n.isolated, "bridge": bridge,
-                   "host_ports": n.host_ports,
-                   "up": den_net::link::index(&bridge).is_some(), "vms": vms})
+            let up = den_net::link::index(&bridge).is_some();
+            NetworkInfo {
+                name: n.name,
+                subnet: n.subnet,
+                isolated: n.isolated,
+                bridge,
+                host_ports: n.host_ports,
+                up,
+                vms,
+            }
         })
         .collect();
-    Ok(Json(Value::Array(nets)))
+    Ok(Json(nets))
 }
 
 /// `POST /api/v1/networks`: 201 with the network.

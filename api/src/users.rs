@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use den_api_types::{AddedKey, KeyRecord, TokenRecord, UserRecord};
 use den_auth::accounts::TokenRequest;
 use den_auth::Transport;
 use den_auth::{AuthError, Caller, NewToken, Role};
@@ -84,8 +85,8 @@ pub(super) struct NewUser {
 }
 
 /// `GET /api/v1/users` (admin).
-pub(super) async fn list(State(den): State<Arc<Den>>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(serde_json::to_value(den.store.users()?).unwrap_or_default()))
+pub(super) async fn list(State(den): State<Arc<Den>>) -> Result<Json<Vec<UserRecord>>, ApiError> {
+    Ok(Json(den.store.users()?))
 }
 
 /// `POST /api/v1/users` (admin): 201.
@@ -176,9 +177,9 @@ pub(super) async fn tokens(
     State(den): State<Arc<Den>>,
     Extension(c): Extension<Caller>,
     Query(q): Query<All>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<TokenRecord>>, ApiError> {
     let user = if q.all && c.is_admin() { None } else { Some(c.user.as_str()) };
-    Ok(Json(serde_json::to_value(den.store.tokens(user)?).unwrap_or_default()))
+    Ok(Json(den.store.tokens(user)?))
 }
 
 /// `POST /api/v1/tokens`: 201 with the token, shown this once.
@@ -217,8 +218,11 @@ pub(super) async fn revoke_token(
 }
 
 /// `GET /api/v1/users/{name}/keys` (the user or an admin).
-pub(super) async fn keys(State(den): State<Arc<Den>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(serde_json::to_value(den.store.keys(Some(&name))?).unwrap_or_default()))
+pub(super) async fn keys(
+    State(den): State<Arc<Den>>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<KeyRecord>>, ApiError> {
+    Ok(Json(den.store.keys(Some(&name))?))
 }
 
 /// A key to add.
@@ -234,12 +238,12 @@ pub(super) async fn add_key(
     Extension(c): Extension<Caller>,
     Path(name): Path<String>,
     Body(k): Body<NewKey>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<AddedKey>), ApiError> {
     let key = den_auth::sshkey::SshKey::parse(&k.key)
         .map_err(|message| ApiError::from(AuthError::Invalid(den_core::FieldError { field: "key", message })))?;
     den.store.insert_key(&name, &key.fingerprint, &key.line()).map_err(|e| ApiError::from(VmError::Store(e)))?;
     den.event(&c.user, "user.key_added", &name, &key.fingerprint);
-    Ok((StatusCode::CREATED, Json(json!({"user": name, "fingerprint": key.fingerprint, "type": key.kind}))))
+    Ok((StatusCode::CREATED, Json(AddedKey { user: name, fingerprint: key.fingerprint, kind: key.kind })))
 }
 
 /// `DELETE /api/v1/users/{name}/keys/{fingerprint}` (the user or an admin).

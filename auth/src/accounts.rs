@@ -3,6 +3,7 @@
 
 use super::limiter::{key_keys, password_keys, Limiter};
 use super::{password, token, Caller, Role, TokenScope};
+use den_core::users::NewToken;
 use den_core::{valid_name, FieldError};
 use den_store::{now, Store, StoreError, TokenRecord};
 use std::sync::Arc;
@@ -58,16 +59,6 @@ pub struct TokenRequest {
     /// Lifetime in seconds (default: until revoked).
     #[serde(default)]
     pub expires_in: Option<u64>,
-}
-
-/// A token just made: its record and the secret string, shown once.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct NewToken {
-    /// The record.
-    #[serde(flatten)]
-    pub record: TokenRecord,
-    /// `den_<id>_<secret>`: the only time it is shown.
-    pub token: String,
 }
 
 /// Password hashes computed at once: each takes 19 MiB and a core for about 50 ms.

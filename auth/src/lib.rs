@@ -12,7 +12,8 @@ pub mod ticket;
 pub mod token;
 pub mod transport;
 
-pub use accounts::{Accounts, AuthError, NewToken};
+pub use accounts::{Accounts, AuthError};
+pub use den_core::users::NewToken;
 pub use transport::Transport;
 
 pub use den_core::users::{Role, TokenScope};

@@ -1,8 +1,9 @@
 //! `den net ...`: networks through dend's API.
 
-use crate::client::request;
+use crate::client::{request, typed};
 use crate::vm::enc;
 use clap::Subcommand;
+use den_api_types::NetworkInfo;
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
@@ -44,20 +45,15 @@ pub(crate) fn run(cmd: NetCmd, socket: &Path, json: bool) -> anyhow::Result<Exit
                 return Ok(ExitCode::SUCCESS);
             }
             println!("{:<12} {:<14} {:<18} {:<9} {:>4}  VMS", "NAME", "BRIDGE", "SUBNET", "MODE", "UP");
-            for n in nets.as_array().into_iter().flatten() {
-                let vms: Vec<String> = n["vms"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|v| format!("{}={}", v["vm"].as_str().unwrap_or("?"), v["ip"].as_str().unwrap_or("?")))
-                    .collect();
+            for n in typed::<Vec<NetworkInfo>>(&nets, "the network list")? {
+                let vms: Vec<String> = n.vms.iter().map(|v| format!("{}={}", v.vm, v.ip)).collect();
                 println!(
                     "{:<12} {:<14} {:<18} {:<9} {:>4}  {}",
-                    n["name"].as_str().unwrap_or("?"),
-                    n["bridge"].as_str().unwrap_or("?"),
-                    n["subnet"].as_str().unwrap_or("?"),
-                    if n["isolated"] == true { "isolated" } else { "nat" },
-                    if n["up"] == true { "yes" } else { "no" },
+                    n.name,
+                    n.bridge,
+                    n.subnet,
+                    if n.isolated { "isolated" } else { "nat" },
+                    if n.up { "yes" } else { "no" },
                     if vms.is_empty() { "-".to_string() } else { vms.join(" ") },
                 );
             }

@@ -1,7 +1,8 @@
 //! `den ssh ...`: the SSH gateway's sessions and their recordings.
 
-use crate::client::{request, request_raw, Reply};
+use crate::client::{request, request_raw, typed, Reply};
 use clap::Subcommand;
+use den_api_types::SshSession;
 use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
@@ -40,21 +41,18 @@ pub(crate) fn run(cmd: SshCmd, socket: &Path, json: bool) -> anyhow::Result<Exit
                 "{:<32} {:<10} {:<12} {:<9} {:>6} {:>5} {:<3} COMMAND",
                 "ID", "USER", "VM", "KIND", "SECS", "EXIT", "REC"
             );
-            for s in list.as_array().into_iter().flatten() {
-                let secs = match (s["started"].as_i64(), s["ended"].as_i64()) {
-                    (Some(a), Some(b)) => (b - a).to_string(),
-                    _ => "-".into(),
-                };
+            for s in typed::<Vec<SshSession>>(&list, "the SSH session list")? {
+                let secs = s.ended.map(|end| (end - s.started).to_string()).unwrap_or_else(|| "-".into());
                 println!(
                     "{:<32} {:<10} {:<12} {:<9} {:>6} {:>5} {:<3} {}",
-                    s["id"].as_str().unwrap_or("?"),
-                    s["user"].as_str().unwrap_or("?"),
-                    s["vm"].as_str().unwrap_or("?"),
-                    s["kind"].as_str().unwrap_or("?"),
+                    s.id,
+                    s.user,
+                    s.vm,
+                    s.kind,
                     secs,
-                    s["exit"].as_i64().map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
-                    if s["recorded"] == Value::Bool(true) { "yes" } else { "no" },
-                    s["command"].as_str().unwrap_or(""),
+                    s.exit.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
+                    if s.recorded { "yes" } else { "no" },
+                    s.command,
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -1,9 +1,10 @@
 //! `den user ...` and `den token ...`: accounts through dend's API.
 
-use crate::client::request;
+use crate::client::{request, typed};
 use crate::vm::enc;
 use anyhow::Context;
 use clap::Subcommand;
+use den_api_types::{AddedKey, KeyRecord, NewToken, Role, TokenRecord, UserRecord};
 use serde_json::{json, Value};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
@@ -102,8 +103,8 @@ fn key(cmd: KeyCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
             for l in lines {
                 let path = format!("/api/v1/users/{}/keys", enc(&name));
                 let r = request(socket, "POST", &path, Some(&json!({"key": l})))?.ok()?;
-                let fp = r["fingerprint"].as_str().unwrap_or("?");
-                println!("{}", if json { r.to_string() } else { format!("added {fp} to {name}") });
+                let added = typed::<AddedKey>(&r, "the added key")?;
+                println!("{}", if json { r.to_string() } else { format!("added {} to {name}", added.fingerprint) });
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -113,11 +114,10 @@ fn key(cmd: KeyCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 println!("{keys}");
                 return Ok(ExitCode::SUCCESS);
             }
-            for k in keys.as_array().into_iter().flatten() {
-                let line = k["line"].as_str().unwrap_or("");
-                let comment = line.splitn(3, ' ').nth(2).unwrap_or("");
-                let kind = line.split(' ').next().unwrap_or("?");
-                println!("{} {kind} {comment}", k["fingerprint"].as_str().unwrap_or("?"));
+            for k in typed::<Vec<KeyRecord>>(&keys, "the key list")? {
+                let comment = k.line.splitn(3, ' ').nth(2).unwrap_or("");
+                let kind = k.line.split(' ').next().unwrap_or("?");
+                println!("{} {kind} {comment}", k.fingerprint);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -215,18 +215,14 @@ pub(crate) fn run(cmd: UserCmd, socket: &Path, json: bool) -> anyhow::Result<Exi
                 return Ok(ExitCode::SUCCESS);
             }
             println!("{:<20} {:<9} {:<8} GRANTS", "NAME", "ROLE", "PASSWORD");
-            for u in users.as_array().into_iter().flatten() {
-                let grants: Vec<String> = u["grants"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(vm, r)| format!("{vm}={}", r.as_str().unwrap_or("?")))
-                    .collect();
+            for u in typed::<Vec<UserRecord>>(&users, "the user list")? {
+                let mut grants: Vec<String> = u.grants.iter().map(|(vm, r)| format!("{vm}={}", r.as_str())).collect();
+                grants.sort();
                 println!(
                     "{:<20} {:<9} {:<8} {}",
-                    u["name"].as_str().unwrap_or("?"),
-                    u["role"].as_str().unwrap_or("-"),
-                    if u["has_password"] == true { "yes" } else { "no" },
+                    u.name,
+                    u.role.map(Role::as_str).unwrap_or("-"),
+                    if u.has_password { "yes" } else { "no" },
                     if grants.is_empty() { "-".into() } else { grants.join(" ") }
                 );
             }
@@ -274,13 +270,10 @@ pub(crate) fn run_token(cmd: TokenCmd, socket: &Path, json: bool) -> anyhow::Res
             if json {
                 println!("{t}");
             } else {
-                println!("{}", t["token"].as_str().unwrap_or(""));
-                eprintln!(
-                    "token {} for {}: shown once, keep it (revoke with `den token rm {}`)",
-                    t["id"].as_str().unwrap_or("?"),
-                    t["user"].as_str().unwrap_or("?"),
-                    t["id"].as_str().unwrap_or("?")
-                );
+                let t = typed::<NewToken>(&t, "the new token")?;
+                println!("{}", t.token);
+                let (id, user) = (&t.record.id, &t.record.user);
+                eprintln!("token {id} for {user}: shown once, keep it (revoke with `den token rm {id}`)");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -291,17 +284,16 @@ pub(crate) fn run_token(cmd: TokenCmd, socket: &Path, json: bool) -> anyhow::Res
                 return Ok(ExitCode::SUCCESS);
             }
             println!("{:<17} {:<16} {:<20} {:<9} {:<12} VMS", "ID", "USER", "NAME", "ROLE", "EXPIRES");
-            for t in ts.as_array().into_iter().flatten() {
-                let vms: Vec<&str> =
-                    t["scope"]["vms"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            for t in typed::<Vec<TokenRecord>>(&ts, "the token list")? {
+                let vms = t.scope.vms.as_ref().filter(|v| !v.is_empty()).map(|v| v.join(","));
                 println!(
                     "{:<17} {:<16} {:<20} {:<9} {:<12} {}",
-                    t["id"].as_str().unwrap_or("?"),
-                    t["user"].as_str().unwrap_or("?"),
-                    t["name"].as_str().unwrap_or("?"),
-                    t["scope"]["role"].as_str().unwrap_or("(user's)"),
-                    t["expires"].as_i64().map(|e| e.to_string()).unwrap_or_else(|| "never".into()),
-                    if vms.is_empty() { "all".to_string() } else { vms.join(",") }
+                    t.id,
+                    t.user,
+                    t.name,
+                    t.scope.role.map(Role::as_str).unwrap_or("(user's)"),
+                    t.expires.map(|e| e.to_string()).unwrap_or_else(|| "never".into()),
+                    vms.unwrap_or_else(|| "all".to_string())
                 );
             }
             Ok(ExitCode::SUCCESS)

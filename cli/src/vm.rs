@@ -3,7 +3,7 @@
 use crate::client::{request, typed, wait_task};
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use den_api_types::{Accepted, ConsoleOutput, ExecOutput, ExecRequest, VmRecord};
+use den_api_types::{Accepted, ConsoleOutput, ExecOutput, ExecRequest, Snapshot, VmRecord};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::ExitCode;
@@ -417,13 +417,8 @@ fn snapshot(cmd: SnapshotCmd, socket: &Path, json: bool) -> anyhow::Result<ExitC
                 return Ok(ExitCode::SUCCESS);
             }
             println!("{:<24} {:<12} DESCRIPTION", "NAME", "CREATED");
-            for s in list.as_array().into_iter().flatten() {
-                println!(
-                    "{:<24} {:<12} {}",
-                    s["name"].as_str().unwrap_or("?"),
-                    s["created"],
-                    s["description"].as_str().unwrap_or("")
-                );
+            for s in typed::<Vec<Snapshot>>(&list, "the snapshot list")? {
+                println!("{:<24} {:<12} {}", s.name, s.created, s.description);
             }
             Ok(ExitCode::SUCCESS)
         }

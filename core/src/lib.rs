@@ -8,6 +8,7 @@
 pub mod event;
 pub mod firstboot;
 pub mod net;
+pub mod ssh;
 pub mod system;
 pub mod task;
 #[cfg(any(test, feature = "testkit"))]

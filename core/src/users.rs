@@ -2,6 +2,7 @@
 //! narrows a request to. The decisions that use them live in dend's auth.
 
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// What a user may do, in increasing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -51,4 +52,59 @@ pub struct TokenScope {
     /// A login session (the user, having given their password), not an API token.
     #[serde(default)]
     pub session: bool,
+}
+
+/// A user as stored (without the password hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// Name.
+    pub name: String,
+    /// Global role (`None`: only VMs they own or were granted).
+    pub role: Option<Role>,
+    /// Whether a password is set.
+    pub has_password: bool,
+    /// Roles on single VMs, by VM name.
+    pub grants: HashMap<String, Role>,
+    /// Creation time (Unix seconds).
+    pub created: i64,
+}
+
+/// A token as stored (without its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Id (the part after `den_`).
+    pub id: String,
+    /// Owner.
+    pub user: String,
+    /// What it is for.
+    pub name: String,
+    /// Its cap and VM list.
+    pub scope: TokenScope,
+    /// Creation time.
+    pub created: i64,
+    /// Expiry (Unix seconds), if any.
+    pub expires: Option<i64>,
+}
+
+/// A user's SSH public key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// `SHA256:...`.
+    pub fingerprint: String,
+    /// Owner.
+    pub user: String,
+    /// The `authorized_keys` line.
+    pub line: String,
+    /// When it was added.
+    pub created: i64,
+}
+
+/// A token just made: its record and the secret string, shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewToken {
+    /// The record.
+    #[serde(flatten)]
+    pub record: TokenRecord,
+    /// `den_<id>_<secret>`: the only time it is shown.
+    pub token: String,
 }

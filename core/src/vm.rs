@@ -417,6 +417,17 @@ pub struct Running {
     pub agent: PathBuf,
 }
 
+/// A snapshot of a VM's disks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Name, unique per VM.
+    pub name: String,
+    /// What it was taken for.
+    pub description: String,
+    /// When (Unix seconds).
+    pub created: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,19 +1,8 @@
 //! Disk snapshot records (the copies themselves live under the VM's data directory).
 
 use super::{now, Store, StoreError};
+pub use den_core::vm::Snapshot;
 use rusqlite::params;
-use serde::Serialize;
-
-/// A snapshot of a VM's disks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Snapshot {
-    /// Name, unique per VM.
-    pub name: String,
-    /// What it was taken for.
-    pub description: String,
-    /// When (Unix seconds).
-    pub created: i64,
-}
 
 impl Store {
     /// Records a snapshot of VM `vm_id`.

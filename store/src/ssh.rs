@@ -2,33 +2,8 @@
 //! (with the recording file of interactive ones).
 
 use super::{now, Store, StoreError};
+pub use den_core::ssh::SshSession;
 use rusqlite::{params, OptionalExtension};
-use serde::Serialize;
-
-/// One SSH session through the gateway.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SshSession {
-    /// Session id.
-    pub id: String,
-    /// The Den user.
-    pub user: String,
-    /// The VM's name.
-    pub vm: String,
-    /// `shell`, `exec`, `subsystem` or `tcpip`.
-    pub kind: String,
-    /// The command, subsystem or forward target.
-    pub command: String,
-    /// The client's address.
-    pub peer: String,
-    /// Start (Unix seconds).
-    pub started: i64,
-    /// End (Unix seconds), while it runs `None`.
-    pub ended: Option<i64>,
-    /// Exit status, when one came back.
-    pub exit: Option<i64>,
-    /// Whether an asciicast recording exists.
-    pub recorded: bool,
-}
 
 impl Store {
     /// The sshd host key pinned for VM `vm_id` (an OpenSSH public key line).

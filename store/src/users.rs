@@ -1,25 +1,10 @@
 //! Users, per-VM grants and API tokens.
 
 use super::{now, Store, StoreError};
+pub use den_core::users::{KeyRecord, TokenRecord, UserRecord};
 use den_core::users::{Role, TokenScope};
 use rusqlite::{params, OptionalExtension};
-use serde::Serialize;
 use std::collections::HashMap;
-
-/// A user as stored (without the password hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UserRecord {
-    /// Name.
-    pub name: String,
-    /// Global role (`None`: only VMs they own or were granted).
-    pub role: Option<Role>,
-    /// Whether a password is set.
-    pub has_password: bool,
-    /// Roles on single VMs, by VM name.
-    pub grants: HashMap<String, Role>,
-    /// Creation time (Unix seconds).
-    pub created: i64,
-}
 
 /// What logging in and authorising need of a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,23 +13,6 @@ pub struct UserAuth {
     pub role: Option<Role>,
     /// argon2id PHC string, when a password is set.
     pub password_hash: Option<String>,
-}
-
-/// A token as stored (without its hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TokenRecord {
-    /// Id (the part after `den_`).
-    pub id: String,
-    /// Owner.
-    pub user: String,
-    /// What it is for.
-    pub name: String,
-    /// Its cap and VM list.
-    pub scope: TokenScope,
-    /// Creation time.
-    pub created: i64,
-    /// Expiry (Unix seconds), if any.
-    pub expires: Option<i64>,
 }
 
 fn exists(kind: &'static str, name: &str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -217,19 +185,6 @@ impl Store {
     pub fn purge_expired_tokens(&self) -> Result<usize, StoreError> {
         Ok(self.lock().execute("DELETE FROM tokens WHERE expires IS NOT NULL AND expires <= ?1", [now()])?)
     }
-}
-
-/// A user's SSH public key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct KeyRecord {
-    /// `SHA256:...`.
-    pub fingerprint: String,
-    /// Owner.
-    pub user: String,
-    /// The `authorized_keys` line.
-    pub line: String,
-    /// When it was added.
-    pub created: i64,
 }
 
 impl Store {
