@@ -7,11 +7,12 @@ use serde::{Deserialize, Serialize};
 pub mod system;
 
 pub use den_core::event::Event;
+pub use den_core::metrics::{HostSample, VmSample};
 pub use den_core::net::HostPort;
 pub use den_core::ssh::SshSession;
 pub use den_core::task::{Task, TaskStatus};
 pub use den_core::users::{KeyRecord, NewToken, Role, TokenRecord, TokenScope, UserRecord};
-pub use den_core::vm::{Snapshot, VmRecord, VmSpec, VmState};
+pub use den_core::vm::{Iso, Snapshot, VmRecord, VmSpec, VmState};
 
 /// A long operation's answer (202): the task doing it and where to follow it. Some answers add
 /// fields (`vm` for creates, `update` for business OS updates).
@@ -110,6 +111,63 @@ pub struct NetworkVm {
     pub ip: std::net::Ipv4Addr,
     /// Its MAC.
     pub mac: String,
+}
+
+/// `GET /api/v1/docker`: the Docker socket and its sandbox VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerStatus {
+    /// Whether den.toml turns the bridge on; nothing else is told when it does not.
+    pub enabled: bool,
+    /// The bridge, when it is on.
+    #[serde(flatten)]
+    pub bridge: Option<DockerBridge>,
+}
+
+/// The Docker bridge as it is configured and its sandbox as it is now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerBridge {
+    /// The socket the `docker` CLI talks to.
+    pub socket: std::path::PathBuf,
+    /// The sandbox VM's name.
+    pub vm: String,
+    /// The sandbox VM's state (`running`, ...), or `not created yet`.
+    pub state: String,
+    /// Relaxed policy rules.
+    pub allow: Vec<String>,
+    /// Host folders containers may mount.
+    pub share: Vec<std::path::PathBuf>,
+    /// Idle time before the sandbox stops (0: never).
+    pub idle_stop_secs: u64,
+}
+
+/// `GET /api/v1/host`: facts about the host and dend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// dend's version.
+    pub version: String,
+    /// What `/dev/kvm` can run (`Hardware`, `Pvm`, `Missing`, ...).
+    pub kvm: String,
+    /// Most vCPUs a VM may have.
+    pub max_cpus: u32,
+    /// Most memory a VM may have (MiB).
+    pub max_memory_mib: u64,
+    /// The host's CPUs.
+    pub cpus: usize,
+    /// The host's usage now (none before the first sample).
+    pub usage: Option<HostSample>,
+    /// What the host cannot do well, in words.
+    pub warnings: Vec<String>,
+}
+
+/// `PUT /api/v1/vms/{name}/files`: the file written in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileWritten {
+    /// Its path in the guest.
+    pub path: String,
+    /// Bytes written.
+    pub bytes: usize,
+    /// Its mode (octal).
+    pub mode: String,
 }
 
 #[cfg(test)]

@@ -63,7 +63,8 @@ pub(super) async fn put(
     }
     let len = body.len();
     agent.put_file(path, mode, body.into()).await.map_err(agent_error)?;
-    Ok(axum::Json(serde_json::json!({"path": path, "bytes": len, "mode": format!("{mode:o}")})).into_response())
+    let written = den_api_types::FileWritten { path: path.to_string(), bytes: len, mode: format!("{mode:o}") };
+    Ok(axum::Json(written).into_response())
 }
 
 /// `GET /api/v1/vms/{name}/files?path=/x`: the guest file's bytes.

@@ -91,7 +91,7 @@ pub fn router(services: Services) -> Router {
 }
 
 /// `GET /api/v1/host`: version, KVM kind, limits, usage and warnings.
-pub(crate) async fn host(State(den): State<Arc<Den>>) -> Json<serde_json::Value> {
+pub(crate) async fn host(State(den): State<Arc<Den>>) -> Json<den_api_types::HostInfo> {
     let kvm = den_kvm_probe::kvm_kind(std::path::Path::new("/sys"), std::path::Path::new("/dev/kvm"));
     let mut warnings = vec![];
     if kvm != den_kvm_probe::KvmKind::Hardware {
@@ -100,13 +100,13 @@ pub(crate) async fn host(State(den): State<Arc<Den>>) -> Json<serde_json::Value>
                 .to_string(),
         );
     }
-    Json(serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "kvm": format!("{kvm:?}"),
-        "max_cpus": den.limits.max_cpus,
-        "max_memory_mib": den.limits.max_memory_mib,
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "usage": den.metrics.host_now(),
-        "warnings": warnings,
-    }))
+    Json(den_api_types::HostInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        kvm: format!("{kvm:?}"),
+        max_cpus: den.limits.max_cpus,
+        max_memory_mib: den.limits.max_memory_mib,
+        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        usage: den.metrics.host_now(),
+        warnings,
+    })
 }

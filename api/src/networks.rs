@@ -5,7 +5,7 @@ use super::{ApiError, Caller};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use den_api_types::{NetworkInfo, NetworkVm};
+use den_api_types::{Iso, NetworkInfo, NetworkVm};
 use den_net::NetworkSpec;
 use den_vms::{Den, VmError};
 use serde_json::{json, Value};
@@ -64,8 +64,8 @@ pub(super) async fn delete(
 }
 
 /// `GET /api/v1/isos`.
-pub(super) async fn isos(State(den): State<Arc<Den>>) -> Json<Value> {
-    Json(serde_json::to_value(den.isos()).unwrap_or_default())
+pub(super) async fn isos(State(den): State<Arc<Den>>) -> Json<Vec<Iso>> {
+    Json(den.isos())
 }
 
 /// An ISO import.

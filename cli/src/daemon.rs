@@ -4,9 +4,10 @@
 //! The new dend removes the marker once it is up; if it fails to start, the packaged
 //! `dend-fallback` puts the previous binary back.
 
-use crate::client::request;
+use crate::client::{request, typed};
 use anyhow::{bail, Context};
 use clap::Subcommand;
+use den_api_types::HostInfo;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -58,7 +59,7 @@ fn version_of(bin: &Path) -> anyhow::Result<String> {
 /// The running dend's version, from its API.
 fn running_version(socket: &Path) -> Option<String> {
     let host = request(socket, "GET", "/api/v1/host", None).ok()?.ok().ok()?;
-    host["version"].as_str().map(str::to_string)
+    typed::<HostInfo>(&host, "the host's facts").ok().map(|h| h.version)
 }
 
 /// The trial marker dend removes once it is up (dend/src/service.rs, `TRIAL_MARKER`).

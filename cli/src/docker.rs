@@ -1,10 +1,10 @@
 //! `den docker ...`: the Docker bridge: its status, and a `docker` CLI context named `den` so
 //! the plain `docker` command uses it.
 
-use crate::client::request;
+use crate::client::{request, typed};
 use anyhow::Context;
 use clap::Subcommand;
-use serde_json::Value;
+use den_api_types::DockerStatus;
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
@@ -31,34 +31,22 @@ fn docker(args: &[&str]) -> anyhow::Result<std::process::Output> {
 
 /// Runs a `den docker` command.
 pub(crate) fn run(cmd: DockerCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let status = request(socket, "GET", "/api/v1/docker", None)?.ok()?;
-    if status["enabled"] != true {
+    let raw = request(socket, "GET", "/api/v1/docker", None)?.ok()?;
+    let Some(bridge) = typed::<DockerStatus>(&raw, "the Docker bridge's status")?.bridge else {
         anyhow::bail!("the Docker bridge is off in dend's configuration ([docker] enabled = false)");
-    }
-    let sock = status["socket"].as_str().unwrap_or_default().to_string();
+    };
+    let sock = bridge.socket.display().to_string();
     match cmd {
         DockerCmd::Status => {
             if json {
-                println!("{status}");
+                println!("{raw}");
             } else {
-                let list = |v: &Value| {
-                    let items: Vec<String> =
-                        v.as_array().into_iter().flatten().filter_map(Value::as_str).map(String::from).collect();
-                    if items.is_empty() {
-                        "none".to_string()
-                    } else {
-                        items.join(", ")
-                    }
-                };
+                let list = |items: Vec<String>| if items.is_empty() { "none".to_string() } else { items.join(", ") };
                 println!("socket:      {sock}");
-                println!(
-                    "sandbox VM:  {} ({})",
-                    status["vm"].as_str().unwrap_or("?"),
-                    status["state"].as_str().unwrap_or("?")
-                );
-                println!("shared:      {}", list(&status["share"]));
-                println!("relaxed:     {}", list(&status["allow"]));
-                println!("idle stop:   {} s", status["idle_stop_secs"]);
+                println!("sandbox VM:  {} ({})", bridge.vm, bridge.state);
+                println!("shared:      {}", list(bridge.share.iter().map(|p| p.display().to_string()).collect()));
+                println!("relaxed:     {}", list(bridge.allow.clone()));
+                println!("idle stop:   {} s", bridge.idle_stop_secs);
             }
         }
         DockerCmd::Context { no_use } => {

@@ -1,9 +1,10 @@
 //! `den vm cp`: copies a file into or out of a running VM through its agent (`VM:/path` names
 //! the guest side, like `docker cp` and `scp`).
 
-use crate::client::{request_raw, upload_with};
+use crate::client::{request_raw, typed, upload_with, Reply};
 use crate::vm::enc;
 use anyhow::{bail, Context};
+use den_api_types::FileWritten;
 use std::path::Path;
 
 /// `VM:/abs/path` split into (VM, path), or `None` for a host path.
@@ -38,14 +39,15 @@ pub(crate) fn cp(socket: &Path, src: &str, dst: &str, mode: Option<&str>) -> any
             };
             url.push_str(&format!("&mode={mode}"));
             let r = upload_with(socket, "PUT", &url, Path::new(src))?.ok()?;
-            Ok(format!("{src} -> {vm}:{path} ({} bytes)", r["bytes"]))
+            let written = typed::<FileWritten>(&r, "the written file")?;
+            Ok(format!("{src} -> {vm}:{path} ({} bytes)", written.bytes))
         }
         (Some((vm, path)), None) => {
             let url = format!("/api/v1/vms/{}/files?path={}", enc(vm), enc(path));
             let (status, body) = request_raw(socket, "GET", &url, None)?;
             if status != 200 {
-                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                bail!("{}", v["message"].as_str().unwrap_or("dend refused the copy"));
+                Reply { status, body: serde_json::from_slice(&body).unwrap_or_default() }.ok()?;
+                bail!("dend refused the copy (HTTP {status})");
             }
             let to = local_target(dst, path);
             std::fs::write(&to, &body).with_context(|| format!("cannot write {}", to.display()))?;

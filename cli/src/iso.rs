@@ -1,8 +1,9 @@
 //! `den iso ...`: installation ISOs for VMs that boot through firmware.
 
-use crate::client::{request, wait_task};
+use crate::client::{request, typed, wait_task};
 use crate::vm::enc;
 use clap::Subcommand;
+use den_api_types::Iso;
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
@@ -36,8 +37,8 @@ pub(crate) fn run(cmd: IsoCmd, socket: &Path, json: bool) -> anyhow::Result<Exit
                 return Ok(ExitCode::SUCCESS);
             }
             println!("{:<32} {:>10}", "NAME", "MiB");
-            for i in list.as_array().into_iter().flatten() {
-                println!("{:<32} {:>10}", i["name"].as_str().unwrap_or("?"), i["size"].as_u64().unwrap_or(0) >> 20);
+            for i in typed::<Vec<Iso>>(&list, "the ISO list")? {
+                println!("{:<32} {:>10}", i.name, i.size >> 20);
             }
             Ok(ExitCode::SUCCESS)
         }

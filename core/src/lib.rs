@@ -7,6 +7,7 @@
 
 pub mod event;
 pub mod firstboot;
+pub mod metrics;
 pub mod net;
 pub mod ssh;
 pub mod system;

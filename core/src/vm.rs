@@ -428,6 +428,15 @@ pub struct Snapshot {
     pub created: i64,
 }
 
+/// An installation ISO in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Iso {
+    /// Name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,18 +7,10 @@ use super::{invalid, Den, TaskHandle, VmError};
 use den_core::valid_name;
 use den_core::vm::{Firmware, VmRecord};
 use den_engine::{DiskSpec, FirmwareBoot, LaunchSpec, OVMF_VARS};
-use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// An ISO in the store.
-#[derive(Debug, Clone, Serialize)]
-pub struct Iso {
-    /// Name.
-    pub name: String,
-    /// Size in bytes.
-    pub size: u64,
-}
+pub use den_core::vm::Iso;
 
 impl Den {
     fn iso_dir(&self) -> PathBuf {

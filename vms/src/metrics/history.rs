@@ -1,49 +1,11 @@
 //! Time series kept in memory: one bounded ring of samples per VM and one for the host, like a
 //! small RRD. Rates (CPU, disk, network) are computed from two consecutive counter readings.
 
-use serde::Serialize;
+pub use den_core::metrics::{HostSample, VmSample};
 use std::collections::{HashMap, VecDeque};
 
 /// Samples kept per series (an hour at the default interval).
 pub const KEEP: usize = 720;
-
-/// One host sample.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct HostSample {
-    /// Unix seconds.
-    pub t: i64,
-    /// Busy share of all CPUs, 0 to 100.
-    pub cpu: f64,
-    /// Memory in use (total minus available), bytes.
-    pub mem_used: u64,
-    /// Total memory, bytes.
-    pub mem_total: u64,
-    /// Used space of the file system holding Den's data, bytes.
-    pub disk_used: u64,
-    /// Its size, bytes.
-    pub disk_total: u64,
-    /// 1-minute load average.
-    pub load: f64,
-}
-
-/// One VM sample.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct VmSample {
-    /// Unix seconds.
-    pub t: i64,
-    /// CPU used by the VM's engine process, in percent of one host CPU.
-    pub cpu: f64,
-    /// Resident memory of the engine process, bytes.
-    pub mem: u64,
-    /// Disk reads, bytes per second.
-    pub disk_read: f64,
-    /// Disk writes, bytes per second.
-    pub disk_write: f64,
-    /// Network traffic into the guest, bytes per second.
-    pub net_in: f64,
-    /// Network traffic out of the guest, bytes per second.
-    pub net_out: f64,
-}
 
 /// Cumulative counters of one VM at one time, from which the next sample's rates come.
 #[derive(Debug, Clone, Copy, PartialEq)]
