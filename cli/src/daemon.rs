@@ -7,7 +7,6 @@
 use crate::client::{request, typed};
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use den_api_types::HostInfo;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -58,8 +57,14 @@ fn version_of(bin: &Path) -> anyhow::Result<String> {
 
 /// The running dend's version, from its API.
 fn running_version(socket: &Path) -> Option<String> {
+    /// The one field every dend's `/api/v1/host` has had, whatever its version: what the check
+    /// after an update (or a fall back to the previous dend) needs, read without the rest.
+    #[derive(serde::Deserialize)]
+    struct Version {
+        version: String,
+    }
     let host = request(socket, "GET", "/api/v1/host", None).ok()?.ok().ok()?;
-    typed::<HostInfo>(&host, "the host's facts").ok().map(|h| h.version)
+    typed::<Version>(&host, "the host's facts").ok().map(|h| h.version)
 }
 
 /// The trial marker dend removes once it is up (dend/src/service.rs, `TRIAL_MARKER`).

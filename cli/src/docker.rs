@@ -32,8 +32,13 @@ fn docker(args: &[&str]) -> anyhow::Result<std::process::Output> {
 /// Runs a `den docker` command.
 pub(crate) fn run(cmd: DockerCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let raw = request(socket, "GET", "/api/v1/docker", None)?.ok()?;
-    let Some(bridge) = typed::<DockerStatus>(&raw, "the Docker bridge's status")?.bridge else {
+    let status = typed::<DockerStatus>(&raw, "the Docker bridge's status")?;
+    if !status.enabled {
         anyhow::bail!("the Docker bridge is off in dend's configuration ([docker] enabled = false)");
+    }
+    // A bridge that is on but not described did not fit the type (read as absent under flatten).
+    let Some(bridge) = status.bridge else {
+        anyhow::bail!("dend's answer for the Docker bridge's status is not what this den understands; are den and dend the same version?");
     };
     let sock = bridge.socket.display().to_string();
     match cmd {
