@@ -175,6 +175,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_started_update_is_an_accepted_task_with_its_number() {
+        use system::UpdateAccepted;
+        let update = UpdateAccepted { update: 4, task: Some(Accepted::new("t1")) };
+        let text = serde_json::to_value(&update).unwrap();
+        assert_eq!(text, serde_json::json!({"update": 4, "task": "t1", "location": "/api/v1/tasks/t1"}));
+        assert_eq!(serde_json::from_value::<UpdateAccepted>(text).unwrap(), update);
+        let rollback = UpdateAccepted { update: 5, task: None };
+        assert_eq!(serde_json::to_value(&rollback).unwrap(), serde_json::json!({"update": 5}));
+        assert_eq!(serde_json::from_str::<UpdateAccepted>(r#"{"update": 5}"#).unwrap(), rollback);
+        for o in [
+            system::Outcome::InProgress,
+            system::Outcome::Committed,
+            system::Outcome::RolledBack,
+            system::Outcome::Failed,
+        ] {
+            assert_eq!(serde_json::to_value(o).unwrap(), serde_json::Value::String(o.as_str().into()));
+        }
+    }
+
+    #[test]
     fn answers_read_back_and_extra_fields_are_ignored() {
         let a: Accepted = serde_json::from_str(r#"{"task":"t1","location":"/api/v1/tasks/t1","vm":"web1"}"#).unwrap();
         assert_eq!(a, Accepted::new("t1"));

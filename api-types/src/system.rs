@@ -1,5 +1,6 @@
 //! The business OS's answers: `GET /api/v1/system`, and the update a change started.
 
+use crate::Accepted;
 use serde::{Deserialize, Serialize};
 
 pub use den_core::system::{HealthSample, Outcome, Phase, Slot, SlotInfo, Step, SystemState, Update};
@@ -52,9 +53,6 @@ pub struct UpdateAccepted {
     /// The update's number (`den system status` lists it).
     pub update: u64,
     /// The task writing the slot (updates only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task: Option<String>,
-    /// `/api/v1/tasks/<task>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub location: Option<String>,
+    #[serde(flatten)]
+    pub task: Option<Accepted>,
 }

@@ -56,8 +56,7 @@ pub(super) async fn update(
     super::body::Body(b): super::body::Body<UpdateBody>,
 ) -> Result<(StatusCode, Json<UpdateAccepted>), ApiError> {
     let (task, update) = configured(services.system.as_ref())?.update(&services.den, &b.image, &caller.user)?;
-    let location = Some(Accepted::new(&task).location);
-    Ok((StatusCode::ACCEPTED, Json(UpdateAccepted { update, task: Some(task), location })))
+    Ok((StatusCode::ACCEPTED, Json(UpdateAccepted { update, task: Some(Accepted::new(&task)) })))
 }
 
 /// `POST /api/v1/system/rollback`: ends a trial, or goes back to the other slot's OS.
@@ -66,5 +65,5 @@ pub(super) async fn rollback(
     Extension(caller): Extension<Caller>,
 ) -> Result<(StatusCode, Json<UpdateAccepted>), ApiError> {
     let update = configured(services.system.as_ref())?.rollback(&services.den, &caller.user)?;
-    Ok((StatusCode::ACCEPTED, Json(UpdateAccepted { update, task: None, location: None })))
+    Ok((StatusCode::ACCEPTED, Json(UpdateAccepted { update, task: None })))
 }

@@ -66,8 +66,8 @@ pub(crate) fn run(cmd: SystemCmd, socket: &Path, paths: &Paths, json: bool) -> a
             if !json {
                 println!("update {}: writing image {name} into the inactive slot", started.update);
             }
-            if let Some(task) = &started.task {
-                wait_task(socket, task)?;
+            if let Some(accepted) = &started.task {
+                wait_task(socket, &accepted.task)?;
             }
             finish(socket, started.update, detach, json)
         }

@@ -115,10 +115,8 @@ async fn main() -> anyhow::Result<()> {
             den.net.reserve(den_net::Proto::Tcp, port);
         }
     }
-    let system = match cfg.system.clone() {
-        Some(sys) => Some(den_system::System::new(&den, sys).map_err(|e| anyhow::anyhow!("[system]: {e}"))?),
-        None => None,
-    };
+    let system = cfg.system.clone().map(|sys| den_system::System::new(&den, sys)).transpose();
+    let system = system.map_err(|e| anyhow::anyhow!("[system]: {e}"))?;
     let keepers = system.iter().map(|s| s.clone() as std::sync::Arc<dyn den_vms::VmKeeper>).collect();
     let booted = den.reconcile(keepers).await.context("reconciling the state left by the previous dend")?;
     apps.reconcile_apps().await.context("reconciling the apps left by the previous dend")?;

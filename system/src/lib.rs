@@ -20,6 +20,7 @@ pub use config::SystemConfig;
 pub use den_core::system::{HealthSample, Outcome, Phase, Slot, SlotInfo, SystemState, Update};
 pub use supervisor::System;
 
+use den_api_types::system::SystemStatus;
 use den_core::vm::{Kind, VmRecord};
 use den_store::StoreError;
 use den_vms::{BootFiles, Den, VmError, VmKeeper};
@@ -60,9 +61,6 @@ pub enum SystemError {
     Store(#[from] StoreError),
 }
 
-/// `den system status`: everything about the business OS (the API's body).
-pub use den_api_types::system::SystemStatus as Status;
-
 /// The supervisor, when `[system]` is configured: what the API answers with when it is not.
 pub fn configured(system: Option<&Arc<System>>) -> Result<&Arc<System>, SystemError> {
     system.ok_or(SystemError::NotConfigured)
@@ -70,13 +68,13 @@ pub fn configured(system: Option<&Arc<System>>) -> Result<&Arc<System>, SystemEr
 
 impl System {
     /// The business OS's status, with the newest `health` checks.
-    pub fn status(&self, den: &Den, health: u32) -> Result<Status, SystemError> {
+    pub fn status(&self, den: &Den, health: u32) -> Result<SystemStatus, SystemError> {
         let (state, problem) = match den.store.vm(self.name()) {
             Ok(vm) => (vm.state.as_str().to_string(), None),
             Err(StoreError::NotFound { .. }) => ("missing".to_string(), self.problem()),
             Err(e) => return Err(e.into()),
         };
-        Ok(Status {
+        Ok(SystemStatus {
             vm: self.name().to_string(),
             state,
             problem,
