@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod apps;
 pub mod system;
 
 pub use den_core::event::Event;
@@ -206,4 +207,16 @@ mod tests {
             "unknown fields refused"
         );
     }
+}
+
+/// Every error answer's body: `{code, message, field?}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code (`not_found`, `invalid_field`, `forbidden`, ...).
+    pub code: String,
+    /// What was wrong and what to do.
+    pub message: String,
+    /// The request field at fault, when one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }

@@ -4,13 +4,17 @@
 use super::{ApiError, Caller};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use den_api_types::apps::{AppInstalled, PackageCheck, TrafficRecord};
+use den_api_types::Accepted;
 use den_core::new_id;
+use den_lpk_host::AppRecord;
 use den_lpk_host::{AppTable, Apps};
 use den_vms::Den;
 use futures_util::StreamExt;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
@@ -55,15 +59,31 @@ async fn receive(apps: &Apps, req: Request) -> Result<std::path::PathBuf, ApiErr
 }
 
 /// What the check found, for people and scripts.
-fn report(pkg: &den_lpk::Package) -> Value {
-    json!({
-        "package": pkg.meta.package, "version": pkg.version.to_string(), "format": pkg.format,
-        "name": pkg.meta.name, "signed": pkg.signed, "permissions": pkg.meta.permissions,
-        "subdomain": pkg.plan.subdomain,
-        "services": pkg.plan.services.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
-        "routes": pkg.plan.routes, "files": pkg.files.len(), "unpacked_bytes": pkg.unpacked,
-        "warnings": pkg.plan.warnings,
-    })
+fn report(pkg: &den_lpk::Package) -> PackageCheck {
+    PackageCheck {
+        package: pkg.meta.package.clone(),
+        version: pkg.version.to_string(),
+        format: pkg.format,
+        name: pkg.meta.name.clone(),
+        signed: pkg.signed.clone(),
+        permissions: pkg.meta.permissions.clone(),
+        subdomain: pkg.plan.subdomain.clone(),
+        services: pkg.plan.services.iter().map(|s| s.name.clone()).collect(),
+        routes: pkg.plan.routes.clone(),
+        files: pkg.files.len(),
+        unpacked_bytes: pkg.unpacked,
+        warnings: pkg.plan.warnings.clone(),
+    }
+}
+
+/// `GET /api/v1/apps/{name}`: the app's record and how much of its traffic went unlogged.
+#[derive(Serialize)]
+pub(super) struct AppDetail {
+    #[serde(flatten)]
+    app: AppRecord,
+    /// Packets of the app's traffic that were not logged because its services sent more than
+    /// the audit logs (`den_net::nft::AUDIT_RATE`).
+    traffic_unlogged: u64,
 }
 
 #[derive(Deserialize)]
@@ -84,12 +104,12 @@ pub(super) async fn install(
     Extension(caller): Extension<Caller>,
     Query(q): Query<InstallQuery>,
     req: Request,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let file = receive(&apps, req).await?;
     if q.dry_run {
         let res = async { apps.app_check(&file, apps.lpk_options(None)?).await }.await;
         let _ = std::fs::remove_file(&file);
-        return Ok((StatusCode::OK, Json(report(&res?))));
+        return Ok((StatusCode::OK, Json(report(&res?))).into_response());
     }
     let checked = async {
         let opts = apps.lpk_options(None)?;
@@ -111,25 +131,20 @@ pub(super) async fn install(
     } else {
         apps.app_install(file, pkg, opts, &caller.user)?
     };
-    Ok((StatusCode::ACCEPTED, Json(json!({"task": task, "app": app.package, "check": summary}))))
+    let answer = AppInstalled { task: Accepted::new(&task), app: app.package, check: summary };
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
 /// `GET /api/v1/apps`.
-pub(super) async fn list(State(den): State<Arc<Den>>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(serde_json::to_value(den.store.apps()?).unwrap_or_default()))
+pub(super) async fn list(State(den): State<Arc<Den>>) -> Result<Json<Vec<AppRecord>>, ApiError> {
+    Ok(Json(den.store.apps()?))
 }
 
 /// `GET /api/v1/apps/:name` (package id or subdomain).
-/// With `traffic_unlogged`: how many packets of the app's traffic were not logged because its
-/// services sent more than the audit logs (`net::nft::AUDIT_RATE`).
-pub(super) async fn get(State(den): State<Arc<Den>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn get(State(den): State<Arc<Den>>, Path(name): Path<String>) -> Result<Json<AppDetail>, ApiError> {
     let app = den.store.app(&name).map_err(den_lpk_host::AppError::from)?;
-    let unlogged = den_net::nft::unlogged_of(&den_net::nft::unlogged().await, &app.network);
-    let mut v = serde_json::to_value(app).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        o.insert("traffic_unlogged".into(), unlogged.into());
-    }
-    Ok(Json(v))
+    let traffic_unlogged = den_net::nft::unlogged_of(&den_net::nft::unlogged().await, &app.network);
+    Ok(Json(AppDetail { app, traffic_unlogged }))
 }
 
 #[derive(Deserialize)]
@@ -144,9 +159,9 @@ pub(super) async fn uninstall(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(q): Query<UninstallQuery>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let task = apps.app_uninstall(&name, q.keep_data, &caller.user)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"task": task}))))
+    Ok((StatusCode::ACCEPTED, Json(Accepted::new(&task))))
 }
 
 #[derive(Deserialize)]
@@ -160,10 +175,9 @@ pub(super) async fn traffic(
     State(den): State<Arc<Den>>,
     Path(name): Path<String>,
     Query(q): Query<TrafficQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<TrafficRecord>>, ApiError> {
     let app = den.store.app(&name).map_err(den_lpk_host::AppError::from)?;
-    let recs = den.store.traffic(&app.package, q.after.unwrap_or(0), q.limit.unwrap_or(500).min(5000))?;
-    Ok(Json(serde_json::to_value(recs).unwrap_or_default()))
+    Ok(Json(den.store.traffic(&app.package, q.after.unwrap_or(0), q.limit.unwrap_or(500).min(5000))?))
 }
 
 /// `POST /api/v1/apps/:name/start`.
@@ -171,9 +185,9 @@ pub(super) async fn start(
     State(apps): State<Arc<Apps>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let task = apps.app_start(&name, &caller.user)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"task": task}))))
+    Ok((StatusCode::ACCEPTED, Json(Accepted::new(&task))))
 }
 
 /// `POST /api/v1/apps/:name/stop`.
@@ -181,9 +195,9 @@ pub(super) async fn stop(
     State(apps): State<Arc<Apps>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let task = apps.app_stop(&name, &caller.user)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"task": task}))))
+    Ok((StatusCode::ACCEPTED, Json(Accepted::new(&task))))
 }
 
 #[derive(Deserialize)]
@@ -198,17 +212,54 @@ pub(super) async fn logs(
     State(den): State<Arc<Den>>,
     Path(name): Path<String>,
     Query(q): Query<LogsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BTreeMap<String, String>>, ApiError> {
     let app = den.store.app(&name).map_err(den_lpk_host::AppError::from)?;
     if let Some(s) = q.service.as_deref().filter(|s| !app.vms.contains_key(*s)) {
         let names: Vec<&str> = app.vms.keys().map(String::as_str).collect();
         let msg = format!("app {} has no service `{s}` (it has: {})", app.package, names.join(", "));
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", msg));
     }
-    let mut out = serde_json::Map::new();
+    let mut out = BTreeMap::new();
     for (svc, vm) in app.vms.iter().filter(|(s, _)| q.service.as_deref().is_none_or(|w| w == s.as_str())) {
         let text = den.console(vm, q.bytes.unwrap_or(64 << 10).min(4 << 20)).await.unwrap_or_default();
-        out.insert(svc.clone(), Value::String(text));
+        out.insert(svc.clone(), text);
     }
-    Ok(Json(Value::Object(out)))
+    Ok(Json(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use den_api_types::apps::{AppState, AppSummary, Signed};
+
+    fn record() -> AppRecord {
+        let manifest = "application: {subdomain: hello, routes: ['/=http://web:80/']}\nservices: {web: {image: box}}";
+        AppRecord {
+            version: "1.2.3".into(),
+            state: AppState::Running,
+            signed: Signed::Verified(vec!["den-test".into()]),
+            vms: [("web".to_string(), "hello-web".to_string())].into(),
+            ..AppRecord::fixture("cloud.den.hello", manifest)
+        }
+    }
+
+    /// The CLI reads the list's and the detail's records as `AppSummary`: every field it relies
+    /// on is there with its meaning, and the detail's extra count comes through.
+    #[test]
+    fn app_records_read_as_summaries() {
+        let listed: Vec<AppSummary> = serde_json::from_value(serde_json::to_value(vec![record()]).unwrap()).unwrap();
+        let want = AppSummary {
+            package: "cloud.den.hello".into(),
+            version: "1.2.3".into(),
+            subdomain: "hello".into(),
+            state: AppState::Running,
+            signed: Signed::Verified(vec!["den-test".into()]),
+            traffic_unlogged: 0,
+        };
+        assert_eq!(listed, vec![want.clone()]);
+        let detail = serde_json::to_value(AppDetail { app: record(), traffic_unlogged: 7 }).unwrap();
+        assert_eq!(detail["vms"]["web"], "hello-web", "the detail is still the whole record: {detail}");
+        let read: AppSummary = serde_json::from_value(detail).unwrap();
+        assert_eq!(read, AppSummary { traffic_unlogged: 7, ..want });
+    }
 }

@@ -171,4 +171,17 @@ mod tests {
         }
         assert_eq!(call("/x?n=1", "GET").await.unwrap().status(), 200);
     }
+
+    #[test]
+    fn errors_read_as_the_shared_error_body() {
+        for (e, field) in [
+            (ApiError::new(StatusCode::NOT_FOUND, "not_found", "VM `x` not found"), None),
+            (ApiError::invalid_field("name", "name: too long"), Some("name")),
+        ] {
+            let body: den_api_types::ErrorBody = serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
+            assert_eq!(body.code, e.code);
+            assert_eq!(body.message, e.message);
+            assert_eq!(body.field.as_deref(), field);
+        }
+    }
 }

@@ -116,7 +116,7 @@ pub(crate) static ROUTES: &[Route] = &[
     route!(POST, "/api/v1/isos", Rule::Global(Role::Admin), networks::import_iso, "Import a host file as an ISO", Some("ImportIso"), TASK),
     route!(DELETE, "/api/v1/isos/:name", Rule::Global(Role::Admin), networks::delete_iso, "Delete an unused ISO", None, (200, "`{deleted}`")),
     route!(GET, "/api/v1/apps", Rule::Anyone, apps::list, "Installed LPK apps", None, (200, "app records")),
-    route!(POST, "/api/v1/apps", Rule::Global(Role::Admin), apps::install, "Install an .lpk package (the body); `?upgrade=true` replaces the installed version, `?dry_run=true` only checks it", Some("Package"), (202, "`{task, app, check}` (200 with the check alone for a dry run)")),
+    route!(POST, "/api/v1/apps", Rule::Global(Role::Admin), apps::install, "Install an .lpk package (the body); `?upgrade=true` replaces the installed version, `?dry_run=true` only checks it", Some("Package"), (202, "`{task, location, app, check}` (200 with the check alone for a dry run)")),
     route!(GET, "/api/v1/apps/:name", Rule::Anyone, apps::get, "One app, by package id or subdomain, with `traffic_unlogged` (packets over the audit's rate)", None, (200, "app record")),
     route!(DELETE, "/api/v1/apps/:name", Rule::Global(Role::Admin), apps::uninstall, "Uninstall an app (`?keep_data=true` keeps /lzcapp/var)", None, TASK),
     route!(GET, "/api/v1/apps/:name/logs", Rule::Global(Role::Viewer), apps::logs, "Each service's console output (`?service=NAME&bytes=N`)", None, (200, "`{service: text}`")),

@@ -1,10 +1,12 @@
 //! `den app ...`: LPK apps through dend's API.
 
-use crate::client::{request, upload, wait_task};
+use crate::client::{request, typed, upload, wait_task};
 use crate::vm::enc;
 use anyhow::Context;
 use clap::Subcommand;
-use serde_json::Value;
+use den_api_types::apps::{AppInstalled, AppSummary, PackageCheck, Signed, TrafficRecord};
+use den_api_types::Accepted;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -88,40 +90,32 @@ pub(crate) enum AppCmd {
     },
 }
 
-fn signer(v: &Value) -> String {
-    match v["state"].as_str() {
-        Some("verified") => format!("signed by {}", join(&v["signers"])),
-        Some("unknown_signer") => format!("signed by {} (a key Den does not trust: not verified)", join(&v["signers"])),
-        _ => "unsigned".into(),
+fn signer(signed: &Signed) -> String {
+    match signed {
+        Signed::Verified(keys) => format!("signed by {}", keys.join(", ")),
+        Signed::UnknownSigner(keys) => {
+            format!("signed by {} (a key Den does not trust: not verified)", keys.join(", "))
+        }
+        Signed::Unsigned => "unsigned".into(),
     }
 }
 
-fn join(v: &Value) -> String {
-    v.as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")
-}
-
-fn print_check(c: &Value) {
-    println!(
-        "{} {} (LPK v{}), {}",
-        c["package"].as_str().unwrap_or("?"),
-        c["version"].as_str().unwrap_or("?"),
-        c["format"],
-        signer(&c["signed"])
-    );
-    println!("  subdomain: {}", c["subdomain"].as_str().unwrap_or("?"));
-    println!("  services:  {}", join(&c["services"]).replace(", ", " "));
-    let perms = &c["permissions"];
-    println!("  permissions: required [{}], optional [{}]", join(&perms["required"]), join(&perms["optional"]));
-    println!("  {} files, {} MiB unpacked", c["files"], c["unpacked_bytes"].as_u64().unwrap_or(0) >> 20);
-    for w in c["warnings"].as_array().into_iter().flatten() {
-        println!("  note: {}", w.as_str().unwrap_or(""));
+fn print_check(c: &PackageCheck) {
+    println!("{} {} (LPK v{}), {}", c.package, c.version, c.format, signer(&c.signed));
+    println!("  subdomain: {}", c.subdomain);
+    println!("  services:  {}", c.services.join(" "));
+    let perms = &c.permissions;
+    println!("  permissions: required [{}], optional [{}]", perms.required.join(", "), perms.optional.join(", "));
+    println!("  {} files, {} MiB unpacked", c.files, c.unpacked_bytes >> 20);
+    for w in &c.warnings {
+        println!("  note: {w}");
     }
 }
 
 /// `POST /api/v1/apps/<app>/<verb>` and waits for its task.
 fn lifecycle(socket: &Path, app: &str, verb: &str) -> anyhow::Result<()> {
     let r = request(socket, "POST", &format!("/api/v1/apps/{}/{verb}", enc(app)), None)?.ok()?;
-    wait_task(socket, &crate::client::typed::<den_api_types::Accepted>(&r, "a started task")?.task)?;
+    wait_task(socket, &typed::<Accepted>(&r, "a started task")?.task)?;
     Ok(())
 }
 
@@ -132,11 +126,11 @@ pub(crate) fn run(cmd: AppCmd, socket: &Path, json: bool) -> anyhow::Result<Exit
             let r = upload(socket, "/api/v1/apps", &file)?
                 .ok()
                 .with_context(|| format!("{} was not installed", file.display()))?;
-            let task = crate::client::typed::<den_api_types::Accepted>(&r, "a started task")?.task;
+            let AppInstalled { task, app, check } = typed(&r, "an install")?;
+            let task = task.task;
             if !json {
-                print_check(&r["check"]);
+                print_check(&check);
             }
-            let app = r["app"].as_str().unwrap_or_default().to_string();
             if !detach {
                 wait_task(socket, &task)?;
                 if !json {
@@ -159,11 +153,11 @@ pub(crate) fn run(cmd: AppCmd, socket: &Path, json: bool) -> anyhow::Result<Exit
             let r = upload(socket, "/api/v1/apps?upgrade=true", &file)?
                 .ok()
                 .with_context(|| format!("{} was not installed", file.display()))?;
+            let AppInstalled { task, app, check } = typed(&r, "an upgrade")?;
             if !json {
-                print_check(&r["check"]);
+                print_check(&check);
             }
-            wait_task(socket, &crate::client::typed::<den_api_types::Accepted>(&r, "a started task")?.task)?;
-            let app = r["app"].as_str().unwrap_or_default();
+            wait_task(socket, &task.task)?;
             println!("{}", if json { r.to_string() } else { format!("upgraded {app}") });
         }
         AppCmd::Start { app } => {
@@ -186,7 +180,7 @@ pub(crate) fn run(cmd: AppCmd, socket: &Path, json: bool) -> anyhow::Result<Exit
             if json {
                 println!("{r}");
             } else {
-                print_check(&r);
+                print_check(&typed(&r, "a package check")?);
                 println!("the package passed every check");
             }
         }
@@ -197,14 +191,14 @@ pub(crate) fn run(cmd: AppCmd, socket: &Path, json: bool) -> anyhow::Result<Exit
                 return Ok(ExitCode::SUCCESS);
             }
             println!("{:<36} {:<10} {:<16} {:<12} SIGNATURE", "PACKAGE", "VERSION", "SUBDOMAIN", "STATE");
-            for a in apps.as_array().into_iter().flatten() {
+            for a in typed::<Vec<AppSummary>>(&apps, "the app list")? {
                 println!(
                     "{:<36} {:<10} {:<16} {:<12} {}",
-                    a["package"].as_str().unwrap_or("?"),
-                    a["version"].as_str().unwrap_or("?"),
-                    a["subdomain"].as_str().unwrap_or("?"),
-                    a["state"].as_str().unwrap_or("?"),
-                    signer(&a["signed"]),
+                    a.package,
+                    a.version,
+                    a.subdomain,
+                    a.state.as_str(),
+                    signer(&a.signed),
                 );
             }
         }
@@ -219,7 +213,7 @@ pub(crate) fn run(cmd: AppCmd, socket: &Path, json: bool) -> anyhow::Result<Exit
         AppCmd::Uninstall { app, keep_data, detach } => {
             let path = format!("/api/v1/apps/{}?keep_data={keep_data}", enc(&app));
             let r = request(socket, "DELETE", &path, None)?.ok()?;
-            let task = crate::client::typed::<den_api_types::Accepted>(&r, "a started task")?.task;
+            let task = typed::<Accepted>(&r, "a started task")?.task;
             if !detach {
                 wait_task(socket, &task)?;
             }
@@ -239,11 +233,11 @@ pub(crate) fn run(cmd: AppCmd, socket: &Path, json: bool) -> anyhow::Result<Exit
                 println!("{logs}");
                 return Ok(ExitCode::SUCCESS);
             }
-            for (svc, text) in logs.as_object().into_iter().flatten() {
+            for (svc, text) in typed::<BTreeMap<String, String>>(&logs, "the app's logs")? {
                 if service.is_none() {
                     println!("==> {svc} <==");
                 }
-                print!("{}", text.as_str().unwrap_or_default());
+                print!("{text}");
             }
         }
         AppCmd::Traffic { app, limit } => {
@@ -254,18 +248,12 @@ pub(crate) fn run(cmd: AppCmd, socket: &Path, json: bool) -> anyhow::Result<Exit
                 return Ok(ExitCode::SUCCESS);
             }
             println!("{:>11} {:<5} {:<16} {:<22} VERDICT", "TIME", "PROTO", "SOURCE", "DESTINATION");
-            for r in t.as_array().into_iter().flatten() {
-                println!(
-                    "{:>11} {:<5} {:<16} {:<22} {}",
-                    r["time"].as_i64().unwrap_or(0),
-                    r["proto"].as_str().unwrap_or("?"),
-                    r["source"].as_str().unwrap_or("?"),
-                    format!("{}:{}", r["dest"].as_str().unwrap_or("?"), r["port"]),
-                    r["verdict"].as_str().unwrap_or("?"),
-                );
+            for r in typed::<Vec<TrafficRecord>>(&t, "the app's traffic")? {
+                let dest = format!("{}:{}", r.dest, r.port);
+                println!("{:>11} {:<5} {:<16} {:<22} {}", r.time, r.proto, r.source, dest, r.verdict);
             }
             let app = request(socket, "GET", &format!("/api/v1/apps/{}", enc(&app)), None)?.ok()?;
-            let unlogged = app["traffic_unlogged"].as_u64().unwrap_or(0);
+            let unlogged = typed::<AppSummary>(&app, "an app")?.traffic_unlogged;
             if unlogged > 0 {
                 println!(
                     "{unlogged} more packets were not logged: the app sent more than the audit logs (50 a second)"

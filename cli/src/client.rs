@@ -2,7 +2,7 @@
 //! connection). The CLI needs nothing more, and stays free of an async runtime.
 
 use anyhow::{bail, Context};
-use den_api_types::{Task, TaskStatus};
+use den_api_types::{ErrorBody, Task, TaskStatus};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -35,9 +35,10 @@ impl Reply {
         if (200..300).contains(&self.status) {
             return Ok(self.body);
         }
-        let msg = self.body.get("message").and_then(Value::as_str).unwrap_or("request failed");
-        let code = self.body.get("code").and_then(Value::as_str).unwrap_or("?");
-        bail!("{msg} ({code}, HTTP {})", self.status)
+        match serde_json::from_value::<ErrorBody>(self.body) {
+            Ok(e) => bail!("{} ({}, HTTP {})", e.message, e.code, self.status),
+            Err(_) => bail!("dend refused the request (HTTP {}) without saying why", self.status),
+        }
     }
 }
 
@@ -214,9 +215,8 @@ pub(crate) fn websocket(socket: &Path, path: &str) -> anyhow::Result<tungstenite
     match tungstenite::client(req, s) {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
-            let body: Value =
-                resp.body().as_deref().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or(Value::Null);
-            let msg = body.get("message").and_then(Value::as_str).unwrap_or("refused");
+            let body: Option<ErrorBody> = resp.body().as_deref().and_then(|b| serde_json::from_slice(b).ok());
+            let msg = body.map_or_else(|| "refused".to_string(), |e| e.message);
             bail!("{msg} (HTTP {})", resp.status().as_u16())
         }
         Err(e) => bail!("WebSocket to dend: {e}"),

@@ -5,6 +5,7 @@
 //! Pure data and pure functions (and [`new_id`]): no I/O, no async, nothing of dend's services, so
 //! each layer above can depend on it.
 
+pub mod app;
 pub mod event;
 pub mod firstboot;
 pub mod metrics;

@@ -1,47 +1,11 @@
-//! What an installed app is: its record (package, version, state, the checked plan) and its
-//! states. The plan is stored as checked at install, so running an app never re-reads its package.
+//! What an installed app is: its record (package, version, state, the checked plan). The plan is
+//! stored as checked at install, so running an app never re-reads its package. Its state and its
+//! traffic records are den-core's (the CLI reads them too).
 
+pub use den_core::app::{AppState, TrafficRecord};
 use den_lpk::{AppPlan, PackageMeta, Signed};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// Where an app is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AppState {
-    /// Being unpacked (a crash here is rolled back at the next start).
-    Installing,
-    /// Installed, not running.
-    Stopped,
-    /// Its services are starting.
-    Starting,
-    /// Every service runs and the app answers.
-    Running,
-    /// Its services are stopping.
-    Stopping,
-    /// It failed to start or a service keeps failing; `error` says why.
-    Failed,
-    /// A newer version is being put in place.
-    Upgrading,
-    /// Being removed (a crash here is finished at the next start).
-    Uninstalling,
-}
-
-impl AppState {
-    /// The lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AppState::Installing => "installing",
-            AppState::Stopped => "stopped",
-            AppState::Starting => "starting",
-            AppState::Running => "running",
-            AppState::Stopping => "stopping",
-            AppState::Failed => "failed",
-            AppState::Upgrading => "upgrading",
-            AppState::Uninstalling => "uninstalling",
-        }
-    }
-}
 
 /// An installed app.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,29 +61,14 @@ pub struct AppRecord {
     pub updated: i64,
 }
 
-/// One outbound connection attempt of an app.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TrafficRecord {
-    /// Sequence number.
-    pub seq: i64,
-    /// Unix seconds.
-    pub time: i64,
-    /// `tcp`, `udp`, `icmp`, ...
-    pub proto: String,
-    /// Source address (the service's).
-    pub source: String,
-    /// Destination address.
-    pub dest: String,
-    /// Destination port (0 where there is none).
-    pub port: u16,
-    /// `allowed` or `denied`.
-    pub verdict: String,
-}
-
-#[cfg(test)]
+#[cfg(any(test, feature = "testkit"))]
 impl AppRecord {
-    /// A stopped app `package` on `subdomain` from a manifest (`images.lock` alias `box`).
-    pub(crate) fn fixture(package: &str, manifest: &str) -> AppRecord {
+    /// A stopped app `package` from a manifest (`images.lock` alias `box`), for tests.
+    ///
+    /// # Panics
+    /// When the manifest is not valid: tests give fixed ones.
+    #[allow(clippy::expect_used, reason = "a test fixture from a fixed manifest")]
+    pub fn fixture(package: &str, manifest: &str) -> AppRecord {
         let m: den_lpk::manifest::Manifest = serde_yaml_ng::from_str(manifest).unwrap_or_default();
         let plan = den_lpk::AppPlan::from_manifest(&m, &["box".to_string()].into()).expect("a valid manifest");
         AppRecord {
