@@ -2,8 +2,8 @@
 //! app that clients rely on.
 //!
 //! The full app record (`den_lpk_host::AppRecord`) holds the image run configuration of
-//! den-images, so it is not defined here; [`AppSummary`] is the part of it that clients read, and
-//! den-api's tests check that every record reads as one.
+//! den-images, so it is not defined here; [`AppSummary`] is the part of it that clients read (all
+//! fields a record always has), and a den-api test checks that a record reads as one.
 
 use crate::Accepted;
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ pub struct PackageCheck {
     pub package: String,
     /// Version.
     pub version: String,
-    /// LPK format (1: zip, 2: tar).
+    /// LPK format: 2 for a tar, or a zip with `package.yml` or images; else 1.
     pub format: u8,
     /// Display name, when the package gives one.
     pub name: Option<String>,
@@ -63,7 +63,7 @@ pub struct AppSummary {
     pub package: String,
     /// Version.
     pub version: String,
-    /// `<subdomain>.<box domain>`.
+    /// The app's subdomain label: it answers on `<subdomain>.<box domain>`.
     pub subdomain: String,
     /// Where it is in its life.
     pub state: AppState,

@@ -1,6 +1,6 @@
 //! The bodies of Den's API, shared by dend's API (`den-api`) and its clients (the `den` CLI).
-//! Records are den-core's, re-exported as they are sent; the answers that are not records are
-//! defined here.
+//! Records are den-core's and the package check's types den-lpk's, re-exported as they are
+//! sent; the answers that are not records (and the error body) are defined here.
 
 use serde::{Deserialize, Serialize};
 
@@ -171,6 +171,18 @@ pub struct FileWritten {
     pub mode: String,
 }
 
+/// Every error answer's body: `{code, message, field?}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code (`not_found`, `invalid_field`, `forbidden`, ...).
+    pub code: String,
+    /// What was wrong and what to do.
+    pub message: String,
+    /// The request field at fault, when one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,16 +219,4 @@ mod tests {
             "unknown fields refused"
         );
     }
-}
-
-/// Every error answer's body: `{code, message, field?}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// Stable machine-readable code (`not_found`, `invalid_field`, `forbidden`, ...).
-    pub code: String,
-    /// What was wrong and what to do.
-    pub message: String,
-    /// The request field at fault, when one is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
 }

@@ -112,6 +112,15 @@ fn print_check(c: &PackageCheck) {
     }
 }
 
+/// An install's or upgrade's answer: its task, the app and the check. The task id is read first,
+/// so that when the rest does not fit, the error still says which task dend started.
+fn installed(r: &serde_json::Value, what: &str) -> anyhow::Result<(String, String, PackageCheck)> {
+    let task = typed::<Accepted>(r, &format!("a started {what}"))?.task;
+    let AppInstalled { app, check, .. } = typed::<AppInstalled>(r, &format!("an {what}"))
+        .with_context(|| format!("dend started the {what} as task {task} (`den task log {task}` follows it)"))?;
+    Ok((task, app, check))
+}
+
 /// `POST /api/v1/apps/<app>/<verb>` and waits for its task.
 fn lifecycle(socket: &Path, app: &str, verb: &str) -> anyhow::Result<()> {
     let r = request(socket, "POST", &format!("/api/v1/apps/{}/{verb}", enc(app)), None)?.ok()?;
@@ -126,8 +135,7 @@ pub(crate) fn run(cmd: AppCmd, socket: &Path, json: bool) -> anyhow::Result<Exit
             let r = upload(socket, "/api/v1/apps", &file)?
                 .ok()
                 .with_context(|| format!("{} was not installed", file.display()))?;
-            let AppInstalled { task, app, check } = typed(&r, "an install")?;
-            let task = task.task;
+            let (task, app, check) = installed(&r, "install")?;
             if !json {
                 print_check(&check);
             }
@@ -153,11 +161,11 @@ pub(crate) fn run(cmd: AppCmd, socket: &Path, json: bool) -> anyhow::Result<Exit
             let r = upload(socket, "/api/v1/apps?upgrade=true", &file)?
                 .ok()
                 .with_context(|| format!("{} was not installed", file.display()))?;
-            let AppInstalled { task, app, check } = typed(&r, "an upgrade")?;
+            let (task, app, check) = installed(&r, "upgrade")?;
             if !json {
                 print_check(&check);
             }
-            wait_task(socket, &task.task)?;
+            wait_task(socket, &task)?;
             println!("{}", if json { r.to_string() } else { format!("upgraded {app}") });
         }
         AppCmd::Start { app } => {

@@ -37,7 +37,7 @@ impl Reply {
         }
         match serde_json::from_value::<ErrorBody>(self.body) {
             Ok(e) => bail!("{} ({}, HTTP {})", e.message, e.code, self.status),
-            Err(_) => bail!("dend refused the request (HTTP {}) without saying why", self.status),
+            Err(_) => bail!("dend answered HTTP {} without an error body saying why; its log may say", self.status),
         }
     }
 }

@@ -16,7 +16,7 @@ pub struct AppRecord {
     pub version: String,
     /// What the package says about itself.
     pub meta: PackageMeta,
-    /// `<subdomain>.<box domain>` (unique among apps).
+    /// The app's subdomain label (unique among apps): it answers on `<subdomain>.<box domain>`.
     pub subdomain: String,
     /// State.
     pub state: AppState,
