@@ -4,20 +4,18 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use den_store::StoreError;
 use den_vms::VmError;
-use serde::Serialize;
 
-/// An error reply.
-#[derive(Debug, Serialize)]
+/// An error reply: its status, and the body clients read (`den_api_types::ErrorBody`, the one
+/// definition of its JSON).
+#[derive(Debug)]
 pub struct ApiError {
     /// HTTP status.
-    #[serde(skip)]
     pub status: StatusCode,
     /// Stable machine-readable code.
     pub code: &'static str,
     /// What was wrong and what to do.
     pub message: String,
     /// The request field at fault.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<&'static str>,
 }
 
@@ -35,7 +33,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(&self)).into_response()
+        let body = den_api_types::ErrorBody {
+            code: self.code.to_string(),
+            message: self.message,
+            field: self.field.map(str::to_string),
+        };
+        (self.status, axum::Json(body)).into_response()
     }
 }
 
@@ -172,15 +175,21 @@ mod tests {
         assert_eq!(call("/x?n=1", "GET").await.unwrap().status(), 200);
     }
 
-    #[test]
-    fn errors_read_as_the_shared_error_body() {
+    #[tokio::test]
+    async fn errors_read_as_the_shared_error_body() {
         for (e, field) in [
             (ApiError::new(StatusCode::NOT_FOUND, "not_found", "VM `x` not found"), None),
             (ApiError::invalid_field("name", "name: too long"), Some("name")),
         ] {
-            let body: den_api_types::ErrorBody = serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
-            assert_eq!(body.code, e.code);
-            assert_eq!(body.message, e.message);
+            let (status, code, message) = (e.status, e.code, e.message.clone());
+            let resp = e.into_response();
+            assert_eq!(resp.status(), status);
+            let bytes = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(v.get("field").is_some(), field.is_some(), "no `field` key unless one is at fault: {v}");
+            let body: den_api_types::ErrorBody = serde_json::from_value(v).unwrap();
+            assert_eq!(body.code, code);
+            assert_eq!(body.message, message);
             assert_eq!(body.field.as_deref(), field);
         }
     }
