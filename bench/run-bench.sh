@@ -75,10 +75,11 @@ step() { # step CLONE LOG COMMAND...: runs a step of `make run` in CLONE; prints
 # `den up` that warms the images and is not counted), dend until it answers. Prints
 # "BUILD UP DEND" in seconds.
 run_once() {
-    local clone=$1 name=$2 build up up_cmd dend_cmd dend
+    local clone=$1 name=$2 build up up_cmd dend_cmd dend commands
     # `make -n run` prints make run's commands: the last two are `den up` and dend.
-    up_cmd=$(cd "$clone" && make -s -n run | tail -n 2 | head -n 1)
-    dend_cmd=$(cd "$clone" && make -s -n run | tail -n 1)
+    commands=$(cd "$clone" && make -s -n run)
+    up_cmd=$(tail -n 2 <<<"$commands" | head -n 1)
+    dend_cmd=$(tail -n 1 <<<"$commands")
     build=$(step "$clone" "$work/$name.build.log" make deps build)
     step "$clone" "$work/$name.warm.log" bash -c "$up_cmd" >/dev/null
     up=$(step "$clone" "$work/$name.up.log" bash -c "$up_cmd")
