@@ -26,10 +26,10 @@ deps:
 
 build: agent
 
-# den-agent runs as PID 1 of guests; den-vmm, dend and den run inside the KVM lab guest: all are
+# den-agent runs as PID 1 of guests; den-vmm, den-jailer, dend and den run inside the KVM lab guest: all are
 # linked statically, and the same binaries run on the host (`make run`).
 agent:
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p den-agent -p den-vmm -p dend -p den-cli --target $(AGENT_TARGET)
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p den-agent -p den-vmm -p den-jailer -p dend -p den-cli --target $(AGENT_TARGET)
 
 lint:
 	$(CARGO) fmt --all -- --check

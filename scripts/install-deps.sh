@@ -58,7 +58,17 @@ echo "den: installing Debian packages: ${need[*]}"
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+# A qemu-utils newer than any qemu-system-x86 apt can get (from a backports release no longer in
+# the sources, say) breaks the install: take both at the version apt offers for qemu-system-x86.
+if printf '%s\n' "${need[@]}" | grep -qx qemu-system-x86; then
+  qemu=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+  if [ -n "$qemu" ] && [ "$qemu" != "(none)" ]; then
+    for i in "${!need[@]}"; do
+      case "${need[$i]}" in qemu-system-x86|qemu-utils) need[$i]="${need[$i]}=$qemu" ;; esac
+    done
+  fi
+fi
+$SUDO apt-get install -y -q --no-install-recommends --allow-downgrades "${need[@]}"
 # What the install removed to satisfy another package is missing now: say so instead of failing
 # later with a command not found.
 missing

@@ -18,6 +18,7 @@ rm -f "$lib/dend.trial" "$lib/dend.previous" "$lib/dend.failed"
 install -m 0755 "$build/den" "$lib/den"
 install -m 0755 "$agent" "$lib/den-agent"
 [ -x "$build/den-vmm" ] && install -m 0755 "$build/den-vmm" "$lib/den-vmm"
+[ -x "$build/den-jailer" ] && install -m 0755 "$build/den-jailer" "$lib/den-jailer"
 install -m 0755 "$here/packaging/dend-fallback" "$lib/dend-fallback"
 ln -sf "$lib/den" /usr/bin/den
 ln -sf "$lib/dend" /usr/bin/dend

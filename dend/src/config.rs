@@ -3,6 +3,7 @@
 //! owns its section and its checks (`[docker]`, `[apps]`, `[system]`); this file composes them.
 
 use den_dockerd_bridge::DockerConfig;
+use den_engine::vmm::jail::VmmConfig;
 use den_lpk_host::AppsConfig;
 use den_system::SystemConfig;
 use serde::Deserialize;
@@ -21,6 +22,9 @@ pub struct Config {
     /// The business OS: present, Den runs its system VM; absent, there is none.
     #[serde(default)]
     pub system: Option<SystemConfig>,
+    /// den-vmm: its jail.
+    #[serde(default)]
+    pub vmm: VmmConfig,
 }
 
 /// Reads `path`; a missing file means the defaults.
@@ -33,6 +37,7 @@ pub fn load(path: &Path) -> Result<Config, String> {
     let cfg: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     // Each part checks its own section.
     cfg.docker.check().map_err(|e| format!("{}: [docker] {e}", path.display()))?;
+    cfg.vmm.check().map_err(|e| format!("{}: [vmm] {e}", path.display()))?;
     if let Some(s) = &cfg.system {
         s.check().map_err(|e| format!("{}: [system] {e}", path.display()))?;
     }
@@ -67,6 +72,12 @@ mod tests {
         assert!(load(&f).unwrap_err().contains("[system] http_check"));
         std::fs::write(&f, "[system]\nhealth_window_secs = 0\n").unwrap();
         assert!(load(&f).unwrap_err().contains("health_window_secs must be at least 1"));
+        std::fs::write(&f, "[docker]\n").unwrap();
+        assert!(load(&f).unwrap().vmm.jail, "den-vmm is jailed by default");
+        std::fs::write(&f, "[vmm]\njail_uid_base = 1000\n").unwrap();
+        assert!(load(&f).unwrap_err().contains("[vmm] jail uids 1000"));
+        std::fs::write(&f, "[vmm]\njail = false\njail_uid_base = 1000\n").unwrap();
+        assert_eq!(load(&f).unwrap().vmm.policy(), None);
         std::fs::write(&f, "[dokcer]\n").unwrap();
         assert!(load(&f).unwrap_err().contains("unknown field `dokcer`"));
     }

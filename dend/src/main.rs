@@ -85,6 +85,19 @@ async fn main() -> anyhow::Result<()> {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
     let cfg = dend::config::load(&cli.config).map_err(|e| anyhow::anyhow!("--config: {e}"))?;
+    let jail = cfg.vmm.policy();
+    match &jail {
+        Some(p) if p.can_limit_memory() => {
+            tracing::info!(uids = p.uid_base, jailer = %p.jailer.display(), "den-vmm runs jailed")
+        }
+        Some(p) => tracing::warn!(
+            cgroups = %p.cgroup_root.display(),
+            "den-vmm runs jailed, but there is no cgroup memory controller to limit it: VMs on den-vmm will not start \
+             (mount cgroup2 on /sys/fs/cgroup, or set [vmm] jail = false)"
+        ),
+        None => tracing::warn!("[vmm] jail = false: den-vmm runs unjailed, as root"),
+    }
+    den_engine::vmm::jail::set_policy(jail).map_err(|e| anyhow::anyhow!("[vmm]: {e}"))?;
     let run = cli.run_dir.clone().unwrap_or_else(|| {
         if cli.data_dir == std::path::Path::new("/var/lib/den") {
             "/run/den".into()

@@ -1,7 +1,8 @@
 //! dend with the `vmm` engine, in the KVM lab (see `den_tests::lab`): inside the outer guest,
 //! whose `/dev/kvm` has hardware-virtualization semantics, a static dend picks den-vmm for
 //! `engine: auto`, boots a real Linux guest, reaches its agent over vsock, survives a `kill -9`
-//! with the VM running, stops and deletes it leaving no process behind. Prints the time from
+//! with the VM running, stops and deletes it leaving no process behind. den-vmm runs jailed
+//! (den-jailer): its own uid, a root with nothing but itself, its own cgroup. Prints the time from
 //! `den vm create --start` to the agent answering.
 
 // A test's helpers may panic: a failed step is a failed test.
@@ -29,6 +30,8 @@ fn lab_store(from: &Store, base: &ImageRecord, dir: &Path) -> Store {
 
 const SCRIPT: &str = r#"
 D=/tmp/den; mkdir -p $D
+# den-jailer limits each den-vmm with a cgroup: give the outer guest its cgroup2 hierarchy.
+grep -q " /sys/fs/cgroup cgroup2" /proc/mounts || { mkdir -p /sys/fs/cgroup; mount -t cgroup2 none /sys/fs/cgroup; }
 start_dend() {
   /lab/dend --data-dir $D --image-store /lab/store --listen off --ssh-listen off >> $D/dend.log 2>&1 &
   i=0; while ! /lab/den --socket $D/run/dend.sock vm ls >/dev/null 2>&1; do
@@ -48,6 +51,9 @@ echo "LAB-READY-MS=$(echo "$t0 $t1" | awk '{printf "%d", ($2-$1)*1000}')"
 echo "LAB-UNAME=$(cat $D/uname)"
 den --json vm inspect v1 | grep -o '"engine":"[a-z]*"'
 PID=$(den --json vm inspect v1 | grep -o '"pid":[0-9]*' | cut -d: -f2)
+echo "LAB-VMM-UID=$(awk '/^Uid:/{print $2}' /proc/$PID/status)"
+echo "LAB-VMM-ROOT=$(ls /proc/$PID/root | tr '\n' ' ')"
+grep -q ":/den/" /proc/$PID/cgroup && echo LAB-VMM-IN-ITS-CGROUP
 kill -9 $(pidof dend)
 sleep 0.5
 kill -0 $PID && echo LAB-VM-OUTLIVES-DEND
@@ -56,6 +62,7 @@ ready && echo LAB-ADOPTED-EXEC-OK
 den --json vm inspect v1 | grep -o '"pid":[0-9]*'
 den vm stop v1 && den vm rm v1 && echo LAB-STOPPED-AND-DELETED
 pidof den-vmm && echo LAB-LEFT-VMM || echo LAB-NO-VMM-LEFT
+sleep 0.5; [ -z "$(ls -d /sys/fs/cgroup/den/*/ 2>/dev/null)" ] && echo LAB-NO-CGROUP-LEFT
 kill $(pidof dend)
 "#;
 
@@ -68,6 +75,7 @@ async fn scenario(lab: Lab) -> Result<(), String> {
     let base = images::build_builtin(&lab.store, "base");
     lab.put(&images::dend_static_binary(), "/lab/dend", 0o755).await;
     lab.put(&images::den_cli_static_binary(), "/lab/den", 0o755).await;
+    lab.put(&images::jailer_static_binary(), "/lab/den-jailer", 0o755).await;
     let dir = tempfile::tempdir().unwrap();
     lab_store(&lab.store, &base, dir.path());
     lab.put_tree(dir.path(), "/lab/store").await;
@@ -78,5 +86,14 @@ async fn scenario(lab: Lab) -> Result<(), String> {
     assert!(text.contains("\"engine\":\"vmm\""), "auto picks den-vmm on hardware KVM: {}", lab.describe(&out));
     assert!(text.contains("LAB-VM-OUTLIVES-DEND") && text.contains("LAB-ADOPTED-EXEC-OK"), "{}", lab.describe(&out));
     assert!(text.contains("LAB-STOPPED-AND-DELETED") && text.contains("LAB-NO-VMM-LEFT"), "{}", lab.describe(&out));
+    // Jailed: its own uid, a root holding only den-vmm, its own cgroup, removed when it ended.
+    let uid: u32 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("LAB-VMM-UID="))
+        .and_then(|u| u.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no den-vmm uid: {}", lab.describe(&out)));
+    assert!(uid >= 2_000_000_000, "den-vmm runs as a jail uid, not {uid}: {}", lab.describe(&out));
+    assert!(text.contains("LAB-VMM-ROOT=den-vmm \n"), "den-vmm's root holds only den-vmm: {}", lab.describe(&out));
+    assert!(text.contains("LAB-VMM-IN-ITS-CGROUP") && text.contains("LAB-NO-CGROUP-LEFT"), "{}", lab.describe(&out));
     Ok(())
 }

@@ -34,8 +34,16 @@ fn register(vm: Vm) -> Vm {
     let p = proc_of(vm.running());
     handles().insert(p, vm.clone());
     let weak = vm.downgrade();
+    // A jailed den-vmm's cgroup, found while it lives, goes when it ends.
+    let jail_group = match vm.running().engine {
+        EngineKind::Vmm => vmm::jail::cgroup_of(p.pid),
+        EngineKind::Qemu => None,
+    };
     tokio::spawn(async move {
         process::wait_exit(p).await;
+        if let Some(group) = jail_group {
+            vmm::jail::end_cgroup(&group).await;
+        }
         tokio::time::sleep(FORGET_AFTER_END).await;
         let mut h = handles();
         if h.get(&p).is_some_and(|v| v.is(&weak)) {
@@ -56,13 +64,18 @@ pub async fn launch(kind: EngineKind, spec: &LaunchSpec) -> Result<Running, Engi
             tracing::info!(vm = %spec.id, engine = "qemu", pid = running.pid, accel = ?q.accel(), "engine started");
             Ok(register(Vm::new(running.clone(), Ctl::Qemu(q))).running().clone())
         }
-        EngineKind::Vmm => launch_vmm(&vmm::binary(), &[], spec).await,
+        EngineKind::Vmm => launch_vmm(&vmm::binary(), vmm::jail::policy(), &[], spec).await,
     }
 }
 
-/// [`launch`] for den-vmm with a given binary and extra `boot` arguments
-/// ([`vmm::launch_with`]).
-pub async fn launch_vmm(bin: &Path, extra: &[&str], spec: &LaunchSpec) -> Result<Running, EngineError> {
+/// [`launch`] for den-vmm with a given binary, jail (`None`: unjailed) and extra `boot`
+/// arguments ([`vmm::launch_in`]).
+pub async fn launch_vmm(
+    bin: &Path,
+    jail: Option<&vmm::jail::JailPolicy>,
+    extra: &[&str],
+    spec: &LaunchSpec,
+) -> Result<Running, EngineError> {
     spec.validate()?;
     if spec.firmware.is_some() {
         return Err(EngineError::Unsupported("den-vmm boots kernels directly, not through firmware; use qemu".into()));
@@ -72,7 +85,7 @@ pub async fn launch_vmm(bin: &Path, extra: &[&str], spec: &LaunchSpec) -> Result
             "den-vmm has no virtio-fs yet: VMs with shared folders run on qemu".into(),
         ));
     }
-    let (running, api) = vmm::launch_with(bin, extra, spec).await?;
+    let (running, api) = vmm::launch_in(bin, jail, extra, spec).await?;
     tracing::info!(vm = %spec.id, engine = "vmm", pid = running.pid, "engine started");
     Ok(register(Vm::new(running.clone(), Ctl::Vmm(api))).running().clone())
 }

@@ -5,8 +5,11 @@
 //! den-vmm's exit code says how the guest ended, but only to its parent: after a `dend`
 //! restart only the fact that it ended is known.
 
+pub mod jail;
+
 use super::process::{self, ExitStatus, Proc};
 use super::{EndReason, EngineError, EngineKind, LaunchSpec, Running, VmState};
+use jail::JailPolicy;
 use serde_json::{json, Value};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -23,15 +26,21 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The den-vmm binary: `$DEN_VMM_BIN`, else `den-vmm` next to the running executable, else
 /// `den-vmm` on `PATH`.
 pub fn binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("DEN_VMM_BIN") {
+    companion("DEN_VMM_BIN", "den-vmm")
+}
+
+/// A binary installed with dend: `$<env>`, else `name` next to the running executable, else
+/// `name` on `PATH`.
+pub(crate) fn companion(env: &str, name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return p.into();
     }
-    if let Some(p) = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("den-vmm"))) {
+    if let Some(p) = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join(name))) {
         if p.is_file() {
             return p;
         }
     }
-    PathBuf::from("den-vmm")
+    PathBuf::from(name)
 }
 
 /// The guest's vsock context id, derived from the VM id (FNV-1a), in 3 ..= 2^32 - 2. Each VM
@@ -147,15 +156,20 @@ impl VmmApi {
     }
 }
 
-/// Starts den-vmm ([`binary`]) for `spec` and waits until its API answers. On failure nothing
-/// is left running.
+/// Starts den-vmm ([`binary`]) for `spec`, jailed per [`jail::policy`], and waits until its
+/// API answers. On failure nothing is left running.
 pub async fn launch(spec: &LaunchSpec) -> Result<(Running, VmmApi), EngineError> {
-    launch_with(&binary(), &[], spec).await
+    launch_in(&binary(), jail::policy(), &[], spec).await
 }
 
-/// [`launch`] with a given binary and extra arguments after `boot` (e.g. `--seccomp log`, or
-/// `--tiny-test-guest` in tests).
-pub async fn launch_with(bin: &Path, extra: &[&str], spec: &LaunchSpec) -> Result<(Running, VmmApi), EngineError> {
+/// [`launch`] with a given binary, jail (`None`: unjailed) and extra arguments after `boot`
+/// (e.g. `--seccomp log`, or `--tiny-test-guest` in tests).
+pub async fn launch_in(
+    bin: &Path,
+    jail: Option<&JailPolicy>,
+    extra: &[&str],
+    spec: &LaunchSpec,
+) -> Result<(Running, VmmApi), EngineError> {
     let dir = &spec.dir;
     let running = Running {
         engine: EngineKind::Vmm,
@@ -166,21 +180,75 @@ pub async fn launch_with(bin: &Path, extra: &[&str], spec: &LaunchSpec) -> Resul
         agent: dir.join("vsock.sock"),
     };
     super::refuse_live_socket(spec, &running.control).await?;
-    let mut cmd = std::process::Command::new(bin);
-    let mut argv = args(spec);
-    argv.splice(1..1, extra.iter().map(OsString::from));
-    cmd.args(argv).current_dir(dir);
     let log = dir.join("engine.log");
-    let p = process::spawn(cmd, &bin.display().to_string(), &log)?;
+    let picking = match jail {
+        Some(_) => Some(jail::PICKING.lock().await),
+        None => None,
+    };
+    let (mut cmd, uid) = match jail {
+        Some(policy) => {
+            let (cmd, uid) = jailed_command(bin, policy, extra, spec)?;
+            (cmd, Some(uid))
+        }
+        None => {
+            let mut cmd = std::process::Command::new(bin);
+            let mut argv = args(spec);
+            argv.splice(1..1, extra.iter().map(OsString::from));
+            cmd.args(argv);
+            (cmd, None)
+        }
+    };
+    cmd.current_dir(dir);
+    let what = if jail.is_some() { "den-jailer" } else { "den-vmm" };
+    let p = process::spawn(cmd, what, &log)?;
+    if let Some(uid) = uid {
+        jail::until_running_as(p.pid, uid).await;
+    }
+    drop(picking);
     let running = Running { pid: p.pid, start_time: p.start_time, ..running };
     let api = VmmApi::new(&running.control);
     match wait_api(p, &api, &log).await {
         Ok(()) => Ok((running, api)),
         Err(e) => {
+            let group = jail.and_then(|_| jail::cgroup_of(p.pid));
             let _ = process::kill(p, Duration::from_secs(5)).await;
+            if let Some(group) = group {
+                jail::end_cgroup(&group).await;
+            }
             Err(e)
         }
     }
+}
+
+/// den-jailer's command line starting `bin` for `spec` under `policy`, and the uid it picked.
+fn jailed_command(
+    bin: &Path,
+    policy: &JailPolicy,
+    extra: &[&str],
+    spec: &LaunchSpec,
+) -> Result<(std::process::Command, u32), EngineError> {
+    let kind = match den_kvm_probe::kvm_kind(Path::new("/sys"), Path::new("/dev/kvm")) {
+        den_kvm_probe::KvmKind::Hardware => "hardware",
+        den_kvm_probe::KvmKind::Pvm => "pvm",
+        den_kvm_probe::KvmKind::Missing(why) => return Err(EngineError::Unsupported(format!("no usable KVM: {why}"))),
+    };
+    let bin = std::path::absolute(bin).map_err(|e| EngineError::Io(format!("den-vmm binary {}", bin.display()), e))?;
+    let picked = jail::pick_uid(policy, &spec.id)?;
+    let uid = picked.to_string();
+    let (fds, mut argv) = jail::args(spec, kind)?;
+    argv.splice(1..1, extra.iter().map(|s| s.to_string()));
+    let mut cmd = std::process::Command::new(&policy.jailer);
+    cmd.args(["--id", &spec.id, "--uid", &uid, "--gid", &uid, "--exec"])
+        .arg(bin)
+        .arg("--root")
+        .arg(spec.dir.join("jail"));
+    cmd.args(["--memory-mib", &jail::memory_limit_mib(spec.memory_mib).to_string(), "--cpus", &spec.cpus.to_string()]);
+    cmd.arg("--cgroup-root").arg(&policy.cgroup_root);
+    for f in &fds {
+        cmd.args(["--fd", f]);
+    }
+    cmd.arg("--").args(argv);
+    Ok((cmd, picked))
 }
 
 async fn wait_api(p: Proc, api: &VmmApi, log: &Path) -> Result<(), EngineError> {

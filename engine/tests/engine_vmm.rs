@@ -56,7 +56,7 @@ impl Drop for KillGuard {
 
 async fn launch(bin: &Path, spec: &LaunchSpec) -> (Running, KillGuard) {
     let t = Instant::now();
-    let running = engine::launch_vmm(bin, &["--tiny-test-guest"], spec).await.unwrap();
+    let running = engine::launch_vmm(bin, None, &["--tiny-test-guest"], spec).await.unwrap();
     eprintln!("den-vmm API up {:?} after launch", t.elapsed());
     let guard = KillGuard(running.pid, running.start_time);
     (running, guard)
@@ -116,6 +116,73 @@ async fn den_vmm_kill_9_is_noticed_and_a_linux_boot_on_pvm_is_refused() {
     if !Path::new("/sys/module/kvm_pvm").exists() {
         return;
     }
-    let e = engine::launch_vmm(&bin, &[], &s).await.unwrap_err().to_string();
+    let e = engine::launch_vmm(&bin, None, &[], &s).await.unwrap_err().to_string();
     assert!(e.contains("exit code 3") && e.contains("PVM"), "{e}");
+}
+
+/// A jail policy for tests: den-jailer from the same build, uids of their own.
+fn test_jail(bin: &Path) -> Option<engine::vmm::jail::JailPolicy> {
+    let jailer = bin.with_file_name("den-jailer");
+    let cgroups = Path::new("/sys/fs/cgroup");
+    if !nix::unistd::geteuid().is_root() || !jailer.is_file() || den_jailer::cgroup::hierarchies(cgroups).is_empty() {
+        eprintln!("skipped: needs root, {} and a cgroup memory controller", jailer.display());
+        return None;
+    }
+    Some(engine::vmm::jail::JailPolicy { jailer, uid_base: 2_000_100_000, uids: 1000, cgroup_root: cgroups.into() })
+}
+
+/// A field of `/proc/<pid>/status`.
+fn status_field(pid: i32, key: &str) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_jailed_den_vmm_is_driven_readopted_after_kill_of_dend_and_its_cgroup_removed() {
+    let Some(bin) = den_vmm() else { return };
+    let Some(jail) = test_jail(&bin) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(dir.path(), "vmm-jailed");
+    let running = engine::launch_vmm(&bin, Some(&jail), &["--tiny-test-guest"], &s).await.unwrap();
+    let _guard = KillGuard(running.pid, running.start_time);
+    let uid: u32 = status_field(running.pid, "Uid:").split_whitespace().next().unwrap().parse().unwrap();
+    assert!((jail.uid_base..jail.uid_base + jail.uids).contains(&uid), "den-vmm runs as a jail uid, not {uid}");
+    assert_eq!(status_field(running.pid, "CapEff:"), "0000000000000000");
+    assert_eq!(status_field(running.pid, "CapInh:"), "0000000000000000");
+    let name = den_jailer::cgroup::group_name("vmm-jailed", running.pid as u32);
+    let in_group =
+        ["/sys/fs/cgroup/memory/den", "/sys/fs/cgroup/den"].iter().any(|d| Path::new(d).join(&name).is_dir());
+    assert!(in_group, "den-vmm is in its own cgroup {name}");
+    // The sockets are where they were, bound by den-jailer as root, not by den-vmm.
+    use std::os::unix::fs::MetadataExt;
+    for sock in [&running.control, &running.console, &running.agent] {
+        let m = std::fs::metadata(sock).unwrap();
+        assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o600), "{}", sock.display());
+    }
+    assert_eq!(engine::state(&running).await.unwrap(), VmState::Running);
+    engine::pause(&running).await.unwrap();
+    assert_eq!(engine::state(&running).await.unwrap(), VmState::Paused);
+    engine::resume(&running).await.unwrap();
+    let t = Instant::now();
+    while !engine::console_recent(&running, 4096).await.unwrap().contains("den-tiny halt") {
+        assert!(t.elapsed() < Duration::from_secs(10), "the tiny guest printed nothing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A second launch of the same VM is refused while this one runs.
+    let e = engine::launch_vmm(&bin, Some(&jail), &["--tiny-test-guest"], &s).await.unwrap_err().to_string();
+    assert!(e.contains("already") || e.contains("answers"), "{e}");
+
+    // As a restarted dend: same pid, same sockets.
+    engine::forget(&running);
+    let vm = engine::adopt(&running).await.unwrap();
+    assert_eq!(vm.state().await.unwrap(), VmState::Running);
+    let ended = vm.shutdown(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(ended.reason, EndReason::HostStop, "{ended:?}");
+    let t = Instant::now();
+    let name = den_jailer::cgroup::group_name("vmm-jailed", running.pid as u32);
+    let groups = [format!("/sys/fs/cgroup/den/{name}"), format!("/sys/fs/cgroup/memory/den/{name}")];
+    while groups.iter().any(|g| Path::new(g).exists()) {
+        assert!(t.elapsed() < Duration::from_secs(10), "the VM's cgroup was not removed after its den-vmm ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

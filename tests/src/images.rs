@@ -21,6 +21,12 @@ pub fn vmm_static_binary() -> PathBuf {
     static_binary("den-vmm", "DEN_VMM_STATIC_BIN")
 }
 
+/// The statically linked den-jailer built by `make agent` (or `$DEN_JAILER_STATIC_BIN`): dend
+/// in the KVM lab starts den-vmm through it.
+pub fn jailer_static_binary() -> PathBuf {
+    static_binary("den-jailer", "DEN_JAILER_STATIC_BIN")
+}
+
 /// The statically linked dend that `make agent` builds (it runs inside the KVM lab's guest).
 pub fn dend_static_binary() -> PathBuf {
     static_binary("dend", "DEN_DEND_STATIC_BIN")

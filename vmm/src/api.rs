@@ -12,7 +12,7 @@ use crate::vcpu::ExitCounters;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -182,8 +182,7 @@ pub fn answer(state: &ApiState, line: &str) -> Value {
 
 /// Serves the API on `path` (replacing a stale socket file).
 pub fn serve(path: &Path, state: Arc<ApiState>) -> std::io::Result<()> {
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
+    let listener = crate::files::listen(path)?;
     std::thread::Builder::new().name("api".into()).spawn(move || {
         crate::seccomp::enter(crate::seccomp::ThreadKind::Api);
         for conn in listener.incoming().flatten() {

@@ -58,7 +58,8 @@ pub struct VmConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetConfig {
-    /// The TAP interface (created if missing, which needs CAP_NET_ADMIN).
+    /// The TAP interface (created if missing, which needs CAP_NET_ADMIN), or `fd:N`: a TAP
+    /// descriptor already attached to its interface ([`crate::files`]).
     pub tap: String,
     /// The card's MAC (`52:54:00:12:34:56`); derived from the TAP name if absent.
     #[serde(default)]
@@ -184,11 +185,11 @@ impl VmConfig {
         if self.memory_mib > (1 << 24) {
             return Err(format!("memory_mib: {} is more than any host has", self.memory_mib));
         }
-        if !self.kernel.is_file() {
+        if !is_file(&self.kernel) {
             return Err(format!("kernel: {} is not a file", self.kernel.display()));
         }
         if let Some(i) = &self.initrd {
-            if !i.is_file() {
+            if !is_file(i) {
                 return Err(format!("initrd: {} is not a file", i.display()));
             }
         }
@@ -200,7 +201,7 @@ impl VmConfig {
             ));
         }
         for (i, d) in self.disks.iter().enumerate() {
-            if !d.path.is_file() {
+            if !is_file(&d.path) {
                 return Err(format!("disks[{i}]: {} is not a file", d.path.display()));
             }
         }
@@ -226,6 +227,11 @@ impl VmConfig {
     pub fn virtio_count(&self) -> usize {
         self.disks.len() + usize::from(self.rng) + usize::from(self.vsock.is_some()) + self.nets.len()
     }
+}
+
+/// A file den-vmm can use: one by that name, or a descriptor handed over as `fd:N`.
+fn is_file(p: &std::path::Path) -> bool {
+    crate::files::is_handed_over(p) || p.is_file()
 }
 
 /// Virtio devices a VM can have (one IOAPIC line each).

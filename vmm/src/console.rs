@@ -5,7 +5,7 @@
 
 use crate::devices::serial::SerialPort;
 use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,8 +36,7 @@ impl Write for HubWriter {
 
 /// Listens on `path` (replacing a stale socket file) and serves console clients.
 pub fn listen(path: &Path, hub: Arc<ConsoleHub>, serial: Arc<Mutex<SerialPort>>) -> std::io::Result<()> {
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
+    let listener = crate::files::listen(path)?;
     std::thread::Builder::new().name("console".into()).spawn(move || {
         crate::seccomp::enter(crate::seccomp::ThreadKind::Console);
         for conn in listener.incoming().flatten() {

@@ -12,6 +12,7 @@ pub mod control;
 pub mod devices;
 pub mod event_loop;
 pub mod exit;
+pub mod files;
 #[cfg(any(test, feature = "testkit"))]
 pub mod fuzz;
 pub mod layout;

@@ -27,6 +27,7 @@ use crate::vcpu::{self, ExitCounters, VcpuContext};
 use crate::{kvm, layout, memory, VmmError};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use std::io::Write;
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
@@ -69,11 +70,8 @@ fn console_sink(c: &Console) -> Result<Option<Box<dyn Write + Send>>, VmmError> 
     Ok(match c {
         Console::Stdio => Some(Box::new(std::io::stdout())),
         Console::File(p) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| VmmError::Input(format!("console file {}: {e}", p.display())))?;
+            let f =
+                crate::files::append(p).map_err(|e| VmmError::Input(format!("console file {}: {e}", p.display())))?;
             Some(Box::new(f))
         }
         Console::None | Console::Socket(_) => None,
@@ -85,12 +83,16 @@ fn place(bus: &mut Bus, base: u64, len: u64, dev: SharedDevice) -> Result<(), Vm
 }
 
 impl Machine {
-    /// Builds the VM described by `cfg`.
+    /// Builds the VM described by `cfg` on `/dev/kvm`.
     pub fn build(cfg: &VmConfig) -> Result<Machine, VmmError> {
+        Machine::build_on(Kvm::new().map_err(kvm("open /dev/kvm"))?, cfg)
+    }
+
+    /// Builds the VM described by `cfg` on an open `/dev/kvm`.
+    pub fn build_on(kvm_fd: Kvm, cfg: &VmConfig) -> Result<Machine, VmmError> {
         let started = Instant::now();
         let milestones = Arc::new(Milestones::since_process_start());
         cfg.validate().map_err(VmmError::Input)?;
-        let kvm_fd = Kvm::new().map_err(kvm("open /dev/kvm"))?;
         let vm = Arc::new(kvm_fd.create_vm().map_err(kvm("create VM"))?);
         vm.set_tss_address(TSS_ADDR).map_err(kvm("set TSS address"))?;
         vm.create_irq_chip().map_err(kvm("create irqchip"))?;
@@ -141,7 +143,12 @@ impl Machine {
         }
         for n in &cfg.nets {
             let r = events.registrar();
-            let tap = Tap::open(&n.tap).map_err(|e| VmmError::Input(format!("TAP interface {}: {e}", n.tap)))?;
+            let tap = if crate::files::is_handed_over(Path::new(&n.tap)) {
+                Tap::handed_over(&n.tap)
+            } else {
+                Tap::open(&n.tap)
+            };
+            let tap = tap.map_err(|e| VmmError::Input(format!("TAP interface {}: {e}", n.tap)))?;
             let mac = n.mac_bytes().map_err(VmmError::Input)?;
             virtio.push(Box::new(Net::new(Box::new(tap), mac, r.clone())));
             bind.push((virtio.len() - 1, r));

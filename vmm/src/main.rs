@@ -7,6 +7,8 @@ use den_vmm::config::{Console, DiskConfig, NetConfig, VmConfig, VsockConfig};
 use den_vmm::exit::ExitReason;
 use den_vmm::machine::Machine;
 use den_vmm::PVM_REFUSAL;
+use kvm_ioctls::Kvm;
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -73,6 +75,14 @@ enum Cmd {
         /// Build the VM but start its vCPUs only on the API's `start` request.
         #[arg(long, requires = "api_sock")]
         wait_start: bool,
+        /// The KVM device: a path, or `fd:N` handed over open (then `--kvm-kind` says what it
+        /// can run, since den-vmm may have no `/sys` to look in).
+        #[arg(long, default_value = "/dev/kvm")]
+        kvm: PathBuf,
+        /// What the KVM device runs (`hardware` or `pvm`), as its opener found out; probed
+        /// from `/sys` and `--kvm` when absent.
+        #[arg(long, value_parser = parse_kvm_kind)]
+        kvm_kind: Option<KvmKind>,
         /// Seccomp filters: `kill` (default) ends den-vmm on a refused syscall, `log` allows and
         /// logs it to the kernel audit log, `off` runs without filters.
         #[arg(long, default_value = "kill")]
@@ -92,6 +102,31 @@ enum Cmd {
     },
 }
 
+fn parse_kvm_kind(s: &str) -> Result<KvmKind, String> {
+    match s {
+        "hardware" => Ok(KvmKind::Hardware),
+        "pvm" => Ok(KvmKind::Pvm),
+        other => Err(format!("KVM kind `{other}`: expected hardware or pvm")),
+    }
+}
+
+/// Opens the KVM device `path` or claims it when it is `fd:N`.
+fn open_kvm(path: &Path) -> Result<Kvm, String> {
+    let Some(fd) = den_vmm::files::fd_number(path) else {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| format!("--kvm {}: a path with a NUL byte", path.display()))?;
+        return Kvm::new_with_path(&c).map_err(|e| format!("cannot open {}: {e}", path.display()));
+    };
+    let owned = den_vmm::files::claim(fd).map_err(|e| format!("--kvm: {e}"))?;
+    // SAFETY: the descriptor is open and owned by nobody else ([`den_vmm::files::claim`]);
+    // KVM ioctls on it fail cleanly if it is not /dev/kvm.
+    let kvm = unsafe { Kvm::from_raw_fd(owned.into_raw_fd()) };
+    if kvm.get_api_version() != 12 {
+        return Err(format!("--kvm fd:{fd} is not /dev/kvm (KVM_GET_API_VERSION failed)"));
+    }
+    Ok(kvm)
+}
+
 /// Exit code when the host cannot run the requested guest.
 const EXIT_UNSUPPORTED: u8 = 3;
 
@@ -102,6 +137,8 @@ fn read_config(path: &Path) -> Result<VmConfig, String> {
 
 /// How `boot` runs, beyond the VM's configuration.
 struct BootOptions {
+    kvm: PathBuf,
+    kvm_kind: Option<KvmKind>,
     seccomp: den_vmm::seccomp::Mode,
     tiny_test_guest: bool,
     api_sock: Option<PathBuf>,
@@ -109,7 +146,15 @@ struct BootOptions {
 }
 
 fn boot(cfg: VmConfig, opts: BootOptions) -> ExitCode {
-    match kvm_kind(Path::new("/sys"), Path::new("/dev/kvm")) {
+    let kind = match (&opts.kvm_kind, den_vmm::files::is_handed_over(&opts.kvm)) {
+        (Some(k), _) => k.clone(),
+        (None, false) => kvm_kind(Path::new("/sys"), &opts.kvm),
+        (None, true) => {
+            eprintln!("den-vmm: --kvm {} needs --kvm-kind (hardware or pvm)", opts.kvm.display());
+            return ExitCode::from(2);
+        }
+    };
+    match kind {
         KvmKind::Pvm if !opts.tiny_test_guest => {
             eprintln!("{PVM_REFUSAL}");
             return ExitCode::from(EXIT_UNSUPPORTED);
@@ -125,7 +170,14 @@ fn boot(cfg: VmConfig, opts: BootOptions) -> ExitCode {
         return ExitCode::from(2);
     }
     den_vmm::seccomp::set_mode(opts.seccomp);
-    let mut machine = match Machine::build(&cfg) {
+    let kvm = match open_kvm(&opts.kvm) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("den-vmm: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut machine = match Machine::build_on(kvm, &cfg) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("den-vmm: cannot build the VM: {e}");
@@ -174,6 +226,20 @@ fn boot(cfg: VmConfig, opts: BootOptions) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // Before anything opens a descriptor: which ones were handed over.
+    den_vmm::files::note_inherited();
+    // Not dumpable: no core file of guest memory, and no ptrace or /proc/<pid>/mem access by
+    // another process of the same uid.
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_DUMPABLE,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
     match Cli::parse().cmd {
         Cmd::Probe => match kvm_kind(Path::new("/sys"), Path::new("/dev/kvm")) {
             KvmKind::Hardware => {
@@ -204,6 +270,8 @@ fn main() -> ExitCode {
             tiny_test_guest,
             api_sock,
             wait_start,
+            kvm,
+            kvm_kind,
             seccomp,
         } => {
             let cfg = match config {
@@ -232,7 +300,7 @@ fn main() -> ExitCode {
                     nets,
                 },
             };
-            boot(cfg, BootOptions { seccomp, tiny_test_guest, api_sock, wait_start })
+            boot(cfg, BootOptions { kvm, kvm_kind, seccomp, tiny_test_guest, api_sock, wait_start })
         }
         Cmd::TinyTestGuest { code, memory_mib } => {
             let bytes = match std::fs::read(&code) {

@@ -169,9 +169,27 @@ pub fn program(kind: ThreadKind, mode: Mode) -> Result<BpfProgram, SeccompError>
         ioctls.push(ioctl_rule(KVM_RUN).map_err(fail)?);
     }
     rules.insert(libc::SYS_ioctl, ioctls);
+    if let Some(clone) = rules.get_mut(&libc::SYS_clone) {
+        // Threads only: a fork would outlive den-vmm holding the VM's disks, TAPs and sockets.
+        let thread = libc::CLONE_THREAD as u64;
+        let c = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(thread), thread)
+            .map_err(|e| fail(e.to_string()))?;
+        *clone = vec![SeccompRule::new(vec![c]).map_err(|e| fail(e.to_string()))?];
+    }
     let refuse = if mode == Mode::Log { SeccompAction::Log } else { SeccompAction::KillProcess };
     let filter =
         SeccompFilter::new(rules, refuse, SeccompAction::Allow, TargetArch::x86_64).map_err(|e| fail(e.to_string()))?;
+    BpfProgram::try_from(filter).map_err(|e| fail(e.to_string()))
+}
+
+/// A filter that fails `clone3` with ENOSYS: its flags are in memory, where seccomp cannot
+/// check them, so the C library falls back to `clone`, whose flags the main filter checks.
+pub fn clone3_enosys(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
+    let fail = |why: String| SeccompError { kind, why };
+    let rules: BTreeMap<i64, Vec<SeccompRule>> = [(libc::SYS_clone3, vec![])].into_iter().collect();
+    let errno = SeccompAction::Errno(libc::ENOSYS as u32);
+    let filter =
+        SeccompFilter::new(rules, SeccompAction::Allow, errno, TargetArch::x86_64).map_err(|e| fail(e.to_string()))?;
     BpfProgram::try_from(filter).map_err(|e| fail(e.to_string()))
 }
 
@@ -181,8 +199,10 @@ pub fn install(kind: ThreadKind) -> Result<(), SeccompError> {
     if mode == Mode::Off {
         return Ok(());
     }
-    let prog = program(kind, mode)?;
-    seccompiler::apply_filter(&prog).map_err(|e| SeccompError { kind, why: e.to_string() })
+    let apply =
+        |prog: &BpfProgram| seccompiler::apply_filter(prog).map_err(|e| SeccompError { kind, why: e.to_string() });
+    apply(&clone3_enosys(kind)?)?;
+    apply(&program(kind, mode)?)
 }
 
 /// Installs the filter or ends den-vmm: a thread must never serve a guest unfiltered by accident.
@@ -236,6 +256,38 @@ mod tests {
         // SAFETY: waiting for our own child.
         unsafe { libc::waitpid(pid, &mut status, 0) };
         assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSYS, "status {status:#x}");
+    }
+
+    #[test]
+    fn threads_start_but_a_fork_kills_only_in_a_child() {
+        // SAFETY: the child installs filters, starts a thread, forks, and _exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            if install_kind_for_test(ThreadKind::Api).is_err() {
+                // SAFETY: as below.
+                unsafe { libc::_exit(2) };
+            }
+            let thread_ok = std::thread::spawn(|| 7).join().ok() == Some(7);
+            if !thread_ok {
+                // SAFETY: as below.
+                unsafe { libc::_exit(3) };
+            }
+            // SAFETY: a fork that the filter must refuse by killing the process.
+            unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
+            // SAFETY: _exit ends the child without running the parent's destructors.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSYS, "status {status:#x}");
+    }
+
+    fn install_kind_for_test(kind: ThreadKind) -> Result<(), SeccompError> {
+        let apply =
+            |prog: &BpfProgram| seccompiler::apply_filter(prog).map_err(|e| SeccompError { kind, why: e.to_string() });
+        apply(&clone3_enosys(kind)?)?;
+        apply(&program(kind, Mode::Kill)?)
     }
 
     fn install_for_test() -> Result<(), SeccompError> {

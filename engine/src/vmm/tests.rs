@@ -155,7 +155,7 @@ async fn a_vmm_that_exits_at_start_is_reported_with_its_log() {
     let bin = dir.path().join("fake-vmm");
     std::fs::write(&bin, "#!/bin/sh\necho 'den-vmm: this host cannot run Linux' >&2\nexit 3\n").unwrap();
     std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let e = launch_with(&bin, &[], &spec(dir.path())).await.unwrap_err().to_string();
+    let e = launch_in(&bin, None, &[], &spec(dir.path())).await.unwrap_err().to_string();
     assert!(e.contains("exited at start (exit code 3: this host cannot run Linux guests"), "{e}");
     assert!(e.contains("den-vmm: this host cannot run Linux"), "{e}");
 }

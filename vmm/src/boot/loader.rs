@@ -7,7 +7,6 @@ use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
 use linux_loader::loader::{load_cmdline, BzImage, Cmdline, Elf, KernelLoader};
-use std::fs::File;
 use std::path::Path;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -45,7 +44,8 @@ pub fn load(
     initrd: Option<&Path>,
     cmdline: &str,
 ) -> Result<Loaded, VmmError> {
-    let mut f = File::open(kernel).map_err(|e| VmmError::Input(format!("kernel {}: {e}", kernel.display())))?;
+    let mut f =
+        crate::files::open(kernel, false).map_err(|e| VmmError::Input(format!("kernel {}: {e}", kernel.display())))?;
     let (entry, kernel_end, header) = match BzImage::load(mem, None, &mut f, Some(GuestAddress(layout::HIMEM))) {
         Ok(r) => (r.kernel_load.unchecked_add(BZIMAGE_64BIT_ENTRY), r.kernel_end, r.setup_header),
         Err(bz_err) => match Elf::load(mem, None, &mut f, Some(GuestAddress(layout::HIMEM))) {
@@ -116,7 +116,8 @@ fn load_initrd(
     low_end: u64,
     kernel_end: u64,
 ) -> Result<(u64, u64), VmmError> {
-    let mut f = File::open(path).map_err(|e| VmmError::Input(format!("initramfs {}: {e}", path.display())))?;
+    let mut f =
+        crate::files::open(path, false).map_err(|e| VmmError::Input(format!("initramfs {}: {e}", path.display())))?;
     let size = f.metadata().map_err(io("initramfs size"))?.len();
     let max = if hdr.initrd_addr_max != 0 { u64::from(hdr.initrd_addr_max) } else { INITRD_MAX_DEFAULT };
     let top = low_end.min(max.saturating_add(1));

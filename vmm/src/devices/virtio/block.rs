@@ -61,7 +61,7 @@ impl Block {
     /// Opens `path` (read-only when `read_only`); `id` is what the guest reads as the serial.
     pub fn open(path: &Path, read_only: bool, id: &str) -> Result<Block, BlockError> {
         let open_err = |source| BlockError::Open { path: path.display().to_string(), source };
-        let file = std::fs::OpenOptions::new().read(true).write(!read_only).open(path).map_err(open_err)?;
+        let file = crate::files::open(path, !read_only).map_err(open_err)?;
         let len = file.metadata().map_err(open_err)?.len();
         let mut ident = [0u8; ID_BYTES];
         for (d, s) in ident.iter_mut().zip(id.bytes()) {

@@ -43,9 +43,16 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Listens on `path`, replacing a stale socket file a dead den-vmm left behind.
+    /// Listens on `path`, replacing a stale socket file a dead den-vmm left behind, or takes a
+    /// listening socket handed over as `fd:N` ([`crate::files`]).
     pub fn bind(path: &Path) -> Result<Listener, VsockError> {
         let name = || path.display().to_string();
+        if crate::files::is_handed_over(path) {
+            let bind = |source| VsockError::Bind { path: name(), source };
+            let sock = crate::files::listen(path).map_err(bind)?;
+            sock.set_nonblocking(true).map_err(bind)?;
+            return Ok(Listener { sock, path: path.to_path_buf(), removed: false });
+        }
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             if !meta.file_type().is_socket() {
                 return Err(VsockError::NotSocket(name()));
@@ -87,7 +94,7 @@ impl Listener {
     pub fn remove(&mut self) {
         if !self.removed {
             self.removed = true;
-            let _ = std::fs::remove_file(&self.path);
+            crate::files::remove_socket(&self.path);
         }
     }
 }

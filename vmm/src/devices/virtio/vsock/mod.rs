@@ -254,6 +254,11 @@ impl Vsock {
         if self.busy() {
             return self.send_control(h.reset_reply());
         }
+        // A jailed den-vmm was handed its listening socket and has no folder to find
+        // `<uds_path>_<port>` in: guest-initiated connections are refused there.
+        if crate::files::is_handed_over(&self.uds) {
+            return self.send_control(h.reset_reply());
+        }
         let Ok(sock) = host::connect(&host::port_path(&self.uds, h.dst_port)) else {
             return self.send_control(h.reset_reply());
         };
