@@ -53,6 +53,7 @@ den --json vm inspect v1 | grep -o '"engine":"[a-z]*"'
 PID=$(den --json vm inspect v1 | grep -o '"pid":[0-9]*' | cut -d: -f2)
 echo "LAB-VMM-UID=$(awk '/^Uid:/{print $2}' /proc/$PID/status)"
 echo "LAB-VMM-ROOT=$(ls /proc/$PID/root | tr '\n' ' ')"
+echo "LAB-VMM-$(grep -ho 'kernel: [A-Za-z ]*' $D/run/vms/*/engine.log | tail -1)"
 grep -q ":/den/" /proc/$PID/cgroup && echo LAB-VMM-IN-ITS-CGROUP
 kill -9 $(pidof dend)
 sleep 0.5
@@ -77,7 +78,7 @@ async fn scenario(lab: Lab) -> Result<(), String> {
     lab.put(&images::den_cli_static_binary(), "/lab/den", 0o755).await;
     lab.put(&images::jailer_static_binary(), "/lab/den-jailer", 0o755).await;
     let dir = tempfile::tempdir().unwrap();
-    lab_store(&lab.store, &base, dir.path());
+    let store = lab_store(&lab.store, &base, dir.path());
     lab.put_tree(dir.path(), "/lab/store").await;
     let out = lab.try_sh(SCRIPT, BOOT_LIMIT).await?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -95,5 +96,8 @@ async fn scenario(lab: Lab) -> Result<(), String> {
     assert!(uid >= 2_000_000_000, "den-vmm runs as a jail uid, not {uid}: {}", lab.describe(&out));
     assert!(text.contains("LAB-VMM-ROOT=den-vmm \n"), "den-vmm's root holds only den-vmm: {}", lab.describe(&out));
     assert!(text.contains("LAB-VMM-IN-ITS-CGROUP") && text.contains("LAB-NO-CGROUP-LEFT"), "{}", lab.describe(&out));
+    // It booted the image's ELF vmlinux, not the bzImage.
+    assert!(store.image("labvm").unwrap().unwrap().artifacts.contains_key("vmlinux"));
+    assert!(text.contains("LAB-VMM-kernel: ELF vmlinux\n"), "{}", lab.describe(&out));
     Ok(())
 }

@@ -87,6 +87,10 @@ pub struct LaunchSpec {
     pub memory_mib: u64,
     /// Kernel.
     pub kernel: PathBuf,
+    /// The same kernel as an uncompressed ELF `vmlinux`, if there is one: den-vmm boots it
+    /// instead of `kernel` (the guest then decompresses nothing); QEMU boots `kernel`.
+    #[serde(default)]
+    pub kernel_elf: Option<PathBuf>,
     /// Initramfs.
     pub initrd: PathBuf,
     /// Kernel command line.
@@ -219,6 +223,11 @@ pub enum VmState {
 const MAX_SOCKET_PATH: usize = 107;
 
 impl LaunchSpec {
+    /// The kernel den-vmm boots: the ELF `vmlinux` when there is one, else the bzImage.
+    pub fn vmm_kernel(&self) -> PathBuf {
+        self.kernel_elf.clone().unwrap_or_else(|| self.kernel.clone())
+    }
+
     /// Checks what an engine would otherwise fail on obscurely: id characters (it goes into
     /// command lines), sizes, files, TAP names, MACs and socket path lengths (den-vmm's vsock
     /// socket gets `_<port>` appended, so it needs 11 bytes more).
@@ -238,7 +247,10 @@ impl LaunchSpec {
             return bad(format!("memory_mib = {}: at least 32 MiB", self.memory_mib));
         }
         let files: Vec<(&str, &Path)> = match &self.firmware {
-            None => vec![("kernel", &self.kernel), ("initrd", &self.initrd)],
+            None => {
+                let elf = self.kernel_elf.iter().map(|k| ("kernel (ELF)", k.as_path()));
+                [("kernel", self.kernel.as_path()), ("initrd", self.initrd.as_path())].into_iter().chain(elf).collect()
+            }
             Some(fw) => {
                 let mut v: Vec<(&str, &Path)> = fw.iso.iter().map(|p| ("ISO", p.as_path())).collect();
                 if fw.uefi {

@@ -347,6 +347,7 @@ mod tests {
             ],
             nics: vec![NicSpec { tap: "den-tap0".into(), mac: "52:54:00:12:34:56".into() }],
             firmware: None,
+            kernel_elf: None,
             shares: vec![],
         };
         let a: Vec<String> = args(&spec, Accel::Tcg).iter().map(|s| s.to_string_lossy().into_owned()).collect();

@@ -18,6 +18,7 @@ fn spec(dir: &Path) -> LaunchSpec {
         disks: vec![],
         nics: vec![NicSpec { tap: "den-tap1".into(), mac: "52:54:00:ab:cd:ef".into() }],
         firmware: None,
+        kernel_elf: None,
         shares: vec![],
     }
 }
@@ -38,6 +39,7 @@ fn launch_specs_are_validated_with_the_field_named() {
             LaunchSpec {
                 nics: vec![NicSpec { tap: "a-very-long-tap-name".into(), mac: "52:54:00:00:00:01".into() }],
                 firmware: None,
+                kernel_elf: None,
                 shares: vec![],
                 ..ok.clone()
             },

@@ -58,7 +58,7 @@ pub fn cid_for(id: &str) -> u32 {
 pub fn args(spec: &LaunchSpec) -> Vec<OsString> {
     let dir = &spec.dir;
     let mut a: Vec<OsString> = ["boot", "--kernel"].map(OsString::from).to_vec();
-    a.push(spec.kernel.clone().into());
+    a.push(spec.vmm_kernel().into());
     a.push("--initrd".into());
     a.push(spec.initrd.clone().into());
     for s in [
@@ -201,8 +201,9 @@ pub async fn launch_in(
     cmd.current_dir(dir);
     let what = if jail.is_some() { "den-jailer" } else { "den-vmm" };
     let p = process::spawn(cmd, what, &log)?;
+    let group = den_jailer::cgroup::group_name(&spec.id, p.pid as u32);
     if let Some(uid) = uid {
-        jail::until_running_as(p.pid, uid).await;
+        jail::reserve(group.clone(), uid);
     }
     drop(picking);
     let running = Running { pid: p.pid, start_time: p.start_time, ..running };
@@ -210,9 +211,8 @@ pub async fn launch_in(
     match wait_api(p, &api, &log).await {
         Ok(()) => Ok((running, api)),
         Err(e) => {
-            let group = jail.and_then(|_| jail::cgroup_of(p.pid));
             let _ = process::kill(p, Duration::from_secs(5)).await;
-            if let Some(group) = group {
+            if jail.is_some() {
                 jail::end_cgroup(&group).await;
             }
             Err(e)

@@ -73,6 +73,7 @@ fn spec_in(dir: &Path, id: &str) -> LaunchSpec {
         disks: vec![DiskSpec { path: disk, read_only: false }],
         nics: vec![],
         firmware: None,
+        kernel_elf: None,
         shares: vec![],
     }
 }
@@ -232,6 +233,7 @@ async fn a_qemu_that_fails_at_start_is_reported_with_its_log() {
         disks: vec![],
         nics: vec![],
         firmware: None,
+        kernel_elf: None,
         shares: vec![],
     };
     let t = Instant::now();

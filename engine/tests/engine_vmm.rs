@@ -38,6 +38,7 @@ fn spec(dir: &Path, id: &str) -> LaunchSpec {
         disks: vec![],
         nics: vec![],
         firmware: None,
+        kernel_elf: None,
         shares: vec![],
     }
 }

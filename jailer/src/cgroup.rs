@@ -189,7 +189,13 @@ pub fn kill_all(root: &Path, name: &str) {
         return;
     }
     for h in hierarchies(root) {
-        for pid in processes(&h.path().join(PARENT).join(name)) {
+        let group = h.path().join(PARENT).join(name);
+        // v2 kills the whole group at once, with no pid read and then signalled (which may
+        // have been reused meanwhile).
+        if matches!(h, Hierarchy::V2(_)) && std::fs::write(group.join("cgroup.kill"), "1").is_ok() {
+            continue;
+        }
+        for pid in processes(&group) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }

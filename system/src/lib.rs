@@ -122,7 +122,7 @@ impl VmKeeper for System {
             disks.push(den_engine::DiskSpec { path: data, read_only: false });
         }
         let cmdline = format!("{} den.slot={}", info.cmdline, slot.as_str());
-        Ok(BootFiles { kernel, initrd, cmdline, disks })
+        Ok(BootFiles { kernel, kernel_elf: None, initrd, cmdline, disks })
     }
 
     fn exited(&self, _vm: &VmRecord) {

@@ -94,6 +94,11 @@ impl Lab {
             let path = self.store.get(digest, false).unwrap_or_else(|e| panic!("{role} of {}: {e}", image.name));
             self.put(&path, &format!("{dir}/{role}"), 0o644).await;
         }
+        // The same kernel as an ELF vmlinux, which den-vmm boots when an image has one.
+        if let Some(digest) = image.artifacts.get("vmlinux") {
+            let path = self.store.get(digest, false).unwrap_or_else(|e| panic!("vmlinux of {}: {e}", image.name));
+            self.put(&path, &format!("{dir}/vmlinux"), 0o644).await;
+        }
     }
 
     /// Runs a shell script in the outer guest; a script that runs past [`SH_LIMIT`] fails the test
@@ -136,7 +141,8 @@ impl Lab {
 /// store the lab gets a copy of; returns their digests by role.
 pub fn copy_boot_files(from: &Store, image: &ImageRecord, to: &Store, dir: &Path) -> BTreeMap<String, Digest256> {
     let mut artifacts = BTreeMap::new();
-    for role in ["kernel", "initramfs"] {
+    let roles = ["kernel", "initramfs", "vmlinux"].into_iter().filter(|r| image.artifacts.contains_key(*r));
+    for role in roles {
         let src = from.get(&image.artifacts[role], false).unwrap_or_else(|e| panic!("{role} of {}: {e}", image.name));
         let tmp = dir.join(format!("{role}.tmp"));
         std::fs::copy(&src, &tmp).unwrap_or_else(|e| panic!("copying {}: {e}", src.display()));

@@ -175,6 +175,7 @@ impl Machine {
         }
 
         let loaded = loader::load(&mem, mem_bytes, &cfg.kernel, cfg.initrd.as_deref(), &cfg.cmdline)?;
+        eprintln!("den-vmm: kernel: {}", if loaded.elf { "ELF vmlinux" } else { "bzImage" });
         acpi::write_tables(&mem, cfg.cpus, &slots)?;
         cpu::write_boot_tables(&mem)?;
         cpu::write_reset_stub(&mem)?;

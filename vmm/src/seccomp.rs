@@ -155,9 +155,15 @@ fn extra(kind: ThreadKind) -> Vec<libc::c_long> {
     v
 }
 
-fn ioctl_rule(request: u64) -> Result<SeccompRule, String> {
-    let c = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, request).map_err(|e| e.to_string())?;
+/// A rule: argument `index` (32 bits) equals `value`.
+fn arg_rule(index: u8, value: u64) -> Result<SeccompRule, String> {
+    let c =
+        SeccompCondition::new(index, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value).map_err(|e| e.to_string())?;
     SeccompRule::new(vec![c]).map_err(|e| e.to_string())
+}
+
+fn ioctl_rule(request: u64) -> Result<SeccompRule, String> {
+    arg_rule(1, request)
 }
 
 /// The BPF program for `kind` with refusals handled per `mode`.
@@ -169,6 +175,15 @@ pub fn program(kind: ThreadKind, mode: Mode) -> Result<BpfProgram, SeccompError>
         ioctls.push(ioctl_rule(KVM_RUN).map_err(fail)?);
     }
     rules.insert(libc::SYS_ioctl, ioctls);
+    // Only Unix sockets (vsock's host side): den-vmm has no network, and other families widen
+    // what the kernel exposes (AF_VSOCK is not even confined by a network namespace).
+    if let Some(socket) = rules.get_mut(&libc::SYS_socket) {
+        *socket = vec![arg_rule(0, libc::AF_UNIX as u64).map_err(fail)?];
+    }
+    // Threads name themselves; nothing else.
+    if let Some(prctl) = rules.get_mut(&libc::SYS_prctl) {
+        *prctl = vec![arg_rule(0, libc::PR_SET_NAME as u64).map_err(fail)?];
+    }
     if let Some(clone) = rules.get_mut(&libc::SYS_clone) {
         // Threads only: a fork would outlive den-vmm holding the VM's disks, TAPs and sockets.
         let thread = libc::CLONE_THREAD as u64;
@@ -281,6 +296,75 @@ mod tests {
         // SAFETY: waiting for our own child.
         unsafe { libc::waitpid(pid, &mut status, 0) };
         assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSYS, "status {status:#x}");
+    }
+
+    /// Runs `f` in a child under `kind`'s filters; its wait status.
+    fn in_filtered_child(kind: ThreadKind, f: fn()) -> i32 {
+        // SAFETY: the child installs filters, runs `f` (raw syscalls) and _exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            if install_kind_for_test(kind).is_ok() {
+                f();
+            }
+            // SAFETY: _exit ends the child without running the parent's destructors.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        status
+    }
+
+    #[test]
+    fn only_unix_sockets_and_thread_names() {
+        let killed = |s: i32| libc::WIFSIGNALED(s) && libc::WTERMSIG(s) == libc::SIGSYS;
+        let unix = in_filtered_child(ThreadKind::Vcpu, || {
+            // SAFETY: a plain syscall, in the filtered child.
+            unsafe {
+                libc::close(libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0));
+            }
+        });
+        assert!(libc::WIFEXITED(unix) && libc::WEXITSTATUS(unix) == 0, "{unix:#x}");
+        let inet = in_filtered_child(ThreadKind::Vcpu, || {
+            // SAFETY: a plain syscall, in the filtered child.
+            unsafe {
+                libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            }
+        });
+        assert!(killed(inet), "an AF_INET socket is refused: {inet:#x}");
+        let vsock = in_filtered_child(ThreadKind::Events, || {
+            // SAFETY: a plain syscall, in the filtered child.
+            unsafe {
+                libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM, 0);
+            }
+        });
+        assert!(killed(vsock), "an AF_VSOCK socket is refused: {vsock:#x}");
+        let dumpable = in_filtered_child(ThreadKind::Api, || {
+            // SAFETY: a plain syscall, in the filtered child.
+            unsafe {
+                libc::prctl(
+                    libc::PR_SET_DUMPABLE,
+                    1 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                );
+            }
+        });
+        assert!(killed(dumpable), "PR_SET_DUMPABLE is refused: {dumpable:#x}");
+        let named = in_filtered_child(ThreadKind::Api, || {
+            // SAFETY: a plain syscall, in the filtered child.
+            unsafe {
+                libc::prctl(
+                    libc::PR_SET_NAME,
+                    c"den-test".as_ptr() as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                );
+            }
+        });
+        assert!(libc::WIFEXITED(named), "a thread may name itself: {named:#x}");
     }
 
     fn install_kind_for_test(kind: ThreadKind) -> Result<(), SeccompError> {

@@ -113,6 +113,7 @@ impl Den {
             cmdline: String::new(),
             disks: vec![DiskSpec { path: data.join("root.img"), read_only: false }],
             nics: self.nic_specs(vm),
+            kernel_elf: None,
             firmware: Some(FirmwareBoot { uefi, iso: Some(iso), vars: uefi.then(|| data.join("efivars.fd")) }),
             shares: vec![],
         })

@@ -16,6 +16,9 @@ pub struct BootFiles {
     pub kernel: std::path::PathBuf,
     /// The initramfs.
     pub initrd: std::path::PathBuf,
+    /// The same kernel as an uncompressed ELF `vmlinux`, when the image has one: den-vmm
+    /// boots it (faster: the guest has nothing to decompress).
+    pub kernel_elf: Option<std::path::PathBuf>,
     /// The image's (or slot's) kernel command line.
     pub cmdline: String,
     /// Disks, root first.
@@ -263,7 +266,14 @@ impl Den {
         let data = self.paths.vm_data(&vm.id).join(DATA_DISK);
         let disks =
             [root, data].into_iter().filter(|d| d.exists()).map(|path| DiskSpec { path, read_only: false }).collect();
-        Ok(BootFiles { kernel: art("kernel")?, initrd: art("initramfs")?, cmdline: image.cmdline.clone(), disks })
+        let kernel_elf = if image.artifacts.contains_key("vmlinux") { Some(art("vmlinux")?) } else { None };
+        Ok(BootFiles {
+            kernel: art("kernel")?,
+            kernel_elf,
+            initrd: art("initramfs")?,
+            cmdline: image.cmdline.clone(),
+            disks,
+        })
     }
 
     /// Starts the engine from the VM's image (or, for the business OS, from its boot slot).
@@ -318,6 +328,7 @@ impl Den {
             cmdline: cmdline.trim().to_string(),
             disks: boot.disks,
             nics: self.nic_specs(vm),
+            kernel_elf: boot.kernel_elf,
             firmware: None,
             shares,
         })

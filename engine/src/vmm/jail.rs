@@ -2,9 +2,9 @@
 //! uid each VM gets, and how a VM's cgroup goes away when its den-vmm ends.
 //!
 //! Each running VM gets its own uid, `uid_base + k`: the first free one from a start derived
-//! from the VM's id, so a VM usually keeps its uid. "Free" means that no process runs as it;
-//! picking and starting are serialized until den-vmm runs as the picked uid, so two launches
-//! never pick the same one.
+//! from the VM's id, so a VM usually keeps its uid. "Free" means that no process runs as it and
+//! this dend has not reserved it: a launch reserves its uid (under a lock, from the pick until
+//! the reservation is made) until its den-vmm's cgroup is gone.
 
 use super::{cid_for, LaunchSpec};
 use crate::EngineError;
@@ -76,8 +76,20 @@ impl JailPolicy {
 }
 
 static POLICY: OnceLock<Option<JailPolicy>> = OnceLock::new();
-/// Held from picking a uid until den-vmm runs as it.
+/// Held from picking a uid until it is reserved.
 pub(crate) static PICKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Uids of launched den-vmm processes, by their cgroup's name, until that cgroup is removed.
+static RESERVED: std::sync::Mutex<std::collections::BTreeMap<String, u32>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn reserved() -> std::sync::MutexGuard<'static, std::collections::BTreeMap<String, u32>> {
+    RESERVED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reserves `uid` for the den-vmm whose cgroup is `group` (see [`end_cgroup`]).
+pub(crate) fn reserve(group: String, uid: u32) {
+    reserved().insert(group, uid);
+}
 
 /// Sets how den-vmm is jailed (`None`: not jailed), once, before the first launch.
 pub fn set_policy(policy: Option<JailPolicy>) -> Result<(), String> {
@@ -120,7 +132,8 @@ fn uids_in_use() -> HashSet<u32> {
 
 /// The first uid of `policy`'s range that no process runs as, from a start derived from `id`.
 pub fn pick_uid(policy: &JailPolicy, id: &str) -> Result<u32, EngineError> {
-    let used = uids_in_use();
+    let mut used = uids_in_use();
+    used.extend(reserved().values());
     let start = (den_net_util::fnv1a(id.bytes()) % u64::from(policy.uids)) as u32;
     (0..policy.uids).map(|k| policy.uid_base + (start + k) % policy.uids).find(|uid| !used.contains(uid)).ok_or_else(
         || {
@@ -146,6 +159,26 @@ mod tests {
         assert_eq!(overlapping_subids("junk\n#x:1:2\n", 1, 10), None);
         assert_eq!(memory_limit_mib(1024), 1024 + 64 + 20);
     }
+
+    #[test]
+    fn a_reserved_uid_is_not_picked_again_until_released() {
+        let policy = JailPolicy::new(3_000_000_000, 4);
+        let first = pick_uid(&policy, "vm-a").unwrap();
+        assert_eq!(pick_uid(&policy, "vm-a").unwrap(), first, "a VM keeps its uid when it is free");
+        reserve("vm-a-100".into(), first);
+        let second = pick_uid(&policy, "vm-a").unwrap();
+        assert_ne!(second, first);
+        for (i, g) in ["vm-b-1", "vm-c-1", "vm-d-1"].iter().enumerate() {
+            reserve(g.to_string(), 3_000_000_000 + ((first - 3_000_000_000 + 1 + i as u32) % 4));
+        }
+        let e = pick_uid(&policy, "vm-e").unwrap_err().to_string();
+        assert!(e.contains("raise [vmm] jail_uids"), "{e}");
+        reserved().remove("vm-c-1");
+        assert!(pick_uid(&policy, "vm-e").is_ok());
+        for g in ["vm-a-100", "vm-b-1", "vm-d-1"] {
+            reserved().remove(g);
+        }
+    }
 }
 
 /// den-vmm's arguments naming handed-over descriptors, and those descriptors as den-jailer's
@@ -160,7 +193,7 @@ pub fn args(spec: &LaunchSpec, kvm_kind: &str) -> Result<(Vec<String>, Vec<Strin
     let mut a: Vec<String> = vec!["boot".into()];
     let mut push = |words: &[&str]| a.extend(words.iter().map(|w| w.to_string()));
     push(&["--kvm", &fd(Resource::Kvm("/dev/kvm".into())), "--kvm-kind", kvm_kind]);
-    push(&["--kernel", &fd(Resource::ReadOnly(spec.kernel.clone()))]);
+    push(&["--kernel", &fd(Resource::ReadOnly(spec.vmm_kernel()))]);
     push(&["--initrd", &fd(Resource::ReadOnly(spec.initrd.clone()))]);
     push(&["--cmdline", &spec.cmdline, "--cpus", &spec.cpus.to_string()]);
     push(&["--memory-mib", &spec.memory_mib.to_string()]);
@@ -204,35 +237,68 @@ pub fn cgroup_of(pid: i32) -> Option<String> {
     })
 }
 
-/// After a jailed den-vmm ended: kills what is left in its cgroup `name` (nothing, unless it
-/// managed to start a process) and removes the cgroup. Logs what could not be removed.
-pub async fn end_cgroup(name: &str) {
-    let root = policy().map(|p| p.cgroup_root.clone()).unwrap_or_else(|| "/sys/fs/cgroup".into());
+fn cgroup_root() -> PathBuf {
+    policy().map(|p| p.cgroup_root.clone()).unwrap_or_else(|| "/sys/fs/cgroup".into())
+}
+
+/// Kills what is in cgroup `name` and removes it, trying for up to 5 s.
+async fn empty_and_remove(root: &Path, name: &str) -> Result<(), String> {
     let mut last = Ok(());
     for _ in 0..50 {
-        den_jailer::cgroup::kill_all(&root, name);
-        last = den_jailer::cgroup::remove(&root, name);
+        den_jailer::cgroup::kill_all(root, name);
+        last = den_jailer::cgroup::remove(root, name);
         if last.is_ok() {
-            return;
+            break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    if let Err(e) = last {
-        tracing::warn!(cgroup = name, %e, "cannot remove a jailed den-vmm's cgroup");
+    last
+}
+
+/// After a jailed den-vmm ended: kills what is left in its cgroup `name` (nothing, unless it
+/// managed to start a process), removes the cgroup and frees its uid. Logs what could not be
+/// removed (the uid then stays reserved).
+pub async fn end_cgroup(name: &str) {
+    match empty_and_remove(&cgroup_root(), name).await {
+        Ok(()) => {
+            reserved().remove(name);
+        }
+        Err(e) => tracing::warn!(cgroup = name, %e, "cannot remove a jailed den-vmm's cgroup"),
     }
 }
 
-/// Waits (up to 5 s) until process `pid` runs as `uid` or has ended: then a uid pick by the
-/// next launch sees it in use.
-pub(crate) async fn until_running_as(pid: i32, uid: u32) {
-    for _ in 0..500 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let real = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|v| v.split_whitespace().next());
-        if status.is_empty() || real == Some(uid.to_string().as_str()) {
-            return;
+/// At start, before any launch: kills and removes the jail cgroups of this dend's VMs (`vms`:
+/// each VM's id and the pid of its den-vmm if it still runs) that do not hold that den-vmm:
+/// what den-vmm processes that ended while dend was away left, and jailers of starts cut
+/// short. Groups of VMs `vms` does not name (another dend's, on the same host) are left alone.
+/// Returns the names removed.
+pub async fn sweep_cgroups(vms: &[(String, Option<i32>)]) -> Vec<String> {
+    let root = cgroup_root();
+    let mut swept = vec![];
+    for h in den_jailer::cgroup::hierarchies(&root) {
+        let parent = match &h {
+            den_jailer::cgroup::Hierarchy::V2(p) | den_jailer::cgroup::Hierarchy::V1(_, p) => {
+                p.join(den_jailer::cgroup::PARENT)
+            }
+        };
+        let Ok(entries) = std::fs::read_dir(&parent) else { continue };
+        for e in entries.flatten() {
+            let Some(name) = e.file_name().to_str().map(str::to_string) else { continue };
+            if !den_jailer::cgroup::valid_group(&name) || swept.contains(&name) {
+                continue;
+            }
+            let Some((id, _)) = name.rsplit_once('-') else { continue };
+            let Some((_, live)) = vms.iter().find(|(vm, _)| vm == id) else { continue };
+            if live.is_some_and(|pid| den_jailer::cgroup::processes(&e.path()).contains(&pid)) {
+                continue;
+            }
+            if let Err(e) = empty_and_remove(&root, &name).await {
+                tracing::warn!(cgroup = name, %e, "cannot remove a stale jail cgroup");
+            }
+            swept.push(name);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    swept
 }
 
 /// `[vmm]` in den.toml: whether and how den-vmm is jailed.

@@ -20,6 +20,7 @@ fn spec(dir: &Path) -> LaunchSpec {
         ],
         nics: vec![NicSpec { tap: "tap0".into(), mac: "52:54:00:12:34:56".into() }],
         firmware: None,
+        kernel_elf: None,
         shares: vec![],
     }
 }
@@ -54,6 +55,12 @@ fn command_line() {
         "tap0,mac=52:54:00:12:34:56",
     ];
     assert_eq!(a, want);
+    // With an ELF vmlinux beside the bzImage, den-vmm boots that.
+    let elf = LaunchSpec { kernel_elf: Some("/k/vmlinux".into()), ..spec(Path::new("/run/den/web1")) };
+    assert_eq!(args(&elf)[2], OsString::from("/k/vmlinux"));
+    let (fds, jailed) = jail::args(&elf, "hardware").unwrap();
+    assert_eq!(fds[1], "ro:/k/vmlinux");
+    assert_eq!(jailed[..8], ["boot", "--kvm", "fd:3", "--kvm-kind", "hardware", "--kernel", "fd:4", "--initrd"]);
 }
 
 #[test]

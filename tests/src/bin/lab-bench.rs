@@ -1,6 +1,7 @@
 //! den-vmm against QEMU (`-M microvm -accel kvm`) in the KVM lab, side by side in one run: the same
 //! inner kernel, initramfs (den-agent as init) and command line, 1 vCPU, 256 MiB; time from the
-//! engine's spawn to the guest init's first console line, measured the same way for both (the
+//! engine's spawn to the guest init's first console line (den-vmm with the ELF vmlinux it boots by
+//! default, and with the bzImage), measured the same way for both (the
 //! outer guest's /proc/uptime, 10 ms resolution), plus den-vmm's own debug-port milestone for
 //! init (code 0x10, timed inside the VMM). Prints a table; run by `bench/lab-bench.sh [RUNS]`.
 
@@ -31,9 +32,10 @@ async fn put_qemu(lab: &Lab) {
 /// One timed boot; returns (ms to the marker, den-vmm's init milestone in ms if any).
 async fn run(lab: &Lab, engine: &str) -> (f64, Option<f64>) {
     let cmd = match engine {
-        "den-vmm" => format!(
-            "{VMM} boot --kernel /lab/base/kernel --initrd /lab/bench.img --memory-mib 256 --no-rng \
-             --cmdline '{CMDLINE}' --console stdio"
+        "den-vmm" | "den-vmm-bzimage" => format!(
+            "{VMM} boot --kernel /lab/base/{} --initrd /lab/bench.img --memory-mib 256 --no-rng \
+             --cmdline '{CMDLINE}' --console stdio",
+            if engine == "den-vmm" { "vmlinux" } else { "kernel" }
         ),
         _ => format!(
             "/lab/qemu/lib/ld-linux-x86-64.so.2 --library-path /lab/qemu/lib /lab/qemu/qemu-system-x86_64 \
@@ -72,24 +74,34 @@ async fn main() {
     let lab = Lab::start().await;
     lab.put_scenario("bench", SCENARIO).await;
     put_qemu(&lab).await;
-    let (mut vmm, mut qemu, mut milestones) = (vec![], vec![], vec![]);
+    let (mut vmm, mut bz, mut qemu, mut milestones) = (vec![], vec![], vec![], vec![]);
     for i in 0..runs {
-        // Alternate, so both engines see the same conditions.
+        // Alternate, so every engine sees the same conditions.
         let (ms, m) = run(&lab, "den-vmm").await;
         vmm.push(ms);
         milestones.extend(m);
+        bz.push(run(&lab, "den-vmm-bzimage").await.0);
         qemu.push(run(&lab, "qemu").await.0);
-        eprintln!("run {}: den-vmm {ms:.0} ms, qemu {:.0} ms", i + 1, qemu[i]);
+        eprintln!("run {}: den-vmm {ms:.0} ms, den-vmm bzImage {:.0} ms, qemu {:.0} ms", i + 1, bz[i], qemu[i]);
     }
     let (v, q) = (median(vmm.clone()), median(qemu.clone()));
     println!("KVM lab (QEMU TCG outer guest, kvm-amd), {runs} runs each, 1 vCPU, 256 MiB, same kernel/initramfs");
     println!("| spawn to guest init's first console line | median ms | min ms | max ms |");
     println!("|---|--:|--:|--:|");
-    for (name, xs) in [("den-vmm", &vmm), ("qemu -M microvm -accel kvm", &qemu)] {
+    let rows = [
+        ("den-vmm, ELF vmlinux (Den's default)", &vmm),
+        ("den-vmm, bzImage", &bz),
+        ("qemu -M microvm -accel kvm, bzImage", &qemu),
+    ];
+    for (name, xs) in rows {
         let min = xs.iter().copied().fold(f64::INFINITY, f64::min);
         let max = xs.iter().copied().fold(0.0, f64::max);
         println!("| {name} | {:.0} | {min:.0} | {max:.0} |", median(xs.to_vec()));
     }
-    println!("| den-vmm debug-port milestone 0x10 (init started), inside the VMM | {:.0} | | |", median(milestones));
+    println!(
+        "| den-vmm (vmlinux) debug-port milestone 0x10 (init started), inside the VMM | {:.0} | | |",
+        median(milestones)
+    );
     println!("\nratio qemu / den-vmm: {:.2}x (den-vmm {:.0} ms faster)", q / v, q - v);
+    println!("ratio den-vmm bzImage / vmlinux: {:.2}x", median(bz) / v);
 }

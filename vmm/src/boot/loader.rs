@@ -29,6 +29,8 @@ pub struct Loaded {
     pub kernel_end: u64,
     /// Initramfs (address, size), if any.
     pub initrd: Option<(u64, u64)>,
+    /// The kernel was an ELF `vmlinux` (else a bzImage, which decompresses itself).
+    pub elf: bool,
 }
 
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> VmmError {
@@ -59,6 +61,7 @@ pub fn load(
         },
     };
 
+    let elf = header.is_none();
     let mut hdr = header.unwrap_or_else(|| setup_header {
         boot_flag: KERNEL_BOOT_FLAG_MAGIC,
         header: KERNEL_HDR_MAGIC,
@@ -94,7 +97,7 @@ pub fn load(
     write_e820(&mut params, &e820)?;
     LinuxBootConfigurator::write_bootparams(&BootParams::new(&params, GuestAddress(layout::ZERO_PAGE)), mem)
         .map_err(|e| VmmError::Memory(format!("zero page: {e}")))?;
-    Ok(Loaded { entry, kernel_end, initrd })
+    Ok(Loaded { entry, kernel_end, initrd, elf })
 }
 
 fn write_e820(params: &mut boot_params, entries: &[(u64, u64, u32)]) -> Result<(), VmmError> {
