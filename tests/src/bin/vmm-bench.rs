@@ -60,6 +60,47 @@ fn milestone_ms(stderr: &str) -> Option<f64> {
     rest[..rest.find("ms")?].parse().ok()
 }
 
+/// den-vmm started by den-jailer (next to `vmm`) for VM `id`, if this host can jail (root, a
+/// cgroup memory controller): the same boot as [`den_vmm`], its files handed over.
+fn jailed(vmm: &Path, kernel: &Path, id: &str, dir: &Path) -> Option<Command> {
+    let jailer = vmm.with_file_name("den-jailer");
+    let cgroups = den_jailer::cgroup::hierarchies(Path::new("/sys/fs/cgroup"));
+    if !jailer.is_file() || !nix::unistd::geteuid().is_root() || cgroups.is_empty() {
+        return None;
+    }
+    let kind = match den_kvm_probe::kvm_kind(Path::new("/sys"), Path::new("/dev/kvm")) {
+        den_kvm_probe::KvmKind::Hardware => "hardware",
+        _ => "pvm",
+    };
+    let mut c = Command::new(jailer);
+    let vmm = std::path::absolute(vmm).ok()?;
+    c.args(["--id", id, "--uid", "2000099999", "--gid", "2000099999", "--exec"]).arg(vmm);
+    c.arg("--root").arg(dir.join(format!("{id}.jail"))).args(["--memory-mib", "512", "--fd", "kvm:/dev/kvm"]);
+    c.arg("--fd").arg(format!("ro:{}", kernel.display())).arg("--");
+    c.args(["boot", "--tiny-test-guest", "--kvm", "fd:3", "--kvm-kind", kind, "--kernel", "fd:4"]);
+    c.args(["--memory-mib", &GUEST_MIB.to_string(), "--console", "stdio"]);
+    Some(c)
+}
+
+/// Spawn to first console line of a jailed boot, in ms; removes its cgroup afterwards.
+fn jailed_once(vmm: &Path, kernel: &Path, dir: &Path, i: usize) -> Option<Result<f64, String>> {
+    let id = format!("vmm-bench-{i}");
+    let mut cmd = jailed(vmm, kernel, &id, dir)?;
+    let t0 = Instant::now();
+    let run = spawn_lines(&mut cmd).and_then(|(child, lines)| {
+        let pid = child.id();
+        let first = lines.recv_timeout(TIMEOUT).map(|(t, _)| t - t0);
+        while lines.recv_timeout(TIMEOUT).is_ok() {}
+        let out = child.wait_with_output().map_err(|e| format!("wait: {e}"))?;
+        let _ = den_jailer::cgroup::remove(Path::new("/sys/fs/cgroup"), &den_jailer::cgroup::group_name(&id, pid));
+        if !out.status.success() {
+            return Err(format!("jailed den-vmm failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(first.map_err(|_| "no console output".to_string())?.as_secs_f64() * 1e3)
+    });
+    Some(run)
+}
+
 /// One report-kernel boot: (first-instruction milestone ms, spawn to first console line ms).
 fn boot_once(vmm: &Path, kernel: &Path) -> Result<(f64, f64), String> {
     let t0 = Instant::now();
@@ -194,12 +235,16 @@ fn fail(what: &str, e: String) -> ! {
     std::process::exit(1)
 }
 
-fn start_table(vmm: &Path, kernel: &Path, runs: usize) {
-    let (mut first_pio, mut first_line) = (vec![], vec![]);
-    for _ in 0..runs {
+fn start_table(vmm: &Path, kernel: &Path, runs: usize, dir: &Path) {
+    let (mut first_pio, mut first_line, mut jailed_line) = (vec![], vec![], vec![]);
+    for i in 0..runs {
+        // Alternate, so both see the same conditions.
         let (m, l) = boot_once(vmm, kernel).unwrap_or_else(|e| fail("boot", e));
         first_pio.push(m);
         first_line.push(l);
+        if let Some(j) = jailed_once(vmm, kernel, dir, i) {
+            jailed_line.push(j.unwrap_or_else(|e| fail("jailed boot", e)));
+        }
     }
     let qemu: Result<Vec<f64>, String> = (0..runs).map(|_| qemu_once(kernel)).collect();
     println!(
@@ -210,6 +255,16 @@ fn start_table(vmm: &Path, kernel: &Path, runs: usize) {
     let goal = format!("<= 10 ms: {}", met(pct(&first_pio, 0.5) <= 10.0));
     row("den-vmm: process start -> first guest PIO (debug port)", &first_pio, &goal);
     row("den-vmm: spawn -> first console line (launcher clock)", &first_line, "");
+    if jailed_line.is_empty() {
+        println!("| {:<56} | {:>7} | {:>7} | needs root, den-jailer and cgroups |", "den-vmm jailed", "n/a", "n/a");
+    } else {
+        let cost = pct(&jailed_line, 0.5) - pct(&first_line, 0.5);
+        row(
+            "den-vmm jailed (den-jailer): spawn -> first console line",
+            &jailed_line,
+            &format!("jail costs {cost:+.2} ms"),
+        );
+    }
     let name = "qemu microvm -accel kvm: spawn -> first console line";
     match &qemu {
         Ok(v) => row(name, v, ""),
@@ -262,7 +317,7 @@ fn main() {
     std::fs::write(&halt, tiny_kernel::halt_kernel()).expect("write kernel");
     println!("den-vmm: {}; {GUEST_MIB} MiB tiny guests on /dev/kvm", vmm.display());
     println!();
-    start_table(&vmm, &report, runs);
+    start_table(&vmm, &report, runs, dir.path());
     println!();
     memory_table(&vmm, &halt);
     println!();
