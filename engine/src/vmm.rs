@@ -9,6 +9,7 @@ pub mod jail;
 
 use super::process::{self, ExitStatus, Proc};
 use super::{EndReason, EngineError, EngineKind, LaunchSpec, Running, VmState};
+use den_jailer::Resource;
 use jail::JailPolicy;
 use serde_json::{json, Value};
 use std::ffi::OsString;
@@ -54,39 +55,48 @@ pub fn cid_for(id: &str) -> u32 {
     3 + h % (u32::MAX - 4)
 }
 
-/// den-vmm's command line (without the binary) for `spec`.
+/// den-vmm's command line (without the binary) for `spec`, unjailed: files by their paths.
 pub fn args(spec: &LaunchSpec) -> Vec<OsString> {
-    let dir = &spec.dir;
-    let mut a: Vec<OsString> = ["boot", "--kernel"].map(OsString::from).to_vec();
-    a.push(spec.vmm_kernel().into());
-    a.push("--initrd".into());
-    a.push(spec.initrd.clone().into());
-    for s in [
-        "--cmdline".into(),
-        spec.cmdline.clone(),
-        "--cpus".into(),
-        spec.cpus.to_string(),
-        "--memory-mib".into(),
-        spec.memory_mib.to_string(),
-    ] {
-        a.push(s.into());
-    }
-    let mut path_arg = |flag: &str, prefix: &str, p: PathBuf, suffix: &str| {
+    boot_args(spec, None, &mut |r| match r {
+        Resource::Kvm(p) | Resource::ReadOnly(p) | Resource::ReadWrite(p) | Resource::Listen(p) => p.into(),
+        Resource::Tap(name) => name.into(),
+    })
+}
+
+/// den-vmm's `boot` arguments for `spec`, the one place their order and form are set. `file`
+/// names each file den-vmm is to use: by its path (or TAP name), or, jailed, as the descriptor
+/// it is handed (`fd:N`). With `kvm_kind`, `/dev/kvm` is named too, with what it runs (a jailed
+/// den-vmm cannot look).
+fn boot_args(spec: &LaunchSpec, kvm_kind: Option<&str>, file: &mut dyn FnMut(Resource) -> OsString) -> Vec<OsString> {
+    fn flag(a: &mut Vec<OsString>, flag: &str, prefix: &str, value: OsString, suffix: &str) {
         let mut v = OsString::from(prefix);
-        v.push(p);
+        v.push(value);
         v.push(suffix);
         a.push(flag.into());
         a.push(v);
-    };
-    path_arg("--api-sock", "", dir.join("api.sock"), "");
-    path_arg("--console", "socket:", dir.join("console.sock"), "");
-    path_arg("--vsock", &format!("{},", cid_for(&spec.id)), dir.join("vsock.sock"), "");
+    }
+    let dir = &spec.dir;
+    let mut a: Vec<OsString> = vec!["boot".into()];
+    if let Some(kind) = kvm_kind {
+        flag(&mut a, "--kvm", "", file(Resource::Kvm("/dev/kvm".into())), "");
+        flag(&mut a, "--kvm-kind", "", kind.into(), "");
+    }
+    flag(&mut a, "--kernel", "", file(Resource::ReadOnly(spec.vmm_kernel())), "");
+    flag(&mut a, "--initrd", "", file(Resource::ReadOnly(spec.initrd.clone())), "");
+    let (cpus, memory) = (spec.cpus.to_string(), spec.memory_mib.to_string());
+    for (f, v) in [("--cmdline", spec.cmdline.as_str()), ("--cpus", &cpus), ("--memory-mib", &memory)] {
+        flag(&mut a, f, "", v.into(), "");
+    }
+    flag(&mut a, "--api-sock", "", file(Resource::Listen(dir.join("api.sock"))), "");
+    flag(&mut a, "--console", "socket:", file(Resource::Listen(dir.join("console.sock"))), "");
+    let cid = format!("{},", cid_for(&spec.id));
+    flag(&mut a, "--vsock", &cid, file(Resource::Listen(dir.join("vsock.sock"))), "");
     for d in &spec.disks {
-        path_arg("--disk", "", d.path.clone(), if d.read_only { ",ro" } else { "" });
+        let r = if d.read_only { Resource::ReadOnly(d.path.clone()) } else { Resource::ReadWrite(d.path.clone()) };
+        flag(&mut a, "--disk", "", file(r), if d.read_only { ",ro" } else { "" });
     }
     for n in &spec.nics {
-        a.push("--net".into());
-        a.push(format!("{},mac={}", n.tap, n.mac).into());
+        flag(&mut a, "--net", "", file(Resource::Tap(n.tap.clone())), &format!(",mac={}", n.mac));
     }
     a
 }
@@ -227,16 +237,13 @@ fn jailed_command(
     extra: &[&str],
     spec: &LaunchSpec,
 ) -> Result<(std::process::Command, u32), EngineError> {
-    let kind = match den_kvm_probe::kvm_kind(Path::new("/sys"), Path::new("/dev/kvm")) {
-        den_kvm_probe::KvmKind::Hardware => "hardware",
-        den_kvm_probe::KvmKind::Pvm => "pvm",
-        den_kvm_probe::KvmKind::Missing(why) => return Err(EngineError::Unsupported(format!("no usable KVM: {why}"))),
-    };
+    let probed = den_kvm_probe::kvm_kind(Path::new("/sys"), Path::new("/dev/kvm"));
+    let kind = probed.name().map_err(|why| EngineError::Unsupported(format!("no usable KVM: {why}")))?;
     let bin = std::path::absolute(bin).map_err(|e| EngineError::Io(format!("den-vmm binary {}", bin.display()), e))?;
     let picked = jail::pick_uid(policy, &spec.id)?;
     let uid = picked.to_string();
     let (fds, mut argv) = jail::args(spec, kind)?;
-    argv.splice(1..1, extra.iter().map(|s| s.to_string()));
+    argv.splice(1..1, extra.iter().map(OsString::from));
     let mut cmd = std::process::Command::new(&policy.jailer);
     cmd.args(["--id", &spec.id, "--uid", &uid, "--gid", &uid, "--exec"])
         .arg(bin)

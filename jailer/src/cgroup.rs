@@ -20,11 +20,27 @@ pub enum Hierarchy {
 }
 
 impl Hierarchy {
-    fn path(&self) -> &Path {
+    /// Where the hierarchy is mounted.
+    pub fn path(&self) -> &Path {
         match self {
             Hierarchy::V2(p) | Hierarchy::V1(_, p) => p,
         }
     }
+
+    /// The folder VMs' cgroups are made in.
+    pub fn parent(&self) -> PathBuf {
+        self.path().join(PARENT)
+    }
+
+    /// Whether it can limit memory (v2, or v1 `memory`).
+    fn limits_memory(&self) -> bool {
+        matches!(self, Hierarchy::V2(_) | Hierarchy::V1("memory", _))
+    }
+}
+
+/// Whether the hierarchies under `root` can limit a VM's memory, which [`join`] requires.
+pub fn can_limit_memory(root: &Path) -> bool {
+    hierarchies(root).iter().any(Hierarchy::limits_memory)
 }
 
 /// The hierarchies under `root` (usually `/sys/fs/cgroup`).
@@ -63,9 +79,14 @@ fn is_group_of(name: &str, id: &str) -> bool {
         .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// The VM id of a group [`group_name`] makes, or `None` if `name` is not one.
+pub fn vm_of(name: &str) -> Option<&str> {
+    name.rsplit_once('-').map(|(id, _)| id).filter(|id| crate::spec::valid_id(id) && is_group_of(name, id))
+}
+
 /// Whether `name` is a group [`group_name`] makes (for any VM).
 pub fn valid_group(name: &str) -> bool {
-    name.rsplit_once('-').is_some_and(|(id, _)| crate::spec::valid_id(id) && is_group_of(name, id))
+    vm_of(name).is_some()
 }
 
 /// Makes the group fresh: the groups of earlier den-vmm processes of the same VM must be empty
@@ -89,7 +110,7 @@ fn fresh(parent: &Path, id: &str, group: &Path) -> Result<(), JailError> {
 /// Creates the VM's cgroup in every hierarchy, sets its limits and moves this process in.
 pub fn join(spec: &JailSpec) -> Result<(), JailError> {
     let found = hierarchies(&spec.cgroup_root);
-    if !found.iter().any(|h| matches!(h, Hierarchy::V2(_) | Hierarchy::V1("memory", _))) {
+    if !found.iter().any(Hierarchy::limits_memory) {
         return Err(JailError::Invalid(format!(
             "no cgroup memory controller under {} (cgroup v2, or v1 `memory`): cannot limit the VM's memory; \
              mount cgroup2 there",
@@ -100,10 +121,10 @@ pub fn join(spec: &JailSpec) -> Result<(), JailError> {
     let pid = std::process::id().to_string();
     let name = group_name(&spec.id, std::process::id());
     for h in &found {
-        let group = h.path().join(PARENT).join(&name);
+        let group = h.parent().join(&name);
         if let Hierarchy::V2(root) = h {
             // Controllers must be enabled in each parent for the VM's group to have them.
-            for parent in [root.clone(), root.join(PARENT)] {
+            for parent in [root.clone(), h.parent()] {
                 std::fs::create_dir_all(&parent).map_err(JailError::io(format!("create {}", parent.display())))?;
                 write(&parent.join("cgroup.subtree_control"), "+memory +cpu +pids")?;
             }
@@ -126,36 +147,33 @@ pub fn join(spec: &JailSpec) -> Result<(), JailError> {
 
 /// Makes the group fresh in one hierarchy, sets its limits and moves `pid` in.
 fn make(spec: &JailSpec, h: &Hierarchy, group: &Path, memory: &str, pid: &str) -> Result<(), JailError> {
-    {
-        fresh(group.parent().unwrap_or(group), &spec.id, group)?;
-        match h {
-            Hierarchy::V2(_) => {
-                write(&group.join("memory.max"), memory)?;
-                if group.join("memory.swap.max").exists() {
-                    write(&group.join("memory.swap.max"), "0")?;
-                }
-                write(&group.join("cpu.max"), &format!("{} 100000", u64::from(spec.cpus) * 100_000))?;
-                write(&group.join("pids.max"), &spec.pids.to_string())?;
+    fresh(&h.parent(), &spec.id, group)?;
+    match h {
+        Hierarchy::V2(_) => {
+            write(&group.join("memory.max"), memory)?;
+            if group.join("memory.swap.max").exists() {
+                write(&group.join("memory.swap.max"), "0")?;
             }
-            Hierarchy::V1("memory", _) => {
-                write(&group.join("memory.limit_in_bytes"), memory)?;
-                // Without swap accounting the limit covers RAM only: keep the VM out of swap.
-                if group.join("memory.memsw.limit_in_bytes").exists() {
-                    write(&group.join("memory.memsw.limit_in_bytes"), memory)?;
-                } else if group.join("memory.swappiness").exists() {
-                    write(&group.join("memory.swappiness"), "0")?;
-                }
-            }
-            Hierarchy::V1("cpu", _) => {
-                write(&group.join("cpu.cfs_period_us"), "100000")?;
-                write(&group.join("cpu.cfs_quota_us"), &(u64::from(spec.cpus) * 100_000).to_string())?;
-            }
-            Hierarchy::V1("pids", _) => write(&group.join("pids.max"), &spec.pids.to_string())?,
-            Hierarchy::V1(..) => {}
+            write(&group.join("cpu.max"), &format!("{} 100000", u64::from(spec.cpus) * 100_000))?;
+            write(&group.join("pids.max"), &spec.pids.to_string())?;
         }
-        write(&group.join("cgroup.procs"), pid)?;
+        Hierarchy::V1("memory", _) => {
+            write(&group.join("memory.limit_in_bytes"), memory)?;
+            // Without swap accounting the limit covers RAM only: keep the VM out of swap.
+            if group.join("memory.memsw.limit_in_bytes").exists() {
+                write(&group.join("memory.memsw.limit_in_bytes"), memory)?;
+            } else if group.join("memory.swappiness").exists() {
+                write(&group.join("memory.swappiness"), "0")?;
+            }
+        }
+        Hierarchy::V1("cpu", _) => {
+            write(&group.join("cpu.cfs_period_us"), "100000")?;
+            write(&group.join("cpu.cfs_quota_us"), &(u64::from(spec.cpus) * 100_000).to_string())?;
+        }
+        Hierarchy::V1("pids", _) => write(&group.join("pids.max"), &spec.pids.to_string())?,
+        Hierarchy::V1(..) => {}
     }
-    Ok(())
+    write(&group.join("cgroup.procs"), pid)
 }
 
 /// Removes cgroup `name` (a [`group_name`]) under `root` once it holds no process (after
@@ -166,7 +184,7 @@ pub fn remove(root: &Path, name: &str) -> Result<(), String> {
     }
     let mut busy = vec![];
     for h in hierarchies(root) {
-        let group = h.path().join(PARENT).join(name);
+        let group = h.parent().join(name);
         if !group.exists() {
             continue;
         }
@@ -189,7 +207,7 @@ pub fn kill_all(root: &Path, name: &str) {
         return;
     }
     for h in hierarchies(root) {
-        let group = h.path().join(PARENT).join(name);
+        let group = h.parent().join(name);
         // v2 kills the whole group at once, with no pid read and then signalled (which may
         // have been reused meanwhile).
         if matches!(h, Hierarchy::V2(_)) && std::fs::write(group.join("cgroup.kill"), "1").is_ok() {
@@ -211,6 +229,7 @@ mod tests {
         assert!(is_group_of("ab12-77", "ab12") && !is_group_of("ab12-7x", "ab12") && !is_group_of("ab12-", "ab12"));
         assert!(!is_group_of("a-1-123", "a"), "VM a-1's group is not VM a's");
         assert!(valid_group("a-1-123") && valid_group("ab12-77"));
+        assert_eq!((vm_of("a-1-123"), vm_of("ab12-77"), vm_of("ab12")), (Some("a-1"), Some("ab12"), None));
         assert!(!valid_group("ab12") && !valid_group("../x-1") && !valid_group("-1") && !valid_group("cgroup.procs"));
     }
 }

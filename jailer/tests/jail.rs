@@ -8,7 +8,7 @@
 // A test's helpers may panic: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use den_kvm_probe::{kvm_kind, KvmKind};
+use den_kvm_probe::kvm_kind;
 use den_vmm::tiny_kernel;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -27,19 +27,16 @@ fn jailer() -> PathBuf {
 fn ready() -> Option<&'static str> {
     let why = if !nix::unistd::geteuid().is_root() {
         "not root"
-    } else if den_jailer::cgroup::hierarchies(Path::new(CGROUPS)).is_empty() {
+    } else if !den_jailer::cgroup::can_limit_memory(Path::new(CGROUPS)) {
         "no cgroup hierarchy with a memory controller"
     } else if !vmm().is_file() {
         "target/debug/den-vmm is not built (cargo build --workspace)"
     } else {
-        return match kvm_kind(Path::new("/sys"), Path::new("/dev/kvm")) {
-            KvmKind::Hardware => Some("hardware"),
-            KvmKind::Pvm => Some("pvm"),
-            KvmKind::Missing(_) => {
-                eprintln!("skipped: no /dev/kvm");
-                None
-            }
-        };
+        let kvm = kvm_kind(Path::new("/sys"), Path::new("/dev/kvm"));
+        if let Err(why) = kvm.name() {
+            eprintln!("skipped: {why}");
+        }
+        return kvm.name().ok();
     };
     eprintln!("skipped: {why}");
     None

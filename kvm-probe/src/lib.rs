@@ -16,6 +16,23 @@ pub enum KvmKind {
     Missing(String),
 }
 
+impl KvmKind {
+    /// Its name, as `den-vmm probe` prints it and `den-vmm boot --kvm-kind` takes it
+    /// (`hardware`, `pvm`), or why KVM is missing.
+    pub fn name(&self) -> Result<&'static str, &str> {
+        match self {
+            KvmKind::Hardware => Ok("hardware"),
+            KvmKind::Pvm => Ok("pvm"),
+            KvmKind::Missing(why) => Err(why),
+        }
+    }
+
+    /// The kind [`KvmKind::name`] names.
+    pub fn from_name(name: &str) -> Option<KvmKind> {
+        [KvmKind::Hardware, KvmKind::Pvm].into_iter().find(|k| k.name() == Ok(name))
+    }
+}
+
 /// Inspects the host (`sys` is normally `/sys`).
 pub fn kvm_kind(sys: &Path, dev_kvm: &Path) -> KvmKind {
     if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open(dev_kvm) {
@@ -60,6 +77,15 @@ pub fn tcg_guest_cmdline() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_go_both_ways() {
+        for k in [KvmKind::Hardware, KvmKind::Pvm] {
+            assert_eq!(KvmKind::from_name(k.name().unwrap()), Some(k));
+        }
+        assert_eq!(KvmKind::Missing("no /dev/kvm".into()).name(), Err("no /dev/kvm"));
+        assert_eq!(KvmKind::from_name("missing"), None);
+    }
 
     #[test]
     fn tsc_frequency_is_plausible() {

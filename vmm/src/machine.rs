@@ -27,7 +27,6 @@ use crate::vcpu::{self, ExitCounters, VcpuContext};
 use crate::{kvm, layout, memory, VmmError};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use std::io::Write;
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
@@ -143,12 +142,7 @@ impl Machine {
         }
         for n in &cfg.nets {
             let r = events.registrar();
-            let tap = if crate::files::is_handed_over(Path::new(&n.tap)) {
-                Tap::handed_over(&n.tap)
-            } else {
-                Tap::open(&n.tap)
-            };
-            let tap = tap.map_err(|e| VmmError::Input(format!("TAP interface {}: {e}", n.tap)))?;
+            let tap = Tap::open(&n.tap).map_err(|e| VmmError::Input(format!("TAP interface {}: {e}", n.tap)))?;
             let mac = n.mac_bytes().map_err(VmmError::Input)?;
             virtio.push(Box::new(Net::new(Box::new(tap), mac, r.clone())));
             bind.push((virtio.len() - 1, r));

@@ -103,11 +103,7 @@ enum Cmd {
 }
 
 fn parse_kvm_kind(s: &str) -> Result<KvmKind, String> {
-    match s {
-        "hardware" => Ok(KvmKind::Hardware),
-        "pvm" => Ok(KvmKind::Pvm),
-        other => Err(format!("KVM kind `{other}`: expected hardware or pvm")),
-    }
+    KvmKind::from_name(s).ok_or_else(|| format!("KVM kind `{s}`: expected hardware or pvm"))
 }
 
 /// Opens the KVM device `path` or claims it when it is `fd:N`.

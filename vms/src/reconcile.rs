@@ -23,16 +23,15 @@ impl Den {
             tracing::warn!(task = %t.id, kind = %t.kind, target = %t.target, "task interrupted by a dend restart");
         }
         // Before any VM starts again: jail cgroups of den-vmm processes that ended meanwhile.
-        let vms: Vec<(String, Option<i32>)> = self
-            .store
-            .vms()?
-            .into_iter()
-            .map(|vm| (vm.id, vm.running.filter(engine::is_alive).map(|r| r.pid)))
+        let vms = self.store.vms()?;
+        let live: Vec<(String, Option<i32>)> = vms
+            .iter()
+            .map(|vm| (vm.id.clone(), vm.running.as_ref().filter(|r| engine::is_alive(r)).map(|r| r.pid)))
             .collect();
-        for group in engine::vmm::jail::sweep_cgroups(&vms).await {
+        for group in engine::vmm::jail::sweep_cgroups(&live).await {
             tracing::info!(cgroup = %group, "removed the cgroup of a den-vmm that ended while dend was away");
         }
-        for vm in self.store.vms()? {
+        for vm in vms {
             if !vm.running.as_ref().is_some_and(engine::is_alive) {
                 let orphans = engine::kill_orphans(&self.paths.vm_run(&vm.id));
                 if !orphans.is_empty() {

@@ -6,10 +6,11 @@
 //! this dend has not reserved it: a launch reserves its uid (under a lock, from the pick until
 //! the reservation is made) until its den-vmm's cgroup is gone.
 
-use super::{cid_for, LaunchSpec};
+use super::LaunchSpec;
 use crate::EngineError;
 use den_jailer::Resource;
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -46,9 +47,7 @@ impl JailPolicy {
 
     /// Whether the host has a cgroup memory controller den-jailer can limit VMs with.
     pub fn can_limit_memory(&self) -> bool {
-        den_jailer::cgroup::hierarchies(&self.cgroup_root)
-            .iter()
-            .any(|h| matches!(h, den_jailer::cgroup::Hierarchy::V2(_) | den_jailer::cgroup::Hierarchy::V1("memory", _)))
+        den_jailer::cgroup::can_limit_memory(&self.cgroup_root)
     }
 
     /// Checks the uid range: above 65535 (no system or regular user), not wrapping, and not
@@ -145,70 +144,16 @@ pub fn pick_uid(policy: &JailPolicy, id: &str) -> Result<u32, EngineError> {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subordinate_id_ranges_that_overlap_are_found() {
-        let text = "alice:100000:65536\nbob:2000000100:10\n";
-        assert_eq!(overlapping_subids(text, 2_000_000_000, 65_536), Some("bob:2000000100:10"));
-        assert_eq!(overlapping_subids(text, 2_000_000_000, 100), None);
-        assert_eq!(overlapping_subids(text, 165_535, 10), Some("alice:100000:65536"));
-        assert_eq!(overlapping_subids(text, 165_536, 10), None);
-        assert_eq!(overlapping_subids("junk\n#x:1:2\n", 1, 10), None);
-        assert_eq!(memory_limit_mib(1024), 1024 + 64 + 20);
-    }
-
-    #[test]
-    fn a_reserved_uid_is_not_picked_again_until_released() {
-        let policy = JailPolicy::new(3_000_000_000, 4);
-        let first = pick_uid(&policy, "vm-a").unwrap();
-        assert_eq!(pick_uid(&policy, "vm-a").unwrap(), first, "a VM keeps its uid when it is free");
-        reserve("vm-a-100".into(), first);
-        let second = pick_uid(&policy, "vm-a").unwrap();
-        assert_ne!(second, first);
-        for (i, g) in ["vm-b-1", "vm-c-1", "vm-d-1"].iter().enumerate() {
-            reserve(g.to_string(), 3_000_000_000 + ((first - 3_000_000_000 + 1 + i as u32) % 4));
-        }
-        let e = pick_uid(&policy, "vm-e").unwrap_err().to_string();
-        assert!(e.contains("raise [vmm] jail_uids"), "{e}");
-        reserved().remove("vm-c-1");
-        assert!(pick_uid(&policy, "vm-e").is_ok());
-        for g in ["vm-a-100", "vm-b-1", "vm-d-1"] {
-            reserved().remove(g);
-        }
-    }
-}
-
 /// den-vmm's arguments naming handed-over descriptors, and those descriptors as den-jailer's
 /// `--fd` values, in order. `kvm_kind` is what the host's `/dev/kvm` runs.
-pub fn args(spec: &LaunchSpec, kvm_kind: &str) -> Result<(Vec<String>, Vec<String>), EngineError> {
-    let dir = &spec.dir;
+pub fn args(spec: &LaunchSpec, kvm_kind: &str) -> Result<(Vec<String>, Vec<OsString>), EngineError> {
     let mut fds: Vec<Resource> = Vec::new();
-    let mut fd = |r: Resource| {
+    let argv = super::boot_args(spec, Some(kvm_kind), &mut |r| {
         fds.push(r);
-        den_jailer::spec::fd_for(fds.len() - 1)
-    };
-    let mut a: Vec<String> = vec!["boot".into()];
-    let mut push = |words: &[&str]| a.extend(words.iter().map(|w| w.to_string()));
-    push(&["--kvm", &fd(Resource::Kvm("/dev/kvm".into())), "--kvm-kind", kvm_kind]);
-    push(&["--kernel", &fd(Resource::ReadOnly(spec.vmm_kernel()))]);
-    push(&["--initrd", &fd(Resource::ReadOnly(spec.initrd.clone()))]);
-    push(&["--cmdline", &spec.cmdline, "--cpus", &spec.cpus.to_string()]);
-    push(&["--memory-mib", &spec.memory_mib.to_string()]);
-    push(&["--api-sock", &fd(Resource::Listen(dir.join("api.sock")))]);
-    push(&["--console", &format!("socket:{}", fd(Resource::Listen(dir.join("console.sock"))))]);
-    push(&["--vsock", &format!("{},{}", cid_for(&spec.id), fd(Resource::Listen(dir.join("vsock.sock"))))]);
-    for d in &spec.disks {
-        let r = if d.read_only { Resource::ReadOnly(d.path.clone()) } else { Resource::ReadWrite(d.path.clone()) };
-        push(&["--disk", &format!("{}{}", fd(r), if d.read_only { ",ro" } else { "" })]);
-    }
-    for n in &spec.nics {
-        push(&["--net", &format!("{},mac={}", fd(Resource::Tap(n.tap.clone())), n.mac)]);
-    }
+        den_jailer::spec::fd_for(fds.len() - 1).into()
+    });
     let fds = fds.iter().map(resource_arg).collect::<Result<_, _>>()?;
-    Ok((fds, a))
+    Ok((fds, argv))
 }
 
 /// A resource as den-jailer's `--fd` value.
@@ -276,18 +221,13 @@ pub async fn sweep_cgroups(vms: &[(String, Option<i32>)]) -> Vec<String> {
     let root = cgroup_root();
     let mut swept = vec![];
     for h in den_jailer::cgroup::hierarchies(&root) {
-        let parent = match &h {
-            den_jailer::cgroup::Hierarchy::V2(p) | den_jailer::cgroup::Hierarchy::V1(_, p) => {
-                p.join(den_jailer::cgroup::PARENT)
-            }
-        };
-        let Ok(entries) = std::fs::read_dir(&parent) else { continue };
+        let Ok(entries) = std::fs::read_dir(h.parent()) else { continue };
         for e in entries.flatten() {
             let Some(name) = e.file_name().to_str().map(str::to_string) else { continue };
-            if !den_jailer::cgroup::valid_group(&name) || swept.contains(&name) {
+            let Some(id) = den_jailer::cgroup::vm_of(&name) else { continue };
+            if swept.contains(&name) {
                 continue;
             }
-            let Some((id, _)) = name.rsplit_once('-') else { continue };
             let Some((_, live)) = vms.iter().find(|(vm, _)| vm == id) else { continue };
             if live.is_some_and(|pid| den_jailer::cgroup::processes(&e.path()).contains(&pid)) {
                 continue;
@@ -329,5 +269,41 @@ impl VmmConfig {
     /// Checks the section.
     pub fn check(&self) -> Result<(), String> {
         self.policy().map_or(Ok(()), |p| p.validate())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subordinate_id_ranges_that_overlap_are_found() {
+        let text = "alice:100000:65536\nbob:2000000100:10\n";
+        assert_eq!(overlapping_subids(text, 2_000_000_000, 65_536), Some("bob:2000000100:10"));
+        assert_eq!(overlapping_subids(text, 2_000_000_000, 100), None);
+        assert_eq!(overlapping_subids(text, 165_535, 10), Some("alice:100000:65536"));
+        assert_eq!(overlapping_subids(text, 165_536, 10), None);
+        assert_eq!(overlapping_subids("junk\n#x:1:2\n", 1, 10), None);
+        assert_eq!(memory_limit_mib(1024), 1024 + 64 + 20);
+    }
+
+    #[test]
+    fn a_reserved_uid_is_not_picked_again_until_released() {
+        let policy = JailPolicy::new(3_000_000_000, 4);
+        let first = pick_uid(&policy, "vm-a").unwrap();
+        assert_eq!(pick_uid(&policy, "vm-a").unwrap(), first, "a VM keeps its uid when it is free");
+        reserve("vm-a-100".into(), first);
+        let second = pick_uid(&policy, "vm-a").unwrap();
+        assert_ne!(second, first);
+        for (i, g) in ["vm-b-1", "vm-c-1", "vm-d-1"].iter().enumerate() {
+            reserve(g.to_string(), 3_000_000_000 + ((first - 3_000_000_000 + 1 + i as u32) % 4));
+        }
+        let e = pick_uid(&policy, "vm-e").unwrap_err().to_string();
+        assert!(e.contains("raise [vmm] jail_uids"), "{e}");
+        reserved().remove("vm-c-1");
+        assert!(pick_uid(&policy, "vm-e").is_ok());
+        for g in ["vm-a-100", "vm-b-1", "vm-d-1"] {
+            reserved().remove(g);
+        }
     }
 }

@@ -64,14 +64,11 @@ fn milestone_ms(stderr: &str) -> Option<f64> {
 /// cgroup memory controller): the same boot as [`den_vmm`], its files handed over.
 fn jailed(vmm: &Path, kernel: &Path, id: &str, dir: &Path) -> Option<Command> {
     let jailer = vmm.with_file_name("den-jailer");
-    let cgroups = den_jailer::cgroup::hierarchies(Path::new("/sys/fs/cgroup"));
-    if !jailer.is_file() || !nix::unistd::geteuid().is_root() || cgroups.is_empty() {
+    let cgroups = den_jailer::cgroup::can_limit_memory(Path::new("/sys/fs/cgroup"));
+    if !jailer.is_file() || !nix::unistd::geteuid().is_root() || !cgroups {
         return None;
     }
-    let kind = match den_kvm_probe::kvm_kind(Path::new("/sys"), Path::new("/dev/kvm")) {
-        den_kvm_probe::KvmKind::Hardware => "hardware",
-        _ => "pvm",
-    };
+    let kind = den_kvm_probe::kvm_kind(Path::new("/sys"), Path::new("/dev/kvm")).name().ok()?;
     let mut c = Command::new(jailer);
     let vmm = std::path::absolute(vmm).ok()?;
     c.args(["--id", id, "--uid", "2000099999", "--gid", "2000099999", "--exec"]).arg(vmm);

@@ -20,22 +20,18 @@ pub struct Tap {
 }
 
 impl Tap {
-    /// Opens (creating if needed, which takes CAP_NET_ADMIN) the TAP interface `name`,
-    /// non-blocking.
+    /// Opens (creating if needed, which takes CAP_NET_ADMIN) the TAP interface `name`, or takes
+    /// a TAP descriptor handed over as `fd:N` ([`crate::files`]); non-blocking either way.
     pub fn open(name: &str) -> std::io::Result<Tap> {
-        let options = den_net_util::tap::TapOptions { vnet_hdr: false, nonblocking: true };
-        Ok(Tap { file: den_net_util::tap::open(name, options)?, name: name.into() })
-    }
-
-    /// Takes a TAP descriptor handed over as `fd:N` ([`crate::files`]), made non-blocking.
-    pub fn handed_over(path: &str) -> std::io::Result<Tap> {
-        let fd = crate::files::fd_number(std::path::Path::new(path))
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("`{path}` is not fd:N")))?;
+        let Some(fd) = crate::files::fd_number(std::path::Path::new(name)) else {
+            let options = den_net_util::tap::TapOptions { vnet_hdr: false, nonblocking: true };
+            return Ok(Tap { file: den_net_util::tap::open(name, options)?, name: name.into() });
+        };
         let file = File::from(crate::files::claim(fd)?);
         let flags = nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
         let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
         nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))?;
-        Ok(Tap { file, name: path.into() })
+        Ok(Tap { file, name: name.into() })
     }
 
     /// The interface's name.
