@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use den_agent_proto::msg::ForwardTarget;
-use den_tests::lab::{Lab, VMM};
+use den_tests::lab::{Lab, SH_LIMIT, VMM};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -104,7 +104,8 @@ async fn api_console_pause_ctrl_alt_del(lab: Lab) -> Result<(), String> {
     }
 
     // Every den-vmm thread runs under its seccomp filter.
-    let out = lab.sh("for t in /proc/$(pidof den-vmm)/task/*; do grep -h '^Seccomp:' $t/status; done").await;
+    let out =
+        lab.try_sh("for t in /proc/$(pidof den-vmm)/task/*; do grep -h '^Seccomp:' $t/status; done", SH_LIMIT).await?;
     let modes = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(modes.lines().count() >= 4 && modes.lines().all(|l| l.ends_with('2')), "{modes}");
 
@@ -115,13 +116,12 @@ async fn api_console_pause_ctrl_alt_del(lab: Lab) -> Result<(), String> {
     // Ctrl-Alt-Del: den-agent (PID 1) shuts down cleanly; den-vmm exits 0.
     assert_eq!(api.call("ctrl_alt_del").await["ok"], true);
     lab.try_wait_for_file("/lab/vmm.exit", Duration::from_secs(60)).await?;
-    let out = lab.sh("cat /lab/vmm.exit /lab/vmm.err").await;
+    let out = lab.try_sh("cat /lab/vmm.exit /lab/vmm.err", SH_LIMIT).await?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.starts_with("0\n"), "exit code after Ctrl-Alt-Del: {text}");
     assert!(text.contains("Ctrl-Alt-Del"), "{text}");
 
-    guest_garbage_does_not_bring_den_vmm_down(&lab).await;
-    Ok(())
+    guest_garbage_does_not_bring_den_vmm_down(&lab).await
 }
 
 /// Unbinds the virtio drivers, then writes random values to every device's registers, points
@@ -152,16 +152,20 @@ echo LAB-GARBAGE-DONE
 kill -USR2 1
 "#;
 
-async fn guest_garbage_does_not_bring_den_vmm_down(lab: &Lab) {
+/// `Err` only when the lab looks wedged.
+async fn guest_garbage_does_not_bring_den_vmm_down(lab: &Lab) -> Result<(), String> {
     lab.put_scenario("garbage", GARBAGE).await;
     let out = lab
-        .sh(&format!(
-            "dd if=/dev/zero of=/lab/garbage.disk bs=1M count=4 2>/dev/null && \
+        .try_sh(
+            &format!(
+                "dd if=/dev/zero of=/lab/garbage.disk bs=1M count=4 2>/dev/null && \
              timeout 180 {VMM} boot --kernel /lab/base/kernel --initrd /lab/garbage.img --memory-mib 256 \
              --cmdline 'console=ttyS0 panic=-1 quiet' --disk /lab/garbage.disk --console /lab/garbage.log \
              </dev/null; echo exit=$?; cat /lab/garbage.log"
-        ))
-        .await;
+            ),
+            SH_LIMIT,
+        )
+        .await?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     eprintln!("garbage guest:\n{text}\n{err}");
@@ -173,4 +177,5 @@ async fn guest_garbage_does_not_bring_den_vmm_down(lab: &Lab) {
     assert!(["0", "4", "10"].contains(&code.as_str()), "den-vmm exit {code}: {}", lab.describe(&out));
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.contains("den-vmm: guest ended"), "{err}");
+    Ok(())
 }

@@ -61,6 +61,6 @@ async fn two_vms(lab: Lab) -> Result<(), String> {
         assert!(text.contains(marker), "{marker} missing:\n{text}");
     }
     assert!(text.contains("rx_packets="), "net counters in the metrics line: {text}");
-    assert_eq!(lab.sh("cat /lab/net-a.exit /lab/net-b.exit").await.stdout, b"0\n0\n", "{text}");
+    assert_eq!(lab.try_sh("cat /lab/net-a.exit /lab/net-b.exit", SH_LIMIT).await?.stdout, b"0\n0\n", "{text}");
     Ok(())
 }

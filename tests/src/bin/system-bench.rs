@@ -17,7 +17,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use den_tests::dend::Dend;
-use den_tests::lab::Lab;
+use den_tests::lab::{Lab, LAB_ATTEMPTS};
 use den_tests::netns::NetNs;
 use den_tests::system::{build_images, healthy, last_update, status, step_time, wait_status};
 use serde_json::Value;
@@ -160,11 +160,16 @@ async fn lab_update(lab: &Lab, image: &str) -> Result<Value, String> {
 fn lab() -> Run {
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
     rt.block_on(async {
-        for attempt in 1..=2 {
+        for attempt in 1..=LAB_ATTEMPTS {
             match lab_once(&Lab::start().await).await {
                 Ok(run) => return run,
-                Err(e) if attempt == 1 => eprintln!("the lab's outer guest died or wedged; a fresh lab: {e}"),
-                Err(e) => panic!("the lab's outer guest died or wedged twice: {e}"),
+                Err(e) if attempt < LAB_ATTEMPTS => {
+                    eprintln!(
+                        "lab: attempt {attempt} of {}: the outer guest died or wedged; a fresh lab: {e}",
+                        LAB_ATTEMPTS
+                    )
+                }
+                Err(e) => panic!("lab: the outer guest died or wedged on every attempt; the last: {e}"),
             }
         }
         unreachable!("the loop returns or panics")
