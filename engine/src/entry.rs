@@ -80,11 +80,6 @@ pub async fn launch_vmm(
     if spec.firmware.is_some() {
         return Err(EngineError::Unsupported("den-vmm boots kernels directly, not through firmware; use qemu".into()));
     }
-    if !spec.shares.is_empty() {
-        return Err(EngineError::Unsupported(
-            "den-vmm has no virtio-fs yet: VMs with shared folders run on qemu".into(),
-        ));
-    }
     let (running, api) = vmm::launch_in(bin, jail, extra, spec).await?;
     tracing::info!(vm = %spec.id, engine = "vmm", pid = running.pid, "engine started");
     Ok(register(Vm::new(running.clone(), Ctl::Vmm(api))).running().clone())

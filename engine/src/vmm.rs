@@ -58,7 +58,11 @@ pub fn cid_for(id: &str) -> u32 {
 /// den-vmm's command line (without the binary) for `spec`, unjailed: files by their paths.
 pub fn args(spec: &LaunchSpec) -> Vec<OsString> {
     boot_args(spec, None, &mut |r| match r {
-        Resource::Kvm(p) | Resource::ReadOnly(p) | Resource::ReadWrite(p) | Resource::Listen(p) => p.into(),
+        Resource::Kvm(p)
+        | Resource::ReadOnly(p)
+        | Resource::ReadWrite(p)
+        | Resource::Listen(p)
+        | Resource::Connect(p) => p.into(),
         Resource::Tap(name) => name.into(),
     })
 }
@@ -97,6 +101,10 @@ fn boot_args(spec: &LaunchSpec, kvm_kind: Option<&str>, file: &mut dyn FnMut(Res
     }
     for n in &spec.nics {
         flag(&mut a, "--net", "", file(Resource::Tap(n.tap.clone())), &format!(",mac={}", n.mac));
+    }
+    for (i, sh) in spec.shares.iter().enumerate() {
+        let sock = file(Resource::Connect(super::virtiofs::socket(dir, i)));
+        flag(&mut a, "--fs", "", sock, &format!(",tag={}", sh.tag));
     }
     a
 }
@@ -210,7 +218,15 @@ pub async fn launch_in(
     };
     cmd.current_dir(dir);
     let what = if jail.is_some() { "den-jailer" } else { "den-vmm" };
-    let p = process::spawn(cmd, what, &log)?;
+    // Shared folders: one virtiofsd each, which den-vmm (or den-jailer for it) connects to.
+    let shares = super::virtiofs::start(spec).await?;
+    let p = match process::spawn(cmd, what, &log) {
+        Ok(p) => p,
+        Err(e) => {
+            super::virtiofs::stop(shares).await;
+            return Err(e);
+        }
+    };
     let group = den_jailer::cgroup::group_name(&spec.id, p.pid as u32);
     if let Some(uid) = uid {
         jail::reserve(group.clone(), uid);
@@ -225,6 +241,7 @@ pub async fn launch_in(
             if jail.is_some() {
                 jail::end_cgroup(&group).await;
             }
+            super::virtiofs::stop(shares).await;
             Err(e)
         }
     }

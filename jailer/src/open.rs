@@ -69,6 +69,11 @@ pub fn open(r: &Resource) -> Result<OwnedFd, JailError> {
                 den_net_util::unix::bind_socket(p, 0o600).map_err(JailError::io(format!("bind {}", p.display())))?;
             Ok(l.into())
         }
+        Resource::Connect(p) => {
+            let c = std::os::unix::net::UnixStream::connect(p)
+                .map_err(JailError::io(format!("connect {}", p.display())))?;
+            Ok(c.into())
+        }
     }
 }
 

@@ -19,10 +19,12 @@ pub enum Resource {
     Tap(String),
     /// A Unix socket bound at this path (mode 0600, root's), listening.
     Listen(PathBuf),
+    /// A connection to the Unix socket listening at this path (a vhost-user backend's).
+    Connect(PathBuf),
 }
 
 impl Resource {
-    /// Parses `kvm:PATH`, `ro:PATH`, `rw:PATH`, `tap:NAME` or `listen:PATH`.
+    /// Parses `kvm:PATH`, `ro:PATH`, `rw:PATH`, `tap:NAME`, `listen:PATH` or `connect:PATH`.
     pub fn parse(s: &str) -> Result<Resource, String> {
         let (kind, what) = s.split_once(':').ok_or_else(|| format!("`{s}`: expected KIND:PATH"))?;
         let path = || {
@@ -38,9 +40,10 @@ impl Resource {
             "ro" => Resource::ReadOnly(path()?),
             "rw" => Resource::ReadWrite(path()?),
             "listen" => Resource::Listen(path()?),
+            "connect" => Resource::Connect(path()?),
             "tap" if den_net_util::tap::valid_ifname(what) => Resource::Tap(what.into()),
             "tap" => return Err(format!("`{s}`: `{what}` is not an interface name")),
-            other => return Err(format!("`{s}`: kind `{other}` is not kvm, ro, rw, tap or listen")),
+            other => return Err(format!("`{s}`: kind `{other}` is not kvm, ro, rw, tap, listen or connect")),
         })
     }
 }
@@ -132,7 +135,8 @@ mod tests {
         assert_eq!(Resource::parse("kvm:/dev/kvm").unwrap(), Resource::Kvm("/dev/kvm".into()));
         assert_eq!(Resource::parse("rw:/d/disk.img").unwrap(), Resource::ReadWrite("/d/disk.img".into()));
         assert_eq!(Resource::parse("tap:den-t1").unwrap(), Resource::Tap("den-t1".into()));
-        for bad in ["kvm", "ro:rel/path", "tap:a/b", "tap:0123456789abcdef", "sock:/x", ""] {
+        assert_eq!(Resource::parse("connect:/d/fs0.sock").unwrap(), Resource::Connect("/d/fs0.sock".into()));
+        for bad in ["kvm", "ro:rel/path", "tap:a/b", "tap:0123456789abcdef", "sock:/x", "connect:x.sock", ""] {
             assert!(Resource::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(fd_for(0), "fd:3");

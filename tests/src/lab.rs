@@ -231,3 +231,38 @@ impl Lab {
         }
     }
 }
+
+/// Where the host's `virtiofsd` is (Debian 12: QEMU's, from qemu-system-common).
+pub const HOST_VIRTIOFSD: &str = "/usr/lib/qemu/virtiofsd";
+
+impl Lab {
+    /// Copies the host's `virtiofsd` and the libraries it links (as `ldd` lists them) to
+    /// `/lab/vfs/`, and puts a script at [`HOST_VIRTIOFSD`] in the outer guest that runs it through
+    /// that loader and library folder, in `chroot` sandbox mode: the outer guest's root is an
+    /// initramfs, which `pivot_root` (the default sandbox) cannot leave.
+    pub async fn put_virtiofsd(&self) {
+        let ldd = std::process::Command::new("ldd").arg(HOST_VIRTIOFSD).output().expect("running ldd");
+        assert!(ldd.status.success(), "ldd {HOST_VIRTIOFSD}: {}", String::from_utf8_lossy(&ldd.stderr));
+        let text = String::from_utf8_lossy(&ldd.stdout).to_string();
+        let libs = text.lines().filter_map(|l| {
+            let path = l.split("=>").nth(1).unwrap_or(l).split_whitespace().next()?;
+            path.starts_with('/').then(|| Path::new(path).to_path_buf())
+        });
+        let mut loader = None;
+        for lib in libs {
+            let name = lib.file_name().expect("a library file").to_string_lossy().to_string();
+            if name.starts_with("ld-linux") {
+                loader = Some(name.clone());
+            }
+            self.put(&lib, &format!("/lab/vfs/{name}"), 0o755).await;
+        }
+        let loader = loader.expect("virtiofsd names its loader");
+        self.put(Path::new(HOST_VIRTIOFSD), "/lab/vfs/virtiofsd", 0o755).await;
+        let wrapper = format!(
+            "#!/bin/sh\nexec /lab/vfs/{loader} --library-path /lab/vfs /lab/vfs/virtiofsd \"$@\" -o sandbox=chroot\n"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("virtiofsd"), wrapper).expect("writing the wrapper");
+        self.put(&dir.path().join("virtiofsd"), HOST_VIRTIOFSD, 0o755).await;
+    }
+}

@@ -52,6 +52,49 @@ pub struct VmConfig {
     /// virtio-net cards, each on a TAP interface.
     #[serde(default)]
     pub nets: Vec<NetConfig>,
+    /// Shared folders: virtio-fs devices served by vhost-user backends (virtiofsd). Guest RAM is
+    /// then shared memory (a memfd) that the backends map.
+    #[serde(default)]
+    pub fs: Vec<FsConfig>,
+}
+
+/// A virtio-fs device whose requests a vhost-user backend (virtiofsd) serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsConfig {
+    /// The backend's vhost-user socket, or `fd:N`: a connected socket ([`crate::files`]).
+    pub socket: PathBuf,
+    /// The tag the guest mounts it by (`mount -t virtiofs TAG /mnt`).
+    pub tag: String,
+}
+
+/// The longest virtio-fs tag (virtio 1.2, 5.11.4).
+pub const MAX_FS_TAG: usize = 36;
+
+impl FsConfig {
+    /// Parses the `--fs` flag: `SOCKET,tag=TAG`.
+    pub fn parse(s: &str) -> Result<FsConfig, String> {
+        let usage = || format!("fs `{s}`: expected SOCKET,tag=TAG");
+        let (socket, rest) = s.split_once(',').ok_or_else(usage)?;
+        let tag = rest.strip_prefix("tag=").ok_or_else(usage)?;
+        let c = FsConfig { socket: socket.into(), tag: tag.into() };
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// The tag is 1 to 36 bytes of letters, digits, `.`, `_` and `-`; the socket is named.
+    pub fn validate(&self) -> Result<(), String> {
+        let t = &self.tag;
+        let ok = (1..=MAX_FS_TAG).contains(&t.len())
+            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+        if !ok {
+            return Err(format!("fs tag `{t}`: use 1 to {MAX_FS_TAG} letters, digits, `.`, `_` or `-`"));
+        }
+        if self.socket.as_os_str().is_empty() {
+            return Err(format!("fs `{t}`: no socket"));
+        }
+        Ok(())
+    }
 }
 
 /// A virtio-net card on a TAP interface.
@@ -208,6 +251,12 @@ impl VmConfig {
         if let Some(v) = &self.vsock {
             v.validate()?;
         }
+        for (i, f) in self.fs.iter().enumerate() {
+            f.validate().map_err(|e| format!("fs[{i}]: {e}"))?;
+            if self.fs[..i].iter().any(|g| g.tag == f.tag) {
+                return Err(format!("fs[{i}]: tag `{}` is used twice", f.tag));
+            }
+        }
         for (i, n) in self.nets.iter().enumerate() {
             if n.tap.is_empty() || n.tap.len() >= libc::IFNAMSIZ {
                 return Err(format!("nets[{i}].tap: `{}` is not an interface name (1 to 15 bytes)", n.tap));
@@ -225,7 +274,7 @@ impl VmConfig {
 
     /// How many virtio devices the VM gets.
     pub fn virtio_count(&self) -> usize {
-        self.disks.len() + usize::from(self.rng) + usize::from(self.vsock.is_some()) + self.nets.len()
+        self.disks.len() + usize::from(self.rng) + usize::from(self.vsock.is_some()) + self.nets.len() + self.fs.len()
     }
 }
 

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
@@ -101,6 +101,26 @@ pub fn listen(path: &Path) -> std::io::Result<UnixListener> {
     let listener = UnixListener::from(owned);
     listener.set_nonblocking(false)?; // callers that want it non-blocking say so
     Ok(listener)
+}
+
+/// Connects to the Unix socket `path`, or claims a connected stream socket handed over as `fd:N`
+/// (checked to be a socket that is not listening).
+pub fn connect(path: &Path) -> std::io::Result<UnixStream> {
+    let Some(fd) = fd_number(path) else {
+        return UnixStream::connect(path);
+    };
+    let owned = claim(fd)?;
+    let listening = nix::sys::socket::getsockopt(&owned, nix::sys::socket::sockopt::AcceptConn)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("fd:{fd} is not a socket: {e}")))?;
+    if listening {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("fd:{fd} is a listening socket, not a connection"),
+        ));
+    }
+    let stream = UnixStream::from(owned);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
 }
 
 /// Removes a socket file den-vmm bound by name; a handed-over socket's file belongs to whoever

@@ -15,6 +15,7 @@ use crate::devices::power::{self, PowerDevice};
 use crate::devices::pvpanic::{self, PvPanic};
 use crate::devices::serial::{self, SerialPort, DEFAULT_RING};
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::fs::Fs;
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::rng::Rng;
@@ -99,7 +100,9 @@ impl Machine {
         vm.create_pit2(pit).map_err(kvm("create PIT"))?;
 
         let mem_bytes = cfg.memory_mib << 20;
-        let mem = memory::create(&vm, &layout::ram_ranges(mem_bytes))?;
+        // A vhost-user backend maps guest RAM too: then it is one shared memfd.
+        let backing = if cfg.fs.is_empty() { memory::Backing::Private } else { memory::Backing::Shared };
+        let mem = memory::create(&vm, &layout::ram_ranges(mem_bytes), backing)?;
 
         let exit = Arc::new(ExitSignal::new());
         let serial = Arc::new(Mutex::new(SerialPort::new(
@@ -145,6 +148,14 @@ impl Machine {
             let tap = Tap::open(&n.tap).map_err(|e| VmmError::Input(format!("TAP interface {}: {e}", n.tap)))?;
             let mac = n.mac_bytes().map_err(VmmError::Input)?;
             virtio.push(Box::new(Net::new(Box::new(tap), mac, r.clone())));
+            bind.push((virtio.len() - 1, r));
+        }
+        for f in &cfg.fs {
+            let r = events.registrar();
+            let stream = crate::files::connect(&f.socket).map_err(|e| {
+                VmmError::Input(format!("virtio-fs `{}`: vhost-user socket {}: {e}", f.tag, f.socket.display()))
+            })?;
+            virtio.push(Box::new(Fs::new(stream, &f.tag, r.clone()).map_err(|e| VmmError::Input(e.to_string()))?));
             bind.push((virtio.len() - 1, r));
         }
         let mut slots = Vec::new();

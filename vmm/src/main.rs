@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use den_kvm_probe::{kvm_kind, KvmKind};
-use den_vmm::config::{Console, DiskConfig, NetConfig, VmConfig, VsockConfig};
+use den_vmm::config::{Console, DiskConfig, FsConfig, NetConfig, VmConfig, VsockConfig};
 use den_vmm::exit::ExitReason;
 use den_vmm::machine::Machine;
 use den_vmm::PVM_REFUSAL;
@@ -64,6 +64,11 @@ enum Cmd {
         /// for more cards.
         #[arg(long = "net", value_parser = NetConfig::parse)]
         nets: Vec<NetConfig>,
+        /// A shared folder: a virtio-fs device served by the vhost-user backend (virtiofsd)
+        /// listening on SOCKET (or a connected socket handed over as `fd:N`), mounted in the
+        /// guest by TAG; repeat for more folders. Guest RAM is then a shared memfd.
+        #[arg(long = "fs", value_name = "SOCKET,tag=TAG", value_parser = FsConfig::parse)]
+        fs: Vec<FsConfig>,
         /// The kernel is a tiny hand-made test guest: boot it even on a /dev/kvm that cannot run
         /// Linux (PVM-backed), where only tiny guests run (by emulation).
         #[arg(long)]
@@ -263,6 +268,7 @@ fn main() -> ExitCode {
             no_rng,
             vsock,
             nets,
+            fs,
             tiny_test_guest,
             api_sock,
             wait_start,
@@ -294,6 +300,7 @@ fn main() -> ExitCode {
                     rng: !no_rng,
                     vsock,
                     nets,
+                    fs,
                 },
             };
             boot(cfg, BootOptions { kvm, kvm_kind, seccomp, tiny_test_guest, api_sock, wait_start })

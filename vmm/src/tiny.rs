@@ -38,7 +38,7 @@ pub fn run(code: &[u8], mem_size: usize, max_exits: u64) -> Result<TinyRun, VmmE
     }
     let kvm_fd = Kvm::new().map_err(kvm("open /dev/kvm"))?;
     let vm = kvm_fd.create_vm().map_err(kvm("create VM"))?;
-    let mem = crate::memory::create(&vm, &[(0, mem_size as u64)])?;
+    let mem = crate::memory::create(&vm, &[(0, mem_size as u64)], crate::memory::Backing::Private)?;
     mem.write_slice(code, GuestAddress(LOAD_ADDR)).map_err(|e| VmmError::Memory(e.to_string()))?;
 
     let mut vcpu = vm.create_vcpu(0).map_err(kvm("create vCPU"))?;

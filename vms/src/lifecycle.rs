@@ -110,8 +110,8 @@ impl Den {
         if let Some(image) = &image {
             self.check_disk_size(&spec, image)?;
         }
-        let qemu_only = spec.iso.is_some() || !spec.shares.is_empty();
-        let engine = if qemu_only { EngineKind::Qemu } else { engine_for(spec.engine) };
+        // ISO installs need firmware; shared folders run on either engine (virtio-fs).
+        let engine = if spec.iso.is_some() { EngineKind::Qemu } else { engine_for(spec.engine) };
         let vm = self.insert_creating(spec, engine, user)?;
         let den = self.clone();
         let rec = vm.clone();
@@ -397,8 +397,7 @@ impl Den {
             task.log(format!("network: {} TAP device(s)", vm.nics.len()));
             self.net.plug(&self.store, vm).await.map_err(|e| e.to_string())?;
         }
-        // Shared folders need QEMU (a VM made without them may have been given den-vmm).
-        let kind = if spec.shares.is_empty() { vm.engine } else { EngineKind::Qemu };
+        let kind = vm.engine;
         // Firmware boots print nothing on the serial console for a while: no stall detection.
         let tcg = kind == EngineKind::Qemu
             && spec.firmware.is_none()

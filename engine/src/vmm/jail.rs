@@ -168,6 +168,7 @@ fn resource_arg(r: &Resource) -> Result<String, EngineError> {
         Resource::ReadOnly(p) => path("ro", p),
         Resource::ReadWrite(p) => path("rw", p),
         Resource::Listen(p) => path("listen", p),
+        Resource::Connect(p) => path("connect", p),
         Resource::Tap(name) => Ok(format!("tap:{name}")),
     }
 }

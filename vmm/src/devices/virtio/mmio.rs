@@ -117,7 +117,7 @@ impl MmioTransport {
             self.status = v;
             let queues_ok = self.queues.iter().all(|q| !q.ready() || q.is_valid(&self.mem));
             let activated = if queues_ok {
-                self.device.activate(self.driver_features)
+                self.device.activate_queues(self.driver_features, &self.queues, &self.mem)
             } else {
                 Err("a ready queue lies outside guest memory".into())
             };
@@ -186,6 +186,9 @@ impl MmioTransport {
             0x034 => q.map(|q| u32::from(q.max_size())).unwrap_or(0),
             0x044 => q.map(|q| u32::from(q.ready())).unwrap_or(0),
             0x060 => self.interrupt.status(),
+            // No shared memory regions: SHMLenLow/High read as -1 (virtio 1.2, 4.2.2). A zero
+            // length would say "region 0 exists" and send virtio-fs probing for its DAX window.
+            0x0b0 | 0x0b4 => u32::MAX,
             0x070 => self.status,
             0x0fc => self.config_generation,
             _ => 0,
@@ -305,6 +308,8 @@ mod tests {
         assert_eq!(r(&mut t, 0x060), 1, "used-ring interrupt pending");
         w(&mut t, 0x064, 1);
         assert_eq!(r(&mut t, 0x060), 0);
+        w(&mut t, 0x0ac, 0);
+        assert_eq!((r(&mut t, 0x0b0), r(&mut t, 0x0b4)), (u32::MAX, u32::MAX), "no shared memory region");
         w(&mut t, 0x050, 7); // a queue that does not exist
         w(&mut t, 0x070, 0);
         assert_eq!(r(&mut t, 0x070), 0, "reset");

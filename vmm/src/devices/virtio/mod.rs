@@ -7,6 +7,7 @@
 //! never the VMM.
 
 pub mod block;
+pub mod fs;
 pub mod mmio;
 pub mod net;
 pub mod rng;
@@ -30,6 +31,8 @@ pub mod types {
     pub const RNG: u32 = 4;
     /// Socket device.
     pub const VSOCK: u32 = 19;
+    /// File system device (virtio-fs).
+    pub const FS: u32 = 26;
 }
 
 /// Feature bit: the device follows virtio 1.x.
@@ -51,6 +54,11 @@ pub trait VirtioDevice: Send {
     /// needing a reset.
     fn activate(&mut self, _features: u64) -> Result<(), String> {
         Ok(())
+    }
+    /// [`VirtioDevice::activate`] for devices whose queues another process works (vhost-user):
+    /// they are handed the ready queues (checked to lie in guest memory) and the memory.
+    fn activate_queues(&mut self, features: u64, _queues: &[Queue], _mem: &GuestMemoryMmap) -> Result<(), String> {
+        self.activate(features)
     }
     /// The guest made buffers available on queue `index`. Returns whether used buffers were added
     /// and the guest should be interrupted.

@@ -37,6 +37,12 @@ impl TestQueue {
         TestQueue::at(mem, DESC, size)
     }
 
+    /// Like [`TestQueue::new`], in shared memory (a memfd) as vhost-user devices need.
+    pub fn shared(size: u16) -> TestQueue {
+        let mem = crate::memory::map(&[(0, 1 << 20)], crate::memory::Backing::Shared).expect("shared test memory");
+        TestQueue::at(mem, DESC, size)
+    }
+
     /// A further queue in the same memory, its rings in the 12 KiB from `base` (for devices with
     /// several queues; keep clear of [`DESC`]..[`BUFFERS`] and of the buffers the test uses).
     pub fn at(mem: GuestMemoryMmap, base: u64, size: u16) -> TestQueue {
