@@ -195,6 +195,11 @@ pub(crate) struct CreateArgs {
     /// elsewhere; add `,local` for the host's own connections too (`8080:80,local`). Repeatable.
     #[arg(short = 'p', long = "publish", value_name = "HOST:GUEST[/udp][,local]")]
     publish: Vec<String>,
+    /// Share a host folder with the guest over virtio-fs: HOST (mounted at the same path),
+    /// HOST:GUEST, and `,ro` for read-only (`/srv/data:/data,ro`). Admins only: the guest's root
+    /// writes there as root. Repeatable.
+    #[arg(long = "share", value_name = "HOST[:GUEST][,ro]")]
+    shares: Vec<String>,
     /// A user account to create in the guest on first boot, with sudo (repeatable).
     #[arg(long = "user", value_name = "NAME")]
     users: Vec<String>,
@@ -251,6 +256,22 @@ fn run_task(socket: &Path, reply: Value, detach: bool, json: bool, done: &str) -
 }
 
 /// Runs a `den vm` command.
+/// `--share HOST[:GUEST][,ro]` as the API's share object; dend checks the paths.
+fn parse_share(s: &str) -> anyhow::Result<Value> {
+    let (paths, readonly) = match s.strip_suffix(",ro") {
+        Some(p) => (p, true),
+        None => (s, false),
+    };
+    let (host, guest) = match paths.split_once(':') {
+        Some((h, g)) => (h, Some(g)),
+        None => (paths, None),
+    };
+    if host.is_empty() || guest == Some("") || paths.contains(',') {
+        anyhow::bail!("--share {s}: write HOST, HOST:GUEST, or either with `,ro` (`/srv/data:/data,ro`)");
+    }
+    Ok(json!({"host": host, "guest": guest, "readonly": readonly}))
+}
+
 pub(crate) fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
         VmCmd::Create(a) => {
@@ -274,6 +295,7 @@ pub(crate) fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitC
                 ports.push(json!({"host_port": num(hp)?, "guest_port": num(gp)?, "proto": proto, "local": local}));
             }
             let disk = a.disk.as_deref().map(parse_mib).transpose()?;
+            let shares = a.shares.iter().map(|s| parse_share(s)).collect::<anyhow::Result<Vec<_>>>()?;
             let mut keys = vec![];
             for k in &a.ssh_keys {
                 match k.strip_prefix('@') {
@@ -291,7 +313,7 @@ pub(crate) fn run(cmd: VmCmd, socket: &Path, json: bool) -> anyhow::Result<ExitC
             }
             let image = if a.iso.is_some() { String::new() } else { a.image };
             let spec = json!({"name": a.name, "image": image, "iso": a.iso, "firmware": a.firmware, "cpus": a.cpus, "memory_mib": a.memory,
-                              "engine": a.engine, "restart": a.restart, "nics": nics, "ports": ports,
+                              "engine": a.engine, "restart": a.restart, "nics": nics, "ports": ports, "shares": shares,
                               "disk_mib": disk, "kind": a.kind, "autostart": a.autostart,
                               "start_order": a.start_order,
                               "first_boot": {"users": a.users, "ssh_keys": keys}});
@@ -445,5 +467,18 @@ mod tests {
         assert_eq!(super::parse_mib("512m").unwrap(), 512);
         assert_eq!(super::parse_mib("1T").unwrap(), 1 << 20);
         assert!(super::parse_mib("8X").is_err() && super::parse_mib("G").is_err());
+    }
+
+    #[test]
+    fn shares() {
+        let share = |s: &str| super::parse_share(s).unwrap();
+        assert_eq!(share("/srv"), serde_json::json!({"host": "/srv", "guest": null, "readonly": false}));
+        assert_eq!(
+            share("/srv/data:/data,ro"),
+            serde_json::json!({"host": "/srv/data", "guest": "/data", "readonly": true})
+        );
+        for bad in ["", ",ro", "/a:", "/a,rw", "/a,ro,ro"] {
+            assert!(super::parse_share(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -112,7 +112,7 @@ pub struct VmSpec {
     /// Host ports forwarded to the first NIC (like `docker -p`).
     #[serde(default)]
     pub ports: Vec<PortForward>,
-    /// Host folders shared into the guest with virtio-fs (QEMU only; only an admin may set them).
+    /// Host folders shared into the guest with virtio-fs (either engine; only an admin may set them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<Share>,
 }

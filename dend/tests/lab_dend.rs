@@ -2,7 +2,8 @@
 //! whose `/dev/kvm` has hardware-virtualization semantics, a static dend picks den-vmm for
 //! `engine: auto`, boots a real Linux guest, reaches its agent over vsock, survives a `kill -9`
 //! with the VM running, stops and deletes it leaving no process behind. den-vmm runs jailed
-//! (den-jailer): its own uid, a root with nothing but itself, its own cgroup. Prints the time from
+//! (den-jailer): its own uid, a root with nothing but itself, its own cgroup. A second VM shares a
+//! folder of the outer guest (virtio-fs, dend's virtiofsd) on den-vmm. Prints the time from
 //! `den vm create --start` to the agent answering.
 
 // A test's helpers may panic: a failed step is a failed test.
@@ -64,6 +65,19 @@ den --json vm inspect v1 | grep -o '"pid":[0-9]*'
 den vm stop v1 && den vm rm v1 && echo LAB-STOPPED-AND-DELETED
 pidof den-vmm && echo LAB-LEFT-VMM || echo LAB-NO-VMM-LEFT
 sleep 0.5; [ -z "$(ls -d /sys/fs/cgroup/den/*/ 2>/dev/null)" ] && echo LAB-NO-CGROUP-LEFT
+# A shared folder on den-vmm: dend starts virtiofsd, den-jailer connects den-vmm to it.
+mkdir -p /lab/share && echo from-the-outer-host > /lab/share/hello.txt
+den vm create v2 --image labvm --no-network --memory 256 --share /lab/share:/mnt/s --start || { cat $D/dend.log; exit 6; }
+i=0; until den vm exec v2 -- cat /mnt/s/hello.txt > $D/v2.out 2>$D/v2.err; do
+  i=$((i+1)); [ $i -lt 600 ] || { echo LAB-V2-NO-AGENT; cat $D/v2.err; den vm console v2; break; }; sleep 0.1; done
+echo "LAB-SHARE-READ=$(cat $D/v2.out)"
+den vm exec v2 -- sh -c 'echo from-the-guest > /mnt/s/back.txt'
+echo "LAB-SHARE-BACK=$(cat /lab/share/back.txt)"
+den --json vm inspect v2 | grep -o '"engine":"[a-z]*"' | sed 's/^/LAB-V2-/'
+PID2=$(den --json vm inspect v2 | grep -o '"pid":[0-9]*' | cut -d: -f2)
+echo "LAB-V2-UID=$(awk '/^Uid:/{print $2}' /proc/$PID2/status)"
+den vm stop v2 && den vm rm v2 && echo LAB-V2-DELETED
+sleep 0.5; pgrep -f /lab/vfs/virtiofsd >/dev/null && echo LAB-VIRTIOFSD-LEFT || echo LAB-NO-VIRTIOFSD-LEFT
 kill $(pidof dend)
 "#;
 
@@ -77,6 +91,7 @@ async fn scenario(lab: Lab) -> Result<(), String> {
     lab.put(&images::dend_static_binary(), "/lab/dend", 0o755).await;
     lab.put(&images::den_cli_static_binary(), "/lab/den", 0o755).await;
     lab.put(&images::jailer_static_binary(), "/lab/den-jailer", 0o755).await;
+    lab.put_virtiofsd().await;
     let dir = tempfile::tempdir().unwrap();
     let store = lab_store(&lab.store, &base, dir.path());
     lab.put_tree(dir.path(), "/lab/store").await;
@@ -88,16 +103,25 @@ async fn scenario(lab: Lab) -> Result<(), String> {
     assert!(text.contains("LAB-VM-OUTLIVES-DEND") && text.contains("LAB-ADOPTED-EXEC-OK"), "{}", lab.describe(&out));
     assert!(text.contains("LAB-STOPPED-AND-DELETED") && text.contains("LAB-NO-VMM-LEFT"), "{}", lab.describe(&out));
     // Jailed: its own uid, a root holding only den-vmm, its own cgroup, removed when it ended.
-    let uid: u32 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("LAB-VMM-UID="))
-        .and_then(|u| u.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no den-vmm uid: {}", lab.describe(&out)));
+    let uid_of = |key: &str| -> u32 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|u| u.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key}: {}", lab.describe(&out)))
+    };
+    let uid = uid_of("LAB-VMM-UID=");
     assert!(uid >= 2_000_000_000, "den-vmm runs as a jail uid, not {uid}: {}", lab.describe(&out));
     assert!(text.contains("LAB-VMM-ROOT=den-vmm \n"), "den-vmm's root holds only den-vmm: {}", lab.describe(&out));
     assert!(text.contains("LAB-VMM-IN-ITS-CGROUP") && text.contains("LAB-NO-CGROUP-LEFT"), "{}", lab.describe(&out));
     // It booted the image's ELF vmlinux, not the bzImage.
     assert!(store.image("labvm").unwrap().unwrap().artifacts.contains_key("vmlinux"));
     assert!(text.contains("LAB-VMM-kernel: ELF vmlinux\n"), "{}", lab.describe(&out));
+    // A VM with a shared folder runs on den-vmm too, jailed, and the folder works both ways.
+    assert!(text.contains("LAB-V2-\"engine\":\"vmm\""), "shares no longer force QEMU: {}", lab.describe(&out));
+    assert!(text.contains("LAB-SHARE-READ=from-the-outer-host\n"), "{}", lab.describe(&out));
+    assert!(text.contains("LAB-SHARE-BACK=from-the-guest\n"), "{}", lab.describe(&out));
+    let uid2 = uid_of("LAB-V2-UID=");
+    assert!(uid2 >= 2_000_000_000, "v2's den-vmm is jailed, not uid {uid2}: {}", lab.describe(&out));
+    assert!(text.contains("LAB-V2-DELETED") && text.contains("LAB-NO-VIRTIOFSD-LEFT"), "{}", lab.describe(&out));
     Ok(())
 }

@@ -44,7 +44,7 @@ pub struct NicSpec {
     pub mac: String,
 }
 
-/// A host folder served to the guest over virtio-fs (QEMU only).
+/// A host folder served to the guest over virtio-fs (by QEMU or den-vmm).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareSpec {
     /// The virtio-fs tag the guest mounts it by.
