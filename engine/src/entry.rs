@@ -39,11 +39,15 @@ fn register(vm: Vm) -> Vm {
         EngineKind::Vmm => vmm::jail::cgroup_of(p.pid),
         EngineKind::Qemu => None,
     };
+    // This launch's shared folders: their virtiofsd end with the engine, even one a guest
+    // wedged (it would not notice its VMM hang up), never those of a later launch.
+    let shares = vm.running().control.parent().map(super::virtiofs::recorded).unwrap_or_default();
     tokio::spawn(async move {
         process::wait_exit(p).await;
         if let Some(group) = jail_group {
             vmm::jail::end_cgroup(&group).await;
         }
+        super::virtiofs::stop(shares).await;
         tokio::time::sleep(FORGET_AFTER_END).await;
         let mut h = handles();
         if h.get(&p).is_some_and(|v| v.is(&weak)) {

@@ -61,9 +61,19 @@ fn children() -> std::sync::MutexGuard<'static, HashMap<Proc, watch::Receiver<Se
 }
 
 /// Starts `cmd` detached: a new session, stdin `/dev/null`, stdout and stderr appended to
-/// `log`. A task reaps it and keeps its exit status for [`wait_exit`]. `what` names the
-/// binary in errors. Needs a tokio runtime.
-pub fn spawn(mut cmd: std::process::Command, what: &str, log: &Path) -> Result<Proc, EngineError> {
+/// `log`, its pid recorded next to it (`<log>.pid`). A task reaps it and keeps its exit status
+/// for [`wait_exit`]. `what` names the binary in errors. Needs a tokio runtime.
+pub fn spawn(cmd: std::process::Command, what: &str, log: &Path) -> Result<Proc, EngineError> {
+    spawn_recorded(cmd, what, log, &log.with_extension("pid"))
+}
+
+/// [`spawn`], recording the pid in `record` (for several processes sharing one log).
+pub fn spawn_recorded(
+    mut cmd: std::process::Command,
+    what: &str,
+    log: &Path,
+    record: &Path,
+) -> Result<Proc, EngineError> {
     let open_err = |e| EngineError::Io(format!("cannot open engine log {}", log.display()), e);
     let out = OpenOptions::new().create(true).append(true).open(log).map_err(open_err)?;
     let err = out.try_clone().map_err(open_err)?;
@@ -85,7 +95,7 @@ pub fn spawn(mut cmd: std::process::Command, what: &str, log: &Path) -> Result<P
     let proc = Proc { pid, start_time };
     // Before anything else can fail or dend can die: how a later dend finds this process if its
     // launch is cut short before the VM's record names it ([`kill_orphans`]).
-    if let Err(e) = std::fs::write(log.with_extension("pid"), format!("{pid} {start_time}\n")) {
+    if let Err(e) = std::fs::write(record, format!("{pid} {start_time}\n")) {
         tracing::warn!(pid, %e, "cannot record the engine's pid next to its log");
     }
     let (tx, rx) = watch::channel(Seen::Running);
@@ -191,21 +201,43 @@ pub fn signal(p: Proc, sig: i32) -> Result<bool, EngineError> {
 /// run: engine processes of a launch cut short by a dend restart, which no VM record names.
 /// Returns their pids. Call only for a VM whose recorded process is gone.
 pub fn kill_orphans(dir: &Path) -> Vec<i32> {
+    kill_recorded(dir, "")
+}
+
+/// The processes recorded by the `*.pid` files in `dir` whose names start with `prefix`, with
+/// their files (whether or not they still run).
+pub fn recorded(dir: &Path, prefix: &str) -> Vec<(std::path::PathBuf, Proc)> {
     let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
-    let mut killed = vec![];
-    for path in entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "pid")) {
+    let named = |p: &Path| {
+        p.extension().is_some_and(|x| x == "pid")
+            && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix))
+    };
+    let mut found = vec![];
+    for path in entries.flatten().map(|e| e.path()).filter(|p| named(p)) {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let mut words = text.split_whitespace().map(str::parse::<u64>);
         if let (Some(Ok(pid)), Some(Ok(start_time))) = (words.next(), words.next()) {
-            let p = Proc { pid: pid as i32, start_time };
-            if signal(p, libc::SIGKILL).unwrap_or(false) {
-                killed.push(p.pid);
-                for _ in 0..100 {
-                    if !alive(p) {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+            found.push((path, Proc { pid: pid as i32, start_time }));
+        } else {
+            found.push((path, Proc { pid: 0, start_time: 0 }));
+        }
+    }
+    found
+}
+
+/// Kills the processes [`recorded`] in `dir` under `prefix` that still run (pid and start time
+/// must both match) and removes their files. Blocks up to 2 s per process while it ends.
+/// Returns their pids.
+pub fn kill_recorded(dir: &Path, prefix: &str) -> Vec<i32> {
+    let mut killed = vec![];
+    for (path, p) in recorded(dir, prefix) {
+        if p.pid > 0 && signal(p, libc::SIGKILL).unwrap_or(false) {
+            killed.push(p.pid);
+            for _ in 0..100 {
+                if !alive(p) {
+                    break;
                 }
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
         }
         let _ = std::fs::remove_file(&path);
@@ -369,6 +401,21 @@ mod tests {
         assert!(!alive(p));
         assert!(!pid_file.exists() && !dir.path().join("old.pid").exists());
         assert!(kill_orphans(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn recorded_processes_are_killed_by_prefix_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = sleeper(dir.path());
+        let log = dir.path().join("virtiofsd.log");
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let share = spawn_recorded(cmd, "sleep", &log, &dir.path().join("virtiofsd-0.pid")).unwrap();
+        assert_eq!(recorded(dir.path(), "virtiofsd-").into_iter().map(|r| r.1).collect::<Vec<_>>(), vec![share]);
+        assert_eq!(kill_recorded(dir.path(), "virtiofsd-"), vec![share.pid]);
+        assert!(!alive(share) && alive(engine), "only the share's process");
+        assert!(!dir.path().join("virtiofsd-0.pid").exists() && dir.path().join("engine.pid").exists());
+        assert_eq!(kill_orphans(dir.path()), vec![engine.pid]);
     }
 
     #[tokio::test]

@@ -165,6 +165,31 @@ fn confine(
     Ok(())
 }
 
+/// Where the pid of share `i`'s `virtiofsd` is kept.
+fn record(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("{RECORD_PREFIX}{i}.pid"))
+}
+
+const RECORD_PREFIX: &str = "virtiofsd-";
+
+/// The `virtiofsd`s recorded in the VM folder `dir` now (those of its current engine process
+/// when read right after a launch or an adoption).
+pub fn recorded(dir: &Path) -> Vec<Proc> {
+    process::recorded(dir, RECORD_PREFIX).into_iter().map(|(_, p)| p).filter(|p| p.pid > 0).collect()
+}
+
+/// Ends every `virtiofsd` recorded in the VM folder `dir` that still runs: before a VM's shares
+/// start again.
+pub async fn end(dir: &Path) {
+    let dir = dir.to_path_buf();
+    let killed = tokio::task::spawn_blocking(move || process::kill_recorded(&dir, RECORD_PREFIX)).await;
+    if let Ok(pids) = killed.as_deref() {
+        if !pids.is_empty() {
+            tracing::warn!(?pids, "ended virtiofsd processes that outlived their VM's engine");
+        }
+    }
+}
+
 /// Starts one `virtiofsd` per share of `spec` and waits for their sockets. On failure the ones
 /// already started are ended and nothing is left running.
 pub async fn start(spec: &LaunchSpec) -> Result<Vec<Proc>, EngineError> {
@@ -173,6 +198,9 @@ pub async fn start(spec: &LaunchSpec) -> Result<Vec<Proc>, EngineError> {
     }
     let bin = binary()?;
     let log = spec.dir.join("virtiofsd.log");
+    // Those of an earlier boot that never ended (a guest can wedge one so that it does not
+    // notice its VMM hang up) must not outlive it: each still maps that boot's guest memory.
+    end(&spec.dir).await;
     let mut started = vec![];
     for (i, share) in spec.shares.iter().enumerate() {
         let sock = socket(&spec.dir, i);
@@ -187,7 +215,8 @@ pub async fn start(spec: &LaunchSpec) -> Result<Vec<Proc>, EngineError> {
         // Opened here first for a clear error; the child opens it again in its own namespace.
         let checked = made.and_then(|()| open_source(&share.host));
         let spawned = checked.and_then(|_| {
-            command(bin, &sock, &share.host, &mount_point, share.readonly).and_then(|c| process::spawn(c, bin, &log))
+            command(bin, &sock, &share.host, &mount_point, share.readonly)
+                .and_then(|c| process::spawn_recorded(c, bin, &log, &record(&spec.dir, i)))
         });
         let result = match spawned {
             Ok(p) => {
@@ -204,7 +233,7 @@ pub async fn start(spec: &LaunchSpec) -> Result<Vec<Proc>, EngineError> {
     Ok(started)
 }
 
-/// Ends `virtiofsd`s whose QEMU never connected.
+/// Ends `virtiofsd`s: those of a launch that failed, or of an engine process that ended.
 pub async fn stop(procs: Vec<Proc>) {
     for p in procs {
         let _ = process::kill(p, Duration::from_secs(2)).await;

@@ -199,15 +199,22 @@ pub async fn launch_in(
     };
     super::refuse_live_socket(spec, &running.control).await?;
     let log = dir.join("engine.log");
+    // Shared folders: one virtiofsd each, which den-vmm (or den-jailer for it) connects to;
+    // started before the uid pick, which serialises launches.
+    let shares = super::virtiofs::start(spec).await?;
     let picking = match jail {
         Some(_) => Some(jail::PICKING.lock().await),
         None => None,
     };
     let (mut cmd, uid) = match jail {
-        Some(policy) => {
-            let (cmd, uid) = jailed_command(bin, policy, extra, spec)?;
-            (cmd, Some(uid))
-        }
+        Some(policy) => match jailed_command(bin, policy, extra, spec) {
+            Ok((cmd, uid)) => (cmd, Some(uid)),
+            Err(e) => {
+                drop(picking);
+                super::virtiofs::stop(shares).await;
+                return Err(e);
+            }
+        },
         None => {
             let mut cmd = std::process::Command::new(bin);
             let mut argv = args(spec);
@@ -218,8 +225,6 @@ pub async fn launch_in(
     };
     cmd.current_dir(dir);
     let what = if jail.is_some() { "den-jailer" } else { "den-vmm" };
-    // Shared folders: one virtiofsd each, which den-vmm (or den-jailer for it) connects to.
-    let shares = super::virtiofs::start(spec).await?;
     let p = match process::spawn(cmd, what, &log) {
         Ok(p) => p,
         Err(e) => {

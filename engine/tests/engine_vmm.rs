@@ -143,9 +143,20 @@ async fn a_jailed_den_vmm_is_driven_readopted_after_kill_of_dend_and_its_cgroup_
     let Some(bin) = den_vmm() else { return };
     let Some(jail) = test_jail(&bin) else { return };
     let dir = tempfile::tempdir().unwrap();
-    let s = spec(dir.path(), "vmm-jailed");
+    // With a shared folder: dend's virtiofsd, which den-jailer connects den-vmm to.
+    let shared = tempfile::tempdir().unwrap();
+    let share = engine::ShareSpec { tag: "den0".into(), host: shared.path().into(), readonly: false };
+    let s = LaunchSpec { shares: vec![share], ..spec(dir.path(), "vmm-jailed") };
     let running = engine::launch_vmm(&bin, Some(&jail), &["--tiny-test-guest"], &s).await.unwrap();
     let _guard = KillGuard(running.pid, running.start_time);
+    let virtiofsd = engine::virtiofs::recorded(dir.path());
+    assert_eq!(virtiofsd.len(), 1, "one virtiofsd for the share");
+    let _virtiofsd_guard = KillGuard(virtiofsd[0].pid, virtiofsd[0].start_time);
+    assert!(engine::process::alive(virtiofsd[0]));
+    // den-vmm talked to it at start (GET_FEATURES): virtiofsd logged the connection.
+    let log = std::fs::read_to_string(dir.path().join("virtiofsd.log")).unwrap_or_default();
+    let connected = ["Received vhost-user socket connection", "Client connected"];
+    assert!(connected.iter().any(|c| log.contains(c)), "virtiofsd saw no connection:\n{log}");
     let uid: u32 = status_field(running.pid, "Uid:").split_whitespace().next().unwrap().parse().unwrap();
     assert!((jail.uid_base..jail.uid_base + jail.uids).contains(&uid), "den-vmm runs as a jail uid, not {uid}");
     assert_eq!(status_field(running.pid, "CapEff:"), "0000000000000000");
@@ -184,6 +195,10 @@ async fn a_jailed_den_vmm_is_driven_readopted_after_kill_of_dend_and_its_cgroup_
     let groups = [format!("/sys/fs/cgroup/den/{name}"), format!("/sys/fs/cgroup/memory/den/{name}")];
     while groups.iter().any(|g| Path::new(g).exists()) {
         assert!(t.elapsed() < Duration::from_secs(10), "the VM's cgroup was not removed after its den-vmm ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while engine::process::alive(virtiofsd[0]) {
+        assert!(t.elapsed() < Duration::from_secs(10), "the share's virtiofsd outlived its den-vmm");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

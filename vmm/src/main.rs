@@ -171,6 +171,10 @@ fn boot(cfg: VmConfig, opts: BootOptions) -> ExitCode {
         return ExitCode::from(2);
     }
     den_vmm::seccomp::set_mode(opts.seccomp);
+    if let Err(e) = den_vmm::signals::block_stop_signals() {
+        eprintln!("den-vmm: cannot set up signal handling: {e}");
+        return ExitCode::from(1);
+    }
     let kvm = match open_kvm(&opts.kvm) {
         Ok(k) => k,
         Err(e) => {

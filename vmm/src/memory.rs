@@ -44,11 +44,19 @@ pub fn map(ranges: &[(u64, u64)], backing: Backing) -> Result<GuestMemoryMmap, V
         }
         Backing::Shared => {
             let total: u64 = ranges.iter().map(|r| r.1).sum();
-            let fd = nix::sys::memfd::memfd_create(c"den-vmm-ram", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)
+            use nix::sys::memfd::MemFdCreateFlag;
+            let flags = MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING;
+            let fd = nix::sys::memfd::memfd_create(c"den-vmm-ram", flags)
                 .map_err(|e| VmmError::Memory(format!("memfd_create for shared guest RAM: {e}")))?;
             let file = std::fs::File::from(fd);
             file.set_len(total)
                 .map_err(|e| VmmError::Memory(format!("sizing shared guest RAM to {total} bytes: {e}")))?;
+            // Its size is fixed for good: a backend given the memfd cannot shrink it under
+            // den-vmm's mapping (which would end den-vmm with SIGBUS).
+            use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+            let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+            fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), FcntlArg::F_ADD_SEALS(seals))
+                .map_err(|e| VmmError::Memory(format!("sealing shared guest RAM: {e}")))?;
             let file = std::sync::Arc::new(file);
             let mut offset = 0;
             let mut with_files = Vec::new();
@@ -60,4 +68,23 @@ pub fn map(ranges: &[(u64, u64)], backing: Backing) -> Result<GuestMemoryMmap, V
         }
     };
     mapped.map_err(|e| VmmError::Memory(format!("mapping guest RAM: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::GuestMemoryRegion;
+
+    #[test]
+    fn shared_ram_is_one_sealed_memfd_and_private_ram_has_no_file() {
+        let mem = map(&[(0, 1 << 20), (2 << 20, 1 << 20)], Backing::Shared).unwrap();
+        let files: Vec<_> = mem.iter().map(|r| r.file_offset().unwrap().clone()).collect();
+        assert_eq!((files[0].start(), files[1].start()), (0, 1 << 20), "one file, regions one after another");
+        let file = files[0].file();
+        assert_eq!(file.metadata().unwrap().len(), 2 << 20);
+        assert!(file.set_len(1 << 20).is_err(), "nobody can shrink guest RAM under den-vmm");
+        assert!(file.set_len(4 << 20).is_err(), "nor grow it");
+        let private = map(&[(0, 1 << 20)], Backing::Private).unwrap();
+        assert!(private.iter().all(|r| r.file_offset().is_none()));
+    }
 }

@@ -48,6 +48,8 @@ pub enum ThreadKind {
     Signals,
     /// The main thread after start: waits, flushes disks, exits.
     Main,
+    /// A vhost-user backend's watchdog: waits, and shuts a socket down.
+    Watchdog,
 }
 
 /// Filters could not be built or installed.
@@ -148,6 +150,7 @@ fn extra(kind: ThreadKind) -> Vec<libc::c_long> {
         ThreadKind::Events => [SOCKETS, DISK].concat(),
         ThreadKind::Signals => vec![libc::SYS_rt_sigtimedwait],
         ThreadKind::Main => [DISK, &[libc::SYS_unlink, libc::SYS_munmap]].concat(),
+        ThreadKind::Watchdog => vec![],
     };
     v.extend_from_slice(COMMON);
     v.sort_unstable();
@@ -241,6 +244,7 @@ mod tests {
             ThreadKind::Events,
             ThreadKind::Signals,
             ThreadKind::Main,
+            ThreadKind::Watchdog,
         ] {
             assert!(!program(k, Mode::Kill).unwrap().is_empty());
         }

@@ -5,9 +5,14 @@
 use crate::exit::{ExitReason, ExitSignal};
 use std::sync::Arc;
 
-/// Blocks the stop signals in the calling thread (and so in every thread it spawns later) and
-/// starts the thread that turns them into [`ExitReason::Stopped`]. Call before starting vCPUs.
-pub fn stop_on_signals(exit: Arc<ExitSignal>) -> std::io::Result<()> {
+/// Blocks the stop signals in the calling thread and so in every thread it spawns later. Call
+/// first, before any thread starts (device threads are made while the VM is built): a stop
+/// signal that arrives before [`stop_on_signals`] then waits for it instead of killing den-vmm.
+pub fn block_stop_signals() -> std::io::Result<()> {
+    stop_set().map(drop)
+}
+
+fn stop_set() -> std::io::Result<libc::sigset_t> {
     // SAFETY: sigset_t is plain data initialised by sigemptyset; the calls only change this
     // thread's signal mask.
     let set = unsafe {
@@ -22,6 +27,13 @@ pub fn stop_on_signals(exit: Arc<ExitSignal>) -> std::io::Result<()> {
         }
         set
     };
+    Ok(set)
+}
+
+/// Blocks the stop signals (see [`block_stop_signals`]) and starts the thread that turns them
+/// into [`ExitReason::Stopped`]. Call before starting vCPUs.
+pub fn stop_on_signals(exit: Arc<ExitSignal>) -> std::io::Result<()> {
+    let set = stop_set()?;
     std::thread::Builder::new().name("signals".into()).spawn(move || {
         crate::seccomp::enter(crate::seccomp::ThreadKind::Signals);
         loop {

@@ -168,10 +168,10 @@ impl Fs {
         Ok(())
     }
 
-    /// Stops the queues the backend runs (GET_VRING_BASE stops a ring, vhost-user 1.0).
+    /// Stops the queues the backend runs (GET_VRING_BASE stops a ring, vhost-user 1.0). The
+    /// caller arms the watchdog.
     fn stop(&mut self) {
         self.watches.iter_mut().for_each(|w| *w = None);
-        let _guard = self.watchdog.arm();
         for i in std::mem::take(&mut self.started) {
             if self.protocol && self.frontend.set_vring_enable(i, false).is_err() {
                 self.failures += 1;
@@ -201,11 +201,10 @@ impl VirtioDevice for Fs {
     }
 
     fn activate_queues(&mut self, features: u64, queues: &[Queue], mem: &GuestMemoryMmap) -> Result<(), String> {
+        // One deadline for the whole exchange: the transport's lock is held all along.
+        let _guard = self.watchdog.arm();
         self.stop();
-        let started = {
-            let _guard = self.watchdog.arm();
-            self.start(features, queues, mem)
-        };
+        let started = self.start(features, queues, mem);
         if started.is_err() {
             self.failures += 1;
             self.stop();
@@ -238,6 +237,7 @@ impl VirtioDevice for Fs {
     }
 
     fn reset(&mut self) {
+        let _guard = self.watchdog.arm();
         self.stop();
     }
 

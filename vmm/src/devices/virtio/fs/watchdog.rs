@@ -40,7 +40,7 @@ impl Watchdog {
         let shared = Arc::new(Shared { state: Mutex::new(State::default()), wake: Condvar::new() });
         let theirs = shared.clone();
         std::thread::Builder::new().name("vhost-user watchdog".into()).spawn(move || {
-            crate::seccomp::enter(crate::seccomp::ThreadKind::Events);
+            crate::seccomp::enter(crate::seccomp::ThreadKind::Watchdog);
             watch(&theirs, fd)
         })?;
         Ok(Watchdog { shared, limit })
