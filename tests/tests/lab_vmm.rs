@@ -56,6 +56,11 @@ async fn boots(lab: Lab) -> Result<(), String> {
         lab.describe(&out)
     );
     assert!(text.contains("exit=10"), "a guest reboot exits 10: {}", lab.describe(&out));
+    // The disks' requests went to their I/O workers through KVM ioeventfds, not the vCPUs.
+    let metrics = String::from_utf8_lossy(&out.stderr).to_string();
+    let worker = |w: &str| w.strip_prefix("virtio0/2.worker_notifies=").and_then(|v| v.parse::<u64>().ok());
+    let by_worker = metrics.split_whitespace().find_map(worker).unwrap_or(0);
+    assert!(by_worker > 0, "no notification reached the first disk's worker: {metrics}");
 
     // Boot 2: the file is on the disk; the guest powers off: exit 0.
     let out = lab.try_sh(&run(2), BOOT_LIMIT).await?;

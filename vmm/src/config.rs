@@ -56,6 +56,10 @@ pub struct VmConfig {
     /// then shared memory (a memfd) that the backends map.
     #[serde(default)]
     pub fs: Vec<FsConfig>,
+    /// Work disk requests on a thread per disk, woken through KVM ioeventfds (the default), or
+    /// on the vCPU thread that wrote the notification (`false`: for comparisons).
+    #[serde(default = "yes")]
+    pub io_workers: bool,
 }
 
 /// A virtio-fs device whose requests a vhost-user backend (virtiofsd) serves.

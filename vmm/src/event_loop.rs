@@ -163,11 +163,16 @@ impl EventLoop {
 
     /// Starts the thread, which first runs `setup` (e.g. installs its seccomp filter).
     pub fn start_with(&mut self, setup: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        self.start_named("events", setup)
+    }
+
+    /// [`EventLoop::start_with`], naming the thread `name`.
+    pub fn start_named(&mut self, name: &str, setup: impl FnOnce() + Send + 'static) -> io::Result<()> {
         if self.thread.is_some() {
             return Ok(());
         }
         let shared = self.shared.clone();
-        let thread = std::thread::Builder::new().name("events".into()).spawn(move || {
+        let thread = std::thread::Builder::new().name(name.into()).spawn(move || {
             setup();
             run(&shared)
         })?;

@@ -21,7 +21,8 @@ use crate::devices::virtio::net::Net;
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::tap::Tap;
 use crate::devices::virtio::vsock::Vsock;
-use crate::devices::virtio::{VirtioDevice, VirtioInterrupt};
+use crate::devices::virtio::worker::QueueWorker;
+use crate::devices::virtio::{types, VirtioDevice, VirtioInterrupt};
 use crate::event_loop::{EventLoop, EventTarget};
 use crate::exit::{ExitReason, ExitSignal};
 use crate::vcpu::{self, ExitCounters, VcpuContext};
@@ -58,6 +59,8 @@ pub struct Machine {
     /// When building started.
     pub started: Instant,
     vcpus: Vec<VcpuFd>,
+    /// Disks' I/O workers (started with the vCPUs), with their thread names.
+    workers: Vec<(String, QueueWorker)>,
     pio: Bus,
     mmio: Bus,
     events: EventLoop,
@@ -159,6 +162,7 @@ impl Machine {
             bind.push((virtio.len() - 1, r));
         }
         let mut slots = Vec::new();
+        let mut workers = Vec::new();
         let mut transports = Vec::new();
         for (i, dev) in virtio.into_iter().enumerate() {
             let slot = acpi::MmioSlot {
@@ -169,6 +173,14 @@ impl Machine {
             let interrupt = Arc::new(VirtioInterrupt::new(IrqLine::irqfd(&vm, slot.gsi)?));
             let t = Arc::new(Mutex::new(MmioTransport::new(dev, mem.clone(), interrupt)));
             place(&mut mmio, slot.base, slot.len, t.clone())?;
+            let ty = t.lock().unwrap_or_else(|p| p.into_inner()).device_type();
+            if cfg.io_workers && ty == types::BLOCK {
+                let queues = t.lock().unwrap_or_else(|p| p.into_inner()).queue_count();
+                match QueueWorker::new(&vm, slot.base, queues, t.clone()) {
+                    Ok(w) => workers.push((format!("io-virtio{i}"), w)),
+                    Err(e) => eprintln!("den-vmm: virtio{i}: no ioeventfd ({e}); its requests run on the vCPUs"),
+                }
+            }
             transports.push(t);
             slots.push(slot);
         }
@@ -207,6 +219,7 @@ impl Machine {
             transports,
             started,
             vcpus,
+            workers,
             pio,
             mmio,
             events,
@@ -220,6 +233,9 @@ impl Machine {
     pub fn start(&mut self) -> Result<(), VmmError> {
         let events_filter = || crate::seccomp::enter(crate::seccomp::ThreadKind::Events);
         self.events.start_with(events_filter).map_err(|e| VmmError::Io("start the event loop", e))?;
+        for (name, w) in &mut self.workers {
+            w.start(name).map_err(|e| VmmError::Io("start a disk's I/O worker", e))?;
+        }
         crate::control::install_kick_handler().map_err(|e| VmmError::Io("install the vCPU kick handler", e))?;
         for (i, v) in self.vcpus.drain(..).enumerate() {
             let ctx = VcpuContext {

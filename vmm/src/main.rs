@@ -69,6 +69,10 @@ enum Cmd {
         /// guest by TAG; repeat for more folders. Guest RAM is then a shared memfd.
         #[arg(long = "fs", value_name = "SOCKET,tag=TAG", value_parser = FsConfig::parse)]
         fs: Vec<FsConfig>,
+        /// Work disk requests on the vCPU thread that notified the disk, instead of on a thread
+        /// per disk woken through an ioeventfd (the default); for comparisons.
+        #[arg(long)]
+        inline_io: bool,
         /// The kernel is a tiny hand-made test guest: boot it even on a /dev/kvm that cannot run
         /// Linux (PVM-backed), where only tiny guests run (by emulation).
         #[arg(long)]
@@ -273,6 +277,7 @@ fn main() -> ExitCode {
             vsock,
             nets,
             fs,
+            inline_io,
             tiny_test_guest,
             api_sock,
             wait_start,
@@ -305,6 +310,7 @@ fn main() -> ExitCode {
                     vsock,
                     nets,
                     fs,
+                    io_workers: !inline_io,
                 },
             };
             boot(cfg, BootOptions { kvm, kvm_kind, seccomp, tiny_test_guest, api_sock, wait_start })

@@ -50,6 +50,8 @@ pub enum ThreadKind {
     Main,
     /// A vhost-user backend's watchdog: waits, and shuts a socket down.
     Watchdog,
+    /// A device's I/O worker: waits on its queues' eventfds, does the disk I/O.
+    Worker,
 }
 
 /// Filters could not be built or installed.
@@ -139,6 +141,9 @@ const SOCKETS: &[libc::c_long] = &[
     libc::SYS_unlink,
 ];
 
+/// Waiting in an event loop.
+const EPOLL: &[libc::c_long] = &[libc::SYS_epoll_ctl, libc::SYS_epoll_wait, libc::SYS_epoll_pwait];
+
 /// Disk I/O.
 const DISK: &[libc::c_long] = &[libc::SYS_pread64, libc::SYS_pwrite64, libc::SYS_fsync, libc::SYS_fdatasync];
 
@@ -151,6 +156,7 @@ fn extra(kind: ThreadKind) -> Vec<libc::c_long> {
         ThreadKind::Signals => vec![libc::SYS_rt_sigtimedwait],
         ThreadKind::Main => [DISK, &[libc::SYS_unlink, libc::SYS_munmap]].concat(),
         ThreadKind::Watchdog => vec![],
+        ThreadKind::Worker => [DISK, EPOLL].concat(),
     };
     v.extend_from_slice(COMMON);
     v.sort_unstable();
@@ -245,6 +251,7 @@ mod tests {
             ThreadKind::Signals,
             ThreadKind::Main,
             ThreadKind::Watchdog,
+            ThreadKind::Worker,
         ] {
             assert!(!program(k, Mode::Kill).unwrap().is_empty());
         }

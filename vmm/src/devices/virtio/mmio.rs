@@ -34,6 +34,7 @@ pub struct MmioTransport {
     queue_sel: u32,
     config_generation: u32,
     notifies: u64,
+    worker_notifies: u64,
 }
 
 fn new_queues(sizes: &[u16]) -> Vec<Queue> {
@@ -58,6 +59,7 @@ impl MmioTransport {
             queue_sel: 0,
             config_generation: 0,
             notifies: 0,
+            worker_notifies: 0,
         }
     }
 
@@ -130,6 +132,13 @@ impl MmioTransport {
         self.status = v;
     }
 
+    /// A notification of queue `index` that reached the device's worker thread through its
+    /// ioeventfd instead of a register write on a vCPU thread ([`super::worker`]).
+    pub fn notify_from_worker(&mut self, index: u32) {
+        self.worker_notifies += 1;
+        self.notify(index);
+    }
+
     fn notify(&mut self, index: u32) {
         self.notifies += 1;
         let i = index as usize;
@@ -152,6 +161,7 @@ impl MmioTransport {
     pub fn counters(&self) -> Vec<(&'static str, u64)> {
         let mut c = self.device.counters();
         c.push(("notifies", self.notifies));
+        c.push(("worker_notifies", self.worker_notifies));
         c.push(("interrupts", self.interrupt.count()));
         c
     }
@@ -164,6 +174,11 @@ impl MmioTransport {
     /// The VM is ending (see [`VirtioDevice::end`]).
     pub fn end(&mut self) {
         self.device.end();
+    }
+
+    /// How many queues the device has.
+    pub fn queue_count(&self) -> usize {
+        self.device.queue_sizes().len()
     }
 
     /// The device type.

@@ -15,6 +15,7 @@ pub mod tap;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod vsock;
+pub mod worker;
 
 use super::irq::IrqLine;
 use std::sync::atomic::{AtomicU32, Ordering};
