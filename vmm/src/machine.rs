@@ -21,13 +21,13 @@ use crate::devices::virtio::net::Net;
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::tap::Tap;
 use crate::devices::virtio::vsock::Vsock;
-use crate::devices::virtio::worker::QueueWorker;
+use crate::devices::virtio::worker::{self, QueueWorker};
 use crate::devices::virtio::{types, VirtioDevice, VirtioInterrupt};
 use crate::event_loop::{EventLoop, EventTarget};
 use crate::exit::{ExitReason, ExitSignal};
 use crate::vcpu::{self, ExitCounters, VcpuContext};
 use crate::{kvm, layout, memory, VmmError};
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{IoEventAddress, Kvm, VcpuFd, VmFd};
 use std::io::Write;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
@@ -173,6 +173,14 @@ impl Machine {
             let interrupt = Arc::new(VirtioInterrupt::new(IrqLine::irqfd(&vm, slot.gsi)?));
             let t = Arc::new(Mutex::new(MmioTransport::new(dev, mem.clone(), interrupt)));
             place(&mut mmio, slot.base, slot.len, t.clone())?;
+            // A vhost-user backend's kicks: the guest's notifications go to it from KVM.
+            let notifiers = t.lock().unwrap_or_else(|p| p.into_inner()).queue_notifiers();
+            for (q, kick) in notifiers.iter().enumerate() {
+                let at = IoEventAddress::Mmio(slot.base + worker::QUEUE_NOTIFY);
+                if let Err(e) = vm.register_ioevent(kick, &at, q as u32) {
+                    eprintln!("den-vmm: virtio{i} queue {q}: no ioeventfd ({e}); notifications pass through den-vmm");
+                }
+            }
             let ty = t.lock().unwrap_or_else(|p| p.into_inner()).device_type();
             if cfg.io_workers && ty == types::BLOCK {
                 let queues = t.lock().unwrap_or_else(|p| p.into_inner()).queue_count();

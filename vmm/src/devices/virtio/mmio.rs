@@ -176,6 +176,11 @@ impl MmioTransport {
         self.device.end();
     }
 
+    /// The device's [`VirtioDevice::queue_notifiers`].
+    pub fn queue_notifiers(&self) -> Vec<vmm_sys_util::eventfd::EventFd> {
+        self.device.queue_notifiers()
+    }
+
     /// How many queues the device has.
     pub fn queue_count(&self) -> usize {
         self.device.queue_sizes().len()

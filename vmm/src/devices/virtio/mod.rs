@@ -68,6 +68,12 @@ pub trait VirtioDevice: Send {
     fn host_event(&mut self, _token: u32, _queues: &mut [Queue], _mem: &GuestMemoryMmap) -> bool {
         false
     }
+    /// Eventfds (copies) that a guest notification of each queue should signal directly, in
+    /// queue order, for devices whose queues another process works: den-vmm binds them to the
+    /// queues' notifications in KVM (ioeventfds), so a notification never leaves the kernel.
+    fn queue_notifiers(&self) -> Vec<vmm_sys_util::eventfd::EventFd> {
+        Vec::new()
+    }
     /// The driver reset the device.
     fn reset(&mut self) {}
     /// Writes buffered state to stable storage (the VM is ending).

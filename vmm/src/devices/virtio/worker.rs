@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
 
 /// Offset of QueueNotify in the virtio-mmio window.
-const QUEUE_NOTIFY: u64 = 0x050;
+pub const QUEUE_NOTIFY: u64 = 0x050;
 
 /// The worker of one device: its thread starts with [`QueueWorker::start`].
 pub struct QueueWorker {

@@ -1,8 +1,9 @@
 //! virtio-fs (device type 26) whose requests a vhost-user backend serves: Debian's `virtiofsd`.
 //! den-vmm keeps the virtio-mmio transport and the configuration space (the tag); the backend
 //! maps the guest's RAM (a shared memfd, [`crate::memory::Backing::Shared`]) and works the
-//! queues itself. den-vmm tells it where they are, kicks it when the guest notifies, and turns
-//! its "used buffers" signals into the device's interrupt.
+//! queues itself. den-vmm tells it where they are and turns its "used buffers" signals into the
+//! device's interrupt; the guest's notifications reach it straight from KVM (each queue's kick
+//! eventfd is the queue's ioeventfd), or through den-vmm where KVM has none.
 //!
 //! The vhost-user conversation is the rust-vmm `vhost` crate's [`Frontend`]. Every address den-vmm
 //! hands the backend is one the transport checked to lie in guest memory; the backend checks
@@ -212,6 +213,11 @@ impl VirtioDevice for Fs {
         started
     }
 
+    fn queue_notifiers(&self) -> Vec<EventFd> {
+        self.kicks.iter().filter_map(|k| k.try_clone().ok()).collect()
+    }
+
+    /// Only notifications KVM did not take (no ioeventfd) arrive here.
     fn process_queue(&mut self, index: usize, _queues: &mut [Queue], _mem: &GuestMemoryMmap) -> bool {
         if let Some(kick) = self.kicks.get(index) {
             self.kicked += 1;
