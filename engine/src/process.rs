@@ -204,9 +204,9 @@ pub fn kill_orphans(dir: &Path) -> Vec<i32> {
     kill_recorded(dir, "")
 }
 
-/// The processes recorded by the `*.pid` files in `dir` whose names start with `prefix`, with
-/// their files (whether or not they still run).
-pub fn recorded(dir: &Path, prefix: &str) -> Vec<(std::path::PathBuf, Proc)> {
+/// The `*.pid` files in `dir` whose names start with `prefix`, each with the process it records
+/// (whether or not that still runs), or `None` when the file holds no valid record.
+pub fn recorded(dir: &Path, prefix: &str) -> Vec<(std::path::PathBuf, Option<Proc>)> {
     let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
     let named = |p: &Path| {
         p.extension().is_some_and(|x| x == "pid")
@@ -216,11 +216,11 @@ pub fn recorded(dir: &Path, prefix: &str) -> Vec<(std::path::PathBuf, Proc)> {
     for path in entries.flatten().map(|e| e.path()).filter(|p| named(p)) {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let mut words = text.split_whitespace().map(str::parse::<u64>);
-        if let (Some(Ok(pid)), Some(Ok(start_time))) = (words.next(), words.next()) {
-            found.push((path, Proc { pid: pid as i32, start_time }));
-        } else {
-            found.push((path, Proc { pid: 0, start_time: 0 }));
-        }
+        let proc = match (words.next(), words.next()) {
+            (Some(Ok(pid)), Some(Ok(start_time))) if pid > 0 => Some(Proc { pid: pid as i32, start_time }),
+            _ => None,
+        };
+        found.push((path, proc));
     }
     found
 }
@@ -231,7 +231,8 @@ pub fn recorded(dir: &Path, prefix: &str) -> Vec<(std::path::PathBuf, Proc)> {
 pub fn kill_recorded(dir: &Path, prefix: &str) -> Vec<i32> {
     let mut killed = vec![];
     for (path, p) in recorded(dir, prefix) {
-        if p.pid > 0 && signal(p, libc::SIGKILL).unwrap_or(false) {
+        let killed_now = p.is_some_and(|p| signal(p, libc::SIGKILL).unwrap_or(false));
+        if let (true, Some(p)) = (killed_now, p) {
             killed.push(p.pid);
             for _ in 0..100 {
                 if !alive(p) {
@@ -411,7 +412,7 @@ mod tests {
         let mut cmd = Command::new("sleep");
         cmd.arg("30");
         let share = spawn_recorded(cmd, "sleep", &log, &dir.path().join("virtiofsd-0.pid")).unwrap();
-        assert_eq!(recorded(dir.path(), "virtiofsd-").into_iter().map(|r| r.1).collect::<Vec<_>>(), vec![share]);
+        assert_eq!(recorded(dir.path(), "virtiofsd-").into_iter().map(|r| r.1).collect::<Vec<_>>(), vec![Some(share)]);
         assert_eq!(kill_recorded(dir.path(), "virtiofsd-"), vec![share.pid]);
         assert!(!alive(share) && alive(engine), "only the share's process");
         assert!(!dir.path().join("virtiofsd-0.pid").exists() && dir.path().join("engine.pid").exists());

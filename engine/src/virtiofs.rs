@@ -175,7 +175,7 @@ const RECORD_PREFIX: &str = "virtiofsd-";
 /// The `virtiofsd`s recorded in the VM folder `dir` now (those of its current engine process
 /// when read right after a launch or an adoption).
 pub fn recorded(dir: &Path) -> Vec<Proc> {
-    process::recorded(dir, RECORD_PREFIX).into_iter().map(|(_, p)| p).filter(|p| p.pid > 0).collect()
+    process::recorded(dir, RECORD_PREFIX).into_iter().filter_map(|(_, p)| p).collect()
 }
 
 /// Ends every `virtiofsd` recorded in the VM folder `dir` that still runs: before a VM's shares

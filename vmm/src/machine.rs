@@ -173,17 +173,18 @@ impl Machine {
             let interrupt = Arc::new(VirtioInterrupt::new(IrqLine::irqfd(&vm, slot.gsi)?));
             let t = Arc::new(Mutex::new(MmioTransport::new(dev, mem.clone(), interrupt)));
             place(&mut mmio, slot.base, slot.len, t.clone())?;
+            let (notifiers, ty, queues) = {
+                let d = t.lock().unwrap_or_else(|p| p.into_inner());
+                (d.queue_notifiers(), d.device_type(), d.queue_count())
+            };
             // A vhost-user backend's kicks: the guest's notifications go to it from KVM.
-            let notifiers = t.lock().unwrap_or_else(|p| p.into_inner()).queue_notifiers();
             for (q, kick) in notifiers.iter().enumerate() {
                 let at = IoEventAddress::Mmio(slot.base + worker::QUEUE_NOTIFY);
                 if let Err(e) = vm.register_ioevent(kick, &at, q as u32) {
                     eprintln!("den-vmm: virtio{i} queue {q}: no ioeventfd ({e}); notifications pass through den-vmm");
                 }
             }
-            let ty = t.lock().unwrap_or_else(|p| p.into_inner()).device_type();
             if cfg.io_workers && ty == types::BLOCK {
-                let queues = t.lock().unwrap_or_else(|p| p.into_inner()).queue_count();
                 match QueueWorker::new(&vm, slot.base, queues, t.clone()) {
                     Ok(w) => workers.push((format!("io-virtio{i}"), w)),
                     Err(e) => eprintln!("den-vmm: virtio{i}: no ioeventfd ({e}); its requests run on the vCPUs"),
