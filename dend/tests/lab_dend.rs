@@ -77,7 +77,7 @@ den --json vm inspect v2 | grep -o '"engine":"[a-z]*"' | sed 's/^/LAB-V2-/'
 PID2=$(den --json vm inspect v2 | grep -o '"pid":[0-9]*' | cut -d: -f2)
 echo "LAB-V2-UID=$(awk '/^Uid:/{print $2}' /proc/$PID2/status)"
 den vm stop v2 && den vm rm v2 && echo LAB-V2-DELETED
-sleep 0.5; pgrep -f /lab/vfs/virtiofsd >/dev/null && echo LAB-VIRTIOFSD-LEFT || echo LAB-NO-VIRTIOFSD-LEFT
+sleep 0.5; pgrep -f /lab/dyn/virtiofsd >/dev/null && echo LAB-VIRTIOFSD-LEFT || echo LAB-NO-VIRTIOFSD-LEFT
 kill $(pidof dend)
 "#;
 

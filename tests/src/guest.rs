@@ -30,6 +30,8 @@ pub struct GuestOptions {
     /// which keeps TCG boots from hanging in early TSC calibration. The KVM lab's outer guest
     /// goes without: it hosts KVM guests, and was only ever tested as it was.
     pub tsc_hint: bool,
+    /// Raw disk files attached after the root disk, each as a virtio-blk device, in this order.
+    pub disks: Vec<PathBuf>,
 }
 
 impl Default for GuestOptions {
@@ -44,6 +46,7 @@ impl Default for GuestOptions {
             attempts: 3,
             isolated_nic: false,
             tsc_hint: true,
+            disks: Vec::new(),
         }
     }
 }
@@ -127,6 +130,10 @@ impl Guest {
             let _ = std::fs::set_permissions(&disk, std::os::unix::fs::PermissionsExt::from_mode(0o644));
             cmd.arg("-drive").arg(format!("id=root,file={},format=raw,if=none", disk.display()));
             cmd.args(["-device", "virtio-blk-device,drive=root"]);
+        }
+        for (i, disk) in opts.disks.iter().enumerate() {
+            cmd.arg("-drive").arg(format!("id=extra{i},file={},format=raw,if=none", disk.display()));
+            cmd.arg("-device").arg(format!("virtio-blk-device,drive=extra{i}"));
         }
         if opts.isolated_nic {
             cmd.args(["-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-device,netdev=n0"]);

@@ -11,7 +11,7 @@ use den_agent_proto::{AgentClient, ExecOutput};
 use den_images::SilentProgress;
 use den_images::{Digest256, ImageRecord, Store};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The outer guest's image spec.
@@ -28,6 +28,29 @@ pub const LAB_ATTEMPTS: u32 = 3;
 /// Where den-vmm lives inside the outer guest.
 pub const VMM: &str = "/lab/den-vmm";
 
+/// How big a lab to start.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    /// The outer guest's memory in MiB.
+    pub memory_mib: u32,
+    /// A host folder whose files the outer guest gets on a disk of its own (an ext4 filesystem
+    /// made from the folder, attached as a virtio-blk device, mounted at [`LAB_DISK`] with room to
+    /// spare): for files too big to copy in over the agent channel, such as root disks.
+    pub disk_from: Option<PathBuf>,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        LabOptions { memory_mib: 2048, disk_from: None }
+    }
+}
+
+/// Where the outer guest mounts the disk made from [`LabOptions::disk_from`].
+pub const LAB_DISK: &str = "/lab/disk";
+
+/// Free room on the lab disk beyond its files, in MiB.
+const LAB_DISK_ROOM_MIB: u64 = 6 * 1024;
+
 /// A running lab: the outer guest and its agent.
 pub struct Lab {
     /// The outer guest (killed on drop).
@@ -36,17 +59,25 @@ pub struct Lab {
     pub agent: AgentClient,
     /// The image store the lab's images come from.
     pub store: Store,
+    /// Holds the lab disk's file while the outer guest runs.
+    _disk_dir: Option<tempfile::TempDir>,
 }
 
 impl Lab {
     /// Builds (or finds) the outer image, boots it and copies den-vmm in.
     pub async fn start() -> Lab {
+        Lab::start_with(&LabOptions::default()).await
+    }
+
+    /// Like [`Lab::start`], with the memory and the disk `opts` asks for.
+    pub async fn start_with(lab: &LabOptions) -> Lab {
         let store = images::shared_store();
         let outer = images::build_spec_text(&store, OUTER_SPEC, "tests/lab/outer.yml", &SilentProgress)
             .unwrap_or_else(|e| panic!("building the lab's outer image: {e}"));
+        let disk_dir = lab.disk_from.as_deref().map(make_lab_disk);
         let opts = GuestOptions {
             cpu: "max,+svm".into(),
-            memory_mib: 2048,
+            memory_mib: lab.memory_mib,
             cpus: 2,
             agent_timeout: Duration::from_secs(180),
             stall: Duration::from_secs(12),
@@ -54,13 +85,18 @@ impl Lab {
             // The outer TCG boot stalls at random, more often while other guests load the
             // host's two cores; a stalled attempt costs only the 12 s it takes to notice.
             attempts: 6,
+            disks: disk_dir.iter().map(|d| d.path().join("lab.ext4")).collect(),
             ..Default::default()
         };
         let (guest, agent) = Guest::boot(&store, &outer, opts).await;
         eprintln!("lab: outer guest answered after {:.1}s ({} retries)", guest.boot_secs, guest.retries);
-        let lab = Lab { guest, agent, store };
+        let lab = Lab { guest, agent, store, _disk_dir: disk_dir };
         let kvm = lab.sh("ls -l /dev/kvm && grep -c svm /proc/cpuinfo").await;
         assert_eq!(kvm.code, Some(0), "the lab guest has no /dev/kvm: {}", lab.describe(&kvm));
+        if lab._disk_dir.is_some() {
+            let out = lab.sh(&format!("mkdir -p {LAB_DISK} && mount -t ext4 /dev/vda {LAB_DISK}")).await;
+            assert_eq!(out.code, Some(0), "mounting the lab disk: {}", lab.describe(&out));
+        }
         lab.put(&images::vmm_static_binary(), VMM, 0o755).await;
         lab
     }
@@ -144,16 +180,57 @@ impl Lab {
 /// Copies `image`'s kernel and initramfs from `from` into the store `to` (kept at `dir`), for a
 /// store the lab gets a copy of; returns their digests by role.
 pub fn copy_boot_files(from: &Store, image: &ImageRecord, to: &Store, dir: &Path) -> BTreeMap<String, Digest256> {
+    copy_artifacts(from, image, to, dir, &["kernel", "initramfs", "vmlinux"])
+}
+
+/// Copies the artifacts of `image` named in `roles` (those it has) from `from` into the store `to`
+/// (kept at `dir`); returns their digests by role. Copies are sparse, so a root disk costs only
+/// its data.
+pub fn copy_artifacts(
+    from: &Store,
+    image: &ImageRecord,
+    to: &Store,
+    dir: &Path,
+    roles: &[&str],
+) -> BTreeMap<String, Digest256> {
     let mut artifacts = BTreeMap::new();
-    let roles = ["kernel", "initramfs", "vmlinux"].into_iter().filter(|r| image.artifacts.contains_key(*r));
-    for role in roles {
-        let src = from.get(&image.artifacts[role], false).unwrap_or_else(|e| panic!("{role} of {}: {e}", image.name));
+    for role in roles.iter().filter(|r| image.artifacts.contains_key(**r)) {
+        let src = from.get(&image.artifacts[*role], false).unwrap_or_else(|e| panic!("{role} of {}: {e}", image.name));
         let tmp = dir.join(format!("{role}.tmp"));
-        std::fs::copy(&src, &tmp).unwrap_or_else(|e| panic!("copying {}: {e}", src.display()));
+        let st = std::process::Command::new("cp").arg("--sparse=always").arg(&src).arg(&tmp).status();
+        assert!(st.is_ok_and(|s| s.success()), "copying {} to {}", src.display(), tmp.display());
         let digest = to.insert_file(&tmp, role, "lab", BTreeMap::new()).unwrap_or_else(|e| panic!("{role}: {e}"));
         artifacts.insert(role.to_string(), digest);
     }
     artifacts
+}
+
+/// Makes `<temp dir>/lab.ext4`: an ext4 filesystem holding the files under `folder` (owned by
+/// root), with [`LAB_DISK_ROOM_MIB`] free beyond them. The file is sparse, and `mkfs.ext4 -d`
+/// skips the holes of sparse files it copies.
+fn make_lab_disk(folder: &Path) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("den-lab-disk-").tempdir().expect("temp dir");
+    let mut bytes = 0u64;
+    let mut stack = vec![folder.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())).flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => bytes += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    let mib = bytes / (1 << 20) + LAB_DISK_ROOM_MIB;
+    let out = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "den-lab", "-E", "root_owner=0:0", "-d"])
+        .arg(folder)
+        .arg(dir.path().join("lab.ext4"))
+        .arg(format!("{mib}M"))
+        .output()
+        .expect("running mkfs.ext4");
+    assert!(out.status.success(), "mkfs.ext4 -d {}: {}", folder.display(), String::from_utf8_lossy(&out.stderr));
+    dir
 }
 
 /// A cpio archive that, appended to an initramfs whose init is den-agent, makes the agent run
@@ -215,8 +292,17 @@ impl Lab {
         F: Fn(Lab) -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
     {
+        Lab::run_with_retry_on(&LabOptions::default(), scenario).await
+    }
+
+    /// [`Lab::run_with_retry`] on labs started with `opts`.
+    pub async fn run_with_retry_on<F, Fut>(opts: &LabOptions, scenario: F)
+    where
+        F: Fn(Lab) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
         for attempt in 1..=LAB_ATTEMPTS {
-            match scenario(Lab::start().await).await {
+            match scenario(Lab::start_with(opts).await).await {
                 Ok(()) => {
                     eprintln!("lab: scenario passed on attempt {attempt} of {LAB_ATTEMPTS}");
                     return;
@@ -236,13 +322,39 @@ impl Lab {
 pub const HOST_VIRTIOFSD: &str = "/usr/lib/qemu/virtiofsd";
 
 impl Lab {
-    /// Copies the host's `virtiofsd` and the libraries it links (as `ldd` lists them) to
-    /// `/lab/vfs/`, and puts a script at [`HOST_VIRTIOFSD`] in the outer guest that runs it through
-    /// that loader and library folder, in `chroot` sandbox mode: the outer guest's root is an
-    /// initramfs, which `pivot_root` (the default sandbox) cannot leave.
+    /// Copies the host's `virtiofsd` (see [`Lab::put_dynamic`]) and puts a script at
+    /// [`HOST_VIRTIOFSD`] in the outer guest that runs it in `chroot` sandbox mode: the outer
+    /// guest's root is an initramfs, which `pivot_root` (the default sandbox) cannot leave.
     pub async fn put_virtiofsd(&self) {
-        let ldd = std::process::Command::new("ldd").arg(HOST_VIRTIOFSD).output().expect("running ldd");
-        assert!(ldd.status.success(), "ldd {HOST_VIRTIOFSD}: {}", String::from_utf8_lossy(&ldd.stderr));
+        self.put_dynamic(Path::new(HOST_VIRTIOFSD), HOST_VIRTIOFSD, "-o sandbox=chroot").await;
+    }
+
+    /// Copies QEMU, its libraries and the microvm firmware to `/lab/qemu/`, and puts a
+    /// `qemu-system-x86_64` in `/lab/bin` that runs it with them, for dend's QEMU engine.
+    pub async fn put_qemu(&self) {
+        let ldd = std::process::Command::new("ldd").arg("/usr/bin/qemu-system-x86_64").output().expect("ldd");
+        let text = String::from_utf8_lossy(&ldd.stdout).to_string();
+        for lib in text.split_whitespace().filter(|w| w.starts_with('/')) {
+            let name = Path::new(lib).file_name().and_then(|n| n.to_str()).unwrap_or("lib");
+            self.put(Path::new(lib), &format!("/lab/qemu/lib/{name}"), 0o755).await;
+        }
+        self.put(Path::new("/usr/bin/qemu-system-x86_64"), "/lab/qemu/qemu-system-x86_64", 0o755).await;
+        for fw in ["bios-microvm.bin", "linuxboot_dma.bin", "pvh.bin"] {
+            self.put(&Path::new("/usr/share/qemu").join(fw), &format!("/lab/qemu/share/{fw}"), 0o644).await;
+        }
+        let wrapper = "#!/bin/sh\nexec /lab/qemu/lib/ld-linux-x86-64.so.2 --library-path /lab/qemu/lib \
+                       /lab/qemu/qemu-system-x86_64 -L /lab/qemu/share \"$@\"\n";
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("qemu"), wrapper).expect("writing the wrapper");
+        self.put(&dir.path().join("qemu"), "/lab/bin/qemu-system-x86_64", 0o755).await;
+    }
+
+    /// Copies a dynamically linked host program and the libraries it links (as `ldd` lists them)
+    /// to `/lab/dyn/`, and puts a script at `wrapper` in the outer guest that runs it through that
+    /// loader and library folder with its arguments, then `extra` (shell words).
+    pub async fn put_dynamic(&self, program: &Path, wrapper: &str, extra: &str) {
+        let ldd = std::process::Command::new("ldd").arg(program).output().expect("running ldd");
+        assert!(ldd.status.success(), "ldd {}: {}", program.display(), String::from_utf8_lossy(&ldd.stderr));
         let text = String::from_utf8_lossy(&ldd.stdout).to_string();
         let libs = text.lines().filter_map(|l| {
             let path = l.split("=>").nth(1).unwrap_or(l).split_whitespace().next()?;
@@ -254,15 +366,15 @@ impl Lab {
             if name.starts_with("ld-linux") {
                 loader = Some(name.clone());
             }
-            self.put(&lib, &format!("/lab/vfs/{name}"), 0o755).await;
+            self.put(&lib, &format!("/lab/dyn/{name}"), 0o755).await;
         }
-        let loader = loader.expect("virtiofsd names its loader");
-        self.put(Path::new(HOST_VIRTIOFSD), "/lab/vfs/virtiofsd", 0o755).await;
-        let wrapper = format!(
-            "#!/bin/sh\nexec /lab/vfs/{loader} --library-path /lab/vfs /lab/vfs/virtiofsd \"$@\" -o sandbox=chroot\n"
-        );
+        let loader = loader.unwrap_or_else(|| panic!("{} names its loader", program.display()));
+        let name = program.file_name().expect("a program file").to_string_lossy().to_string();
+        self.put(program, &format!("/lab/dyn/{name}"), 0o755).await;
+        let script =
+            format!("#!/bin/sh\nexec /lab/dyn/{loader} --library-path /lab/dyn /lab/dyn/{name} \"$@\" {extra}\n");
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("virtiofsd"), wrapper).expect("writing the wrapper");
-        self.put(&dir.path().join("virtiofsd"), HOST_VIRTIOFSD, 0o755).await;
+        std::fs::write(dir.path().join("wrapper"), script).expect("writing the wrapper");
+        self.put(&dir.path().join("wrapper"), wrapper, 0o755).await;
     }
 }

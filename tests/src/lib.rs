@@ -13,6 +13,7 @@ pub mod docker;
 pub mod guest;
 pub mod images;
 pub mod lab;
+pub mod lab_dev;
 pub mod lpk;
 pub mod netns;
 pub mod ssh;

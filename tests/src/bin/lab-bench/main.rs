@@ -5,17 +5,18 @@
 //! outer guest's /proc/uptime, 10 ms resolution), plus den-vmm's own debug-port milestone for
 //! init (code 0x10, timed inside the VMM). Then shared folders (virtio-fs) on both engines with
 //! the same virtiofsd (`fs.rs`), and disks on den-vmm with and without its I/O workers and on
-//! QEMU (`block.rs`). A round that fails under emulated SVM's flakes runs again on a fresh lab
+//! QEMU (`block.rs`), and `dev` through dend on both (`dev.rs`). A round that fails under emulated SVM's flakes runs again on a fresh lab
 //! (at most [`LAB_ATTEMPTS`] labs, each printed). Prints tables; run by `bench/lab-bench.sh [RUNS] [TABLES]`.
 
 // A benchmark's setup may panic: a step that cannot be taken ends the run with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod block;
+mod dev;
 mod fs;
 
 use den_tests::lab::{Lab, VMM};
-use std::path::Path;
+use den_tests::lab_dev::DevLab;
 use std::time::Duration;
 
 /// The scenario: print the marker and power off.
@@ -31,20 +32,6 @@ pub(crate) const RUN_LIMIT: Duration = Duration::from_secs(120);
 /// and devices follow.
 const QEMU: &str = "/lab/qemu/lib/ld-linux-x86-64.so.2 --library-path /lab/qemu/lib /lab/qemu/qemu-system-x86_64 \
      -L /lab/qemu/share -accel kvm -cpu host -m 256 -smp 1 -nographic -nodefaults -no-reboot -serial stdio";
-
-/// Copies QEMU, its libraries and the microvm firmware into the outer guest.
-async fn put_qemu(lab: &Lab) {
-    let ldd = std::process::Command::new("ldd").arg("/usr/bin/qemu-system-x86_64").output().expect("ldd");
-    let text = String::from_utf8_lossy(&ldd.stdout).to_string();
-    for lib in text.split_whitespace().filter(|w| w.starts_with('/')) {
-        let name = Path::new(lib).file_name().and_then(|n| n.to_str()).unwrap_or("lib");
-        lab.put(Path::new(lib), &format!("/lab/qemu/lib/{name}"), 0o755).await;
-    }
-    lab.put(Path::new("/usr/bin/qemu-system-x86_64"), "/lab/qemu/qemu-system-x86_64", 0o755).await;
-    for fw in ["bios-microvm.bin", "linuxboot_dma.bin", "pvh.bin"] {
-        lab.put(&Path::new("/usr/share/qemu").join(fw), &format!("/lab/qemu/share/{fw}"), 0o644).await;
-    }
-}
 
 /// One timed boot; returns (ms to the marker, den-vmm's init milestone in ms if any), or `Err`
 /// when the outer guest died or wedged, or the inner boot failed.
@@ -94,12 +81,17 @@ struct Results {
     fs_qemu: Vec<fs::Times>,
     /// By engine, in [`block::ENGINES`] order.
     block: [Vec<block::Times>; 3],
+    /// ms from `den vm start` to the agent, by engine, in [`dev::ENGINES`] order.
+    dev: [Vec<f64>; 2],
 }
 
 /// Puts what the rounds need into a fresh lab.
-async fn prepare(lab: &Lab) {
+async fn prepare(lab: &Lab, dev: Option<&DevLab>) {
+    if let Some(dev) = dev {
+        dev.prepare(lab).await;
+    }
     lab.put_scenario("bench", SCENARIO).await;
-    put_qemu(lab).await;
+    lab.put_qemu().await;
     lab.put_scenario("fsbench", fs::SCENARIO).await;
     lab.put_virtiofsd().await;
     lab.put_scenario("blkbench", block::SCENARIO).await;
@@ -136,6 +128,13 @@ async fn rounds(lab: &Lab, runs: usize, phases: &str, r: &mut Results) -> Result
             xs.push(t);
         }
     }
+    while phases.contains("dev") && r.dev[0].len() < runs {
+        let vmm = dev::run(lab, dev::ENGINES[0]).await?;
+        let qemu = dev::run(lab, dev::ENGINES[1]).await?;
+        eprintln!("dev run {}: den-vmm {vmm:.0} ms, qemu {qemu:.0} ms (den vm start to agent)", r.dev[0].len() + 1);
+        r.dev[0].push(vmm);
+        r.dev[1].push(qemu);
+    }
     Ok(())
 }
 
@@ -163,12 +162,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5);
-    // Which tables: any of boot, fs, block (all by default).
-    let phases = std::env::args().nth(2).unwrap_or_else(|| "boot,fs,block".into());
+    // Which tables: any of boot, fs, block, dev (all by default).
+    let phases = std::env::args().nth(2).unwrap_or_else(|| "boot,fs,block,dev".into());
+    // `dev` needs the bigger lab with the lab disk; the other tables run on it just as well.
+    let dev_lab = phases.contains("dev").then(|| DevLab::new(&den_tests::images::shared_store()));
+    let opts = dev_lab.as_ref().map(DevLab::options).unwrap_or_default();
     let mut r = Results::default();
     for attempt in 1..=LAB_ATTEMPTS {
-        let lab = Lab::start().await;
-        prepare(&lab).await;
+        let lab = Lab::start_with(&opts).await;
+        prepare(&lab, dev_lab.as_ref()).await;
         match rounds(&lab, runs, &phases, &mut r).await {
             Ok(()) => {
                 eprintln!("lab: all rounds done on lab {attempt} of at most {LAB_ATTEMPTS}");
@@ -182,7 +184,23 @@ async fn main() {
             Err(e) => panic!("lab: a round failed on all {LAB_ATTEMPTS} labs; the last: {e}"),
         }
     }
-    let Results { vmm, bz, qemu, milestones, fs_vmm, fs_qemu, block } = r;
+    let Results { vmm, bz, qemu, milestones, fs_vmm, fs_qemu, block, dev } = r;
+    if phases.contains("boot") {
+        boots(runs, vmm, bz, qemu, milestones);
+    }
+    if phases.contains("fs") {
+        shared_folders(runs, [("den-vmm", fs_vmm), ("qemu", fs_qemu)]);
+    }
+    if phases.contains("block") {
+        disks(runs, &block);
+    }
+    if phases.contains("dev") {
+        dev_boots(runs, &dev);
+    }
+}
+
+/// The boot-to-init table.
+fn boots(runs: usize, vmm: Vec<f64>, bz: Vec<f64>, qemu: Vec<f64>, milestones: Vec<f64>) {
     let (v, q) = (median(vmm.clone()), median(qemu.clone()));
     println!("KVM lab (QEMU TCG outer guest, kvm-amd), {runs} runs each, 1 vCPU, 256 MiB, same kernel/initramfs");
     println!("| spawn to guest init's first console line | median ms | min ms | max ms |");
@@ -203,8 +221,20 @@ async fn main() {
     );
     println!("\nratio qemu / den-vmm: {:.2}x (den-vmm {:.0} ms faster)", q / v, q - v);
     println!("ratio den-vmm bzImage / vmlinux: {:.2}x", median(bz) / v);
-    shared_folders(runs, [("den-vmm", fs_vmm), ("qemu", fs_qemu)]);
-    disks(runs, &block);
+}
+
+/// The `dev` boot-to-agent table.
+fn dev_boots(runs: usize, results: &[Vec<f64>; 2]) {
+    println!("\n`dev` (systemd, den-agent as a service) through dend, 1 vCPU, 1 GiB, {runs} runs each");
+    println!("| engine | den vm start to agent, median ms | min ms | max ms |");
+    println!("|---|--:|--:|--:|");
+    for (engine, xs) in dev::ENGINES.iter().zip(results) {
+        let min = xs.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = xs.iter().copied().fold(0.0, f64::max);
+        println!("| {engine} | {:.0} | {min:.0} | {max:.0} |", median(xs.clone()));
+    }
+    let (v, q) = (median(results[0].clone()), median(results[1].clone()));
+    println!("ratio qemu / den-vmm: {:.2}x (above 1: den-vmm faster)", q / v);
 }
 
 /// The virtio-blk table.
