@@ -1,7 +1,7 @@
-//! The `dev` image through dend in the KVM lab, for the lab test and the bench alike. The outer
-//! guest gets more memory and the lab disk (see [`LabOptions::disk_from`]): an image store holding
-//! `dev`, whose root disk dend copies there and boots. dend runs with its SSH gateway on the
-//! outer guest's loopback, GNU `cp` for its disk copies, and QEMU and the OpenSSH client beside it.
+//! dend in the KVM lab: an image store for the lab disk (see [`LabOptions::disk_from`]) whose
+//! root disks dend copies there, a shell prelude that starts dend, and the `dev` image through
+//! dend for the lab test and the bench alike: dend runs with its SSH gateway on the outer guest's
+//! loopback, GNU `cp` for its disk copies, and QEMU and the OpenSSH client beside it.
 
 use crate::images;
 use crate::lab::{copy_artifacts, Lab, LabOptions};
@@ -44,6 +44,25 @@ fn shrink_ext4(file: &Path) {
     run(Command::new("resize2fs").arg(file));
 }
 
+/// Writes an image store at `store_dir` (for the lab disk) holding `images` from `from` with
+/// their kernel, initramfs, vmlinux and, where they have one, a shrunk copy of their root disk.
+pub fn lab_store(from: &Store, images: &[&ImageRecord], store_dir: &Path) {
+    std::fs::create_dir_all(store_dir).expect("making the lab store");
+    let store = Store::open(store_dir).expect("opening the lab store");
+    for image in images {
+        let mut artifacts = copy_artifacts(from, image, &store, store_dir, &["kernel", "initramfs", "vmlinux"]);
+        if let Some(digest) = image.artifacts.get("rootfs") {
+            let root = store_dir.join("rootfs.tmp");
+            let src = from.get(digest, false).unwrap_or_else(|e| panic!("{}'s root disk: {e}", image.name));
+            run(Command::new("cp").arg("--sparse=always").arg(src).arg(&root));
+            shrink_ext4(&root);
+            let digest = store.insert_file(&root, "rootfs", "lab", Default::default()).expect("storing a root disk");
+            artifacts.insert("rootfs".into(), digest);
+        }
+        store.put_image(&ImageRecord { artifacts, ..(*image).clone() }).expect("storing an image record");
+    }
+}
+
 /// What a lab running `dev` through dend needs from the host: the lab disk's folder and a key
 /// for the Den user `alice`.
 pub struct DevLab {
@@ -61,17 +80,7 @@ impl DevLab {
     pub fn new(from: &Store) -> DevLab {
         let image = images::build_builtin(from, "dev");
         let folder = tempfile::Builder::new().prefix("den-lab-dev-").tempdir().expect("temp dir");
-        let store_dir = folder.path().join("store");
-        std::fs::create_dir_all(&store_dir).expect("making the lab store");
-        let store = Store::open(&store_dir).expect("opening the lab store");
-        let mut artifacts = copy_artifacts(from, &image, &store, &store_dir, &["kernel", "initramfs", "vmlinux"]);
-        let root = store_dir.join("rootfs.tmp");
-        let src = from.get(&image.artifacts["rootfs"], false).expect("dev's root disk");
-        run(Command::new("cp").arg("--sparse=always").arg(src).arg(&root));
-        shrink_ext4(&root);
-        let digest = store.insert_file(&root, "rootfs", "lab", Default::default()).expect("storing the root disk");
-        artifacts.insert("rootfs".into(), digest);
-        store.put_image(&ImageRecord { artifacts, ..image.clone() }).expect("storing the dev record");
+        lab_store(from, &[&image], &folder.path().join("store"));
         let keys = tempfile::tempdir().expect("temp dir");
         let alice = keygen(keys.path(), "alice");
         DevLab { folder, _keys: keys, alice, image }
@@ -82,47 +91,71 @@ impl DevLab {
         LabOptions { memory_mib: OUTER_MEMORY_MIB, disk_from: Some(self.folder.path().to_path_buf()) }
     }
 
-    /// Copies dend, the CLI, den-jailer, GNU `cp`, the OpenSSH client, QEMU and alice's key into
+    /// Copies dend and its programs ([`put_dend`]), the OpenSSH client, QEMU and alice's key into
     /// a fresh lab.
     pub async fn prepare(&self, lab: &Lab) {
-        lab.put(&images::dend_static_binary(), "/lab/dend", 0o755).await;
-        lab.put(&images::den_cli_static_binary(), "/lab/den", 0o755).await;
-        lab.put(&images::jailer_static_binary(), "/lab/den-jailer", 0o755).await;
-        lab.put_dynamic(Path::new("/usr/bin/cp"), "/lab/bin/cp", "").await;
-        lab.put_dynamic(Path::new("/usr/bin/ssh"), "/lab/bin/ssh", "").await;
+        put_dend(lab, &["/usr/bin/ssh"]).await;
         lab.put_qemu().await;
         lab.put(&self.alice, "/lab/alice", 0o600).await;
         lab.put(&self.alice.with_extension("pub"), "/lab/alice.pub", 0o644).await;
     }
 }
 
-/// A shell prelude for lab scripts: starts dend (data on the lab disk, its SSH gateway on
-/// 127.0.0.1:2222) unless it runs, and defines `den`, `up` (seconds since boot) and `ms A B`.
-pub const DEND: &str = r#"
+/// The host programs dend runs for networks, disks and images.
+const DEND_TOOLS: [&str; 4] = ["/usr/sbin/nft", "/usr/sbin/dnsmasq", "/usr/sbin/mkfs.ext4", "/usr/bin/cp"];
+
+/// Copies dend, the CLI, den-jailer and `virtiofsd` into a fresh lab, and into `/lab/bin` the host
+/// programs dend runs ([`DEND_TOOLS`]) and `extra` ones (see [`Lab::put_dynamic`]).
+pub async fn put_dend(lab: &Lab, extra: &[&str]) {
+    lab.put(&images::dend_static_binary(), "/lab/dend", 0o755).await;
+    lab.put(&images::den_cli_static_binary(), "/lab/den", 0o755).await;
+    lab.put(&images::jailer_static_binary(), "/lab/den-jailer", 0o755).await;
+    lab.put_virtiofsd().await;
+    for program in DEND_TOOLS.iter().chain(extra) {
+        let name = Path::new(program).file_name().and_then(|n| n.to_str()).unwrap_or("program");
+        lab.put_dynamic(Path::new(program), &format!("/lab/bin/{name}"), "").await;
+    }
+    lab.put(Path::new("/etc/mke2fs.conf"), "/etc/mke2fs.conf", 0o644).await;
+}
+
+/// A shell prelude for lab scripts: starts dend with its data on the lab disk and `args` (after
+/// `--data-dir` and `--image-store`) unless it runs, and defines `den`, `up` (seconds since boot)
+/// and `ms A B`.
+pub fn dend(args: &str) -> String {
+    format!(
+        r#"
 D=/lab/disk/den; mkdir -p $D
-grep -q " /sys/fs/cgroup cgroup2" /proc/mounts || { mkdir -p /sys/fs/cgroup; mount -t cgroup2 none /sys/fs/cgroup; }
-# dend copies disks with GNU cp through /dev/fd; the OpenSSH client wants a passwd entry.
+grep -q " /sys/fs/cgroup cgroup2" /proc/mounts || {{ mkdir -p /sys/fs/cgroup; mount -t cgroup2 none /sys/fs/cgroup; }}
+# dend copies disks with GNU cp through /dev/fd; the OpenSSH client wants a passwd entry, and
+# dnsmasq a user to drop to.
 [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 grep -q '^root:' /etc/passwd 2>/dev/null || echo 'root:x:0:0:root:/root:/bin/sh' >> /etc/passwd
+grep -q '^nobody:' /etc/passwd || echo 'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' >> /etc/passwd
+grep -q '^nogroup:' /etc/group 2>/dev/null || echo 'nogroup:x:65534:' >> /etc/group
 mkdir -p /root
 export PATH=/lab/bin:$PATH
-den() { /lab/den --socket $D/run/dend.sock "$@"; }
-up() { cut -d' ' -f1 /proc/uptime; }
-ms() { echo "$1 $2" | awk '{printf "%d", ($2-$1)*1000}'; }
+den() {{ /lab/den --socket $D/run/dend.sock "$@"; }}
+up() {{ cut -d' ' -f1 /proc/uptime; }}
+ms() {{ echo "$1 $2" | awk '{{printf "%d", ($2-$1)*1000}}'; }}
 if ! den vm ls >/dev/null 2>&1; then
-  /lab/dend --data-dir $D --image-store /lab/disk/store --listen off --ssh-listen 127.0.0.1:2222 >> $D/dend.log 2>&1 &
+  /lab/dend --data-dir $D --image-store /lab/disk/store {args} >> $D/dend.log 2>&1 &
   i=0; while ! den vm ls >/dev/null 2>&1; do
-    i=$((i+1)); [ $i -lt 300 ] || { echo LAB-DEND-DID-NOT-START; cat $D/dend.log; exit 9; }; sleep 0.1
+    i=$((i+1)); [ $i -lt 300 ] || {{ echo LAB-DEND-DID-NOT-START; cat $D/dend.log; exit 9; }}; sleep 0.1
   done
 fi
-"#;
+"#
+    )
+}
 
-/// A lab script (after [`DEND`]) that creates `vm` from `dev` on `engine` (1 vCPU, 1 GiB, no NIC) unless
+/// dend's arguments for `dev`: no HTTPS, the SSH gateway on 127.0.0.1:2222.
+const DEV_DEND_ARGS: &str = "--listen off --ssh-listen 127.0.0.1:2222";
+
+/// A lab script (starting dend as [`dend`] does) that creates `vm` from `dev` on `engine` (1 vCPU, 1 GiB, no NIC) unless
 /// it exists, starts it and waits for its agent, and prints `LAB-CREATE-MS=` (the create, a copy
 /// of the root disk) and `LAB-AGENT-MS=` (from `den vm start` to the agent's first answer).
 pub fn boot_script(vm: &str, engine: &str) -> String {
     format!(
-        r#"{DEND}
+        r#"{}
 t0=$(up)
 den vm inspect {vm} >/dev/null 2>&1 || den vm create {vm} --image dev --engine {engine} --cpus 1 --memory 1024 --no-network \
   || {{ echo LAB-CREATE-FAILED; tail -20 $D/dend.log; exit 6; }}
@@ -134,6 +167,7 @@ done
 t2=$(up)
 echo "LAB-CREATE-MS=$(ms $t0 $t1)"
 echo "LAB-AGENT-MS=$(ms $t1 $t2)"
-"#
+"#,
+        dend(DEV_DEND_ARGS)
     )
 }
