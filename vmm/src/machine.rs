@@ -109,7 +109,7 @@ impl Machine {
 
         let exit = Arc::new(ExitSignal::new());
         let serial = Arc::new(Mutex::new(SerialPort::new(
-            IrqLine::irqfd(&vm, serial::COM1_GSI)?,
+            IrqLine::gsi(&vm, serial::COM1_GSI),
             DEFAULT_RING,
             console_sink(&cfg.console)?,
         )));
@@ -119,7 +119,7 @@ impl Machine {
             console::listen(path, hub, serial.clone())
                 .map_err(|e| VmmError::Input(format!("console socket {}: {e}", path.display())))?;
         }
-        let i8042 = Arc::new(Mutex::new(I8042::new(IrqLine::irqfd(&vm, i8042::KBD_GSI)?, exit.clone())));
+        let i8042 = Arc::new(Mutex::new(I8042::new(IrqLine::gsi(&vm, i8042::KBD_GSI), exit.clone())));
         let mut pio = Bus::new();
         place(&mut pio, u64::from(serial::COM1), 8, serial.clone())?;
         place(&mut pio, u64::from(i8042::I8042_PORT), i8042::I8042_LEN, i8042.clone())?;
@@ -170,7 +170,7 @@ impl Machine {
                 len: layout::VIRTIO_MMIO_SIZE,
                 gsi: layout::VIRTIO_GSI_BASE + i as u32,
             };
-            let interrupt = Arc::new(VirtioInterrupt::new(IrqLine::irqfd(&vm, slot.gsi)?));
+            let interrupt = Arc::new(VirtioInterrupt::new(IrqLine::gsi(&vm, slot.gsi)));
             let t = Arc::new(Mutex::new(MmioTransport::new(dev, mem.clone(), interrupt)));
             place(&mut mmio, slot.base, slot.len, t.clone())?;
             let (notifiers, ty, queues) = {

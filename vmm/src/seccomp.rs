@@ -183,6 +183,15 @@ pub fn program(kind: ThreadKind, mode: Mode) -> Result<BpfProgram, SeccompError>
     if kind == ThreadKind::Vcpu {
         ioctls.push(ioctl_rule(KVM_RUN).map_err(fail)?);
     }
+    // The threads that raise device interrupts pulse their lines (`devices::irq`): vCPUs (devices
+    // they reach), the API (Ctrl-Alt-Del through the i8042), console input (the serial port), the
+    // event loop (received packets, virtio-fs completions) and the I/O workers.
+    if matches!(
+        kind,
+        ThreadKind::Vcpu | ThreadKind::Api | ThreadKind::Console | ThreadKind::Events | ThreadKind::Worker
+    ) {
+        ioctls.push(ioctl_rule(crate::devices::irq::KVM_IRQ_LINE).map_err(fail)?);
+    }
     rules.insert(libc::SYS_ioctl, ioctls);
     // Only Unix sockets (vsock's host side): den-vmm has no network, and other families widen
     // what the kernel exposes (AF_VSOCK is not even confined by a network namespace).
