@@ -1,8 +1,8 @@
 //! Interrupt lines. With the in-kernel irqchip a line is a GSI of the VM's IOAPIC, pulsed with
 //! `KVM_IRQ_LINE` by the thread that raises it. (An irqfd would be one syscall too, but KVM injects
-//! an IOAPIC irqfd from a kernel worker thread: one more context switch per interrupt, which
-//! doubled the latency of every virtio-fs request in the KVM lab.) Without an irqchip (tiny guests,
-//! unit tests) the line only counts.
+//! an IOAPIC irqfd from a kernel worker thread: one more context switch per interrupt, which was
+//! what the disk I/O workers cost at queue depth 1 in the KVM lab.) Without an irqchip (tiny
+//! guests, unit tests) the line only counts.
 
 use kvm_ioctls::VmFd;
 use std::sync::atomic::{AtomicU64, Ordering};
