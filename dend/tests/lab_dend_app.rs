@@ -18,7 +18,7 @@ use std::time::Duration;
 
 /// The longest the scenario may run before the lab counts as wedged: the install converts the
 /// image and boots two service VMs one after the other.
-const SCRIPT_LIMIT: Duration = Duration::from_secs(600);
+const SCRIPT_LIMIT: Duration = Duration::from_secs(300);
 
 /// dend's configuration in the lab: apps on `box.test`, no Docker sandbox.
 const CONFIG: &str = "[docker]\nenabled = false\n[apps]\nbox_domain = \"box.test\"\nbox_name = \"den1\"\n";

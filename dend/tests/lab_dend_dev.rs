@@ -15,7 +15,7 @@ use std::time::Duration;
 
 /// The longest the scenario may run before the lab counts as wedged: the root disk's copy and
 /// systemd run on CPUs that TCG emulates, and the first login makes the guest's SSH keys.
-const SCRIPT_LIMIT: Duration = Duration::from_secs(600);
+const SCRIPT_LIMIT: Duration = Duration::from_secs(360);
 
 /// After the boot: the engine and the jail, then logins through the gateway, then the VM goes.
 const CHECKS: &str = r#"

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 /// The longest the scenario may run before the lab counts as wedged: the sandbox's root disk is
 /// copied and dockerd starts on CPUs that TCG emulates.
-const SCRIPT_LIMIT: Duration = Duration::from_secs(600);
+const SCRIPT_LIMIT: Duration = Duration::from_secs(360);
 
 /// dend's configuration in the lab: a sandbox with one shared folder on the lab disk.
 const CONFIG: &str = "[docker]\nmemory_mib = 1536\nshare = [\"/lab/disk/shared\"]\n";
@@ -27,7 +27,7 @@ export DOCKER_HOST=unix://$D/run/docker.sock DOCKER_CONFIG=/tmp/docker-config
 docker() { /lab/disk/docker "$@"; }
 t0=$(up)
 i=0; until docker version --format '{{.Server.Os}}' > $D/dv.out 2>$D/dv.err; do
-  i=$((i+1)); [ $i -lt 400 ] || { echo LAB-NO-DOCKERD; cat $D/dv.err; tail -30 $D/dend.log; den vm console docker-sandbox | tail -30; exit 8; }; sleep 1
+  i=$((i+1)); [ $i -lt 240 ] || { echo LAB-NO-DOCKERD; cat $D/dv.err; tail -30 $D/dend.log; den vm console docker-sandbox | tail -30; exit 8; }; sleep 1
 done
 t1=$(up)
 echo "LAB-DOCKERD-MS=$(ms $t0 $t1)"
