@@ -54,7 +54,7 @@ pub fn run_one(data: &[u8]) {
     let Some((&size_bits, rest)) = rest.split_first() else { return };
     let Some((len, rest)) = rest.split_first_chunk::<2>() else { return };
     let (image, ops) = rest.split_at(rest.len().min(usize::from(u16::from_le_bytes(*len))));
-    let size = 1u16 << (size_bits % 9);
+    let size = 1u16 << (size_bits % 11);
     let tq = if kind % KINDS == FS { TestQueue::shared(size) } else { TestQueue::new(size) };
     let _ = tq.mem.write_slice(image, GuestAddress(tq.addresses().0));
     let Some(dev) = device(kind) else { return };

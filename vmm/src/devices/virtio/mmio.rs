@@ -163,7 +163,6 @@ impl MmioTransport {
         c.push(("notifies", self.notifies));
         c.push(("worker_notifies", self.worker_notifies));
         c.push(("interrupts", self.interrupt.count()));
-        c.push(("interrupts_coalesced", self.interrupt.coalesced()));
         c
     }
 

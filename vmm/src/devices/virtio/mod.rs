@@ -18,7 +18,7 @@ pub mod vsock;
 pub mod worker;
 
 use super::irq::IrqLine;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
@@ -93,7 +93,6 @@ pub trait VirtioDevice: Send {
 pub struct VirtioInterrupt {
     status: AtomicU32,
     irq: IrqLine,
-    coalesced: AtomicU64,
 }
 
 /// Interrupt status bit: a queue has used buffers.
@@ -104,29 +103,15 @@ pub const INT_CONFIG: u32 = 2;
 impl VirtioInterrupt {
     /// Wraps the device's line.
     pub fn new(irq: IrqLine) -> VirtioInterrupt {
-        VirtioInterrupt { status: AtomicU32::new(0), irq, coalesced: AtomicU64::new(0) }
+        VirtioInterrupt { status: AtomicU32::new(0), irq }
     }
 
-    /// Sets `bits` in the status and raises the line, unless all of them were set already: then
-    /// the interrupt that set them has not been acknowledged yet, and since Linux's handler reads
-    /// and acknowledges the status before it looks at the rings, it will find what this signal
-    /// announces too. (The line is edge-triggered; raising it again would only make the guest
-    /// take a second interrupt that finds nothing, which cost as much as the first: QEMU's
-    /// level-triggered line coalesces the same way.)
+    /// Sets `bits` in the status and raises the line.
     pub fn signal(&self, bits: u32) {
-        let before = self.status.fetch_or(bits, Ordering::SeqCst);
-        if before & bits == bits {
-            self.coalesced.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        // A failed raise cannot be recovered here; the guest's next notification or
+        self.status.fetch_or(bits, Ordering::SeqCst);
+        // A failed eventfd write cannot be recovered here; the guest's next notification or
         // timeout-driven poll still finds the used buffers.
         let _ = self.irq.raise();
-    }
-
-    /// Signals that found their bits still set and raised nothing.
-    pub fn coalesced(&self) -> u64 {
-        self.coalesced.load(Ordering::Relaxed)
     }
 
     /// The status register.
@@ -161,24 +146,4 @@ pub fn complete(queue: &mut Queue, mem: &GuestMemoryMmap, head: u16, len: u32) -
         return true;
     }
     queue.needs_notification(mem).unwrap_or(true)
-}
-
-#[cfg(test)]
-mod interrupt_tests {
-    use super::*;
-
-    #[test]
-    fn a_signal_raises_only_what_is_not_pending_already() {
-        let i = VirtioInterrupt::new(IrqLine::counting());
-        i.signal(INT_USED_RING);
-        i.signal(INT_USED_RING);
-        assert_eq!((i.count(), i.coalesced(), i.status()), (1, 1, INT_USED_RING), "still pending: one interrupt");
-        // A bit not pending yet raises, even with another one pending.
-        i.signal(INT_CONFIG);
-        assert_eq!(i.count(), 2);
-        // Once the driver acknowledged, the next signal raises again.
-        i.ack(INT_USED_RING | INT_CONFIG);
-        i.signal(INT_USED_RING);
-        assert_eq!((i.count(), i.status()), (3, INT_USED_RING));
-    }
 }

@@ -130,10 +130,6 @@ impl Driver {
             assert!(start.elapsed() < Duration::from_secs(10), "no answer to FUSE opcode {opcode}");
             std::thread::sleep(Duration::from_millis(5));
         }
-        // As Linux's handler does: read the status and acknowledge it, or the next used buffer
-        // is announced by this interrupt still pending and raises none of its own.
-        let status = r(&self.t, 0x060);
-        w(&self.t, 0x064, status);
         let (_, len) = self.q.used(before);
         let out = self.q.read(OUT_BUF, len as usize);
         assert_eq!(u32::from_le_bytes(out[0..4].try_into().unwrap()), len, "reply length");
