@@ -71,7 +71,7 @@ async fn scenario(lab: Lab) -> Result<(), String> {
     let out = lab.try_sh(&script, SCRIPT_LIMIT).await?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     eprintln!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    let field = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).map(str::trim).unwrap_or("").to_string();
+    let field = |key: &str| Lab::field(&out, key);
     assert!(text.contains("LAB-APP-RUNNING"), "{TWO}: {}", lab.describe(&out));
     let mut uids = vec![];
     for vm in ["two-web", "two-backend"] {

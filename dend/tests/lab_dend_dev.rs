@@ -49,7 +49,7 @@ async fn scenario(lab: Lab, dev: &DevLab) -> Result<(), String> {
     let out = lab.try_sh(&script, SCRIPT_LIMIT).await?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     eprintln!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    let field = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).map(str::trim).unwrap_or("").to_string();
+    let field = |key: &str| Lab::field(&out, key);
     assert_eq!(field("LAB-DEV-\"engine\":"), "\"vmm\"", "auto picks den-vmm for dev: {}", lab.describe(&out));
     let uid: u32 = field("LAB-DEV-UID=").parse().unwrap_or(0);
     assert!(uid >= 2_000_000_000, "dev's den-vmm is jailed, not uid {uid}: {}", lab.describe(&out));

@@ -75,7 +75,7 @@ async fn scenario(lab: Lab) -> Result<(), String> {
     let out = lab.try_sh(&script, SCRIPT_LIMIT).await?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     eprintln!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    let field = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).map(str::trim).unwrap_or("").to_string();
+    let field = |key: &str| Lab::field(&out, key);
     assert_eq!(field("LAB-SERVER-OS="), "linux", "dockerd answers through the bridge: {}", lab.describe(&out));
     assert_eq!(field("LAB-ENGINE="), "\"engine\":\"vmm\"", "the sandbox on den-vmm: {}", lab.describe(&out));
     let uid: u32 = field("LAB-UID=").parse().unwrap_or(0);

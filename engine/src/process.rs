@@ -231,8 +231,7 @@ pub fn recorded(dir: &Path, prefix: &str) -> Vec<(std::path::PathBuf, Option<Pro
 pub fn kill_recorded(dir: &Path, prefix: &str) -> Vec<i32> {
     let mut killed = vec![];
     for (path, p) in recorded(dir, prefix) {
-        let killed_now = p.is_some_and(|p| signal(p, libc::SIGKILL).unwrap_or(false));
-        if let (true, Some(p)) = (killed_now, p) {
+        if let Some(p) = p.filter(|p| signal(*p, libc::SIGKILL).unwrap_or(false)) {
             killed.push(p.pid);
             for _ in 0..100 {
                 if !alive(p) {

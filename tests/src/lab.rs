@@ -25,6 +25,11 @@ pub const BOOT_LIMIT: Duration = Duration::from_secs(200);
 /// How many fresh labs a scenario gets when the outer guest dies or wedges under it.
 pub const LAB_ATTEMPTS: u32 = 3;
 
+/// QEMU in the outer guest as [`Lab::put_qemu`] leaves it, run straight through its loader (no
+/// wrapper script, so a timed start costs no extra exec), with the microvm firmware.
+pub const LAB_QEMU: &str =
+    "/lab/dyn/ld-linux-x86-64.so.2 --library-path /lab/dyn /lab/dyn/qemu-system-x86_64 -L /lab/qemu/share";
+
 /// Where den-vmm lives inside the outer guest.
 pub const VMM: &str = "/lab/den-vmm";
 
@@ -162,6 +167,13 @@ impl Lab {
                 Err(format!("lab exec `{script}` ran over {limit:?}; outer console:\n{}", self.guest.console_tail(40)))
             }
         }
+    }
+
+    /// The rest of the first line of a scenario's output that starts with `key`, trimmed; empty
+    /// when no line does. Lab scripts print what the test checks as `KEY=value` lines.
+    pub fn field(out: &ExecOutput, key: &str) -> String {
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines().find_map(|l| l.strip_prefix(key)).map(str::trim).unwrap_or("").to_string()
     }
 
     /// Output and the outer console's tail, for assertion messages.
@@ -329,24 +341,15 @@ impl Lab {
         self.put_dynamic(Path::new(HOST_VIRTIOFSD), HOST_VIRTIOFSD, "-o sandbox=chroot").await;
     }
 
-    /// Copies QEMU, its libraries and the microvm firmware to `/lab/qemu/`, and puts a
-    /// `qemu-system-x86_64` in `/lab/bin` that runs it with them, for dend's QEMU engine.
+    /// Copies QEMU (see [`Lab::put_dynamic`]: `/lab/dyn/qemu-system-x86_64`, run by [`LAB_QEMU`])
+    /// and the microvm firmware to `/lab/qemu/share`, and puts a `qemu-system-x86_64` in `/lab/bin`
+    /// that runs it with them, for dend's QEMU engine.
     pub async fn put_qemu(&self) {
-        let ldd = std::process::Command::new("ldd").arg("/usr/bin/qemu-system-x86_64").output().expect("ldd");
-        let text = String::from_utf8_lossy(&ldd.stdout).to_string();
-        for lib in text.split_whitespace().filter(|w| w.starts_with('/')) {
-            let name = Path::new(lib).file_name().and_then(|n| n.to_str()).unwrap_or("lib");
-            self.put(Path::new(lib), &format!("/lab/qemu/lib/{name}"), 0o755).await;
-        }
-        self.put(Path::new("/usr/bin/qemu-system-x86_64"), "/lab/qemu/qemu-system-x86_64", 0o755).await;
         for fw in ["bios-microvm.bin", "linuxboot_dma.bin", "pvh.bin"] {
             self.put(&Path::new("/usr/share/qemu").join(fw), &format!("/lab/qemu/share/{fw}"), 0o644).await;
         }
-        let wrapper = "#!/bin/sh\nexec /lab/qemu/lib/ld-linux-x86-64.so.2 --library-path /lab/qemu/lib \
-                       /lab/qemu/qemu-system-x86_64 -L /lab/qemu/share \"$@\"\n";
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("qemu"), wrapper).expect("writing the wrapper");
-        self.put(&dir.path().join("qemu"), "/lab/bin/qemu-system-x86_64", 0o755).await;
+        self.put_dynamic(Path::new("/usr/bin/qemu-system-x86_64"), "/lab/bin/qemu-system-x86_64", "-L /lab/qemu/share")
+            .await;
     }
 
     /// Copies a dynamically linked host program and the libraries it links (as `ldd` lists them)

@@ -15,7 +15,7 @@ mod block;
 mod dev;
 mod fs;
 
-use den_tests::lab::{Lab, VMM};
+use den_tests::lab::{Lab, LAB_QEMU, VMM};
 use den_tests::lab_dev::DevLab;
 use std::time::Duration;
 
@@ -30,8 +30,9 @@ pub(crate) const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 /// QEMU as the lab runs it (its own loader and libraries), 1 vCPU, 256 MiB; the machine, kernel
 /// and devices follow.
-const QEMU: &str = "/lab/qemu/lib/ld-linux-x86-64.so.2 --library-path /lab/qemu/lib /lab/qemu/qemu-system-x86_64 \
-     -L /lab/qemu/share -accel kvm -cpu host -m 256 -smp 1 -nographic -nodefaults -no-reboot -serial stdio";
+fn qemu() -> String {
+    format!("{LAB_QEMU} -accel kvm -cpu host -m 256 -smp 1 -nographic -nodefaults -no-reboot -serial stdio")
+}
 
 /// One timed boot; returns (ms to the marker, den-vmm's init milestone in ms if any), or `Err`
 /// when the outer guest died or wedged, or the inner boot failed.
@@ -43,8 +44,9 @@ async fn run(lab: &Lab, engine: &str) -> Result<(f64, Option<f64>), String> {
             if engine == "den-vmm" { "vmlinux" } else { "kernel" }
         ),
         _ => format!(
-            "{QEMU} -M microvm,x-option-roms=off,rtc=off,isa-serial=on \
-             -kernel /lab/base/kernel -initrd /lab/bench.img -append '{CMDLINE}'"
+            "{} -M microvm,x-option-roms=off,rtc=off,isa-serial=on \
+             -kernel /lab/base/kernel -initrd /lab/bench.img -append '{CMDLINE}'",
+            qemu()
         ),
     };
     let script = format!(
@@ -111,8 +113,8 @@ async fn rounds(lab: &Lab, runs: usize, phases: &str, r: &mut Results) -> Result
         r.qemu.push(qemu);
     }
     while phases.contains("fs") && r.fs_vmm.len() < runs {
-        let d = fs::run(lab, "den-vmm", QEMU).await?;
-        let q = fs::run(lab, "qemu", QEMU).await?;
+        let d = fs::run(lab, "den-vmm", &qemu()).await?;
+        let q = fs::run(lab, "qemu", &qemu()).await?;
         let n = r.fs_vmm.len() + 1;
         eprintln!("fs run {n}: den-vmm {d:?} ms, qemu {q:?} ms (write, read, metadata)");
         r.fs_vmm.push(d);
@@ -121,7 +123,7 @@ async fn rounds(lab: &Lab, runs: usize, phases: &str, r: &mut Results) -> Result
     while phases.contains("block") && r.block[0].len() < runs {
         let mut round = vec![];
         for engine in block::ENGINES {
-            round.push(block::run(lab, engine, QEMU).await?);
+            round.push(block::run(lab, engine, &qemu()).await?);
         }
         eprintln!("block run {}: {round:?} ms (1M write, 1M read, 4k write, 4k read)", r.block[0].len() + 1);
         for (xs, t) in r.block.iter_mut().zip(round) {
