@@ -72,7 +72,7 @@ bench-system-lab: deps
 bench-web: deps
 	./bench/web-bench.sh
 
-## bench-lab: den-vmm against QEMU microvm with KVM in the KVM lab (boot to init, virtio-fs, disks, dev boot to agent), as tables
+## bench-lab: den-vmm against QEMU microvm with KVM in the KVM lab (boot to init and where it goes, virtio-fs, disks, dev boot to agent), as tables
 bench-lab: deps
 	./bench/lab-bench.sh
 

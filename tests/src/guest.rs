@@ -27,8 +27,7 @@ pub struct GuestOptions {
     /// Give the guest a NIC on QEMU's isolated user network (`restrict=on`: nothing leaves the VM).
     pub isolated_nic: bool,
     /// Pass the host's TSC frequency to the guest kernel (`den_kvm_probe::tcg_guest_cmdline`),
-    /// which keeps TCG boots from hanging in early TSC calibration. The KVM lab's outer guest
-    /// goes without: it hosts KVM guests, and was only ever tested as it was.
+    /// which keeps TCG boots from hanging in early TSC calibration.
     pub tsc_hint: bool,
     /// Raw disk files attached after the root disk, each as a virtio-blk device, in this order.
     pub disks: Vec<PathBuf>,

@@ -78,9 +78,15 @@ impl DevLab {
     /// Builds (or finds) `dev` in `from`, and writes the lab disk's folder: an image store at
     /// `store/` holding `dev` with its kernel, initramfs, vmlinux and a shrunk copy of its root disk.
     pub fn new(from: &Store) -> DevLab {
+        DevLab::with_images(from, &[])
+    }
+
+    /// Like [`DevLab::new`], with `others` in the lab's store beside `dev`.
+    pub fn with_images(from: &Store, others: &[&ImageRecord]) -> DevLab {
         let image = images::build_builtin(from, "dev");
         let folder = tempfile::Builder::new().prefix("den-lab-dev-").tempdir().expect("temp dir");
-        lab_store(from, &[&image], &folder.path().join("store"));
+        let all: Vec<&ImageRecord> = std::iter::once(&image).chain(others.iter().copied()).collect();
+        lab_store(from, &all, &folder.path().join("store"));
         let keys = tempfile::tempdir().expect("temp dir");
         let alice = keygen(keys.path(), "alice");
         DevLab { folder, _keys: keys, alice, image }
@@ -89,6 +95,11 @@ impl DevLab {
     /// The lab to start: more memory, and the lab disk.
     pub fn options(&self) -> LabOptions {
         LabOptions { memory_mib: OUTER_MEMORY_MIB, disk_from: Some(self.folder.path().to_path_buf()) }
+    }
+
+    /// The host folder the lab disk is made from (its store is at `store/`), for more files.
+    pub fn folder(&self) -> &Path {
+        self.folder.path()
     }
 
     /// Copies dend and its programs ([`put_dend`]), the OpenSSH client, QEMU and alice's key into
@@ -118,9 +129,9 @@ pub async fn put_dend(lab: &Lab, extra: &[&str]) {
     lab.put(Path::new("/etc/mke2fs.conf"), "/etc/mke2fs.conf", 0o644).await;
 }
 
-/// A shell prelude for lab scripts: starts dend with its data on the lab disk and `args` (after
-/// `--data-dir` and `--image-store`) unless it runs, and defines `den`, `up` (seconds since boot)
-/// and `ms A B`.
+/// A shell prelude for lab scripts: defines `start_dend` (dend with its data on the lab disk and
+/// `args` after `--data-dir` and `--image-store`), calls it unless dend runs, and defines `den`,
+/// `up` (seconds since boot), `ms A B` and `running RE`.
 pub fn dend(args: &str) -> String {
     format!(
         r#"
@@ -137,12 +148,16 @@ export PATH=/lab/bin:$PATH
 den() {{ /lab/den --socket $D/run/dend.sock "$@"; }}
 up() {{ cut -d' ' -f1 /proc/uptime; }}
 ms() {{ echo "$1 $2" | awk '{{printf "%d", ($2-$1)*1000}}'; }}
-if ! den vm ls >/dev/null 2>&1; then
+# running RE: a process has an argument that matches RE whole (the outer guest has no pgrep).
+# Write RE so that it does not match itself (`/lab/dyn/virtiofs[d]`).
+running() {{ for c in /proc/[0-9]*/cmdline; do tr '\0' '\n' < $c 2>/dev/null | grep -qx "$1" && return 0; done; return 1; }}
+start_dend() {{
   /lab/dend --data-dir $D --image-store /lab/disk/store {args} >> $D/dend.log 2>&1 &
   i=0; while ! den vm ls >/dev/null 2>&1; do
     i=$((i+1)); [ $i -lt 300 ] || {{ echo LAB-DEND-DID-NOT-START; cat $D/dend.log; exit 9; }}; sleep 0.1
   done
-fi
+}}
+den vm ls >/dev/null 2>&1 || start_dend
 "#
     )
 }
@@ -150,12 +165,18 @@ fi
 /// dend's arguments for `dev`: no HTTPS, the SSH gateway on 127.0.0.1:2222.
 const DEV_DEND_ARGS: &str = "--listen off --ssh-listen 127.0.0.1:2222";
 
-/// A lab script (starting dend as [`dend`] does) that creates `vm` from `dev` on `engine` (1 vCPU, 1 GiB, no NIC) unless
-/// it exists, starts it and waits for its agent, and prints `LAB-CREATE-MS=` (the create, a copy
-/// of the root disk) and `LAB-AGENT-MS=` (from `den vm start` to the agent's first answer).
+/// A lab script: dend started as [`dend`] does, then [`boot_steps`].
 pub fn boot_script(vm: &str, engine: &str) -> String {
+    format!("{}{}", dend(DEV_DEND_ARGS), boot_steps(vm, engine))
+}
+
+/// Lab script steps (after [`dend`]'s prelude) that create `vm` from `dev` on `engine` (1 vCPU,
+/// 1 GiB, no NIC) unless it exists, start it and wait for its agent, and print `LAB-CREATE-MS=`
+/// (the create, a copy of the root disk) and `LAB-AGENT-MS=` (from `den vm start` to the agent's
+/// first answer).
+pub fn boot_steps(vm: &str, engine: &str) -> String {
     format!(
-        r#"{}
+        r#"
 t0=$(up)
 den vm inspect {vm} >/dev/null 2>&1 || den vm create {vm} --image dev --engine {engine} --cpus 1 --memory 1024 --no-network \
   || {{ echo LAB-CREATE-FAILED; tail -20 $D/dend.log; exit 6; }}
@@ -167,7 +188,6 @@ done
 t2=$(up)
 echo "LAB-CREATE-MS=$(ms $t0 $t1)"
 echo "LAB-AGENT-MS=$(ms $t1 $t2)"
-"#,
-        dend(DEV_DEND_ARGS)
+"#
     )
 }

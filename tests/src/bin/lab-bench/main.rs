@@ -1,12 +1,13 @@
 //! den-vmm against QEMU (`-M microvm -accel kvm`) in the KVM lab, side by side in one run: the same
 //! inner kernel, initramfs (den-agent as init) and command line, 1 vCPU, 256 MiB; time from the
 //! engine's spawn to the guest init's first console line (den-vmm with the ELF vmlinux it boots by
-//! default, and with the bzImage), measured the same way for both (the
-//! outer guest's /proc/uptime, 10 ms resolution), plus den-vmm's own debug-port milestone for
-//! init (code 0x10, timed inside the VMM). Then shared folders (virtio-fs) on both engines with
-//! the same virtiofsd (`fs.rs`), and disks on den-vmm with and without its I/O workers and on
-//! QEMU (`block.rs`), and `dev` through dend on both (`dev.rs`). A round that fails under emulated SVM's flakes runs again on a fresh lab
-//! (at most [`LAB_ATTEMPTS`] labs, each printed). Prints tables; run by `bench/lab-bench.sh [RUNS] [TABLES]`.
+//! default, and with the bzImage), measured the same way for both (the outer guest's /proc/uptime,
+//! 10 ms resolution), plus den-vmm's own debug-port milestone for init (code 0x10, timed inside
+//! the VMM). Then where that time goes (`profile.rs`), shared folders (virtio-fs) on both engines
+//! with the same virtiofsd (`fs.rs`), disks on den-vmm with and without its I/O workers and on
+//! QEMU (`block.rs`), and `dev` through dend on both (`dev.rs`). A round that fails under emulated
+//! SVM's flakes runs again on a fresh lab (at most [`LAB_ATTEMPTS`] labs, each printed). Prints
+//! tables; run by `bench/lab-bench.sh [RUNS] [TABLES]`.
 
 // A benchmark's setup may panic: a step that cannot be taken ends the run with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -14,6 +15,7 @@
 mod block;
 mod dev;
 mod fs;
+mod profile;
 
 use den_tests::lab::{Lab, LAB_QEMU, VMM};
 use den_tests::lab_dev::DevLab;
@@ -34,22 +36,28 @@ fn qemu() -> String {
     format!("{LAB_QEMU} -accel kvm -cpu host -m 256 -smp 1 -nographic -nodefaults -no-reboot -serial stdio")
 }
 
-/// One timed boot; returns (ms to the marker, den-vmm's init milestone in ms if any), or `Err`
-/// when the outer guest died or wedged, or the inner boot failed.
-async fn run(lab: &Lab, engine: &str) -> Result<(f64, Option<f64>), String> {
-    let cmd = match engine {
+/// The command that boots `engine` (`den-vmm`, `den-vmm-bzimage` or `qemu`) with the base
+/// kernel, the initramfs `/lab/<image>.img` and `cmdline`, its console on stdout.
+pub(crate) fn boot_command(engine: &str, image: &str, cmdline: &str) -> String {
+    match engine {
         "den-vmm" | "den-vmm-bzimage" => format!(
-            "{VMM} boot --kernel /lab/base/{} --initrd /lab/bench.img --memory-mib 256 --no-rng \
-             --cmdline '{CMDLINE}' --console stdio",
+            "{VMM} boot --kernel /lab/base/{} --initrd /lab/{image}.img --memory-mib 256 --no-rng \
+             --cmdline '{cmdline}' --console stdio",
             if engine == "den-vmm" { "vmlinux" } else { "kernel" }
         ),
         _ => format!(
             "{} -M microvm,x-option-roms=off,rtc=off,isa-serial=on \
-             -kernel /lab/base/kernel -initrd /lab/bench.img -append '{CMDLINE}'",
+             -kernel /lab/base/kernel -initrd /lab/{image}.img -append '{cmdline}'",
             qemu()
         ),
-    };
-    let script = format!(
+    }
+}
+
+/// A lab script that runs the boot `cmd` (console to `/lab/b.log`, stderr to `/lab/b.err`),
+/// prints `ms=` from the spawn to the console's `LAB-BENCH-INIT` line (the outer guest's clock,
+/// 10 ms), waits for the guest to end, then runs `after`.
+pub(crate) fn timed_boot(cmd: &str, after: &str) -> String {
+    format!(
         "up() {{ cut -d' ' -f1 /proc/uptime | tr -d .; }}\n\
          rm -f /lab/b.log; t0=$(up)\n\
          {cmd} </dev/null >/lab/b.log 2>/lab/b.err & pid=$!\n\
@@ -58,8 +66,15 @@ async fn run(lab: &Lab, engine: &str) -> Result<(f64, Option<f64>), String> {
            usleep 5000; done\n\
          t1=$(up); wait $pid\n\
          echo ms=$(( (t1 - t0) * 10 ))\n\
-         grep -o 'milestones: 0x10@[0-9.]*' /lab/b.err || true\n"
-    );
+         {after}\n"
+    )
+}
+
+/// One timed boot; returns (ms to the marker, den-vmm's init milestone in ms if any), or `Err`
+/// when the outer guest died or wedged, or the inner boot failed.
+async fn run(lab: &Lab, engine: &str) -> Result<(f64, Option<f64>), String> {
+    let cmd = boot_command(engine, "bench", CMDLINE);
+    let script = timed_boot(&cmd, "grep -o 'milestones: 0x10@[0-9.]*' /lab/b.err || true");
     let out = lab.try_sh(&script, RUN_LIMIT).await?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     // Emulated SVM is not flawless: now and then an inner boot dies at once (a triple fault
@@ -85,6 +100,8 @@ struct Results {
     block: [Vec<block::Times>; 3],
     /// ms from `den vm start` to the agent, by engine, in [`dev::ENGINES`] order.
     dev: [Vec<f64>; 2],
+    /// Profiled boots, by engine, in [`profile::ENGINES`] order.
+    profile: [Vec<profile::Profile>; 2],
 }
 
 /// Puts what the rounds need into a fresh lab.
@@ -93,6 +110,7 @@ async fn prepare(lab: &Lab, dev: Option<&DevLab>) {
         dev.prepare(lab).await;
     }
     lab.put_scenario("bench", SCENARIO).await;
+    lab.put_scenario("profile", profile::SCENARIO).await;
     lab.put_qemu().await;
     lab.put_scenario("fsbench", fs::SCENARIO).await;
     lab.put_virtiofsd().await;
@@ -111,6 +129,13 @@ async fn rounds(lab: &Lab, runs: usize, phases: &str, r: &mut Results) -> Result
         r.milestones.extend(m);
         r.bz.push(bz);
         r.qemu.push(qemu);
+    }
+    while phases.contains("profile") && r.profile[0].len() < runs {
+        let vmm = profile::run(lab, profile::ENGINES[0]).await?;
+        let qemu = profile::run(lab, profile::ENGINES[1]).await?;
+        eprintln!("profile run {}: den-vmm {vmm:?}, qemu {qemu:?}", r.profile[0].len() + 1);
+        r.profile[0].push(vmm);
+        r.profile[1].push(qemu);
     }
     while phases.contains("fs") && r.fs_vmm.len() < runs {
         let d = fs::run(lab, "den-vmm", &qemu()).await?;
@@ -156,7 +181,7 @@ pub(crate) async fn guest_times(lab: &Lab, engine: &str, script: &str, key: &str
     Ok(nums)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
@@ -164,8 +189,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5);
-    // Which tables: any of boot, fs, block, dev (all by default).
-    let phases = std::env::args().nth(2).unwrap_or_else(|| "boot,fs,block,dev".into());
+    // Which tables: any of boot, profile, fs, block, dev (all by default).
+    let phases = std::env::args().nth(2).unwrap_or_else(|| "boot,profile,fs,block,dev".into());
     // `dev` needs the bigger lab with the lab disk; the other tables run on it just as well.
     let dev_lab = phases.contains("dev").then(|| DevLab::new(&den_tests::images::shared_store()));
     let opts = dev_lab.as_ref().map(DevLab::options).unwrap_or_default();
@@ -186,9 +211,12 @@ async fn main() {
             Err(e) => panic!("lab: a round failed on all {LAB_ATTEMPTS} labs; the last: {e}"),
         }
     }
-    let Results { vmm, bz, qemu, milestones, fs_vmm, fs_qemu, block, dev } = r;
+    let Results { vmm, bz, qemu, milestones, fs_vmm, fs_qemu, block, dev, profile } = r;
     if phases.contains("boot") {
         boots(runs, vmm, bz, qemu, milestones);
+    }
+    if phases.contains("profile") {
+        profile::table(runs, &profile);
     }
     if phases.contains("fs") {
         shared_folders(runs, [("den-vmm", fs_vmm), ("qemu", fs_qemu)]);

@@ -1,17 +1,10 @@
-//! An LPK app with two services on den-vmm, through dend, in the KVM lab (see `den_tests::lab`):
-//! the v2 sample (`web` and `backend` from an embedded busybox image, `/lzcapp` shared over
-//! virtio-fs, health-gated, reaching each other by service name on the app's network) installed
-//! with the real `den` CLI into a static dend whose `engine: auto` picks den-vmm, jailed; then
-//! both routes answer through the app ingress (HTTPS, the app's own origin, a Den token), which
-//! reaches each service VM over the app's bridge. Prints the install time.
+//! An LPK app with two services on den-vmm: the v2 sample (`web` and `backend` from an embedded
+//! busybox image, `/lzcapp` shared over virtio-fs, health-gated, reaching each other by service
+//! name on the app's network) installed with the real `den` CLI; `engine: auto` picks den-vmm,
+//! jailed; then both routes answer through the app ingress (HTTPS, the app's own origin, a Den
+//! token), which reaches each service VM over the app's bridge. Prints the install time.
 
-// A test's helpers may panic: a failed step is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use den_images::{ImageRecord, Store};
-use den_tests::images;
-use den_tests::lab::{Lab, LabOptions};
-use den_tests::lab_dev::{dend, lab_store, put_dend};
+use den_tests::lab::Lab;
 use den_tests::lpk::{two_v2, write, TWO};
 use std::path::Path;
 use std::time::Duration;
@@ -20,15 +13,9 @@ use std::time::Duration;
 /// image and boots two service VMs one after the other.
 const SCRIPT_LIMIT: Duration = Duration::from_secs(300);
 
-/// dend's configuration in the lab: apps on `box.test`, no Docker sandbox.
-const CONFIG: &str = "[docker]\nenabled = false\n[apps]\nbox_domain = \"box.test\"\nbox_name = \"den1\"\n";
-
-/// Writes `<dir>/store`, an image store holding `app` (the service VMs' kernel and init), and
-/// `<dir>/two.lpk`, the package.
-fn lab_folder(from: &Store, app: &ImageRecord, dir: &Path) {
-    lab_store(from, &[app], &dir.join("store"));
-    write(&two_v2("1.0.0", &[]).unwrap(), dir, "two.lpk", false);
-    std::fs::write(dir.join("den.toml"), CONFIG).unwrap();
+/// Writes the package, `two.lpk`, into the lab disk's folder.
+pub(crate) fn files(folder: &Path) {
+    write(&two_v2("1.0.0", &[]).unwrap(), folder, "two.lpk", false);
 }
 
 const CHECKS: &str = r#"
@@ -51,26 +38,13 @@ echo "LAB-WEB=$(get -H "Authorization: Bearer $T" https://two.box.test:8006/)"
 echo "LAB-API=$(get -H "Authorization: Bearer $T" https://two.box.test:8006/api/)"
 den app uninstall cloud.den.test.two >/dev/null && echo LAB-UNINSTALLED
 pidof den-vmm && echo LAB-LEFT-VMM || echo LAB-NO-VMM-LEFT
-kill $(pidof dend)
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lab_dend_runs_an_apps_services_on_den_vmm() {
-    let store = images::shared_store();
-    let app = images::build_builtin(&store, "app");
-    let folder = tempfile::tempdir().unwrap();
-    lab_folder(&store, &app, folder.path());
-    let opts = LabOptions { memory_mib: 3072, disk_from: Some(folder.path().to_path_buf()) };
-    Lab::run_with_retry_on(&opts, scenario).await;
-}
-
-async fn scenario(lab: Lab) -> Result<(), String> {
-    put_dend(&lab, &["/usr/sbin/debugfs", "/usr/bin/curl"]).await;
-    let args = "--config /lab/disk/den.toml --listen 127.0.0.1:8006 --ssh-listen off";
-    let script = format!("{}{CHECKS}", dend(args));
-    let out = lab.try_sh(&script, SCRIPT_LIMIT).await?;
+/// Runs the scenario in `lab` (dend running with the ingress on 127.0.0.1:8006) and checks what
+/// it printed.
+pub(crate) async fn run(lab: &Lab) -> Result<(), String> {
+    let out = crate::run_phase(lab, "app", CHECKS, SCRIPT_LIMIT).await?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    eprintln!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
     let field = |key: &str| Lab::field(&out, key);
     assert!(text.contains("LAB-APP-RUNNING"), "{TWO}: {}", lab.describe(&out));
     let mut uids = vec![];

@@ -1,25 +1,34 @@
-//! The Docker sandbox on den-vmm, through dend's Docker bridge, in the KVM lab (see
-//! `den_tests::lab`): dend in the outer guest makes the sandbox (dockerd on Debian, its data disk,
-//! a shared folder over virtio-fs) with `engine: auto`, which picks den-vmm, jailed; the real
-//! `docker` CLI loads an image, runs a container with `-v <shared>:/src` that reads and writes the
-//! host folder, and is refused a bind of a folder that is not shared. Prints the time from the
-//! first `docker` call to dockerd answering.
-
-// A test's helpers may panic: a failed step is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The Docker sandbox on den-vmm, through dend's Docker bridge: dend makes the sandbox (dockerd on
+//! Debian, its data disk, a shared folder over virtio-fs) on the first `docker` call, with
+//! `engine: auto`, which picks den-vmm, jailed; the real `docker` CLI loads an image, runs a
+//! container with `-v <shared>:/src` that reads and writes the host folder, and is refused a bind
+//! of a folder that is not shared. Prints the time from the first `docker` call to dockerd
+//! answering.
 
 use den_tests::docker::busybox_image;
-use den_tests::images;
-use den_tests::lab::{Lab, LabOptions};
-use den_tests::lab_dev::{dend, lab_store, put_dend};
+use den_tests::lab::Lab;
+use std::path::Path;
 use std::time::Duration;
 
 /// The longest the scenario may run before the lab counts as wedged: the sandbox's root disk is
 /// copied and dockerd starts on CPUs that TCG emulates.
 const SCRIPT_LIMIT: Duration = Duration::from_secs(360);
 
-/// dend's configuration in the lab: a sandbox with one shared folder on the lab disk.
-const CONFIG: &str = "[docker]\nmemory_mib = 1536\nshare = [\"/lab/disk/shared\"]\n";
+/// Writes a busybox image (`busybox.tar`) and the `docker` CLI into the lab disk's folder: the CLI
+/// is a static binary, so it goes on the lab disk rather than over the agent.
+pub(crate) fn files(folder: &Path) {
+    busybox_image(&folder.join("busybox.tar")).unwrap();
+    std::fs::copy(which("docker"), folder.join("docker")).unwrap();
+}
+
+/// Where `program` is on the host's PATH.
+fn which(program: &str) -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{program} is not on PATH"))
+}
 
 const CHECKS: &str = r#"
 mkdir -p /lab/disk/shared && echo from-the-lab > /lab/disk/shared/in.txt
@@ -41,40 +50,13 @@ echo "LAB-WRITTEN=$(cat /lab/disk/shared/out.txt)"
 docker run --rm -v /etc:/x busybox true 2>&1 | tr '\n' ' ' | sed 's/^/LAB-REFUSED=/'; echo
 den vm stop docker-sandbox >/dev/null && echo LAB-SANDBOX-STOPPED
 pidof den-vmm && echo LAB-LEFT-VMM || echo LAB-NO-VMM-LEFT
-kill $(pidof dend)
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lab_dend_runs_the_docker_sandbox_on_den_vmm() {
-    let store = images::shared_store();
-    let docker = images::build_builtin(&store, "docker");
-    let folder = tempfile::tempdir().unwrap();
-    lab_store(&store, &[&docker], &folder.path().join("store"));
-    std::fs::write(folder.path().join("den.toml"), CONFIG).unwrap();
-    busybox_image(&folder.path().join("busybox.tar")).unwrap();
-    // The docker CLI is a static binary: it goes on the lab disk rather than over the agent.
-    let cli = which("docker");
-    std::fs::copy(&cli, folder.path().join("docker")).unwrap();
-    let opts = LabOptions { memory_mib: 3584, disk_from: Some(folder.path().to_path_buf()) };
-    Lab::run_with_retry_on(&opts, scenario).await;
-}
-
-/// Where `program` is on the host's PATH.
-fn which(program: &str) -> std::path::PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{program} is not on PATH"))
-}
-
-async fn scenario(lab: Lab) -> Result<(), String> {
-    put_dend(&lab, &[]).await;
-    let args = "--config /lab/disk/den.toml --listen off --ssh-listen off";
-    let script = format!("{}{CHECKS}", dend(args));
-    let out = lab.try_sh(&script, SCRIPT_LIMIT).await?;
+/// Runs the scenario in `lab` (dend running with the sandbox's configuration) and checks what it
+/// printed.
+pub(crate) async fn run(lab: &Lab) -> Result<(), String> {
+    let out = crate::run_phase(lab, "docker", CHECKS, SCRIPT_LIMIT).await?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    eprintln!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
     let field = |key: &str| Lab::field(&out, key);
     assert_eq!(field("LAB-SERVER-OS="), "linux", "dockerd answers through the bridge: {}", lab.describe(&out));
     assert_eq!(field("LAB-ENGINE="), "\"engine\":\"vmm\"", "the sandbox on den-vmm: {}", lab.describe(&out));

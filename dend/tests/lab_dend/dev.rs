@@ -1,16 +1,11 @@
-//! The `dev` image on den-vmm, through dend and the SSH gateway, in the KVM lab (see
-//! `den_tests::lab_dev`): the outer guest gets more memory and a disk of its own holding an image
-//! store with `dev`, so dend copies `dev`'s root disk there and boots it with `engine: auto`:
-//! systemd, sshd and the agent as a service, on den-vmm, jailed. Then the real OpenSSH client logs
-//! in as a Den user through dend's SSH gateway, which reaches the guest's sshd through the agent.
-//! Prints the time from `den vm start` to the agent answering, and to the first SSH login.
+//! The `dev` image on den-vmm, through the SSH gateway: dend copies `dev`'s root disk from the lab
+//! disk's store and boots it with `engine: auto`: systemd, sshd and the agent as a service, on
+//! den-vmm, jailed. Then the real OpenSSH client logs in as a Den user through dend's SSH gateway,
+//! which reaches the guest's sshd through the agent. Prints the time from `den vm start` to the
+//! agent answering, and to the first SSH login.
 
-// A test's helpers may panic: a failed step is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use den_tests::images;
 use den_tests::lab::Lab;
-use den_tests::lab_dev::{boot_script, DevLab};
+use den_tests::lab_dev::{boot_steps, DevLab};
 use std::time::Duration;
 
 /// The longest the scenario may run before the lab counts as wedged: the root disk's copy and
@@ -34,21 +29,14 @@ $SSH dev1:dev@127.0.0.1 'echo "LAB-SSH-NAMED=$(id -un)"'
 $SSH dev1@127.0.0.1 'exit 3'; echo "LAB-SSH-STATUS=$?"
 den vm stop dev1 && den vm rm dev1 && echo LAB-DEV-DELETED
 pidof den-vmm && echo LAB-LEFT-VMM || echo LAB-NO-VMM-LEFT
-kill $(pidof dend)
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lab_dend_runs_dev_on_den_vmm_through_the_gateway() {
-    let dev = DevLab::new(&images::shared_store());
-    Lab::run_with_retry_on(&dev.options(), |lab| scenario(lab, &dev)).await;
-}
-
-async fn scenario(lab: Lab, dev: &DevLab) -> Result<(), String> {
-    dev.prepare(&lab).await;
-    let script = format!("{}{CHECKS}", boot_script("dev1", "auto"));
-    let out = lab.try_sh(&script, SCRIPT_LIMIT).await?;
+/// Runs the scenario in `lab` (dend running, alice's key at `/lab/alice`) and checks what it
+/// printed.
+pub(crate) async fn run(lab: &Lab, dev: &DevLab) -> Result<(), String> {
+    let script = format!("{}{CHECKS}", boot_steps("dev1", "auto"));
+    let out = crate::run_phase(lab, "dev", &script, SCRIPT_LIMIT).await?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    eprintln!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
     let field = |key: &str| Lab::field(&out, key);
     assert_eq!(field("LAB-DEV-\"engine\":"), "\"vmm\"", "auto picks den-vmm for dev: {}", lab.describe(&out));
     let uid: u32 = field("LAB-DEV-UID=").parse().unwrap_or(0);
